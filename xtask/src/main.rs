@@ -1,0 +1,58 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Every multi-step job of the project (building the guest image, running the demo, running the
+//! whole test suite as CI does) lives here, so that a fresh machine needs nothing but cargo.
+
+mod test;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "SEE-PTO project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole test suite: format, lints, docs, unit and end-to-end tests (what CI runs).
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (the parent of this crate's manifest directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// Runs a command to completion, failing with a message naming it when it does not succeed.
+pub fn run_step(name: &str, command: &mut std::process::Command) -> Result<(), String> {
+    eprintln!("xtask: == {name}");
+    let status = command
+        .status()
+        .map_err(|e| format!("{name}: could not start {:?}: {e}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}

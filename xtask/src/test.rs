@@ -1,0 +1,54 @@
+//! `cargo xtask test`: the project's whole test suite, the one command CI runs.
+
+use std::process::Command;
+
+use clap::Args;
+
+use crate::{repo_root, run_step};
+
+/// Options of `cargo xtask test`.
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Skip the format and lint checks (for a quick local run).
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+/// Runs every check in the order that fails fastest.
+pub fn run(args: &TestArgs) -> Result<(), String> {
+    let root = repo_root();
+    let cargo = || {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(&root);
+        c
+    };
+    if !args.no_lint {
+        run_step(
+            "cargo fmt --check",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )?;
+        run_step(
+            "cargo clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+        run_step(
+            "cargo doc",
+            cargo()
+                .args(["doc", "--workspace", "--no-deps", "--locked"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
+    }
+    run_step(
+        "cargo test",
+        cargo().args(["test", "--workspace", "--locked"]),
+    )?;
+    Ok(())
+}
