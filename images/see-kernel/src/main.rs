@@ -1,0 +1,113 @@
+//! The SEE guest kernel: a small `no_std` x86_64 kernel booted through the PVH entry point.
+//!
+//! Boot: the PVH entry (`boot`) switches to long mode and calls [`kernel_main`], which sets up
+//! the console, GDT, IDT, memory map, heap and clock, prints a banner and a "ready" line, runs
+//! the self-tests and ends the VM through the exit port (see docs/ARCHITECTURE.md for ports,
+//! exit codes and command-line keys).
+//!
+//! The internal API a driver builds on: `console` (`print!`/`println!`), `time` (kvmclock,
+//! TSC deadlines), `memmap` (RAM and the shared window), `cmdline` (virtio-mmio devices),
+//! `interrupts` (`register_irq` for I/O APIC-routed device interrupts) and `exit`.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+#[macro_use]
+mod console;
+mod boot;
+mod cmdline;
+mod exit;
+mod gdt;
+mod heap;
+mod interrupts;
+mod memmap;
+mod selftest;
+mod time;
+
+use cmdline::Cmdline;
+use exit::{Progress, Status};
+
+/// The 64-bit entry, called by the boot code with the address of `hvm_start_info`.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(start_info: u64) -> ! {
+    exit::progress(Progress::Entry);
+    console::init();
+    gdt::init();
+    interrupts::init();
+    let map = memmap::init(start_info).unwrap_or_else(|e| panic!("boot information: {e}"));
+    let heap = heap::init(map).unwrap_or_else(|e| panic!("heap: {e}"));
+    let tsc_hz = time::init().unwrap_or_else(|e| panic!("clock: {e}"));
+
+    println!("SEE kernel {} (x86_64, PVH boot)", env!("CARGO_PKG_VERSION"));
+    exit::progress(Progress::Ready);
+    println!("see: ready in {} us", time::since_entry_us());
+
+    report(map, heap, tsc_hz);
+    let cmdline = Cmdline::new(map.cmdline());
+    match cmdline.get("see.test") {
+        Some("panic") => panic!("see.test=panic: panicking on request"),
+        Some("fault") => {
+            let addr = 0x0000_dead_0000_0000u64 as *const u64;
+            // SAFETY: deliberately reads an unmapped address to raise a page fault that the
+            // exception handler reports (see.test=fault); the read never completes.
+            let v = unsafe { addr.read_volatile() };
+            panic!("read of unmapped memory returned {v:#x}");
+        }
+        _ => {}
+    }
+    if cmdline.get("see.selftest") != Some("0") {
+        match selftest::run(cmdline.get("see.test") == Some("selftest-fail")) {
+            Ok(n) => {
+                exit::progress(Progress::SelfTestsPassed);
+                println!("see: self-tests passed ({n})");
+            }
+            Err(n) => {
+                println!("see: {n} self-test(s) FAILED");
+                exit::exit(Status::SelfTestFailure);
+            }
+        }
+    }
+    if let Some(app) = cmdline.get("see.app") {
+        println!("see: no guest app named {app:?} in this image");
+        exit::exit(Status::AppFailure);
+    }
+    println!("see: done in {} us", time::since_entry_us());
+    exit::exit(Status::Success)
+}
+
+fn report(map: &memmap::MemoryMap, heap: heap::HeapInfo, tsc_hz: u64) {
+    let cmdline = Cmdline::new(map.cmdline());
+    println!(
+        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz (kvmclock)",
+        map.ram_bytes() >> 10,
+        heap.size >> 10,
+        heap.start,
+        tsc_hz / 1000
+    );
+    match map.shared_window() {
+        Some(w) => println!("see: shared window: {} KiB at {:#x}", w.len >> 10, w.start),
+        None => println!("see: shared window: none"),
+    }
+    println!("see: cmdline: {:?}", cmdline.as_str());
+    for dev in cmdline.virtio_mmio_devices() {
+        match dev {
+            Ok(d) => println!(
+                "see: virtio-mmio device: {} bytes at {:#x}, GSI {}",
+                d.size, d.base, d.gsi
+            ),
+            Err(e) => println!("see: {e}"),
+        }
+    }
+    for key in cmdline.unknown_keys() {
+        println!("see: ignoring unknown command-line key {key:?}");
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    x86_64::instructions::interrupts::disable();
+    console::print_emergency(format_args!("see: PANIC: {info}\n"));
+    exit::exit(Status::Panic)
+}

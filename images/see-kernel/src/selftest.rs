@@ -1,0 +1,199 @@
+//! Boot self-tests: each checks one kernel service against the real machine and reports.
+
+use alloc::{boxed::Box, collections::BTreeMap, string::String, vec::Vec};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use x86_64::instructions::interrupts as cpu_irq;
+
+use crate::{
+    console::{self, COM1_GSI},
+    heap, interrupts,
+    memmap::{self, E820_RAM, E820_SEE_SHARED, MAPPED_LIMIT},
+    time::{self, Deadline},
+};
+
+type TestResult = Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(alloc::format!($($msg)*));
+        }
+    };
+}
+
+/// Runs every self-test (plus a failing one if `inject_failure`), printing one line per test.
+/// Returns the number that passed, or the number that failed.
+pub fn run(inject_failure: bool) -> Result<usize, usize> {
+    let mut tests: Vec<(&str, fn() -> TestResult)> = alloc::vec![
+        ("allocator", allocator as fn() -> TestResult),
+        ("e820", e820),
+        ("shared-window", shared_window),
+        ("timer", timer),
+        ("exceptions", exceptions),
+        ("interrupts", uart_interrupt),
+    ];
+    if inject_failure {
+        tests.push(("injected-failure", || Err("see.test=selftest-fail asked for it".into())));
+    }
+    let mut failed = 0;
+    for (name, test) in &tests {
+        let start = time::tsc();
+        match test() {
+            Ok(()) => println!(
+                "see: self-test {name}: ok ({} us)",
+                time::ticks_to_us(time::tsc() - start)
+            ),
+            Err(why) => {
+                failed += 1;
+                println!("see: self-test {name}: FAILED: {why}");
+            }
+        }
+    }
+    if failed == 0 {
+        Ok(tests.len())
+    } else {
+        Err(failed)
+    }
+}
+
+fn allocator() -> TestResult {
+    let before = heap::used();
+    {
+        let v: Vec<u64> = (0..10_000).collect();
+        check!(v.iter().sum::<u64>() == 49_995_000, "vector contents corrupted");
+        let big = alloc::vec![0xa5u8; 1 << 20];
+        check!(big.iter().all(|&b| b == 0xa5), "1 MiB buffer corrupted");
+        let mut m = BTreeMap::new();
+        for i in 0..1000u32 {
+            m.insert(i, Box::new(i * 3));
+        }
+        check!(m.get(&777).map(|b| **b) == Some(2331), "map lookup wrong");
+        check!(heap::used() > before, "allocations not accounted");
+    }
+    check!(heap::used() == before, "leak: {} bytes still used after free", heap::used() - before);
+    let mut huge: Vec<u8> = Vec::new();
+    check!(huge.try_reserve(1 << 40).is_err(), "a 1 TiB reservation succeeded");
+    Ok(())
+}
+
+fn e820() -> TestResult {
+    let map = memmap::get();
+    let entries = map.entries();
+    for pair in entries.windows(2) {
+        check!(pair[0].end() <= pair[1].start, "entries overlap or are unsorted: {:x?}", pair);
+    }
+    check!(
+        map.ram().any(|r| r.start == 0),
+        "no RAM at address 0 (low memory)"
+    );
+    let (kstart, kend) = crate::boot::kernel_range();
+    check!(
+        map.ram().any(|r| r.contains(kstart, kend - kstart)),
+        "kernel image {kstart:#x}..{kend:#x} is not inside E820 RAM"
+    );
+    check!(
+        entries.iter().filter(|r| r.kind == E820_SEE_SHARED).count() == 1,
+        "expected exactly one shared-window entry (type {E820_SEE_SHARED:#x})"
+    );
+    check!(map.ram_bytes() >= 16 << 20, "less than 16 MiB of RAM");
+    check!(entries.iter().all(|r| r.kind != E820_RAM || r.len > 0), "empty RAM entry");
+    Ok(())
+}
+
+fn shared_window() -> TestResult {
+    let w = memmap::get()
+        .shared_window()
+        .ok_or_else(|| String::from("no shared window in the memory map"))?;
+    check!(w.len >= 4096 && w.len % 4096 == 0, "window size {:#x} is not whole pages", w.len);
+    check!(w.end() <= MAPPED_LIMIT, "window beyond the identity map");
+    check!(
+        memmap::get().ram().all(|r| r.end() <= w.start || r.start >= w.end()),
+        "window overlaps private RAM"
+    );
+    // Host-shared memory is only ever touched with volatile accesses.
+    for (i, addr) in [w.start, w.end() - 8].into_iter().enumerate() {
+        let p = addr as *mut u64;
+        let pattern = 0x5ee0_5ee0_0000_0000 | i as u64;
+        // SAFETY: the address is inside the shared window, identity-mapped RAM owned by no
+        // device yet; volatile, so the compiler neither elides nor merges the accesses.
+        let back = unsafe {
+            p.write_volatile(pattern);
+            let back = p.read_volatile();
+            p.write_volatile(0);
+            back
+        };
+        check!(back == pattern, "read back {back:#x} at {addr:#x}, wrote {pattern:#x}");
+    }
+    Ok(())
+}
+
+fn timer() -> TestResult {
+    let hz = time::tsc_hz();
+    check!((100_000_000..=10_000_000_000).contains(&hz), "implausible TSC frequency {hz} Hz");
+    let mut last = time::monotonic_ns();
+    for _ in 0..1000 {
+        let now = time::monotonic_ns();
+        check!(now >= last, "kvmclock went backwards: {now} < {last}");
+        last = now;
+    }
+    // 2 ms by the TSC must be about 2 ms by kvmclock.
+    let t0 = time::monotonic_ns();
+    let deadline = Deadline::after_us(2000);
+    while !deadline.expired() {
+        core::hint::spin_loop();
+    }
+    let elapsed = time::monotonic_ns() - t0;
+    check!(
+        (1_900_000..20_000_000).contains(&elapsed),
+        "a 2 ms TSC deadline took {elapsed} ns by kvmclock"
+    );
+    Ok(())
+}
+
+fn exceptions() -> TestResult {
+    let ud = interrupts::probe_ud2();
+    check!(ud.map(|f| f.vector) == Some(6), "ud2 gave {ud:?}, expected vector 6");
+    let bp = interrupts::probe_int3();
+    check!(bp.map(|f| f.vector) == Some(3), "int3 gave {bp:?}, expected vector 3");
+    let unmapped = 0x0000_00ff_0000_0000u64; // beyond the 4 GiB identity map
+    match interrupts::probe_read(unmapped) {
+        Ok(v) => return Err(alloc::format!("read of unmapped {unmapped:#x} returned {v:#x}")),
+        Err(f) => check!(
+            f.vector == 14 && f.cr2 == unmapped && f.error_code & 1 == 0,
+            "unmapped read gave {f:?}, expected #PF (not-present) with CR2 {unmapped:#x}"
+        ),
+    }
+    let mapped = crate::boot::kernel_range().0;
+    check!(interrupts::probe_read(mapped).is_ok(), "read of mapped {mapped:#x} faulted");
+    Ok(())
+}
+
+static UART_IRQS: AtomicU32 = AtomicU32::new(0);
+
+fn on_uart_irq() {
+    // Acknowledge the transmitter-empty interrupt and turn it off again.
+    console::with_uart(|u| {
+        u.interrupt_id();
+        u.set_interrupt_enable(0);
+    });
+    UART_IRQS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The whole device-interrupt path: UART -> VMM irqfd -> I/O APIC -> local APIC -> IDT -> EOI.
+fn uart_interrupt() -> TestResult {
+    UART_IRQS.store(0, Ordering::SeqCst);
+    let vector = interrupts::register_irq(u32::from(COM1_GSI), on_uart_irq)
+        .map_err(|e| alloc::format!("register GSI {COM1_GSI}: {e}"))?;
+    console::with_uart(|u| u.set_interrupt_enable(0x02));
+    cpu_irq::enable();
+    let deadline = Deadline::after_us(200_000);
+    while UART_IRQS.load(Ordering::SeqCst) == 0 && !deadline.expired() {
+        core::hint::spin_loop();
+    }
+    cpu_irq::disable();
+    interrupts::unregister_irq(u32::from(COM1_GSI));
+    let n = UART_IRQS.load(Ordering::SeqCst);
+    check!(n >= 1, "no interrupt on vector {vector} within 200 ms");
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `see-vmm`: boots a guest kernel (ELF with a PVH note) on KVM.
+//!
+//! Exit code: the guest's status from the exit port, 1 for a VMM error, 2 for a usage error
+//! (see docs/ARCHITECTURE.md).
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use clap::Parser;
+use see_vmm::{
+    config::{DEFAULT_KVM_DEVICE, DEFAULT_MEMORY_MIB, DEFAULT_SHARED_MIB},
+    devices::legacy::{PROGRESS_ENTRY, PROGRESS_READY, PROGRESS_SELFTESTS},
+    ExitReason, SerialOutput, Vm, VmConfig,
+};
+
+/// Boot a guest kernel on KVM through the PVH entry point.
+#[derive(Debug, Parser)]
+#[command(name = "see-vmm", version, about)]
+struct Cli {
+    /// The guest kernel: an ELF image with a PVH entry note.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Guest RAM in MiB (32 to 3072).
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Size of the shared window (the memory a device backend may see) in MiB (1 to 256).
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_SHARED_MIB)]
+    shared_mem: u32,
+    /// Kernel command line (space-separated key=value words).
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Where the serial console goes: stdout, off or file:PATH.
+    #[arg(long, value_name = "stdout|off|file:PATH", default_value = "stdout")]
+    serial: SerialOutput,
+    /// The KVM device node (for tests).
+    #[arg(long, hide = true, default_value = DEFAULT_KVM_DEVICE)]
+    kvm_device: PathBuf,
+    /// Print boot times and memory use to stderr at exit, as one `boot-report` line.
+    #[arg(long)]
+    boot_report: bool,
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_micros()
+        .init();
+    let config = VmConfig {
+        kernel: cli.kernel,
+        memory_mib: cli.memory,
+        cpus: cli.cpus,
+        shared_mem_mib: cli.shared_mem,
+        cmdline: cli.cmdline,
+        serial: cli.serial,
+        kvm_device: cli.kvm_device,
+        measure_memory: cli.boot_report,
+    };
+    let outcome = match Vm::new(config, start).and_then(Vm::run) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("see-vmm: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match &outcome.reason {
+        ExitReason::Guest(_) => {}
+        ExitReason::TripleFault { vcpu } => eprintln!(
+            "see-vmm: vCPU {vcpu} triple-faulted: the guest hit an exception it could not handle"
+        ),
+        ExitReason::VcpuError { vcpu, message } => {
+            eprintln!("see-vmm: error: vCPU {vcpu}: {message}")
+        }
+    }
+    if cli.boot_report {
+        let us = |code| {
+            outcome
+                .progress_at(code)
+                .map_or_else(|| "-".to_string(), |d| d.as_micros().to_string())
+        };
+        let mem = outcome.memory.unwrap_or_default();
+        eprintln!(
+            "see-vmm: boot-report entry_us={} ready_us={} selftests_us={} exit_us={} exit_code={} rss_kib={} peak_kib={} guest_kib={} overhead_kib={}",
+            us(PROGRESS_ENTRY),
+            us(PROGRESS_READY),
+            us(PROGRESS_SELFTESTS),
+            outcome.ended_at.as_micros(),
+            outcome.exit_code(),
+            mem.rss_kib,
+            mem.peak_kib,
+            mem.guest_kib,
+            mem.overhead_kib(),
+        );
+    }
+    ExitCode::from(outcome.exit_code())
+}
