@@ -156,7 +156,10 @@ pub fn write_boot_info(
     let params = |e: &dyn std::fmt::Display| BootError::BootParams(e.to_string());
     for (i, descriptor) in BOOT_GDT.iter().enumerate() {
         memory
-            .write_obj(*descriptor, GuestAddress(layout::BOOT_GDT_ADDR + 8 * i as u64))
+            .write_obj(
+                *descriptor,
+                GuestAddress(layout::BOOT_GDT_ADDR + 8 * i as u64),
+            )
             .map_err(|e| params(&e))?;
     }
     load_cmdline(memory, GuestAddress(layout::CMDLINE_ADDR), cmdline)
@@ -244,9 +247,18 @@ mod tests {
 
     #[test]
     fn refuses_elf_without_pvh_note_and_non_elf() {
-        assert!(matches!(load(&tiny_elf(false)), Err(BootError::NoPvhNote(_))));
-        assert!(matches!(load(b"#!/bin/sh\necho hi\n"), Err(BootError::NotElf(_))));
-        assert!(matches!(load(b""), Err(BootError::KernelUnreadable { .. }) | Err(BootError::NotElf(_))));
+        assert!(matches!(
+            load(&tiny_elf(false)),
+            Err(BootError::NoPvhNote(_))
+        ));
+        assert!(matches!(
+            load(b"#!/bin/sh\necho hi\n"),
+            Err(BootError::NotElf(_))
+        ));
+        assert!(matches!(
+            load(b""),
+            Err(BootError::KernelUnreadable { .. }) | Err(BootError::NotElf(_))
+        ));
     }
 
     #[test]
@@ -265,8 +277,11 @@ mod tests {
     #[test]
     fn boot_info_lands_where_the_map_says() {
         let mem = memory();
-        let cmdline = build_cmdline("see.selftest=0", &["virtio_mmio.device=4K@0xd0000000:5".into()])
-            .unwrap();
+        let cmdline = build_cmdline(
+            "see.selftest=0",
+            &["virtio_mmio.device=4K@0xd0000000:5".into()],
+        )
+        .unwrap();
         let addr = write_boot_info(&mem, &cmdline, 32 << 20, 1 << 20).unwrap();
         let info: hvm_start_info = mem.read_obj(addr).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
@@ -274,18 +289,30 @@ mod tests {
         let last: hvm_memmap_table_entry = mem
             .read_obj(GuestAddress(info.memmap_paddr + 3 * 24))
             .unwrap();
-        assert_eq!((last.addr, last.type_), (layout::SHARED_WINDOW_ADDR, layout::E820_SEE_SHARED));
+        assert_eq!(
+            (last.addr, last.type_),
+            (layout::SHARED_WINDOW_ADDR, layout::E820_SEE_SHARED)
+        );
         let mut text = [0u8; 50];
-        mem.read_slice(&mut text, GuestAddress(info.cmdline_paddr)).unwrap();
-        assert_eq!(&text[..49], b"see.selftest=0 virtio_mmio.device=4K@0xd0000000:5");
+        mem.read_slice(&mut text, GuestAddress(info.cmdline_paddr))
+            .unwrap();
+        assert_eq!(
+            &text[..49],
+            b"see.selftest=0 virtio_mmio.device=4K@0xd0000000:5"
+        );
         assert_eq!(text[49], 0);
-        let code: u64 = mem.read_obj(GuestAddress(layout::BOOT_GDT_ADDR + 8)).unwrap();
+        let code: u64 = mem
+            .read_obj(GuestAddress(layout::BOOT_GDT_ADDR + 8))
+            .unwrap();
         assert_eq!(code, BOOT_GDT[1]);
     }
 
     #[test]
     fn overlong_cmdline_is_refused() {
         let long = "x".repeat(layout::CMDLINE_MAX);
-        assert!(matches!(build_cmdline(&long, &[]), Err(BootError::Cmdline(_))));
+        assert!(matches!(
+            build_cmdline(&long, &[]),
+            Err(BootError::Cmdline(_))
+        ));
     }
 }

@@ -175,7 +175,10 @@ mod tests {
         );
         assert!(bus.insert(0x800, 0x800, dev()).is_ok());
         assert!(bus.insert(0x2000, 1, dev()).is_ok());
-        assert!(matches!(bus.insert(5, 0, dev()), Err(BusError::BadRange { .. })));
+        assert!(matches!(
+            bus.insert(5, 0, dev()),
+            Err(BusError::BadRange { .. })
+        ));
         assert!(matches!(
             bus.insert(u64::MAX, 2, dev()),
             Err(BusError::BadRange { .. })

@@ -167,9 +167,15 @@ mod tests {
     fn boot_segments_are_flat_32_bit() {
         let cs = segment_from_gdt(BOOT_GDT[1], 1);
         assert_eq!((cs.base, cs.limit, cs.selector), (0, 0xffff_ffff, 0x08));
-        assert_eq!((cs.type_, cs.present, cs.db, cs.l, cs.s, cs.g), (0xb, 1, 1, 0, 1, 1));
+        assert_eq!(
+            (cs.type_, cs.present, cs.db, cs.l, cs.s, cs.g),
+            (0xb, 1, 1, 0, 1, 1)
+        );
         let ds = segment_from_gdt(BOOT_GDT[2], 2);
-        assert_eq!((ds.type_, ds.selector, ds.limit, ds.unusable), (0x3, 0x10, 0xffff_ffff, 0));
+        assert_eq!(
+            (ds.type_, ds.selector, ds.limit, ds.unusable),
+            (0x3, 0x10, 0xffff_ffff, 0)
+        );
         let tr = segment_from_gdt(BOOT_GDT[3], 3);
         assert_eq!((tr.type_, tr.limit, tr.s, tr.g), (0xb, 0x67, 0, 0));
         let null = segment_from_gdt(BOOT_GDT[0], 0);

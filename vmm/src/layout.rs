@@ -36,6 +36,21 @@ pub const E820_RESERVED: u32 = 2;
 /// E820 type of the SEE shared window.
 pub const E820_SEE_SHARED: u32 = 0x5EE0;
 
+// The map's invariants, checked at compile time.
+const _: () = {
+    use crate::config::{MAX_MEMORY_MIB, MAX_SHARED_MIB};
+    // Boot structures sit in low RAM without overlapping each other.
+    assert!(BOOT_GDT_ADDR + 32 <= START_INFO_ADDR);
+    assert!(START_INFO_ADDR + 56 <= MEMMAP_ADDR);
+    assert!(MEMMAP_ADDR + 24 * 4 <= CMDLINE_ADDR);
+    assert!(CMDLINE_ADDR + CMDLINE_MAX as u64 <= LOW_RAM_END);
+    // RAM, the shared window and the virtio-mmio devices never overlap.
+    assert!((MAX_MEMORY_MIB as u64) << 20 <= SHARED_WINDOW_ADDR);
+    assert!(SHARED_WINDOW_ADDR + ((MAX_SHARED_MIB as u64) << 20) <= VIRTIO_MMIO_BASE);
+    assert!(VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * VIRTIO_MMIO_MAX_DEVICES as u64 <= 0xFEC0_0000);
+    assert!(VIRTIO_MMIO_GSI_BASE + VIRTIO_MMIO_MAX_DEVICES <= 24);
+};
+
 fn entry(addr: u64, size: u64, type_: u32) -> hvm_memmap_table_entry {
     hvm_memmap_table_entry {
         addr,
@@ -59,7 +74,6 @@ pub fn e820_map(ram: u64, shared: u64) -> Vec<hvm_memmap_table_entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MAX_MEMORY_MIB, MAX_SHARED_MIB};
 
     #[test]
     fn e820_is_sorted_disjoint_and_covers_ram() {
@@ -76,29 +90,9 @@ mod tests {
         assert_eq!(ram_total, ram - (HIGH_RAM_START - LOW_RAM_END));
         let shared: Vec<_> = map.iter().filter(|e| e.type_ == E820_SEE_SHARED).collect();
         assert_eq!(shared.len(), 1);
-        assert_eq!((shared[0].addr, shared[0].size), (SHARED_WINDOW_ADDR, 16 << 20));
-    }
-
-    #[test]
-    fn boot_structures_are_in_low_ram() {
-        for (addr, len) in [
-            (BOOT_GDT_ADDR, 32),
-            (START_INFO_ADDR, 56),
-            (MEMMAP_ADDR, 24 * 4),
-            (CMDLINE_ADDR, CMDLINE_MAX as u64),
-        ] {
-            assert!(addr + len <= LOW_RAM_END, "{addr:#x}");
-        }
-        assert!(START_INFO_ADDR + 56 <= MEMMAP_ADDR);
-        assert!(MEMMAP_ADDR + 24 * 4 <= CMDLINE_ADDR);
-    }
-
-    #[test]
-    fn limits_keep_regions_apart() {
-        assert!(u64::from(MAX_MEMORY_MIB) << 20 <= SHARED_WINDOW_ADDR);
-        assert!(SHARED_WINDOW_ADDR + (u64::from(MAX_SHARED_MIB) << 20) <= VIRTIO_MMIO_BASE);
-        let last = VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * u64::from(VIRTIO_MMIO_MAX_DEVICES);
-        assert!(last <= 0xFEC0_0000);
-        assert!(VIRTIO_MMIO_GSI_BASE + VIRTIO_MMIO_MAX_DEVICES <= 24);
+        assert_eq!(
+            (shared[0].addr, shared[0].size),
+            (SHARED_WINDOW_ADDR, 16 << 20)
+        );
     }
 }

@@ -18,7 +18,9 @@ use crate::layout::SHARED_WINDOW_ADDR;
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
     /// memfd_create or sizing it failed.
-    #[error("cannot create the shared-window memfd ({0}): check the memory limits of this process")]
+    #[error(
+        "cannot create the shared-window memfd ({0}): check the memory limits of this process"
+    )]
     Memfd(#[source] io::Error),
     /// mmap failed.
     #[error("cannot map guest memory ({0}): try a smaller --memory or --shared-mem")]
@@ -155,7 +157,9 @@ mod tests {
         assert_eq!(u32::from_le_bytes(buf), 0xfeed_beef);
         // Writes through the file show up in guest memory too.
         win.file().write_all_at(&[7, 8], 0x10).unwrap();
-        let back: u16 = mem.read_obj(GuestAddress(SHARED_WINDOW_ADDR + 0x10)).unwrap();
+        let back: u16 = mem
+            .read_obj(GuestAddress(SHARED_WINDOW_ADDR + 0x10))
+            .unwrap();
         assert_eq!(back, 0x0807);
     }
 

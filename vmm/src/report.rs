@@ -60,7 +60,8 @@ fn parse_kib(rest: &str) -> Option<u64> {
 }
 
 fn parse_status_kib(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key).and_then(parse_kib))
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(parse_kib))
 }
 
 #[cfg(test)]
@@ -95,7 +96,10 @@ Rss:                  40 kB
 
     #[test]
     fn reads_hwm_and_measures_itself() {
-        assert_eq!(parse_status_kib("Name: x\nVmHWM:\t  1234 kB\n", "VmHWM:"), Some(1234));
+        assert_eq!(
+            parse_status_kib("Name: x\nVmHWM:\t  1234 kB\n", "VmHWM:"),
+            Some(1234)
+        );
         let me = measure(&[]).unwrap();
         assert!(me.rss_kib > 0 && me.peak_kib >= me.rss_kib / 2);
         assert_eq!(me.guest_kib, 0);

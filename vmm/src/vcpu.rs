@@ -58,61 +58,78 @@ pub fn spawn(id: u8, vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHand
         .spawn(move || run(id, vcpu, &ctx))
 }
 
+/// Why a vCPU thread stops, decided while the exit data is borrowed from the vCPU.
+enum Stop {
+    TripleFault,
+    Failed(String),
+    /// A failure whose message gets the guest's RIP appended.
+    FailedAt(&'static str),
+}
+
 fn run(id: u8, mut vcpu: VcpuFd, ctx: &VcpuContext) {
-    let fail = |message: String| {
-        ctx.exit.request(ExitReason::VcpuError { vcpu: id, message });
-    };
     while !ctx.stop.load(Ordering::SeqCst) {
-        match vcpu.run() {
+        let stop = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 if !ctx.pio.write(u64::from(port), data) {
                     log::debug!("vcpu {id}: write to unhandled port {port:#x}: {data:02x?}");
                 }
+                None
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !ctx.pio.read(u64::from(port), data) {
                     data.fill(0xff);
                 }
+                None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 if !ctx.mmio.read(addr, data) {
                     log::debug!("vcpu {id}: read from unhandled MMIO {addr:#x}");
                     data.fill(0xff);
                 }
+                None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 if !ctx.mmio.write(addr, data) {
                     log::debug!("vcpu {id}: write to unhandled MMIO {addr:#x}: {data:02x?}");
                 }
+                None
             }
-            Ok(VcpuExit::Shutdown) => {
+            Ok(VcpuExit::Shutdown) => Some(Stop::TripleFault),
+            Ok(VcpuExit::Hlt) => Some(Stop::FailedAt(
+                "the vCPU halted outside the in-kernel irqchip",
+            )),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Stop::Failed(format!(
+                "KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"
+            ))),
+            Ok(VcpuExit::InternalError) => Some(Stop::FailedAt(
+                "KVM internal error: it could not emulate a guest instruction",
+            )),
+            Ok(VcpuExit::SystemEvent(kind, _)) => Some(Stop::Failed(format!(
+                "the guest requested system event {kind}: power-off goes through the exit port"
+            ))),
+            Ok(VcpuExit::Intr) => None,
+            Ok(other) => Some(Stop::Failed(format!("unexpected KVM exit: {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(Stop::Failed(format!("KVM_RUN failed: {e}"))),
+        };
+        match stop {
+            None => {}
+            Some(Stop::TripleFault) => {
                 ctx.exit.request(ExitReason::TripleFault { vcpu: id });
                 return;
             }
-            Ok(VcpuExit::Hlt) => {
-                fail("the vCPU halted with interrupts off outside the in-kernel irqchip".into());
+            Some(Stop::Failed(message)) => {
+                ctx.exit
+                    .request(ExitReason::VcpuError { vcpu: id, message });
                 return;
             }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                fail(format!("KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"));
-                return;
-            }
-            Ok(VcpuExit::InternalError) => {
-                fail("KVM internal error (the guest ran an instruction KVM cannot emulate)".into());
-                return;
-            }
-            Ok(VcpuExit::SystemEvent(kind, _)) => {
-                fail(format!("the guest requested a system event (type {kind}): reset and power-off go through the exit port"));
-                return;
-            }
-            Ok(VcpuExit::Intr) => {}
-            Ok(other) => {
-                fail(format!("unexpected KVM exit: {other:?}"));
-                return;
-            }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(e) => {
-                fail(format!("KVM_RUN failed: {e}"));
+            Some(Stop::FailedAt(what)) => {
+                let rip = vcpu
+                    .get_regs()
+                    .map_or_else(|e| format!("unknown ({e})"), |r| format!("{:#x}", r.rip));
+                let message = format!("{what} (guest RIP {rip})");
+                ctx.exit
+                    .request(ExitReason::VcpuError { vcpu: id, message });
                 return;
             }
         }

@@ -205,6 +205,7 @@ impl Vm {
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
+        log::debug!("KVM VM created at {} us", start.elapsed().as_micros());
         let (memory, shared) = memory::create(config.memory_bytes(), config.shared_bytes())?;
         for (slot, region) in memory.iter().enumerate() {
             let host = region
@@ -223,6 +224,10 @@ impl Vm {
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
+        log::debug!(
+            "guest memory registered at {} us",
+            start.elapsed().as_micros()
+        );
         let kernel = boot::load_kernel(
             &memory,
             config.memory_bytes(),
@@ -248,7 +253,11 @@ impl Vm {
 
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1_BASE), u64::from(COM1_LEN), serial.clone())?;
-        pio.insert(u64::from(PROGRESS_PORT), 1, Arc::new(Mutex::new(progress_dev)))?;
+        pio.insert(
+            u64::from(PROGRESS_PORT),
+            1,
+            Arc::new(Mutex::new(progress_dev)),
+        )?;
         pio.insert(
             u64::from(EXIT_PORT),
             4,
@@ -317,7 +326,12 @@ impl Vm {
     }
 
     /// Puts `device` on the port I/O bus at `[base, base + len)`.
-    pub fn add_pio_device(&mut self, base: u16, len: u16, device: SharedDevice) -> Result<(), VmError> {
+    pub fn add_pio_device(
+        &mut self,
+        base: u16,
+        len: u16,
+        device: SharedDevice,
+    ) -> Result<(), VmError> {
         Ok(self.pio.insert(u64::from(base), u64::from(len), device)?)
     }
 
@@ -359,6 +373,10 @@ impl Vm {
             vcpus.push(fd);
         }
 
+        log::debug!(
+            "vCPUs configured at {} us",
+            self.start.elapsed().as_micros()
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = VcpuContext {
             pio: Arc::new(std::mem::take(&mut self.pio)),
@@ -407,7 +425,11 @@ impl Vm {
         {
             log::warn!("serial console flush: {e}");
         }
-        let memory = self.config.measure_memory.then(|| self.measure_memory()).flatten();
+        let memory = self
+            .config
+            .measure_memory
+            .then(|| self.measure_memory())
+            .flatten();
         let reason = self
             .exit
             .reason()

@@ -132,5 +132,8 @@ pub fn entry_tsc() -> u64 {
 /// The physical range `[start, end)` the kernel image occupies, bss included.
 pub fn kernel_range() -> (u64, u64) {
     // Only the addresses of the linker symbols are taken, never their contents.
-    (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
+    (
+        &raw const __kernel_start as u64,
+        &raw const __kernel_end as u64,
+    )
 }

@@ -56,7 +56,10 @@ impl<'a> Cmdline<'a> {
 
     /// The value of the last occurrence of `key`.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs().filter(|(k, _)| *k == key).map(|(_, v)| v).last()
+        self.pairs()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .last()
     }
 
     /// Keys this kernel does not know.

@@ -52,11 +52,7 @@ pub fn init(map: &MemoryMap) -> Result<HeapInfo, NoHeapRam> {
     };
     // SAFETY: the range is E820 RAM above the kernel image, identity-mapped, used by nothing
     // else, and `init` runs once (from kernel_main).
-    unsafe {
-        ALLOCATOR
-            .lock()
-            .init(start as *mut u8, info.size as usize)
-    };
+    unsafe { ALLOCATOR.lock().init(start as *mut u8, info.size as usize) };
     Ok(info)
 }
 

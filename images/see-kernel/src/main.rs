@@ -40,7 +40,10 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     let heap = heap::init(map).unwrap_or_else(|e| panic!("heap: {e}"));
     let tsc_hz = time::init().unwrap_or_else(|e| panic!("clock: {e}"));
 
-    println!("SEE kernel {} (x86_64, PVH boot)", env!("CARGO_PKG_VERSION"));
+    println!(
+        "SEE kernel {} (x86_64, PVH boot)",
+        env!("CARGO_PKG_VERSION")
+    );
     exit::progress(Progress::Ready);
     println!("see: ready in {} us", time::since_entry_us());
 
@@ -49,7 +52,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     match cmdline.get("see.test") {
         Some("panic") => panic!("see.test=panic: panicking on request"),
         Some("fault") => {
-            let addr = 0x0000_dead_0000_0000u64 as *const u64;
+            let addr = 0x0000_5ee0_dead_0000u64 as *const u64;
             // SAFETY: deliberately reads an unmapped address to raise a page fault that the
             // exception handler reports (see.test=fault); the read never completes.
             let v = unsafe { addr.read_volatile() };

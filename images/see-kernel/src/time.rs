@@ -91,7 +91,11 @@ pub fn tsc() -> u64 {
 /// Enables kvmclock and derives the TSC frequency from it. Returns the frequency in Hz.
 pub fn init() -> Result<u64, TimeError> {
     let sig = core::arch::x86_64::__cpuid(KVM_CPUID_SIGNATURE);
-    let name = [sig.ebx.to_le_bytes(), sig.ecx.to_le_bytes(), sig.edx.to_le_bytes()];
+    let name = [
+        sig.ebx.to_le_bytes(),
+        sig.ecx.to_le_bytes(),
+        sig.edx.to_le_bytes(),
+    ];
     if name.as_flattened() != b"KVMKVMKVM\0\0\0" || sig.eax < KVM_CPUID_FEATURES {
         return Err(TimeError::NotKvm);
     }

@@ -102,7 +102,10 @@ impl SerialConsole {
             SerialOutput::File(path) => Some(Box::new(File::create(path).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("cannot create the serial output file {}: {e}", path.display()),
+                    format!(
+                        "cannot create the serial output file {}: {e}",
+                        path.display()
+                    ),
                 )
             })?)),
             SerialOutput::Off => None,

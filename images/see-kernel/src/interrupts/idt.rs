@@ -178,7 +178,7 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         let mut gates = [Gate::default(); 256];
         // SAFETY: the table is defined in the assembly above and never written.
-        let table = unsafe { &*(&raw const see_isr_table) };
+        let table = unsafe { &see_isr_table };
         for (v, &handler) in table.iter().enumerate() {
             let ist = if v == 8 {
                 crate::gdt::DOUBLE_FAULT_IST as u8 + 1

@@ -139,47 +139,15 @@ fn take_caught() -> Option<CaughtFault> {
     })
 }
 
-/// Executes `ud2` and reports the invalid-opcode fault it must raise.
-pub fn probe_ud2() -> Option<CaughtFault> {
-    take_caught();
-    // SAFETY: arms the recovery address, executes ud2; the exception handler resumes at label 2
-    // with every register restored. Without a fault the probe disarms itself.
-    unsafe {
-        core::arch::asm!(
-            "lea {tmp}, [rip + 2f]",
-            "mov qword ptr [rip + see_fault_recovery], {tmp}",
-            "ud2",
-            "2:",
-            "mov qword ptr [rip + see_fault_recovery], 0",
-            tmp = out(reg) _,
-        );
-    }
-    take_caught()
-}
-
-/// Executes `int3` and reports the breakpoint trap it must raise.
-pub fn probe_int3() -> Option<CaughtFault> {
-    take_caught();
-    // SAFETY: as in `probe_ud2`.
-    unsafe {
-        core::arch::asm!(
-            "lea {tmp}, [rip + 2f]",
-            "mov qword ptr [rip + see_fault_recovery], {tmp}",
-            "int3",
-            "2:",
-            "mov qword ptr [rip + see_fault_recovery], 0",
-            tmp = out(reg) _,
-        );
-    }
-    take_caught()
-}
-
 /// Reads 8 bytes at `addr`, catching the fault if the address is not mapped.
 pub fn probe_read(addr: u64) -> Result<u64, CaughtFault> {
     take_caught();
     let value: u64;
-    // SAFETY: as in `probe_ud2`; a read from an unmapped address faults and resumes at label 2
-    // (value then stays 0). The caller passes an address whose read has no side effects.
+    // SAFETY: arms the recovery address and reads; a fault resumes at label 2 with every
+    // register restored by the exception handler (value then stays 0); without a fault the
+    // probe disarms itself. The caller passes an address whose read has no side effects.
+    // (ud2/int3 probes would be simpler, but KVM's instruction emulator, which runs this
+    // kernel under PVM, cannot emulate them.)
     unsafe {
         core::arch::asm!(
             "lea {tmp}, [rip + 2f]",
@@ -198,14 +166,38 @@ pub fn probe_read(addr: u64) -> Result<u64, CaughtFault> {
 
 fn exception_name(vector: u64) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow",
-        "#BR bound range", "#UD invalid opcode", "#NM device not available", "#DF double fault",
-        "coprocessor segment overrun", "#TS invalid TSS", "#NP segment not present",
-        "#SS stack fault", "#GP general protection", "#PF page fault", "reserved",
-        "#MF x87 error", "#AC alignment check", "#MC machine check", "#XM SIMD error",
-        "#VE virtualization", "#CP control protection", "reserved", "reserved", "reserved",
-        "reserved", "reserved", "reserved", "#HV hypervisor injection", "#VC VMM communication",
-        "#SX security", "reserved",
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved",
+        "#MF x87 error",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD error",
+        "#VE virtualization",
+        "#CP control protection",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security",
+        "reserved",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("?")
 }
