@@ -190,12 +190,27 @@ fn open_kvm(path: &Path) -> Result<Kvm, VmError> {
 }
 
 impl Vm {
-    /// Builds the VM: checks the config, reads the kernel, opens KVM, maps memory, sets up the
-    /// interrupt controller and the legacy devices, and loads the kernel. `start` is when the
+    /// Builds the VM: checks the config, maps guest memory and loads the kernel into it, opens
+    /// KVM, registers the memory, sets up the interrupt controller and the legacy devices. `start` is when the
     /// VMM started (boot times are measured from it).
     pub fn new(config: VmConfig, start: Instant) -> Result<Self, VmError> {
         config.validate()?;
+        // Everything about the kernel file is checked before KVM is touched.
         let mut kernel_file = boot::open_kernel(&config.kernel)?;
+        let (memory, shared) = memory::create(config.memory_bytes(), config.shared_bytes())?;
+        let kernel = boot::load_kernel(
+            &memory,
+            config.memory_bytes(),
+            &mut kernel_file,
+            &config.kernel,
+        )?;
+        log::info!(
+            "kernel {} loaded, PVH entry {:#x}, ends at {:#x}",
+            config.kernel.display(),
+            kernel.entry.0,
+            kernel.end
+        );
+
         let kvm = open_kvm(&config.kvm_device)?;
         let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm_fd
@@ -204,9 +219,7 @@ impl Vm {
         vm_fd
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-
         log::debug!("KVM VM created at {} us", start.elapsed().as_micros());
-        let (memory, shared) = memory::create(config.memory_bytes(), config.shared_bytes())?;
         for (slot, region) in memory.iter().enumerate() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -223,22 +236,9 @@ impl Vm {
             unsafe { vm_fd.set_user_memory_region(mem_region) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
-
         log::debug!(
             "guest memory registered at {} us",
             start.elapsed().as_micros()
-        );
-        let kernel = boot::load_kernel(
-            &memory,
-            config.memory_bytes(),
-            &mut kernel_file,
-            &config.kernel,
-        )?;
-        log::info!(
-            "kernel {} loaded, PVH entry {:#x}, ends at {:#x}",
-            config.kernel.display(),
-            kernel.entry.0,
-            kernel.end
         );
 
         let exit = Arc::new(ExitSignal::new().map_err(io_err("exit eventfd"))?);

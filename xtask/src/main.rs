@@ -3,6 +3,9 @@
 //! Every multi-step job of the project (building the guest image, running the demo, running the
 //! whole test suite as CI does) lives here, so that a fresh machine needs nothing but cargo.
 
+mod bench;
+mod image;
+mod run;
 mod test;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -18,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the SEE guest kernel image (images/see-kernel).
+    Image,
+    /// Build the image and the VMM, boot the image and show the console and the exit code.
+    Run(run::RunArgs),
+    /// Run a benchmark and print its figures (e.g. `bench boot`).
+    Bench(bench::BenchArgs),
     /// Run the whole test suite: format, lints, docs, unit and end-to-end tests (what CI runs).
     Test(test::TestArgs),
 }
@@ -25,6 +34,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Image => image::run(),
+        Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::{repo_root, run_step};
+use crate::{image, repo_root, run_step};
 
 /// Options of `cargo xtask test`.
 #[derive(Args, Debug)]
@@ -40,15 +40,29 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             ]),
         )?;
         run_step(
+            "cargo fmt --check (guest image)",
+            &mut image::kernel_cargo(&["fmt", "--", "--check"]),
+        )?;
+        run_step(
+            "cargo clippy (guest image)",
+            &mut image::kernel_cargo(&["clippy", "--release", "--locked", "--", "-D", "warnings"]),
+        )?;
+        run_step(
             "cargo doc",
             cargo()
                 .args(["doc", "--workspace", "--no-deps", "--locked"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )?;
     }
+    // The end-to-end tests boot the release VMM on the guest image: build both first.
+    let kernel = image::build_image()?;
+    let vmm = image::build_vmm()?;
     run_step(
         "cargo test",
-        cargo().args(["test", "--workspace", "--locked"]),
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("SEE_VMM_BIN", vmm)
+            .env("SEE_KERNEL_IMAGE", kernel),
     )?;
     Ok(())
 }

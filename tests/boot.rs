@@ -1,0 +1,129 @@
+//! The guest image boots on real KVM: banner, ready line, self-tests, exit status, and the
+//! VMM options that shape the VM (vCPUs, shared window, command line, serial output).
+
+use see_e2e::{kvm_available, Vmm};
+
+#[test]
+fn boots_to_ready_and_passes_selftests() {
+    if !kvm_available() {
+        return;
+    }
+    let out = Vmm::boot().run();
+    out.assert_code(0)
+        .assert_stdout("SEE kernel")
+        .assert_stdout("see: self-tests passed (6)")
+        .assert_stdout("see: done in");
+    let ready: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("see: ready in "))
+        .collect();
+    assert_eq!(ready.len(), 1, "one ready line:\n{}", out.stdout);
+    let us: u64 = ready[0]
+        .trim_start_matches("see: ready in ")
+        .trim_end_matches(" us")
+        .parse()
+        .expect("the ready line carries microseconds");
+    assert!(us > 0, "time since entry is measured");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let banner = lines
+        .iter()
+        .position(|l| l.starts_with("SEE kernel"))
+        .unwrap();
+    let ready = lines
+        .iter()
+        .position(|l| l.starts_with("see: ready in"))
+        .unwrap();
+    assert!(banner < ready, "banner comes before the ready line");
+    assert!(!out.stdout.contains("FAILED"), "{}", out.stdout);
+}
+
+#[test]
+fn boots_with_two_cpus() {
+    if !kvm_available() {
+        return;
+    }
+    Vmm::boot()
+        .args(["--cpus", "2", "--cmdline", "see.selftest=0"])
+        .run()
+        .assert_code(0)
+        .assert_stdout("see: ready in");
+}
+
+#[test]
+fn shared_window_size_and_cmdline_reach_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    Vmm::boot()
+        .args(["--shared-mem", "4", "--memory", "64"])
+        .args([
+            "--cmdline",
+            "see.selftest=1 virtio_mmio.device=4K@0xd0000000:5 demo.key=x",
+        ])
+        .run()
+        .assert_code(0)
+        .assert_stdout("see: shared window: 4096 KiB at 0xc0000000")
+        .assert_stdout("see: virtio-mmio device: 4096 bytes at 0xd0000000, GSI 5")
+        .assert_stdout("ignoring unknown command-line key \"demo.key\"")
+        .assert_stdout("see: self-test shared-window: ok");
+}
+
+#[test]
+fn serial_to_a_file() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let out = Vmm::boot()
+        .args(["--cmdline", "see.selftest=0"])
+        .arg(format!("--serial=file:{}", console.display()))
+        .run();
+    out.assert_code(0);
+    assert!(
+        !out.stdout.contains("see:"),
+        "console went to stdout: {}",
+        out.stdout
+    );
+    let text = std::fs::read_to_string(&console).expect("the console file exists");
+    assert!(text.starts_with("SEE kernel"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("see: ready in")),
+        "{text}"
+    );
+    assert!(text.ends_with('\n'), "the last line is complete: {text:?}");
+}
+
+#[test]
+fn boot_report_has_progress_times_and_memory() {
+    if !kvm_available() {
+        return;
+    }
+    let out = Vmm::boot().args(["--boot-report", "--serial", "off"]).run();
+    out.assert_code(0);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("boot-report"))
+        .expect("a boot-report line");
+    let field = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing in {line}"))
+    };
+    let (entry, ready, selftests, exit) = (
+        field("entry_us"),
+        field("ready_us"),
+        field("selftests_us"),
+        field("exit_us"),
+    );
+    assert!(
+        0 < entry && entry < ready && ready < selftests && selftests <= exit,
+        "{line}"
+    );
+    assert!(field("guest_kib") > 0, "the guest touched memory: {line}");
+    assert!(field("rss_kib") > field("guest_kib"), "{line}");
+    assert_eq!(field("exit_code"), 0);
+}

@@ -1,0 +1,320 @@
+//! Helpers for the end-to-end tests: find (or build, once) the release `see-vmm` binary and the
+//! guest image, decide whether KVM tests run, and run the VMM with a deadline.
+//!
+//! `cargo xtask test` builds both artefacts first and passes them in `SEE_VMM_BIN` and
+//! `SEE_KERNEL_IMAGE`; without those variables the first test that needs them builds them with
+//! nested cargo (`--release`, a different profile directory than the test build).
+
+#![warn(missing_docs)]
+
+use std::{
+    io::Read,
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{mpsc, OnceLock},
+    time::Duration,
+};
+
+/// How long one VMM run may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is one level below the root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build(what: &str, cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
+    assert!(status.success(), "building {what} failed ({status})");
+}
+
+/// The release `see-vmm` binary.
+pub fn vmm_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SEE_VMM_BIN") {
+            return PathBuf::from(path);
+        }
+        build(
+            "see-vmm",
+            cargo().current_dir(repo_root()).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-vmm",
+            ]),
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+            Some(dir) => repo_root().join(dir),
+            None => repo_root().join("target"),
+        };
+        target.join("release/see-vmm")
+    })
+}
+
+/// The guest kernel image.
+pub fn kernel_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SEE_KERNEL_IMAGE") {
+            return PathBuf::from(path);
+        }
+        let dir = repo_root().join("images/see-kernel");
+        build(
+            "the guest image",
+            cargo()
+                .current_dir(&dir)
+                .args(["build", "--release", "--locked"])
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS"),
+        );
+        dir.join("target/x86_64-unknown-none/release/see-kernel")
+    })
+}
+
+/// Whether KVM tests run: true if /dev/kvm can be opened read-write. Without it the test is
+/// skipped (returns false) unless `SEE_REQUIRE_KVM` is set, when the test fails.
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("SEE_REQUIRE_KVM").is_some() => {
+            panic!("SEE_REQUIRE_KVM is set but /dev/kvm cannot be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipped: /dev/kvm cannot be opened ({e}); set SEE_REQUIRE_KVM=1 to fail instead"
+            );
+            false
+        }
+    }
+}
+
+/// How a VMM run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output (the serial console by default).
+    pub stdout: String,
+    /// Standard error (the VMM's messages).
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Asserts the exit code, showing both streams on failure.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "the VMM panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stdout has a line containing `text`.
+    pub fn assert_stdout(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.lines().any(|l| l.contains(text)),
+            "stdout lacks {text:?}:\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains `text`.
+    pub fn assert_stderr(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Whether this process runs as root (so file permissions alone do not stop it).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A see-vmm invocation.
+#[derive(Debug)]
+pub struct Vmm {
+    cmd: Command,
+}
+
+impl Vmm {
+    /// `see-vmm` with no arguments.
+    pub fn bare(binary: &Path) -> Self {
+        let mut cmd = Command::new(binary);
+        cmd.env("RUST_LOG", "warn");
+        Self { cmd }
+    }
+
+    /// `see-vmm --kernel <the guest image>`.
+    pub fn boot() -> Self {
+        Self::bare(vmm_bin()).arg("--kernel").arg(kernel_image())
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Runs as user and group `nobody` when the tests run as root, so that a file's permission
+    /// bits take effect (root ignores them).
+    pub fn unprivileged(mut self) -> Self {
+        if is_root() {
+            self.cmd.uid(65534).gid(65534);
+        }
+        self
+    }
+
+    /// Runs to completion, failing the test if it takes longer than [`DEADLINE`].
+    pub fn run(mut self) -> Outcome {
+        let mut child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start see-vmm");
+        let pid = child.id();
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stdout, mut stderr) = (String::new(), String::new());
+            let reader = std::thread::spawn(move || {
+                let _ = err.read_to_string(&mut stderr);
+                stderr
+            });
+            let _ = out.read_to_string(&mut stdout);
+            let stderr = reader.join().unwrap_or_default();
+            let status = child.wait();
+            let _ = tx.send((status, stdout, stderr));
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok((status, stdout, stderr)) => Outcome {
+                code: status.expect("wait for see-vmm").code(),
+                stdout,
+                stderr,
+            },
+            Err(_) => {
+                // SAFETY: kill(2) on the child's pid (not yet reaped: the waiter has not
+                // returned) with a valid signal.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                panic!("see-vmm did not finish within {DEADLINE:?}");
+            }
+        }
+    }
+}
+
+/// A world-readable temporary directory holding copies of the VMM and the guest image, for
+/// runs as an unprivileged user (who may not reach the build directories).
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Copies the VMM and the image into a fresh directory (mode 0755).
+    pub fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(vmm_bin(), dir.path().join("see-vmm")).expect("copy see-vmm");
+        std::fs::copy(kernel_image(), dir.path().join("see-kernel")).expect("copy the image");
+        std::fs::set_permissions(
+            dir.path().join("see-kernel"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file with the given permission bits.
+    pub fn file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// The sandboxed VMM, unprivileged, with `--kernel <kernel>`.
+    pub fn vmm(&self, kernel: &Path) -> Vmm {
+        Vmm::bare(&self.path("see-vmm"))
+            .unprivileged()
+            .arg("--kernel")
+            .arg(kernel)
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A minimal ELF64 x86_64 executable without a PVH note: one loadable segment at 1 MiB.
+pub fn elf_without_pvh_note() -> Vec<u8> {
+    let mut f = vec![0u8; 0x110];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // ELFCLASS64
+    f[5] = 1; // little-endian
+    f[6] = 1; // version
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    f[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let ph = &mut f[64..120];
+    ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    ph[8..16].copy_from_slice(&0x100u64.to_le_bytes()); // p_offset
+    ph[16..24].copy_from_slice(&0x10_0000u64.to_le_bytes()); // p_vaddr
+    ph[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // p_paddr
+    ph[32..40].copy_from_slice(&0x10u64.to_le_bytes()); // p_filesz
+    ph[40..48].copy_from_slice(&0x10u64.to_le_bytes()); // p_memsz
+    f[0x100..0x110].fill(0xf4); // hlt
+    f
+}

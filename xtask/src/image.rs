@@ -1,0 +1,80 @@
+//! `cargo xtask image`: builds the SEE guest kernel; also builds the release VMM for `run`,
+//! `bench` and `test`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{repo_root, run_step};
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The guest kernel's crate directory.
+pub fn kernel_dir() -> PathBuf {
+    repo_root().join("images/see-kernel")
+}
+
+/// Where `cargo xtask image` puts the kernel (docs/ARCHITECTURE.md).
+pub fn kernel_path() -> PathBuf {
+    kernel_dir().join("target/x86_64-unknown-none/release/see-kernel")
+}
+
+/// A cargo command for the guest kernel, run from its directory (so its `.cargo/config.toml`
+/// applies) with the host build's target-dir and flags removed.
+pub fn kernel_cargo(args: &[&str]) -> Command {
+    let mut c = cargo();
+    c.current_dir(kernel_dir())
+        .args(args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    c
+}
+
+/// Builds the guest kernel and returns its path.
+pub fn build_image() -> Result<PathBuf, String> {
+    run_step(
+        "build the guest image (images/see-kernel)",
+        &mut kernel_cargo(&["build", "--release", "--locked"]),
+    )?;
+    let path = kernel_path();
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "the image build succeeded but {} is missing",
+            path.display()
+        ))
+    }
+}
+
+/// The workspace's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// Builds the release VMM and returns its path.
+pub fn build_vmm() -> Result<PathBuf, String> {
+    run_step(
+        "build the VMM (release)",
+        cargo()
+            .current_dir(repo_root())
+            .args(["build", "--release", "--locked", "-p", "see-vmm"]),
+    )?;
+    Ok(target_dir().join("release/see-vmm"))
+}
+
+/// `cargo xtask image`.
+pub fn run() -> Result<(), String> {
+    let path = build_image()?;
+    eprintln!("xtask: guest image: {}", path.display());
+    Ok(())
+}
