@@ -11,8 +11,8 @@ use std::{
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use vmm_sys_util::epoll::EventSet;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 
 use crate::{
     boot::{self, BootError, LoadedKernel},
@@ -157,6 +157,8 @@ pub struct Vm {
     slots: MmioSlots,
     cmdline_entries: Vec<String>,
     serial: Arc<Mutex<SerialConsole>>,
+    /// The serial console's irqfd, registered with KVM for the VM's lifetime.
+    _serial_irq: EventFd,
     progress: Arc<Mutex<Vec<ProgressEvent>>>,
     exit: Arc<ExitSignal>,
     events: VmEventManager,
@@ -266,8 +268,6 @@ impl Vm {
 
         let mut events = VmEventManager::new().map_err(VmError::EventLoop)?;
         events.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
-        // The serial irqfd stays registered with KVM for the VM's lifetime.
-        std::mem::forget(serial_irq);
 
         Ok(Self {
             config,
@@ -282,6 +282,7 @@ impl Vm {
             slots: MmioSlots::default(),
             cmdline_entries: Vec::new(),
             serial,
+            _serial_irq: serial_irq,
             progress,
             exit,
             events,
@@ -459,10 +460,5 @@ impl Vm {
         report::measure(&guest)
             .inspect_err(|e| log::warn!("cannot measure memory: {e}"))
             .ok()
-    }
-
-    /// The guest address of `hvm_start_info`.
-    pub fn start_info_addr() -> GuestAddress {
-        GuestAddress(crate::layout::START_INFO_ADDR)
     }
 }

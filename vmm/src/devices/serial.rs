@@ -86,6 +86,8 @@ impl Write for LineBuffered {
 /// The COM1 device on the port I/O bus.
 pub struct SerialConsole {
     uart: Serial<IrqTrigger, NoEvents, LineBuffered>,
+    /// Whether an output error was logged already (a closed stdout fails every byte).
+    warned: bool,
 }
 
 impl std::fmt::Debug for SerialConsole {
@@ -115,6 +117,7 @@ impl SerialConsole {
         Ok((
             Self {
                 uart: Serial::new(trigger, LineBuffered::new(out)),
+                warned: false,
             },
             irq,
         ))
@@ -138,7 +141,9 @@ impl BusDevice for SerialConsole {
         // A string instruction (`rep outsb`) delivers several bytes for the same register.
         for &byte in data {
             if let Err(e) = self.uart.write(offset as u8, byte) {
-                log::warn!("serial console: {e:?}");
+                if !std::mem::replace(&mut self.warned, true) {
+                    log::warn!("serial console output failed, dropping output: {e:?}");
+                }
             }
         }
     }
