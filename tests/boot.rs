@@ -39,15 +39,22 @@ fn boots_to_ready_and_passes_selftests() {
 }
 
 #[test]
-fn boots_with_two_cpus() {
+fn boots_with_several_cpus_and_stops_them_all() {
     if !kvm_available() {
         return;
     }
-    Vmm::boot()
-        .args(["--cpus", "2", "--cmdline", "see.selftest=0"])
-        .run()
-        .assert_code(0)
-        .assert_stdout("see: ready in");
+    for cpus in ["2", "4"] {
+        let out = Vmm::boot()
+            .args(["--cpus", cpus, "--cmdline", "see.selftest=0"])
+            .run();
+        out.assert_code(0).assert_stdout("see: ready in");
+        // The application processors wait for a SIPI inside KVM_RUN until the VMM stops them.
+        assert!(
+            !out.stderr.contains("did not stop"),
+            "--cpus {cpus}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]

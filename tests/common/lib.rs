@@ -203,13 +203,25 @@ impl Vmm {
 
     /// Runs to completion, failing the test if it takes longer than [`DEADLINE`].
     pub fn run(mut self) -> Outcome {
-        let mut child = self
-            .cmd
+        self.cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start see-vmm");
+            .stderr(Stdio::piped());
+        // A binary just copied into a sandbox can be briefly "busy": another test thread's fork
+        // may hold the copy's write descriptor until that child execs (it is close-on-exec).
+        let busy_until = std::time::Instant::now() + Duration::from_secs(5);
+        let mut child = loop {
+            match self.cmd.spawn() {
+                Ok(child) => break child,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ETXTBSY)
+                        && std::time::Instant::now() < busy_until =>
+                {
+                    std::thread::yield_now()
+                }
+                Err(e) => panic!("cannot start {:?}: {e}", self.cmd.get_program()),
+            }
+        };
         let pid = child.id();
         let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();

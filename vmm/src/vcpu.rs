@@ -2,12 +2,14 @@
 //!
 //! To stop them, the VMM sets the shared stop flag and signals each thread (SIGRTMIN), which
 //! makes a blocked `KVM_RUN` return `EINTR`; a signal that lands between the flag check and
-//! `KVM_RUN` is covered by signalling again until the thread has ended.
+//! `KVM_RUN` is covered by signalling again, every few milliseconds (real-time signals queue:
+//! signalling in a tight loop would bury a thread that is still starting), until each thread
+//! has reported its end.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Once,
+        mpsc, Arc, Once,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -32,6 +34,18 @@ pub struct VcpuContext {
     pub exit: Arc<ExitSignal>,
     /// Set when every vCPU must stop.
     pub stop: Arc<AtomicBool>,
+    /// Each thread sends its vCPU id here as it ends (however it ends).
+    pub exited: mpsc::Sender<u8>,
+}
+
+/// Reports a vCPU thread's end on drop, so a panic reports too.
+struct ExitReport(u8, mpsc::Sender<u8>);
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        // The receiver is gone only if the VMM no longer waits.
+        let _ = self.1.send(self.0);
+    }
 }
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -55,7 +69,10 @@ pub fn spawn(id: u8, vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHand
     install_kick_handler();
     std::thread::Builder::new()
         .name(format!("see-vcpu-{id}"))
-        .spawn(move || run(id, vcpu, &ctx))
+        .spawn(move || {
+            let _report = ExitReport(id, ctx.exited.clone());
+            run(id, vcpu, &ctx)
+        })
 }
 
 /// Why a vCPU thread stops, decided while the exit data is borrowed from the vCPU.
@@ -139,25 +156,53 @@ fn run(id: u8, mut vcpu: VcpuFd, ctx: &VcpuContext) {
     }
 }
 
-/// Stops every vCPU thread: sets `stop`, then signals each until it has ended or `timeout`
-/// has passed. Returns the number of threads that did not stop (they are left detached).
-pub fn stop_all(handles: Vec<JoinHandle<()>>, stop: &AtomicBool, timeout: Duration) -> usize {
+/// How often a vCPU that has not stopped yet is signalled again.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Stops every vCPU thread: sets `stop`, signals each thread that has not reported its exit on
+/// `exited`, and waits for the reports, signalling again every [`KICK_INTERVAL`] until `timeout`.
+/// Returns the number of threads that did not stop (they are left detached).
+pub fn stop_all(
+    handles: Vec<JoinHandle<()>>,
+    stop: &AtomicBool,
+    exited: &mpsc::Receiver<u8>,
+    timeout: Duration,
+) -> usize {
     stop.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + timeout;
-    let mut stuck = 0;
-    for handle in handles {
-        while !handle.is_finished() && Instant::now() < deadline {
+    let mut done = vec![false; handles.len()];
+    while done.iter().any(|d| !d) {
+        for (handle, _) in handles.iter().zip(&done).filter(|(_, d)| !**d) {
             if let Err(e) = handle.kill(kick_signal()) {
                 log::debug!("kick: {e}");
             }
-            std::thread::yield_now();
         }
-        if handle.is_finished() {
-            if handle.join().is_err() {
-                log::error!("a vCPU thread panicked");
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match exited.recv_timeout(KICK_INTERVAL.min(deadline - now)) {
+            Ok(id) => {
+                if let Some(d) = done.get_mut(usize::from(id)) {
+                    *d = true;
+                }
+                // Take every other report already queued before kicking again.
+                for id in exited.try_iter() {
+                    if let Some(d) = done.get_mut(usize::from(id)) {
+                        *d = true;
+                    }
+                }
             }
-        } else {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut stuck = 0;
+    for (handle, done) in handles.into_iter().zip(done) {
+        if !done {
             stuck += 1;
+        } else if handle.join().is_err() {
+            log::error!("a vCPU thread panicked");
         }
     }
     stuck

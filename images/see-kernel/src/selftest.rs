@@ -68,10 +68,10 @@ fn allocator() -> TestResult {
             v.iter().sum::<u64>() == 124_750,
             "vector contents corrupted"
         );
-        let big = alloc::vec![0xa5u8; 64 << 10];
+        let big = alloc::vec![0xa5u8; 16 << 10];
         check!(
-            big[0] == 0xa5 && big[(64 << 10) - 1] == 0xa5,
-            "64 KiB buffer corrupted"
+            big[0] == 0xa5 && big[(16 << 10) - 1] == 0xa5,
+            "16 KiB buffer corrupted"
         );
         let mut m = BTreeMap::new();
         for i in 0..64u32 {
@@ -172,18 +172,27 @@ fn timer() -> TestResult {
         check!(now >= last, "kvmclock went backwards: {now} < {last}");
         last = now;
     }
-    // 2 ms by the TSC must be about 2 ms by kvmclock.
-    let t0 = time::monotonic_ns();
-    let deadline = Deadline::after_us(2000);
-    while !deadline.expired() {
-        core::hint::spin_loop();
+    // TSC ticks converted with the derived frequency must agree with kvmclock over a 2 ms
+    // spin. A vCPU preempted between paired reads makes one attempt disagree, so any of three
+    // attempts within 5% passes.
+    let mut seen = alloc::vec::Vec::new();
+    for _ in 0..3 {
+        let (ns0, tsc0) = (time::monotonic_ns(), time::tsc());
+        let deadline = Deadline::after_us(2000);
+        while !deadline.expired() {
+            core::hint::spin_loop();
+        }
+        let (tsc1, ns1) = (time::tsc(), time::monotonic_ns());
+        let by_tsc = time::ticks_to_us(tsc1 - tsc0) * 1000;
+        let by_clock = ns1 - ns0;
+        if by_tsc >= 1_900_000 && by_clock.abs_diff(by_tsc) <= by_tsc / 20 {
+            return Ok(());
+        }
+        seen.push((by_tsc, by_clock));
     }
-    let elapsed = time::monotonic_ns() - t0;
-    check!(
-        (1_900_000..20_000_000).contains(&elapsed),
-        "a 2 ms TSC deadline took {elapsed} ns by kvmclock"
-    );
-    Ok(())
+    Err(alloc::format!(
+        "TSC and kvmclock disagree over 2 ms spins (tsc ns, clock ns): {seen:?}"
+    ))
 }
 
 fn exceptions() -> TestResult {
@@ -237,13 +246,13 @@ fn uart_interrupt() -> TestResult {
         .map_err(|e| alloc::format!("register GSI {COM1_GSI}: {e}"))?;
     console::with_uart(|u| u.set_interrupt_enable(0x02));
     cpu_irq::enable();
-    let deadline = Deadline::after_us(200_000);
+    let deadline = Deadline::after_us(1_000_000);
     while UART_IRQS.load(Ordering::SeqCst) == 0 && !deadline.expired() {
         core::hint::spin_loop();
     }
     cpu_irq::disable();
     interrupts::unregister_irq(u32::from(COM1_GSI));
     let n = UART_IRQS.load(Ordering::SeqCst);
-    check!(n >= 1, "no interrupt on vector {vector} within 200 ms");
+    check!(n >= 1, "no interrupt on vector {vector} within 1 s");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Running a VM: boot information, vCPU threads, the event loop, and how the run ended.
 
 use std::{
-    sync::{atomic::AtomicBool, Arc, PoisonError},
+    sync::{atomic::AtomicBool, mpsc, Arc, PoisonError},
     time::Duration,
 };
 
@@ -98,18 +98,20 @@ impl Vm {
             self.start.elapsed().as_micros()
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let (exited_tx, exited) = mpsc::channel();
         let ctx = VcpuContext {
             pio: Arc::new(std::mem::take(&mut self.pio)),
             mmio: Arc::new(std::mem::take(&mut self.mmio)),
             exit: self.exit.clone(),
             stop: stop.clone(),
+            exited: exited_tx,
         };
         let mut handles = Vec::with_capacity(vcpus.len());
         for (id, fd) in vcpus.into_iter().enumerate() {
             match vcpu::spawn(id as u8, fd, ctx.clone()) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    vcpu::stop_all(handles, &stop, Duration::from_secs(1));
+                    vcpu::stop_all(handles, &stop, &exited, Duration::from_secs(1));
                     return Err(VmError::Io {
                         what: "vCPU thread",
                         source: e,
@@ -132,7 +134,7 @@ impl Vm {
             }
         };
         let ended_at = self.start.elapsed();
-        let stuck = vcpu::stop_all(handles, &stop, Duration::from_secs(1));
+        let stuck = vcpu::stop_all(handles, &stop, &exited, Duration::from_secs(1));
         if stuck > 0 {
             log::warn!("{stuck} vCPU thread(s) did not stop");
         }
