@@ -104,3 +104,73 @@ fn parse_u64(s: &str) -> Option<u64> {
         None => s.parse().ok(),
     }
 }
+
+// The kernel is built for bare metal and has no test harness; these tests run on the host
+// through tests/kernel_units.rs, which includes this file.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_values_and_last_one_wins() {
+        let c = Cmdline::new("  see.selftest=0 quiet see.selftest=1\tsee.app=demo ");
+        assert_eq!(c.get("see.selftest"), Some("1"));
+        assert_eq!(c.get("see.app"), Some("demo"));
+        assert_eq!(c.get("quiet"), Some(""));
+        assert_eq!(c.get("missing"), None);
+        assert_eq!(c.unknown_keys().collect::<Vec<_>>(), ["quiet"]);
+    }
+
+    #[test]
+    fn virtio_mmio_devices_parse() {
+        let c =
+            Cmdline::new("virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=1M@3489665024:6:2");
+        let devs: Vec<_> = c.virtio_mmio_devices().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            devs,
+            [
+                VirtioMmioDevice {
+                    size: 4096,
+                    base: 0xd000_0000,
+                    gsi: 5
+                },
+                VirtioMmioDevice {
+                    size: 1 << 20,
+                    base: 0xd000_1000,
+                    gsi: 6
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_devices_are_errors_not_panics() {
+        for bad in [
+            "",
+            "4K",
+            "4K@",
+            "@0x1000:5",
+            "0@0x1000:5",
+            "4K@0x1000",
+            "4K@0x1000:",
+            "4K@0xzz:5",
+            "4K@0x1000:5:x",
+            "4K@0x1000:5:1:2",
+            "4X@0x1000:5",
+            "99999999999999999999K@0x1000:5",
+            "16E@0x1000:5",
+            "4K@0xffffffffffffffff:5",
+            "4K@0x1000:99999999999",
+        ] {
+            let line = alloc_line(bad);
+            let c = Cmdline::new(&line);
+            let r: Vec<_> = c.virtio_mmio_devices().collect();
+            assert_eq!(r.len(), 1, "{bad}");
+            assert!(r[0].is_err(), "{bad:?} parsed as {:?}", r[0]);
+        }
+    }
+
+    fn alloc_line(value: &str) -> String {
+        format!("virtio_mmio.device={value}")
+    }
+}
