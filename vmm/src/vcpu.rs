@@ -157,7 +157,7 @@ fn run(id: u8, mut vcpu: VcpuFd, ctx: &VcpuContext) {
 }
 
 /// How often a vCPU that has not stopped yet is signalled again.
-const KICK_INTERVAL: Duration = Duration::from_millis(5);
+pub const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Stops every vCPU thread: sets `stop`, signals each thread that has not reported its exit on
 /// `exited`, and waits for the reports, signalling again every [`KICK_INTERVAL`] until `timeout`.
