@@ -1,0 +1,351 @@
+//! A generator of synthetic sessions over a service catalogue, with known structure.
+//!
+//! The next request depends on the last `order` requests through a random sparse transition
+//! table (`branching` likely successors per context, drawn from the seed), blended with
+//! uniform noise. With `goals > 0` the first request names one of `goals` goals (the first
+//! request types of the vocabulary are the entry points) and the goal reshapes every later
+//! transition: a long-range dependency that a Markov model of short order cannot see.
+//! Each session carries its true next-request distributions, so the evaluation can print the
+//! Bayes-optimal accuracy beside every model.
+
+use rand::{seq::index::sample, Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution as _, Exp};
+
+use crate::{
+    trace::{Distribution, Request, Session, Trace},
+    vocab::{TypeId, Vocabulary},
+};
+
+/// Errors of generating a workload.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GenerateError {
+    /// A parameter is out of range.
+    #[error("workload parameter {0}; fix the option")]
+    Parameter(String),
+}
+
+/// Built-in workload shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Second-order Markov sessions, no goals.
+    Markov,
+    /// First-order transitions reshaped by a goal set by the first request (long range).
+    Goal,
+}
+
+/// The tunable structure of a generated workload.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkloadSpec {
+    /// Number of sessions.
+    pub sessions: usize,
+    /// Seed of the transition tables and of the sampling.
+    pub seed: u64,
+    /// How many previous requests the transitions depend on (1 to 4).
+    pub order: usize,
+    /// Likely successors per context (1 to the number of request types).
+    pub branching: usize,
+    /// Probability that a request is drawn uniformly instead (0 to 1).
+    pub noise: f32,
+    /// Number of goals (0: none); at most the number of request types.
+    pub goals: usize,
+    /// Weight of the goal-specific transitions against the shared ones (0 to 1).
+    pub goal_strength: f32,
+    /// Mean session length in requests (at least 2).
+    pub mean_length: f32,
+    /// Longest session.
+    pub max_length: usize,
+    /// Mean think time between requests, in milliseconds (exponential).
+    pub think_ms: f64,
+}
+
+impl WorkloadSpec {
+    /// The preset for `w` with `sessions` sessions and `seed`.
+    pub fn preset(w: Workload, sessions: usize, seed: u64) -> Self {
+        let base = Self {
+            sessions,
+            seed,
+            order: 2,
+            branching: 3,
+            noise: 0.05,
+            goals: 0,
+            goal_strength: 0.0,
+            mean_length: 10.0,
+            max_length: 40,
+            think_ms: 4000.0,
+        };
+        match w {
+            Workload::Markov => base,
+            Workload::Goal => Self {
+                order: 1,
+                goals: 4,
+                goal_strength: 0.85,
+                mean_length: 12.0,
+                ..base
+            },
+        }
+    }
+
+    fn check(&self, n: usize) -> Result<(), GenerateError> {
+        let bad = |m: String| Err(GenerateError::Parameter(m));
+        if n == 0 {
+            return bad("vocabulary: no request types".into());
+        }
+        if !(1..=4).contains(&self.order) {
+            return bad(format!("order {} not in 1..=4", self.order));
+        }
+        if self.branching == 0 || self.branching > n {
+            return bad(format!("branching {} not in 1..={n}", self.branching));
+        }
+        if !(0.0..=1.0).contains(&self.noise) || !(0.0..=1.0).contains(&self.goal_strength) {
+            return bad("noise and goal strength must be in 0..=1".into());
+        }
+        if self.goals > n {
+            return bad(format!("{} goals but only {n} request types", self.goals));
+        }
+        if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
+            return bad("mean length must be >= 2 and max length >= 2".into());
+        }
+        if !(self.think_ms.is_finite() && self.think_ms > 0.0) {
+            return bad("think time must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The transition structure of a spec over `n` request types (ids `1..=n`).
+#[derive(Debug)]
+struct Model<'a> {
+    spec: &'a WorkloadSpec,
+    n: usize,
+}
+
+const NO_GOAL: u64 = u64::MAX;
+
+impl Model<'_> {
+    /// The sparse structured distribution of context `ctx` under `salt` (a goal or none).
+    fn table(&self, ctx: &[TypeId], salt: u64) -> Vec<(TypeId, f32)> {
+        let mut h =
+            self.spec.seed ^ 0x9e37_79b9_7f4a_7c15 ^ salt.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        for &c in ctx {
+            h = (h ^ u64::from(c))
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(23);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(h);
+        let picks = sample(&mut rng, self.n, self.spec.branching);
+        let weights: Vec<f32> = (0..picks.len())
+            .map(|_| -rng.random::<f32>().max(1e-6).ln())
+            .collect();
+        let total: f32 = weights.iter().sum();
+        picks
+            .iter()
+            .zip(weights)
+            .map(|(i, w)| (i as TypeId + 1, w / total))
+            .collect()
+    }
+
+    /// The true distribution of the next request after `history` (non-empty) under `goal`.
+    fn next(&self, history: &[TypeId], goal: Option<usize>) -> Distribution {
+        let start = history.len().saturating_sub(self.spec.order);
+        let ctx = &history[start..];
+        let mut dense = vec![self.spec.noise / self.n as f32; self.n + 1];
+        dense[0] = 0.0;
+        let structured = 1.0 - self.spec.noise;
+        match goal {
+            Some(g) => {
+                let s = self.spec.goal_strength;
+                for (t, p) in self.table(ctx, g as u64) {
+                    dense[t as usize] += structured * s * p;
+                }
+                for (t, p) in self.table(ctx, NO_GOAL) {
+                    dense[t as usize] += structured * (1.0 - s) * p;
+                }
+            }
+            None => {
+                for (t, p) in self.table(ctx, NO_GOAL) {
+                    dense[t as usize] += structured * p;
+                }
+            }
+        }
+        let mut d: Distribution = dense
+            .into_iter()
+            .enumerate()
+            .skip(1)
+            .filter(|&(_, p)| p > 0.0)
+            .map(|(i, p)| (i as TypeId, p))
+            .collect();
+        d.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        d
+    }
+}
+
+fn draw(rng: &mut ChaCha8Rng, d: &Distribution) -> TypeId {
+    let mut u = rng.random::<f32>() * d.iter().map(|x| x.1).sum::<f32>();
+    for &(t, p) in d {
+        if u < p {
+            return t;
+        }
+        u -= p;
+    }
+    d.last().map_or(1, |x| x.0)
+}
+
+/// Generates `spec.sessions` sessions over the request types of `vocab`.
+pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, GenerateError> {
+    let n = vocab.len() - 1;
+    spec.check(n)?;
+    let model = Model { spec, n };
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1));
+    let think =
+        Exp::new(1.0 / spec.think_ms).map_err(|e| GenerateError::Parameter(e.to_string()))?;
+    let stop = 1.0 / (f64::from(spec.mean_length) - 1.0);
+    let mut sessions = Vec::with_capacity(spec.sessions);
+    for s in 0..spec.sessions {
+        let (goal, first) = if spec.goals > 0 {
+            let g = rng.random_range(0..spec.goals);
+            (Some(g), g as TypeId + 1)
+        } else {
+            (None, draw(&mut rng, &model.table(&[], NO_GOAL)))
+        };
+        let mut at = s as f64 * 600_000.0;
+        let mut kinds = vec![first];
+        let mut requests = vec![Request {
+            kind: first,
+            at_ms: at as i64,
+        }];
+        let mut truth = Vec::new();
+        while kinds.len() < spec.max_length && (kinds.len() < 2 || !rng.random_bool(stop.min(1.0)))
+        {
+            let d = model.next(&kinds, goal);
+            let k = draw(&mut rng, &d);
+            at += think.sample(&mut rng);
+            kinds.push(k);
+            requests.push(Request {
+                kind: k,
+                at_ms: at as i64,
+            });
+            truth.push(d);
+        }
+        sessions.push(Session {
+            key: format!("gen-{s:06}"),
+            user: None,
+            requests,
+            truth,
+        });
+    }
+    Ok(Trace {
+        vocab: vocab.clone(),
+        sessions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::ServiceCatalogue;
+
+    fn vocab() -> Vocabulary {
+        ServiceCatalogue::default_catalogue().vocabulary()
+    }
+
+    #[test]
+    fn deterministic_for_a_seed_and_truthful() {
+        let spec = WorkloadSpec::preset(Workload::Goal, 200, 7);
+        let a = generate(&vocab(), &spec).unwrap();
+        let b = generate(&vocab(), &spec).unwrap();
+        assert_eq!(a, b);
+        let c = generate(
+            &vocab(),
+            &WorkloadSpec {
+                seed: 8,
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert_ne!(a, c);
+        assert!(a.has_truth());
+        let mean = a.request_count() as f32 / a.sessions.len() as f32;
+        assert!((9.0..15.0).contains(&mean), "mean length {mean}");
+        for s in &a.sessions {
+            assert!(s.requests.len() >= 2 && s.requests.len() <= spec.max_length);
+            assert!((1..=4).contains(&s.requests[0].kind), "entry is a goal");
+            assert!(s.requests.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+            for d in &s.truth {
+                let total: f32 = d.iter().map(|x| x.1).sum();
+                assert!((total - 1.0).abs() < 1e-4, "sums to {total}");
+                assert!(d.windows(2).all(|w| w[0].1 >= w[1].1), "sorted");
+            }
+        }
+    }
+
+    #[test]
+    fn the_goal_changes_the_transitions() {
+        let spec = WorkloadSpec::preset(Workload::Goal, 1, 3);
+        let m = Model { spec: &spec, n: 19 };
+        let a = m.next(&[1, 5], Some(0));
+        let b = m.next(&[2, 5], Some(1));
+        assert_ne!(
+            a[0], b[0],
+            "goal 0 and goal 1 disagree after the same request"
+        );
+        assert_eq!(
+            m.next(&[1, 5], Some(0)),
+            m.next(&[3, 5], Some(0)),
+            "order 1 sees only the last"
+        );
+    }
+
+    #[test]
+    fn empirical_frequencies_follow_the_truth() {
+        let spec = WorkloadSpec {
+            noise: 0.0,
+            ..WorkloadSpec::preset(Workload::Markov, 3000, 1)
+        };
+        let t = generate(&vocab(), &spec).unwrap();
+        let (mut hits, mut expected, mut n) = (0.0, 0.0, 0.0);
+        for s in &t.sessions {
+            for (i, d) in s.truth.iter().enumerate() {
+                hits += f64::from(u8::from(s.requests[i + 1].kind == d[0].0));
+                expected += f64::from(d[0].1);
+                n += 1.0;
+            }
+        }
+        assert!(
+            ((hits - expected) / n).abs() < 0.02,
+            "{} vs {}",
+            hits / n,
+            expected / n
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let ok = WorkloadSpec::preset(Workload::Markov, 1, 1);
+        for bad in [
+            WorkloadSpec {
+                order: 0,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                branching: 99,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                noise: 2.0,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                goals: 50,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                mean_length: f32::NAN,
+                ..ok.clone()
+            },
+        ] {
+            assert!(generate(&vocab(), &bad).is_err(), "{bad:?}");
+        }
+        assert!(generate(&Vocabulary::new(), &ok).is_err());
+    }
+}

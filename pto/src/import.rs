@@ -1,0 +1,570 @@
+//! Importing request traces from CSV or JSON lines, plain or gzip-compressed.
+//!
+//! Each row is one request: a session (or user) key, a request type and a timestamp; other
+//! columns are ignored. Rows are grouped by session in order of first appearance and each
+//! session is sorted by time. A malformed row is skipped and counted, or refused, per
+//! [`Malformed`].
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::{
+    trace::{Request, Session, Trace},
+    vocab::Vocabulary,
+};
+
+/// The longest request-type name or key accepted.
+pub const MAX_FIELD_LEN: usize = 256;
+
+/// Errors of importing a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The input could not be opened or read.
+    #[error("cannot read {path}: {source}; check the path and permissions")]
+    Io {
+        /// The input.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A required column is missing from the CSV header.
+    #[error("{path}: no {what} column (tried {tried}); name it with --{flag}")]
+    MissingColumn {
+        /// The input.
+        path: PathBuf,
+        /// Which column.
+        what: &'static str,
+        /// The names looked for.
+        tried: String,
+        /// The CLI flag that names it.
+        flag: &'static str,
+    },
+    /// A row is malformed and the policy is to refuse.
+    #[error("{path}:{line}: {reason} (use --skip-malformed to skip such rows)")]
+    Malformed {
+        /// The input.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Nothing usable was found.
+    #[error("{path}: no valid request rows; check the format (--format) and the column names")]
+    Empty {
+        /// The input.
+        path: PathBuf,
+    },
+}
+
+/// Input format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// What to do with a malformed row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Malformed {
+    /// Skip it and count it in the report.
+    #[default]
+    Skip,
+    /// Stop the import with an error naming the line.
+    Refuse,
+}
+
+/// Import options; `None` columns are found among common names.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Format; `None` guesses from the file name (`.jsonl`, `.ndjson`, `.json` are JSON lines).
+    pub format: Option<Format>,
+    /// Session column.
+    pub session_column: Option<String>,
+    /// Request-type column.
+    pub type_column: Option<String>,
+    /// Timestamp column.
+    pub time_column: Option<String>,
+    /// User column.
+    pub user_column: Option<String>,
+    /// Malformed-row policy.
+    pub malformed: Malformed,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Rows read (header excluded).
+    pub rows: u64,
+    /// Rows skipped as malformed.
+    pub skipped: u64,
+    /// The first few skipped rows: line and reason.
+    pub examples: Vec<(u64, String)>,
+}
+
+const SESSION_NAMES: &[&str] = &["session_id", "session", "sessionid", "user_id", "user"];
+const TYPE_NAMES: &[&str] = &["request_type", "event", "type", "request", "event_type"];
+const TIME_NAMES: &[&str] = &["timestamp", "time", "ts", "at"];
+const USER_NAMES: &[&str] = &["user_id", "user"];
+
+/// Imports the file at `path`, interning request types into `vocab`.
+pub fn import_path(
+    path: &Path,
+    opts: &ImportOptions,
+    vocab: Vocabulary,
+) -> Result<(Trace, ImportReport), ImportError> {
+    let io = |source| ImportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = BufReader::new(File::open(path).map_err(io)?);
+    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let name = path.to_string_lossy().to_lowercase();
+    let stem = name.strip_suffix(".gz").unwrap_or(&name);
+    let format = opts.format.unwrap_or(
+        if [".jsonl", ".ndjson", ".json"]
+            .iter()
+            .any(|e| stem.ends_with(e))
+        {
+            Format::Jsonl
+        } else {
+            Format::Csv
+        },
+    );
+    import_reader(reader, path, format, opts, vocab)
+}
+
+/// Imports from `reader`; `path` only names the input in errors.
+pub fn import_reader(
+    reader: impl Read,
+    path: &Path,
+    format: Format,
+    opts: &ImportOptions,
+    vocab: Vocabulary,
+) -> Result<(Trace, ImportReport), ImportError> {
+    let mut b = Builder::new(path, opts.malformed, vocab);
+    match format {
+        Format::Csv => read_csv(reader, path, opts, &mut b)?,
+        Format::Jsonl => read_jsonl(reader, path, opts, &mut b)?,
+    }
+    b.finish()
+}
+
+struct Row {
+    session: String,
+    kind: String,
+    at_ms: i64,
+    user: Option<String>,
+}
+
+struct Builder<'a> {
+    path: &'a Path,
+    policy: Malformed,
+    trace: Trace,
+    by_key: HashMap<String, usize>,
+    report: ImportReport,
+}
+
+impl<'a> Builder<'a> {
+    fn new(path: &'a Path, policy: Malformed, vocab: Vocabulary) -> Self {
+        Self {
+            path,
+            policy,
+            trace: Trace {
+                vocab,
+                sessions: Vec::new(),
+            },
+            by_key: HashMap::new(),
+            report: ImportReport::default(),
+        }
+    }
+
+    fn row(&mut self, line: u64, row: Result<Row, String>) -> Result<(), ImportError> {
+        self.report.rows += 1;
+        let row = match row.and_then(check_row) {
+            Ok(r) => r,
+            Err(reason) => {
+                if self.policy == Malformed::Refuse {
+                    return Err(ImportError::Malformed {
+                        path: self.path.to_owned(),
+                        line,
+                        reason,
+                    });
+                }
+                self.report.skipped += 1;
+                if self.report.examples.len() < 5 {
+                    self.report.examples.push((line, reason));
+                }
+                return Ok(());
+            }
+        };
+        let kind = self.trace.vocab.intern(&row.kind);
+        let sessions = &mut self.trace.sessions;
+        let idx = *self.by_key.entry(row.session.clone()).or_insert_with(|| {
+            sessions.push(Session {
+                key: row.session,
+                user: row.user,
+                ..Session::default()
+            });
+            sessions.len() - 1
+        });
+        sessions[idx].requests.push(Request {
+            kind,
+            at_ms: row.at_ms,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(Trace, ImportReport), ImportError> {
+        if self.trace.sessions.is_empty() {
+            return Err(ImportError::Empty {
+                path: self.path.to_owned(),
+            });
+        }
+        for s in &mut self.trace.sessions {
+            s.requests.sort_by_key(|r| r.at_ms);
+        }
+        Ok((self.trace, self.report))
+    }
+}
+
+fn check_row(r: Row) -> Result<Row, String> {
+    for (what, v) in [("session", &r.session), ("request type", &r.kind)] {
+        if v.trim().is_empty() {
+            return Err(format!("empty {what}"));
+        }
+        if v.len() > MAX_FIELD_LEN {
+            return Err(format!("{what} longer than {MAX_FIELD_LEN} bytes"));
+        }
+    }
+    if r.kind == crate::vocab::UNKNOWN_NAME {
+        return Err("reserved request type name".into());
+    }
+    Ok(r)
+}
+
+fn find_column(
+    header: &csv::StringRecord,
+    given: Option<&str>,
+    candidates: &[&str],
+) -> Option<usize> {
+    let names: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
+    match given {
+        Some(g) => names.iter().position(|h| *h == g.to_lowercase()),
+        None => candidates
+            .iter()
+            .find_map(|c| names.iter().position(|h| h == c)),
+    }
+}
+
+fn read_csv(
+    reader: impl Read,
+    path: &Path,
+    opts: &ImportOptions,
+    b: &mut Builder<'_>,
+) -> Result<(), ImportError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(reader);
+    let header = rdr.headers().map_err(|e| csv_io(path, e))?.clone();
+    let missing = |what, given: &Option<String>, cands: &[&str], flag| {
+        let tried = given.clone().unwrap_or_else(|| cands.join(", "));
+        ImportError::MissingColumn {
+            path: path.to_owned(),
+            what,
+            tried,
+            flag,
+        }
+    };
+    let type_col = find_column(&header, opts.type_column.as_deref(), TYPE_NAMES)
+        .ok_or_else(|| missing("request type", &opts.type_column, TYPE_NAMES, "type-column"))?;
+    let session_col = find_column(&header, opts.session_column.as_deref(), SESSION_NAMES)
+        .ok_or_else(|| {
+            missing(
+                "session",
+                &opts.session_column,
+                SESSION_NAMES,
+                "session-column",
+            )
+        })?;
+    let time_col = find_column(&header, opts.time_column.as_deref(), TIME_NAMES)
+        .ok_or_else(|| missing("timestamp", &opts.time_column, TIME_NAMES, "time-column"))?;
+    let user_col = find_column(&header, opts.user_column.as_deref(), USER_NAMES);
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = rdr.position().line();
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let field = |i: usize| record.get(i).map(str::trim);
+                let row = match (field(session_col), field(type_col), field(time_col)) {
+                    (Some(s), Some(k), Some(t)) => parse_time(t).map(|at_ms| Row {
+                        session: s.to_owned(),
+                        kind: k.to_owned(),
+                        at_ms,
+                        user: user_col.and_then(field).map(str::to_owned),
+                    }),
+                    _ => Err(format!("{} fields, too few", record.len())),
+                };
+                b.row(line, row)?;
+            }
+            Err(e) if e.is_io_error() => return Err(csv_io(path, e)),
+            Err(e) => b.row(line, Err(e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+fn csv_io(path: &Path, e: csv::Error) -> ImportError {
+    let source = match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{other:?}")),
+    };
+    ImportError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read_jsonl(
+    reader: impl Read,
+    path: &Path,
+    opts: &ImportOptions,
+    b: &mut Builder<'_>,
+) -> Result<(), ImportError> {
+    let pick = |obj: &serde_json::Map<String, serde_json::Value>,
+                given: &Option<String>,
+                cands: &[&str]|
+     -> Option<serde_json::Value> {
+        match given {
+            Some(g) => obj.get(g).cloned(),
+            None => cands.iter().find_map(|c| obj.get(*c).cloned()),
+        }
+    };
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let text = line.map_err(|source| ImportError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let row = serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(|v| match v {
+                serde_json::Value::Object(o) => Ok(o),
+                _ => Err("not a JSON object".to_owned()),
+            })
+            .and_then(|o| {
+                let s = pick(&o, &opts.session_column, SESSION_NAMES).ok_or("no session key")?;
+                let k = pick(&o, &opts.type_column, TYPE_NAMES).ok_or("no request type")?;
+                let t = pick(&o, &opts.time_column, TIME_NAMES).ok_or("no timestamp")?;
+                let user = pick(&o, &opts.user_column, USER_NAMES).and_then(|u| scalar(&u));
+                Ok(Row {
+                    session: scalar(&s).ok_or("session is not a string or number")?,
+                    kind: scalar(&k).ok_or("request type is not a string")?,
+                    at_ms: match &t {
+                        serde_json::Value::Number(n) => {
+                            n.as_f64().map(seconds_or_ms).ok_or("bad timestamp")?
+                        }
+                        serde_json::Value::String(s) => parse_time(s)?,
+                        _ => return Err("timestamp is not a number or string".into()),
+                    },
+                    user,
+                })
+            });
+        b.row(line_no, row)?;
+    }
+    Ok(())
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A number of seconds since the epoch, or of milliseconds when it is larger than 1e11 (a
+/// date after 5138 in seconds).
+fn seconds_or_ms(x: f64) -> i64 {
+    if x.abs() > 1e11 {
+        x as i64
+    } else {
+        (x * 1000.0) as i64
+    }
+}
+
+/// Parses a timestamp: a number (see [`seconds_or_ms`]) or `YYYY-MM-DD[ T]HH:MM:SS[.fff][Z]`
+/// (UTC), to milliseconds since the Unix epoch.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(x) = s.parse::<f64>() {
+        if x.is_finite() {
+            return Ok(seconds_or_ms(x));
+        }
+    }
+    let bad = || format!("bad timestamp {s:?} (want seconds or YYYY-MM-DD HH:MM:SS)");
+    let s2 = s.strip_suffix('Z').unwrap_or(s);
+    let s2 = s2.strip_suffix("+00:00").unwrap_or(s2);
+    let (date, time) = s2.split_once([' ', 'T']).unwrap_or((s2, "00:00:00"));
+    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let (y, m, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
+    let (hh, mm) = (num(t[0])?, num(t[1])?);
+    let secs: f64 = t[2].parse().map_err(|_| bad())?;
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..24).contains(&hh)
+        || !(0..60).contains(&mm)
+        || !(0.0..61.0).contains(&secs)
+    {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, day);
+    Ok((days * 86_400 + hh * 3600 + mm * 60) * 1000 + (secs * 1000.0).round() as i64)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "user_id,session_id,event,timestamp,platform\n\
+        u1,s1,home,2024-03-13 10:21:14,desktop\n\
+        u1,s1,cart,2024-03-13 10:21:28,desktop\n\
+        u2,s2,search,2024-03-13 11:00:00,mobile\n\
+        u1,s1,catalog,2024-03-13 10:21:20,desktop\n\
+        u2,s2,,2024-03-13 11:00:05,mobile\n\
+        u2,s2,home,yesterday,mobile\n\
+        u2,s2\n";
+
+    fn import(
+        text: &str,
+        format: Format,
+        policy: Malformed,
+    ) -> Result<(Trace, ImportReport), ImportError> {
+        let opts = ImportOptions {
+            malformed: policy,
+            ..ImportOptions::default()
+        };
+        import_reader(
+            text.as_bytes(),
+            Path::new("t"),
+            format,
+            &opts,
+            Vocabulary::new(),
+        )
+    }
+
+    #[test]
+    fn csv_groups_sorts_and_counts_malformed_rows() {
+        let (t, r) = import(CSV, Format::Csv, Malformed::Skip).unwrap();
+        assert_eq!(r.rows, 7);
+        assert_eq!(r.skipped, 3);
+        assert_eq!(
+            r.examples.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [6, 7, 8]
+        );
+        assert_eq!(t.sessions.len(), 2);
+        let s1: Vec<_> = t.sessions[0]
+            .kinds()
+            .iter()
+            .map(|&k| t.vocab.name(k).unwrap())
+            .collect();
+        assert_eq!(s1, ["home", "catalog", "cart"], "sorted by time");
+        assert_eq!(t.sessions[0].user.as_deref(), Some("u1"));
+        assert_eq!(t.sessions[1].requests.len(), 1);
+    }
+
+    #[test]
+    fn csv_refuses_malformed_rows_when_asked() {
+        let err = import(CSV, Format::Csv, Malformed::Refuse).unwrap_err();
+        assert!(
+            matches!(err, ImportError::Malformed { line: 6, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("empty request type"));
+    }
+
+    #[test]
+    fn csv_without_a_type_column_names_the_flag() {
+        let err = import("a,b\n1,2\n", Format::Csv, Malformed::Skip).unwrap_err();
+        assert!(err.to_string().contains("--type-column"), "{err}");
+    }
+
+    #[test]
+    fn jsonl_reads_numbers_and_strings_and_skips_garbage() {
+        let text = "{\"session\":7,\"type\":\"a\",\"ts\":1.5}\n\n\
+            not json\n[1]\n{\"session\":7,\"type\":\"b\",\"ts\":\"1970-01-01T00:00:02Z\"}\n\
+            {\"session\":7,\"type\":\"c\"}\n";
+        let (t, r) = import(text, Format::Jsonl, Malformed::Skip).unwrap();
+        assert_eq!(r.skipped, 3);
+        assert_eq!(t.sessions[0].key, "7");
+        assert_eq!(t.sessions[0].requests[0].at_ms, 1500);
+        assert_eq!(t.sessions[0].requests[1].at_ms, 2000);
+    }
+
+    #[test]
+    fn empty_input_is_an_error() {
+        assert!(matches!(
+            import("session,type,ts\n", Format::Csv, Malformed::Skip),
+            Err(ImportError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn parses_dates() {
+        assert_eq!(parse_time("1970-01-02 00:00:01"), Ok(86_401_000));
+        assert_eq!(
+            parse_time("2024-03-13 10:21:14").unwrap(),
+            1_710_325_274_000
+        );
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert!(parse_time("2024-13-01 00:00:00").is_err());
+        assert!(parse_time("nan").is_err());
+    }
+
+    #[test]
+    fn reads_the_shared_ecom_trace_when_present() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ecom.csv.gz");
+        if !path.exists() {
+            return;
+        }
+        let (t, r) = import_path(&path, &ImportOptions::default(), Vocabulary::new()).unwrap();
+        assert_eq!(r.skipped, 0);
+        assert_eq!(t.sessions.len(), 3605);
+        assert_eq!(t.request_count(), 31_106);
+        assert_eq!(t.vocab.len(), 20);
+    }
+}

@@ -1,0 +1,17 @@
+//! SEE-PTO, the predictive task orchestrator: service metadata, request traces and their
+//! history, next-request predictors (count-based baselines and learned candle-nn models),
+//! their training and their evaluation.
+//!
+//! The online path (issue 5) uses [`predict::Predictor`] on a [`predict::SessionContext`],
+//! loads a trained model with [`nn::load_predictor`] (or [`nn::load_or_fallback`]), expands
+//! a predicted request type into tasks and resources with [`metadata::ServiceCatalogue`], and
+//! records what happened with [`history::History`].
+
+#![warn(missing_docs)]
+
+pub mod generate;
+pub mod import;
+pub mod metadata;
+pub mod predict;
+pub mod trace;
+pub mod vocab;

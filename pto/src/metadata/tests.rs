@@ -1,0 +1,141 @@
+use super::*;
+
+fn parse(text: &str) -> Result<ServiceCatalogue, MetadataError> {
+    ServiceCatalogue::from_toml_str(text, "svc.toml", Path::new("/base"))
+}
+
+const SMALL: &str = r#"
+[service]
+name = "s"
+
+[[requests]]
+name = "a"
+tasks = ["t2"]
+next = ["b", { name = "a", weight = 0.5 }]
+
+[[requests]]
+name = "b"
+app = "other"
+tasks = ["t1"]
+
+[[tasks]]
+id = "t1"
+resources = ["r1"]
+
+[[tasks]]
+id = "t2"
+after = ["t1"]
+resources = ["r2", "r1"]
+
+[[resources]]
+id = "r1"
+kind = "code"
+size = "2 KiB"
+origin = { type = "generated", seed = 1 }
+
+[[resources]]
+id = "r2"
+kind = "data"
+size = 10
+version = 3
+origin = { type = "file", path = "blobs/r2" }
+"#;
+
+#[test]
+fn loads_orders_dependencies_and_resolves_links() {
+    let c = parse(SMALL).unwrap();
+    let order: Vec<_> = c.tasks_of("a").iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(order, ["t1", "t2"], "the dependency comes first");
+    let res: Vec<_> = c.resources_of("a").iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(res, ["r1", "r2"]);
+    assert_eq!(c.request("a").unwrap().app, "s");
+    assert_eq!(c.request("b").unwrap().app, "other");
+    assert_eq!(
+        c.request("a").unwrap().next,
+        [("b".into(), 1.0), ("a".into(), 0.5)]
+    );
+    let r1 = c.resource("r1").unwrap();
+    assert_eq!(
+        (r1.size, r1.version, r1.kind),
+        (2048, 1, ResourceKind::Code)
+    );
+    let content = c.content(r1).unwrap();
+    assert_eq!(content.len(), 2048);
+    assert_eq!(content, generated_content(1, 2048), "deterministic");
+    assert_ne!(generated_content(2, 64), generated_content(1, 64));
+    assert_eq!(c.vocabulary().get("b"), Some(2));
+    assert!(c.tasks_of("zzz").is_empty());
+}
+
+fn invalid(text: &str) -> (usize, &'static str, String) {
+    match parse(text) {
+        Err(MetadataError::Invalid {
+            line,
+            field,
+            message,
+            file,
+        }) => {
+            assert_eq!(file, "svc.toml");
+            (line, field, message)
+        }
+        other => panic!("want Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn errors_name_line_and_field() {
+    let (line, field, msg) = invalid(&SMALL.replace("after = [\"t1\"]", "after = [\"t9\"]"));
+    assert_eq!((line, field), (21, "tasks.after"));
+    assert!(msg.contains("t9"));
+    let (line, field, _) = invalid(&SMALL.replace("size = 10", "size = \"ten\""));
+    assert_eq!((line, field), (33, "resources.size"));
+    let (_, field, _) = invalid(&SMALL.replace("next = [\"b\"", "next = [\"zz\""));
+    assert_eq!(field, "requests.next");
+    let (line, field, _) = invalid(&SMALL.replace("id = \"r2\"", "id = \"r1\""));
+    assert_eq!((line, field), (31, "resources.id"));
+    let (_, field, msg) = invalid(&SMALL.replace(
+        "id = \"t1\"\nresources",
+        "id = \"t1\"\nafter = [\"t2\"]\nresources",
+    ));
+    assert_eq!(field, "tasks.after");
+    assert!(msg.contains("cycle"));
+    let (_, field, _) = invalid(&SMALL.replace("weight = 0.5", "weight = -1.0"));
+    assert_eq!(field, "requests.next.weight");
+}
+
+#[test]
+fn parse_errors_carry_the_position() {
+    let err = parse(&SMALL.replace("kind = \"code\"", "kind = \"binary\"")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("svc.toml"), "{msg}");
+    assert!(msg.contains("line 26"), "{msg}");
+    let err = parse("[service]\nname = \"x\"\nbogus = 1\n").unwrap_err();
+    assert!(err.to_string().contains("bogus"), "{err}");
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("4 MiB"), Some(4 << 20));
+    assert_eq!(parse_size("1.5 kB"), Some(1500));
+    assert_eq!(parse_size("7"), Some(7));
+    assert_eq!(parse_size("-1"), None);
+    assert_eq!(parse_size("3 parsecs"), None);
+}
+
+#[test]
+fn the_embedded_catalogue_is_valid_and_covers_the_ecom_trace() {
+    let c =
+        ServiceCatalogue::from_toml_str(DEFAULT_CATALOGUE, "shop.toml", Path::new(".")).unwrap();
+    assert_eq!(c.requests.len(), 19);
+    for r in &c.requests {
+        let bytes: u64 = c.resources_of(&r.name).iter().map(|r| r.size).sum();
+        assert!(
+            bytes > 0 && bytes < 12 << 20,
+            "{} needs {bytes} bytes",
+            r.name
+        );
+    }
+    for event in ["product_view", "checkout_bug", "payment_error", "home"] {
+        assert!(c.request(event).is_some(), "{event}");
+    }
+}

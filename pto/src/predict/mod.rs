@@ -1,0 +1,153 @@
+//! Predictors of the next request type, all behind one trait.
+//!
+//! A predictor sees the session so far ([`SessionContext`], request types as ids of its
+//! [`Vocabulary`]) and returns the `k` most likely next request types with probabilities,
+//! most likely first. It never names [`UNKNOWN`]. Online, the caller predicts on every
+//! incoming request and may feed the request that really came back with
+//! [`Predictor::observe`].
+
+mod baseline;
+mod static_graph;
+
+use std::sync::Arc;
+
+pub use baseline::{Markov1, Popularity, Ppm, Reactive};
+pub use static_graph::StaticGraph;
+
+use crate::{
+    trace::Session,
+    vocab::{TypeId, Vocabulary, UNKNOWN},
+};
+
+/// The session so far: its request types, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionContext {
+    /// Request types of the session so far; [`UNKNOWN`] for types the vocabulary lacks.
+    pub requests: Vec<TypeId>,
+}
+
+impl SessionContext {
+    /// An empty session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A session holding `requests`.
+    pub fn from_ids(requests: &[TypeId]) -> Self {
+        Self {
+            requests: requests.to_vec(),
+        }
+    }
+
+    /// A session of named request types; unknown names become [`UNKNOWN`].
+    pub fn from_names<S: AsRef<str>>(vocab: &Vocabulary, names: &[S]) -> Self {
+        Self {
+            requests: names
+                .iter()
+                .map(|n| vocab.id_or_unknown(n.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Appends the request that just arrived.
+    pub fn push(&mut self, kind: TypeId) {
+        self.requests.push(kind);
+    }
+
+    /// The last request, if any.
+    pub fn last(&self) -> Option<TypeId> {
+        self.requests.last().copied()
+    }
+}
+
+/// One predicted next request type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// The request type.
+    pub kind: TypeId,
+    /// Its probability, in 0..=1.
+    pub probability: f32,
+}
+
+/// A next-request predictor.
+pub trait Predictor: Send {
+    /// A short name for tables ("markov1", "lstm", ...).
+    fn name(&self) -> &str;
+
+    /// The vocabulary its ids refer to.
+    fn vocabulary(&self) -> &Arc<Vocabulary>;
+
+    /// The `k` most likely next request types after `context`, most likely first. May return
+    /// fewer (or none, when it knows nothing); never [`UNKNOWN`].
+    fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction>;
+
+    /// Learns online that `next` followed `context`. The default ignores it.
+    fn observe(&mut self, context: &SessionContext, next: TypeId) {
+        let _ = (context, next);
+    }
+}
+
+/// Feeds every transition of `sessions` to `p.observe`: how the count-based baselines train.
+pub fn observe_sessions(p: &mut dyn Predictor, sessions: &[Session]) {
+    let mut ctx = SessionContext::new();
+    for s in sessions {
+        ctx.requests.clear();
+        for r in &s.requests {
+            p.observe(&ctx, r.kind);
+            ctx.push(r.kind);
+        }
+    }
+}
+
+/// The `k` best entries of a dense score vector indexed by [`TypeId`] (scores are normalised
+/// over the known types); ties go to the smaller id.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<Prediction> {
+    let total: f32 = scores
+        .iter()
+        .skip(1)
+        .filter(|s| s.is_finite() && **s > 0.0)
+        .sum();
+    if total <= 0.0 || k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<usize> = (1..scores.len())
+        .filter(|&i| scores[i].is_finite() && scores[i] > 0.0)
+        .collect();
+    let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if idx.len() > k {
+        idx.select_nth_unstable_by(k - 1, by_score);
+        idx.truncate(k);
+    }
+    idx.sort_by(by_score);
+    idx.into_iter()
+        .map(|i| Prediction {
+            kind: i as TypeId,
+            probability: scores[i] / total,
+        })
+        .filter(|p| p.kind != UNKNOWN)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_ranks_normalises_and_skips_unknown() {
+        let p = top_k(&[9.0, 1.0, 3.0, 0.0, 4.0, f32::NAN], 2);
+        assert_eq!(p.iter().map(|p| p.kind).collect::<Vec<_>>(), [4, 2]);
+        assert!((p[0].probability - 0.5).abs() < 1e-6);
+        assert_eq!(top_k(&[1.0, 0.0], 3), []);
+        assert_eq!(top_k(&[0.0, 1.0, 1.0], 5).len(), 2);
+        let tie = top_k(&[0.0, 1.0, 1.0, 1.0], 1);
+        assert_eq!(tie[0].kind, 1);
+    }
+
+    #[test]
+    fn contexts_map_unknown_names() {
+        let v = Vocabulary::from_names(["a", "b"]);
+        let c = SessionContext::from_names(&v, &["b", "zzz"]);
+        assert_eq!(c.requests, [2, UNKNOWN]);
+        assert_eq!(c.last(), Some(UNKNOWN));
+    }
+}

@@ -1,0 +1,64 @@
+//! Request traces: sessions of timed requests, as the predictors see them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::{TypeId, Vocabulary};
+
+/// One request of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Its request type.
+    pub kind: TypeId,
+    /// When it arrived, in milliseconds since the Unix epoch (or since the trace's start).
+    pub at_ms: i64,
+}
+
+/// A probability distribution over the next request type, sparse, most likely first.
+pub type Distribution = Vec<(TypeId, f32)>;
+
+/// A session: the requests of one visitor, in time order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Its key in the source (session id, or user id when the trace has no sessions).
+    pub key: String,
+    /// The user, when the source names one.
+    pub user: Option<String>,
+    /// The requests, in time order.
+    pub requests: Vec<Request>,
+    /// For generated sessions only: `truth[i]` is the true distribution of request `i + 1`
+    /// given requests `0..=i` (and the session continuing). Empty for real traces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truth: Vec<Distribution>,
+}
+
+impl Session {
+    /// The request types, in order.
+    pub fn kinds(&self) -> Vec<TypeId> {
+        self.requests.iter().map(|r| r.kind).collect()
+    }
+}
+
+/// A set of sessions over one vocabulary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The request types the sessions use.
+    pub vocab: Vocabulary,
+    /// The sessions, in order of first appearance.
+    pub sessions: Vec<Session>,
+}
+
+impl Trace {
+    /// Number of requests over all sessions.
+    pub fn request_count(&self) -> usize {
+        self.sessions.iter().map(|s| s.requests.len()).sum()
+    }
+
+    /// True when every session carries its true next-request distributions.
+    pub fn has_truth(&self) -> bool {
+        !self.sessions.is_empty()
+            && self
+                .sessions
+                .iter()
+                .all(|s| s.truth.len() + 1 >= s.requests.len())
+    }
+}
