@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod generate;
+pub mod history;
 pub mod import;
 pub mod metadata;
 pub mod predict;

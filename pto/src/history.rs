@@ -1,0 +1,444 @@
+//! The history: past sessions and requests, task executions and prefetch outcomes, in SQLite.
+//!
+//! Offline, `pto import` fills it from traces and training reads it back as a [`Trace`].
+//! Online, the backend records each request ([`History::record_request`]), each task's
+//! execution ([`History::record_task`]) and the fate of each prefetched or demanded resource
+//! ([`History::record_prefetch`]).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{
+    trace::{Request, Session, Trace},
+    vocab::Vocabulary,
+};
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    user TEXT,
+    UNIQUE (source, key)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,
+    type_id INTEGER NOT NULL REFERENCES request_types(id),
+    at_ms INTEGER NOT NULL,
+    UNIQUE (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS task_executions (
+    id INTEGER PRIMARY KEY,
+    request_id INTEGER NOT NULL REFERENCES requests(id),
+    task TEXT NOT NULL,
+    started_us INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    wait_us INTEGER NOT NULL,
+    staged INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    ok INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prefetch_outcomes (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER REFERENCES sessions(id),
+    request_id INTEGER REFERENCES requests(id),
+    predictor TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('hit', 'miss', 'wasted')),
+    bytes INTEGER NOT NULL,
+    probability REAL,
+    predicted_us INTEGER,
+    staged_us INTEGER,
+    resolved_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session_id, seq);
+CREATE INDEX IF NOT EXISTS outcomes_by_predictor ON prefetch_outcomes (predictor, outcome);
+";
+
+/// Errors of the history database.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// SQLite failed.
+    #[error("history database: {0}; check the path, or move a corrupt file away")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by another schema version.
+    #[error("history database has schema version {found}, this build reads {SCHEMA_VERSION}; re-import the traces into a new file")]
+    Schema {
+        /// The version found.
+        found: String,
+    },
+    /// A value does not fit the schema.
+    #[error("history: {0}")]
+    Value(String),
+}
+
+/// The id of a session row.
+pub type SessionRow = i64;
+/// The id of a request row.
+pub type RequestRow = i64;
+
+/// One task's execution, as the guest reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskExecution {
+    /// The request it ran for.
+    pub request: RequestRow,
+    /// Task id (from the service metadata).
+    pub task: String,
+    /// Start, microseconds since the request arrived.
+    pub started_us: u64,
+    /// Run time, microseconds.
+    pub duration_us: u64,
+    /// Time spent waiting for resources (claim or demand fetch), microseconds.
+    pub wait_us: u64,
+    /// True when every resource was staged in time.
+    pub staged: bool,
+    /// Bytes of resources it used.
+    pub bytes: u64,
+    /// True when it succeeded.
+    pub ok: bool,
+}
+
+/// What became of one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Prefetched and claimed.
+    Hit,
+    /// Needed but not staged: demand-fetched.
+    Miss,
+    /// Prefetched but evicted or never claimed.
+    Wasted,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Wasted => "wasted",
+        }
+    }
+}
+
+/// A prefetch (or demand fetch) outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrefetchOutcome {
+    /// The session it was for, if known.
+    pub session: Option<SessionRow>,
+    /// The request that claimed it (hits and misses).
+    pub request: Option<RequestRow>,
+    /// The predictor in charge.
+    pub predictor: String,
+    /// Resource id and version.
+    pub resource: String,
+    /// Resource version.
+    pub version: u64,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// The predicted probability, for prefetches.
+    pub probability: Option<f32>,
+    /// When it was predicted, staged and claimed or evicted (microseconds, any epoch).
+    pub predicted_us: Option<u64>,
+    /// See `predicted_us`.
+    pub staged_us: Option<u64>,
+    /// See `predicted_us`.
+    pub resolved_us: Option<u64>,
+}
+
+/// Totals of prefetch outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefetchSummary {
+    /// Prefetched and claimed.
+    pub hits: u64,
+    /// Demand-fetched.
+    pub misses: u64,
+    /// Prefetched for nothing.
+    pub wasted: u64,
+    /// Bytes of hits.
+    pub hit_bytes: u64,
+    /// Bytes of wasted prefetches.
+    pub wasted_bytes: u64,
+}
+
+/// Sessions and requests per source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Source name.
+    pub source: String,
+    /// Sessions.
+    pub sessions: u64,
+    /// Requests.
+    pub requests: u64,
+}
+
+/// The history database.
+#[derive(Debug)]
+pub struct History {
+    conn: Connection,
+}
+
+fn int(v: u64) -> Result<i64, HistoryError> {
+    i64::try_from(v).map_err(|_| HistoryError::Value(format!("{v} does not fit a 64-bit integer")))
+}
+
+impl History {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn)
+    }
+
+    /// A fresh database in memory.
+    pub fn open_in_memory() -> Result<Self, HistoryError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, HistoryError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match found {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(found) => return Err(HistoryError::Schema { found }),
+        }
+        Ok(Self { conn })
+    }
+
+    fn type_id(&self, name: &str) -> Result<i64, HistoryError> {
+        self.conn
+            .prepare_cached("INSERT INTO request_types (name) VALUES (?1) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id")?
+            .query_row([name], |r| r.get(0))
+            .map_err(Into::into)
+    }
+
+    /// Stores every session of `trace` under `source`; sessions already stored under the same
+    /// source and key are left as they are. Returns the number of sessions added.
+    pub fn import_trace(&mut self, source: &str, trace: &Trace) -> Result<u64, HistoryError> {
+        let tx = self.conn.transaction()?;
+        let mut type_ids = vec![0i64; trace.vocab.len()];
+        for (id, name) in trace.vocab.iter() {
+            type_ids[id as usize] = tx
+                .prepare_cached("INSERT INTO request_types (name) VALUES (?1) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id")?
+                .query_row([name], |r| r.get(0))?;
+        }
+        let mut added = 0;
+        {
+            let mut ins_session = tx.prepare_cached(
+                "INSERT INTO sessions (source, key, user) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING RETURNING id",
+            )?;
+            let mut ins_request = tx.prepare_cached(
+                "INSERT INTO requests (session_id, seq, type_id, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for s in &trace.sessions {
+                let Some(sid) = ins_session
+                    .query_row(params![source, s.key, s.user], |r| r.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    continue;
+                };
+                added += 1;
+                for (seq, r) in s.requests.iter().enumerate() {
+                    let tid = type_ids.get(r.kind as usize).copied().filter(|&t| t != 0);
+                    let Some(tid) = tid else {
+                        return Err(HistoryError::Value(format!(
+                            "session {} has request type id {} outside its vocabulary",
+                            s.key, r.kind
+                        )));
+                    };
+                    ins_request.execute(params![sid, seq as i64, tid, r.at_ms])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// The sessions of `source` (all sources when `None`), in insertion order, with request
+    /// types interned into `vocab`.
+    pub fn load_trace(
+        &self,
+        source: Option<&str>,
+        mut vocab: Vocabulary,
+    ) -> Result<Trace, HistoryError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, s.key, s.user, t.name, r.at_ms FROM sessions s \
+             JOIN requests r ON r.session_id = s.id JOIN request_types t ON t.id = r.type_id \
+             WHERE ?1 IS NULL OR s.source = ?1 ORDER BY s.id, r.seq",
+        )?;
+        let mut rows = stmt.query([source])?;
+        let mut sessions: Vec<Session> = Vec::new();
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            let sid: i64 = row.get(0)?;
+            if last != Some(sid) {
+                last = Some(sid);
+                sessions.push(Session {
+                    key: row.get(1)?,
+                    user: row.get(2)?,
+                    ..Session::default()
+                });
+            }
+            let name: String = row.get(3)?;
+            let kind = vocab.intern(&name);
+            if let Some(s) = sessions.last_mut() {
+                s.requests.push(Request {
+                    kind,
+                    at_ms: row.get(4)?,
+                });
+            }
+        }
+        Ok(Trace { vocab, sessions })
+    }
+
+    /// The sources stored, with their sizes.
+    pub fn sources(&self) -> Result<Vec<SourceInfo>, HistoryError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.source, COUNT(DISTINCT s.id), COUNT(r.id) FROM sessions s \
+             LEFT JOIN requests r ON r.session_id = s.id GROUP BY s.source ORDER BY s.source",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SourceInfo {
+                source: r.get(0)?,
+                sessions: r.get::<_, i64>(1)? as u64,
+                requests: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Starts (or finds) a live session.
+    pub fn begin_session(
+        &mut self,
+        source: &str,
+        key: &str,
+        user: Option<&str>,
+    ) -> Result<SessionRow, HistoryError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (source, key, user) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (source, key) DO UPDATE SET key = key RETURNING id",
+            )?
+            .query_row(params![source, key, user], |r| r.get(0))
+            .map_err(Into::into)
+    }
+
+    /// Appends a request of type `kind` to `session`.
+    pub fn record_request(
+        &mut self,
+        session: SessionRow,
+        kind: &str,
+        at_ms: i64,
+    ) -> Result<RequestRow, HistoryError> {
+        let tid = self.type_id(kind)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO requests (session_id, seq, type_id, at_ms) VALUES \
+                 (?1, (SELECT COUNT(*) FROM requests WHERE session_id = ?1), ?2, ?3) RETURNING id",
+            )?
+            .query_row(params![session, tid, at_ms], |r| r.get(0))
+            .map_err(Into::into)
+    }
+
+    /// Records a task execution.
+    pub fn record_task(&mut self, t: &TaskExecution) -> Result<(), HistoryError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO task_executions (request_id, task, started_us, duration_us, wait_us, staged, bytes, ok) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                t.request,
+                t.task,
+                int(t.started_us)?,
+                int(t.duration_us)?,
+                int(t.wait_us)?,
+                t.staged,
+                int(t.bytes)?,
+                t.ok
+            ])?;
+        Ok(())
+    }
+
+    /// Records a prefetch outcome.
+    pub fn record_prefetch(&mut self, o: &PrefetchOutcome) -> Result<(), HistoryError> {
+        let opt = |v: Option<u64>| v.map(int).transpose();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO prefetch_outcomes (session_id, request_id, predictor, resource, version, outcome, \
+                 bytes, probability, predicted_us, staged_us, resolved_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                o.session,
+                o.request,
+                o.predictor,
+                o.resource,
+                int(o.version)?,
+                o.outcome.as_str(),
+                int(o.bytes)?,
+                o.probability,
+                opt(o.predicted_us)?,
+                opt(o.staged_us)?,
+                opt(o.resolved_us)?
+            ])?;
+        Ok(())
+    }
+
+    /// Totals of prefetch outcomes, for one predictor or all.
+    pub fn prefetch_summary(
+        &self,
+        predictor: Option<&str>,
+    ) -> Result<PrefetchSummary, HistoryError> {
+        let mut s = PrefetchSummary::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT outcome, COUNT(*), COALESCE(SUM(bytes), 0) FROM prefetch_outcomes \
+             WHERE ?1 IS NULL OR predictor = ?1 GROUP BY outcome",
+        )?;
+        let mut rows = stmt.query([predictor])?;
+        while let Some(r) = rows.next()? {
+            let (n, bytes) = (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64);
+            match r.get::<_, String>(0)?.as_str() {
+                "hit" => (s.hits, s.hit_bytes) = (n, bytes),
+                "miss" => s.misses = n,
+                _ => (s.wasted, s.wasted_bytes) = (n, bytes),
+            }
+        }
+        Ok(s)
+    }
+
+    /// Number of task executions recorded.
+    pub fn task_count(&self) -> Result<u64, HistoryError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM task_executions", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests;
