@@ -13,6 +13,8 @@ pub mod generate;
 pub mod history;
 pub mod import;
 pub mod metadata;
+pub mod nn;
 pub mod predict;
+pub mod split;
 pub mod trace;
 pub mod vocab;

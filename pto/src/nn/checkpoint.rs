@@ -1,0 +1,161 @@
+//! Checkpoints: safetensors weights plus a JSON sidecar, both checked on load.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{model::HyperParams, NeuralPredictor, NnError, TrainReport, Trained};
+use crate::{predict::Predictor, split::SplitSpec, vocab::Vocabulary};
+
+/// The sidecar's `format` field.
+pub const FORMAT: &str = "see-pto-model";
+/// The sidecar's `version` field this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The largest weights file accepted (256 MiB).
+const MAX_WEIGHTS: u64 = 256 << 20;
+
+/// The sidecar beside the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sidecar {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Hyper-parameters.
+    pub hyper: HyperParams,
+    /// The vocabulary the ids refer to.
+    pub vocabulary: Vocabulary,
+    /// The split the model was trained with, if any.
+    pub split: Option<SplitSpec>,
+    /// Where the training data came from.
+    pub data: String,
+    /// SHA-256 of the weights file, hex.
+    pub weights_sha256: String,
+    /// What training did.
+    pub report: TrainReport,
+}
+
+fn paths(path: &Path) -> (PathBuf, PathBuf) {
+    (
+        path.with_extension("safetensors"),
+        path.with_extension("json"),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `trained` to `path` (`.safetensors` and `.json` beside each other).
+pub fn save(
+    trained: &Trained,
+    path: &Path,
+    split: Option<SplitSpec>,
+    data: &str,
+) -> Result<(PathBuf, PathBuf), NnError> {
+    let (wpath, spath) = paths(path);
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| NnError::Io { path: p, source }
+    };
+    candle_core::safetensors::save(&trained.weights, &wpath)?;
+    let bytes = std::fs::read(&wpath).map_err(io(&wpath))?;
+    let sidecar = Sidecar {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        hyper: trained.hp.clone(),
+        vocabulary: (*trained.vocab).clone(),
+        split,
+        data: data.into(),
+        weights_sha256: hex(&Sha256::digest(&bytes)),
+        report: trained.report.clone(),
+    };
+    let json = serde_json::to_string_pretty(&sidecar).map_err(|e| NnError::Sidecar {
+        path: spath.display().to_string(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&spath, json).map_err(io(&spath))?;
+    Ok((wpath, spath))
+}
+
+/// Reads and checks the checkpoint at `path` (either file's name, or the common stem).
+pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
+    let (wpath, spath) = paths(path);
+    let sidecar_err = |message: String| NnError::Sidecar {
+        path: spath.display().to_string(),
+        message,
+    };
+    let text =
+        std::fs::read_to_string(&spath).map_err(|e| sidecar_err(format!("cannot read it: {e}")))?;
+    let sidecar: Sidecar = serde_json::from_str(&text)
+        .map_err(|e| sidecar_err(format!("not a model sidecar: {e}")))?;
+    if sidecar.format != FORMAT || sidecar.version != FORMAT_VERSION {
+        return Err(sidecar_err(format!(
+            "format {} version {}, this build reads {FORMAT} version {FORMAT_VERSION}",
+            sidecar.format, sidecar.version
+        )));
+    }
+    sidecar.hyper.validate().map_err(sidecar_err)?;
+    let len = std::fs::metadata(&wpath)
+        .map_err(|source| NnError::Io {
+            path: wpath.display().to_string(),
+            source,
+        })?
+        .len();
+    if len > MAX_WEIGHTS {
+        return Err(NnError::Mismatch(format!(
+            "{} is {len} bytes, more than any model of this crate",
+            wpath.display()
+        )));
+    }
+    let bytes = std::fs::read(&wpath).map_err(|source| NnError::Io {
+        path: wpath.display().to_string(),
+        source,
+    })?;
+    let digest = hex(&Sha256::digest(&bytes));
+    if digest != sidecar.weights_sha256 {
+        return Err(NnError::Mismatch(format!(
+            "{} has SHA-256 {digest}, the sidecar expects {}",
+            wpath.display(),
+            sidecar.weights_sha256
+        )));
+    }
+    let weights: HashMap<_, _> =
+        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+            .map_err(|e| NnError::Mismatch(format!("{}: {e}", wpath.display())))?;
+    let trained = Trained {
+        hp: sidecar.hyper.clone(),
+        vocab: Arc::new(sidecar.vocabulary.clone()),
+        weights,
+        report: sidecar.report.clone(),
+    };
+    Ok((sidecar, trained))
+}
+
+/// Loads the checkpoint at `path` as a predictor.
+pub fn load_predictor(path: &Path) -> Result<NeuralPredictor, NnError> {
+    let (_, trained) = load(path)?;
+    NeuralPredictor::new(&trained)
+}
+
+/// Loads the checkpoint at `path`, or, if it is missing, corrupt or mismatched, logs why and
+/// returns `fallback()` (typically a Markov model) with the error.
+pub fn load_or_fallback(
+    path: &Path,
+    fallback: impl FnOnce() -> Box<dyn Predictor>,
+) -> (Box<dyn Predictor>, Option<NnError>) {
+    match load_predictor(path) {
+        Ok(p) => (Box::new(p), None),
+        Err(e) => {
+            let f = fallback();
+            log::warn!("{e}; falling back to the {} predictor", f.name());
+            (f, Some(e))
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Plain-Rust inference of the trained models, for the online path.
+//!
+//! A candle graph costs a few microseconds per op on tensors this small; these loops over the
+//! same weights predict in tens of microseconds. A unit test checks that they agree with the
+//! candle forward pass.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use super::{
+    layers::LN_EPS,
+    model::{HyperParams, ModelKind},
+    NnError,
+};
+
+/// Named weights, as in a checkpoint.
+pub type Weights = HashMap<String, Tensor>;
+
+fn take(w: &Weights, name: &str, dims: &[usize]) -> Result<Vec<f32>, NnError> {
+    let t = w
+        .get(name)
+        .ok_or_else(|| NnError::Mismatch(format!("tensor {name} is missing")))?;
+    if t.dims() != dims {
+        return Err(NnError::Mismatch(format!(
+            "tensor {name} has shape {:?}, the hyper-parameters want {dims:?}",
+            t.dims()
+        )));
+    }
+    let v = t
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| NnError::Mismatch(format!("tensor {name}: {e}")))?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(NnError::Mismatch(format!(
+            "tensor {name} holds NaN or infinity"
+        )));
+    }
+    Ok(v)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out = W x (+ b)` for a row-major `W` of `out.len()` rows.
+fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], out: &mut [f32]) {
+    let cols = x.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot(&w[r * cols..(r + 1) * cols], x) + b.map_or(0.0, |b| b[r]);
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn layer_norm(x: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + LN_EPS as f32).sqrt();
+    for i in 0..x.len() {
+        out[i] = (x[i] - mean) * inv * g[i] + b[i];
+    }
+}
+
+/// An LSTM ready for inference.
+#[derive(Clone, Debug)]
+pub struct FastLstm {
+    h: usize,
+    /// Per token: `W_ih · embed[token] + b_ih + b_hh`, `4h` values (the input never needs a
+    /// matrix product at run time).
+    proj: Vec<f32>,
+    w_hh: Vec<f32>,
+    head_w: Vec<f32>,
+    head_b: Vec<f32>,
+}
+
+/// A Transformer block's weights.
+#[derive(Clone, Debug)]
+struct FastBlock {
+    ln1: (Vec<f32>, Vec<f32>),
+    qkv: (Vec<f32>, Vec<f32>),
+    proj: (Vec<f32>, Vec<f32>),
+    ln2: (Vec<f32>, Vec<f32>),
+    fc1: (Vec<f32>, Vec<f32>),
+    fc2: (Vec<f32>, Vec<f32>),
+}
+
+/// A Transformer ready for inference.
+#[derive(Clone, Debug)]
+pub struct FastTransformer {
+    d: usize,
+    heads: usize,
+    tok: Vec<f32>,
+    pos: Vec<f32>,
+    blocks: Vec<FastBlock>,
+    ln_f: (Vec<f32>, Vec<f32>),
+    head_w: Vec<f32>,
+    head_b: Vec<f32>,
+}
+
+/// Either model.
+#[derive(Clone, Debug)]
+pub enum FastModel {
+    /// An LSTM.
+    Lstm(FastLstm),
+    /// A Transformer.
+    Transformer(FastTransformer),
+}
+
+impl FastModel {
+    /// Builds the model of `hp` over `v` ids from `w`, checking every name and shape.
+    pub fn from_weights(hp: &HyperParams, v: usize, w: &Weights) -> Result<Self, NnError> {
+        let vin = v + 1;
+        Ok(match hp.kind {
+            ModelKind::Lstm => {
+                let (e, h) = (hp.embed, hp.hidden);
+                let embed = take(w, "embed.weight", &[vin, e])?;
+                let w_ih = take(w, "lstm.weight_ih_l0", &[4 * h, e])?;
+                let b_ih = take(w, "lstm.bias_ih_l0", &[4 * h])?;
+                let b_hh = take(w, "lstm.bias_hh_l0", &[4 * h])?;
+                let bias: Vec<f32> = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
+                let mut proj = vec![0f32; vin * 4 * h];
+                for t in 0..vin {
+                    matvec(
+                        &w_ih,
+                        Some(&bias),
+                        &embed[t * e..(t + 1) * e],
+                        &mut proj[t * 4 * h..(t + 1) * 4 * h],
+                    );
+                }
+                FastModel::Lstm(FastLstm {
+                    h,
+                    proj,
+                    w_hh: take(w, "lstm.weight_hh_l0", &[4 * h, h])?,
+                    head_w: take(w, "head.weight", &[v, h])?,
+                    head_b: take(w, "head.bias", &[v])?,
+                })
+            }
+            ModelKind::Transformer => {
+                let (d, f) = (hp.embed, hp.hidden);
+                let pair = |p: &str,
+                            rows: usize,
+                            cols: Option<usize>|
+                 -> Result<(Vec<f32>, Vec<f32>), NnError> {
+                    match cols {
+                        Some(c) => Ok((
+                            take(w, &format!("{p}.weight"), &[rows, c])?,
+                            take(w, &format!("{p}.bias"), &[rows])?,
+                        )),
+                        None => Ok((
+                            take(w, &format!("{p}.gain"), &[rows])?,
+                            take(w, &format!("{p}.bias"), &[rows])?,
+                        )),
+                    }
+                };
+                let blocks = (0..hp.layers)
+                    .map(|i| {
+                        let p = format!("blocks.{i}");
+                        Ok(FastBlock {
+                            ln1: pair(&format!("{p}.ln1"), d, None)?,
+                            qkv: pair(&format!("{p}.qkv"), 3 * d, Some(d))?,
+                            proj: pair(&format!("{p}.proj"), d, Some(d))?,
+                            ln2: pair(&format!("{p}.ln2"), d, None)?,
+                            fc1: pair(&format!("{p}.fc1"), f, Some(d))?,
+                            fc2: pair(&format!("{p}.fc2"), d, Some(f))?,
+                        })
+                    })
+                    .collect::<Result<_, NnError>>()?;
+                let (head_w, head_b) = pair("head", v, Some(d))?;
+                FastModel::Transformer(FastTransformer {
+                    d,
+                    heads: hp.heads,
+                    tok: take(w, "tok.weight", &[vin, d])?,
+                    pos: take(w, "pos.weight", &[hp.max_len, d])?,
+                    blocks,
+                    ln_f: pair("ln_f", d, None)?,
+                    head_w,
+                    head_b,
+                })
+            }
+        })
+    }
+
+    /// Next-request logits after `tokens` (start token first; every token `< V + 1`; for the
+    /// Transformer at most `max_len` tokens).
+    pub fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+        match self {
+            FastModel::Lstm(m) => m.logits(tokens),
+            FastModel::Transformer(m) => m.logits(tokens),
+        }
+    }
+}
+
+impl FastLstm {
+    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+        let h = self.h;
+        let (mut hs, mut c, mut g) = (vec![0f32; h], vec![0f32; h], vec![0f32; 4 * h]);
+        for &t in tokens {
+            matvec(&self.w_hh, None, &hs, &mut g);
+            let p = &self.proj[t as usize * 4 * h..(t as usize + 1) * 4 * h];
+            for j in 0..h {
+                let i_g = sigmoid(g[j] + p[j]);
+                let f_g = sigmoid(g[h + j] + p[h + j]);
+                let c_g = (g[2 * h + j] + p[2 * h + j]).tanh();
+                let o_g = sigmoid(g[3 * h + j] + p[3 * h + j]);
+                c[j] = f_g * c[j] + i_g * c_g;
+                hs[j] = o_g * c[j].tanh();
+            }
+        }
+        let mut out = vec![0f32; self.head_b.len()];
+        matvec(&self.head_w, Some(&self.head_b), &hs, &mut out);
+        out
+    }
+}
+
+impl FastTransformer {
+    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+        let (d, t_len) = (self.d, tokens.len());
+        let dh = d / self.heads;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut x: Vec<f32> = Vec::with_capacity(t_len * d);
+        for (i, &t) in tokens.iter().enumerate() {
+            let (tok, pos) = (&self.tok[t as usize * d..][..d], &self.pos[i * d..][..d]);
+            x.extend(tok.iter().zip(pos).map(|(a, b)| a + b));
+        }
+        let mut a = vec![0f32; d];
+        let mut qkv = vec![0f32; t_len * 3 * d];
+        let mut att = vec![0f32; d];
+        let mut o = vec![0f32; d];
+        let mut scores = vec![0f32; t_len];
+        for (li, b) in self.blocks.iter().enumerate() {
+            // The last layer only needs the last position's output.
+            let first = if li + 1 == self.blocks.len() {
+                t_len - 1
+            } else {
+                0
+            };
+            for i in 0..t_len {
+                layer_norm(&x[i * d..][..d], &b.ln1.0, &b.ln1.1, &mut a);
+                matvec(&b.qkv.0, Some(&b.qkv.1), &a, &mut qkv[i * 3 * d..][..3 * d]);
+            }
+            let mut ffn_h = vec![0f32; b.fc1.1.len()];
+            for i in first..t_len {
+                for hd in 0..self.heads {
+                    let q = &qkv[i * 3 * d + hd * dh..][..dh];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, s) in scores.iter_mut().enumerate().take(i + 1) {
+                        *s = dot(q, &qkv[j * 3 * d + d + hd * dh..][..dh]) * scale;
+                        max = max.max(*s);
+                    }
+                    let mut sum = 0.0;
+                    for s in scores.iter_mut().take(i + 1) {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let out = &mut att[hd * dh..][..dh];
+                    out.fill(0.0);
+                    for (j, s) in scores.iter().enumerate().take(i + 1) {
+                        let v = &qkv[j * 3 * d + 2 * d + hd * dh..][..dh];
+                        for k in 0..dh {
+                            out[k] += s / sum * v[k];
+                        }
+                    }
+                }
+                matvec(&b.proj.0, Some(&b.proj.1), &att, &mut o);
+                let xi = &mut x[i * d..][..d];
+                for k in 0..d {
+                    xi[k] += o[k];
+                }
+                layer_norm(xi, &b.ln2.0, &b.ln2.1, &mut a);
+                matvec(&b.fc1.0, Some(&b.fc1.1), &a, &mut ffn_h);
+                ffn_h.iter_mut().for_each(|v| *v = v.max(0.0));
+                matvec(&b.fc2.0, Some(&b.fc2.1), &ffn_h, &mut o);
+                for k in 0..d {
+                    xi[k] += o[k];
+                }
+            }
+        }
+        layer_norm(
+            &x[(t_len - 1) * d..][..d],
+            &self.ln_f.0,
+            &self.ln_f.1,
+            &mut a,
+        );
+        let mut out = vec![0f32; self.head_b.len()];
+        matvec(&self.head_w, Some(&self.head_b), &a, &mut out);
+        out
+    }
+}

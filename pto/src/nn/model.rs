@@ -1,0 +1,239 @@
+//! The learned models as candle graphs (for training): an LSTM and a small pre-norm
+//! Transformer with causal self-attention. Both map a batch of token sequences `(B, T)` to
+//! next-request logits `(B, T, V)`.
+//!
+//! Tokens: request-type ids `0..V` (0 is unknown) and a start token `V`; a sequence is the
+//! start token followed by the session's requests.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{rnn::LSTMConfig, Embedding, Linear, Module, VarBuilder, LSTM, RNN};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{causal_mask, softmax_last, LayerNorm};
+
+/// Which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// One-layer LSTM.
+    Lstm,
+    /// Small causal Transformer.
+    Transformer,
+}
+
+impl ModelKind {
+    /// Its name in tables and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Lstm => "lstm",
+            ModelKind::Transformer => "transformer",
+        }
+    }
+}
+
+/// Hyper-parameters of a model and of its training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HyperParams {
+    /// Which network.
+    pub kind: ModelKind,
+    /// Embedding width (the Transformer's model width).
+    pub embed: usize,
+    /// LSTM hidden width, or the Transformer's feed-forward width.
+    pub hidden: usize,
+    /// Transformer layers (ignored by the LSTM).
+    pub layers: usize,
+    /// Transformer attention heads (ignored by the LSTM); must divide `embed`.
+    pub heads: usize,
+    /// Longest sequence trained on and looked at (start token included).
+    pub max_len: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Sessions per batch.
+    pub batch: usize,
+    /// Most epochs.
+    pub epochs: usize,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Seed of the initialisation and of the shuffling.
+    pub seed: u64,
+}
+
+impl HyperParams {
+    /// Defaults for `kind`, sized for sub-200-us inference on one core.
+    pub fn default_for(kind: ModelKind) -> Self {
+        let base = Self {
+            kind,
+            embed: 32,
+            hidden: 64,
+            layers: 2,
+            heads: 4,
+            max_len: 48,
+            learning_rate: 3e-3,
+            weight_decay: 1e-2,
+            batch: 32,
+            epochs: 40,
+            patience: 4,
+            seed: 1,
+        };
+        match kind {
+            ModelKind::Lstm => base,
+            ModelKind::Transformer => Self { hidden: 64, ..base },
+        }
+    }
+
+    /// Checks the values; the error says which one is wrong.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let fits = |v: usize, lo: usize, hi: usize, what: &str| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{what} = {v} is not in {lo}..={hi}"))
+            }
+        };
+        fits(self.embed, 2, 1024, "embed")?;
+        fits(self.hidden, 2, 4096, "hidden")?;
+        fits(self.layers, 1, 16, "layers")?;
+        fits(self.heads, 1, 64, "heads")?;
+        fits(self.max_len, 2, 4096, "max_len")?;
+        fits(self.batch, 1, 65536, "batch")?;
+        fits(self.epochs, 1, 100_000, "epochs")?;
+        if self.kind == ModelKind::Transformer && !self.embed.is_multiple_of(self.heads) {
+            return Err(format!(
+                "heads = {} does not divide embed = {}",
+                self.heads, self.embed
+            ));
+        }
+        let lr_ok = self.learning_rate > 0.0 && self.learning_rate < 1.0;
+        if !lr_ok || !(0.0..1.0).contains(&self.weight_decay) {
+            return Err("learning_rate must be in (0, 1) and weight_decay in [0, 1)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A network that maps `(B, T)` tokens to `(B, T, V)` logits.
+pub trait Net {
+    /// The forward pass.
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor>;
+}
+
+/// Builds the network of `hp` for a vocabulary of `vocab_len` ids (unknown included), with its
+/// variables under `vb`.
+pub fn build(hp: &HyperParams, vocab_len: usize, vb: VarBuilder) -> Result<Box<dyn Net>> {
+    Ok(match hp.kind {
+        ModelKind::Lstm => Box::new(LstmNet::new(hp, vocab_len, vb)?),
+        ModelKind::Transformer => Box::new(TransformerNet::new(hp, vocab_len, vb)?),
+    })
+}
+
+struct LstmNet {
+    embed: Embedding,
+    lstm: LSTM,
+    head: Linear,
+}
+
+impl LstmNet {
+    fn new(hp: &HyperParams, v: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            embed: candle_nn::embedding(v + 1, hp.embed, vb.pp("embed"))?,
+            lstm: candle_nn::lstm(hp.embed, hp.hidden, LSTMConfig::default(), vb.pp("lstm"))?,
+            head: candle_nn::linear(hp.hidden, v, vb.pp("head"))?,
+        })
+    }
+}
+
+impl Net for LstmNet {
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let x = self.embed.forward(tokens)?;
+        let states = self.lstm.seq(&x)?;
+        let h = self.lstm.states_to_tensor(&states)?;
+        self.head.forward(&h)
+    }
+}
+
+struct Block {
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+}
+
+impl Block {
+    fn new(d: usize, ffn: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            ln1: LayerNorm::new(d, vb.pp("ln1"))?,
+            qkv: candle_nn::linear(d, 3 * d, vb.pp("qkv"))?,
+            proj: candle_nn::linear(d, d, vb.pp("proj"))?,
+            ln2: LayerNorm::new(d, vb.pp("ln2"))?,
+            fc1: candle_nn::linear(d, ffn, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(ffn, d, vb.pp("fc2"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let dh = d / self.heads;
+        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+        let split = |i: usize| -> Result<Tensor> {
+            qkv.narrow(D::Minus1, i * d, d)?
+                .reshape((b, t, self.heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(mask)?;
+        let att = softmax_last(&scores)?.matmul(&v)?;
+        let att = att.transpose(1, 2)?.reshape((b, t, d))?;
+        let x = (x + self.proj.forward(&att)?)?;
+        let ffn = self
+            .fc2
+            .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.relu()?)?;
+        x + ffn
+    }
+}
+
+struct TransformerNet {
+    tok: Embedding,
+    pos: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+}
+
+impl TransformerNet {
+    fn new(hp: &HyperParams, v: usize, vb: VarBuilder) -> Result<Self> {
+        let blocks = (0..hp.layers)
+            .map(|i| Block::new(hp.embed, hp.hidden, hp.heads, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            tok: candle_nn::embedding(v + 1, hp.embed, vb.pp("tok"))?,
+            pos: candle_nn::embedding(hp.max_len, hp.embed, vb.pp("pos"))?,
+            blocks,
+            ln_f: LayerNorm::new(hp.embed, vb.pp("ln_f"))?,
+            head: candle_nn::linear(hp.embed, v, vb.pp("head"))?,
+        })
+    }
+}
+
+impl Net for TransformerNet {
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (_, t) = tokens.dims2()?;
+        let positions = Tensor::arange(0u32, t as u32, tokens.device())?;
+        let mut x = self
+            .tok
+            .forward(tokens)?
+            .broadcast_add(&self.pos.forward(&positions)?)?;
+        let mask = causal_mask(t, tokens.device())?;
+        for b in &self.blocks {
+            x = b.forward(&x, &mask)?;
+        }
+        self.head.forward(&self.ln_f.forward(&x)?)
+    }
+}

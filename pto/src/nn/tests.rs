@@ -1,0 +1,314 @@
+use std::{path::Path, sync::Arc};
+
+use candle_core::{Device, Tensor};
+
+use super::{
+    train::{batch, init, loss},
+    *,
+};
+use crate::{
+    predict::{Ppm, Predictor, SessionContext},
+    trace::{Request, Session},
+};
+
+fn tiny(kind: ModelKind) -> HyperParams {
+    HyperParams {
+        embed: 8,
+        hidden: 12,
+        layers: 2,
+        heads: 2,
+        max_len: 10,
+        batch: 8,
+        epochs: 60,
+        patience: 60,
+        learning_rate: 1e-2,
+        ..HyperParams::default_for(kind)
+    }
+}
+
+const KINDS: [ModelKind; 2] = [ModelKind::Lstm, ModelKind::Transformer];
+
+#[test]
+fn every_parameter_receives_a_non_zero_gradient() {
+    for kind in KINDS {
+        let (vm, net) = init(&tiny(kind), 6).unwrap();
+        let seqs = [
+            vec![6u32, 1, 2, 3, 4],
+            vec![6, 5, 0],
+            vec![6, 2, 2, 2, 1, 3, 5],
+        ];
+        let refs: Vec<&Vec<u32>> = seqs.iter().collect();
+        let (i, t, m) = batch(&refs, &Device::Cpu).unwrap();
+        let (l, n) = loss(net.as_ref(), &i, &t, &m).unwrap();
+        assert_eq!(n, 12.0);
+        let grads = l.backward().unwrap();
+        let data = vm.data().lock().unwrap();
+        assert!(
+            data.len() >= if kind == ModelKind::Lstm { 7 } else { 30 },
+            "{kind:?}: {} vars",
+            data.len()
+        );
+        for (name, var) in data.iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{kind:?}: {name} has no gradient"));
+            let size = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(size > 0.0, "{kind:?}: the gradient of {name} is zero");
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_candle_graph() {
+    for kind in KINDS {
+        let hp = tiny(kind);
+        let (vm, net) = init(&hp, 6).unwrap();
+        let weights: Weights = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let fast = FastModel::from_weights(&hp, 6, &weights).unwrap();
+        for seq in [
+            vec![6u32],
+            vec![6, 1, 2],
+            vec![6, 5, 4, 3, 2, 1, 0, 1, 2, 3],
+        ] {
+            let t = Tensor::from_vec(seq.clone(), (1, seq.len()), &Device::Cpu).unwrap();
+            let all = net
+                .forward(&t)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let want = all.last().unwrap();
+            let got = fast.logits(&seq);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{kind:?} {seq:?}: {want:?} vs {got:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Sessions where the first request (1 or 2) decides what follows every 3: 4 after 1, 5 after 2.
+fn long_range(n: usize) -> Vec<Session> {
+    (0..n)
+        .map(|i| {
+            let first = 1 + (i % 2) as u32;
+            let mut kinds = vec![first];
+            for j in 0..3 + i % 3 {
+                kinds.push(3);
+                kinds.push(if j % 2 == 0 { 3 + first } else { 6 });
+            }
+            Session {
+                key: format!("s{i}"),
+                requests: kinds
+                    .iter()
+                    .map(|&kind| Request { kind, at_ms: 0 })
+                    .collect(),
+                ..Session::default()
+            }
+        })
+        .collect()
+}
+
+fn vocab() -> Arc<Vocabulary> {
+    Arc::new(Vocabulary::from_names(["a", "b", "c", "d", "e", "f"]))
+}
+
+#[test]
+fn training_learns_a_long_range_pattern_and_is_deterministic() {
+    for kind in KINDS {
+        let hp = tiny(kind);
+        let data = long_range(96);
+        let mut calls = 0;
+        let t1 = train(&hp, vocab(), &data[..80], &data[80..], &mut |_| calls += 1).unwrap();
+        assert!(calls > 40, "progress is reported");
+        let t2 = train(&hp, vocab(), &data[..80], &data[80..], &mut |_| {}).unwrap();
+        let mut names: Vec<_> = t1.weights.keys().collect();
+        names.sort();
+        for n in names {
+            let (a, b) = (&t1.weights[n], &t2.weights[n]);
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(
+                diff, 0.0,
+                "{kind:?}: {n} differs between two runs with one seed"
+            );
+        }
+        let p = NeuralPredictor::new(&t1).unwrap();
+        // After "a c c c" the next "c" is followed by "d"; after "b c c c" by "e": a context
+        // longer than first-order Markov can see.
+        let after_a = p.predict(&SessionContext::from_ids(&[1, 3, 4, 3, 6, 3]), 1);
+        let after_b = p.predict(&SessionContext::from_ids(&[2, 3, 5, 3, 6, 3]), 1);
+        assert_eq!(
+            (after_a[0].kind, after_b[0].kind),
+            (4, 5),
+            "{kind:?}: {:?}",
+            t1.report
+        );
+        assert!(t1.report.best_val_loss < 0.7, "{kind:?}: {:?}", t1.report);
+    }
+}
+
+#[test]
+fn predictions_survive_odd_contexts() {
+    let hp = tiny(ModelKind::Transformer);
+    let (vm, _) = init(&hp, 7).unwrap();
+    let weights: Weights = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let trained = Trained {
+        hp,
+        vocab: vocab(),
+        weights,
+        report: report(),
+    };
+    let p = NeuralPredictor::new(&trained).unwrap();
+    let long: Vec<u32> = (0..100).map(|i| i % 7).collect();
+    for ctx in [vec![], vec![999, 0, 3], long] {
+        let out = p.predict(&SessionContext::from_ids(&ctx), 3);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|x| x.kind != 0 && x.probability > 0.0));
+        let total: f32 = p.distribution(&SessionContext::from_ids(&ctx)).iter().sum();
+        assert!((total - 1.0).abs() < 1e-4);
+    }
+}
+
+fn report() -> TrainReport {
+    TrainReport {
+        epochs_run: 0,
+        best_epoch: 0,
+        best_val_loss: 0.0,
+        train_loss: 0.0,
+        stopped_early: false,
+        seconds: 0.0,
+        train_sessions: 0,
+        val_sessions: 0,
+    }
+}
+
+#[test]
+fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let hp = HyperParams {
+        epochs: 2,
+        ..tiny(ModelKind::Lstm)
+    };
+    let data = long_range(16);
+    let t = train(&hp, vocab(), &data, &[], &mut |_| {}).unwrap();
+    let stem = dir.path().join("m");
+    let split = Some(crate::split::SplitSpec::default());
+    let (wpath, spath) = save(&t, &stem, split, "test").unwrap();
+    assert!(wpath.ends_with("m.safetensors") && spath.ends_with("m.json"));
+    let (side, _) = load(&wpath).unwrap();
+    assert_eq!(
+        (side.split, side.data.as_str(), side.hyper.clone()),
+        (split, "test", hp.clone())
+    );
+    let ctx = SessionContext::from_ids(&[1, 3, 4]);
+    let original = NeuralPredictor::new(&t).unwrap().predict(&ctx, 4);
+    assert_eq!(load_predictor(&spath).unwrap().predict(&ctx, 4), original);
+
+    let good_w = std::fs::read(&wpath).unwrap();
+    let good_s = std::fs::read_to_string(&spath).unwrap();
+    let restore = || {
+        std::fs::write(&wpath, &good_w).unwrap();
+        std::fs::write(&spath, &good_s).unwrap();
+    };
+    let expect = |what: &str, want: &str| {
+        let err = load_predictor(&stem).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(want), "{what}: {err}");
+        restore();
+    };
+    std::fs::write(&wpath, &good_w[..good_w.len() / 2]).unwrap();
+    expect("truncated weights", "SHA-256");
+    std::fs::write(&spath, "{ not json").unwrap();
+    expect("garbage sidecar", "not a model sidecar");
+    std::fs::write(&spath, good_s.replace("\"hidden\": 12", "\"hidden\": 16")).unwrap();
+    expect("other hyper-parameters", "shape");
+    std::fs::write(&spath, good_s.replace("\"f\"\n", "\"f\",\n    \"g\"\n")).unwrap();
+    expect("a longer vocabulary", "shape");
+    std::fs::write(&spath, good_s.replace("\"version\": 1", "\"version\": 9")).unwrap();
+    expect("a future format", "version 9");
+    std::fs::write(
+        &spath,
+        good_s.replace(&side.weights_sha256, &format!("{:064x}", 0)),
+    )
+    .unwrap();
+    expect("another weights file", "SHA-256");
+    // valid safetensors bytes that are not this model, with a matching digest
+    let other = train(
+        &HyperParams {
+            embed: 4,
+            epochs: 1,
+            ..hp.clone()
+        },
+        vocab(),
+        &data,
+        &[],
+        &mut |_| {},
+    )
+    .unwrap();
+    let alt = dir.path().join("alt");
+    save(&other, &alt, None, "x").unwrap();
+    let alt_side: Sidecar =
+        serde_json::from_str(&std::fs::read_to_string(alt.with_extension("json")).unwrap())
+            .unwrap();
+    std::fs::copy(alt.with_extension("safetensors"), &wpath).unwrap();
+    std::fs::write(
+        &spath,
+        good_s.replace(&side.weights_sha256, &alt_side.weights_sha256),
+    )
+    .unwrap();
+    expect("weights of another model", "shape");
+    std::fs::remove_file(&spath).unwrap();
+    expect("no sidecar", "cannot read");
+
+    let (p, err) = load_or_fallback(Path::new("/nonexistent/model"), || {
+        Box::new(Ppm::markov1(vocab()))
+    });
+    assert_eq!(p.name(), "markov1");
+    assert!(err.is_some());
+    let (p, err) = load_or_fallback(&stem, || Box::new(Ppm::markov1(vocab())));
+    assert_eq!((p.name(), err.is_none()), ("lstm", true));
+}
+
+#[test]
+fn bad_hyper_parameters_and_empty_data_are_errors() {
+    let bad = HyperParams {
+        heads: 3,
+        ..tiny(ModelKind::Transformer)
+    };
+    assert!(matches!(
+        train(&bad, vocab(), &long_range(4), &[], &mut |_| {}),
+        Err(NnError::Hyper(_))
+    ));
+    let hp = tiny(ModelKind::Lstm);
+    assert!(matches!(
+        train(&hp, vocab(), &[], &[], &mut |_| {}),
+        Err(NnError::NoData(_))
+    ));
+}

@@ -1,0 +1,268 @@
+//! Training on CPU: AdamW, mini-batches of whole sessions, early stopping on a validation
+//! split, reproducible for a seed (seeded initialisation and shuffling).
+
+use std::{sync::Arc, time::Instant};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    fast::Weights,
+    layers::seeded_init,
+    model::{build, HyperParams, Net},
+    NnError,
+};
+use crate::{trace::Session, vocab::Vocabulary};
+
+/// Where training is, for a progress bar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Most epochs.
+    pub epochs: usize,
+    /// Step within the epoch, from 1.
+    pub step: usize,
+    /// Steps per epoch.
+    pub steps: usize,
+    /// Loss of the last batch.
+    pub loss: f32,
+    /// Validation loss, at the end of an epoch.
+    pub val_loss: Option<f32>,
+}
+
+/// What training did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// The epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Its validation loss (nats per request).
+    pub best_val_loss: f32,
+    /// Training loss of the last epoch.
+    pub train_loss: f32,
+    /// True when early stopping ended it.
+    pub stopped_early: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Training sessions.
+    pub train_sessions: usize,
+    /// Validation sessions.
+    pub val_sessions: usize,
+}
+
+/// A trained model: its hyper-parameters, vocabulary and weights.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    /// Hyper-parameters.
+    pub hp: HyperParams,
+    /// Vocabulary.
+    pub vocab: Arc<Vocabulary>,
+    /// Weights, by name.
+    pub weights: Weights,
+    /// What training did.
+    pub report: TrainReport,
+}
+
+/// Token sequences: the start token, then the session's requests, cut at `max_len` tokens.
+pub(crate) fn sequences(sessions: &[Session], vocab_len: usize, max_len: usize) -> Vec<Vec<u32>> {
+    let bos = vocab_len as u32;
+    sessions
+        .iter()
+        .filter(|s| !s.requests.is_empty())
+        .map(|s| {
+            std::iter::once(bos)
+                .chain(s.requests.iter().map(|r| {
+                    if (r.kind as usize) < vocab_len {
+                        r.kind
+                    } else {
+                        0
+                    }
+                }))
+                .take(max_len + 1)
+                .collect()
+        })
+        .collect()
+}
+
+/// A padded batch: inputs `(B, T)`, targets `(B*T)` and a mask `(B*T)` of real positions.
+pub(crate) fn batch(
+    seqs: &[&Vec<u32>],
+    dev: &Device,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let t = seqs.iter().map(|s| s.len() - 1).max().unwrap_or(1).max(1);
+    let b = seqs.len();
+    let (mut inp, mut tgt, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0f32; b * t]);
+    for (i, s) in seqs.iter().enumerate() {
+        for j in 0..s.len() - 1 {
+            inp[i * t + j] = s[j];
+            tgt[i * t + j] = s[j + 1];
+            mask[i * t + j] = 1.0;
+        }
+    }
+    Ok((
+        Tensor::from_vec(inp, (b, t), dev)?,
+        Tensor::from_vec(tgt, b * t, dev)?,
+        Tensor::from_vec(mask, b * t, dev)?,
+    ))
+}
+
+/// Mean negative log-likelihood of the masked positions, and their count.
+pub(crate) fn loss(
+    net: &dyn Net,
+    inp: &Tensor,
+    tgt: &Tensor,
+    mask: &Tensor,
+) -> candle_core::Result<(Tensor, f32)> {
+    let logits = net.forward(inp)?;
+    let (b, t, v) = logits.dims3()?;
+    let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v))?, D::Minus1)?;
+    let picked = logp.gather(&tgt.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let n = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    Ok((((picked * mask)?.sum_all()?.neg()? / f64::from(n))?, n))
+}
+
+fn snapshot(vm: &VarMap) -> Result<Weights, NnError> {
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| NnError::Train("variable map lock poisoned".into()))?;
+    data.iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
+        .collect()
+}
+
+fn mean_loss(
+    net: &dyn Net,
+    seqs: &[Vec<u32>],
+    batch_size: usize,
+    dev: &Device,
+) -> Result<f32, NnError> {
+    let (mut total, mut count) = (0f64, 0f64);
+    for chunk in seqs.chunks(batch_size) {
+        let refs: Vec<&Vec<u32>> = chunk.iter().collect();
+        let (i, t, m) = batch(&refs, dev)?;
+        let (l, n) = loss(net, &i, &t, &m)?;
+        total += f64::from(l.to_scalar::<f32>()?) * f64::from(n);
+        count += f64::from(n);
+    }
+    Ok((total / count.max(1.0)) as f32)
+}
+
+/// Builds a freshly initialised network of `hp` over `vocab_len` ids.
+pub(crate) fn init(hp: &HyperParams, vocab_len: usize) -> Result<(VarMap, Box<dyn Net>), NnError> {
+    hp.validate().map_err(NnError::Hyper)?;
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let net = build(hp, vocab_len, vb)?;
+    seeded_init(&vm, hp.seed)?;
+    Ok((vm, net))
+}
+
+/// Trains a model of `hp` on `train`, stopping early on `val` (on `train` when `val` is
+/// empty). `progress` is called after every step.
+pub fn train(
+    hp: &HyperParams,
+    vocab: Arc<Vocabulary>,
+    train: &[Session],
+    val: &[Session],
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained, NnError> {
+    let start = Instant::now();
+    let dev = Device::Cpu;
+    let v = vocab.len();
+    let (vm, net) = init(hp, v)?;
+    let mut train_seqs = sequences(train, v, hp.max_len);
+    train_seqs.retain(|s| s.len() >= 2);
+    if train_seqs.is_empty() {
+        return Err(NnError::NoData(
+            "no training session has a request; import more data".into(),
+        ));
+    }
+    let val_seqs: Vec<Vec<u32>> = {
+        let mut s = sequences(val, v, hp.max_len);
+        s.retain(|s| s.len() >= 2);
+        if s.is_empty() {
+            log::warn!("empty validation split: early stopping watches the training loss");
+            train_seqs.clone()
+        } else {
+            s
+        }
+    };
+    let mut opt = AdamW::new(
+        vm.all_vars(),
+        ParamsAdamW {
+            lr: hp.learning_rate,
+            weight_decay: hp.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(hp.seed ^ 0x5eed);
+    let steps = train_seqs.len().div_ceil(hp.batch);
+    let mut best = (f32::INFINITY, 0usize, snapshot(&vm)?);
+    let (mut since_best, mut epoch, mut train_loss) = (0, 0, f32::NAN);
+    while epoch < hp.epochs && since_best < hp.patience.max(1) {
+        epoch += 1;
+        let mut order: Vec<usize> = (0..train_seqs.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut sum, mut n_sum) = (0f64, 0f64);
+        for (step, idx) in order.chunks(hp.batch).enumerate() {
+            let refs: Vec<&Vec<u32>> = idx.iter().map(|&i| &train_seqs[i]).collect();
+            let (i, t, m) = batch(&refs, &dev)?;
+            let (l, n) = loss(net.as_ref(), &i, &t, &m)?;
+            opt.backward_step(&l)?;
+            let lv = l.to_scalar::<f32>()?;
+            if !lv.is_finite() {
+                return Err(NnError::Train(format!(
+                    "loss became {lv} at epoch {epoch}; lower the learning rate"
+                )));
+            }
+            sum += f64::from(lv) * f64::from(n);
+            n_sum += f64::from(n);
+            progress(&Progress {
+                epoch,
+                epochs: hp.epochs,
+                step: step + 1,
+                steps,
+                loss: lv,
+                val_loss: None,
+            });
+        }
+        train_loss = (sum / n_sum.max(1.0)) as f32;
+        let val_loss = mean_loss(net.as_ref(), &val_seqs, hp.batch.max(64), &dev)?;
+        progress(&Progress {
+            epoch,
+            epochs: hp.epochs,
+            step: steps,
+            steps,
+            loss: train_loss,
+            val_loss: Some(val_loss),
+        });
+        log::info!("epoch {epoch}: train loss {train_loss:.4}, validation loss {val_loss:.4}");
+        if val_loss < best.0 - 1e-4 {
+            best = (val_loss, epoch, snapshot(&vm)?);
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+    }
+    Ok(Trained {
+        hp: hp.clone(),
+        vocab,
+        weights: best.2,
+        report: TrainReport {
+            epochs_run: epoch,
+            best_epoch: best.1,
+            best_val_loss: best.0,
+            train_loss,
+            stopped_early: epoch < hp.epochs,
+            seconds: start.elapsed().as_secs_f64(),
+            train_sessions: train.len(),
+            val_sessions: val.len(),
+        },
+    })
+}
