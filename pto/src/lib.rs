@@ -9,11 +9,13 @@
 
 #![warn(missing_docs)]
 
+pub mod eval;
 pub mod generate;
 pub mod history;
 pub mod import;
 pub mod metadata;
 pub mod nn;
+pub mod plot;
 pub mod predict;
 pub mod split;
 pub mod trace;

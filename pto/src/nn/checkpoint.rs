@@ -9,8 +9,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{model::HyperParams, NeuralPredictor, NnError, TrainReport, Trained};
-use crate::{predict::Predictor, split::SplitSpec, vocab::Vocabulary};
+use super::{
+    model::HyperParams, Hybrid, MixWeights, NeuralPredictor, NnError, TrainReport, Trained,
+};
+use crate::{
+    predict::{observe_sessions, Ppm, Predictor},
+    split::SplitSpec,
+    trace::Session,
+    vocab::Vocabulary,
+};
 
 /// The sidecar's `format` field.
 pub const FORMAT: &str = "see-pto-model";
@@ -39,6 +46,19 @@ pub struct Sidecar {
     pub weights_sha256: String,
     /// What training did.
     pub report: TrainReport,
+    /// How to mix the model with a PPM model online ([`super::Hybrid`]), if fitted.
+    #[serde(default)]
+    pub mix: Option<MixSpec>,
+}
+
+/// The PPM order and weights of a [`super::Hybrid`] fitted at training time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSpec {
+    /// Longest PPM context.
+    pub ppm_order: usize,
+    /// Weights on the learned model.
+    pub weights: MixWeights,
 }
 
 fn paths(path: &Path) -> (PathBuf, PathBuf) {
@@ -58,6 +78,7 @@ pub fn save(
     path: &Path,
     split: Option<SplitSpec>,
     data: &str,
+    mix: Option<MixSpec>,
 ) -> Result<(PathBuf, PathBuf), NnError> {
     let (wpath, spath) = paths(path);
     let io = |p: &Path| {
@@ -75,6 +96,7 @@ pub fn save(
         data: data.into(),
         weights_sha256: hex(&Sha256::digest(&bytes)),
         report: trained.report.clone(),
+        mix,
     };
     let json = serde_json::to_string_pretty(&sidecar).map_err(|e| NnError::Sidecar {
         path: spath.display().to_string(),
@@ -142,6 +164,22 @@ pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
 pub fn load_predictor(path: &Path) -> Result<NeuralPredictor, NnError> {
     let (_, trained) = load(path)?;
     NeuralPredictor::new(&trained)
+}
+
+/// Loads the checkpoint at `path` as the online [`Hybrid`]: the model mixed with a PPM model
+/// counted over `history` (sessions whose ids are in the model's vocabulary, e.g. from
+/// `History::load_trace(None, model_vocabulary)`), with the weights fitted at training time.
+/// A checkpoint without fitted weights serves the model alone (weight 1).
+pub fn load_hybrid(path: &Path, history: &[Session]) -> Result<Hybrid, NnError> {
+    let (side, trained) = load(path)?;
+    let model = NeuralPredictor::new(&trained)?;
+    let mix = side.mix.unwrap_or(MixSpec {
+        ppm_order: 4,
+        weights: MixWeights([1.0; 6]),
+    });
+    let mut ppm = Ppm::new(trained.vocab.clone(), mix.ppm_order);
+    observe_sessions(&mut ppm, history);
+    Ok(Hybrid::new(model, ppm, mix.weights))
 }
 
 /// Loads the checkpoint at `path`, or, if it is missing, corrupt or mismatched, logs why and

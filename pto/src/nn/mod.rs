@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod fast;
+mod hybrid;
 pub mod layers;
 mod model;
 mod train;
@@ -16,10 +17,12 @@ mod train;
 use std::sync::Arc;
 
 pub use checkpoint::{
-    load, load_or_fallback, load_predictor, save, Sidecar, FORMAT, FORMAT_VERSION,
+    load, load_hybrid, load_or_fallback, load_predictor, save, MixSpec, Sidecar, FORMAT,
+    FORMAT_VERSION,
 };
 pub use fast::{FastModel, Weights};
-pub use model::{build, HyperParams, ModelKind, Net};
+pub use hybrid::{fit_weights, Hybrid, MixWeights};
+pub use model::{build, Dropout, HyperParams, ModelKind, Net};
 pub use train::{train, Progress, TrainReport, Trained};
 
 use crate::{

@@ -7,6 +7,8 @@
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::{rnn::LSTMConfig, Embedding, Linear, Module, VarBuilder, LSTM, RNN};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{causal_mask, softmax_last, LayerNorm};
@@ -57,8 +59,12 @@ pub struct HyperParams {
     pub epochs: usize,
     /// Epochs without a better validation loss before stopping.
     pub patience: usize,
-    /// Seed of the initialisation and of the shuffling.
+    /// Seed of the initialisation, the shuffling and the dropout masks.
     pub seed: u64,
+    /// Dropout probability while training (embeddings, and the LSTM output or the
+    /// Transformer's residual branches).
+    #[serde(default)]
+    pub dropout: f32,
 }
 
 impl HyperParams {
@@ -77,6 +83,7 @@ impl HyperParams {
             epochs: 40,
             patience: 4,
             seed: 1,
+            dropout: 0.1,
         };
         match kind {
             ModelKind::Lstm => base,
@@ -107,6 +114,9 @@ impl HyperParams {
             ));
         }
         let lr_ok = self.learning_rate > 0.0 && self.learning_rate < 1.0;
+        if !(0.0..0.9).contains(&self.dropout) {
+            return Err(format!("dropout = {} is not in [0, 0.9)", self.dropout));
+        }
         if !lr_ok || !(0.0..1.0).contains(&self.weight_decay) {
             return Err("learning_rate must be in (0, 1) and weight_decay in [0, 1)".into());
         }
@@ -116,8 +126,50 @@ impl HyperParams {
 
 /// A network that maps `(B, T)` tokens to `(B, T, V)` logits.
 pub trait Net {
-    /// The forward pass.
-    fn forward(&self, tokens: &Tensor) -> Result<Tensor>;
+    /// The forward pass; `dropout` only while training.
+    fn forward(&self, tokens: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor>;
+}
+
+/// Inverted dropout with a seeded mask (candle's CPU random generator cannot be seeded).
+#[derive(Debug)]
+pub struct Dropout {
+    p: f32,
+    rng: ChaCha8Rng,
+}
+
+impl Dropout {
+    /// Drops each value with probability `p`, drawing masks from `seed`.
+    pub fn new(p: f32, seed: u64) -> Self {
+        Self {
+            p: p.clamp(0.0, 0.9),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// `x` with a fresh mask applied (scaled by `1 / (1 - p)`).
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<f32>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+fn drop(d: &mut Option<&mut Dropout>, x: Tensor) -> Result<Tensor> {
+    match d {
+        Some(d) => d.apply(&x),
+        None => Ok(x),
+    }
 }
 
 /// Builds the network of `hp` for a vocabulary of `vocab_len` ids (unknown included), with its
@@ -146,10 +198,10 @@ impl LstmNet {
 }
 
 impl Net for LstmNet {
-    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let x = self.embed.forward(tokens)?;
+    fn forward(&self, tokens: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let x = drop(&mut dropout, self.embed.forward(tokens)?)?;
         let states = self.lstm.seq(&x)?;
-        let h = self.lstm.states_to_tensor(&states)?;
+        let h = drop(&mut dropout, self.lstm.states_to_tensor(&states)?)?;
         self.head.forward(&h)
     }
 }
@@ -177,7 +229,12 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        dropout: &mut Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let dh = d / self.heads;
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
@@ -191,11 +248,11 @@ impl Block {
         let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(mask)?;
         let att = softmax_last(&scores)?.matmul(&v)?;
         let att = att.transpose(1, 2)?.reshape((b, t, d))?;
-        let x = (x + self.proj.forward(&att)?)?;
+        let x = (x + drop(dropout, self.proj.forward(&att)?)?)?;
         let ffn = self
             .fc2
             .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?.relu()?)?;
-        x + ffn
+        x + drop(dropout, ffn)?
     }
 }
 
@@ -223,7 +280,7 @@ impl TransformerNet {
 }
 
 impl Net for TransformerNet {
-    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+    fn forward(&self, tokens: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
         let positions = Tensor::arange(0u32, t as u32, tokens.device())?;
         let mut x = self
@@ -232,7 +289,7 @@ impl Net for TransformerNet {
             .broadcast_add(&self.pos.forward(&positions)?)?;
         let mask = causal_mask(t, tokens.device())?;
         for b in &self.blocks {
-            x = b.forward(&x, &mask)?;
+            x = b.forward(&x, &mask, &mut dropout)?;
         }
         self.head.forward(&self.ln_f.forward(&x)?)
     }

@@ -39,7 +39,8 @@ fn every_parameter_receives_a_non_zero_gradient() {
         ];
         let refs: Vec<&Vec<u32>> = seqs.iter().collect();
         let (i, t, m) = batch(&refs, &Device::Cpu).unwrap();
-        let (l, n) = loss(net.as_ref(), &i, &t, &m).unwrap();
+        let mut d = Dropout::new(0.1, 3);
+        let (l, n) = loss(net.as_ref(), &i, &t, &m, Some(&mut d)).unwrap();
         assert_eq!(n, 12.0);
         let grads = l.backward().unwrap();
         let data = vm.data().lock().unwrap();
@@ -84,7 +85,7 @@ fn the_fast_path_agrees_with_the_candle_graph() {
         ] {
             let t = Tensor::from_vec(seq.clone(), (1, seq.len()), &Device::Cpu).unwrap();
             let all = net
-                .forward(&t)
+                .forward(&t, None)
                 .unwrap()
                 .squeeze(0)
                 .unwrap()
@@ -221,7 +222,11 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     let t = train(&hp, vocab(), &data, &[], &mut |_| {}).unwrap();
     let stem = dir.path().join("m");
     let split = Some(crate::split::SplitSpec::default());
-    let (wpath, spath) = save(&t, &stem, split, "test").unwrap();
+    let mix = Some(MixSpec {
+        ppm_order: 2,
+        weights: MixWeights([0.5; 6]),
+    });
+    let (wpath, spath) = save(&t, &stem, split, "test", mix).unwrap();
     assert!(wpath.ends_with("m.safetensors") && spath.ends_with("m.json"));
     let (side, _) = load(&wpath).unwrap();
     assert_eq!(
@@ -231,6 +236,20 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     let ctx = SessionContext::from_ids(&[1, 3, 4]);
     let original = NeuralPredictor::new(&t).unwrap().predict(&ctx, 4);
     assert_eq!(load_predictor(&spath).unwrap().predict(&ctx, 4), original);
+    assert_eq!(side.mix, mix);
+    let hybrid = load_hybrid(&stem, &data).unwrap();
+    assert_eq!(
+        (hybrid.name(), hybrid.weights()),
+        ("lstm+ppm2", MixWeights([0.5; 6]))
+    );
+    let mixed = hybrid.distribution(&ctx);
+    let alone = NeuralPredictor::new(&t).unwrap().distribution(&ctx);
+    let mut ppm = Ppm::new(vocab(), 2);
+    crate::predict::observe_sessions(&mut ppm, &data);
+    let counts = ppm.distribution(&ctx);
+    for i in 0..mixed.len() {
+        assert!((mixed[i] - 0.5 * (alone[i] + counts[i])).abs() < 1e-6);
+    }
 
     let good_w = std::fs::read(&wpath).unwrap();
     let good_s = std::fs::read_to_string(&spath).unwrap();
@@ -273,7 +292,7 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     )
     .unwrap();
     let alt = dir.path().join("alt");
-    save(&other, &alt, None, "x").unwrap();
+    save(&other, &alt, None, "x", None).unwrap();
     let alt_side: Sidecar =
         serde_json::from_str(&std::fs::read_to_string(alt.with_extension("json")).unwrap())
             .unwrap();

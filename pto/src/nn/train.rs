@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     fast::Weights,
     layers::seeded_init,
-    model::{build, HyperParams, Net},
+    model::{build, Dropout, HyperParams, Net},
     NnError,
 };
 use crate::{trace::Session, vocab::Vocabulary};
@@ -117,8 +117,9 @@ pub(crate) fn loss(
     inp: &Tensor,
     tgt: &Tensor,
     mask: &Tensor,
+    dropout: Option<&mut Dropout>,
 ) -> candle_core::Result<(Tensor, f32)> {
-    let logits = net.forward(inp)?;
+    let logits = net.forward(inp, dropout)?;
     let (b, t, v) = logits.dims3()?;
     let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v))?, D::Minus1)?;
     let picked = logp.gather(&tgt.unsqueeze(1)?, 1)?.squeeze(1)?;
@@ -146,7 +147,7 @@ fn mean_loss(
     for chunk in seqs.chunks(batch_size) {
         let refs: Vec<&Vec<u32>> = chunk.iter().collect();
         let (i, t, m) = batch(&refs, dev)?;
-        let (l, n) = loss(net, &i, &t, &m)?;
+        let (l, n) = loss(net, &i, &t, &m, None)?;
         total += f64::from(l.to_scalar::<f32>()?) * f64::from(n);
         count += f64::from(n);
     }
@@ -202,6 +203,7 @@ pub fn train(
         },
     )?;
     let mut rng = ChaCha8Rng::seed_from_u64(hp.seed ^ 0x5eed);
+    let mut dropout = Dropout::new(hp.dropout, hp.seed ^ 0xd0d0);
     let steps = train_seqs.len().div_ceil(hp.batch);
     let mut best = (f32::INFINITY, 0usize, snapshot(&vm)?);
     let (mut since_best, mut epoch, mut train_loss) = (0, 0, f32::NAN);
@@ -213,7 +215,7 @@ pub fn train(
         for (step, idx) in order.chunks(hp.batch).enumerate() {
             let refs: Vec<&Vec<u32>> = idx.iter().map(|&i| &train_seqs[i]).collect();
             let (i, t, m) = batch(&refs, &dev)?;
-            let (l, n) = loss(net.as_ref(), &i, &t, &m)?;
+            let (l, n) = loss(net.as_ref(), &i, &t, &m, Some(&mut dropout))?;
             opt.backward_step(&l)?;
             let lv = l.to_scalar::<f32>()?;
             if !lv.is_finite() {
@@ -247,7 +249,9 @@ pub fn train(
             best = (val_loss, epoch, snapshot(&vm)?);
             since_best = 0;
         } else {
+            // Reduce on plateau: halve the learning rate each epoch without progress.
             since_best += 1;
+            opt.set_learning_rate(opt.learning_rate() * 0.5);
         }
     }
     Ok(Trained {

@@ -111,6 +111,20 @@ impl Ppm {
         self.max_order
     }
 
+    /// How many times the longest context of `context` that this model has seen (of order 1
+    /// or more) was followed by anything: 0 when it knows no context of the session.
+    pub fn support(&self, context: &SessionContext) -> u32 {
+        let h = &context.requests;
+        let mut support = 0;
+        for o in 1..=self.max_order.min(h.len()) {
+            match self.orders[o].get(&context_key(&h[h.len() - o..])) {
+                Some(c) => support = c.total,
+                None => break,
+            }
+        }
+        support
+    }
+
     /// The full next-request distribution, dense over the vocabulary ([`UNKNOWN`] is 0).
     pub fn distribution(&self, context: &SessionContext) -> Vec<f32> {
         let v = self.vocab.len();
@@ -257,6 +271,13 @@ mod tests {
         let b = m1.predict(&SessionContext::from_ids(&[4, 2]), 1);
         assert_eq!(a, b, "order 1 cannot tell them apart");
         assert_eq!(ppm.name(), "ppm3");
+        assert_eq!(ppm.support(&SessionContext::from_ids(&[1, 2])), 10);
+        assert_eq!(
+            ppm.support(&SessionContext::from_ids(&[3, 2])),
+            20,
+            "order 1 after an unseen order 2"
+        );
+        assert_eq!(ppm.support(&SessionContext::from_ids(&[UNKNOWN])), 0);
         assert_eq!(Ppm::new(vocab(), 99).max_order(), MAX_PPM_ORDER);
     }
 

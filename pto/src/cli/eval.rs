@@ -1,0 +1,163 @@
+//! `pto eval`: every predictor side by side on the held-out sessions.
+
+use std::{path::PathBuf, sync::Arc};
+
+use clap::Args;
+use see_pto::{
+    eval::{bayes_optimal, evaluate, table, EvalConfig, Metrics},
+    nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
+    plot::plot,
+    predict::{observe_sessions, Ppm, Predictor, Reactive, StaticGraph},
+};
+
+use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    split: SplitArgs,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    /// Learned models to train on the training split (validation split for early stopping).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelKind::Lstm, ModelKind::Transformer])]
+    models: Vec<ModelKind>,
+    /// Train no learned model (only baselines and --load).
+    #[arg(long)]
+    no_train: bool,
+    /// Also evaluate these checkpoints (trained with the same split and vocabulary).
+    #[arg(long)]
+    load: Vec<PathBuf>,
+    /// Save the models trained here into this directory.
+    #[arg(long)]
+    save_dir: Option<PathBuf>,
+    /// Prefetch budget K: predicted request types staged per request.
+    #[arg(long, default_value_t = 3)]
+    budget: usize,
+    /// Confidence threshold for staging.
+    #[arg(long, default_value_t = 0.05)]
+    threshold: f32,
+    /// Longest context of the PPM baseline.
+    #[arg(long, default_value_t = 4)]
+    ppm_order: usize,
+    /// Write the figures as a PNG plot.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: &EvalArgs) -> CliResult<()> {
+    let cat = a.data.catalogue()?;
+    let (trace, desc) = a.data.load(&cat)?;
+    let spec = a.split.spec()?;
+    let split = spec.split(&trace.sessions);
+    if split.test.is_empty() || split.train.is_empty() {
+        return Err("the split leaves no training or no test session; use more data or other --test-percent".into());
+    }
+    let vocab = Arc::new(trace.vocab.clone());
+    let cfg = EvalConfig {
+        budget: a.budget,
+        threshold: a.threshold,
+    };
+    let fit: Vec<_> = split.train.iter().chain(&split.val).cloned().collect();
+    let mut predictors: Vec<Box<dyn Predictor>> = vec![
+        Box::new(Reactive::new(vocab.clone())),
+        Box::new(StaticGraph::new(vocab.clone(), &cat)),
+    ];
+    for mut p in [
+        Ppm::popularity(vocab.clone()),
+        Ppm::markov1(vocab.clone()),
+        Ppm::new(vocab.clone(), a.ppm_order),
+    ] {
+        observe_sessions(&mut p, &fit);
+        predictors.push(Box::new(p));
+    }
+    let mut learned = Vec::new();
+    if !a.no_train {
+        for &kind in &a.models {
+            let hp = a.hyper.params(kind);
+            let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+            if let Some(dir) = &a.save_dir {
+                std::fs::create_dir_all(dir)?;
+                let (w, _) = nn::save(&trained, &dir.join(kind.name()), Some(spec), &desc, None)?;
+                eprintln!("saved {}", w.display());
+            }
+            learned.push(NeuralPredictor::new(&trained)?);
+        }
+    }
+    for path in &a.load {
+        let (side, trained) = nn::load(path)?;
+        if side.split != Some(spec) {
+            return Err(format!(
+                "{} was trained with split {:?}, this evaluation uses {spec:?}: its training sessions could be in the test set; pass the same --split-seed/--test-percent/--val-percent or retrain",
+                path.display(),
+                side.split
+            )
+            .into());
+        }
+        if *trained.vocab != *vocab {
+            return Err(format!(
+                "{} was trained with another vocabulary; retrain it on this data",
+                path.display()
+            )
+            .into());
+        }
+        if side.data != desc {
+            log::warn!(
+                "{} was trained on {}, evaluating on {desc}",
+                path.display(),
+                side.data
+            );
+        }
+        learned.push(NeuralPredictor::new(&trained)?);
+    }
+    // Each learned model alone, then mixed with PPM (weight fitted on the validation split
+    // against a PPM counted on the training split; the mixture uses the train+val PPM).
+    let mut ppm_train = Ppm::new(vocab.clone(), a.ppm_order);
+    observe_sessions(&mut ppm_train, &split.train);
+    let mut hybrids: Vec<Box<dyn Predictor>> = Vec::new();
+    for m in learned {
+        let w = fit_weights(&m, &ppm_train, &split.val);
+        let mut ppm = Ppm::new(vocab.clone(), a.ppm_order);
+        observe_sessions(&mut ppm, &fit);
+        eprintln!(
+            "{}+{}: weights {:?} on the learned model by PPM evidence 0, 1-3, 4-15, 16-63, 64-255, 256+ (fitted on the validation split)",
+            m.name(),
+            ppm.name(),
+            w.0
+        );
+        hybrids.push(Box::new(Hybrid::new(m.clone(), ppm, w)));
+        predictors.push(Box::new(m));
+    }
+    predictors.extend(hybrids);
+    let mut rows: Vec<Metrics> = predictors
+        .iter()
+        .map(|p| evaluate(p.as_ref(), &split.test, cfg))
+        .collect();
+    if let Some(b) = bayes_optimal(&split.test, cfg) {
+        rows.push(b);
+    }
+    println!(
+        "data: {desc}; {} request types; sessions: {} train, {} validation, {} test (split seed {}); {} test positions; budget K = {}, threshold {}",
+        vocab.len() - 1,
+        split.train.len(),
+        split.val.len(),
+        split.test.len(),
+        spec.seed,
+        rows[0].positions,
+        cfg.budget,
+        cfg.threshold
+    );
+    print!("{}", table(&rows, cfg));
+    if let Some(p) = &a.plot {
+        plot(&rows, &format!("pto eval: {desc}"), p)?;
+        println!("plot: {}", p.display());
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(())
+}

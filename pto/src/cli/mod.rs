@@ -1,0 +1,346 @@
+//! The `pto` command line: import, generate, train, eval, predict.
+
+mod data;
+mod eval;
+
+use std::{io::Write, path::PathBuf, sync::Arc};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use see_pto::{
+    generate::{generate, Workload, WorkloadSpec},
+    history::History,
+    import::{import_path, Format, ImportOptions, Malformed},
+    metadata::ServiceCatalogue,
+    nn::{self, HyperParams, ModelKind, Trained},
+    predict::{observe_sessions, Ppm, Predictor, SessionContext, StaticGraph},
+    trace::Session,
+    vocab::Vocabulary,
+};
+
+pub use data::{DataArgs, HyperArgs, SplitArgs};
+
+/// A command's result; errors are printed by `main`.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The predictive task orchestrator's offline tools.
+#[derive(Parser, Debug)]
+#[command(name = "pto", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Import a request trace (CSV or JSON lines, optionally gzipped) into the history database.
+    Import(ImportArgs),
+    /// Generate a synthetic workload over the service catalogue as JSON lines.
+    Generate(GenerateArgs),
+    /// Train a learned model and save it as a checkpoint.
+    Train(TrainArgs),
+    /// Evaluate every predictor side by side on held-out sessions.
+    Eval(eval::EvalArgs),
+    /// Predict the next requests after a session.
+    Predict(PredictArgs),
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> CliResult<()> {
+        match self.command {
+            Command::Import(a) => import(&a),
+            Command::Generate(a) => generate_cmd(&a),
+            Command::Train(a) => train_cmd(&a),
+            Command::Eval(a) => eval::run(&a),
+            Command::Predict(a) => predict(&a),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The trace file.
+    input: PathBuf,
+    /// History database (created if missing).
+    #[arg(long, default_value = "pto-history.db")]
+    db: PathBuf,
+    /// Source name to file the sessions under; default: the file name.
+    #[arg(long)]
+    source: Option<String>,
+    /// Input format; default: from the file name (.jsonl/.ndjson/.json: JSON lines, else CSV).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Column (or JSON key) of the session; default: session_id, session, user_id, user.
+    #[arg(long)]
+    session_column: Option<String>,
+    /// Column of the request type; default: request_type, event, type, request.
+    #[arg(long)]
+    type_column: Option<String>,
+    /// Column of the timestamp; default: timestamp, time, ts, at.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Column of the user; default: user_id, user.
+    #[arg(long)]
+    user_column: Option<String>,
+    /// Refuse the whole file at the first malformed row (default: skip and count).
+    #[arg(long)]
+    strict: bool,
+}
+
+fn import(a: &ImportArgs) -> CliResult<()> {
+    let opts = ImportOptions {
+        format: a.format,
+        session_column: a.session_column.clone(),
+        type_column: a.type_column.clone(),
+        time_column: a.time_column.clone(),
+        user_column: a.user_column.clone(),
+        malformed: if a.strict {
+            Malformed::Refuse
+        } else {
+            Malformed::Skip
+        },
+    };
+    let (trace, report) = import_path(&a.input, &opts, Vocabulary::new())?;
+    let source = a.source.clone().unwrap_or_else(|| {
+        a.input
+            .file_name()
+            .map_or("trace".into(), |f| f.to_string_lossy().into_owned())
+    });
+    let mut h = History::open(&a.db)?;
+    let added = h.import_trace(&source, &trace)?;
+    println!(
+        "{}: {} rows, {} skipped as malformed; {} sessions, {} requests, {} request types; {} new sessions stored in {} under source {:?}",
+        a.input.display(),
+        report.rows,
+        report.skipped,
+        trace.sessions.len(),
+        trace.request_count(),
+        trace.vocab.len() - 1,
+        added,
+        a.db.display(),
+        source
+    );
+    for (line, reason) in &report.examples {
+        println!("  skipped line {line}: {reason}");
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Workload shape.
+    #[arg(long, value_enum, default_value = "goal")]
+    workload: Workload,
+    /// Sessions.
+    #[arg(long, default_value_t = 4000)]
+    sessions: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file (JSON lines: session, request_type, timestamp in ms); default: stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Service metadata; default: the embedded catalogue.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+}
+
+fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
+    let cat = match &a.metadata {
+        Some(p) => ServiceCatalogue::load(p)?,
+        None => ServiceCatalogue::default_catalogue(),
+    };
+    let t = generate(
+        &cat.vocabulary(),
+        &WorkloadSpec::preset(a.workload, a.sessions, a.seed),
+    )?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    for s in &t.sessions {
+        for r in &s.requests {
+            let line = serde_json::json!({
+                "session": s.key,
+                "request_type": t.vocab.name(r.kind).unwrap_or("<unk>"),
+                "timestamp": r.at_ms,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Which model.
+    #[arg(long, value_enum)]
+    model: ModelKind,
+    /// Checkpoint path (NAME.safetensors and NAME.json are written).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    split: SplitArgs,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    /// Longest context of the PPM model the checkpoint is mixed with online.
+    #[arg(long, default_value_t = 4)]
+    ppm_order: usize,
+}
+
+/// Trains with a progress bar on stderr.
+pub fn train_with_bar(
+    hp: &HyperParams,
+    vocab: Arc<Vocabulary>,
+    train: &[Session],
+    val: &[Session],
+) -> CliResult<Trained> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} steps, {elapsed} {msg}")?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(hp.kind.name());
+    let mut val_loss = f32::NAN;
+    let trained = nn::train(hp, vocab, train, val, &mut |p| {
+        bar.set_length((p.epochs * p.steps) as u64);
+        bar.set_position(((p.epoch - 1) * p.steps + p.step) as u64);
+        if let Some(v) = p.val_loss {
+            val_loss = v;
+        }
+        bar.set_message(format!(
+            "epoch {}/{} loss {:.3} val {:.3}",
+            p.epoch, p.epochs, p.loss, val_loss
+        ));
+    })?;
+    bar.finish_and_clear();
+    let r = &trained.report;
+    eprintln!(
+        "{}: {} epochs in {:.1} s{}, best validation loss {:.4} at epoch {}",
+        hp.kind.name(),
+        r.epochs_run,
+        r.seconds,
+        if r.stopped_early { " (early stop)" } else { "" },
+        r.best_val_loss,
+        r.best_epoch
+    );
+    Ok(trained)
+}
+
+fn train_cmd(a: &TrainArgs) -> CliResult<()> {
+    let cat = a.data.catalogue()?;
+    let (trace, desc) = a.data.load(&cat)?;
+    let spec = a.split.spec()?;
+    let split = spec.split(&trace.sessions);
+    let hp = a.hyper.params(a.model);
+    let vocab = Arc::new(trace.vocab.clone());
+    let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+    // The online mixture with PPM: weights fitted on the validation split.
+    let mut ppm = Ppm::new(vocab, a.ppm_order);
+    observe_sessions(&mut ppm, &split.train);
+    let weights = nn::fit_weights(&nn::NeuralPredictor::new(&trained)?, &ppm, &split.val);
+    let mix = nn::MixSpec {
+        ppm_order: a.ppm_order,
+        weights,
+    };
+    let (w, s) = nn::save(&trained, &a.out, Some(spec), &desc, Some(mix))?;
+    println!(
+        "saved {} and {} (trained on {} sessions of {desc})",
+        w.display(),
+        s.display(),
+        split.train.len()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    /// The session so far: request type names, oldest first.
+    #[arg(required = true)]
+    requests: Vec<String>,
+    /// A trained checkpoint; falls back to --predictor if it cannot be loaded.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Count-based predictor (trained on the data options): popularity, markov1, ppm, static-graph.
+    #[arg(long, default_value = "ppm")]
+    predictor: String,
+    /// Longest context of ppm.
+    #[arg(long, default_value_t = 4)]
+    ppm_order: usize,
+    /// How many predictions.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn predict(a: &PredictArgs) -> CliResult<()> {
+    let cat = a.data.catalogue()?;
+    let baseline = || -> CliResult<Box<dyn Predictor>> {
+        if a.predictor == "static-graph" {
+            return Ok(Box::new(StaticGraph::new(Arc::new(cat.vocabulary()), &cat)));
+        }
+        let (trace, _) = a.data.load(&cat)?;
+        let vocab = Arc::new(trace.vocab.clone());
+        let mut p = match a.predictor.as_str() {
+            "popularity" => Ppm::popularity(vocab),
+            "markov1" => Ppm::markov1(vocab),
+            "ppm" => Ppm::new(vocab, a.ppm_order),
+            other => {
+                return Err(format!(
+                    "unknown predictor {other:?}: popularity, markov1, ppm or static-graph"
+                )
+                .into())
+            }
+        };
+        observe_sessions(&mut p, &trace.sessions);
+        Ok(Box::new(p))
+    };
+    let p: Box<dyn Predictor> = match &a.model {
+        Some(path) => match nn::load_predictor(path) {
+            Ok(p) => Box::new(p),
+            Err(e) => {
+                eprintln!("pto: {e}; falling back to {}", a.predictor);
+                baseline()?
+            }
+        },
+        None => baseline()?,
+    };
+    let vocab = p.vocabulary().clone();
+    for r in &a.requests {
+        if vocab.get(r).is_none() {
+            eprintln!(
+                "pto: request type {r:?} is unknown to the {} predictor; it counts as unknown",
+                p.name()
+            );
+        }
+    }
+    let ctx = SessionContext::from_names(&vocab, &a.requests);
+    let preds = p.predict(&ctx, a.k);
+    if preds.is_empty() {
+        println!("{}: no prediction", p.name());
+    }
+    println!(
+        "{:>4}  {:<20} {:>8}  {:>10}  resources",
+        "rank", "request type", "p", "bytes"
+    );
+    for (i, x) in preds.iter().enumerate() {
+        let name = vocab.name(x.kind).unwrap_or("?");
+        let res = cat.resources_of(name);
+        let bytes: u64 = res.iter().map(|r| r.size).sum();
+        let ids: Vec<&str> = res.iter().map(|r| r.id.as_str()).collect();
+        println!(
+            "{:>4}  {:<20} {:>8.4}  {:>10}  {}",
+            i + 1,
+            name,
+            x.probability,
+            bytes,
+            ids.join(" ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! Evaluation of predictors on held-out sessions: accuracy, ranking, prefetch figures at a
+//! budget and inference cost, plus the Bayes-optimal limit on generated workloads.
+//!
+//! Every request after the first of a test session is one position: the predictor sees the
+//! requests before it and is scored on it, as it would be online when the previous request
+//! arrives. One call `predict(context, 10)` per position is timed and scored (MRR is MRR@10).
+
+use std::{fmt::Write as _, time::Instant};
+
+use serde::Serialize;
+
+use crate::{
+    predict::{Predictor, SessionContext},
+    trace::Session,
+};
+
+/// How many predictions the ranking figures look at.
+pub const RANK_DEPTH: usize = 10;
+
+/// Prefetch policy under evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalConfig {
+    /// Budget K: at most this many predicted request types are staged per request.
+    pub budget: usize,
+    /// Only predictions at least this likely are staged.
+    pub threshold: f32,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            budget: 3,
+            threshold: 0.05,
+        }
+    }
+}
+
+/// The figures of one predictor.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Predictor name.
+    pub name: String,
+    /// Positions scored.
+    pub positions: u64,
+    /// Next request ranked first.
+    pub top1: f64,
+    /// Next request in the first 3.
+    pub top3: f64,
+    /// Next request in the first 5.
+    pub top5: f64,
+    /// Mean reciprocal rank (0 beyond rank 10).
+    pub mrr: f64,
+    /// Positions whose request had been staged (in the top K above the threshold).
+    pub staged_hit_rate: f64,
+    /// Staged predictions that were used; `None` when nothing was staged.
+    pub precision: Option<f64>,
+    /// Staged predictions not used, per request.
+    pub wasted_per_request: f64,
+    /// Mean inference time per request, microseconds (`None` for the Bayes limit).
+    pub us_per_request: Option<f64>,
+}
+
+impl Metrics {
+    /// Requests per second on one core, from the mean inference time.
+    pub fn requests_per_s(&self) -> Option<f64> {
+        self.us_per_request.filter(|&u| u > 0.0).map(|u| 1e6 / u)
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    n: u64,
+    top: [f64; 3],
+    mrr: f64,
+    hits: f64,
+    staged: f64,
+    nanos: u128,
+}
+
+impl Acc {
+    fn finish(self, name: &str, timed: bool) -> Metrics {
+        let n = self.n.max(1) as f64;
+        Metrics {
+            name: name.to_owned(),
+            positions: self.n,
+            top1: self.top[0] / n,
+            top3: self.top[1] / n,
+            top5: self.top[2] / n,
+            mrr: self.mrr / n,
+            staged_hit_rate: self.hits / n,
+            precision: (self.staged > 0.0).then(|| self.hits / self.staged),
+            wasted_per_request: (self.staged - self.hits) / n,
+            us_per_request: timed.then(|| self.nanos as f64 / 1e3 / n),
+        }
+    }
+}
+
+/// Scores `p` on every position of `sessions`.
+pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Metrics {
+    let mut acc = Acc::default();
+    let mut ctx = SessionContext::new();
+    for s in sessions {
+        ctx.requests.clear();
+        for (t, r) in s.requests.iter().enumerate() {
+            if t > 0 {
+                let start = Instant::now();
+                let preds = p.predict(&ctx, RANK_DEPTH.max(cfg.budget));
+                acc.nanos += start.elapsed().as_nanos();
+                acc.n += 1;
+                let rank = preds.iter().position(|x| x.kind == r.kind);
+                if let Some(i) = rank {
+                    for (j, k) in [1, 3, 5].iter().enumerate() {
+                        acc.top[j] += f64::from(u8::from(i < *k));
+                    }
+                    if i < RANK_DEPTH {
+                        acc.mrr += 1.0 / (i + 1) as f64;
+                    }
+                }
+                let staged = preds
+                    .iter()
+                    .take(cfg.budget)
+                    .take_while(|x| x.probability >= cfg.threshold);
+                let staged: Vec<_> = staged.collect();
+                acc.staged += staged.len() as f64;
+                acc.hits += f64::from(u8::from(staged.iter().any(|x| x.kind == r.kind)));
+            }
+            ctx.push(r.kind);
+        }
+    }
+    acc.finish(p.name(), true)
+}
+
+/// The expected figures of the Bayes-optimal predictor (it ranks by the true distribution),
+/// if every session carries its true next-request distributions (generated workloads).
+pub fn bayes_optimal(sessions: &[Session], cfg: EvalConfig) -> Option<Metrics> {
+    let mut acc = Acc::default();
+    for s in sessions {
+        if s.truth.len() + 1 < s.requests.len() {
+            return None;
+        }
+        for d in s.truth.iter().take(s.requests.len().saturating_sub(1)) {
+            acc.n += 1;
+            for (i, &(_, p)) in d.iter().enumerate().take(RANK_DEPTH) {
+                let p = f64::from(p);
+                acc.mrr += p / (i + 1) as f64;
+                if i == 0 {
+                    acc.top[0] += p;
+                }
+                if i < 3 {
+                    acc.top[1] += p;
+                }
+                if i < 5 {
+                    acc.top[2] += p;
+                }
+            }
+            for &(_, p) in d
+                .iter()
+                .take(cfg.budget)
+                .take_while(|x| x.1 >= cfg.threshold)
+            {
+                acc.staged += 1.0;
+                acc.hits += f64::from(p);
+            }
+        }
+    }
+    (acc.n > 0).then(|| acc.finish("bayes-optimal (limit)", false))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+/// A Markdown table of `rows`, one predictor per row.
+pub fn table(rows: &[Metrics], cfg: EvalConfig) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| predictor | top-1 % | top-3 % | top-5 % | MRR | staged-hit % (K={k}) | precision % | wasted/req | us/req | req/s |",
+        k = cfg.budget
+    );
+    let _ = writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for m in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.3} | {} | {} | {:.2} | {} | {} |",
+            m.name,
+            pct(m.top1),
+            pct(m.top3),
+            pct(m.top5),
+            m.mrr,
+            pct(m.staged_hit_rate),
+            m.precision.map_or("-".into(), pct),
+            m.wasted_per_request,
+            m.us_per_request.map_or("-".into(), |u| format!("{u:.2}")),
+            m.requests_per_s().map_or("-".into(), |r| format!("{r:.0}")),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        generate::{generate, Workload, WorkloadSpec},
+        metadata::ServiceCatalogue,
+        predict::{observe_sessions, Ppm, Reactive},
+        split::SplitSpec,
+        trace::Request,
+        vocab::Vocabulary,
+    };
+
+    fn sess(kinds: &[u32]) -> Session {
+        Session {
+            requests: kinds
+                .iter()
+                .map(|&kind| Request { kind, at_ms: 0 })
+                .collect(),
+            ..Session::default()
+        }
+    }
+
+    #[test]
+    fn figures_are_counted_by_hand() {
+        let v = Arc::new(Vocabulary::from_names(["a", "b", "c"]));
+        let mut m = Ppm::markov1(v.clone());
+        // a -> b three times, a -> c once
+        observe_sessions(
+            &mut m,
+            &[sess(&[1, 2]), sess(&[1, 2]), sess(&[1, 2]), sess(&[1, 3])],
+        );
+        let test = [sess(&[1, 2]), sess(&[1, 3])];
+        let cfg = EvalConfig {
+            budget: 1,
+            threshold: 0.0,
+        };
+        let r = evaluate(&m, &test, cfg);
+        assert_eq!(r.positions, 2);
+        assert_eq!((r.top1, r.top3), (0.5, 1.0));
+        assert!((r.mrr - 0.75).abs() < 1e-9);
+        assert_eq!(
+            (r.staged_hit_rate, r.precision, r.wasted_per_request),
+            (0.5, Some(0.5), 0.5)
+        );
+        assert!(r.us_per_request.unwrap() > 0.0 && r.requests_per_s().unwrap() > 0.0);
+        let none = evaluate(&Reactive::new(v), &test, cfg);
+        assert_eq!(
+            (none.top1, none.staged_hit_rate, none.precision),
+            (0.0, 0.0, None)
+        );
+        let strict = evaluate(
+            &m,
+            &test,
+            EvalConfig {
+                budget: 3,
+                threshold: 0.9,
+            },
+        );
+        assert_eq!(
+            (strict.staged_hit_rate, strict.precision),
+            (0.0, None),
+            "nothing is that sure"
+        );
+        let t = table(&[r, none], cfg);
+        assert_eq!(t.lines().count(), 4);
+        assert!(t.contains("| markov1 | 50.0 | 100.0 |"), "{t}");
+        assert!(
+            bayes_optimal(&test, cfg).is_none(),
+            "real traces have no truth"
+        );
+    }
+
+    #[test]
+    fn no_predictor_beats_the_bayes_limit_on_generated_data() {
+        let cat = ServiceCatalogue::default_catalogue();
+        let trace = generate(
+            &cat.vocabulary(),
+            &WorkloadSpec::preset(Workload::Markov, 1500, 5),
+        )
+        .unwrap();
+        let split = SplitSpec::default().split(&trace.sessions);
+        let mut ppm = Ppm::new(Arc::new(trace.vocab.clone()), 2);
+        observe_sessions(&mut ppm, &split.train);
+        let cfg = EvalConfig::default();
+        let got = evaluate(&ppm, &split.test, cfg);
+        let limit = bayes_optimal(&split.test, cfg).unwrap();
+        assert_eq!(got.positions, limit.positions);
+        // The empirical score can exceed the expectation by sampling noise only.
+        assert!(
+            got.top1 <= limit.top1 + 0.03,
+            "{} vs {}",
+            got.top1,
+            limit.top1
+        );
+        assert!(
+            got.top1 > 0.8 * limit.top1,
+            "an order-2 model nearly reaches it: {} vs {}",
+            got.top1,
+            limit.top1
+        );
+    }
+}
