@@ -3,14 +3,15 @@
 //!
 //! Every request after the first of a test session is one position: the predictor sees the
 //! requests before it and is scored on it, as it would be online when the previous request
-//! arrives. One call `predict(context, 10)` per position is timed and scored (MRR is MRR@10).
+//! arrives. One call `predict_session(state, context, 10)` per position is timed and scored
+//! (MRR is MRR@10), with one [`SessionState`] per session as the online path keeps it.
 
 use std::{fmt::Write as _, time::Instant};
 
 use serde::Serialize;
 
 use crate::{
-    predict::{Predictor, SessionContext},
+    predict::{Predictor, SessionContext, SessionState},
     trace::Session,
 };
 
@@ -101,10 +102,11 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
     let mut ctx = SessionContext::new();
     for s in sessions {
         ctx.requests.clear();
+        let mut state = SessionState::default();
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let start = Instant::now();
-                let preds = p.predict(&ctx, RANK_DEPTH.max(cfg.budget));
+                let preds = p.predict_session(&mut state, &ctx, RANK_DEPTH.max(cfg.budget));
                 acc.nanos += start.elapsed().as_nanos();
                 acc.n += 1;
                 let rank = preds.iter().position(|x| x.kind == r.kind);
@@ -164,6 +166,32 @@ pub fn bayes_optimal(sessions: &[Session], cfg: EvalConfig) -> Option<Metrics> {
         }
     }
     (acc.n > 0).then(|| acc.finish("bayes-optimal (limit)", false))
+}
+
+/// Mean microseconds of `predict(context, budget)` for contexts of each of `lengths`
+/// requests (cycling through the known types), over `reps` calls each: the cost of long
+/// sessions, which the test positions rarely reach.
+pub fn latency_by_context(
+    p: &dyn Predictor,
+    lengths: &[usize],
+    reps: usize,
+    budget: usize,
+) -> Vec<f64> {
+    let known = (p.vocabulary().len() as u32).saturating_sub(1).max(1);
+    lengths
+        .iter()
+        .map(|&n| {
+            let ctx =
+                SessionContext::from_ids(&(0..n as u32).map(|i| 1 + i % known).collect::<Vec<_>>());
+            let start = Instant::now();
+            let mut sink = 0usize;
+            for _ in 0..reps.max(1) {
+                sink += p.predict(&ctx, budget).len();
+            }
+            std::hint::black_box(sink);
+            start.elapsed().as_secs_f64() * 1e6 / reps.max(1) as f64
+        })
+        .collect()
 }
 
 fn pct(x: f64) -> String {

@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::Args;
 use see_pto::{
-    eval::{bayes_optimal, evaluate, table, EvalConfig, Metrics},
+    eval::{bayes_optimal, evaluate, latency_by_context, table, EvalConfig, Metrics},
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
     predict::{observe_sessions, Ppm, Predictor, Reactive, StaticGraph},
@@ -152,6 +152,21 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         cfg.threshold
     );
     print!("{}", table(&rows, cfg));
+    let lengths = [1, 8, 24, 47];
+    println!(
+        "\nstateless predict (a full pass over the context): us per call by context length, {} calls each, one core:",
+        2000
+    );
+    println!(
+        "| predictor | {} |",
+        lengths.map(|n| format!("{n} requests")).join(" | ")
+    );
+    println!("| --- |{}", " ---: |".repeat(lengths.len()));
+    for p in predictors.iter().skip(1) {
+        let lat = latency_by_context(p.as_ref(), &lengths, 2000, cfg.budget);
+        let cells: Vec<String> = lat.iter().map(|u| format!("{u:.2}")).collect();
+        println!("| {} | {} |", p.name(), cells.join(" | "));
+    }
     if let Some(p) = &a.plot {
         plot(&rows, &format!("pto eval: {desc}"), p)?;
         println!("plot: {}", p.display());

@@ -50,8 +50,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        // Fixed-size arrays: no bounds checks, so the loop vectorises.
+        if let (Ok(x), Ok(y)) = (<&[f32; 8]>::try_from(x), <&[f32; 8]>::try_from(y)) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -209,11 +212,12 @@ impl FastModel {
 }
 
 impl FastLstm {
-    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    /// Runs `tokens` through the cell from the state `(h, c)` (each `hidden` values).
+    pub(crate) fn advance(&self, hs: &mut [f32], c: &mut [f32], tokens: &[u32]) {
         let h = self.h;
-        let (mut hs, mut c, mut g) = (vec![0f32; h], vec![0f32; h], vec![0f32; 4 * h]);
+        let mut g = vec![0f32; 4 * h];
         for &t in tokens {
-            matvec(&self.w_hh, None, &hs, &mut g);
+            matvec(&self.w_hh, None, hs, &mut g);
             let p = &self.proj[t as usize * 4 * h..(t as usize + 1) * 4 * h];
             for j in 0..h {
                 let i_g = sigmoid(g[j] + p[j]);
@@ -224,9 +228,24 @@ impl FastLstm {
                 hs[j] = o_g * c[j].tanh();
             }
         }
+    }
+
+    /// The logits of the state `h`.
+    pub(crate) fn head(&self, hs: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; self.head_b.len()];
-        matvec(&self.head_w, Some(&self.head_b), &hs, &mut out);
+        matvec(&self.head_w, Some(&self.head_b), hs, &mut out);
         out
+    }
+
+    /// Hidden width.
+    pub(crate) fn hidden(&self) -> usize {
+        self.h
+    }
+
+    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+        let (mut hs, mut c) = (vec![0f32; self.h], vec![0f32; self.h]);
+        self.advance(&mut hs, &mut c, tokens);
+        self.head(&hs)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NeuralPredictor;
 use crate::{
-    predict::{top_k, Ppm, Prediction, Predictor, SessionContext},
+    predict::{top_k, Ppm, Prediction, Predictor, SessionContext, SessionState},
     trace::Session,
     vocab::{TypeId, Vocabulary},
 };
@@ -67,8 +67,11 @@ impl Hybrid {
 
     /// The full mixed distribution.
     pub fn distribution(&self, context: &SessionContext) -> Vec<f32> {
+        self.mix(context, self.model.distribution(context))
+    }
+
+    fn mix(&self, context: &SessionContext, a: Vec<f32>) -> Vec<f32> {
         let w = self.weights.weight(self.ppm.support(context));
-        let a = self.model.distribution(context);
         let b = self.ppm.distribution(context);
         a.iter()
             .zip(&b)
@@ -134,6 +137,16 @@ impl Predictor for Hybrid {
 
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {
         top_k(&self.distribution(context), k)
+    }
+
+    fn predict_session(
+        &self,
+        state: &mut SessionState,
+        context: &SessionContext,
+        k: usize,
+    ) -> Vec<Prediction> {
+        let a = self.model.distribution_session(state, context);
+        top_k(&self.mix(context, a), k)
     }
 
     /// Online learning goes to the PPM part.

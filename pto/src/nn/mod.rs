@@ -26,7 +26,7 @@ pub use model::{build, Dropout, HyperParams, ModelKind, Net};
 pub use train::{train, Progress, TrainReport, Trained};
 
 use crate::{
-    predict::{top_k, Prediction, Predictor, SessionContext},
+    predict::{top_k, Prediction, Predictor, SessionContext, SessionState},
     vocab::{TypeId, Vocabulary, UNKNOWN},
 };
 
@@ -109,7 +109,46 @@ impl NeuralPredictor {
 
     /// The full next-request distribution (softmax over known types; [`UNKNOWN`] gets 0).
     pub fn distribution(&self, context: &SessionContext) -> Vec<f32> {
-        let mut logits = self.model.logits(&self.tokens(context));
+        softmax_known(self.model.logits(&self.tokens(context)))
+    }
+
+    /// [`Self::distribution`], carrying an LSTM's state in `state` from one request of a live
+    /// session to the next (one step per request). Falls back to a full pass when the state
+    /// does not fit the context (another session, or past `max_len`) or for the Transformer.
+    pub fn distribution_session(
+        &self,
+        state: &mut SessionState,
+        context: &SessionContext,
+    ) -> Vec<f32> {
+        let FastModel::Lstm(m) = &self.model else {
+            return self.distribution(context);
+        };
+        let n = context.requests.len();
+        let h = m.hidden();
+        if n + 1 > self.hp.max_len {
+            *state = SessionState::default();
+            return self.distribution(context);
+        }
+        if state.values.len() != 2 * h || state.consumed > n {
+            state.values = vec![0f32; 2 * h];
+            state.consumed = 0;
+        }
+        let tokens = self.tokens(context);
+        // tokens[0] is the start token; tokens[1 + i] is request i.
+        let (hs, c) = state.values.split_at_mut(h);
+        let from = if state.consumed == 0 {
+            0
+        } else {
+            state.consumed + 1
+        };
+        m.advance(hs, c, &tokens[from..]);
+        state.consumed = n;
+        softmax_known(m.head(hs))
+    }
+}
+
+fn softmax_known(mut logits: Vec<f32>) -> Vec<f32> {
+    {
         logits[UNKNOWN as usize] = f32::NEG_INFINITY;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
@@ -118,8 +157,8 @@ impl NeuralPredictor {
             sum += *l;
         }
         logits.iter_mut().for_each(|l| *l /= sum);
-        logits
     }
+    logits
 }
 
 impl Predictor for NeuralPredictor {
@@ -133,6 +172,15 @@ impl Predictor for NeuralPredictor {
 
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {
         top_k(&self.distribution(context), k)
+    }
+
+    fn predict_session(
+        &self,
+        state: &mut SessionState,
+        context: &SessionContext,
+        k: usize,
+    ) -> Vec<Prediction> {
+        top_k(&self.distribution_session(state, context), k)
     }
 
     fn observe(&mut self, _: &SessionContext, _: TypeId) {

@@ -331,3 +331,56 @@ fn bad_hyper_parameters_and_empty_data_are_errors() {
         Err(NnError::NoData(_))
     ));
 }
+
+#[test]
+fn incremental_session_predictions_equal_full_passes() {
+    for kind in KINDS {
+        let hp = tiny(kind);
+        let (vm, _) = init(&hp, 7).unwrap();
+        let weights: Weights = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let trained = Trained {
+            hp,
+            vocab: vocab(),
+            weights,
+            report: report(),
+        };
+        let p = NeuralPredictor::new(&trained).unwrap();
+        let mut ppm = Ppm::new(vocab(), 2);
+        crate::predict::observe_sessions(&mut ppm, &long_range(10));
+        let hybrid = Hybrid::new(p.clone(), ppm, MixWeights([0.3; 6]));
+        let (mut s1, mut s2) = (
+            crate::predict::SessionState::default(),
+            crate::predict::SessionState::default(),
+        );
+        let mut ctx = SessionContext::new();
+        // 15 requests: past max_len (10) the state resets to full passes.
+        for t in [1u32, 3, 4, 3, 6, 3, 2, 2, 5, 1, 1, 3, 4, 6, 6] {
+            ctx.push(t);
+            let full = p.distribution(&ctx);
+            let inc = p.distribution_session(&mut s1, &ctx);
+            for (a, b) in full.iter().zip(&inc) {
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "{kind:?} at {}: {full:?} vs {inc:?}",
+                    ctx.requests.len()
+                );
+            }
+            assert_eq!(
+                hybrid.predict_session(&mut s2, &ctx, 3),
+                hybrid.predict(&ctx, 3)
+            );
+        }
+        // A state reused for a shorter (other) session starts over.
+        let short = SessionContext::from_ids(&[2]);
+        assert_eq!(
+            p.distribution_session(&mut s1, &short),
+            p.distribution(&short)
+        );
+    }
+}

@@ -69,6 +69,17 @@ pub struct Prediction {
     pub probability: f32,
 }
 
+/// State a predictor may keep for one live session between its requests, so that each
+/// prediction costs one step instead of a pass over the whole session. Create one per session
+/// with `SessionState::default()` and pass it with that session's growing context only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionState {
+    /// How many requests of the context the state has consumed.
+    pub(crate) consumed: usize,
+    /// The model's carried values (an LSTM's hidden and cell state).
+    pub(crate) values: Vec<f32>,
+}
+
 /// A next-request predictor.
 pub trait Predictor: Send {
     /// A short name for tables ("markov1", "lstm", ...).
@@ -80,6 +91,19 @@ pub trait Predictor: Send {
     /// The `k` most likely next request types after `context`, most likely first. May return
     /// fewer (or none, when it knows nothing); never [`UNKNOWN`].
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction>;
+
+    /// Like [`Predictor::predict`] for a live session whose previous contexts were passed with
+    /// the same `state`: the same answer, computed incrementally where the model can (the
+    /// LSTM). The default ignores `state`.
+    fn predict_session(
+        &self,
+        state: &mut SessionState,
+        context: &SessionContext,
+        k: usize,
+    ) -> Vec<Prediction> {
+        let _ = state;
+        self.predict(context, k)
+    }
 
     /// Learns online that `next` followed `context`. The default ignores it.
     fn observe(&mut self, context: &SessionContext, next: TypeId) {
