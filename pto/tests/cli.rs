@@ -35,6 +35,7 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 const TINY: &[&str] = &[
     "--epochs", "2", "--embed", "8", "--hidden", "8", "--heads", "2",
 ];
+const FEW_CALLS: &[&str] = &["--latency-calls", "10"];
 
 #[test]
 fn import_skips_or_refuses_malformed_rows() {
@@ -178,6 +179,7 @@ fn eval_on_a_generated_workload_trains_both_models_and_prints_the_limit() {
         "e.json",
     ];
     args.extend(TINY);
+    args.extend(FEW_CALLS);
     let out = ok(dir.path(), &args);
     for row in [
         "| lstm |",

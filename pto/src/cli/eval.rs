@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// Write the figures as a PNG plot.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Calls per context length in the stateless latency table.
+    #[arg(long, default_value_t = 2000)]
+    latency_calls: usize,
     /// Write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -155,7 +158,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let lengths = [1, 8, 24, 47];
     println!(
         "\nstateless predict (a full pass over the context): us per call by context length, {} calls each, one core:",
-        2000
+        a.latency_calls
     );
     println!(
         "| predictor | {} |",
@@ -163,7 +166,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     );
     println!("| --- |{}", " ---: |".repeat(lengths.len()));
     for p in predictors.iter().skip(1) {
-        let lat = latency_by_context(p.as_ref(), &lengths, 2000, cfg.budget);
+        let lat = latency_by_context(p.as_ref(), &lengths, a.latency_calls, cfg.budget);
         let cells: Vec<String> = lat.iter().map(|u| format!("{u:.2}")).collect();
         println!("| {} | {} |", p.name(), cells.join(" | "));
     }
