@@ -411,7 +411,7 @@ fn seconds_or_ms(x: f64) -> i64 {
     }
 }
 
-/// Parses a timestamp: a number (see [`seconds_or_ms`]) or `YYYY-MM-DD[ T]HH:MM:SS[.fff][Z]`
+/// Parses a timestamp: a number (seconds, or milliseconds above 1e11) or `YYYY-MM-DD[ T]HH:MM:SS[.fff][Z]`
 /// (UTC), to milliseconds since the Unix epoch.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();

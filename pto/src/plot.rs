@@ -53,12 +53,12 @@ pub fn plot(rows: &[Metrics], title: &str, path: &Path) -> Result<(), PlotError>
         message: e.to_string(),
     };
     font().map_err(|e| err(&e))?;
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1500, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
         .titled(title, ("sans-serif", 22))
         .map_err(|e| err(&e))?;
-    let (left, right) = root.split_horizontally(980);
+    let (left, right) = root.split_horizontally(1000);
     let n = rows.len();
     let names: Vec<String> = rows
         .iter()
@@ -89,7 +89,7 @@ pub fn plot(rows: &[Metrics], title: &str, path: &Path) -> Result<(), PlotError>
         .x_labels(n + 1)
         .x_label_formatter(&label)
         .y_desc("fraction")
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(&e))?;
     let width = 0.8 / SERIES.len() as f64;
@@ -114,12 +114,20 @@ pub fn plot(rows: &[Metrics], title: &str, path: &Path) -> Result<(), PlotError>
         .draw()
         .map_err(|e| err(&e))?;
 
-    let timed: Vec<(usize, f64)> = rows
+    let timed: Vec<(&str, f64)> = rows
         .iter()
-        .enumerate()
-        .filter_map(|(i, m)| m.us_per_request.map(|u| (i, u)))
+        .filter_map(|m| m.us_per_request.map(|u| (m.name.as_str(), u)))
         .collect();
+    let t = timed.len().max(1);
     let top = timed.iter().map(|t| t.1).fold(1.0f64, f64::max) * 1.15;
+    let tlabel = |y: &f64| {
+        let i = y.round();
+        if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < timed.len() {
+            timed[i as usize].0.to_owned()
+        } else {
+            String::new()
+        }
+    };
     let mut cost = ChartBuilder::on(&right)
         .caption(
             "inference time per request (us, one core)",
@@ -127,19 +135,20 @@ pub fn plot(rows: &[Metrics], title: &str, path: &Path) -> Result<(), PlotError>
         )
         .margin(10)
         .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
+        .y_label_area_size(130)
+        .build_cartesian_2d(0f64..top, -0.5f64..(t as f64 - 0.5))
         .map_err(|e| err(&e))?;
     cost.configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n + 1)
-        .x_label_formatter(&label)
-        .label_style(("sans-serif", 11))
+        .disable_y_mesh()
+        .y_labels(t + 1)
+        .y_label_formatter(&tlabel)
+        .x_desc("microseconds")
+        .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| err(&e))?;
-    cost.draw_series(timed.iter().map(|&(i, u)| {
+    cost.draw_series(timed.iter().enumerate().map(|(i, &(_, u))| {
         Rectangle::new(
-            [(i as f64 - 0.3, 0.0), (i as f64 + 0.3, u)],
+            [(0.0, i as f64 - 0.3), (u, i as f64 + 0.3)],
             RGBColor(100, 100, 100).filled(),
         )
     }))

@@ -106,9 +106,10 @@ pub fn save(
     Ok((wpath, spath))
 }
 
-/// Reads and checks the checkpoint at `path` (either file's name, or the common stem).
-pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
-    let (wpath, spath) = paths(path);
+/// Reads and checks the sidecar of the checkpoint at `path` (not the weights): enough to
+/// learn the model's vocabulary before loading it.
+pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
+    let (_, spath) = paths(path);
     let sidecar_err = |message: String| NnError::Sidecar {
         path: spath.display().to_string(),
         message,
@@ -124,6 +125,13 @@ pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
         )));
     }
     sidecar.hyper.validate().map_err(sidecar_err)?;
+    Ok(sidecar)
+}
+
+/// Reads and checks the checkpoint at `path` (either file's name, or the common stem).
+pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
+    let sidecar = read_sidecar(path)?;
+    let (wpath, _) = paths(path);
     let len = std::fs::metadata(&wpath)
         .map_err(|source| NnError::Io {
             path: wpath.display().to_string(),

@@ -17,8 +17,8 @@ mod train;
 use std::sync::Arc;
 
 pub use checkpoint::{
-    load, load_hybrid, load_or_fallback, load_predictor, save, MixSpec, Sidecar, FORMAT,
-    FORMAT_VERSION,
+    load, load_hybrid, load_or_fallback, load_predictor, read_sidecar, save, MixSpec, Sidecar,
+    FORMAT, FORMAT_VERSION,
 };
 pub use fast::{FastModel, Weights};
 pub use hybrid::{fit_weights, Hybrid, MixWeights};

@@ -237,6 +237,7 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     let original = NeuralPredictor::new(&t).unwrap().predict(&ctx, 4);
     assert_eq!(load_predictor(&spath).unwrap().predict(&ctx, 4), original);
     assert_eq!(side.mix, mix);
+    assert_eq!(read_sidecar(&stem).unwrap(), side);
     let hybrid = load_hybrid(&stem, &data).unwrap();
     assert_eq!(
         (hybrid.name(), hybrid.weights()),

@@ -79,7 +79,7 @@ fn context_key(ctx: &[TypeId]) -> u64 {
 }
 
 impl Ppm {
-    /// A model of contexts up to `max_order` (clamped to [`MAX_PPM_ORDER`]), named "ppm<N>".
+    /// A model of contexts up to `max_order` (at most 8), named `ppmN`.
     pub fn new(vocab: Arc<Vocabulary>, max_order: usize) -> Self {
         let max_order = max_order.min(MAX_PPM_ORDER);
         Self {
