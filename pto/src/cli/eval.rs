@@ -132,7 +132,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
             ppm.name(),
             w.0
         );
-        hybrids.push(Box::new(Hybrid::new(m.clone(), ppm, w)));
+        hybrids.push(Box::new(Hybrid::new(m.clone(), ppm, w)?));
         predictors.push(Box::new(m));
     }
     predictors.extend(hybrids);

@@ -187,7 +187,7 @@ pub fn load_hybrid(path: &Path, history: &[Session]) -> Result<Hybrid, NnError> 
     });
     let mut ppm = Ppm::new(trained.vocab.clone(), mix.ppm_order);
     observe_sessions(&mut ppm, history);
-    Ok(Hybrid::new(model, ppm, mix.weights))
+    Hybrid::new(model, ppm, mix.weights)
 }
 
 /// Loads the checkpoint at `path`, or, if it is missing, corrupt or mismatched, logs why and

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::NeuralPredictor;
+use super::{NeuralPredictor, NnError};
 use crate::{
     predict::{top_k, Ppm, Prediction, Predictor, SessionContext, SessionState},
     trace::Session,
@@ -50,14 +50,19 @@ pub struct Hybrid {
 }
 
 impl Hybrid {
-    /// Mixes `model` and `ppm` (over the same vocabulary) with `weights` on the model.
-    pub fn new(model: NeuralPredictor, ppm: Ppm, weights: MixWeights) -> Self {
-        Self {
+    /// Mixes `model` and `ppm` with `weights` on the model; both must use one vocabulary.
+    pub fn new(model: NeuralPredictor, ppm: Ppm, weights: MixWeights) -> Result<Self, NnError> {
+        if model.vocabulary() != ppm.vocabulary() {
+            return Err(NnError::Mismatch(
+                "the PPM model counts another vocabulary than the learned model; build it over the model's vocabulary".into(),
+            ));
+        }
+        Ok(Self {
             name: format!("{}+{}", model.name(), ppm.name()),
             model,
             ppm,
             weights,
-        }
+        })
     }
 
     /// The weights on the learned model.

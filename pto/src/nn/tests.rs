@@ -354,7 +354,9 @@ fn incremental_session_predictions_equal_full_passes() {
         let p = NeuralPredictor::new(&trained).unwrap();
         let mut ppm = Ppm::new(vocab(), 2);
         crate::predict::observe_sessions(&mut ppm, &long_range(10));
-        let hybrid = Hybrid::new(p.clone(), ppm, MixWeights([0.3; 6]));
+        let hybrid = Hybrid::new(p.clone(), ppm, MixWeights([0.3; 6])).unwrap();
+        let other = Ppm::new(Arc::new(Vocabulary::from_names(["x"])), 2);
+        assert!(Hybrid::new(p.clone(), other, MixWeights([0.3; 6])).is_err());
         let (mut s1, mut s2) = (
             crate::predict::SessionState::default(),
             crate::predict::SessionState::default(),
