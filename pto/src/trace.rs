@@ -53,6 +53,36 @@ impl Trace {
         self.sessions.iter().map(|s| s.requests.len()).sum()
     }
 
+    /// The sessions with their request types re-interned into `vocab` (types it lacks become
+    /// [`crate::vocab::UNKNOWN`]): to feed a trace to a model trained over another vocabulary.
+    pub fn sessions_in(&self, vocab: &Vocabulary) -> Vec<Session> {
+        let map: Vec<TypeId> = (0..self.vocab.len() as TypeId)
+            .map(|id| {
+                self.vocab
+                    .name(id)
+                    .map_or(crate::vocab::UNKNOWN, |n| vocab.id_or_unknown(n))
+            })
+            .collect();
+        self.sessions
+            .iter()
+            .map(|s| Session {
+                requests: s
+                    .requests
+                    .iter()
+                    .map(|r| Request {
+                        kind: map
+                            .get(r.kind as usize)
+                            .copied()
+                            .unwrap_or(crate::vocab::UNKNOWN),
+                        at_ms: r.at_ms,
+                    })
+                    .collect(),
+                truth: Vec::new(),
+                ..s.clone()
+            })
+            .collect()
+    }
+
     /// True when every session carries its true next-request distributions.
     pub fn has_truth(&self) -> bool {
         !self.sessions.is_empty()
@@ -60,5 +90,29 @@ impl Trace {
                 .sessions
                 .iter()
                 .all(|s| s.truth.len() + 1 >= s.requests.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_reinterned_by_name() {
+        let trace = Trace {
+            vocab: Vocabulary::from_names(["a", "b", "c"]),
+            sessions: vec![Session {
+                key: "s".into(),
+                requests: [1, 2, 3]
+                    .iter()
+                    .map(|&kind| Request { kind, at_ms: 5 })
+                    .collect(),
+                ..Session::default()
+            }],
+        };
+        let other = Vocabulary::from_names(["c", "a"]);
+        let s = trace.sessions_in(&other);
+        assert_eq!(s[0].kinds(), [2, 0, 1]);
+        assert_eq!((s[0].key.as_str(), s[0].requests[0].at_ms), ("s", 5));
     }
 }

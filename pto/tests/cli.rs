@@ -100,6 +100,14 @@ fn generate_import_train_predict_and_eval_a_checkpoint() {
         4,
         "header and three predictions: {out}"
     );
+    let out = ok(
+        d,
+        &["predict", "--model", "m", "--db", "h.db", "home", "catalog"],
+    );
+    assert!(
+        out.starts_with("rank"),
+        "the lstm+ppm4 hybrid over the history: {out}"
+    );
     let out = pto(d, &["predict", "--model", "m", "home", "no-such-page"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"no-such-page\" is unknown"));
     assert!(out.status.success());

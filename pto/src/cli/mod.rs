@@ -262,7 +262,8 @@ struct PredictArgs {
     /// The session so far: request type names, oldest first.
     #[arg(required = true)]
     requests: Vec<String>,
-    /// A trained checkpoint; falls back to --predictor if it cannot be loaded.
+    /// A trained checkpoint (mixed with PPM over the data options' sessions, if given, as
+    /// online); falls back to --predictor if it cannot be loaded.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Count-based predictor (trained on the data options): popularity, markov1, ppm, static-graph.
@@ -300,9 +301,19 @@ fn predict(a: &PredictArgs) -> CliResult<()> {
         observe_sessions(&mut p, &trace.sessions);
         Ok(Box::new(p))
     };
+    let has_data = a.data.db.is_some() || a.data.input.is_some() || a.data.workload.is_some();
+    let learned = |path: &PathBuf| -> Result<Box<dyn Predictor>, Box<dyn std::error::Error>> {
+        if !has_data {
+            return Ok(Box::new(nn::load_predictor(path)?));
+        }
+        // With history: the online predictor, the model mixed with PPM over that history.
+        let vocab = nn::read_sidecar(path)?.vocabulary;
+        let (trace, _) = a.data.load(&cat)?;
+        Ok(Box::new(nn::load_hybrid(path, &trace.sessions_in(&vocab))?))
+    };
     let p: Box<dyn Predictor> = match &a.model {
-        Some(path) => match nn::load_predictor(path) {
-            Ok(p) => Box::new(p),
+        Some(path) => match learned(path) {
+            Ok(p) => p,
             Err(e) => {
                 eprintln!("pto: {e}; falling back to {}", a.predictor);
                 baseline()?
@@ -321,8 +332,9 @@ fn predict(a: &PredictArgs) -> CliResult<()> {
     }
     let ctx = SessionContext::from_names(&vocab, &a.requests);
     let preds = p.predict(&ctx, a.k);
+    println!("predictor {}:", p.name());
     if preds.is_empty() {
-        println!("{}: no prediction", p.name());
+        println!("no prediction");
     }
     println!(
         "{:>4}  {:<20} {:>8}  {:>10}  resources",
