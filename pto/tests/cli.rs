@@ -97,16 +97,17 @@ fn generate_import_train_predict_and_eval_a_checkpoint() {
     );
     assert_eq!(
         out.lines().count(),
-        4,
-        "header and three predictions: {out}"
+        5,
+        "name, header and three predictions: {out}"
     );
+    assert!(out.starts_with("predictor lstm:"), "{out}");
     let out = ok(
         d,
         &["predict", "--model", "m", "--db", "h.db", "home", "catalog"],
     );
     assert!(
-        out.starts_with("rank"),
-        "the lstm+ppm4 hybrid over the history: {out}"
+        out.starts_with("predictor lstm+ppm4:"),
+        "the hybrid over the history: {out}"
     );
     let out = pto(d, &["predict", "--model", "m", "home", "no-such-page"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"no-such-page\" is unknown"));
