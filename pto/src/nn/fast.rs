@@ -201,9 +201,9 @@ impl FastModel {
         })
     }
 
-    /// Next-request logits after `tokens` (start token first; every token `< V + 1`; for the
+    /// Next-request logits after `tokens` (non-empty, start token first; every token `< V + 1`; for the
     /// Transformer at most `max_len` tokens).
-    pub fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    pub(crate) fn logits(&self, tokens: &[u32]) -> Vec<f32> {
         match self {
             FastModel::Lstm(m) => m.logits(tokens),
             FastModel::Transformer(m) => m.logits(tokens),
