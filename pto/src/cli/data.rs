@@ -176,6 +176,9 @@ pub struct HyperArgs {
     /// Dropout probability while training.
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// Leave out the (previous, current) request pair embedding.
+    #[arg(long)]
+    pub no_pairs: bool,
     /// Early-stopping patience, in epochs.
     #[arg(long)]
     pub patience: Option<usize>,
@@ -199,6 +202,7 @@ impl HyperArgs {
             batch: self.batch.unwrap_or(d.batch),
             weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
             dropout: self.dropout.unwrap_or(d.dropout),
+            pairs: d.pairs && !self.no_pairs,
             patience: self.patience.unwrap_or(d.patience),
             seed: self.seed.unwrap_or(d.seed),
             ..d

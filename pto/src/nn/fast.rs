@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 use super::{
     layers::LN_EPS,
-    model::{HyperParams, ModelKind},
+    model::{pair_buckets, pair_id, HyperParams, ModelKind},
     NnError,
 };
 
@@ -89,6 +89,9 @@ pub struct FastLstm {
     /// Per token: `W_ih · embed[token] + b_ih + b_hh`, `4h` values (the input never needs a
     /// matrix product at run time).
     proj: Vec<f32>,
+    /// Per pair bucket: `W_ih · pair[p]`, `4h` values; empty without pair features.
+    pair_proj: Vec<f32>,
+    vin: usize,
     w_hh: Vec<f32>,
     head_w: Vec<f32>,
     head_b: Vec<f32>,
@@ -110,7 +113,10 @@ struct FastBlock {
 pub struct FastTransformer {
     d: usize,
     heads: usize,
+    vin: usize,
     tok: Vec<f32>,
+    /// Pair embeddings; empty without pair features.
+    pair: Vec<f32>,
     pos: Vec<f32>,
     blocks: Vec<FastBlock>,
     ln_f: (Vec<f32>, Vec<f32>),
@@ -148,9 +154,27 @@ impl FastModel {
                         &mut proj[t * 4 * h..(t + 1) * 4 * h],
                     );
                 }
+                let pair_proj = if hp.pairs {
+                    let p = pair_buckets(vin);
+                    let pe = take(w, "pair.weight", &[p, e])?;
+                    let mut out = vec![0f32; p * 4 * h];
+                    for i in 0..p {
+                        matvec(
+                            &w_ih,
+                            None,
+                            &pe[i * e..(i + 1) * e],
+                            &mut out[i * 4 * h..(i + 1) * 4 * h],
+                        );
+                    }
+                    out
+                } else {
+                    Vec::new()
+                };
                 FastModel::Lstm(FastLstm {
                     h,
                     proj,
+                    pair_proj,
+                    vin,
                     w_hh: take(w, "lstm.weight_hh_l0", &[4 * h, h])?,
                     head_w: take(w, "head.weight", &[v, h])?,
                     head_b: take(w, "head.bias", &[v])?,
@@ -190,7 +214,13 @@ impl FastModel {
                 FastModel::Transformer(FastTransformer {
                     d,
                     heads: hp.heads,
+                    vin,
                     tok: take(w, "tok.weight", &[vin, d])?,
+                    pair: if hp.pairs {
+                        take(w, "pair.weight", &[pair_buckets(vin), d])?
+                    } else {
+                        Vec::new()
+                    },
                     pos: take(w, "pos.weight", &[hp.max_len, d])?,
                     blocks,
                     ln_f: pair("ln_f", d, None)?,
@@ -212,18 +242,34 @@ impl FastModel {
 }
 
 impl FastLstm {
-    /// Runs `tokens` through the cell from the state `(h, c)` (each `hidden` values).
-    pub(crate) fn advance(&self, hs: &mut [f32], c: &mut [f32], tokens: &[u32]) {
+    /// Runs `tokens[from..]` through the cell from the state `(h, c)` (each `hidden`
+    /// values); `tokens[0]` is the start token.
+    pub(crate) fn advance(&self, hs: &mut [f32], c: &mut [f32], tokens: &[u32], from: usize) {
         let h = self.h;
+        let bos = (self.vin - 1) as u32;
         let mut g = vec![0f32; 4 * h];
-        for &t in tokens {
+        for i in from..tokens.len() {
+            let t = tokens[i];
             matvec(&self.w_hh, None, hs, &mut g);
             let p = &self.proj[t as usize * 4 * h..(t as usize + 1) * 4 * h];
+            for (x, y) in g.iter_mut().zip(p) {
+                *x += y;
+            }
+            if !self.pair_proj.is_empty() {
+                let prev = if i == 0 { bos } else { tokens[i - 1] };
+                let q = pair_id(prev, t, self.vin) as usize;
+                for (x, y) in g
+                    .iter_mut()
+                    .zip(&self.pair_proj[q * 4 * h..(q + 1) * 4 * h])
+                {
+                    *x += y;
+                }
+            }
             for j in 0..h {
-                let i_g = sigmoid(g[j] + p[j]);
-                let f_g = sigmoid(g[h + j] + p[h + j]);
-                let c_g = (g[2 * h + j] + p[2 * h + j]).tanh();
-                let o_g = sigmoid(g[3 * h + j] + p[3 * h + j]);
+                let i_g = sigmoid(g[j]);
+                let f_g = sigmoid(g[h + j]);
+                let c_g = g[2 * h + j].tanh();
+                let o_g = sigmoid(g[3 * h + j]);
                 c[j] = f_g * c[j] + i_g * c_g;
                 hs[j] = o_g * c[j].tanh();
             }
@@ -244,7 +290,7 @@ impl FastLstm {
 
     fn logits(&self, tokens: &[u32]) -> Vec<f32> {
         let (mut hs, mut c) = (vec![0f32; self.h], vec![0f32; self.h]);
-        self.advance(&mut hs, &mut c, tokens);
+        self.advance(&mut hs, &mut c, tokens, 0);
         self.head(&hs)
     }
 }
@@ -255,9 +301,18 @@ impl FastTransformer {
         let dh = d / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
         let mut x: Vec<f32> = Vec::with_capacity(t_len * d);
+        let bos = (self.vin - 1) as u32;
         for (i, &t) in tokens.iter().enumerate() {
             let (tok, pos) = (&self.tok[t as usize * d..][..d], &self.pos[i * d..][..d]);
             x.extend(tok.iter().zip(pos).map(|(a, b)| a + b));
+            if !self.pair.is_empty() {
+                let prev = if i == 0 { bos } else { tokens[i - 1] };
+                let q = pair_id(prev, t, self.vin) as usize;
+                let xi = &mut x[i * d..];
+                for (a, b) in xi.iter_mut().zip(&self.pair[q * d..][..d]) {
+                    *a += b;
+                }
+            }
         }
         let mut a = vec![0f32; d];
         let mut qkv = vec![0f32; t_len * 3 * d];

@@ -81,9 +81,9 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
             }
             b
         } else {
-            let bound = if name.starts_with("embed")
-                || name.starts_with("tok")
-                || name.starts_with("pos")
+            let bound = if ["embed", "tok", "pos", "pair"]
+                .iter()
+                .any(|p| name.starts_with(p))
             {
                 0.1 * 3f32.sqrt()
             } else {

@@ -129,20 +129,15 @@ impl NeuralPredictor {
             *state = SessionState::default();
             return self.distribution(context);
         }
-        if state.values.len() != 2 * h || state.consumed > n {
+        // `consumed` counts tokens (the start token included) already run through the cell.
+        if state.values.len() != 2 * h || state.consumed > n + 1 {
             state.values = vec![0f32; 2 * h];
             state.consumed = 0;
         }
         let tokens = self.tokens(context);
-        // tokens[0] is the start token; tokens[1 + i] is request i.
         let (hs, c) = state.values.split_at_mut(h);
-        let from = if state.consumed == 0 {
-            0
-        } else {
-            state.consumed + 1
-        };
-        m.advance(hs, c, &tokens[from..]);
-        state.consumed = n;
+        m.advance(hs, c, &tokens, state.consumed);
+        state.consumed = tokens.len();
         softmax_known(m.head(hs))
     }
 }

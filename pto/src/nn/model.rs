@@ -3,7 +3,9 @@
 //! next-request logits `(B, T, V)`.
 //!
 //! Tokens: request-type ids `0..V` (0 is unknown) and a start token `V`; a sequence is the
-//! start token followed by the session's requests.
+//! start token followed by the session's requests. With `pairs`, each position's input also
+//! adds an embedding of the (previous, current) token pair: a bigram feature that lets the
+//! network learn sparse short contexts as sharply as counting does, from the same data.
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::{rnn::LSTMConfig, Embedding, Linear, Module, VarBuilder, LSTM, RNN};
@@ -65,6 +67,69 @@ pub struct HyperParams {
     /// Transformer's residual branches).
     #[serde(default)]
     pub dropout: f32,
+    /// Add an embedding of each (previous, current) request pair to the input.
+    #[serde(default)]
+    pub pairs: bool,
+}
+
+/// Most pair embeddings; pairs beyond are hashed into this many buckets.
+pub const MAX_PAIR_BUCKETS: usize = 4096;
+
+/// Pair buckets for `vin` input tokens.
+pub fn pair_buckets(vin: usize) -> usize {
+    (vin * vin).clamp(1, MAX_PAIR_BUCKETS)
+}
+
+/// The pair bucket of `(prev, cur)`.
+pub fn pair_id(prev: u32, cur: u32, vin: usize) -> u32 {
+    ((prev as usize * vin + cur as usize) % pair_buckets(vin)) as u32
+}
+
+/// The pair ids of a `(B, T)` token batch whose rows start with the start token `vin - 1`.
+fn pair_tensor(tokens: &Tensor, vin: usize) -> Result<Tensor> {
+    let rows = tokens.to_vec2::<u32>()?;
+    let bos = (vin - 1) as u32;
+    let ids: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| {
+            (0..r.len()).map(move |j| pair_id(if j == 0 { bos } else { r[j - 1] }, r[j], vin))
+        })
+        .collect();
+    Tensor::from_vec(ids, tokens.dims2()?, tokens.device())
+}
+
+/// The input embedding: token, plus pair when enabled.
+struct Input {
+    tok: Embedding,
+    pair: Option<Embedding>,
+    vin: usize,
+}
+
+impl Input {
+    fn new(hp: &HyperParams, v: usize, name: &str, vb: &VarBuilder) -> Result<Self> {
+        let vin = v + 1;
+        Ok(Self {
+            tok: candle_nn::embedding(vin, hp.embed, vb.pp(name))?,
+            pair: if hp.pairs {
+                Some(candle_nn::embedding(
+                    pair_buckets(vin),
+                    hp.embed,
+                    vb.pp("pair"),
+                )?)
+            } else {
+                None
+            },
+            vin,
+        })
+    }
+
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let x = self.tok.forward(tokens)?;
+        match &self.pair {
+            Some(p) => x + p.forward(&pair_tensor(tokens, self.vin)?)?,
+            None => Ok(x),
+        }
+    }
 }
 
 impl HyperParams {
@@ -84,6 +149,7 @@ impl HyperParams {
             patience: 4,
             seed: 1,
             dropout: 0.1,
+            pairs: true,
         };
         match kind {
             ModelKind::Lstm => base,
@@ -182,7 +248,7 @@ pub fn build(hp: &HyperParams, vocab_len: usize, vb: VarBuilder) -> Result<Box<d
 }
 
 struct LstmNet {
-    embed: Embedding,
+    embed: Input,
     lstm: LSTM,
     head: Linear,
 }
@@ -190,7 +256,7 @@ struct LstmNet {
 impl LstmNet {
     fn new(hp: &HyperParams, v: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            embed: candle_nn::embedding(v + 1, hp.embed, vb.pp("embed"))?,
+            embed: Input::new(hp, v, "embed", &vb)?,
             lstm: candle_nn::lstm(hp.embed, hp.hidden, LSTMConfig::default(), vb.pp("lstm"))?,
             head: candle_nn::linear(hp.hidden, v, vb.pp("head"))?,
         })
@@ -257,7 +323,7 @@ impl Block {
 }
 
 struct TransformerNet {
-    tok: Embedding,
+    tok: Input,
     pos: Embedding,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -270,7 +336,7 @@ impl TransformerNet {
             .map(|i| Block::new(hp.embed, hp.hidden, hp.heads, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<_>>()?;
         Ok(Self {
-            tok: candle_nn::embedding(v + 1, hp.embed, vb.pp("tok"))?,
+            tok: Input::new(hp, v, "tok", &vb)?,
             pos: candle_nn::embedding(hp.max_len, hp.embed, vb.pp("pos"))?,
             blocks,
             ln_f: LayerNorm::new(hp.embed, vb.pp("ln_f"))?,

@@ -67,9 +67,14 @@ fn every_parameter_receives_a_non_zero_gradient() {
 
 #[test]
 fn the_fast_path_agrees_with_the_candle_graph() {
-    for kind in KINDS {
-        let hp = tiny(kind);
+    for (kind, pairs) in KINDS.into_iter().flat_map(|k| [(k, true), (k, false)]) {
+        let hp = HyperParams {
+            pairs,
+            ..tiny(kind)
+        };
         let (vm, net) = init(&hp, 6).unwrap();
+        let has_pair = vm.data().lock().unwrap().contains_key("pair.weight");
+        assert_eq!(has_pair, pairs);
         let weights: Weights = vm
             .data()
             .lock()
@@ -362,9 +367,12 @@ fn incremental_session_predictions_equal_full_passes() {
             crate::predict::SessionState::default(),
         );
         let mut ctx = SessionContext::new();
-        // 15 requests: past max_len (10) the state resets to full passes.
-        for t in [1u32, 3, 4, 3, 6, 3, 2, 2, 5, 1, 1, 3, 4, 6, 6] {
-            ctx.push(t);
+        // From the empty session to 15 requests: past max_len (10) the state resets to full
+        // passes.
+        for t in [0u32, 1, 3, 4, 3, 6, 3, 2, 2, 5, 1, 1, 3, 4, 6, 6] {
+            if t > 0 {
+                ctx.push(t);
+            }
             let full = p.distribution(&ctx);
             let inc = p.distribution_session(&mut s1, &ctx);
             for (a, b) in full.iter().zip(&inc) {

@@ -74,7 +74,7 @@ pub struct Prediction {
 /// with `SessionState::default()` and pass it with that session's growing context only.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionState {
-    /// How many requests of the context the state has consumed.
+    /// How many tokens of the context (the start token included) the state has consumed.
     pub(crate) consumed: usize,
     /// The model's carried values (an LSTM's hidden and cell state).
     pub(crate) values: Vec<f32>,
