@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod eval;
 pub mod generate;
 pub mod history;
