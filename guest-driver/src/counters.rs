@@ -1,0 +1,40 @@
+//! What the driver counts: hits, misses, rejects by reason, malformed input from the device.
+
+/// Number of RejectReason codes (1..=10), indexed by code.
+pub const REJECT_REASONS: usize = 11;
+
+/// Counters, readable at any time through [`crate::Driver::counters`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Bundles verified and stored.
+    pub accepted: u64,
+    /// Bundles rejected, indexed by RejectReason code (index 0 unused).
+    pub rejected: [u64; REJECT_REASONS],
+    /// Used elements or messages dropped because they broke the ring or message rules.
+    pub malformed: u64,
+    /// Claims served from the store.
+    pub hits: u64,
+    /// Claims that found nothing staged.
+    pub misses: u64,
+    /// Demand fetches served.
+    pub demands_served: u64,
+    /// Demand fetches that failed (error, timeout, broken device).
+    pub demands_failed: u64,
+    /// Staged bundles evicted (replaced, over budget, or discarded on reset).
+    pub evicted: u64,
+    /// Requests received on requestq.
+    pub requests: u64,
+    /// ctrlq messages that could not be posted (queue full) and were dropped.
+    pub ctrl_dropped: u64,
+    /// Interrupts signalled through [`crate::InterruptHandle::on_interrupt`].
+    pub interrupts: u64,
+    /// Device resets done by the driver.
+    pub resets: u64,
+}
+
+impl Counters {
+    /// Total bundles rejected, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}

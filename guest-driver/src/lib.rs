@@ -1,0 +1,63 @@
+//! Guest driver for the virtio-prefetch device (device id `0x5EE0`), the verified store and
+//! the claim API of the SEE.
+//!
+//! The driver brings up the virtio-mmio v2 transport through [`Platform`], carves three split
+//! virtqueues and all their buffers out of the shared window, and treats everything the device
+//! writes as hostile: each used id, used length and used-index advance is checked against the
+//! driver's private record of what it posted; each staging buffer is copied out of the shared
+//! window exactly once into private memory, and only the private copy is parsed, reassembled
+//! and verified (P-384 ECDSA over the signed statement, SHA-384 of the content, session nonce
+//! and epoch, sequence number, per-resource version, the app registry). Verified resources sit
+//! in a store indexed by (task id, resource id); a claim checks the claiming app.
+//!
+//! # Why not `virtio-drivers`
+//!
+//! `virtio-drivers` 0.13 was evaluated. Its `VirtQueue` keeps a private `desc_shadow` (good),
+//! but it does not fit this device's threat model or memory model:
+//! - it reads the rings through pointers into shared memory (`NonNull` derefs of the used ring),
+//!   while the contract here is one volatile copy through [`Platform::shared_read`];
+//! - `can_pop` only compares the used index for inequality: an index that jumps by more than
+//!   the number of outstanding chains is not detected, and `pop_used` returns the device's
+//!   used length unchecked against the posted buffer (the caller must bound it);
+//! - `pop_used` wants the caller to name the expected token and fails with `WrongToken`
+//!   otherwise, which does not match devices (like this one) that complete out of order;
+//! - its `Hal::dma_alloc` is a static function returning pointers, so carving the rings out
+//!   of one given window needs global state, and its `MmioTransport` maps the registers
+//!   itself instead of going through the embedder's `mmio_read32`/`mmio_write32`.
+//!
+//! So [`queue::SplitQueue`] is our own (about 250 lines), with those checks built in.
+//!
+//! # Order of calls (the kernel)
+//!
+//! 1. [`Driver::new`] with the [`Platform`], a [`DriverConfig`] (shared window, verifying key,
+//!    completion mode) and an [`AppRegistry`]; it resets the device, negotiates, sets up the
+//!    queues, sends Hello and waits for its Ack.
+//! 2. [`ffi::install`] the driver if C code (or `see_prefetch_available`/`see_claim_prefetch`)
+//!    will use it.
+//! 3. From the device's IRQ handler: [`InterruptHandle::on_interrupt`] (only sets a flag).
+//! 4. From task context: [`Driver::poll`] (also done by every claim and wait),
+//!    [`Driver::next_request`], [`Driver::available`], [`Driver::claim`],
+//!    [`Driver::claim_or_fetch`], [`Driver::complete_request`].
+//! 5. If [`Driver::state`] says the device is broken: [`Driver::reset`] (new session).
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod counters;
+mod driver;
+pub mod ffi;
+pub mod mmio;
+mod platform;
+pub mod queue;
+pub mod registry;
+pub mod store;
+pub mod window;
+
+pub use counters::Counters;
+pub use driver::{
+    BrokenReason, ClaimError, Completion, Driver, DriverConfig, DriverState, IncomingRequest,
+    InitError, InterruptHandle, RequestCompletion, Resource, Source, TaskTiming,
+};
+pub use platform::Platform;
+pub use registry::AppRegistry;
