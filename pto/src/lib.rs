@@ -16,6 +16,7 @@ pub mod history;
 pub mod import;
 pub mod metadata;
 pub mod nn;
+pub mod online;
 pub mod plot;
 pub mod predict;
 pub mod split;

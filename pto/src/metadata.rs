@@ -22,7 +22,7 @@
 //! kind = "code"                     # or "data"
 //! size = "256 KiB"                  # or a number of bytes
 //! version = 1
-//! origin = { type = "generated", seed = 7 }   # or { type = "file", path = "blobs/x" }
+//! origin = { type = "workload" }   # or { type = "generated", seed = 7 } or { type = "file", path = "blobs/x" }
 //! ```
 
 use std::{
@@ -100,6 +100,9 @@ pub enum Origin {
         /// The seed.
         seed: u64,
     },
+    /// Deterministic compressed records the guest apps inflate, parse and checksum
+    /// ([`see_workload::generate`] from the resource's wire id, version, size and kind).
+    Workload,
 }
 
 /// A resource a task needs.
@@ -335,6 +338,18 @@ impl ServiceCatalogue {
                     ))
                 }
             };
+            let workload_sizes = see_workload::MIN_SIZE..=see_workload::MAX_SIZE;
+            if r.origin == Origin::Workload && !workload_sizes.contains(&size) {
+                return cx.err(
+                    r.size.span(),
+                    "resources.size",
+                    format!(
+                        "a workload resource is {} to {} bytes",
+                        see_workload::MIN_SIZE,
+                        see_workload::MAX_SIZE
+                    ),
+                );
+            }
             resources.push(Resource {
                 id: r.id.into_inner(),
                 kind: r.kind,
@@ -506,7 +521,38 @@ impl ServiceCatalogue {
         match &resource.origin {
             Origin::Generated { seed } => Ok(generated_content(*seed, resource.size)),
             Origin::File { path } => std::fs::read(self.base_dir.join(path)),
+            Origin::Workload => {
+                let spec = self.workload_spec(resource).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("resource {:?} is not in this catalogue", resource.id),
+                    )
+                })?;
+                see_workload::generate(&spec)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            }
         }
+    }
+
+    /// The wire id of a resource: its index in [`ServiceCatalogue::resources`] plus one.
+    pub fn resource_wire_id(&self, resource: &Resource) -> Option<u64> {
+        self.resources
+            .iter()
+            .position(|r| r.id == resource.id)
+            .map(|i| i as u64 + 1)
+    }
+
+    /// What [`see_workload::generate`] makes for `resource` (wire id, version, size, kind).
+    pub fn workload_spec(&self, resource: &Resource) -> Option<see_workload::Spec> {
+        Some(see_workload::Spec {
+            resource_id: self.resource_wire_id(resource)?,
+            version: resource.version,
+            size: resource.size,
+            kind: match resource.kind {
+                ResourceKind::Code => see_workload::Kind::Code,
+                ResourceKind::Data => see_workload::Kind::Data,
+            },
+        })
     }
 }
 

@@ -1,0 +1,185 @@
+//! Per-mode figures of the online path: request latency percentiles, staged-hit rate,
+//! precision, wasted staged bytes, demand fetches and traffic.
+
+use std::fmt;
+
+/// Counters the orchestrator keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Request latencies (ns), as the guest measured them.
+    pub latencies_ns: Vec<u64>,
+    /// Claims that found their resource staged.
+    pub hits: u64,
+    /// Claims that missed and demand-fetched.
+    pub misses: u64,
+    /// Resources prefetched (orders issued).
+    pub prefetched: u64,
+    /// Bytes prefetched.
+    pub prefetched_bytes: u64,
+    /// Prefetched resources that were claimed.
+    pub useful: u64,
+    /// Bytes of prefetched resources claimed.
+    pub useful_bytes: u64,
+    /// Prefetched resources evicted, rejected or left unclaimed.
+    pub wasted: u64,
+    /// Their bytes.
+    pub wasted_bytes: u64,
+    /// Demand fetches served.
+    pub demand_fetches: u64,
+    /// Their bytes.
+    pub demand_bytes: u64,
+    /// Bundles the guest rejected.
+    pub rejected: u64,
+    /// Orders skipped because they did not fit the budget.
+    pub skipped_budget: u64,
+    /// Requests that completed with an error status.
+    pub failed: u64,
+}
+
+/// The `q`-quantile (0..=1) of `sorted` by nearest rank; 0 for none.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// One row of the per-mode table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModeSummary {
+    /// The mode (or predictor) name.
+    pub mode: String,
+    /// Requests completed.
+    pub requests: u64,
+    /// Latency percentiles, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Staged hits over all claims.
+    pub hit_rate: f64,
+    /// Claimed prefetches over prefetches (1 when none were made).
+    pub precision: f64,
+    /// Bytes prefetched and never claimed.
+    pub wasted_bytes: u64,
+    /// Demand fetches.
+    pub demand_fetches: u64,
+    /// Bytes moved into the guest (prefetched + demanded).
+    pub traffic_bytes: u64,
+    /// Bytes prefetched.
+    pub prefetched_bytes: u64,
+}
+
+impl Metrics {
+    /// The summary row for `mode`.
+    pub fn summary(&self, mode: &str) -> ModeSummary {
+        let mut l = self.latencies_ns.clone();
+        l.sort_unstable();
+        let ms = |q| percentile(&l, q) as f64 / 1e6;
+        let claims = self.hits + self.misses;
+        ModeSummary {
+            mode: mode.into(),
+            requests: l.len() as u64,
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            hit_rate: if claims == 0 {
+                0.0
+            } else {
+                self.hits as f64 / claims as f64
+            },
+            precision: if self.prefetched == 0 {
+                1.0
+            } else {
+                self.useful as f64 / self.prefetched as f64
+            },
+            wasted_bytes: self.wasted_bytes,
+            demand_fetches: self.demand_fetches,
+            traffic_bytes: self.prefetched_bytes + self.demand_bytes,
+            prefetched_bytes: self.prefetched_bytes,
+        }
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+impl ModeSummary {
+    /// The table header matching [`fmt::Display`].
+    pub fn header() -> String {
+        format!(
+            "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>8} {:>11}",
+            "mode",
+            "reqs",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "hit %",
+            "precis %",
+            "wasted MiB",
+            "demands",
+            "traffic MiB"
+        )
+    }
+}
+
+impl fmt::Display for ModeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9.1} {:>11.1} {:>8} {:>11.1}",
+            self.mode,
+            self.requests,
+            self.p50_ms,
+            self.p95_ms,
+            self.p99_ms,
+            100.0 * self.hit_rate,
+            100.0 * self.precision,
+            mib(self.wasted_bytes),
+            self.demand_fetches,
+            mib(self.traffic_bytes)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&v, 1.0), 100);
+        assert_eq!(percentile(&v, 0.0), 1);
+        assert_eq!(percentile(&[7], 0.95), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn summary_rates() {
+        let m = Metrics {
+            latencies_ns: vec![3_000_000, 1_000_000, 2_000_000],
+            hits: 3,
+            misses: 1,
+            prefetched: 4,
+            useful: 3,
+            prefetched_bytes: 400,
+            demand_bytes: 100,
+            wasted_bytes: 100,
+            ..Metrics::default()
+        };
+        let s = m.summary("x");
+        assert_eq!((s.requests, s.p50_ms, s.p99_ms), (3, 2.0, 3.0));
+        assert_eq!(
+            (s.hit_rate, s.precision, s.traffic_bytes),
+            (0.75, 0.75, 500)
+        );
+        assert!(s.to_string().starts_with("x "));
+        assert_eq!(Metrics::default().summary("r").precision, 1.0);
+    }
+}

@@ -1,0 +1,586 @@
+//! The orchestrator: predicts on every request, plans prefetches through the policy, and takes
+//! the guest's feedback into the history, the audit log and the metrics.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::Path,
+    sync::Arc,
+};
+
+use super::{
+    policy::{Admit, Staged, Want},
+    Completion, Dispatch, Eviction, FollowUp, Metrics, Mode, ModeSummary, OnlineError, Plan,
+    Policy, PrefetchOrder, Report, ReportKind, Staging, WireIds,
+};
+use crate::{
+    audit::{AuditEvent, AuditLog},
+    history::{History, Outcome, PrefetchOutcome, RequestRow, SessionRow, TaskExecution},
+    metadata::ServiceCatalogue,
+    nn,
+    predict::{
+        observe_sessions, Ppm, Predictor, Reactive, SessionContext, SessionState, StaticGraph,
+    },
+    trace::Trace,
+    vocab::Vocabulary,
+};
+
+#[derive(Debug, Default)]
+struct Live {
+    ctx: SessionContext,
+    state: SessionState,
+    row: Option<SessionRow>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    row: Option<RequestRow>,
+    at_us: u64,
+    /// Wants (with the session they are for) that the request itself claims: staged again
+    /// once it completes.
+    deferred: Vec<(u64, Want)>,
+}
+
+/// The online orchestrator (one per VM).
+pub struct Orchestrator {
+    catalogue: Arc<ServiceCatalogue>,
+    vocab: Vocabulary,
+    ids: WireIds,
+    mode: Mode,
+    predictor: Box<dyn Predictor>,
+    future: VecDeque<(u64, String)>,
+    policy: Policy,
+    staging: Staging,
+    sessions: HashMap<u64, Live>,
+    inflight: HashMap<u64, InFlight>,
+    history: Option<(History, String)>,
+    audit: Option<AuditLog>,
+    metrics: Metrics,
+    next_request: u64,
+    clock: u64,
+    oracle_misses: u64,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("mode", &self.mode)
+            .field("predictor", &self.predictor.name())
+            .field("policy", &self.policy)
+            .field("staged_bytes", &self.staging.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The predictor for `mode`, trained on `past` (sessions over the catalogue's request types);
+/// `model` is the checkpoint of the learned mode (mixed with PPM counted over `past`).
+pub fn predictor_for(
+    mode: Mode,
+    catalogue: &ServiceCatalogue,
+    past: &Trace,
+    model: Option<&Path>,
+) -> Result<Box<dyn Predictor>, OnlineError> {
+    let vocab = Arc::new(catalogue.vocabulary());
+    let sessions = past.sessions_in(&vocab);
+    Ok(match mode {
+        Mode::Reactive | Mode::Oracle => Box::new(Reactive::new(vocab)),
+        Mode::Static => Box::new(StaticGraph::new(vocab, catalogue)),
+        Mode::Markov => {
+            let mut m = Ppm::markov1(vocab);
+            observe_sessions(&mut m, &sessions);
+            Box::new(m)
+        }
+        Mode::Learned => {
+            let path = model.ok_or_else(|| {
+                OnlineError::Config(
+                    "the learned mode needs a checkpoint: train one with `pto train`".into(),
+                )
+            })?;
+            let side = nn::read_sidecar(path).map_err(|e| OnlineError::Config(e.to_string()))?;
+            let past = past.sessions_in(&side.vocabulary);
+            Box::new(nn::load_hybrid(path, &past).map_err(|e| OnlineError::Config(e.to_string()))?)
+        }
+    })
+}
+
+impl Orchestrator {
+    /// An orchestrator in `mode` serving `predictor` (ignored by the reactive and oracle modes).
+    pub fn new(
+        catalogue: Arc<ServiceCatalogue>,
+        mode: Mode,
+        predictor: Box<dyn Predictor>,
+        policy: Policy,
+    ) -> Result<Self, OnlineError> {
+        policy.validate().map_err(OnlineError::Config)?;
+        Ok(Self {
+            vocab: catalogue.vocabulary(),
+            ids: WireIds::new(&catalogue),
+            catalogue,
+            mode,
+            predictor,
+            future: VecDeque::new(),
+            policy,
+            staging: Staging::default(),
+            sessions: HashMap::new(),
+            inflight: HashMap::new(),
+            history: None,
+            audit: None,
+            metrics: Metrics::default(),
+            next_request: 1,
+            clock: 0,
+            oracle_misses: 0,
+        })
+    }
+
+    /// The oracle: knows that the requests will arrive as `future` (session, request type).
+    pub fn oracle(
+        catalogue: Arc<ServiceCatalogue>,
+        policy: Policy,
+        future: impl IntoIterator<Item = (u64, String)>,
+    ) -> Result<Self, OnlineError> {
+        let vocab = Arc::new(catalogue.vocabulary());
+        let mut o = Self::new(
+            catalogue,
+            Mode::Oracle,
+            Box::new(Reactive::new(vocab)),
+            policy,
+        )?;
+        o.future = future.into_iter().collect();
+        Ok(o)
+    }
+
+    /// Records requests, task executions and prefetch outcomes in `history` under `source`.
+    pub fn with_history(mut self, history: History, source: &str) -> Self {
+        self.history = Some((history, source.into()));
+        self
+    }
+
+    /// Audits every dispatch, prefetch, demand fetch, claim report and completion in `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The staging area as the PTO sees it.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// The wire ids of the catalogue.
+    pub fn ids(&self) -> &WireIds {
+        &self.ids
+    }
+
+    /// Requests whose arrival the oracle did not foresee (0 on a faithful replay).
+    pub fn oracle_misses(&self) -> u64 {
+        self.oracle_misses
+    }
+
+    fn audit(&mut self, e: AuditEvent) -> Result<(), OnlineError> {
+        if let Some(log) = &mut self.audit {
+            log.append(&e)?;
+        }
+        Ok(())
+    }
+
+    fn record_outcome(
+        &mut self,
+        session: Option<u64>,
+        resource: usize,
+        outcome: Outcome,
+    ) -> Result<(), OnlineError> {
+        let Some((h, _)) = &mut self.history else {
+            return Ok(());
+        };
+        let r = &self.catalogue.resources[resource];
+        let row = session
+            .and_then(|s| self.sessions.get(&s))
+            .and_then(|l| l.row);
+        h.record_prefetch(&PrefetchOutcome {
+            session: row,
+            request: None,
+            predictor: self.predictor.name().into(),
+            resource: r.id.clone(),
+            version: r.version,
+            outcome,
+            bytes: r.size,
+            probability: None,
+            predicted_us: None,
+            staged_us: None,
+            resolved_us: None,
+        })?;
+        Ok(())
+    }
+
+    fn waste(&mut self, gone: Vec<Staged>, evict: &mut Vec<Eviction>) -> Result<(), OnlineError> {
+        for s in gone {
+            self.metrics.wasted += 1;
+            self.metrics.wasted_bytes += s.bytes;
+            evict.push(Eviction {
+                resource_id: WireIds::resource(s.resource),
+                bytes: s.bytes,
+            });
+            self.record_outcome(Some(s.session), s.resource, Outcome::Wasted)?;
+        }
+        Ok(())
+    }
+
+    /// The resources `name` needs, as wants with `probability`, in claim order.
+    fn wants_of(&self, name: &str, probability: f32, seen: &mut HashSet<usize>) -> Vec<Want> {
+        let Some(req) = self.catalogue.request(name) else {
+            return Vec::new();
+        };
+        let app = self.ids.app_of(name).unwrap_or(0);
+        let mut out = Vec::new();
+        for &t in &req.tasks {
+            for &r in &self.catalogue.tasks[t].resources {
+                if seen.insert(r) {
+                    let res = &self.catalogue.resources[r];
+                    out.push(Want {
+                        resource: r,
+                        task: t,
+                        app,
+                        bytes: res.size,
+                        version: res.version,
+                        probability,
+                        for_request: name.into(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Stages `wants` for `session`; returns the orders and appends what was displaced.
+    fn admit_all(
+        &mut self,
+        wants: &[Want],
+        session: u64,
+        request: u64,
+        keep: &HashSet<usize>,
+        evict: &mut Vec<Eviction>,
+    ) -> Result<Vec<PrefetchOrder>, OnlineError> {
+        let mut orders = Vec::new();
+        for w in wants {
+            match self
+                .staging
+                .admit(w, session, keep, self.clock, self.policy.budget_bytes)
+            {
+                Admit::Refreshed => {}
+                Admit::Skipped => self.metrics.skipped_budget += 1,
+                Admit::Ordered(displaced) => {
+                    self.waste(displaced, evict)?;
+                    self.metrics.prefetched += 1;
+                    self.metrics.prefetched_bytes += w.bytes;
+                    let order = PrefetchOrder {
+                        app_id: w.app,
+                        task_id: WireIds::task(w.task),
+                        resource_id: WireIds::resource(w.resource),
+                        version: w.version,
+                        bytes: w.bytes,
+                        probability: w.probability,
+                        for_request: w.for_request.clone(),
+                    };
+                    self.audit(AuditEvent::Prefetch {
+                        session,
+                        request,
+                        app: order.app_id,
+                        task: order.task_id,
+                        resource: order.resource_id,
+                        version: order.version,
+                        bytes: order.bytes,
+                        probability_ppm: (w.probability.clamp(0.0, 1.0) * 1e6) as u32,
+                    })?;
+                    orders.push(order);
+                }
+            }
+        }
+        Ok(orders)
+    }
+
+    /// Before the first request: the oracle stages what the first request of its future needs
+    /// (so that its hit rate is 100%); the other modes stage nothing.
+    pub fn prime(&mut self) -> Result<Vec<PrefetchOrder>, OnlineError> {
+        let Some((session, name)) = self.future.front().cloned() else {
+            return Ok(Vec::new());
+        };
+        let wants = self.wants_of(&name, 1.0, &mut HashSet::new());
+        let keep = wants.iter().map(|w| w.resource).collect();
+        self.admit_all(&wants, session, 0, &keep, &mut Vec::new())
+    }
+
+    /// A request of `request_type` arrived for `session` at `now_us`: returns what to evict,
+    /// the request to dispatch and what to prefetch for the session's predicted next requests.
+    pub fn on_request(
+        &mut self,
+        session: u64,
+        request_type: &str,
+        now_us: u64,
+    ) -> Result<Plan, OnlineError> {
+        let req = self
+            .catalogue
+            .request(request_type)
+            .ok_or_else(|| OnlineError::UnknownRequest(request_type.into()))?;
+        let app_id = self.ids.app_of(request_type).unwrap_or(0);
+        let type_id = self.vocab.get(request_type).unwrap_or(0);
+        let current: HashSet<usize> = req
+            .tasks
+            .iter()
+            .flat_map(|&t| self.catalogue.tasks[t].resources.iter().copied())
+            .collect();
+        self.clock += 1;
+        let request_id = self.next_request;
+        self.next_request += 1;
+
+        let mut live = self.sessions.remove(&session).unwrap_or_default();
+        let kind = self.predictor.vocabulary().id_or_unknown(request_type);
+        self.predictor.observe(&live.ctx, kind);
+        live.ctx.push(kind);
+        let mut row = None;
+        if let Some((h, source)) = &mut self.history {
+            let sid = match live.row {
+                Some(s) => s,
+                None => h.begin_session(source, &format!("live-{session}"), None)?,
+            };
+            live.row = Some(sid);
+            row = Some(h.record_request(sid, request_type, (now_us / 1000) as i64)?);
+        }
+        let predictions: Vec<(u64, String, f32)> = match self.mode {
+            Mode::Reactive => Vec::new(),
+            Mode::Oracle => {
+                match self.future.pop_front() {
+                    Some((s, n)) if s == session && n == request_type => {}
+                    other => {
+                        self.oracle_misses += 1;
+                        log::warn!("oracle: expected {other:?}, got ({session}, {request_type})");
+                    }
+                }
+                self.future
+                    .iter()
+                    .take(1)
+                    .map(|(s, n)| (*s, n.clone(), 1.0))
+                    .collect()
+            }
+            _ => {
+                let vocab = self.predictor.vocabulary().clone();
+                self.predictor
+                    .predict_session(&mut live.state, &live.ctx, self.policy.top_k)
+                    .into_iter()
+                    .filter(|p| p.probability >= self.policy.threshold)
+                    .filter_map(|p| Some((session, vocab.name(p.kind)?.to_owned(), p.probability)))
+                    .collect()
+            }
+        };
+        self.sessions.insert(session, live);
+
+        let mut seen = HashSet::new();
+        let mut by_session: Vec<(u64, Vec<Want>)> = Vec::new();
+        for (s, name, p) in &predictions {
+            by_session.push((*s, self.wants_of(name, *p, &mut seen)));
+        }
+        let mut keep: HashSet<usize> = seen.clone();
+        keep.extend(current.iter().copied());
+        let mut evict = Vec::new();
+        let stale = self
+            .staging
+            .evict_stale(session, &keep, self.clock, self.policy.stale_after);
+        self.waste(stale, &mut evict)?;
+
+        let mut prefetch = Vec::new();
+        let mut deferred = Vec::new();
+        for (s, wants) in by_session {
+            let (later, now): (Vec<Want>, Vec<Want>) = wants
+                .into_iter()
+                .partition(|w| current.contains(&w.resource));
+            prefetch.extend(self.admit_all(&now, s, request_id, &keep, &mut evict)?);
+            deferred.extend(later.into_iter().map(|w| (s, w)));
+        }
+        self.inflight.insert(
+            request_id,
+            InFlight {
+                row,
+                at_us: now_us,
+                deferred,
+            },
+        );
+        self.audit(AuditEvent::Dispatch {
+            session,
+            request: request_id,
+            request_type: request_type.into(),
+        })?;
+        Ok(Plan {
+            dispatch: Dispatch {
+                request_id,
+                session,
+                app_id,
+                request_type: type_id,
+                name: request_type.into(),
+            },
+            prefetch,
+            evict,
+        })
+    }
+
+    fn resource_index(&self, id: u64) -> Result<usize, OnlineError> {
+        WireIds::resource_index(id)
+            .filter(|&i| i < self.catalogue.resources.len())
+            .ok_or(OnlineError::Unknown {
+                what: "resource",
+                id,
+            })
+    }
+
+    /// The guest demand-fetches resource `resource_id` after a miss.
+    pub fn on_demand(
+        &mut self,
+        app_id: u32,
+        task_id: u64,
+        resource_id: u64,
+        cookie: u32,
+    ) -> Result<(), OnlineError> {
+        let i = self.resource_index(resource_id)?;
+        let r = &self.catalogue.resources[i];
+        let (bytes, version) = (r.size, r.version);
+        self.metrics.demand_fetches += 1;
+        self.metrics.demand_bytes += bytes;
+        self.audit(AuditEvent::DemandFetch {
+            app: app_id,
+            task: task_id,
+            resource: resource_id,
+            version,
+            bytes,
+            cookie,
+        })
+    }
+
+    /// The backend signed a bundle (or a manifest, `resource_id` 0): audits it.
+    pub fn on_signature(
+        &mut self,
+        resource_id: u64,
+        version: u64,
+        seq: u64,
+        epoch: u64,
+        statement_sha384: &[u8],
+    ) -> Result<(), OnlineError> {
+        self.audit(AuditEvent::Signature {
+            resource: resource_id,
+            version,
+            seq,
+            epoch,
+            statement_sha384: crate::audit::hex(statement_sha384),
+        })
+    }
+
+    /// A claim, miss, eviction, rejection or served demand reported by the guest.
+    pub fn on_report(&mut self, r: &Report) -> Result<(), OnlineError> {
+        let i = self.resource_index(r.resource_id)?;
+        self.audit(AuditEvent::Claim {
+            report: r.kind,
+            reason: r.reason,
+            app: r.app_id,
+            task: r.task_id,
+            resource: r.resource_id,
+            version: r.version,
+            latency_ns: r.latency_ns,
+        })?;
+        match r.kind {
+            ReportKind::ClaimHit => {
+                self.metrics.hits += 1;
+                if let Some(s) = self.staging.remove(i) {
+                    self.metrics.useful += 1;
+                    self.metrics.useful_bytes += s.bytes;
+                    self.record_outcome(Some(s.session), i, Outcome::Hit)?;
+                }
+            }
+            ReportKind::Miss => {
+                self.metrics.misses += 1;
+                self.record_outcome(None, i, Outcome::Miss)?;
+            }
+            ReportKind::Evict | ReportKind::Reject => {
+                if r.kind == ReportKind::Reject {
+                    self.metrics.rejected += 1;
+                }
+                if let Some(s) = self.staging.remove(i) {
+                    self.waste(vec![s], &mut Vec::new())?;
+                }
+            }
+            ReportKind::DemandServed => {}
+        }
+        Ok(())
+    }
+
+    /// A request completed: records it and returns the prefetches that waited for its claims
+    /// (and what they displaced).
+    pub fn on_completion(&mut self, c: &Completion) -> Result<FollowUp, OnlineError> {
+        let f = self
+            .inflight
+            .remove(&c.request_id)
+            .ok_or(OnlineError::Unknown {
+                what: "request",
+                id: c.request_id,
+            })?;
+        self.metrics.latencies_ns.push(c.total_ns);
+        if c.status != 0 {
+            self.metrics.failed += 1;
+        }
+        self.audit(AuditEvent::Completion {
+            request: c.request_id,
+            status: c.status,
+            total_ns: c.total_ns,
+        })?;
+        if let (Some((h, _)), Some(row)) = (&mut self.history, f.row) {
+            let mut started = f.at_us;
+            for t in &c.tasks {
+                let Some(task) = usize::try_from(t.task_id.wrapping_sub(1))
+                    .ok()
+                    .and_then(|i| self.catalogue.tasks.get(i))
+                else {
+                    continue;
+                };
+                let duration_us = (t.claim_ns + t.fetch_ns + t.work_ns) / 1000;
+                h.record_task(&TaskExecution {
+                    request: row,
+                    task: task.id.clone(),
+                    started_us: started,
+                    duration_us,
+                    wait_us: (t.claim_ns + t.fetch_ns) / 1000,
+                    staged: t.misses == 0,
+                    bytes: task
+                        .resources
+                        .iter()
+                        .map(|&r| self.catalogue.resources[r].size)
+                        .sum(),
+                    ok: c.status == 0,
+                })?;
+                started += duration_us;
+            }
+        }
+        let keep: HashSet<usize> = f.deferred.iter().map(|(_, w)| w.resource).collect();
+        let mut evict = Vec::new();
+        let mut prefetch = Vec::new();
+        for (session, w) in &f.deferred {
+            let w = std::slice::from_ref(w);
+            prefetch.extend(self.admit_all(w, *session, c.request_id, &keep, &mut evict)?);
+        }
+        Ok(FollowUp { prefetch, evict })
+    }
+
+    /// Ends the run: whatever is still staged was wasted. Returns the summary row.
+    pub fn finish(&mut self) -> Result<ModeSummary, OnlineError> {
+        let left = self.staging.drain();
+        self.waste(left, &mut Vec::new())?;
+        if let Some(log) = &mut self.audit {
+            log.sync()?;
+        }
+        Ok(self.metrics.summary(self.mode.name()))
+    }
+}

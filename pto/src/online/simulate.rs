@@ -1,0 +1,311 @@
+//! A host-only replay of a workload through the [`Orchestrator`] against a simulated guest, in
+//! virtual time, so the policy and the targets can be checked before the VM path is ready.
+//!
+//! The simulated guest runs one request at a time, sessions one after another, with the trace's
+//! think time between requests (capped). A request runs its tasks in dependency order; each
+//! task claims its resources: a staged one costs `claim_ns` (after waiting for it if its
+//! prefetch is still on the link: a late hit), a missing one is demand-fetched over the shared
+//! origin [`Link`] (`demand_rtt_ns` + the origin's latency and transfer + signature check), then
+//! the task works on the bytes for `work_ns_per_byte` per byte ([`measure_work_ns_per_byte`]
+//! measures the real [`see_workload::process`] on this host). Prefetches use the same link, in
+//! order of issue, so a wasted prefetch delays the fetches behind it.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use super::{
+    origin::{Link, OriginModel},
+    Completion, Mode, ModeSummary, OnlineError, Orchestrator, PrefetchOrder, Report, ReportKind,
+    TaskTiming, WireIds,
+};
+use crate::{metadata::ServiceCatalogue, trace::Session, vocab::Vocabulary};
+
+/// Costs of the simulated guest and origin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// The origin.
+    pub origin: OriginModel,
+    /// Claiming a staged, verified resource (a copy into the task).
+    pub claim_ns: u64,
+    /// The ctrlq round trip of a demand fetch.
+    pub demand_rtt_ns: u64,
+    /// Checking a bundle's signature and digest, per bundle (on the critical path for a demand
+    /// fetch, in the background for a prefetch).
+    pub verify_ns: u64,
+    /// Guest work per resource byte.
+    pub work_ns_per_byte: f64,
+    /// Longest think time taken from the trace, ms.
+    pub think_cap_ms: f64,
+    /// Pause between two sessions, ms.
+    pub session_gap_ms: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            origin: OriginModel::default(),
+            claim_ns: 20_000,
+            demand_rtt_ns: 100_000,
+            verify_ns: 500_000,
+            work_ns_per_byte: 1.0,
+            think_cap_ms: 2_000.0,
+            session_gap_ms: 500.0,
+        }
+    }
+}
+
+/// Measures [`see_workload::process`] on this host: ns per resource byte, over a 1 MiB
+/// resource of the catalogue's kind mix (best of three runs).
+pub fn measure_work_ns_per_byte() -> f64 {
+    let mut best = f64::INFINITY;
+    for (i, kind) in [
+        see_workload::Kind::Data,
+        see_workload::Kind::Code,
+        see_workload::Kind::Data,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let spec = see_workload::Spec {
+            resource_id: 1000 + i as u64,
+            version: 1,
+            size: 1 << 20,
+            kind,
+        };
+        let Ok(bytes) = see_workload::generate(&spec) else {
+            continue;
+        };
+        let start = Instant::now();
+        if see_workload::process(&bytes).is_ok() {
+            best = best.min(start.elapsed().as_nanos() as f64 / bytes.len() as f64);
+        }
+    }
+    if best.is_finite() {
+        best
+    } else {
+        1.0
+    }
+}
+
+/// The replay order of `sessions`: (session id from 1, request type name).
+pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, String)> {
+    sessions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.requests
+                .iter()
+                .filter_map(move |r| Some((i as u64 + 1, vocab.name(r.kind)?.to_owned())))
+        })
+        .collect()
+}
+
+struct Guest<'a> {
+    catalogue: &'a ServiceCatalogue,
+    cfg: &'a SimConfig,
+    link: Link,
+    staged: HashMap<u64, u64>,
+}
+
+impl Guest<'_> {
+    fn receive(&mut self, now: u64, orders: &[PrefetchOrder]) {
+        for o in orders {
+            let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
+            self.staged.insert(o.resource_id, ready);
+        }
+    }
+
+    /// Runs request `name` from `start`; returns its completion (without id).
+    fn run(
+        &mut self,
+        orch: &mut Orchestrator,
+        name: &str,
+        app_id: u32,
+        start: u64,
+    ) -> Result<Completion, OnlineError> {
+        let cat = self.catalogue;
+        let req = cat
+            .request(name)
+            .ok_or_else(|| OnlineError::UnknownRequest(name.into()))?;
+        let mut now = start;
+        let mut claimed = std::collections::HashSet::new();
+        let mut tasks = Vec::new();
+        for &t in &req.tasks {
+            let mut timing = TaskTiming {
+                task_id: WireIds::task(t),
+                ..TaskTiming::default()
+            };
+            for &r in &cat.tasks[t].resources {
+                if !claimed.insert(r) {
+                    continue;
+                }
+                let res = &cat.resources[r];
+                let id = WireIds::resource(r);
+                let mut report = Report {
+                    kind: ReportKind::ClaimHit,
+                    reason: 0,
+                    app_id,
+                    task_id: timing.task_id,
+                    resource_id: id,
+                    version: res.version,
+                    latency_ns: 0,
+                };
+                if let Some(ready) = self.staged.remove(&id) {
+                    let took = ready.saturating_sub(now) + self.cfg.claim_ns;
+                    now += took;
+                    timing.claim_ns += took;
+                    timing.hits += 1;
+                    report.latency_ns = took;
+                    orch.on_report(&report)?;
+                } else {
+                    report.kind = ReportKind::Miss;
+                    orch.on_report(&report)?;
+                    orch.on_demand(app_id, timing.task_id, id, 0)?;
+                    let half = self.cfg.demand_rtt_ns / 2;
+                    let done = self.link.fetch(now + half, res.size) + half + self.cfg.verify_ns;
+                    let took = done - now;
+                    now = done;
+                    timing.fetch_ns += took;
+                    timing.misses += 1;
+                    report.kind = ReportKind::DemandServed;
+                    report.latency_ns = took;
+                    orch.on_report(&report)?;
+                }
+                let work = (res.size as f64 * self.cfg.work_ns_per_byte) as u64;
+                now += work;
+                timing.work_ns += work;
+            }
+            tasks.push(timing);
+        }
+        Ok(Completion {
+            request_id: 0,
+            status: 0,
+            total_ns: now - start,
+            tasks,
+        })
+    }
+}
+
+/// Replays `sessions` (ids of the catalogue's vocabulary) through `orch` against the
+/// simulated guest; returns the mode's summary.
+pub fn simulate(
+    orch: &mut Orchestrator,
+    catalogue: &ServiceCatalogue,
+    sessions: &[Session],
+    cfg: &SimConfig,
+) -> Result<ModeSummary, OnlineError> {
+    let vocab = catalogue.vocabulary();
+    let mut guest = Guest {
+        catalogue,
+        cfg,
+        link: Link::new(cfg.origin),
+        staged: HashMap::new(),
+    };
+    let ms = |x: f64| (x.max(0.0) * 1e6) as u64;
+    let mut t = 0u64;
+    let primed = orch.prime()?;
+    guest.receive(t, &primed);
+    for (i, s) in sessions.iter().enumerate() {
+        let mut prev_at = None;
+        for r in &s.requests {
+            let Some(name) = vocab.name(r.kind) else {
+                continue;
+            };
+            let think = match prev_at {
+                Some(p) => ms(((r.at_ms - p) as f64).min(cfg.think_cap_ms)),
+                None => ms(cfg.session_gap_ms),
+            };
+            prev_at = Some(r.at_ms);
+            t += think;
+            let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
+            for e in &plan.evict {
+                guest.staged.remove(&e.resource_id);
+            }
+            guest.receive(t, &plan.prefetch);
+            let mut c = guest.run(orch, name, plan.dispatch.app_id, t)?;
+            c.request_id = plan.dispatch.request_id;
+            t += c.total_ns;
+            let follow = orch.on_completion(&c)?;
+            for e in &follow.evict {
+                guest.staged.remove(&e.resource_id);
+            }
+            guest.receive(t, &follow.prefetch);
+        }
+    }
+    orch.finish()
+}
+
+/// The demo's targets, checked on a table of modes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Targets {
+    /// The predictor with the lowest p50 (static, markov or learned).
+    pub best: String,
+    /// reactive p50 / best p50 (target >= 3).
+    pub speedup: f64,
+    /// best p50 / oracle p50 (target <= 1.25).
+    pub vs_oracle: f64,
+    /// best wasted bytes / oracle traffic (target <= 1.5).
+    pub waste_ratio: f64,
+}
+
+impl Targets {
+    /// The figures from `rows`, if reactive, the oracle and a predictor are all there.
+    pub fn from_rows(rows: &[ModeSummary]) -> Option<Self> {
+        let get = |m: &str| rows.iter().find(|r| r.mode == m);
+        let (reactive, oracle) = (get("reactive")?, get("oracle")?);
+        let best = rows
+            .iter()
+            .filter(|r| !matches!(r.mode.as_str(), "reactive" | "oracle"))
+            .min_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms))?;
+        Some(Self {
+            best: best.mode.clone(),
+            speedup: reactive.p50_ms / best.p50_ms.max(1e-9),
+            vs_oracle: best.p50_ms / oracle.p50_ms.max(1e-9),
+            waste_ratio: best.wasted_bytes as f64 / (oracle.traffic_bytes.max(1)) as f64,
+        })
+    }
+
+    /// Whether all three hold.
+    pub fn met(&self) -> bool {
+        self.speedup >= 3.0 && self.vs_oracle <= 1.25 && self.waste_ratio <= 1.5
+    }
+}
+
+impl std::fmt::Display for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ok = |b: bool| if b { "ok" } else { "MISSED" };
+        write!(
+            f,
+            "best predictor: {}; p50 {:.2}x better than reactive (target >= 3: {}); {:.2}x the oracle's p50 (target <= 1.25: {}); wasted bytes {:.2}x the oracle's traffic (target <= 1.5: {})",
+            self.best,
+            self.speedup,
+            ok(self.speedup >= 3.0),
+            self.vs_oracle,
+            ok(self.vs_oracle <= 1.25),
+            self.waste_ratio,
+            ok(self.waste_ratio <= 1.5)
+        )
+    }
+}
+
+/// Runs `modes` on `test` sessions, each on a fresh orchestrator; `make` builds the
+/// orchestrator of a mode (the oracle gets the replay order).
+pub fn run_modes(
+    catalogue: &Arc<ServiceCatalogue>,
+    test: &[Session],
+    modes: &[Mode],
+    cfg: &SimConfig,
+    make: &mut dyn FnMut(Mode, Vec<(u64, String)>) -> Result<Orchestrator, OnlineError>,
+) -> Result<Vec<ModeSummary>, OnlineError> {
+    let order = replay_order(test, &catalogue.vocabulary());
+    let mut rows = Vec::new();
+    for &m in modes {
+        let mut orch = make(m, order.clone())?;
+        let row = simulate(&mut orch, catalogue, test, cfg)?;
+        log::info!("{row}");
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use super::*;
+use crate::{
+    generate::{generate, Workload, WorkloadSpec},
+    online::{predictor_for, Policy},
+    trace::Trace,
+};
+
+fn setup(sessions: usize) -> (Arc<ServiceCatalogue>, Trace, Vec<Session>) {
+    let cat = Arc::new(ServiceCatalogue::default_catalogue());
+    let mut trace = generate(
+        &cat.vocabulary(),
+        &WorkloadSpec::preset(Workload::Goal, sessions, 3),
+    )
+    .unwrap();
+    let test = trace.sessions.split_off(sessions * 4 / 5);
+    (cat, trace, test)
+}
+
+fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
+    let (cat, train, test) = setup(150);
+    let cfg = SimConfig::default();
+    run_modes(&cat, &test, modes, &cfg, &mut |m, order| {
+        if m == Mode::Oracle {
+            Orchestrator::oracle(cat.clone(), policy.clone(), order)
+        } else {
+            let p = predictor_for(m, &cat, &train, None)?;
+            Orchestrator::new(cat.clone(), m, p, policy.clone())
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn oracle_hits_everything_and_reactive_nothing() {
+    let r = rows(
+        &[Mode::Reactive, Mode::Static, Mode::Markov, Mode::Oracle],
+        &Policy::default(),
+    );
+    let (reactive, oracle) = (&r[0], &r[3]);
+    let requests = reactive.requests;
+    assert!(requests > 100);
+    assert!(
+        r.iter().all(|x| x.requests == requests),
+        "every mode completes every request"
+    );
+    assert_eq!(
+        (
+            reactive.hit_rate,
+            reactive.traffic_bytes,
+            reactive.prefetched_bytes
+        ),
+        (0.0, reactive.traffic_bytes, 0)
+    );
+    assert!(reactive.demand_fetches > requests);
+    assert_eq!(oracle.hit_rate, 1.0);
+    assert_eq!((oracle.demand_fetches, oracle.wasted_bytes), (0, 0));
+    assert_eq!(oracle.precision, 1.0);
+    // Every mode moves at least what the requests need; the oracle exactly that.
+    assert_eq!(oracle.traffic_bytes, reactive.traffic_bytes);
+    assert!(
+        oracle.p50_ms * 3.0 < reactive.p50_ms,
+        "{oracle}\n{reactive}"
+    );
+    let markov = &r[2];
+    assert!(markov.hit_rate > 0.3 && markov.hit_rate < 1.0, "{markov}");
+    assert!(markov.traffic_bytes >= oracle.traffic_bytes);
+    assert_eq!(
+        markov.traffic_bytes,
+        oracle.traffic_bytes + markov.wasted_bytes,
+        "what is not claimed is wasted, and every claim was moved once"
+    );
+    let t = Targets::from_rows(&r).unwrap();
+    assert!(t.speedup > 1.0 && t.vs_oracle >= 1.0);
+    assert!(t.to_string().contains("best predictor"));
+}
+
+#[test]
+fn budget_bounds_what_is_staged() {
+    // A budget smaller than most requests' resources: fewer hits, never over budget.
+    let small = Policy {
+        budget_bytes: 2 << 20,
+        ..Policy::default()
+    };
+    let (cat, _, test) = setup(40);
+    let order = replay_order(&test, &cat.vocabulary());
+    let mut orch = Orchestrator::oracle(cat.clone(), small.clone(), order.clone()).unwrap();
+    let vocab = cat.vocabulary();
+    for (s, name) in &order {
+        let plan = orch.on_request(*s, name, 0).unwrap();
+        assert!(orch.staging().bytes() <= small.budget_bytes);
+        let staged_ids: Vec<u64> = plan.prefetch.iter().map(|o| o.resource_id).collect();
+        let mut dedup = staged_ids.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(
+            dedup.len(),
+            staged_ids.len(),
+            "never the same resource twice"
+        );
+        let f = orch
+            .on_completion(&Completion {
+                request_id: plan.dispatch.request_id,
+                ..Completion::default()
+            })
+            .unwrap();
+        assert!(orch.staging().bytes() <= small.budget_bytes);
+        assert!(f
+            .prefetch
+            .iter()
+            .all(|o| !staged_ids.contains(&o.resource_id)));
+        assert_eq!(vocab.name(plan.dispatch.request_type), Some(name.as_str()));
+    }
+    assert!(orch.metrics().skipped_budget > 0);
+    assert_eq!(orch.oracle_misses(), 0);
+}
+
+#[test]
+fn work_cost_is_measured() {
+    let ns = measure_work_ns_per_byte();
+    assert!(ns.is_finite() && ns > 0.0);
+}
