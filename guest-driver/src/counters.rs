@@ -22,6 +22,10 @@ pub struct Counters {
     pub demands_failed: u64,
     /// Staged bundles evicted (replaced, over budget, or discarded on reset).
     pub evicted: u64,
+    /// Manifests verified.
+    pub manifests: u64,
+    /// Requests dropped because the embedder did not take them (queue of 256 full).
+    pub requests_dropped: u64,
     /// Requests received on requestq.
     pub requests: u64,
     /// ctrlq messages that could not be posted (queue full) and were dropped.

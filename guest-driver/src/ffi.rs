@@ -1,9 +1,10 @@
 //! The C ABI: `see_prefetch_available` and `see_claim_prefetch`, over one driver instance the
 //! embedder installs once with [`install`].
 //!
-//! The installed driver sits behind a spin lock. Never call these functions from the device's
-//! interrupt handler (use [`crate::InterruptHandle`] there), or from code that already holds
-//! the driver.
+//! The installed driver sits behind a spin lock that these functions only *try* to take: a
+//! call that finds it held (another CPU inside the driver, or a call from an interrupt handler
+//! that interrupted the driver) returns [`SEE_E_BUSY`] instead of spinning. Never call them
+//! from the device's interrupt handler; use [`crate::InterruptHandle`] there.
 
 use alloc::boxed::Box;
 
@@ -11,42 +12,50 @@ use spin::Mutex;
 
 use crate::{driver::ClaimError, platform::Platform, Driver, Resource};
 
+/// Success.
+pub const SEE_OK: i32 = 0;
+/// No driver installed.
+pub const SEE_E_NO_DRIVER: i32 = -1;
+/// The device is broken or gone (reset it, or run without prefetch).
+pub const SEE_E_BROKEN: i32 = -2;
+/// The app may not claim this (task, resource).
+pub const SEE_E_DENIED: i32 = -3;
+/// `out_cap` is too small; `*out_len` holds the length needed and the resource stays staged.
+pub const SEE_E_TOO_SMALL: i32 = -4;
+/// The device refused the demand fetch, or its answer was malformed.
+pub const SEE_E_REFUSED: i32 = -5;
+/// The bundle delivered for the demand failed verification.
+pub const SEE_E_REJECTED: i32 = -6;
+/// The device missed its deadline (it is now marked broken).
+pub const SEE_E_TIMEOUT: i32 = -7;
+/// The driver is in use (lock held) or ctrlq is full; retry.
+pub const SEE_E_BUSY: i32 = -8;
+/// A null pointer where one is required.
+pub const SEE_E_INVALID: i32 = -9;
+
 /// The claim operations the C ABI needs, object-safe so the global can hold any platform.
 pub trait ClaimApi: Send {
     /// [`Driver::available`].
     fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool;
-    /// True if a claim would succeed with a buffer of `cap` bytes; the needed length otherwise.
+    /// [`Driver::staged_len`].
     fn staged_len(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<usize>;
-    /// [`Driver::claim_or_fetch`].
+    /// [`Driver::claim_or_fetch`] (any version).
     fn claim_or_fetch(
         &mut self,
         app_id: u32,
         task_id: u64,
         resource_id: u64,
     ) -> Result<Resource, ClaimError>;
+    /// Puts a claimed resource back (the caller's buffer was too small).
+    fn restage(&mut self, resource: Resource);
 }
-
-static DRIVER: Mutex<Option<Box<dyn ClaimApi>>> = Mutex::new(None);
-
-/// Installs the driver the C ABI uses, replacing (and returning) any previous one.
-pub fn install<P: Platform + Send + 'static>(driver: Driver<P>) -> Option<Box<dyn ClaimApi>> {
-    DRIVER.lock().replace(Box::new(driver))
-}
-
-/// Removes the installed driver.
-pub fn uninstall() -> Option<Box<dyn ClaimApi>> {
-    DRIVER.lock().take()
-}
-
-/// Success.
-pub const SEE_OK: i32 = 0;
 
 impl<P: Platform + Send> ClaimApi for Driver<P> {
     fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
         Driver::available(self, app_id, task_id, resource_id)
     }
-    fn staged_len(&mut self, _app_id: u32, _task_id: u64, _resource_id: u64) -> Option<usize> {
-        None
+    fn staged_len(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<usize> {
+        Driver::staged_len(self, app_id, task_id, resource_id)
     }
     fn claim_or_fetch(
         &mut self,
@@ -56,14 +65,102 @@ impl<P: Platform + Send> ClaimApi for Driver<P> {
     ) -> Result<Resource, ClaimError> {
         Driver::claim_or_fetch(self, app_id, task_id, resource_id, 0)
     }
+    fn restage(&mut self, resource: Resource) {
+        Driver::restage(self, resource);
+    }
+}
+
+static DRIVER: Mutex<Option<Box<dyn ClaimApi>>> = Mutex::new(None);
+
+/// Installs the driver the C ABI uses, returning any previous one.
+pub fn install<P: Platform + Send + 'static>(driver: Driver<P>) -> Option<Box<dyn ClaimApi>> {
+    DRIVER.lock().replace(Box::new(driver))
+}
+
+/// Removes the installed driver.
+pub fn uninstall() -> Option<Box<dyn ClaimApi>> {
+    DRIVER.lock().take()
+}
+
+/// Runs `f` on the installed driver (for Rust code after [`install`]); `None` if there is
+/// none or it is busy.
+pub fn with_installed<R>(f: impl FnOnce(&mut dyn ClaimApi) -> R) -> Option<R> {
+    let mut guard = DRIVER.try_lock()?;
+    let d = guard.as_mut()?;
+    Some(f(d.as_mut()))
+}
+
+fn code(e: &ClaimError) -> i32 {
+    match e {
+        ClaimError::DeviceBroken(_) => SEE_E_BROKEN,
+        ClaimError::NotStaged | ClaimError::Refused(_) | ClaimError::BadAck => SEE_E_REFUSED,
+        ClaimError::AccessDenied { .. } => SEE_E_DENIED,
+        ClaimError::Rejected(_) => SEE_E_REJECTED,
+        ClaimError::QueueFull => SEE_E_BUSY,
+        ClaimError::Timeout => SEE_E_TIMEOUT,
+    }
 }
 
 /// `SEE_Prefetch_Available`: true if a verified resource for (task, resource) that `app_id`
-/// may claim is staged; false when nothing is installed or the device is broken.
+/// may claim is staged. False when nothing is installed, the driver is busy, or the device is
+/// broken.
 #[no_mangle]
 pub extern "C" fn see_prefetch_available(app_id: u32, task_id: u64, resource_id: u64) -> bool {
-    match DRIVER.lock().as_mut() {
-        Some(d) => d.available(app_id, task_id, resource_id),
-        None => false,
+    with_installed(|d| d.available(app_id, task_id, resource_id)).unwrap_or(false)
+}
+
+/// `SEE_Claim_Prefetch`: moves the verified resource (task, resource) into `out`, fetching it
+/// on demand if it is not staged. Returns [`SEE_OK`] and sets `*out_len` to its length, or a
+/// negative `SEE_E_*` code. With [`SEE_E_TOO_SMALL`], `*out_len` is the length needed and the
+/// resource stays staged for a retry with a larger buffer.
+///
+/// # Safety
+///
+/// `out_len` must be valid for a write of one `usize`. `out` must be valid for writes of
+/// `out_cap` bytes (it may be null only when `out_cap` is 0). Neither may overlap memory the
+/// driver owns, and the call must not run inside the device's interrupt handler.
+#[no_mangle]
+pub unsafe extern "C" fn see_claim_prefetch(
+    app_id: u32,
+    task_id: u64,
+    resource_id: u64,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> i32 {
+    if out_len.is_null() || (out.is_null() && out_cap != 0) {
+        return SEE_E_INVALID;
     }
+    let result = with_installed(|d| {
+        if let Some(n) = d.staged_len(app_id, task_id, resource_id) {
+            if n > out_cap {
+                return Err((SEE_E_TOO_SMALL, n));
+            }
+        }
+        let r = d
+            .claim_or_fetch(app_id, task_id, resource_id)
+            .map_err(|e| (code(&e), 0))?;
+        if r.content.len() > out_cap {
+            let n = r.content.len();
+            d.restage(r);
+            return Err((SEE_E_TOO_SMALL, n));
+        }
+        Ok(r)
+    });
+    let (rc, len) = match result {
+        None => (SEE_E_BUSY, 0),
+        Some(Err((rc, n))) => (rc, n),
+        Some(Ok(r)) => {
+            let n = r.content.len();
+            if n > 0 {
+                // SAFETY: the caller guarantees `out` is valid for `out_cap` >= n bytes of
+                // writes and does not overlap `r.content`, which is the driver's private copy.
+                unsafe { core::ptr::copy_nonoverlapping(r.content.as_ptr(), out, n) };
+            }
+            (SEE_OK, n)
+        }
+    };
+    // SAFETY: checked non-null above; the caller guarantees it is valid for a write.
+    unsafe { out_len.write(len) };
+    rc
 }

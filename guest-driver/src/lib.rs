@@ -44,14 +44,18 @@
 
 extern crate alloc;
 
+mod claim;
 pub mod counters;
 mod driver;
 pub mod ffi;
 pub mod mmio;
+mod msg;
 mod platform;
 pub mod queue;
+pub mod reassembly;
 pub mod registry;
 pub mod store;
+mod verify;
 pub mod window;
 
 pub use counters::Counters;

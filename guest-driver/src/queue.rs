@@ -287,3 +287,180 @@ fn zero<P: Platform>(p: &P, gpa: u64, len: u64) {
         off += n;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Shared memory only; the test plays the device by hand.
+    struct Mem(RefCell<Vec<u8>>);
+
+    impl Platform for Mem {
+        fn mmio_read32(&self, _: usize) -> u32 {
+            0
+        }
+        fn mmio_write32(&self, _: usize, _: u32) {}
+        fn shared_read(&self, gpa: u64, dst: &mut [u8]) {
+            let m = self.0.borrow();
+            dst.copy_from_slice(&m[gpa as usize..gpa as usize + dst.len()]);
+        }
+        fn shared_write(&self, gpa: u64, src: &[u8]) {
+            self.0.borrow_mut()[gpa as usize..gpa as usize + src.len()].copy_from_slice(src);
+        }
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn wait_for_event(&mut self, _: u64) {}
+        fn fill_random(&mut self, _: &mut [u8]) {}
+    }
+
+    const RINGS: RingAddrs = RingAddrs {
+        desc: 0,
+        avail: 0x1000,
+        used: 0x2000,
+    };
+
+    fn used(p: &Mem, slot: u64, id: u32, len: u32, idx: u16) {
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&id.to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        p.shared_write(RINGS.used + 4 + 8 * slot, &e);
+        p.shared_write(RINGS.used + 2, &idx.to_le_bytes());
+    }
+
+    fn setup() -> (Mem, SplitQueue) {
+        let p = Mem(RefCell::new(vec![0xAA; 0x3000]));
+        let q = SplitQueue::new(&p, 1, 4, RINGS, false);
+        (p, q)
+    }
+
+    fn buf(gpa: u64) -> [Segment; 1] {
+        [Segment {
+            gpa,
+            len: 100,
+            writable: true,
+        }]
+    }
+
+    #[test]
+    fn posts_descriptors_and_publishes_the_avail_index() {
+        let (p, mut q) = setup();
+        assert!(q.post(&p, &buf(0x4000), 7));
+        let chain = [
+            Segment {
+                gpa: 0x5000,
+                len: 10,
+                writable: false,
+            },
+            Segment {
+                gpa: 0x6000,
+                len: 64,
+                writable: true,
+            },
+        ];
+        assert!(q.post(&p, &chain, 8));
+        let mut b = [0u8; 2];
+        p.shared_read(RINGS.avail + 2, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 2);
+        // The second chain's head links to its ack descriptor with NEXT, the ack is WRITE.
+        p.shared_read(RINGS.avail + 6, &mut b);
+        let head = u16::from_le_bytes(b);
+        let mut d = [0u8; 16];
+        p.shared_read(16 * u64::from(head), &mut d);
+        assert_eq!(u64::from_le_bytes(d[..8].try_into().unwrap()), 0x5000);
+        assert_eq!(u16::from_le_bytes([d[12], d[13]]), DESC_F_NEXT);
+        let next = u16::from_le_bytes([d[14], d[15]]);
+        p.shared_read(16 * u64::from(next), &mut d);
+        assert_eq!(u16::from_le_bytes([d[12], d[13]]), DESC_F_WRITE);
+        assert_eq!(q.outstanding(), 2);
+        assert_eq!(q.free_descriptors(), 1);
+        assert!(!q.post(&p, &chain, 9), "not enough descriptors left");
+    }
+
+    #[test]
+    fn checks_every_used_element_against_the_private_record() {
+        let (p, mut q) = setup();
+        q.post(&p, &buf(0x4000), 70);
+        q.post(&p, &buf(0x4100), 71);
+        q.post(&p, &buf(0x4200), 72);
+        // Heads were handed out 0, 1, 2.
+        used(&p, 0, 9, 1, 1); // out of range
+        used(&p, 1, 3, 1, 2); // in range, never posted
+        used(&p, 2, 1, 101, 3); // too long
+        let mut out = Vec::new();
+        q.collect(&p, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Err(UsedFault::IdOutOfRange { id: 9 }),
+                Err(UsedFault::NotOutstanding { id: 3 }),
+                Err(UsedFault::LengthTooLong {
+                    token: 71,
+                    len: 101,
+                    capacity: 100
+                }),
+            ]
+        );
+        out.clear();
+        used(&p, 3, 0, 100, 4);
+        used(&p, 0, 0, 100, 5); // the same id again: no longer outstanding
+        q.collect(&p, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Ok(Used {
+                    token: 70,
+                    len: 100
+                }),
+                Err(UsedFault::NotOutstanding { id: 0 })
+            ]
+        );
+        assert_eq!(q.outstanding(), 1);
+    }
+
+    #[test]
+    fn refuses_an_index_jump() {
+        let (p, mut q) = setup();
+        q.post(&p, &buf(0x4000), 1);
+        q.post(&p, &buf(0x4100), 2);
+        p.shared_write(RINGS.used + 2, &3u16.to_le_bytes());
+        let mut out = Vec::new();
+        assert_eq!(
+            q.collect(&p, &mut out),
+            Err(QueueError::IndexJump {
+                queue: 1,
+                advance: 3,
+                outstanding: 2
+            })
+        );
+        assert!(out.is_empty());
+        // A jump backwards is a huge forward advance in u16 arithmetic: refused too.
+        p.shared_write(RINGS.used + 2, &u16::MAX.to_le_bytes());
+        assert!(q.collect(&p, &mut out).is_err());
+    }
+
+    #[test]
+    fn wraps_the_16_bit_indices() {
+        let (p, mut q) = setup();
+        let mut out = Vec::new();
+        for round in 0..70_000u32 {
+            assert!(q.post(&p, &buf(0x4000), round));
+            let mut b = [0u8; 2];
+            let slot = u64::from((round as u16) & 3);
+            p.shared_read(RINGS.avail + 4 + 2 * slot, &mut b);
+            let head = u16::from_le_bytes(b);
+            used(&p, slot, u32::from(head), 5, (round + 1) as u16);
+            out.clear();
+            q.collect(&p, &mut out).unwrap();
+            assert_eq!(
+                out,
+                vec![Ok(Used {
+                    token: round,
+                    len: 5
+                })]
+            );
+        }
+    }
+}

@@ -78,7 +78,7 @@ mod tests {
         let b = c.take(4, 4).unwrap();
         assert_eq!(b, 0xC000_001C);
         assert!(c.take(64, 1).is_err());
-        assert_eq!(c.take(35, 1).unwrap(), 0xC000_0020);
+        assert_eq!(c.take(33, 1).unwrap(), 0xC000_0020);
         assert!(c.take(1, 1).is_err());
     }
 }

@@ -1,0 +1,232 @@
+//! The claim API: `available`, `claim`, `claim_or_fetch` (demand fetch on a miss), requests
+//! from requestq and their completion, and the reports sent on ctrlq.
+
+use log::debug;
+
+use crate::{
+    driver::{AckState, ClaimError, CtrlPurpose, DriverState, PendingDemand},
+    msg,
+    platform::Platform,
+    store::Resource,
+    verify::Ids,
+    Driver, IncomingRequest, RequestCompletion,
+};
+
+impl<P: Platform> Driver<P> {
+    fn ready(&self) -> Result<(), ClaimError> {
+        match self.state {
+            DriverState::Ready => Ok(()),
+            DriverState::Broken(why) => Err(ClaimError::DeviceBroken(why)),
+        }
+    }
+
+    /// True if a verified resource for (task, resource) that `app_id` may claim is staged.
+    /// Answers false at once when the device is broken.
+    pub fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
+        self.poll();
+        self.state == DriverState::Ready
+            && self
+                .store
+                .get(task_id, resource_id)
+                .is_some_and(|r| r.app_id == app_id)
+    }
+
+    /// Length of the staged resource `app_id` could claim, if any (for callers that size a
+    /// buffer first, like the C ABI).
+    pub fn staged_len(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<usize> {
+        if !self.available(app_id, task_id, resource_id) {
+            return None;
+        }
+        self.store
+            .get(task_id, resource_id)
+            .map(|r| r.content.len())
+    }
+
+    /// Moves a staged, verified resource to the caller and reports ClaimHit (or Miss).
+    /// Another app's resource is refused and stays staged.
+    pub fn claim(
+        &mut self,
+        app_id: u32,
+        task_id: u64,
+        resource_id: u64,
+    ) -> Result<Resource, ClaimError> {
+        let start = self.p.now_ns();
+        self.poll();
+        self.ready()?;
+        if !self.registry.permits(app_id, task_id, resource_id) {
+            return Err(ClaimError::AccessDenied {
+                app_id,
+                task_id,
+                resource_id,
+            });
+        }
+        match self.store.get(task_id, resource_id) {
+            Some(r) if r.app_id != app_id => Err(ClaimError::AccessDenied {
+                app_id,
+                task_id,
+                resource_id,
+            }),
+            Some(_) => {
+                let r = self
+                    .store
+                    .take(task_id, resource_id)
+                    .ok_or(ClaimError::NotStaged)?;
+                self.counters.hits += 1;
+                let latency = self.p.now_ns().saturating_sub(start);
+                self.report_resource(msg::report::CLAIM_HIT, 0, &r, latency);
+                Ok(r)
+            }
+            None => {
+                self.counters.misses += 1;
+                let ids = Ids {
+                    app_id,
+                    task_id,
+                    resource_id,
+                    version: 0,
+                };
+                self.report(msg::report::MISS, 0, ids, 0);
+                Err(ClaimError::NotStaged)
+            }
+        }
+    }
+
+    /// [`Driver::claim`], and on a miss a demand fetch over ctrlq: sends Demand, waits (with
+    /// the configured deadlines) for its Ack and then its bundle, verifies it like any other
+    /// and hands it over. A broken device fails at once.
+    pub fn claim_or_fetch(
+        &mut self,
+        app_id: u32,
+        task_id: u64,
+        resource_id: u64,
+        min_version: u64,
+    ) -> Result<Resource, ClaimError> {
+        match self.claim(app_id, task_id, resource_id) {
+            Err(ClaimError::NotStaged) => self.fetch(app_id, task_id, resource_id, min_version),
+            other => other,
+        }
+    }
+
+    /// A demand fetch, bypassing the store.
+    pub fn fetch(
+        &mut self,
+        app_id: u32,
+        task_id: u64,
+        resource_id: u64,
+        min_version: u64,
+    ) -> Result<Resource, ClaimError> {
+        let start = self.p.now_ns();
+        self.ready()?;
+        if !self.registry.permits(app_id, task_id, resource_id) {
+            return Err(ClaimError::AccessDenied {
+                app_id,
+                task_id,
+                resource_id,
+            });
+        }
+        let cookie = self.next_cookie;
+        self.next_cookie = self.next_cookie.checked_add(1).unwrap_or(1);
+        self.demands.insert(
+            cookie,
+            PendingDemand {
+                app_id,
+                task_id,
+                resource_id,
+                min_version,
+                ack: AckState::Pending,
+                outcome: None,
+            },
+        );
+        let result = self.run_demand(cookie, start);
+        self.demands.remove(&cookie);
+        match &result {
+            Ok(r) => {
+                self.counters.demands_served += 1;
+                let latency = self.p.now_ns().saturating_sub(start);
+                self.report_resource(msg::report::DEMAND_SERVED, 0, r, latency);
+                self.flush();
+            }
+            Err(e) => {
+                debug!("virtio-prefetch: demand {cookie} failed: {e}");
+                self.counters.demands_failed += 1;
+            }
+        }
+        result
+    }
+
+    fn run_demand(&mut self, cookie: u32, start: u64) -> Result<Resource, ClaimError> {
+        let Some(d) = self.demands.get(&cookie) else {
+            return Err(ClaimError::NotStaged);
+        };
+        let m = msg::encode_demand(cookie, d.app_id, d.task_id, d.resource_id, d.min_version);
+        self.send_ctrl(CtrlPurpose::Demand(cookie), &m, true)?;
+        let ack_deadline = start.saturating_add(self.config.ctrl_timeout_ns);
+        let done = |d: &Self| {
+            d.demands
+                .get(&cookie)
+                .is_none_or(|p| p.ack != AckState::Pending || p.outcome.is_some())
+        };
+        self.wait_until(ack_deadline, done)?;
+        let ack = self.demands.get(&cookie).map(|p| p.ack);
+        match ack {
+            Some(AckState::Status(s)) => return Err(ClaimError::Refused(s)),
+            Some(AckState::Garbled) => return Err(ClaimError::BadAck),
+            _ => {}
+        }
+        let deadline = start.saturating_add(self.config.demand_timeout_ns);
+        let arrived = |d: &Self| d.demands.get(&cookie).is_none_or(|p| p.outcome.is_some());
+        self.wait_until(deadline, arrived)?;
+        match self.demands.get_mut(&cookie).and_then(|p| p.outcome.take()) {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(reason)) => Err(ClaimError::Rejected(reason)),
+            None => Err(ClaimError::NotStaged),
+        }
+    }
+
+    /// The next request received on requestq, if any (polls first).
+    pub fn next_request(&mut self) -> Option<IncomingRequest> {
+        self.poll();
+        self.requests.pop_front()
+    }
+
+    /// Sends a request completion with its timings on ctrlq (kicked now; does not wait for the
+    /// Ack). At most 64 task entries are sent.
+    pub fn complete_request(&mut self, completion: &RequestCompletion) -> Result<(), ClaimError> {
+        self.poll();
+        let m = msg::encode_complete(completion);
+        self.send_ctrl(CtrlPurpose::Complete, &m, true)
+    }
+
+    pub(crate) fn report_resource(&mut self, kind: u32, reason: u32, r: &Resource, latency: u64) {
+        let ids = Ids {
+            app_id: r.app_id,
+            task_id: r.task_id,
+            resource_id: r.resource_id,
+            version: r.version,
+        };
+        self.report(kind, reason, ids, latency);
+    }
+
+    /// Posts a Report without kicking (the next poll or flush kicks). Dropped (and counted)
+    /// when ctrlq is full or the device is broken: reports never block a claim.
+    pub(crate) fn report(&mut self, kind: u32, reason: u32, ids: Ids, latency_ns: u64) {
+        if self.state != DriverState::Ready {
+            return;
+        }
+        let m = msg::encode_report(kind, reason, ids, latency_ns);
+        let _ = self.send_ctrl(CtrlPurpose::Report, &m, false);
+    }
+}
+
+impl<P: Platform> Driver<P> {
+    /// Puts a resource the caller could not take back into the store (the C ABI's buffer was
+    /// too small). Dropped if the device broke meanwhile.
+    pub fn restage(&mut self, resource: Resource) {
+        if self.state != DriverState::Ready {
+            return;
+        }
+        for old in self.store.insert(resource) {
+            self.counters.evicted += 1;
+            self.report_resource(msg::report::EVICT, 0, &old, 0);
+        }
+    }
+}

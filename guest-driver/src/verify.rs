@@ -1,0 +1,230 @@
+//! Verification of reassembled objects (bundles and manifests) against the session, the
+//! version floors, the app registry and the embedded key.
+//!
+//! [`check`] only reads: it takes the private copy of an object and the trusted state, and
+//! says what to change. The caller changes trusted state only on `Ok`. Cheap checks run first;
+//! the SHA-384 and the ECDSA verification run last, so a flood of stale or foreign bundles
+//! costs little. Replay state is keyed on the signed sequence number, never on signature bytes.
+
+use alloc::{
+    collections::{BTreeMap, BTreeSet},
+    vec::Vec,
+};
+
+use p384::ecdsa::{signature::Verifier, Signature, VerifyingKey};
+use sha2::{Digest, Sha384};
+
+use crate::{
+    driver::{AckState, PendingDemand},
+    msg::{self, reject, Object},
+    platform::Platform,
+    registry::AppRegistry,
+    store::{Resource, Source},
+};
+
+/// Most manifest digests held at once (a manifest lists at most 1024).
+const MAX_MANIFEST_DIGESTS: usize = 4096;
+
+/// The session: what the driver sent in Hello and what it has accepted since.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub nonce: [u8; 32],
+    pub epoch: u64,
+    pub last_seq: Option<u64>,
+    pub last_manifest_seq: Option<u64>,
+    pub manifest_digests: BTreeSet<[u8; 48]>,
+    pub hello_ack: AckState,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            nonce: [0; 32],
+            epoch: 0,
+            last_seq: None,
+            last_manifest_seq: None,
+            manifest_digests: BTreeSet::new(),
+            hello_ack: AckState::Pending,
+        }
+    }
+}
+
+impl Session {
+    /// A new session with a random nonce.
+    pub fn fresh<P: Platform>(p: &mut P, epoch: u64) -> Self {
+        let mut s = Self {
+            epoch,
+            ..Self::default()
+        };
+        p.fill_random(&mut s.nonce);
+        s
+    }
+
+    /// Adds the digests of a verified manifest (bounded: the oldest set is forgotten).
+    pub fn add_manifest(&mut self, digests: Vec<[u8; 48]>) {
+        if self.manifest_digests.len() + digests.len() > MAX_MANIFEST_DIGESTS {
+            self.manifest_digests.clear();
+        }
+        self.manifest_digests.extend(digests);
+    }
+}
+
+/// The signed identity of a bundle (for reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ids {
+    pub app_id: u32,
+    pub task_id: u64,
+    pub resource_id: u64,
+    pub version: u64,
+}
+
+/// A refused object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reject {
+    /// RejectReason code.
+    pub reason: u32,
+    /// What the object claimed to be (unverified; for the report only).
+    pub ids: Ids,
+    /// The pending demand it named, if any (so the demand fails at once).
+    pub demand: Option<u32>,
+}
+
+/// A bundle that passed every check.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub resource: Resource,
+    pub seq: u64,
+    pub demand: Option<u32>,
+    pub manifest_digest: Option<[u8; 48]>,
+}
+
+/// What to change after a successful check.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Bundle(Accepted),
+    Manifest { seq: u64, digests: Vec<[u8; 48]> },
+}
+
+/// Checks one reassembled object (private memory).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check(
+    object: &[u8],
+    key: &VerifyingKey,
+    session: &Session,
+    versions: &BTreeMap<u64, u64>,
+    registry: &AppRegistry,
+    demands: &BTreeMap<u32, PendingDemand>,
+    max_content_len: u32,
+    manifests: bool,
+) -> Result<Verdict, Reject> {
+    let malformed = Reject {
+        reason: reject::MALFORMED,
+        ids: Ids::default(),
+        demand: None,
+    };
+    match msg::parse_object(object, max_content_len) {
+        Err(reason) => Err(Reject {
+            reason,
+            ..malformed
+        }),
+        Ok(Object::Manifest(m)) => {
+            let fail = |reason| Reject {
+                reason,
+                ..malformed
+            };
+            if !manifests {
+                return Err(fail(reject::UNEXPECTED));
+            }
+            if m.session_nonce != session.nonce || m.epoch != session.epoch {
+                return Err(fail(reject::WRONG_SESSION));
+            }
+            if session.last_manifest_seq.is_some_and(|last| m.seq <= last) {
+                return Err(fail(reject::REPLAY));
+            }
+            verify_signature(key, &m.statement, &m.signature).map_err(fail)?;
+            Ok(Verdict::Manifest {
+                seq: m.seq,
+                digests: m.entries,
+            })
+        }
+        Ok(Object::Bundle(b)) => {
+            let ids = Ids {
+                app_id: b.app_id,
+                task_id: b.task_id,
+                resource_id: b.resource_id,
+                version: b.resource_version,
+            };
+            let demand = (b.demand_cookie != 0)
+                .then_some(b.demand_cookie)
+                .filter(|c| demands.contains_key(c));
+            let fail = |reason| Reject {
+                reason,
+                ids,
+                demand,
+            };
+            if b.session_nonce != session.nonce || b.epoch != session.epoch {
+                return Err(fail(reject::WRONG_SESSION));
+            }
+            if session.last_seq.is_some_and(|last| b.seq <= last) {
+                return Err(fail(reject::REPLAY));
+            }
+            if versions
+                .get(&b.resource_id)
+                .is_some_and(|&floor| b.resource_version < floor)
+            {
+                return Err(fail(reject::ROLLBACK));
+            }
+            if !registry.permits(b.app_id, b.task_id, b.resource_id) {
+                return Err(fail(reject::WRONG_TASK));
+            }
+            if let Some(d) = demand.and_then(|c| demands.get(&c)) {
+                if (d.app_id, d.task_id, d.resource_id) != (b.app_id, b.task_id, b.resource_id) {
+                    return Err(fail(reject::WRONG_TASK));
+                }
+                if b.resource_version < d.min_version {
+                    return Err(fail(reject::ROLLBACK));
+                }
+            }
+            let digest: [u8; 48] = Sha384::digest(b.content).into();
+            if digest != b.content_sha384 {
+                return Err(fail(reject::DIGEST_MISMATCH));
+            }
+            let manifest_digest = if b.in_manifest {
+                let d: [u8; 48] = Sha384::digest(&b.statement).into();
+                if !session.manifest_digests.contains(&d) {
+                    return Err(fail(reject::NOT_IN_MANIFEST));
+                }
+                Some(d)
+            } else {
+                verify_signature(key, &b.statement, &b.signature).map_err(fail)?;
+                None
+            };
+            let mut content = Vec::new();
+            content
+                .try_reserve_exact(b.content.len())
+                .map_err(|_| fail(reject::TOO_LARGE))?;
+            content.extend_from_slice(b.content);
+            Ok(Verdict::Bundle(Accepted {
+                resource: Resource {
+                    app_id: b.app_id,
+                    task_id: b.task_id,
+                    resource_id: b.resource_id,
+                    version: b.resource_version,
+                    kind: b.kind,
+                    content,
+                    source: Source::Prefetched,
+                    verified_ns: 0,
+                },
+                seq: b.seq,
+                demand,
+                manifest_digest,
+            }))
+        }
+    }
+}
+
+fn verify_signature(key: &VerifyingKey, statement: &[u8], signature: &[u8; 96]) -> Result<(), u32> {
+    let sig = Signature::from_slice(signature).map_err(|_| reject::BAD_SIGNATURE)?;
+    key.verify(statement, &sig)
+        .map_err(|_| reject::BAD_SIGNATURE)
+}
