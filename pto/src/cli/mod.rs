@@ -1,7 +1,8 @@
-//! The `pto` command line: import, generate, train, eval, predict.
+//! The `pto` command line: import, generate, train, eval, predict, audit, simulate.
 
 mod data;
 mod eval;
+mod online;
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
@@ -43,6 +44,11 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Predict the next requests after a session.
     Predict(PredictArgs),
+    /// Audit log tools: `pto audit verify FILE`.
+    Audit(online::AuditArgs),
+    /// Replay a workload through the online orchestrator in every mode against a simulated
+    /// guest and origin; print the per-mode table.
+    Simulate(Box<online::SimulateArgs>),
 }
 
 impl Cli {
@@ -54,6 +60,8 @@ impl Cli {
             Command::Train(a) => train_cmd(&a),
             Command::Eval(a) => eval::run(&a),
             Command::Predict(a) => predict(&a),
+            Command::Audit(a) => online::audit_cmd(&a),
+            Command::Simulate(a) => online::simulate_cmd(&a),
         }
     }
 }

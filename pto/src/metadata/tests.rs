@@ -139,3 +139,58 @@ fn the_embedded_catalogue_is_valid_and_covers_the_ecom_trace() {
         assert!(c.request(event).is_some(), "{event}");
     }
 }
+
+#[test]
+fn shop_tasks_claim_code_and_data_of_realistic_sizes() {
+    let c = ServiceCatalogue::default_catalogue();
+    for t in &c.tasks {
+        let kinds: Vec<ResourceKind> = t.resources.iter().map(|&r| c.resources[r].kind).collect();
+        assert!(
+            kinds.contains(&ResourceKind::Code) && kinds.contains(&ResourceKind::Data),
+            "task {} needs code and data",
+            t.id
+        );
+    }
+    for (i, r) in c.resources.iter().enumerate() {
+        assert!(
+            (16 << 10..=4 << 20).contains(&r.size),
+            "{}: {}",
+            r.id,
+            r.size
+        );
+        assert_eq!(r.origin, Origin::Workload, "{}", r.id);
+        let spec = c.workload_spec(r).unwrap();
+        assert_eq!(spec.resource_id, i as u64 + 1);
+        assert_eq!((spec.version, spec.size), (r.version, r.size));
+    }
+    // The small ones generate and process here (the large ones take longer in a debug build).
+    for id in ["psp-certs", "error-code", "user-profile"] {
+        let r = c.resource(id).unwrap();
+        let bytes = c.content(r).unwrap();
+        assert_eq!(bytes.len() as u64, r.size);
+        let s = see_workload::process(&bytes).unwrap();
+        assert_eq!(s.resource_id, c.resource_wire_id(r).unwrap());
+    }
+}
+
+#[test]
+fn workload_resources_must_fit_the_generator() {
+    let text = r#"
+[service]
+name = "s"
+[[requests]]
+name = "a"
+tasks = ["t"]
+[[tasks]]
+id = "t"
+resources = ["r"]
+[[resources]]
+id = "r"
+kind = "data"
+size = 100
+version = 1
+origin = { type = "workload" }
+"#;
+    let err = ServiceCatalogue::from_toml_str(text, "s.toml", Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("workload resource"), "{err}");
+}

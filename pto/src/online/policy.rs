@@ -34,11 +34,13 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    /// 40 MiB, 5 %, top 3, stale after 2 requests: on the shop catalogue and the generated
+    /// workloads this meets the demo's targets in the replay simulation (`pto simulate`).
     fn default() -> Self {
         Self {
-            budget_bytes: 24 << 20,
-            threshold: 0.2,
-            top_k: 2,
+            budget_bytes: 40 << 20,
+            threshold: 0.05,
+            top_k: 3,
             stale_after: 2,
         }
     }

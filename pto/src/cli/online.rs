@@ -1,0 +1,206 @@
+//! `pto audit verify` and `pto simulate`.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use clap::{Args, Subcommand};
+use see_pto::{
+    audit::{self, hex, parse_hash},
+    nn::{self, ModelKind},
+    online::{
+        origin::OriginModel,
+        predictor_for,
+        simulate::{measure_work_ns_per_byte, run_modes, SimConfig, Targets},
+        Mode, ModeSummary, Orchestrator, Policy,
+    },
+    predict::{observe_sessions, Ppm, Predictor},
+    trace::Trace,
+};
+
+use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check an audit log's hash chain; name the first broken record. Exit 1 if broken.
+    Verify {
+        /// The log (JSON lines).
+        file: PathBuf,
+        /// The head hash kept elsewhere: also catches records cut off the end.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+}
+
+pub fn audit_cmd(a: &AuditArgs) -> CliResult<()> {
+    let AuditCommand::Verify { file, expect_head } = &a.command;
+    let verified =
+        audit::verify(file)?.map_err(|b| format!("{}: broken at {b}", file.display()))?;
+    let head = verified.head.map(|h| (h.seq, hex(&h.hash)));
+    if let Some(want) = expect_head {
+        let want_hash = parse_hash(want).ok_or("--expect-head: want 64 hex digits")?;
+        if head.as_ref().map(|h| h.1.as_str()) != Some(hex(&want_hash).as_str()) {
+            return Err(format!(
+                "{}: the chain is intact but its head is not {want}: records were cut off the end or the log was replaced",
+                file.display()
+            )
+            .into());
+        }
+    }
+    match head {
+        Some((seq, hash)) => println!(
+            "{}: ok, {} records, head seq {seq} hash {hash}",
+            file.display(),
+            verified.records
+        ),
+        None => println!("{}: ok, empty", file.display()),
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    split: SplitArgs,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    /// Modes to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    modes: Vec<Mode>,
+    /// Checkpoint for the learned mode (default: train an LSTM on the training split here).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Test sessions to replay (at most).
+    #[arg(long, default_value_t = 300)]
+    replay: usize,
+    /// Staging budget, MiB.
+    #[arg(long, default_value_t = (Policy::default().budget_bytes >> 20) as f64)]
+    budget_mib: f64,
+    /// Confidence threshold.
+    #[arg(long, default_value_t = Policy::default().threshold)]
+    threshold: f32,
+    /// Predictions considered per request.
+    #[arg(long, default_value_t = Policy::default().top_k)]
+    top_k: usize,
+    /// Requests after which an unwanted staged resource is stale.
+    #[arg(long, default_value_t = Policy::default().stale_after)]
+    stale_after: u64,
+    /// Origin latency, ms.
+    #[arg(long, default_value_t = 20.0)]
+    latency_ms: f64,
+    /// Origin bandwidth, MiB/s.
+    #[arg(long, default_value_t = 100.0)]
+    bandwidth_mib: f64,
+    /// Guest work per byte, ns (default: measure see-workload's process here).
+    #[arg(long)]
+    work_ns_per_byte: Option<f64>,
+}
+
+fn learned(
+    a: &SimulateArgs,
+    trace: &Trace,
+    split: &see_pto::split::Split,
+) -> CliResult<Box<dyn Predictor>> {
+    if let Some(m) = &a.model {
+        let cat = a.data.catalogue()?;
+        return Ok(predictor_for(Mode::Learned, &cat, trace, Some(m))?);
+    }
+    let vocab = Arc::new(trace.vocab.clone());
+    let hp = a.hyper.params(ModelKind::Lstm);
+    let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+    let model = nn::NeuralPredictor::new(&trained)?;
+    let mut ppm = Ppm::new(vocab, 4);
+    observe_sessions(&mut ppm, &split.train);
+    let weights = nn::fit_weights(&model, &ppm, &split.val);
+    observe_sessions(&mut ppm, &split.val);
+    Ok(Box::new(nn::Hybrid::new(model, ppm, weights)?))
+}
+
+pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
+    let cat = Arc::new(a.data.catalogue()?);
+    let (trace, desc) = a.data.load(&cat)?;
+    let trace = Trace {
+        sessions: trace.sessions_in(&cat.vocabulary()),
+        vocab: cat.vocabulary(),
+    };
+    let split = a.split.spec()?.split(&trace.sessions);
+    let mut past = split.train.clone();
+    past.extend(split.val.iter().cloned());
+    let past = Trace {
+        vocab: trace.vocab.clone(),
+        sessions: past,
+    };
+    let test: Vec<_> = split.test.iter().take(a.replay).cloned().collect();
+    if test.is_empty() {
+        return Err(
+            "no test sessions to replay: generate more sessions or raise --test-percent".into(),
+        );
+    }
+    let policy = Policy {
+        budget_bytes: (a.budget_mib * 1024.0 * 1024.0) as u64,
+        threshold: a.threshold,
+        top_k: a.top_k,
+        stale_after: a.stale_after,
+    };
+    policy.validate()?;
+    let origin = OriginModel::new(
+        Duration::from_secs_f64(a.latency_ms.max(0.0) / 1e3),
+        a.bandwidth_mib * 1024.0 * 1024.0,
+    )?;
+    let work = match a.work_ns_per_byte {
+        Some(w) if w.is_finite() && w >= 0.0 => w,
+        Some(w) => return Err(format!("--work-ns-per-byte {w} must be >= 0").into()),
+        None => measure_work_ns_per_byte(),
+    };
+    let cfg = SimConfig {
+        origin,
+        work_ns_per_byte: work,
+        ..SimConfig::default()
+    };
+    let mut learned_predictor = if a.modes.contains(&Mode::Learned) {
+        Some(learned(a, &trace, &split)?)
+    } else {
+        None
+    };
+    let requests: usize = test.iter().map(|s| s.requests.len()).sum();
+    println!(
+        "workload: {desc}; replaying {} test sessions ({requests} requests), trained on {}",
+        test.len(),
+        past.sessions.len()
+    );
+    println!("{origin}; guest work {work:.2} ns/byte (see-workload process, measured here); claim {} us, demand round trip {} us, bundle check {} us",
+        cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000);
+    println!(
+        "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests",
+        a.budget_mib, policy.threshold, policy.top_k, policy.stale_after
+    );
+    let rows = run_modes(&cat, &test, &a.modes, &cfg, &mut |m, order| match m {
+        Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
+        Mode::Learned => {
+            let p = learned_predictor.take().ok_or_else(|| {
+                see_pto::online::OnlineError::Config("learned mode listed twice".into())
+            })?;
+            Orchestrator::new(cat.clone(), m, p, policy.clone())
+        }
+        _ => Orchestrator::new(
+            cat.clone(),
+            m,
+            predictor_for(m, &cat, &past, None)?,
+            policy.clone(),
+        ),
+    })?;
+    println!("{}", ModeSummary::header());
+    for r in &rows {
+        println!("{r}");
+    }
+    if let Some(t) = Targets::from_rows(&rows) {
+        println!("{t}");
+    }
+    Ok(())
+}

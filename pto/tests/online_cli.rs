@@ -1,0 +1,124 @@
+//! `pto audit verify` and `pto simulate` end to end.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+use see_pto::audit::{AuditEvent, AuditLog, FsyncPolicy};
+
+fn pto(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pto"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the pto binary runs")
+}
+
+#[test]
+fn audit_verify_accepts_a_clean_log_and_names_the_altered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open(&path, FsyncPolicy::OnSync).unwrap();
+    for i in 0..5 {
+        log.append(&AuditEvent::Completion {
+            request: i,
+            status: 0,
+            total_ns: 1000 * i,
+        })
+        .unwrap();
+    }
+    let head = see_pto::audit::hex(&log.head_hash());
+    drop(log);
+    let out = pto(dir.path(), &["audit", "verify", "audit.jsonl"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok, 5 records, head seq 4") && stdout.contains(&head),
+        "{stdout}"
+    );
+    let out = pto(
+        dir.path(),
+        &["audit", "verify", "audit.jsonl", "--expect-head", &head],
+    );
+    assert!(out.status.success());
+
+    // Cut the last record: the chain holds, the expected head does not.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    std::fs::write(&path, lines[..4].concat()).unwrap();
+    let out = pto(
+        dir.path(),
+        &["audit", "verify", "audit.jsonl", "--expect-head", &head],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut off the end"));
+
+    // Alter record 2 (line 3).
+    let altered = lines
+        .concat()
+        .replace("\"total_ns\":2000", "\"total_ns\":1");
+    std::fs::write(&path, altered).unwrap();
+    let out = pto(dir.path(), &["audit", "verify", "audit.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken at line 3 (seq 2): bad hash"),
+        "{stderr}"
+    );
+
+    let out = pto(dir.path(), &["audit", "verify", "missing.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn simulate_prints_the_per_mode_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pto(
+        dir.path(),
+        &[
+            "simulate",
+            "--workload",
+            "markov",
+            "--sessions",
+            "150",
+            "--work-ns-per-byte",
+            "2",
+            "--epochs",
+            "2",
+            "--embed",
+            "8",
+            "--hidden",
+            "8",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("origin: 20 ms + 100 MiB/s"), "{stdout}");
+    for mode in ["reactive", "static", "markov", "learned", "oracle"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(mode)),
+            "{mode}: {stdout}"
+        );
+    }
+    let oracle = stdout.lines().find(|l| l.starts_with("oracle")).unwrap();
+    let cols: Vec<&str> = oracle.split_whitespace().collect();
+    assert_eq!(
+        (cols[5], cols[8]),
+        ("100.0", "0"),
+        "oracle: all hits, no demand: {oracle}"
+    );
+    assert!(stdout.contains("best predictor:"));
+    // Bad policy values are refused with a message.
+    let out = pto(
+        dir.path(),
+        &["simulate", "--workload", "markov", "--threshold", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("threshold"));
+}
