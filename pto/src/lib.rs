@@ -5,7 +5,9 @@
 //! The online path (issue 5) uses [`predict::Predictor`] on a [`predict::SessionContext`],
 //! loads a trained model with [`nn::load_predictor`] (or [`nn::load_or_fallback`]), expands
 //! a predicted request type into tasks and resources with [`metadata::ServiceCatalogue`], and
-//! records what happened with [`history::History`].
+//! records what happened with [`history::History`]. [`online::Orchestrator`] puts these
+//! together for the prefetch backend (policy, metrics, the origin model and a replay
+//! simulation), and [`audit`] keeps the hash-chained audit log.
 
 #![warn(missing_docs)]
 
