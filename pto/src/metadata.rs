@@ -534,6 +534,24 @@ impl ServiceCatalogue {
         }
     }
 
+    /// Multiplies every resource size by `factor` (a positive, finite number), keeping
+    /// workload resources within the generator's range: a smaller catalogue of the same shape
+    /// for short end-to-end runs (the guest's work scales with the bytes).
+    pub fn scale_sizes(&mut self, factor: f64) {
+        let factor = if factor.is_finite() && factor > 0.0 {
+            factor
+        } else {
+            1.0
+        };
+        for r in &mut self.resources {
+            let size = (r.size as f64 * factor).round() as u64;
+            r.size = match r.origin {
+                Origin::Workload => size.clamp(see_workload::MIN_SIZE, see_workload::MAX_SIZE),
+                _ => size.clamp(1, MAX_RESOURCE_SIZE),
+            };
+        }
+    }
+
     /// The wire id of a resource: its index in [`ServiceCatalogue::resources`] plus one.
     pub fn resource_wire_id(&self, resource: &Resource) -> Option<u64> {
         self.resources

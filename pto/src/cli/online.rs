@@ -97,6 +97,9 @@ pub struct SimulateArgs {
     /// Origin bandwidth, MiB/s.
     #[arg(long, default_value_t = 100.0)]
     bandwidth_mib: f64,
+    /// Multiply every resource size by this (e.g. 0.0156 for a 64x smaller catalogue).
+    #[arg(long, default_value_t = 1.0)]
+    size_scale: f64,
     /// Guest work per byte, ns (default: measure see-workload's process here).
     #[arg(long)]
     work_ns_per_byte: Option<f64>,
@@ -123,7 +126,12 @@ fn learned(
 }
 
 pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
-    let cat = Arc::new(a.data.catalogue()?);
+    if !(a.size_scale.is_finite() && a.size_scale > 0.0) {
+        return Err(format!("--size-scale {} must be a positive number", a.size_scale).into());
+    }
+    let mut cat = a.data.catalogue()?;
+    cat.scale_sizes(a.size_scale);
+    let cat = Arc::new(cat);
     let (trace, desc) = a.data.load(&cat)?;
     let trace = Trace {
         sessions: trace.sessions_in(&cat.vocabulary()),
@@ -176,6 +184,15 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     );
     println!("{origin}; guest work {work:.2} ns/byte (see-workload process, measured here); claim {} us, demand round trip {} us, bundle check {} us",
         cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000);
+    let total: u64 = cat.resources.iter().map(|r| r.size).sum();
+    println!(
+        "catalogue {}: {} request types, {} resources, {:.1} MiB in all (size scale {})",
+        cat.name,
+        cat.requests.len(),
+        cat.resources.len(),
+        total as f64 / 1048576.0,
+        a.size_scale
+    );
     println!(
         "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests",
         a.budget_mib, policy.threshold, policy.top_k, policy.stale_after

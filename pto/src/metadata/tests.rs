@@ -174,6 +174,27 @@ fn shop_tasks_claim_code_and_data_of_realistic_sizes() {
 }
 
 #[test]
+fn sizes_scale_within_the_generator_range() {
+    let mut c = ServiceCatalogue::default_catalogue();
+    let before: Vec<u64> = c.resources.iter().map(|r| r.size).collect();
+    c.scale_sizes(1.0 / 64.0);
+    for (r, b) in c.resources.iter().zip(&before) {
+        assert_eq!(
+            r.size,
+            (*b as f64 / 64.0).round().max(256.0) as u64,
+            "{}",
+            r.id
+        );
+        assert_eq!(c.content(r).unwrap().len() as u64, r.size);
+    }
+    c.scale_sizes(f64::NAN);
+    assert_eq!(
+        c.resources[0].size,
+        (before[0] as f64 / 64.0).round() as u64
+    );
+}
+
+#[test]
 fn workload_resources_must_fit_the_generator() {
     let text = r#"
 [service]
