@@ -574,6 +574,12 @@ impl Orchestrator {
         Ok(FollowUp { prefetch, evict })
     }
 
+    /// Forgets a session that ended (its context and predictor state); what it staged ages
+    /// out through the policy's staleness rule.
+    pub fn end_session(&mut self, session: u64) {
+        self.sessions.remove(&session);
+    }
+
     /// Ends the run: whatever is still staged was wasted. Returns the summary row.
     pub fn finish(&mut self) -> Result<ModeSummary, OnlineError> {
         let left = self.staging.drain();

@@ -230,6 +230,7 @@ pub fn simulate(
             }
             guest.receive(t, &follow.prefetch);
         }
+        orch.end_session(i as u64 + 1);
     }
     orch.finish()
 }

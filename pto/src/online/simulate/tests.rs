@@ -119,3 +119,45 @@ fn work_cost_is_measured() {
     let ns = measure_work_ns_per_byte();
     assert!(ns.is_finite() && ns > 0.0);
 }
+
+#[test]
+fn learned_mode_loads_a_checkpoint_and_refuses_a_bad_one() {
+    use crate::nn::{self, HyperParams, ModelKind};
+    let (cat, train, test) = setup(60);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lstm");
+    let hp = HyperParams {
+        epochs: 2,
+        embed: 8,
+        hidden: 8,
+        ..HyperParams::default_for(ModelKind::Lstm)
+    };
+    let trained = nn::train(
+        &hp,
+        Arc::new(train.vocab.clone()),
+        &train.sessions,
+        &[],
+        &mut |_| {},
+    )
+    .unwrap();
+    nn::save(&trained, &path, None, "test", None).unwrap();
+    let p = predictor_for(Mode::Learned, &cat, &train, Some(&path)).unwrap();
+    let mut orch = Orchestrator::new(cat.clone(), Mode::Learned, p, Policy::default()).unwrap();
+    let row = simulate(&mut orch, &cat, &test[..5], &SimConfig::default()).unwrap();
+    assert_eq!(row.mode, "learned");
+    assert_eq!(
+        row.requests as usize,
+        test[..5].iter().map(|s| s.requests.len()).sum::<usize>()
+    );
+    assert!(orch.metrics().prefetched > 0);
+    // No checkpoint, or a corrupt one: a clear configuration error.
+    assert!(matches!(
+        predictor_for(Mode::Learned, &cat, &train, None),
+        Err(OnlineError::Config(_))
+    ));
+    std::fs::write(path.with_extension("safetensors"), b"junk").unwrap();
+    let err = predictor_for(Mode::Learned, &cat, &train, Some(&path))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("retrain"), "{err}");
+}
