@@ -278,3 +278,10 @@ fn history_records_outcomes() {
     assert_eq!(o.metrics().useful, 1);
     assert_eq!(o.metrics().wasted, n - 1);
 }
+
+#[test]
+fn the_orchestrator_can_move_to_the_backend_thread() {
+    fn send<T: Send>() {}
+    send::<Orchestrator>();
+    send::<crate::online::origin::Throttled<crate::online::origin::DirSource>>();
+}
