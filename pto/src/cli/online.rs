@@ -203,14 +203,12 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
             let p = learned_predictor.take().ok_or_else(|| {
                 see_pto::online::OnlineError::Config("learned mode listed twice".into())
             })?;
-            Orchestrator::new(cat.clone(), m, p, policy.clone())
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&past))
         }
-        _ => Orchestrator::new(
-            cat.clone(),
-            m,
-            predictor_for(m, &cat, &past, None)?,
-            policy.clone(),
-        ),
+        _ => {
+            let p = predictor_for(m, &cat, &past, None)?;
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&past))
+        }
     })?;
     println!("{}", ModeSummary::header());
     for r in &rows {

@@ -40,6 +40,9 @@ struct InFlight {
     deferred: Vec<(u64, Want)>,
 }
 
+/// The session id staging for a session not yet seen is filed under.
+pub const NEXT_SESSION: u64 = u64::MAX;
+
 /// The online orchestrator (one per VM).
 pub struct Orchestrator {
     catalogue: Arc<ServiceCatalogue>,
@@ -58,6 +61,8 @@ pub struct Orchestrator {
     next_request: u64,
     clock: u64,
     oracle_misses: u64,
+    /// How often each request type opened a session: what a new session starts with.
+    starts: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -128,6 +133,7 @@ impl Orchestrator {
             next_request: 1,
             clock: 0,
             oracle_misses: 0,
+            starts: HashMap::new(),
         })
     }
 
@@ -341,7 +347,13 @@ impl Orchestrator {
         let request_id = self.next_request;
         self.next_request += 1;
 
-        let mut live = self.sessions.remove(&session).unwrap_or_default();
+        let mut live = match self.sessions.remove(&session) {
+            Some(l) => l,
+            None => {
+                *self.starts.entry(request_type.to_owned()).or_default() += 1;
+                Live::default()
+            }
+        };
         let kind = self.predictor.vocabulary().id_or_unknown(request_type);
         self.predictor.observe(&live.ctx, kind);
         live.ctx.push(kind);
@@ -574,10 +586,42 @@ impl Orchestrator {
         Ok(FollowUp { prefetch, evict })
     }
 
-    /// Forgets a session that ended (its context and predictor state); what it staged ages
-    /// out through the policy's staleness rule.
-    pub fn end_session(&mut self, session: u64) {
+    /// Counts how the sessions of `past` started: what [`Orchestrator::end_session`] stages
+    /// for the next session (the live sessions' starts are counted as they come).
+    pub fn with_starts(mut self, past: &Trace) -> Self {
+        for s in &past.sessions {
+            if let Some(name) = s.requests.first().and_then(|r| past.vocab.name(r.kind)) {
+                *self.starts.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+        self
+    }
+
+    /// A session ended: forgets its context and predictor state (what it staged ages out
+    /// through the staleness rule) and, in the predicting modes, stages the likeliest first
+    /// requests of the next session (from how sessions started so far), within the policy.
+    pub fn end_session(&mut self, session: u64) -> Result<FollowUp, OnlineError> {
         self.sessions.remove(&session);
+        if matches!(self.mode, Mode::Reactive | Mode::Oracle) {
+            return Ok(FollowUp::default());
+        }
+        let total: u64 = self.starts.values().sum();
+        let mut starts: Vec<(&String, u64)> = self.starts.iter().map(|(n, c)| (n, *c)).collect();
+        starts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let picks: Vec<(String, f32)> = starts
+            .into_iter()
+            .take(self.policy.top_k)
+            .map(|(n, c)| (n.clone(), c as f32 / total.max(1) as f32))
+            .filter(|(_, p)| *p >= self.policy.threshold)
+            .collect();
+        let mut seen = HashSet::new();
+        let mut wants = Vec::new();
+        for (name, p) in &picks {
+            wants.extend(self.wants_of(name, *p, &mut seen));
+        }
+        let mut evict = Vec::new();
+        let prefetch = self.admit_all(&wants, NEXT_SESSION, 0, &seen, &mut evict)?;
+        Ok(FollowUp { prefetch, evict })
     }
 
     /// Ends the run: whatever is still staged was wasted. Returns the summary row.

@@ -2,7 +2,8 @@
 //! virtual time, so the policy and the targets can be checked before the VM path is ready.
 //!
 //! The simulated guest runs one request at a time, sessions one after another, with the trace's
-//! think time between requests (capped). A request runs its tasks in dependency order; each
+//! think time between requests (capped) and a pause between sessions; at the end of each
+//! session the orchestrator hears of it ([`Orchestrator::end_session`]). A request runs its tasks in dependency order; each
 //! task claims its resources: a staged one costs `claim_ns` (after waiting for it if its
 //! prefetch is still on the link: a late hit), a missing one is demand-fetched over the shared
 //! origin [`Link`] (`demand_rtt_ns` + the origin's latency and transfer + signature check), then
@@ -230,7 +231,11 @@ pub fn simulate(
             }
             guest.receive(t, &follow.prefetch);
         }
-        orch.end_session(i as u64 + 1);
+        let follow = orch.end_session(i as u64 + 1)?;
+        for e in &follow.evict {
+            guest.staged.remove(&e.resource_id);
+        }
+        guest.receive(t, &follow.prefetch);
     }
     orch.finish()
 }

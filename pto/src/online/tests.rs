@@ -285,3 +285,52 @@ fn the_orchestrator_can_move_to_the_backend_thread() {
     send::<Orchestrator>();
     send::<crate::online::origin::Throttled<crate::online::origin::DirSource>>();
 }
+
+#[test]
+fn a_session_end_stages_the_likeliest_start() {
+    use crate::trace::{Request, Session, Trace};
+    let cat = cat();
+    let vocab = cat.vocabulary();
+    let session = |first: &str| Session {
+        key: first.into(),
+        user: None,
+        requests: vec![Request {
+            kind: vocab.get(first).unwrap(),
+            at_ms: 0,
+        }],
+        truth: Vec::new(),
+    };
+    let past = Trace {
+        vocab: vocab.clone(),
+        sessions: vec![
+            session("home"),
+            session("home"),
+            session("home"),
+            session("search"),
+        ],
+    };
+    let m = Box::new(Ppm::markov1(Arc::new(vocab.clone())));
+    let policy = Policy {
+        threshold: 0.5,
+        ..Policy::default()
+    };
+    let mut o = Orchestrator::new(cat.clone(), Mode::Markov, m, policy.clone())
+        .unwrap()
+        .with_starts(&past);
+    let f = o.end_session(42).unwrap();
+    let mut got: Vec<u64> = f.prefetch.iter().map(|p| p.resource_id).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ids_of(&cat, "home"),
+        "search (25 %) is below the threshold"
+    );
+    assert!(f.prefetch.iter().all(|p| p.probability == 0.75));
+    // Nothing twice; the next session's first request claims them.
+    assert!(o.end_session(43).unwrap().prefetch.is_empty());
+    let r = Box::new(Reactive::new(Arc::new(vocab)));
+    let mut reactive = Orchestrator::new(cat, Mode::Reactive, r, policy)
+        .unwrap()
+        .with_starts(&past);
+    assert!(reactive.end_session(1).unwrap().prefetch.is_empty());
+}

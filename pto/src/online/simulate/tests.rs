@@ -24,7 +24,7 @@ fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
             Orchestrator::oracle(cat.clone(), policy.clone(), order)
         } else {
             let p = predictor_for(m, &cat, &train, None)?;
-            Orchestrator::new(cat.clone(), m, p, policy.clone())
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&train))
         }
     })
     .unwrap()
