@@ -34,6 +34,8 @@ pub struct Metrics {
     pub skipped_budget: u64,
     /// Requests that completed with an error status.
     pub failed: u64,
+    /// Wall time spent planning (`on_request` and `on_completion`), ns.
+    pub plan_ns: u64,
 }
 
 /// The `q`-quantile (0..=1) of `sorted` by nearest rank; 0 for none.
@@ -70,6 +72,8 @@ pub struct ModeSummary {
     pub traffic_bytes: u64,
     /// Bytes prefetched.
     pub prefetched_bytes: u64,
+    /// Mean wall time the orchestrator spent planning per request (prediction included), us.
+    pub plan_us: f64,
 }
 
 impl Metrics {
@@ -99,6 +103,11 @@ impl Metrics {
             demand_fetches: self.demand_fetches,
             traffic_bytes: self.prefetched_bytes + self.demand_bytes,
             prefetched_bytes: self.prefetched_bytes,
+            plan_us: if l.is_empty() {
+                0.0
+            } else {
+                self.plan_ns as f64 / 1e3 / l.len() as f64
+            },
         }
     }
 }
@@ -111,7 +120,7 @@ impl ModeSummary {
     /// The table header matching [`fmt::Display`].
     pub fn header() -> String {
         format!(
-            "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>8} {:>11}",
+            "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>8} {:>11} {:>8}",
             "mode",
             "reqs",
             "p50 ms",
@@ -121,7 +130,8 @@ impl ModeSummary {
             "precis %",
             "wasted MiB",
             "demands",
-            "traffic MiB"
+            "traffic MiB",
+            "plan us"
         )
     }
 }
@@ -130,7 +140,7 @@ impl fmt::Display for ModeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9.1} {:>11.1} {:>8} {:>11.1}",
+            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9.1} {:>11.1} {:>8} {:>11.1} {:>8.1}",
             self.mode,
             self.requests,
             self.p50_ms,
@@ -140,7 +150,8 @@ impl fmt::Display for ModeSummary {
             100.0 * self.precision,
             mib(self.wasted_bytes),
             self.demand_fetches,
-            mib(self.traffic_bytes)
+            mib(self.traffic_bytes),
+            self.plan_us
         )
     }
 }

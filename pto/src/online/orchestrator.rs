@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::Path,
     sync::Arc,
+    time::Instant,
 };
 
 use super::{
@@ -332,6 +333,13 @@ impl Orchestrator {
         request_type: &str,
         now_us: u64,
     ) -> Result<Plan, OnlineError> {
+        let start = Instant::now();
+        let plan = self.plan(session, request_type, now_us);
+        self.metrics.plan_ns += start.elapsed().as_nanos() as u64;
+        plan
+    }
+
+    fn plan(&mut self, session: u64, request_type: &str, now_us: u64) -> Result<Plan, OnlineError> {
         let req = self
             .catalogue
             .request(request_type)
@@ -533,6 +541,13 @@ impl Orchestrator {
     /// A request completed: records it and returns the prefetches that waited for its claims
     /// (and what they displaced).
     pub fn on_completion(&mut self, c: &Completion) -> Result<FollowUp, OnlineError> {
+        let start = Instant::now();
+        let follow = self.complete(c);
+        self.metrics.plan_ns += start.elapsed().as_nanos() as u64;
+        follow
+    }
+
+    fn complete(&mut self, c: &Completion) -> Result<FollowUp, OnlineError> {
         let f = self
             .inflight
             .remove(&c.request_id)
