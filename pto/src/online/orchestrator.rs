@@ -415,6 +415,12 @@ impl Orchestrator {
             .evict_stale(session, &keep, self.clock, self.policy.stale_after);
         self.waste(stale, &mut evict)?;
 
+        // Audited in the order the backend acts: evict, dispatch, prefetch.
+        self.audit(AuditEvent::Dispatch {
+            session,
+            request: request_id,
+            request_type: request_type.into(),
+        })?;
         let mut prefetch = Vec::new();
         let mut deferred = Vec::new();
         for (s, wants) in by_session {
@@ -432,11 +438,6 @@ impl Orchestrator {
                 deferred,
             },
         );
-        self.audit(AuditEvent::Dispatch {
-            session,
-            request: request_id,
-            request_type: request_type.into(),
-        })?;
         Ok(Plan {
             dispatch: Dispatch {
                 request_id,
