@@ -32,3 +32,6 @@ pub use message::{
     parse_message, Ack, Chunk, Complete, Demand, Hello, Message, MessageHeader, MessageKind,
     RejectReason, Report, ReportKind, Request, Status, TaskTiming, TaskTimings,
 };
+
+#[cfg(test)]
+mod tests;
