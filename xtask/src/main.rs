@@ -4,6 +4,7 @@
 //! whole test suite as CI does) lives here, so that a fresh machine needs nothing but cargo.
 
 mod bench;
+mod fuzz;
 mod image;
 mod run;
 mod test;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a benchmark and print its figures (e.g. `bench boot`).
     Bench(bench::BenchArgs),
+    /// Run every fuzz target in fuzz/ for a bounded time (installs nightly and cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     /// Run the whole test suite: format, lints, docs, unit and end-to-end tests (what CI runs).
     Test(test::TestArgs),
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

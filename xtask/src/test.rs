@@ -12,6 +12,9 @@ pub struct TestArgs {
     /// Skip the format and lint checks (for a quick local run).
     #[arg(long)]
     pub no_lint: bool,
+    /// Seconds each fuzz target runs (0 skips fuzzing).
+    #[arg(long, default_value_t = 10)]
+    pub fuzz_seconds: u64,
 }
 
 /// Runs every check in the order that fails fastest.
@@ -54,6 +57,22 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )?;
     }
+    // The no_std crates shared with the guest must build for the guest's target.
+    run_step(
+        "cargo build (no_std crates, x86_64-unknown-none)",
+        cargo().args([
+            "build",
+            "--locked",
+            "--target",
+            "x86_64-unknown-none",
+            "-p",
+            "virtio-prefetch-wire",
+            "-p",
+            "see-guest-driver",
+            "-p",
+            "see-workload",
+        ]),
+    )?;
     // The end-to-end tests boot the release VMM on the guest image: build both first.
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
@@ -64,5 +83,11 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .env("SEE_VMM_BIN", vmm)
             .env("SEE_KERNEL_IMAGE", kernel),
     )?;
+    if args.fuzz_seconds > 0 {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs {
+            seconds: args.fuzz_seconds,
+            targets: Vec::new(),
+        })?;
+    }
     Ok(())
 }

@@ -1,0 +1,96 @@
+//! `cargo xtask fuzz`: runs every cargo-fuzz target in `fuzz/` for a bounded time.
+//!
+//! cargo-fuzz needs a nightly toolchain (for the sanitizer and coverage flags); this step
+//! installs nightly (minimal profile) and cargo-fuzz itself when they are missing, so a fresh
+//! machine needs nothing by hand.
+
+use std::process::Command;
+
+use clap::Args;
+
+use crate::{repo_root, run_step};
+
+/// Options of `cargo xtask fuzz`.
+#[derive(Args, Debug)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Targets to run (default: every target in fuzz/).
+    pub targets: Vec<String>,
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Installs nightly and cargo-fuzz if needed.
+fn ensure_tools() -> Result<(), String> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        run_step(
+            "rustup toolchain install nightly (for cargo-fuzz)",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
+        )?;
+    }
+    if !succeeds(Command::new("cargo").args(["+nightly", "fuzz", "--version"])) {
+        run_step(
+            "cargo install cargo-fuzz",
+            Command::new("cargo").args(["+nightly", "install", "cargo-fuzz", "--locked"]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the selected targets, each for `args.seconds`.
+pub fn run(args: &FuzzArgs) -> Result<(), String> {
+    ensure_tools()?;
+    let dir = repo_root().join("fuzz");
+    let targets = if args.targets.is_empty() {
+        let output = Command::new("cargo")
+            .args(["+nightly", "fuzz", "list"])
+            .current_dir(&dir)
+            .output()
+            .map_err(|e| format!("cargo fuzz list: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "cargo fuzz list failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    } else {
+        args.targets.clone()
+    };
+    if targets.is_empty() {
+        return Err("no fuzz targets found in fuzz/".into());
+    }
+    for target in &targets {
+        run_step(
+            &format!("fuzz {target} ({} s)", args.seconds),
+            Command::new("cargo").current_dir(&dir).args([
+                "+nightly",
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={}", args.seconds),
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+            ]),
+        )?;
+    }
+    Ok(())
+}
