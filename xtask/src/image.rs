@@ -23,23 +23,26 @@ pub fn kernel_path() -> PathBuf {
 }
 
 /// A cargo command for the guest kernel, run from its directory (so its `.cargo/config.toml`
-/// applies) with the host build's target-dir and flags removed.
-pub fn kernel_cargo(args: &[&str]) -> Command {
+/// applies) with the host build's target-dir and flags removed, and the PTO's verifying key
+/// (created on first use) named in `SEE_PTO_VERIFYING_KEY` for the kernel's build script.
+pub fn kernel_cargo(args: &[&str]) -> Result<Command, String> {
+    let key = crate::keys::ensure()?;
     let mut c = cargo();
+    c.env("SEE_PTO_VERIFYING_KEY", key);
     c.current_dir(kernel_dir())
         .args(args)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    c
+    Ok(c)
 }
 
 /// Builds the guest kernel and returns its path.
 pub fn build_image() -> Result<PathBuf, String> {
     run_step(
         "build the guest image (images/see-kernel)",
-        &mut kernel_cargo(&["build", "--release", "--locked"]),
+        &mut kernel_cargo(&["build", "--release", "--locked"])?,
     )?;
     let path = kernel_path();
     if path.is_file() {

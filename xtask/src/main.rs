@@ -6,6 +6,7 @@
 mod bench;
 mod fuzz;
 mod image;
+mod keys;
 mod run;
 mod test;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Build the SEE guest kernel image (images/see-kernel).
     Image,
+    /// Create the development signing key pair in target/see-keys/ if it is missing.
+    Keys,
     /// Build the image and the VMM, boot the image and show the console and the exit code.
     Run(run::RunArgs),
     /// Run a benchmark and print its figures (e.g. `bench boot`).
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Image => image::run(),
+        Command::Keys => keys::run(),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Test(args) => test::run(&args),

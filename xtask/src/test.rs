@@ -44,11 +44,11 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
         )?;
         run_step(
             "cargo fmt --check (guest image)",
-            &mut image::kernel_cargo(&["fmt", "--", "--check"]),
+            &mut image::kernel_cargo(&["fmt", "--", "--check"])?,
         )?;
         run_step(
             "cargo clippy (guest image)",
-            &mut image::kernel_cargo(&["clippy", "--release", "--locked", "--", "-D", "warnings"]),
+            &mut image::kernel_cargo(&["clippy", "--release", "--locked", "--", "-D", "warnings"])?,
         )?;
         run_step(
             "cargo doc",

@@ -22,6 +22,7 @@ mod exit;
 mod gdt;
 mod heap;
 mod interrupts;
+mod keys;
 mod memmap;
 mod selftest;
 mod time;
