@@ -5,7 +5,7 @@ use log::debug;
 
 use crate::{
     driver::{AckState, ClaimError, CtrlPurpose, DriverState, PendingDemand},
-    msg,
+    msg::{self, RejectReason, ReportKind},
     platform::Platform,
     store::Resource,
     verify::Ids,
@@ -73,7 +73,7 @@ impl<P: Platform> Driver<P> {
                     .ok_or(ClaimError::NotStaged)?;
                 self.counters.hits += 1;
                 let latency = self.p.now_ns().saturating_sub(start);
-                self.report_resource(msg::report::CLAIM_HIT, 0, &r, latency);
+                self.report_resource(ReportKind::ClaimHit, &r, latency);
                 Ok(r)
             }
             None => {
@@ -84,7 +84,7 @@ impl<P: Platform> Driver<P> {
                     resource_id,
                     version: 0,
                 };
-                self.report(msg::report::MISS, 0, ids, 0);
+                self.report(ReportKind::Miss, None, ids, 0);
                 Err(ClaimError::NotStaged)
             }
         }
@@ -142,7 +142,7 @@ impl<P: Platform> Driver<P> {
             Ok(r) => {
                 self.counters.demands_served += 1;
                 let latency = self.p.now_ns().saturating_sub(start);
-                self.report_resource(msg::report::DEMAND_SERVED, 0, r, latency);
+                self.report_resource(ReportKind::DemandServed, r, latency);
                 self.flush();
             }
             Err(e) => {
@@ -196,24 +196,37 @@ impl<P: Platform> Driver<P> {
         self.send_ctrl(CtrlPurpose::Complete, &m, true)
     }
 
-    pub(crate) fn report_resource(&mut self, kind: u32, reason: u32, r: &Resource, latency: u64) {
+    pub(crate) fn report_resource(&mut self, kind: ReportKind, r: &Resource, latency: u64) {
         let ids = Ids {
             app_id: r.app_id,
             task_id: r.task_id,
             resource_id: r.resource_id,
             version: r.version,
         };
-        self.report(kind, reason, ids, latency);
+        self.report(kind, None, ids, latency);
     }
 
-    /// Posts a Report without kicking (the next poll or flush kicks). Dropped (and counted)
+    /// Posts a Report without kicking (the next wait, completion or flush kicks). Dropped (and counted)
     /// when ctrlq is full or the device is broken: reports never block a claim.
-    pub(crate) fn report(&mut self, kind: u32, reason: u32, ids: Ids, latency_ns: u64) {
+    pub(crate) fn report(
+        &mut self,
+        kind: ReportKind,
+        reason: Option<RejectReason>,
+        ids: Ids,
+        latency_ns: u64,
+    ) {
         if self.state != DriverState::Ready {
             return;
         }
         let m = msg::encode_report(kind, reason, ids, latency_ns);
         let _ = self.send_ctrl(CtrlPurpose::Report, &m, false);
+        // Reports ride along with the next kick (a wait, a completion, a flush); kick now
+        // only when half of ctrlq is taken, so a claim normally costs no register access.
+        if let Some(r) = self.rings.as_ref() {
+            if u32::from(r.ctrlq.outstanding()) * 2 >= u32::from(self.config.ctrl_chains) {
+                self.flush();
+            }
+        }
     }
 }
 
@@ -226,7 +239,7 @@ impl<P: Platform> Driver<P> {
         }
         for old in self.store.insert(resource) {
             self.counters.evicted += 1;
-            self.report_resource(msg::report::EVICT, 0, &old, 0);
+            self.report_resource(ReportKind::Evict, &old, 0);
         }
     }
 }

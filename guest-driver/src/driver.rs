@@ -14,7 +14,7 @@ pub use crate::store::{Resource, Source};
 use crate::{
     counters::Counters,
     mmio::{self, irq, status, Transport, TransportError},
-    msg,
+    msg::{self, RejectReason, ReportKind, Status},
     platform::Platform,
     queue::{self, QueueError, RingAddrs, Segment, SplitQueue, Used, UsedFault},
     reassembly::Reassembly,
@@ -77,7 +77,7 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
-    /// Defaults: 32 staging buffers of 64 KiB, 16 request buffers, 16 ctrlq chains, 16 MiB
+    /// Defaults: 32 staging buffers of 64 KiB, 16 request buffers, 64 ctrlq chains, 16 MiB
     /// resources, a 64 MiB store, 1 s for an Ack and 10 s for a demand fetch.
     pub fn new(window: SharedWindow) -> Self {
         Self {
@@ -86,7 +86,7 @@ impl DriverConfig {
             staging_buffers: 32,
             max_chunk_len: 64 * 1024,
             request_buffers: 16,
-            ctrl_chains: 16,
+            ctrl_chains: 64,
             max_content_len: 16 * 1024 * 1024,
             store_budget: 64 * 1024 * 1024,
             ctrl_timeout_ns: 1_000_000_000,
@@ -130,22 +130,8 @@ pub struct IncomingRequest {
     pub args: Vec<u8>,
 }
 
-/// Timings of one task of a request, reported in Complete.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TaskTiming {
-    /// Task.
-    pub task_id: u64,
-    /// Time spent claiming staged resources.
-    pub claim_ns: u64,
-    /// Time spent in demand fetches.
-    pub fetch_ns: u64,
-    /// Time spent working.
-    pub work_ns: u64,
-    /// Staged hits.
-    pub hits: u32,
-    /// Misses.
-    pub misses: u32,
-}
+/// Timings of one task of a request, reported in Complete (the wire crate's type).
+pub use virtio_prefetch_wire::TaskTiming;
 
 /// The completion of a request, sent on ctrlq.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,10 +192,8 @@ pub enum ClaimError {
     #[error("the device refused the request with status {0}")]
     Refused(u32),
     /// The bundle the device delivered for this demand was rejected (RejectReason code).
-    #[error(
-        "the device delivered a bundle that failed verification (reason {0}); see the counters"
-    )]
-    Rejected(u32),
+    #[error("the device delivered a bundle that failed verification ({0:?}); see the counters")]
+    Rejected(RejectReason),
     /// The device answered with a malformed Ack.
     #[error("the device answered with a malformed Ack; see the malformed counter")]
     BadAck,
@@ -253,7 +237,8 @@ pub(crate) enum CtrlPurpose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AckState {
     Pending,
-    Ok,
+    /// Accepted; the Ack's cookie.
+    Ok(u32),
     /// Non-zero Status code.
     Status(u32),
     /// The device returned the chain with a malformed Ack.
@@ -275,7 +260,7 @@ pub(crate) struct PendingDemand {
     pub resource_id: u64,
     pub min_version: u64,
     pub ack: AckState,
-    pub outcome: Option<Result<Resource, u32>>,
+    pub outcome: Option<Result<Resource, RejectReason>>,
 }
 
 /// Everything carved out of the window, and the queues over it.
@@ -315,6 +300,8 @@ pub struct Driver<P: Platform> {
     pub(crate) max_content_len: u32,
     pub(crate) last_status_check: u64,
     scratch: Vec<Result<Used, UsedFault>>,
+    /// Private copy of one staging buffer (allocation reused).
+    staging_copy: Vec<u8>,
 }
 
 impl<P: Platform> Driver<P> {
@@ -328,21 +315,24 @@ impl<P: Platform> Driver<P> {
     ) -> Result<Self, InitError> {
         let key =
             VerifyingKey::from_sec1_bytes(verifying_key_sec1).map_err(|_| InitError::BadKey)?;
-        for (n, what) in [
+        for (n, max, what) in [
             (
                 config.staging_buffers,
-                "staging_buffers must be a power of two in 1..=32768",
+                32768,
+                "staging_buffers must be a power of two <= 32768",
             ),
             (
                 config.request_buffers,
-                "request_buffers must be a power of two in 1..=32768",
+                32768,
+                "request_buffers must be a power of two <= 32768",
             ),
             (
                 config.ctrl_chains,
-                "ctrl_chains must be a power of two in 1..=16384",
+                16384,
+                "ctrl_chains must be a power of two <= 16384",
             ),
         ] {
-            if !n.is_power_of_two() || n > 16384 && what.starts_with("ctrl") || n > 32768 {
+            if !n.is_power_of_two() || n > max {
                 return Err(InitError::Config(what));
             }
         }
@@ -370,6 +360,7 @@ impl<P: Platform> Driver<P> {
             max_content_len,
             last_status_check: 0,
             scratch: Vec::new(),
+            staging_copy: Vec::new(),
         };
         d.bring_up()?;
         Ok(d)
@@ -391,8 +382,13 @@ impl<P: Platform> Driver<P> {
         self.features = Transport::negotiate(&self.p, mmio::F_VERSION_1, wanted)?;
         let cfg = Transport::read_config::<P, { msg::CONFIG_LEN }>(&self.p)
             .ok_or(InitError::ConfigUnstable)?;
-        let dev = msg::parse_config(&cfg);
-        self.max_content_len = self.config.max_content_len.min(dev.max_content_len);
+        let dev = msg::DeviceConfig::parse(&cfg)
+            .map_err(|_| InitError::Config("the device's config space is malformed"))?;
+        // The device's limits can only lower ours (0 means it did not say).
+        self.max_content_len = match dev.max_content_len {
+            0 => self.config.max_content_len,
+            n => self.config.max_content_len.min(n),
+        };
         self.reassembly = Reassembly::new(msg::max_object_len(self.max_content_len));
         let chunk = if dev.max_chunk_len == 0 {
             self.config.max_chunk_len
@@ -416,6 +412,9 @@ impl<P: Platform> Driver<P> {
         self.rings = Some(rings);
         self.post_all_buffers();
         Transport::driver_ok(&self.p);
+        // No notification before DRIVER_OK (virtio 1.2, 3.1.1).
+        Transport::notify(&self.p, REQUESTQ);
+        Transport::notify(&self.p, STAGINGQ);
         self.state = DriverState::Ready;
         self.last_status_check = self.p.now_ns();
         self.session = Session::fresh(&mut self.p, self.session.epoch.wrapping_add(1));
@@ -496,8 +495,6 @@ impl<P: Platform> Driver<P> {
             };
             r.stagingq.post(&self.p, &[seg], i as u32);
         }
-        Transport::notify(&self.p, REQUESTQ);
-        Transport::notify(&self.p, STAGINGQ);
     }
 
     /// Marks the device broken and discards everything tied to the session.
@@ -505,16 +502,15 @@ impl<P: Platform> Driver<P> {
         if self.state == DriverState::Ready {
             warn!("virtio-prefetch: device unusable: {why:?}");
         }
+        if self.rings.is_some() {
+            // Stop the device using the rings; Driver::reset brings it back.
+            Transport::reset(&self.p);
+        }
         self.state = DriverState::Broken(why);
         self.counters.evicted += self.store.clear() as u64;
         self.reassembly.clear();
         self.requests.clear();
         self.session.manifest_digests.clear();
-        for d in self.demands.values_mut() {
-            if d.outcome.is_none() {
-                d.ack = AckState::Garbled;
-            }
-        }
     }
 
     /// The handle the IRQ handler calls.
@@ -626,7 +622,6 @@ impl<P: Platform> Driver<P> {
             }
         }
         self.scratch = used;
-        self.flush();
     }
 
     /// Handles one used buffer (`len` None: refused, only recycle) and gives it back.
@@ -694,37 +689,43 @@ impl<P: Platform> Driver<P> {
         }
     }
 
-    /// A staging buffer came back with `len` bytes: copy the chunk out once, reassemble, and
-    /// verify a completed object.
+    /// A staging buffer came back with `len` bytes: copy them out of the shared window once
+    /// into private memory, parse the chunk there, reassemble, and verify a completed object.
     fn on_staging(&mut self, gpa: u64, len: u32) {
-        let mut head = [0u8; msg::CHUNK_PREFIX];
-        if (len as usize) < head.len() {
-            self.counters.malformed += 1;
-            return;
-        }
-        self.p.shared_read(gpa, &mut head);
-        let Some(info) = msg::parse_chunk_prefix(&head, len) else {
-            self.counters.malformed += 1;
-            return;
-        };
-        let p = &self.p;
-        let payload_gpa = gpa + msg::CHUNK_PREFIX as u64;
-        match self
-            .reassembly
-            .accept(info, |dst| p.shared_read(payload_gpa, dst))
-        {
-            Ok(None) => {}
-            Ok(Some(object)) => self.on_object(&object),
-            Err(e) => {
-                debug!(
-                    "virtio-prefetch: chunk of stream {} dropped: {e}",
-                    info.stream_id
-                );
+        let mut copy = core::mem::take(&mut self.staging_copy);
+        copy.clear();
+        copy.resize(len as usize, 0);
+        self.p.shared_read(gpa, &mut copy);
+        let done = match msg::parse_chunk(&copy) {
+            None => {
                 self.counters.malformed += 1;
-                if matches!(e, crate::reassembly::ChunkError::TooLarge(_)) {
-                    self.counters.rejected[msg::reject::TOO_LARGE as usize] += 1;
-                }
+                None
             }
+            Some(chunk) => match self.reassembly.accept(&chunk) {
+                Ok(done) => done,
+                Err(e) => {
+                    debug!(
+                        "virtio-prefetch: chunk of stream {} dropped: {e}",
+                        chunk.stream_id
+                    );
+                    if matches!(e, crate::reassembly::ChunkError::TooLarge(_)) {
+                        self.count_reject(RejectReason::TooLarge);
+                    } else {
+                        self.counters.malformed += 1;
+                    }
+                    None
+                }
+            },
+        };
+        self.staging_copy = copy;
+        if let Some(object) = done {
+            self.on_object(&object);
+        }
+    }
+
+    pub(crate) fn count_reject(&mut self, reason: RejectReason) {
+        if let Some(slot) = self.counters.rejected.get_mut(reason.raw() as usize) {
+            *slot += 1;
         }
     }
 
@@ -763,27 +764,25 @@ impl<P: Platform> Driver<P> {
                     None => {
                         for old in self.store.insert(r) {
                             self.counters.evicted += 1;
-                            self.report_resource(msg::report::EVICT, 0, &old, 0);
+                            self.report_resource(ReportKind::Evict, &old, 0);
                         }
                     }
                 }
             }
             Ok(Verdict::Manifest { seq, digests }) => {
-                self.session.last_manifest_seq = Some(seq);
+                self.session.last_seq = Some(seq);
                 self.session.add_manifest(digests);
                 self.counters.manifests += 1;
             }
             Err(rej) => {
-                debug!("virtio-prefetch: object rejected: reason {}", rej.reason);
-                if let Some(slot) = self.counters.rejected.get_mut(rej.reason as usize) {
-                    *slot += 1;
-                }
+                debug!("virtio-prefetch: object rejected: {:?}", rej.reason);
+                self.count_reject(rej.reason);
                 if let Some(cookie) = rej.demand {
                     if let Some(d) = self.demands.get_mut(&cookie) {
                         d.outcome.get_or_insert(Err(rej.reason));
                     }
                 }
-                self.report(msg::report::REJECT, rej.reason, rej.ids, 0);
+                self.report(ReportKind::Reject, Some(rej.reason), rej.ids, 0);
             }
         }
     }
@@ -809,8 +808,8 @@ impl<P: Platform> Driver<P> {
         let n = (len as usize).min(buf.len());
         self.p.shared_read(gpa, &mut buf[..n]);
         match msg::parse_ack(&buf[..n]) {
-            Some(0) => AckState::Ok,
-            Some(status) => AckState::Status(status),
+            Some((ack, cookie)) if ack.status == Status::Ok => AckState::Ok(cookie),
+            Some((ack, _)) => AckState::Status(ack.status.raw()),
             None => {
                 self.counters.malformed += 1;
                 AckState::Garbled
@@ -825,13 +824,21 @@ impl<P: Platform> Driver<P> {
         };
         match purpose {
             CtrlPurpose::Demand(cookie) => {
+                // An Ok Ack must echo the demand id.
+                let ack = match ack {
+                    AckState::Ok(c) if c != cookie => {
+                        self.counters.malformed += 1;
+                        AckState::Garbled
+                    }
+                    other => other,
+                };
                 if let Some(d) = self.demands.get_mut(&cookie) {
                     d.ack = ack;
                 }
             }
             CtrlPurpose::Hello => self.session.hello_ack = ack,
             CtrlPurpose::Report | CtrlPurpose::Complete => {
-                if ack != AckState::Ok {
+                if !matches!(ack, AckState::Ok(_)) {
                     debug!("virtio-prefetch: {purpose:?} answered {ack:?}");
                 }
             }
@@ -905,12 +912,13 @@ impl<P: Platform> Driver<P> {
         mut done: impl FnMut(&Self) -> bool,
     ) -> Result<(), ClaimError> {
         loop {
+            self.flush();
             self.poll();
-            if done(self) {
-                return Ok(());
-            }
             if let DriverState::Broken(why) = self.state {
                 return Err(ClaimError::DeviceBroken(why));
+            }
+            if done(self) {
+                return Ok(());
             }
             if self.p.now_ns() >= deadline_ns {
                 if let DriverState::Broken(why) = self.check_device() {
@@ -942,7 +950,7 @@ impl<P: Platform> Driver<P> {
         let deadline = self.p.now_ns().saturating_add(self.config.ctrl_timeout_ns);
         self.wait_until(deadline, |d| d.session.hello_ack != AckState::Pending)?;
         match self.session.hello_ack {
-            AckState::Ok => Ok(()),
+            AckState::Ok(_) => Ok(()),
             AckState::Status(s) => Err(ClaimError::Refused(s)),
             _ => Err(ClaimError::BadAck),
         }

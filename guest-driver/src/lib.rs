@@ -39,6 +39,29 @@
 //!    [`Driver::next_request`], [`Driver::available`], [`Driver::claim`],
 //!    [`Driver::claim_or_fetch`], [`Driver::complete_request`].
 //! 5. If [`Driver::state`] says the device is broken: [`Driver::reset`] (new session).
+//!
+//! # Implementing [`Platform`] in the kernel
+//!
+//! - `mmio_*`: offsets are relative to the device's base (`0xD000_0000` for slot 0); 32-bit
+//!   volatile accesses.
+//! - `shared_read`/`shared_write`: `core::ptr::copy` with volatile semantics (or
+//!   `read_volatile` per word) from the identity-mapped window; never hand out a reference.
+//!   The driver only names ranges inside the window it was given.
+//! - `wait_for_event`: arm the LAPIC timer for the deadline, then `sti; hlt` (the pair is
+//!   atomic with respect to interrupts), then `cli`. The driver checks the interrupt flag
+//!   before sleeping, so a wake-up is not lost if the IRQ arrives just before.
+//! - The IRQ handler (GSI 5, edge-triggered) calls [`InterruptHandle::on_interrupt`] and sends
+//!   the EOI; it must not touch the driver itself. The driver reads and acknowledges
+//!   InterruptStatus in [`Driver::poll`], and does not depend on it for used buffers (with an
+//!   irqfd the VMM may not know why the interrupt fired): every poll reads the used rings.
+//!
+//! # Costs in register accesses (each one a VM exit)
+//!
+//! A claim of a staged resource does none: reports are posted on ctrlq and kicked with the
+//! next wait, request completion or [`Driver::flush`] (or when half of ctrlq is taken). A
+//! demand fetch costs one notify plus, in interrupt mode, one InterruptStatus read and ack
+//! per interrupt. Polling mode asks the device not to interrupt and reads the status register
+//! at most once per millisecond to notice a device that needs a reset.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
@@ -57,6 +80,11 @@ pub mod registry;
 pub mod store;
 mod verify;
 pub mod window;
+
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(any(test, feature = "test-device"))]
+pub mod testdev;
 
 pub use counters::Counters;
 pub use driver::{

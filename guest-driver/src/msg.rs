@@ -1,90 +1,126 @@
-//! TEMPORARY compile stub until virtio-prefetch-wire lands (not committed).
-#![allow(dead_code, unused_variables, missing_docs)]
-use crate::{reassembly::ChunkInfo, verify::Ids, IncomingRequest, RequestCompletion};
+//! The driver's side of the wire format: thin helpers over `virtio-prefetch-wire`, which owns
+//! every layout. Encoders build a message into a fresh buffer; parsers work on private copies.
+
 use alloc::vec::Vec;
-pub const DEVICE_ID: u32 = 0x5EE0;
-pub const F_MANIFEST: u64 = 1;
-pub const F_NEEDS_RESET: u64 = 2;
-pub const CONFIG_LEN: usize = 16;
-pub const CHUNK_PREFIX: usize = 40;
-pub mod reject {
-    pub const MALFORMED: u32 = 1;
-    pub const BAD_SIGNATURE: u32 = 2;
-    pub const WRONG_SESSION: u32 = 3;
-    pub const REPLAY: u32 = 4;
-    pub const ROLLBACK: u32 = 5;
-    pub const WRONG_TASK: u32 = 6;
-    pub const DIGEST_MISMATCH: u32 = 7;
-    pub const TOO_LARGE: u32 = 8;
-    pub const NOT_IN_MANIFEST: u32 = 9;
-    pub const UNEXPECTED: u32 = 10;
+
+use virtio_prefetch_wire as wire;
+use wire::{Ack, Chunk, Complete, Demand, Hello, Message, Report, TaskTimings};
+pub use wire::{
+    BundleHeader, DeviceConfig, ManifestHeader, MessageHeader, RejectReason, ReportKind, Status,
+    CONFIG_LEN, DEVICE_ID, F_MANIFEST, F_NEEDS_RESET,
+};
+
+use crate::{driver::IncomingRequest, verify::Ids, RequestCompletion};
+
+/// Header plus fixed chunk fields in front of a chunk's data.
+pub const CHUNK_PREFIX: usize = MessageHeader::LEN + Chunk::FIXED_LEN;
+
+/// The largest object (bundle or manifest) for a content limit.
+pub fn max_object_len(max_content_len: u32) -> u32 {
+    let manifest = ManifestHeader::LEN + wire::MAX_MANIFEST_ENTRIES as usize * wire::DIGEST_LEN;
+    let bundle = BundleHeader::LEN as u64 + u64::from(max_content_len);
+    bundle.max(manifest as u64).min(u64::from(u32::MAX)) as u32
 }
-pub mod report {
-    pub const CLAIM_HIT: u32 = 1;
-    pub const MISS: u32 = 2;
-    pub const EVICT: u32 = 3;
-    pub const REJECT: u32 = 4;
-    pub const DEMAND_SERVED: u32 = 5;
+
+fn encode(m: &Message<'_>, cookie: u32) -> Vec<u8> {
+    let mut out = alloc::vec![0u8; m.encoded_len()];
+    // The buffer has exactly the encoded length and every driver message is within limits
+    // (Complete is truncated to MAX_COMPLETE_TASKS below), so this cannot fail; if it ever
+    // did, an empty message would be refused by the device and counted there.
+    let n = m.encode(cookie, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
 }
-pub struct DevConfig {
-    pub max_content_len: u32,
-    pub max_chunk_len: u32,
+
+/// Hello with the session nonce and epoch.
+pub fn encode_hello(nonce: &[u8; 32], epoch: u64, driver_version: u32, staging: u32) -> Vec<u8> {
+    let hello = Hello {
+        nonce: *nonce,
+        epoch,
+        driver_version,
+        staging_buffers: staging,
+    };
+    encode(&Message::Hello(hello), 0)
 }
-pub fn parse_config(b: &[u8; CONFIG_LEN]) -> DevConfig {
-    unimplemented!()
+
+/// Demand with the driver's demand id as cookie.
+pub fn encode_demand(
+    cookie: u32,
+    app_id: u32,
+    task_id: u64,
+    res: u64,
+    min_version: u64,
+) -> Vec<u8> {
+    let d = Demand {
+        app_id,
+        task_id,
+        resource_id: res,
+        min_version,
+    };
+    encode(&Message::Demand(d), cookie)
 }
-pub fn max_object_len(max_content: u32) -> u32 {
-    unimplemented!()
+
+/// A Report; `reason` only for `Reject`.
+pub fn encode_report(
+    kind: ReportKind,
+    reason: Option<RejectReason>,
+    ids: Ids,
+    latency_ns: u64,
+) -> Vec<u8> {
+    let r = Report {
+        kind,
+        reason: if kind == ReportKind::Reject {
+            reason.or(Some(RejectReason::Malformed))
+        } else {
+            None
+        },
+        app_id: ids.app_id,
+        task_id: ids.task_id,
+        resource_id: ids.resource_id,
+        version: ids.version,
+        latency_ns,
+    };
+    encode(&Message::Report(r), 0)
 }
-pub fn parse_chunk_prefix(b: &[u8; CHUNK_PREFIX], used_len: u32) -> Option<ChunkInfo> {
-    unimplemented!()
-}
-pub fn parse_request(b: &[u8]) -> Option<IncomingRequest> {
-    unimplemented!()
-}
-pub fn parse_ack(b: &[u8]) -> Option<u32> {
-    unimplemented!()
-}
-pub fn encode_hello(nonce: &[u8; 32], epoch: u64, v: u32, n: u32) -> Vec<u8> {
-    unimplemented!()
-}
-pub fn encode_demand(cookie: u32, app: u32, task: u64, res: u64, minv: u64) -> Vec<u8> {
-    unimplemented!()
-}
-pub fn encode_report(kind: u32, reason: u32, ids: Ids, lat: u64) -> Vec<u8> {
-    unimplemented!()
-}
+
+/// A request completion (at most `MAX_COMPLETE_TASKS` task entries are sent).
 pub fn encode_complete(c: &RequestCompletion) -> Vec<u8> {
-    unimplemented!()
+    let n = c.tasks.len().min(wire::MAX_COMPLETE_TASKS as usize);
+    let m = Complete {
+        request_id: c.request_id,
+        status: c.status,
+        total_ns: c.total_ns,
+        tasks: TaskTimings::Slice(&c.tasks[..n]),
+    };
+    encode(&Message::Complete(m), 0)
 }
-pub struct BundleView<'a> {
-    pub app_id: u32,
-    pub task_id: u64,
-    pub resource_id: u64,
-    pub resource_version: u64,
-    pub kind: u16,
-    pub content: &'a [u8],
-    pub content_sha384: [u8; 48],
-    pub session_nonce: [u8; 32],
-    pub epoch: u64,
-    pub seq: u64,
-    pub demand_cookie: u32,
-    pub in_manifest: bool,
-    pub signature: [u8; 96],
-    pub statement: Vec<u8>,
+
+/// A Request message (private copy of a request buffer).
+pub fn parse_request(buf: &[u8]) -> Option<IncomingRequest> {
+    match wire::parse_message(buf).ok()? {
+        (_, Message::Request(r)) => Some(IncomingRequest {
+            request_id: r.request_id,
+            session_id: r.session_id,
+            app_id: r.app_id,
+            request_type: r.request_type,
+            args: r.args.to_vec(),
+        }),
+        _ => None,
+    }
 }
-pub struct ManifestView {
-    pub session_nonce: [u8; 32],
-    pub epoch: u64,
-    pub seq: u64,
-    pub signature: [u8; 96],
-    pub statement: Vec<u8>,
-    pub entries: Vec<[u8; 48]>,
+
+/// A Chunk message (private copy of a staging buffer).
+pub fn parse_chunk(buf: &[u8]) -> Option<Chunk<'_>> {
+    match wire::parse_message(buf).ok()? {
+        (_, Message::Chunk(c)) => Some(c),
+        _ => None,
+    }
 }
-pub enum Object<'a> {
-    Bundle(BundleView<'a>),
-    Manifest(ManifestView),
-}
-pub fn parse_object(b: &[u8], max_content: u32) -> Result<Object<'_>, u32> {
-    unimplemented!()
+
+/// An Ack: (status, cookie).
+pub fn parse_ack(buf: &[u8]) -> Option<(Ack, u32)> {
+    match wire::parse_message(buf).ok()? {
+        (h, Message::Ack(a)) => Some((a, h.cookie)),
+        _ => None,
+    }
 }

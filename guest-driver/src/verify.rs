@@ -14,9 +14,12 @@ use alloc::{
 use p384::ecdsa::{signature::Verifier, Signature, VerifyingKey};
 use sha2::{Digest, Sha384};
 
+use virtio_prefetch_wire::{
+    BundleFlags, BundleHeader, ManifestHeader, RejectReason, WireError, MANIFEST_TBS_PREFIX_LEN,
+};
+
 use crate::{
     driver::{AckState, PendingDemand},
-    msg::{self, reject, Object},
     platform::Platform,
     registry::AppRegistry,
     store::{Resource, Source},
@@ -30,8 +33,8 @@ const MAX_MANIFEST_DIGESTS: usize = 4096;
 pub(crate) struct Session {
     pub nonce: [u8; 32],
     pub epoch: u64,
+    /// Highest sequence number accepted (bundles and manifests share it).
     pub last_seq: Option<u64>,
-    pub last_manifest_seq: Option<u64>,
     pub manifest_digests: BTreeSet<[u8; 48]>,
     pub hello_ack: AckState,
 }
@@ -42,7 +45,6 @@ impl Default for Session {
             nonce: [0; 32],
             epoch: 0,
             last_seq: None,
-            last_manifest_seq: None,
             manifest_digests: BTreeSet::new(),
             hello_ack: AckState::Pending,
         }
@@ -81,8 +83,8 @@ pub(crate) struct Ids {
 /// A refused object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reject {
-    /// RejectReason code.
-    pub reason: u32,
+    /// Why.
+    pub reason: RejectReason,
     /// What the object claimed to be (unverified; for the report only).
     pub ids: Ids,
     /// The pending demand it named, if any (so the demand fails at once).
@@ -118,113 +120,135 @@ pub(crate) fn check(
     manifests: bool,
 ) -> Result<Verdict, Reject> {
     let malformed = Reject {
-        reason: reject::MALFORMED,
+        reason: RejectReason::Malformed,
         ids: Ids::default(),
         demand: None,
     };
-    match msg::parse_object(object, max_content_len) {
-        Err(reason) => Err(Reject {
+    if ManifestHeader::is_manifest(object) {
+        let fail = |reason| Reject {
             reason,
             ..malformed
-        }),
-        Ok(Object::Manifest(m)) => {
-            let fail = |reason| Reject {
-                reason,
+        };
+        if !manifests {
+            return Err(fail(RejectReason::Unexpected));
+        }
+        let (m, entries) =
+            ManifestHeader::parse_manifest(object).map_err(|_| fail(RejectReason::Malformed))?;
+        if m.session_nonce != session.nonce || m.epoch != session.epoch {
+            return Err(fail(RejectReason::WrongSession));
+        }
+        // One sequence space for bundles and manifests (SPEC.md).
+        if session.last_seq.is_some_and(|last| m.seq <= last) {
+            return Err(fail(RejectReason::Replay));
+        }
+        let mut statement = Vec::new();
+        statement
+            .try_reserve_exact(MANIFEST_TBS_PREFIX_LEN + entries.len())
+            .map_err(|_| fail(RejectReason::TooLarge))?;
+        statement.extend_from_slice(&m.tbs_prefix());
+        statement.extend_from_slice(entries);
+        verify_signature(key, &statement, &m.signature).map_err(fail)?;
+        let digests = (0..m.count as usize)
+            .filter_map(|i| ManifestHeader::entry(entries, i).copied())
+            .collect();
+        return Ok(Verdict::Manifest {
+            seq: m.seq,
+            digests,
+        });
+    }
+    let (b, content) = match BundleHeader::parse_bundle(object) {
+        Ok(parsed) => parsed,
+        Err(WireError::TooLarge { .. }) => {
+            return Err(Reject {
+                reason: RejectReason::TooLarge,
                 ..malformed
-            };
-            if !manifests {
-                return Err(fail(reject::UNEXPECTED));
-            }
-            if m.session_nonce != session.nonce || m.epoch != session.epoch {
-                return Err(fail(reject::WRONG_SESSION));
-            }
-            if session.last_manifest_seq.is_some_and(|last| m.seq <= last) {
-                return Err(fail(reject::REPLAY));
-            }
-            verify_signature(key, &m.statement, &m.signature).map_err(fail)?;
-            Ok(Verdict::Manifest {
-                seq: m.seq,
-                digests: m.entries,
             })
         }
-        Ok(Object::Bundle(b)) => {
-            let ids = Ids {
-                app_id: b.app_id,
-                task_id: b.task_id,
-                resource_id: b.resource_id,
-                version: b.resource_version,
-            };
-            let demand = (b.demand_cookie != 0)
-                .then_some(b.demand_cookie)
-                .filter(|c| demands.contains_key(c));
-            let fail = |reason| Reject {
-                reason,
-                ids,
-                demand,
-            };
-            if b.session_nonce != session.nonce || b.epoch != session.epoch {
-                return Err(fail(reject::WRONG_SESSION));
-            }
-            if session.last_seq.is_some_and(|last| b.seq <= last) {
-                return Err(fail(reject::REPLAY));
-            }
-            if versions
-                .get(&b.resource_id)
-                .is_some_and(|&floor| b.resource_version < floor)
-            {
-                return Err(fail(reject::ROLLBACK));
-            }
-            if !registry.permits(b.app_id, b.task_id, b.resource_id) {
-                return Err(fail(reject::WRONG_TASK));
-            }
-            if let Some(d) = demand.and_then(|c| demands.get(&c)) {
-                if (d.app_id, d.task_id, d.resource_id) != (b.app_id, b.task_id, b.resource_id) {
-                    return Err(fail(reject::WRONG_TASK));
-                }
-                if b.resource_version < d.min_version {
-                    return Err(fail(reject::ROLLBACK));
-                }
-            }
-            let digest: [u8; 48] = Sha384::digest(b.content).into();
-            if digest != b.content_sha384 {
-                return Err(fail(reject::DIGEST_MISMATCH));
-            }
-            let manifest_digest = if b.in_manifest {
-                let d: [u8; 48] = Sha384::digest(&b.statement).into();
-                if !session.manifest_digests.contains(&d) {
-                    return Err(fail(reject::NOT_IN_MANIFEST));
-                }
-                Some(d)
-            } else {
-                verify_signature(key, &b.statement, &b.signature).map_err(fail)?;
-                None
-            };
-            let mut content = Vec::new();
-            content
-                .try_reserve_exact(b.content.len())
-                .map_err(|_| fail(reject::TOO_LARGE))?;
-            content.extend_from_slice(b.content);
-            Ok(Verdict::Bundle(Accepted {
-                resource: Resource {
-                    app_id: b.app_id,
-                    task_id: b.task_id,
-                    resource_id: b.resource_id,
-                    version: b.resource_version,
-                    kind: b.kind,
-                    content,
-                    source: Source::Prefetched,
-                    verified_ns: 0,
-                },
-                seq: b.seq,
-                demand,
-                manifest_digest,
-            }))
+        Err(_) => return Err(malformed),
+    };
+    let ids = Ids {
+        app_id: b.app_id,
+        task_id: b.task_id,
+        resource_id: b.resource_id,
+        version: b.resource_version,
+    };
+    let demand = (b.demand_cookie != 0)
+        .then_some(b.demand_cookie)
+        .filter(|c| demands.contains_key(c));
+    let fail = |reason| Reject {
+        reason,
+        ids,
+        demand,
+    };
+    if b.content_len > u64::from(max_content_len) {
+        return Err(fail(RejectReason::TooLarge));
+    }
+    if b.session_nonce != session.nonce || b.epoch != session.epoch {
+        return Err(fail(RejectReason::WrongSession));
+    }
+    if session.last_seq.is_some_and(|last| b.seq <= last) {
+        return Err(fail(RejectReason::Replay));
+    }
+    if versions
+        .get(&b.resource_id)
+        .is_some_and(|&floor| b.resource_version < floor)
+    {
+        return Err(fail(RejectReason::Rollback));
+    }
+    if !registry.permits(b.app_id, b.task_id, b.resource_id) {
+        return Err(fail(RejectReason::WrongTask));
+    }
+    if let Some(d) = demand.and_then(|c| demands.get(&c)) {
+        if (d.app_id, d.task_id, d.resource_id) != (b.app_id, b.task_id, b.resource_id) {
+            return Err(fail(RejectReason::WrongTask));
+        }
+        if b.resource_version < d.min_version {
+            return Err(fail(RejectReason::Rollback));
         }
     }
+    let digest: [u8; 48] = Sha384::digest(content).into();
+    if digest != b.content_sha384 {
+        return Err(fail(RejectReason::DigestMismatch));
+    }
+    let statement = b.to_be_signed();
+    let manifest_digest = if b.flags.contains(BundleFlags::IN_MANIFEST) {
+        let d: [u8; 48] = Sha384::digest(statement).into();
+        if !session.manifest_digests.contains(&d) {
+            return Err(fail(RejectReason::NotInManifest));
+        }
+        Some(d)
+    } else {
+        verify_signature(key, &statement, &b.signature).map_err(fail)?;
+        None
+    };
+    let mut owned = Vec::new();
+    owned
+        .try_reserve_exact(content.len())
+        .map_err(|_| fail(RejectReason::TooLarge))?;
+    owned.extend_from_slice(content);
+    Ok(Verdict::Bundle(Accepted {
+        resource: Resource {
+            app_id: b.app_id,
+            task_id: b.task_id,
+            resource_id: b.resource_id,
+            version: b.resource_version,
+            kind: b.kind as u16,
+            content: owned,
+            source: Source::Prefetched,
+            verified_ns: 0,
+        },
+        seq: b.seq,
+        demand,
+        manifest_digest,
+    }))
 }
 
-fn verify_signature(key: &VerifyingKey, statement: &[u8], signature: &[u8; 96]) -> Result<(), u32> {
-    let sig = Signature::from_slice(signature).map_err(|_| reject::BAD_SIGNATURE)?;
+fn verify_signature(
+    key: &VerifyingKey,
+    statement: &[u8],
+    signature: &[u8; 96],
+) -> Result<(), RejectReason> {
+    let sig = Signature::from_slice(signature).map_err(|_| RejectReason::BadSignature)?;
     key.verify(statement, &sig)
-        .map_err(|_| reject::BAD_SIGNATURE)
+        .map_err(|_| RejectReason::BadSignature)
 }
