@@ -24,6 +24,7 @@ mod heap;
 mod interrupts;
 mod keys;
 mod memmap;
+mod prefetch;
 mod selftest;
 mod time;
 

@@ -33,6 +33,8 @@ pub fn run(inject_failure: bool) -> Result<usize, usize> {
         ("timer", timer),
         ("exceptions", exceptions),
         ("interrupts", uart_interrupt),
+        ("halt", halt),
+        ("entropy", entropy),
     ];
     if inject_failure {
         tests.push(("injected-failure", || {
@@ -193,6 +195,56 @@ fn timer() -> TestResult {
     Err(alloc::format!(
         "TSC and kvmclock disagree over 2 ms spins (tsc ns, clock ns): {seen:?}"
     ))
+}
+
+/// A halt bounded by the TSC-deadline timer ends at its deadline, not before, and not long
+/// after; a wake flag already set skips the halt.
+fn halt() -> TestResult {
+    use core::sync::atomic::AtomicBool;
+    let never = AtomicBool::new(false);
+    let ticks = time::tsc_hz() / 1000; // 1 ms
+    let start = time::tsc();
+    interrupts::halt_until(start + ticks, &never);
+    let waited = time::tsc() - start;
+    // Any interrupt ends a halt early (the UART's, say): allow one retry.
+    if waited < ticks {
+        let again = time::tsc();
+        interrupts::halt_until(again + ticks, &never);
+        check!(
+            time::tsc() - again >= ticks,
+            "a halt ended before its deadline twice"
+        );
+    }
+    check!(
+        waited < 200 * ticks,
+        "a 1 ms halt took {} us",
+        time::ticks_to_us(waited)
+    );
+    let woken = AtomicBool::new(true);
+    let start = time::tsc();
+    interrupts::halt_until(start + 1000 * ticks, &woken);
+    check!(
+        time::tsc() - start < 100 * ticks,
+        "a set wake flag did not skip the halt"
+    );
+    Ok(())
+}
+
+/// Two draws of the session-nonce source differ.
+fn entropy() -> TestResult {
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    crate::prefetch::entropy::fill(&mut a);
+    crate::prefetch::entropy::fill(&mut b);
+    check!(a != b, "two nonces are equal");
+    println!(
+        "see: entropy: rdrand {}",
+        if crate::prefetch::entropy::has_rdrand() {
+            "yes"
+        } else {
+            "no (TSC jitter only)"
+        }
+    );
+    Ok(())
 }
 
 fn exceptions() -> TestResult {

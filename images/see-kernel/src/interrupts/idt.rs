@@ -39,7 +39,7 @@ see_isr_\vec:
     .irp v, 8,10,11,12,13,14,17,21,29,30
     ISR_ERR \v
     .endr
-    .irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,255
+    .irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,254,255
     ISR_NOERR \v
     .endr
 
@@ -93,6 +93,9 @@ see_isr_table:
     .global see_isr_spurious
 see_isr_spurious:
     .quad see_isr_255
+    .global see_isr_timer
+see_isr_timer:
+    .quad see_isr_254
 "#
 );
 
@@ -100,10 +103,13 @@ see_isr_spurious:
 pub const TABLE_VECTORS: usize = 56;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The local APIC timer's vector (TSC-deadline mode, used to bound halts).
+pub const TIMER_VECTOR: u8 = 0xfe;
 
 extern "C" {
     static see_isr_table: [u64; TABLE_VECTORS];
     static see_isr_spurious: u64;
+    static see_isr_timer: u64;
 }
 
 /// The registers saved by the entry stubs, lowest address first.
@@ -190,6 +196,9 @@ pub fn init() {
         // SAFETY: as above.
         let spurious = unsafe { see_isr_spurious };
         gates[usize::from(SPURIOUS_VECTOR)] = Gate::new(spurious, cs.0, 0);
+        // SAFETY: as above.
+        let timer = unsafe { see_isr_timer };
+        gates[usize::from(TIMER_VECTOR)] = Gate::new(timer, cs.0, 0);
         Idt(gates)
     });
     let pointer = DescriptorTablePointer {

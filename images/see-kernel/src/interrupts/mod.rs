@@ -226,10 +226,38 @@ fn dispatch(frame: &mut InterruptFrame) {
     if vector == u64::from(idt::SPURIOUS_VECTOR) {
         return; // no EOI for a spurious interrupt
     }
+    if vector == u64::from(idt::TIMER_VECTOR) {
+        apic::eoi(); // the timer only ends a halt (`halt_until`)
+        return;
+    }
     let gsi = (vector - u64::from(IRQ_VECTOR_BASE)) as usize;
     let handler = HANDLERS.lock().get(gsi).copied().flatten();
     if let Some(handler) = handler {
         handler();
     }
     apic::eoi();
+}
+
+/// Halts the CPU until any interrupt arrives or the TSC reaches `deadline_tsc`, whichever comes
+/// first, unless `wake` is already true (checked with interrupts disabled, so an interrupt that
+/// sets it cannot slip in between the check and the halt). Returns at once when the deadline
+/// has passed. Without the local APIC (no x2APIC) or its TSC-deadline timer, it spins with
+/// `pause` instead, checking `wake` and the TSC.
+pub fn halt_until(deadline_tsc: u64, wake: &core::sync::atomic::AtomicBool) {
+    let can_halt = controllers().is_ok() && apic::has_tsc_deadline();
+    if !can_halt {
+        while !wake.load(Ordering::Acquire) && crate::time::tsc() < deadline_tsc {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    interrupts::disable();
+    if !wake.load(Ordering::Acquire) && crate::time::tsc() < deadline_tsc {
+        apic::arm_tsc_deadline(idt::TIMER_VECTOR, deadline_tsc);
+        // `sti; hlt` is atomic with respect to interrupts: a pending one wakes the halt.
+        interrupts::enable_and_hlt();
+        interrupts::disable();
+        apic::arm_tsc_deadline(idt::TIMER_VECTOR, 0);
+    }
+    interrupts::enable();
 }
