@@ -173,12 +173,27 @@ impl<P: Platform> Driver<P> {
             _ => {}
         }
         let deadline = start.saturating_add(self.config.demand_timeout_ns);
-        let arrived = |d: &Self| d.demands.get(&cookie).is_none_or(|p| p.outcome.is_some());
+        let Some(p) = self.demands.get(&cookie) else {
+            return Err(ClaimError::NotStaged);
+        };
+        let (app_id, task_id, resource_id, min_version) =
+            (p.app_id, p.task_id, p.resource_id, p.min_version);
+        // A prefetch of the same resource may overtake the demanded bundle: take either.
+        let staged = move |d: &Self| {
+            d.store
+                .get(task_id, resource_id)
+                .is_some_and(|r| r.app_id == app_id && r.version >= min_version)
+        };
+        let arrived =
+            |d: &Self| staged(d) || d.demands.get(&cookie).is_none_or(|p| p.outcome.is_some());
         self.wait_until(deadline, arrived)?;
         match self.demands.get_mut(&cookie).and_then(|p| p.outcome.take()) {
             Some(Ok(r)) => Ok(r),
             Some(Err(reason)) => Err(ClaimError::Rejected(reason)),
-            None => Err(ClaimError::NotStaged),
+            None => self
+                .store
+                .take(task_id, resource_id)
+                .ok_or(ClaimError::NotStaged),
         }
     }
 

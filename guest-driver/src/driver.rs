@@ -37,6 +37,9 @@ const ACK_BUF: u32 = 64;
 const MAX_QUEUED_REQUESTS: usize = 256;
 /// In polling mode, how often (at most) the status register is read.
 const STATUS_CHECK_NS: u64 = 1_000_000;
+/// Most rounds of one wait (each round polls and sleeps or spins); only reached if the clock
+/// stops.
+const MAX_WAIT_ROUNDS: u64 = 1 << 26;
 /// Driver version sent in Hello.
 const DRIVER_VERSION: u32 = 1;
 
@@ -911,7 +914,8 @@ impl<P: Platform> Driver<P> {
         deadline_ns: u64,
         mut done: impl FnMut(&Self) -> bool,
     ) -> Result<(), ClaimError> {
-        loop {
+        // A guard against a clock that never advances: a wait never exceeds this many rounds.
+        for _ in 0..MAX_WAIT_ROUNDS {
             self.flush();
             self.poll();
             if let DriverState::Broken(why) = self.state {
@@ -936,6 +940,8 @@ impl<P: Platform> Driver<P> {
                 Completion::Polling => core::hint::spin_loop(),
             }
         }
+        self.discard(BrokenReason::DeadlineMissed);
+        Err(ClaimError::Timeout)
     }
 
     fn hello(&mut self) -> Result<(), ClaimError> {

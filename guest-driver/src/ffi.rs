@@ -7,6 +7,7 @@
 //! from the device's interrupt handler; use [`crate::InterruptHandle`] there.
 
 use alloc::boxed::Box;
+use core::any::Any;
 
 use spin::Mutex;
 
@@ -48,9 +49,12 @@ pub trait ClaimApi: Send {
     ) -> Result<Resource, ClaimError>;
     /// Puts a claimed resource back (the caller's buffer was too small).
     fn restage(&mut self, resource: Resource);
+    /// The driver itself, for the embedder's other calls (`poll`, `next_request`,
+    /// `complete_request`, `reset`, ...): `d.as_any().downcast_mut::<Driver<MyPlatform>>()`.
+    fn as_any(&mut self) -> &mut dyn Any;
 }
 
-impl<P: Platform + Send> ClaimApi for Driver<P> {
+impl<P: Platform + Send + 'static> ClaimApi for Driver<P> {
     fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
         Driver::available(self, app_id, task_id, resource_id)
     }
@@ -67,6 +71,9 @@ impl<P: Platform + Send> ClaimApi for Driver<P> {
     }
     fn restage(&mut self, resource: Resource) {
         Driver::restage(self, resource);
+    }
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
     }
 }
 

@@ -112,6 +112,8 @@ pub struct Dev {
     pub hello_status: u32,
     /// On a demand, deliver this (app, task, resource) instead of what was asked.
     pub on_demand: Option<(u32, u64, u64)>,
+    /// Answer demands with a prefetch (cookie 0) of the same resource.
+    pub demand_as_prefetch: bool,
 }
 
 /// The platform handed to the driver; tests keep a clone to act as the device.
@@ -177,6 +179,7 @@ impl TestPlatform {
             refuse_features: false,
             hello_status: 0,
             on_demand: None,
+            demand_as_prefetch: false,
         })))
     }
 
@@ -257,6 +260,7 @@ impl Dev {
 
     /// Publishes any used index (for the index-jump attack).
     pub fn set_used_idx(&mut self, q: usize, idx: u16) {
+        self.used_idx[q] = idx;
         let qr = self.queues[q];
         self.write(qr.used + 2, &idx.to_le_bytes());
         self.isr |= 1;
@@ -342,9 +346,10 @@ impl Dev {
                 (status, self.deliver_demands, demanded)
             {
                 if let Some(s) = self.resources.get(&(task, res)).cloned() {
+                    let c = if self.demand_as_prefetch { 0 } else { cookie };
                     let b = self
                         .spec(s.app_id, task, res, s.version, &s.content)
-                        .cookie(cookie)
+                        .cookie(c)
                         .build();
                     self.deliver(&b);
                 }
