@@ -106,7 +106,8 @@ impl<P: Platform> Driver<P> {
         }
     }
 
-    /// A demand fetch, bypassing the store.
+    /// A demand fetch, bypassing the store. Asks for at least `min_version` and at least the
+    /// highest version already accepted for the resource.
     pub fn fetch(
         &mut self,
         app_id: u32,
@@ -123,6 +124,8 @@ impl<P: Platform> Driver<P> {
                 resource_id,
             });
         }
+        // Never ask for less than what was already accepted (it would be refused as a rollback).
+        let min_version = min_version.max(self.versions.get(&resource_id).copied().unwrap_or(0));
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.checked_add(1).unwrap_or(1);
         self.demands.insert(
