@@ -1,4 +1,5 @@
-//! The driver: device bring-up, the used-ring processing, the verified store and the claim API.
+//! The driver: device bring-up and reset, the session, ctrlq sending and bounded waits.
+//! Used-ring processing is in `rx.rs`, the claim API in `claim.rs`.
 
 use alloc::{
     collections::{BTreeMap, VecDeque},
@@ -10,18 +11,19 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use log::{debug, warn};
 use p384::ecdsa::VerifyingKey;
 
+pub use crate::config::*;
 pub use crate::store::{Resource, Source};
 use crate::{
     counters::Counters,
-    mmio::{self, irq, status, Transport, TransportError},
-    msg::{self, RejectReason, ReportKind, Status},
+    mmio::{self, status, Transport},
+    msg::{self, RejectReason},
     platform::Platform,
-    queue::{self, QueueError, RingAddrs, Segment, SplitQueue, Used, UsedFault},
+    queue::{self, RingAddrs, Segment, SplitQueue, Used, UsedFault},
     reassembly::Reassembly,
     registry::AppRegistry,
     store::VerifiedStore,
-    verify::{Session, Verdict},
-    window::{Carver, SharedWindow, WindowError},
+    verify::Session,
+    window::Carver,
 };
 
 /// Queue indices.
@@ -29,194 +31,29 @@ pub(crate) const REQUESTQ: u16 = 0;
 pub(crate) const STAGINGQ: u16 = 1;
 pub(crate) const CTRLQ: u16 = 2;
 /// Bytes of each request buffer and each ctrlq message buffer.
-const REQUEST_BUF: u32 = 4096;
+pub(crate) const REQUEST_BUF: u32 = 4096;
 const CTRL_MSG_BUF: u32 = 4096;
 /// Bytes of each ctrlq Ack buffer (contract: >= 64).
-const ACK_BUF: u32 = 64;
+pub(crate) const ACK_BUF: u32 = 64;
 /// Requests kept for the embedder before new ones are dropped.
-const MAX_QUEUED_REQUESTS: usize = 256;
+pub(crate) const MAX_QUEUED_REQUESTS: usize = 256;
 /// In polling mode, how often (at most) the status register is read.
-const STATUS_CHECK_NS: u64 = 1_000_000;
+pub(crate) const STATUS_CHECK_NS: u64 = 1_000_000;
 /// Most rounds of one wait (each round polls and sleeps or spins); only reached if the clock
 /// stops.
 const MAX_WAIT_ROUNDS: u64 = 1 << 26;
 /// Driver version sent in Hello.
 const DRIVER_VERSION: u32 = 1;
 
-/// How the driver learns that the device used buffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
-    /// The embedder calls [`InterruptHandle::on_interrupt`] from the device's IRQ handler;
-    /// waits sleep in [`Platform::wait_for_event`].
-    Interrupt,
-    /// The driver asks the device not to interrupt and waits by polling the used rings.
-    Polling,
-}
-
-/// Driver settings. [`DriverConfig::new`] gives the defaults.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// The shared window (E820 type 0x5EE0); every ring and buffer is carved from it.
-    pub window: SharedWindow,
-    /// Interrupt-driven or polled completion.
-    pub completion: Completion,
-    /// Staging buffers (and stagingq size; a power of two).
-    pub staging_buffers: u16,
-    /// Largest chunk payload the driver accepts per staging buffer (the device's
-    /// `max_chunk_len` is capped to this).
-    pub max_chunk_len: u32,
-    /// Request buffers (and requestq size; a power of two).
-    pub request_buffers: u16,
-    /// ctrlq chains in flight at once (ctrlq size is twice this; a power of two).
-    pub ctrl_chains: u16,
-    /// Largest resource content accepted (the device's `max_content_len` is capped to this).
-    pub max_content_len: u32,
-    /// Content bytes the verified store may hold.
-    pub store_budget: u64,
-    /// Deadline for a ctrlq Ack (Hello, Demand).
-    pub ctrl_timeout_ns: u64,
-    /// Deadline for a demand fetch to deliver its bundle.
-    pub demand_timeout_ns: u64,
-}
-
-impl DriverConfig {
-    /// Defaults: 32 staging buffers of 64 KiB, 16 request buffers, 64 ctrlq chains, 16 MiB
-    /// resources, a 64 MiB store, 1 s for an Ack and 10 s for a demand fetch.
-    pub fn new(window: SharedWindow) -> Self {
-        Self {
-            window,
-            completion: Completion::Interrupt,
-            staging_buffers: 32,
-            max_chunk_len: 64 * 1024,
-            request_buffers: 16,
-            ctrl_chains: 64,
-            max_content_len: 16 * 1024 * 1024,
-            store_budget: 64 * 1024 * 1024,
-            ctrl_timeout_ns: 1_000_000_000,
-            demand_timeout_ns: 10_000_000_000,
-        }
-    }
-}
-
-/// Why the device is unusable until [`Driver::reset`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokenReason {
-    /// The device set DEVICE_NEEDS_RESET (the backend is gone).
-    NeedsReset,
-    /// A wait for the device passed its deadline.
-    DeadlineMissed,
-    /// The device broke the ring protocol.
-    Protocol(QueueError),
-}
-
-/// The driver's view of the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverState {
-    /// Live: Hello acknowledged.
-    Ready,
-    /// Unusable; every claim and fetch fails at once.
-    Broken(BrokenReason),
-}
-
-/// A request the PTO dispatched into the guest (requestq).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingRequest {
-    /// Request id (echoed in [`RequestCompletion`]).
-    pub request_id: u64,
-    /// Client session.
-    pub session_id: u64,
-    /// App that serves it.
-    pub app_id: u32,
-    /// Request type.
-    pub request_type: u32,
-    /// Arguments (bounded by the request buffer).
-    pub args: Vec<u8>,
-}
-
-/// Timings of one task of a request, reported in Complete (the wire crate's type).
-pub use virtio_prefetch_wire::TaskTiming;
-
-/// The completion of a request, sent on ctrlq.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestCompletion {
-    /// The request.
-    pub request_id: u64,
-    /// 0 for success, else an app-defined code.
-    pub status: u32,
-    /// End-to-end time in the guest.
-    pub total_ns: u64,
-    /// Per-task timings (at most 64 are sent).
-    pub tasks: Vec<TaskTiming>,
-}
-
-/// Why [`Driver::new`] or [`Driver::reset`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitError {
-    /// Register-level problem.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The window cannot hold the rings and buffers.
-    #[error(transparent)]
-    Window(#[from] WindowError),
-    /// The embedded verifying key is not a SEC1 P-384 public key.
-    #[error("the verifying key is not a SEC1-encoded P-384 public key; rebuild the image with SEE_PTO_VERIFYING_KEY pointing at pto.pub")]
-    BadKey,
-    /// The configuration is inconsistent.
-    #[error("bad driver configuration: {0}")]
-    Config(&'static str),
-    /// The device config space never settled.
-    #[error("the device's config space kept changing; the device is unstable")]
-    ConfigUnstable,
-    /// The device did not acknowledge Hello.
-    #[error("the device did not acknowledge Hello: {0}")]
-    Hello(ClaimError),
-}
-
-/// Why a claim or fetch failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
-    /// The device is broken or gone; reset it.
-    #[error("the prefetch device is unusable ({0:?}); reset it or run without prefetch")]
-    DeviceBroken(BrokenReason),
-    /// Nothing staged for (task, resource).
-    #[error("resource not staged; use claim_or_fetch to fetch it on demand")]
-    NotStaged,
-    /// The app registry does not give this (task, resource) to this app.
-    #[error("app {app_id} may not claim task {task_id} resource {resource_id}; declare it in the AppRegistry")]
-    AccessDenied {
-        /// Claiming app.
-        app_id: u32,
-        /// Task.
-        task_id: u64,
-        /// Resource.
-        resource_id: u64,
-    },
-    /// The device refused the demand (Ack status code).
-    #[error("the device refused the request with status {0}")]
-    Refused(u32),
-    /// The bundle the device delivered for this demand was rejected (RejectReason code).
-    #[error("the device delivered a bundle that failed verification ({0:?}); see the counters")]
-    Rejected(RejectReason),
-    /// The device answered with a malformed Ack.
-    #[error("the device answered with a malformed Ack; see the malformed counter")]
-    BadAck,
-    /// No free ctrlq chain.
-    #[error("ctrlq is full; poll and retry")]
-    QueueFull,
-    /// The deadline passed; the device is now marked broken.
-    #[error("the device did not answer before the deadline; it is marked broken")]
-    Timeout,
-}
-
 #[derive(Debug, Default)]
-struct IrqShared {
-    pending: AtomicBool,
-    count: AtomicU64,
+pub(crate) struct IrqShared {
+    pub(crate) pending: AtomicBool,
+    pub(crate) count: AtomicU64,
 }
 
 /// A handle the IRQ handler uses; cloning is cheap, `on_interrupt` only touches atomics.
 #[derive(Debug, Clone)]
-pub struct InterruptHandle(Arc<IrqShared>);
+pub struct InterruptHandle(pub(crate) Arc<IrqShared>);
 
 impl InterruptHandle {
     /// Call from the device's interrupt handler: marks work pending (the driver processes the
@@ -302,9 +139,9 @@ pub struct Driver<P: Platform> {
     /// Effective limits after reading the device config.
     pub(crate) max_content_len: u32,
     pub(crate) last_status_check: u64,
-    scratch: Vec<Result<Used, UsedFault>>,
+    pub(crate) scratch: Vec<Result<Used, UsedFault>>,
     /// Private copy of one staging buffer (allocation reused).
-    staging_copy: Vec<u8>,
+    pub(crate) staging_copy: Vec<u8>,
 }
 
 impl<P: Platform> Driver<P> {
@@ -564,288 +401,6 @@ impl<P: Platform> Driver<P> {
             }
         }
         self.state
-    }
-
-    /// Processes every used buffer on all three queues: incoming requests, staging chunks
-    /// (copied once, reassembled, verified, stored), ctrlq Acks. Also kicks ctrlq messages
-    /// (reports) posted since the last kick. Cheap when nothing happened: three reads of a
-    /// used index from the shared window.
-    pub fn poll(&mut self) {
-        if self.irq.0.pending.swap(false, Ordering::Acquire) {
-            let isr = self.p.mmio_read32(mmio::reg::INTERRUPT_STATUS);
-            if isr != 0 {
-                self.p.mmio_write32(mmio::reg::INTERRUPT_ACK, isr);
-            }
-            if isr & irq::CONFIG_CHANGE != 0 {
-                self.check_device();
-            }
-        } else if self.config.completion == Completion::Polling
-            && self.p.now_ns().saturating_sub(self.last_status_check) >= STATUS_CHECK_NS
-        {
-            self.check_device();
-        }
-        if self.state != DriverState::Ready {
-            return;
-        }
-        let mut used = core::mem::take(&mut self.scratch);
-        for q in [STAGINGQ, REQUESTQ, CTRLQ] {
-            used.clear();
-            let Some(r) = self.rings.as_mut() else { break };
-            let queue = match q {
-                REQUESTQ => &mut r.requestq,
-                STAGINGQ => &mut r.stagingq,
-                _ => &mut r.ctrlq,
-            };
-            if let Err(e) = queue.collect(&self.p, &mut used) {
-                warn!("virtio-prefetch: {e}");
-                self.counters.malformed += 1;
-                self.discard(BrokenReason::Protocol(e));
-                break;
-            }
-            for u in used.drain(..) {
-                match (q, u) {
-                    (
-                        _,
-                        Err(UsedFault::LengthTooLong {
-                            token,
-                            len,
-                            capacity,
-                        }),
-                    ) => {
-                        debug!("virtio-prefetch: queue {q}: used length {len} > {capacity}");
-                        self.counters.malformed += 1;
-                        self.recycle(q, token, None);
-                    }
-                    (_, Err(f)) => {
-                        debug!("virtio-prefetch: queue {q}: dropped used element {f:?}");
-                        self.counters.malformed += 1;
-                    }
-                    (_, Ok(u)) => self.recycle(q, u.token, Some(u.len)),
-                }
-            }
-        }
-        self.scratch = used;
-    }
-
-    /// Handles one used buffer (`len` None: refused, only recycle) and gives it back.
-    fn recycle(&mut self, q: u16, token: u32, len: Option<u32>) {
-        let Some(r) = self.rings.as_ref() else { return };
-        match q {
-            STAGINGQ => {
-                let Some(&gpa) = r.staging_bufs.get(token as usize) else {
-                    return;
-                };
-                if let Some(len) = len {
-                    self.on_staging(gpa, len);
-                }
-                self.repost(STAGINGQ, token);
-            }
-            REQUESTQ => {
-                let Some(&gpa) = r.request_bufs.get(token as usize) else {
-                    return;
-                };
-                if let Some(len) = len {
-                    self.on_request(gpa, len);
-                }
-                self.repost(REQUESTQ, token);
-            }
-            _ => {
-                let Some(slot) = r.ctrl.get(token as usize).copied() else {
-                    return;
-                };
-                let ack = match len {
-                    Some(len) => self.read_ack(slot.ack_gpa, len),
-                    None => AckState::Garbled,
-                };
-                self.on_ack(token as usize, ack);
-            }
-        }
-    }
-
-    fn repost(&mut self, q: u16, token: u32) {
-        if self.state != DriverState::Ready {
-            return;
-        }
-        let Some(r) = self.rings.as_mut() else { return };
-        let (queue, gpa, len) = if q == STAGINGQ {
-            (
-                &mut r.stagingq,
-                r.staging_bufs[token as usize],
-                r.staging_len,
-            )
-        } else {
-            (&mut r.requestq, r.request_bufs[token as usize], REQUEST_BUF)
-        };
-        queue.post(
-            &self.p,
-            &[Segment {
-                gpa,
-                len,
-                writable: true,
-            }],
-            token,
-        );
-        // One kick per poll would do; the device normally has plenty of buffers posted, so
-        // kick only when its queue ran low.
-        if u32::from(queue.outstanding()) <= u32::from(queue.size()) / 2 {
-            Transport::notify(&self.p, q);
-        }
-    }
-
-    /// A staging buffer came back with `len` bytes: copy them out of the shared window once
-    /// into private memory, parse the chunk there, reassemble, and verify a completed object.
-    fn on_staging(&mut self, gpa: u64, len: u32) {
-        let mut copy = core::mem::take(&mut self.staging_copy);
-        copy.clear();
-        copy.resize(len as usize, 0);
-        self.p.shared_read(gpa, &mut copy);
-        let done = match msg::parse_chunk(&copy) {
-            None => {
-                self.counters.malformed += 1;
-                None
-            }
-            Some(chunk) => match self.reassembly.accept(&chunk) {
-                Ok(done) => done,
-                Err(e) => {
-                    debug!(
-                        "virtio-prefetch: chunk of stream {} dropped: {e}",
-                        chunk.stream_id
-                    );
-                    if matches!(e, crate::reassembly::ChunkError::TooLarge(_)) {
-                        self.count_reject(RejectReason::TooLarge);
-                    } else {
-                        self.counters.malformed += 1;
-                    }
-                    None
-                }
-            },
-        };
-        self.staging_copy = copy;
-        if let Some(object) = done {
-            self.on_object(&object);
-        }
-    }
-
-    pub(crate) fn count_reject(&mut self, reason: RejectReason) {
-        if let Some(slot) = self.counters.rejected.get_mut(reason.raw() as usize) {
-            *slot += 1;
-        }
-    }
-
-    /// A reassembled object (private memory): verify, then change trusted state.
-    fn on_object(&mut self, object: &[u8]) {
-        let now = self.p.now_ns();
-        let verdict = crate::verify::check(
-            object,
-            &self.key,
-            &self.session,
-            &self.versions,
-            &self.registry,
-            &self.demands,
-            self.max_content_len,
-            self.features & msg::F_MANIFEST != 0,
-        );
-        match verdict {
-            Ok(Verdict::Bundle(b)) => {
-                // Every check passed: now, and only now, trusted state changes.
-                self.session.last_seq = Some(b.seq);
-                if let Some(d) = b.manifest_digest {
-                    self.session.manifest_digests.remove(&d);
-                }
-                let floor = self.versions.entry(b.resource.resource_id).or_insert(0);
-                *floor = (*floor).max(b.resource.version);
-                self.counters.accepted += 1;
-                let mut r = b.resource;
-                r.verified_ns = now;
-                match b.demand {
-                    Some(cookie) => {
-                        r.source = Source::Demanded;
-                        if let Some(d) = self.demands.get_mut(&cookie) {
-                            d.outcome = Some(Ok(r));
-                        }
-                    }
-                    None => {
-                        for old in self.store.insert(r) {
-                            self.counters.evicted += 1;
-                            self.report_resource(ReportKind::Evict, &old, 0);
-                        }
-                    }
-                }
-            }
-            Ok(Verdict::Manifest { seq, digests }) => {
-                self.session.last_seq = Some(seq);
-                self.session.add_manifest(digests);
-                self.counters.manifests += 1;
-            }
-            Err(rej) => {
-                debug!("virtio-prefetch: object rejected: {:?}", rej.reason);
-                self.count_reject(rej.reason);
-                if let Some(cookie) = rej.demand {
-                    if let Some(d) = self.demands.get_mut(&cookie) {
-                        d.outcome.get_or_insert(Err(rej.reason));
-                    }
-                }
-                self.report(ReportKind::Reject, Some(rej.reason), rej.ids, 0);
-            }
-        }
-    }
-
-    fn on_request(&mut self, gpa: u64, len: u32) {
-        let mut buf = alloc::vec![0u8; len as usize];
-        self.p.shared_read(gpa, &mut buf);
-        match msg::parse_request(&buf) {
-            Some(r) if self.requests.len() < MAX_QUEUED_REQUESTS => {
-                self.counters.requests += 1;
-                self.requests.push_back(r);
-            }
-            Some(_) => {
-                warn!("virtio-prefetch: request queue full; request dropped");
-                self.counters.requests_dropped += 1;
-            }
-            None => self.counters.malformed += 1,
-        }
-    }
-
-    fn read_ack(&mut self, gpa: u64, len: u32) -> AckState {
-        let mut buf = [0u8; ACK_BUF as usize];
-        let n = (len as usize).min(buf.len());
-        self.p.shared_read(gpa, &mut buf[..n]);
-        match msg::parse_ack(&buf[..n]) {
-            Some((ack, cookie)) if ack.status == Status::Ok => AckState::Ok(cookie),
-            Some((ack, _)) => AckState::Status(ack.status.raw()),
-            None => {
-                self.counters.malformed += 1;
-                AckState::Garbled
-            }
-        }
-    }
-
-    fn on_ack(&mut self, slot: usize, ack: AckState) {
-        let Some(r) = self.rings.as_mut() else { return };
-        let Some(purpose) = r.ctrl.get_mut(slot).and_then(|s| s.busy.take()) else {
-            return;
-        };
-        match purpose {
-            CtrlPurpose::Demand(cookie) => {
-                // An Ok Ack must echo the demand id.
-                let ack = match ack {
-                    AckState::Ok(c) if c != cookie => {
-                        self.counters.malformed += 1;
-                        AckState::Garbled
-                    }
-                    other => other,
-                };
-                if let Some(d) = self.demands.get_mut(&cookie) {
-                    d.ack = ack;
-                }
-            }
-            CtrlPurpose::Hello => self.session.hello_ack = ack,
-            CtrlPurpose::Report | CtrlPurpose::Complete => {
-                if !matches!(ack, AckState::Ok(_)) {
-                    debug!("virtio-prefetch: {purpose:?} answered {ack:?}");
-                }
-            }
-        }
     }
 
     /// Posts a ctrlq message (the Ack buffer follows it in the chain). `kick` notifies the

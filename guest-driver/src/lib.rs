@@ -68,6 +68,7 @@
 extern crate alloc;
 
 mod claim;
+mod config;
 pub mod counters;
 mod driver;
 pub mod ffi;
@@ -77,6 +78,7 @@ mod platform;
 pub mod queue;
 pub mod reassembly;
 pub mod registry;
+mod rx;
 pub mod store;
 mod verify;
 pub mod window;

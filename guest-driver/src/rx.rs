@@ -1,0 +1,304 @@
+//! Used-ring processing: every element the device returns is checked against the private
+//! record (queue.rs), every buffer is copied out of the shared window once, then parsed,
+//! reassembled and verified in private memory; trusted state changes only after every check.
+
+use core::sync::atomic::Ordering;
+
+use log::{debug, warn};
+
+use crate::{
+    driver::{
+        AckState, BrokenReason, CtrlPurpose, DriverState, Source, ACK_BUF, CTRLQ,
+        MAX_QUEUED_REQUESTS, REQUESTQ, REQUEST_BUF, STAGINGQ, STATUS_CHECK_NS,
+    },
+    mmio::{self, irq, Transport},
+    msg::{self, RejectReason, ReportKind, Status},
+    platform::Platform,
+    queue::{Segment, UsedFault},
+    verify::Verdict,
+    Completion, Driver,
+};
+
+impl<P: Platform> Driver<P> {
+    /// Processes every used buffer on all three queues: incoming requests, staging chunks
+    /// (copied once, reassembled, verified, stored), ctrlq Acks. Cheap when nothing happened:
+    /// three reads of a used index from the shared window, and no register access unless an
+    /// interrupt was signalled (polling mode: a status read at most once per millisecond).
+    pub fn poll(&mut self) {
+        if self.irq.0.pending.swap(false, Ordering::Acquire) {
+            let isr = self.p.mmio_read32(mmio::reg::INTERRUPT_STATUS);
+            if isr != 0 {
+                self.p.mmio_write32(mmio::reg::INTERRUPT_ACK, isr);
+            }
+            if isr & irq::CONFIG_CHANGE != 0 {
+                self.check_device();
+            }
+        } else if self.config.completion == Completion::Polling
+            && self.p.now_ns().saturating_sub(self.last_status_check) >= STATUS_CHECK_NS
+        {
+            self.check_device();
+        }
+        if self.state != DriverState::Ready {
+            return;
+        }
+        let mut used = core::mem::take(&mut self.scratch);
+        for q in [STAGINGQ, REQUESTQ, CTRLQ] {
+            used.clear();
+            let Some(r) = self.rings.as_mut() else { break };
+            let queue = match q {
+                REQUESTQ => &mut r.requestq,
+                STAGINGQ => &mut r.stagingq,
+                _ => &mut r.ctrlq,
+            };
+            if let Err(e) = queue.collect(&self.p, &mut used) {
+                warn!("virtio-prefetch: {e}");
+                self.counters.malformed += 1;
+                self.discard(BrokenReason::Protocol(e));
+                break;
+            }
+            for u in used.drain(..) {
+                match (q, u) {
+                    (
+                        _,
+                        Err(UsedFault::LengthTooLong {
+                            token,
+                            len,
+                            capacity,
+                        }),
+                    ) => {
+                        debug!("virtio-prefetch: queue {q}: used length {len} > {capacity}");
+                        self.counters.malformed += 1;
+                        self.recycle(q, token, None);
+                    }
+                    (_, Err(f)) => {
+                        debug!("virtio-prefetch: queue {q}: dropped used element {f:?}");
+                        self.counters.malformed += 1;
+                    }
+                    (_, Ok(u)) => self.recycle(q, u.token, Some(u.len)),
+                }
+            }
+        }
+        self.scratch = used;
+    }
+
+    /// Handles one used buffer (`len` None: refused, only recycle) and gives it back.
+    fn recycle(&mut self, q: u16, token: u32, len: Option<u32>) {
+        let Some(r) = self.rings.as_ref() else { return };
+        match q {
+            STAGINGQ => {
+                let Some(&gpa) = r.staging_bufs.get(token as usize) else {
+                    return;
+                };
+                if let Some(len) = len {
+                    self.on_staging(gpa, len);
+                }
+                self.repost(STAGINGQ, token);
+            }
+            REQUESTQ => {
+                let Some(&gpa) = r.request_bufs.get(token as usize) else {
+                    return;
+                };
+                if let Some(len) = len {
+                    self.on_request(gpa, len);
+                }
+                self.repost(REQUESTQ, token);
+            }
+            _ => {
+                let Some(slot) = r.ctrl.get(token as usize).copied() else {
+                    return;
+                };
+                let ack = match len {
+                    Some(len) => self.read_ack(slot.ack_gpa, len),
+                    None => AckState::Garbled,
+                };
+                self.on_ack(token as usize, ack);
+            }
+        }
+    }
+
+    fn repost(&mut self, q: u16, token: u32) {
+        if self.state != DriverState::Ready {
+            return;
+        }
+        let Some(r) = self.rings.as_mut() else { return };
+        let (queue, gpa, len) = if q == STAGINGQ {
+            (
+                &mut r.stagingq,
+                r.staging_bufs[token as usize],
+                r.staging_len,
+            )
+        } else {
+            (&mut r.requestq, r.request_bufs[token as usize], REQUEST_BUF)
+        };
+        queue.post(
+            &self.p,
+            &[Segment {
+                gpa,
+                len,
+                writable: true,
+            }],
+            token,
+        );
+        // One kick per poll would do; the device normally has plenty of buffers posted, so
+        // kick only when its queue ran low.
+        if u32::from(queue.outstanding()) <= u32::from(queue.size()) / 2 {
+            Transport::notify(&self.p, q);
+        }
+    }
+
+    /// A staging buffer came back with `len` bytes: copy them out of the shared window once
+    /// into private memory, parse the chunk there, reassemble, and verify a completed object.
+    fn on_staging(&mut self, gpa: u64, len: u32) {
+        let mut copy = core::mem::take(&mut self.staging_copy);
+        copy.clear();
+        copy.resize(len as usize, 0);
+        self.p.shared_read(gpa, &mut copy);
+        let done = match msg::parse_chunk(&copy) {
+            None => {
+                self.counters.malformed += 1;
+                None
+            }
+            Some(chunk) => match self.reassembly.accept(&chunk) {
+                Ok(done) => done,
+                Err(e) => {
+                    debug!(
+                        "virtio-prefetch: chunk of stream {} dropped: {e}",
+                        chunk.stream_id
+                    );
+                    if matches!(e, crate::reassembly::ChunkError::TooLarge(_)) {
+                        self.count_reject(RejectReason::TooLarge);
+                    } else {
+                        self.counters.malformed += 1;
+                    }
+                    None
+                }
+            },
+        };
+        self.staging_copy = copy;
+        if let Some(object) = done {
+            self.on_object(&object);
+        }
+    }
+
+    pub(crate) fn count_reject(&mut self, reason: RejectReason) {
+        if let Some(slot) = self.counters.rejected.get_mut(reason.raw() as usize) {
+            *slot += 1;
+        }
+    }
+
+    /// A reassembled object (private memory): verify, then change trusted state.
+    fn on_object(&mut self, object: &[u8]) {
+        let now = self.p.now_ns();
+        let verdict = crate::verify::check(
+            object,
+            &self.key,
+            &self.session,
+            &self.versions,
+            &self.registry,
+            &self.demands,
+            self.max_content_len,
+            self.features & msg::F_MANIFEST != 0,
+        );
+        match verdict {
+            Ok(Verdict::Bundle(b)) => {
+                // Every check passed: now, and only now, trusted state changes.
+                self.session.last_seq = Some(b.seq);
+                if let Some(d) = b.manifest_digest {
+                    self.session.manifest_digests.remove(&d);
+                }
+                let floor = self.versions.entry(b.resource.resource_id).or_insert(0);
+                *floor = (*floor).max(b.resource.version);
+                self.counters.accepted += 1;
+                let mut r = b.resource;
+                r.verified_ns = now;
+                match b.demand {
+                    Some(cookie) => {
+                        r.source = Source::Demanded;
+                        if let Some(d) = self.demands.get_mut(&cookie) {
+                            d.outcome = Some(Ok(r));
+                        }
+                    }
+                    None => {
+                        for old in self.store.insert(r) {
+                            self.counters.evicted += 1;
+                            self.report_resource(ReportKind::Evict, &old, 0);
+                        }
+                    }
+                }
+            }
+            Ok(Verdict::Manifest { seq, digests }) => {
+                self.session.last_seq = Some(seq);
+                self.session.add_manifest(digests);
+                self.counters.manifests += 1;
+            }
+            Err(rej) => {
+                debug!("virtio-prefetch: object rejected: {:?}", rej.reason);
+                self.count_reject(rej.reason);
+                if let Some(cookie) = rej.demand {
+                    if let Some(d) = self.demands.get_mut(&cookie) {
+                        d.outcome.get_or_insert(Err(rej.reason));
+                    }
+                }
+                self.report(ReportKind::Reject, Some(rej.reason), rej.ids, 0);
+            }
+        }
+    }
+
+    fn on_request(&mut self, gpa: u64, len: u32) {
+        let mut buf = alloc::vec![0u8; len as usize];
+        self.p.shared_read(gpa, &mut buf);
+        match msg::parse_request(&buf) {
+            Some(r) if self.requests.len() < MAX_QUEUED_REQUESTS => {
+                self.counters.requests += 1;
+                self.requests.push_back(r);
+            }
+            Some(_) => {
+                warn!("virtio-prefetch: request queue full; request dropped");
+                self.counters.requests_dropped += 1;
+            }
+            None => self.counters.malformed += 1,
+        }
+    }
+
+    fn read_ack(&mut self, gpa: u64, len: u32) -> AckState {
+        let mut buf = [0u8; ACK_BUF as usize];
+        let n = (len as usize).min(buf.len());
+        self.p.shared_read(gpa, &mut buf[..n]);
+        match msg::parse_ack(&buf[..n]) {
+            Some((ack, cookie)) if ack.status == Status::Ok => AckState::Ok(cookie),
+            Some((ack, _)) => AckState::Status(ack.status.raw()),
+            None => {
+                self.counters.malformed += 1;
+                AckState::Garbled
+            }
+        }
+    }
+
+    fn on_ack(&mut self, slot: usize, ack: AckState) {
+        let Some(r) = self.rings.as_mut() else { return };
+        let Some(purpose) = r.ctrl.get_mut(slot).and_then(|s| s.busy.take()) else {
+            return;
+        };
+        match purpose {
+            CtrlPurpose::Demand(cookie) => {
+                // An Ok Ack must echo the demand id.
+                let ack = match ack {
+                    AckState::Ok(c) if c != cookie => {
+                        self.counters.malformed += 1;
+                        AckState::Garbled
+                    }
+                    other => other,
+                };
+                if let Some(d) = self.demands.get_mut(&cookie) {
+                    d.ack = ack;
+                }
+            }
+            CtrlPurpose::Hello => self.session.hello_ack = ack,
+            CtrlPurpose::Report | CtrlPurpose::Complete => {
+                if !matches!(ack, AckState::Ok(_)) {
+                    debug!("virtio-prefetch: {purpose:?} answered {ack:?}");
+                }
+            }
+        }
+    }
+}
