@@ -11,7 +11,9 @@ fn boots_to_ready_and_passes_selftests() {
     let out = Vmm::boot().run();
     out.assert_code(0)
         .assert_stdout("SEE kernel")
-        .assert_stdout("see: self-tests passed (6)")
+        .assert_stdout("see: self-tests passed (9)")
+        .assert_stdout("see: self-test halt: ok")
+        .assert_stdout("see: self-test ring3: ok")
         .assert_stdout("see: done in");
     let ready: Vec<&str> = out
         .stdout

@@ -82,24 +82,26 @@ boot_gdt_ptr:
     .section .data.boot, "aw"
     .balign 4096
 boot_pml4:
-    .quad boot_pdpt + 0x3
+    .quad boot_pdpt + 0x7
     .fill 511, 8, 0
 boot_pdpt:
-    .quad boot_pd + 0x3
-    .quad boot_pd + 0x1000 + 0x3
-    .quad boot_pd + 0x2000 + 0x3
-    .quad boot_pd + 0x3000 + 0x3
+    .quad boot_pd + 0x7
+    .quad boot_pd + 0x1000 + 0x7
+    .quad boot_pd + 0x2000 + 0x7
+    .quad boot_pd + 0x3000 + 0x7
     .fill 508, 8, 0
 boot_pd:
-    /* 2048 entries of 2 MiB: present, writable, large; uncached (PCD|PWT) from
-     * 0xD000_0000 (entry 0x680) up, where the devices live. */
+    /* 2048 entries of 2 MiB: present, writable, user-accessible, large; uncached
+     * (PCD|PWT) from 0xD000_0000 (entry 0x680) up, where the devices live. Every page is
+     * user-accessible because the kernel runs its work in ring 3, where PVM executes it
+     * natively (see usermode.rs); ring 3 here is for speed, not isolation. */
     .set page, 0
     .rept 0x680
-    .quad (page << 21) | 0x83
+    .quad (page << 21) | 0x87
     .set page, page + 1
     .endr
     .rept 2048 - 0x680
-    .quad (page << 21) | 0x9b
+    .quad (page << 21) | 0x9f
     .set page, page + 1
     .endr
 

@@ -49,6 +49,10 @@ pub fn exit(status: Status) -> ! {
     // A VMM without an exit port: stop here.
     loop {
         x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
+        if crate::usermode::in_user_mode() {
+            core::hint::spin_loop(); // hlt is a ring-0 instruction
+        } else {
+            x86_64::instructions::hlt();
+        }
     }
 }

@@ -27,6 +27,7 @@ mod memmap;
 mod prefetch;
 mod selftest;
 mod time;
+mod usermode;
 
 use cmdline::Cmdline;
 use exit::{Progress, Status};

@@ -204,6 +204,9 @@ fn exception_name(vector: u64) -> &'static str {
 
 fn dispatch(frame: &mut InterruptFrame) {
     let vector = frame.vector;
+    if vector == 6 && crate::usermode::on_invalid_opcode(frame) {
+        return;
+    }
     if vector < 32 {
         let cr2 = x86_64::registers::control::Cr2::read_raw();
         let recovery = see_fault_recovery.swap(0, Ordering::SeqCst);
@@ -244,6 +247,9 @@ fn dispatch(frame: &mut InterruptFrame) {
 /// has passed. Without the local APIC (no x2APIC) or its TSC-deadline timer, it spins with
 /// `pause` instead, checking `wake` and the TSC.
 pub fn halt_until(deadline_tsc: u64, wake: &core::sync::atomic::AtomicBool) {
+    if crate::usermode::in_user_mode() {
+        return crate::usermode::halt_until(deadline_tsc, wake);
+    }
     let can_halt = controllers().is_ok() && apic::has_tsc_deadline();
     if !can_halt {
         while !wake.load(Ordering::Acquire) && crate::time::tsc() < deadline_tsc {
