@@ -12,8 +12,8 @@ use crate::{
 /// How the driver learns that the device used buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
-    /// The embedder calls [`InterruptHandle::on_interrupt`] from the device's IRQ handler;
-    /// waits sleep in [`Platform::wait_for_event`].
+    /// The embedder calls [`crate::InterruptHandle::on_interrupt`] from the device's IRQ handler;
+    /// waits sleep in [`crate::Platform::wait_for_event`].
     Interrupt,
     /// The driver asks the device not to interrupt and waits by polling the used rings.
     Polling,
@@ -64,7 +64,7 @@ impl DriverConfig {
     }
 }
 
-/// Why the device is unusable until [`Driver::reset`].
+/// Why the device is unusable until [`crate::Driver::reset`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokenReason {
     /// The device set DEVICE_NEEDS_RESET (the backend is gone).
@@ -115,7 +115,7 @@ pub struct RequestCompletion {
     pub tasks: Vec<TaskTiming>,
 }
 
-/// Why [`Driver::new`] or [`Driver::reset`] failed.
+/// Why [`crate::Driver::new`] or [`crate::Driver::reset`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InitError {
     /// Register-level problem.

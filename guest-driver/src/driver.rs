@@ -142,6 +142,8 @@ pub struct Driver<P: Platform> {
     pub(crate) scratch: Vec<Result<Used, UsedFault>>,
     /// Private copy of one staging buffer (allocation reused).
     pub(crate) staging_copy: Vec<u8>,
+    /// True while `bring_up` waits for the Hello Ack.
+    bringing_up: bool,
 }
 
 impl<P: Platform> Driver<P> {
@@ -201,6 +203,7 @@ impl<P: Platform> Driver<P> {
             last_status_check: 0,
             scratch: Vec::new(),
             staging_copy: Vec::new(),
+            bringing_up: false,
         };
         d.bring_up()?;
         Ok(d)
@@ -262,7 +265,10 @@ impl<P: Platform> Driver<P> {
             "virtio-prefetch: up, features {:#x}, staging {} x {} bytes, epoch {}",
             self.features, self.config.staging_buffers, staging_len, self.session.epoch
         );
-        self.hello().map_err(|e| {
+        self.bringing_up = true;
+        let hello = self.hello();
+        self.bringing_up = false;
+        hello.map_err(|e| {
             if self.state == DriverState::Ready {
                 self.discard(BrokenReason::NeedsReset);
             }
@@ -486,7 +492,13 @@ impl<P: Platform> Driver<P> {
                 self.discard(BrokenReason::DeadlineMissed);
                 return Err(ClaimError::Timeout);
             }
-            match self.config.completion {
+            // During bring-up the IRQ handler may not be hooked yet: spin.
+            let completion = if self.bringing_up {
+                Completion::Polling
+            } else {
+                self.config.completion
+            };
+            match completion {
                 Completion::Interrupt => {
                     if !self.irq.0.pending.load(Ordering::Acquire) {
                         self.p.wait_for_event(deadline_ns);

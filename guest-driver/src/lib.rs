@@ -25,20 +25,28 @@
 //!   of one given window needs global state, and its `MmioTransport` maps the registers
 //!   itself instead of going through the embedder's `mmio_read32`/`mmio_write32`.
 //!
-//! So [`queue::SplitQueue`] is our own (about 250 lines), with those checks built in.
+//! So [`queue::SplitQueue`] is our own (about 290 lines), with those checks built in.
 //!
 //! # Order of calls (the kernel)
 //!
-//! 1. [`Driver::new`] with the [`Platform`], a [`DriverConfig`] (shared window, verifying key,
-//!    completion mode) and an [`AppRegistry`]; it resets the device, negotiates, sets up the
-//!    queues, sends Hello and waits for its Ack.
-//! 2. [`ffi::install`] the driver if C code (or `see_prefetch_available`/`see_claim_prefetch`)
-//!    will use it.
-//! 3. From the device's IRQ handler: [`InterruptHandle::on_interrupt`] (only sets a flag).
-//! 4. From task context: [`Driver::poll`] (also done by every claim and wait),
-//!    [`Driver::next_request`], [`Driver::available`], [`Driver::claim`],
-//!    [`Driver::claim_or_fetch`], [`Driver::complete_request`].
-//! 5. If [`Driver::state`] says the device is broken: [`Driver::reset`] (new session).
+//! 1. Build an [`AppRegistry`]: `register_app(app)`, then `allow(app, task, resource)` for
+//!    every resource each task may claim (bundles for anything else are refused).
+//! 2. [`Driver::new`]`(platform, DriverConfig::new(window), VERIFYING_KEY, registry)` with the
+//!    window from the E820 entry of type 0x5EE0 and the SEC1 key embedded at build time
+//!    (`include_bytes!(env!("SEE_PTO_VERIFYING_KEY"))`). It resets the device, negotiates,
+//!    sets up the queues, sends Hello and waits (spinning, bounded by `ctrl_timeout_ns`) for
+//!    its Ack, so it works before the IRQ handler is hooked.
+//! 3. `let irq = driver.interrupt_handle();` and hook GSI 5 to a handler that calls
+//!    [`InterruptHandle::on_interrupt`] and sends the EOI (nothing else).
+//! 4. Optionally [`ffi::install`] the driver, for `see_prefetch_available` and
+//!    `see_claim_prefetch`; Rust code then reaches it with [`ffi::with_installed`] and
+//!    `as_any().downcast_mut::<Driver<YourPlatform>>()`.
+//! 5. Serve: [`Driver::next_request`]; per task [`Driver::claim_or_fetch`] (or
+//!    [`Driver::available`] then [`Driver::claim`]); then [`Driver::complete_request`] with the
+//!    timings (this also delivers the claim reports). [`Driver::poll`] is called by all of
+//!    these; call it yourself only to process arrivals while idle.
+//! 6. On [`ClaimError::DeviceBroken`] or [`ClaimError::Timeout`] every later call fails at
+//!    once; [`Driver::reset`] starts a new session (or end the VM with an error).
 //!
 //! # Implementing [`Platform`] in the kernel
 //!

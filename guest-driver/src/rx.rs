@@ -121,14 +121,14 @@ impl<P: Platform> Driver<P> {
             return;
         }
         let Some(r) = self.rings.as_mut() else { return };
-        let (queue, gpa, len) = if q == STAGINGQ {
-            (
-                &mut r.stagingq,
-                r.staging_bufs[token as usize],
-                r.staging_len,
-            )
+        let (queue, bufs, len) = if q == STAGINGQ {
+            (&mut r.stagingq, &r.staging_bufs, r.staging_len)
         } else {
-            (&mut r.requestq, r.request_bufs[token as usize], REQUEST_BUF)
+            (&mut r.requestq, &r.request_bufs, REQUEST_BUF)
+        };
+        // Tokens come from the driver's own record, so this always finds the buffer.
+        let Some(&gpa) = bufs.get(token as usize) else {
+            return;
         };
         queue.post(
             &self.p,

@@ -725,8 +725,9 @@ impl Platform for TestPlatform {
     }
 
     fn now_ns(&self) -> u64 {
+        // Time passes as the driver works: 10 us per reading (a 1 s spin is 100k readings).
         let mut d = self.0.borrow_mut();
-        d.now += 100;
+        d.now += 10_000;
         d.now
     }
 

@@ -27,7 +27,7 @@ fn device_gone_mid_demand_fails_by_the_deadline() {
         d.claim_or_fetch(APP_A, TASK_A, RES2, 0),
         Err(ClaimError::DeviceBroken(_))
     ));
-    assert!(dev.dev().now - t < 10_000);
+    assert!(dev.dev().now - t < 200_000, "failed at once");
 }
 
 #[test]

@@ -87,6 +87,12 @@ fn hello_carries_the_session_nonce_and_epoch() {
     assert_eq!((dv.nonce, dv.epoch), (nonce, epoch));
     assert_ne!(nonce, [0; 32]);
     assert_eq!(epoch, 1);
+    // Bring-up spins for the Hello Ack (no IRQ handler yet): no sleep until the deadline.
+    assert!(
+        dv.now - 1_000_000 < 1_000_000,
+        "bring-up took {} ns",
+        dv.now
+    );
     assert_eq!(d.state(), DriverState::Ready);
     // VERSION_1 plus both device bits were negotiated.
     assert_eq!(dv.driver_features, dv.device_features);

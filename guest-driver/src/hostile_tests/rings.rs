@@ -76,7 +76,7 @@ fn used_index_jump_breaks_the_device_until_reset() {
         d.claim_or_fetch(APP_A, TASK_A, RES, 0),
         Err(ClaimError::DeviceBroken(_))
     ));
-    assert!(dev.dev().now - before < 10_000, "failed at once, no wait");
+    assert!(dev.dev().now - before < 200_000, "failed at once, no wait");
     let (old_nonce, _) = d.session();
     d.reset().unwrap();
     let (nonce, epoch) = d.session();
