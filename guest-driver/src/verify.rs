@@ -180,31 +180,34 @@ pub(crate) fn check(
         ids,
         demand,
     };
+    // The order of SPEC.md section 6: structure, session, routing, sequence, version,
+    // content, signature.
     if b.content_len > u64::from(max_content_len) {
         return Err(fail(RejectReason::TooLarge));
     }
     if b.session_nonce != session.nonce || b.epoch != session.epoch {
         return Err(fail(RejectReason::WrongSession));
     }
-    if session.last_seq.is_some_and(|last| b.seq <= last) {
-        return Err(fail(RejectReason::Replay));
-    }
-    if versions
-        .get(&b.resource_id)
-        .is_some_and(|&floor| b.resource_version < floor)
-    {
-        return Err(fail(RejectReason::Rollback));
-    }
     if !registry.permits(b.app_id, b.task_id, b.resource_id) {
         return Err(fail(RejectReason::WrongTask));
+    }
+    if b.demand_cookie != 0 && demand.is_none() {
+        return Err(fail(RejectReason::Unexpected));
     }
     if let Some(d) = demand.and_then(|c| demands.get(&c)) {
         if (d.app_id, d.task_id, d.resource_id) != (b.app_id, b.task_id, b.resource_id) {
             return Err(fail(RejectReason::WrongTask));
         }
-        if b.resource_version < d.min_version {
-            return Err(fail(RejectReason::Rollback));
-        }
+    }
+    if session.last_seq.is_some_and(|last| b.seq <= last) {
+        return Err(fail(RejectReason::Replay));
+    }
+    let floor = versions.get(&b.resource_id).copied().unwrap_or(0);
+    let demanded_floor = demand
+        .and_then(|c| demands.get(&c))
+        .map_or(0, |d| d.min_version);
+    if b.resource_version < floor.max(demanded_floor) {
+        return Err(fail(RejectReason::Rollback));
     }
     let digest: [u8; 48] = Sha384::digest(content).into();
     if digest != b.content_sha384 {

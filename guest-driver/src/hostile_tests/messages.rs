@@ -201,3 +201,16 @@ fn app_b_cannot_claim_app_a_resource() {
     // Still there for its owner.
     assert_eq!(d.claim(APP_A, TASK_A, RES).unwrap().content, data);
 }
+
+#[test]
+fn bundle_naming_no_pending_demand_is_unexpected() {
+    let (dev, mut d) = setup();
+    let b = dev
+        .dev()
+        .spec(APP_A, TASK_A, RES, 1, &content(50, 1))
+        .cookie(77)
+        .build();
+    dev.dev().deliver(&b);
+    assert_eq!(rejected(&mut d, RejectReason::Unexpected), 1);
+    assert!(!d.available(APP_A, TASK_A, RES));
+}
