@@ -245,6 +245,11 @@ impl<P: Platform> Driver<P> {
             );
         }
         let staging_len = chunk + msg::CHUNK_PREFIX as u32;
+        // The private copy of one staging buffer, reserved once: copying never allocates.
+        self.staging_copy.clear();
+        self.staging_copy
+            .try_reserve_exact(staging_len as usize)
+            .map_err(|_| InitError::Config("no memory for the staging copy buffer"))?;
         let rings = match self.carve(staging_len) {
             Ok(r) => r,
             Err(e) => {

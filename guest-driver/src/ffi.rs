@@ -1,5 +1,6 @@
 //! The C ABI: `see_prefetch_available` and `see_claim_prefetch`, over one driver instance the
-//! embedder installs once with [`install`].
+//! embedder installs once with [`install`]. The C declarations are in
+//! `guest-driver/include/see_prefetch.h`.
 //!
 //! The installed driver sits behind a spin lock that these functions only *try* to take: a
 //! call that finds it held (another CPU inside the driver, or a call from an interrupt handler
@@ -92,9 +93,14 @@ pub fn uninstall() -> Option<Box<dyn ClaimApi>> {
 /// Runs `f` on the installed driver (for Rust code after [`install`]); `None` if there is
 /// none or it is busy.
 pub fn with_installed<R>(f: impl FnOnce(&mut dyn ClaimApi) -> R) -> Option<R> {
-    let mut guard = DRIVER.try_lock()?;
-    let d = guard.as_mut()?;
-    Some(f(d.as_mut()))
+    call(f).ok()
+}
+
+/// [`with_installed`], telling a busy driver ([`SEE_E_BUSY`]) from none ([`SEE_E_NO_DRIVER`]).
+fn call<R>(f: impl FnOnce(&mut dyn ClaimApi) -> R) -> Result<R, i32> {
+    let mut guard = DRIVER.try_lock().ok_or(SEE_E_BUSY)?;
+    let d = guard.as_mut().ok_or(SEE_E_NO_DRIVER)?;
+    Ok(f(d.as_mut()))
 }
 
 fn code(e: &ClaimError) -> i32 {
@@ -138,7 +144,7 @@ pub unsafe extern "C" fn see_claim_prefetch(
     if out_len.is_null() || (out.is_null() && out_cap != 0) {
         return SEE_E_INVALID;
     }
-    let result = with_installed(|d| {
+    let result = call(|d| {
         if let Some(n) = d.staged_len(app_id, task_id, resource_id) {
             if n > out_cap {
                 return Err((SEE_E_TOO_SMALL, n));
@@ -155,9 +161,9 @@ pub unsafe extern "C" fn see_claim_prefetch(
         Ok(r)
     });
     let (rc, len) = match result {
-        None => (SEE_E_BUSY, 0),
-        Some(Err((rc, n))) => (rc, n),
-        Some(Ok(r)) => {
+        Err(rc) => (rc, 0),
+        Ok(Err((rc, n))) => (rc, n),
+        Ok(Ok(r)) => {
             let n = r.content.len();
             if n > 0 {
                 // SAFETY: the caller guarantees `out` is valid for `out_cap` >= n bytes of

@@ -192,6 +192,10 @@ fn c_abi_claims_into_a_caller_buffer() {
     assert_eq!((rc, len), (SEE_E_BROKEN, 0));
     assert!(uninstall().is_some());
     assert!(!see_prefetch_available(APP_A, TASK_A, RES));
+    // SAFETY: as above.
+    let rc =
+        unsafe { see_claim_prefetch(APP_A, TASK_A, RES, buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(rc, SEE_E_NO_DRIVER);
 }
 
 #[test]
