@@ -2,6 +2,7 @@
 //! record (queue.rs), every buffer is copied out of the shared window once, then parsed,
 //! reassembled and verified in private memory; trusted state changes only after every check.
 
+use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use log::{debug, warn};
@@ -176,7 +177,7 @@ impl<P: Platform> Driver<P> {
         };
         self.staging_copy = copy;
         if let Some(object) = done {
-            self.on_object(&object);
+            self.on_object(object);
         }
     }
 
@@ -187,10 +188,10 @@ impl<P: Platform> Driver<P> {
     }
 
     /// A reassembled object (private memory): verify, then change trusted state.
-    fn on_object(&mut self, object: &[u8]) {
+    fn on_object(&mut self, mut object: Vec<u8>) {
         let now = self.p.now_ns();
         let verdict = crate::verify::check(
-            object,
+            &object,
             &self.key,
             &self.session,
             &self.versions,
@@ -211,6 +212,9 @@ impl<P: Platform> Driver<P> {
                 self.counters.accepted += 1;
                 let mut r = b.resource;
                 r.verified_ns = now;
+                // The content moves to the front of the object's own buffer (no allocation).
+                object.drain(..msg::BundleHeader::LEN);
+                r.content = object;
                 match b.demand {
                     Some(cookie) => {
                         r.source = Source::Demanded;

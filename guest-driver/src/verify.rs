@@ -107,7 +107,9 @@ pub(crate) enum Verdict {
     Manifest { seq: u64, digests: Vec<[u8; 48]> },
 }
 
-/// Checks one reassembled object (private memory).
+/// Checks one reassembled object (private memory). An accepted bundle's content is
+/// `object[BundleHeader::LEN..]`; the returned resource's `content` is left empty for the caller
+/// to fill from the object it owns.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
     object: &[u8],
@@ -224,11 +226,6 @@ pub(crate) fn check(
         verify_signature(key, &statement, &b.signature).map_err(fail)?;
         None
     };
-    let mut owned = Vec::new();
-    owned
-        .try_reserve_exact(content.len())
-        .map_err(|_| fail(RejectReason::TooLarge))?;
-    owned.extend_from_slice(content);
     Ok(Verdict::Bundle(Accepted {
         resource: Resource {
             app_id: b.app_id,
@@ -236,7 +233,8 @@ pub(crate) fn check(
             resource_id: b.resource_id,
             version: b.resource_version,
             kind: b.kind as u16,
-            content: owned,
+            // Filled by the caller from the object it owns (no second copy).
+            content: Vec::new(),
             source: Source::Prefetched,
             verified_ns: 0,
         },

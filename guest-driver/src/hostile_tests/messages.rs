@@ -214,3 +214,20 @@ fn bundle_naming_no_pending_demand_is_unexpected() {
     assert_eq!(rejected(&mut d, RejectReason::Unexpected), 1);
     assert!(!d.available(APP_A, TASK_A, RES));
 }
+
+#[test]
+fn over_budget_bundles_evict_the_oldest_and_report_it() {
+    let dev = TestPlatform::new();
+    let key = dev.dev().key.verifying_key().to_sec1_bytes();
+    let mut c = config(Completion::Interrupt);
+    c.store_budget = 100;
+    let mut d = Driver::new(dev.clone(), c, &key, registry()).unwrap();
+    stage(&dev, RES, 1, &content(64, 1));
+    stage(&dev, RES2, 1, &content(64, 2));
+    d.poll();
+    assert_eq!(d.counters().evicted, 1);
+    assert!(!d.available(APP_A, TASK_A, RES));
+    assert!(d.available(APP_A, TASK_A, RES2));
+    d.flush();
+    assert_eq!(dev.dev().report_kinds(), vec![3], "Evict reported");
+}
