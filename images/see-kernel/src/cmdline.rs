@@ -3,7 +3,16 @@
 use core::fmt;
 
 /// The command-line keys this kernel knows.
-pub const KNOWN_KEYS: &[&str] = &["virtio_mmio.device", "see.selftest", "see.app", "see.test"];
+pub const KNOWN_KEYS: &[&str] = &[
+    "virtio_mmio.device",
+    "see.selftest",
+    "see.app",
+    "see.test",
+    "see.allow",
+    "see.poll",
+    "see.quiet",
+    "see.idle_ms",
+];
 
 /// A command line.
 #[derive(Clone, Copy, Debug)]

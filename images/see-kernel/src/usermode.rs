@@ -93,7 +93,9 @@ extern "C" {
 
 const USER_STACK_SIZE: usize = 1 << 20;
 
+/// Only its address is used: ring-3 code runs on it.
 #[repr(align(16))]
+#[allow(dead_code)]
 struct UserStack([u8; USER_STACK_SIZE]);
 
 static mut USER_STACK: UserStack = UserStack([0; USER_STACK_SIZE]);
@@ -163,15 +165,15 @@ pub fn on_invalid_opcode(frame: &mut InterruptFrame) -> bool {
     if frame.cs & 3 != 3 {
         return false;
     }
-    if frame.rip == see_user_exit as usize as u64 {
-        frame.rip = see_user_return as usize as u64;
+    if frame.rip == see_user_exit as *const () as u64 {
+        frame.rip = see_user_return as *const () as u64;
         frame.cs = u64::from(CS::get_reg().0);
         frame.ss = 0;
         frame.rsp = frame as *mut InterruptFrame as u64; // reloaded by see_user_return
         frame.rflags &= !0x3000;
         return true;
     }
-    if frame.rip == see_user_halt as usize as u64 {
+    if frame.rip == see_user_halt as *const () as u64 {
         // SAFETY: `halt_until` passed a reference to an AtomicBool that lives across the call.
         let wake = unsafe { &*(frame.rsi as *const AtomicBool) };
         crate::interrupts::halt_until(frame.rdi, wake);

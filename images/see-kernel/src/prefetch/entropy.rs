@@ -34,10 +34,9 @@ pub fn has_rdrand() -> bool {
 
 /// Fills `buf` with bytes from RDRAND and TSC jitter, hashed.
 pub fn fill(buf: &mut [u8]) {
-    let mut counter = 0u64;
-    for out in buf.chunks_mut(48) {
+    for (counter, out) in buf.chunks_mut(48).enumerate() {
         let mut hasher = Sha384::new();
-        hasher.update(counter.to_le_bytes());
+        hasher.update((counter as u64).to_le_bytes());
         for _ in 0..8 {
             if let Some(r) = rdrand() {
                 hasher.update(r.to_le_bytes());
@@ -46,6 +45,5 @@ pub fn fill(buf: &mut [u8]) {
         }
         let digest = hasher.finalize();
         out.copy_from_slice(&digest[..out.len()]);
-        counter += 1;
     }
 }

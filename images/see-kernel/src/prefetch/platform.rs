@@ -22,7 +22,7 @@ impl KernelPlatform {
     }
 
     fn register(&self, offset: usize) -> Option<u64> {
-        (offset < 0x1000 && offset % 4 == 0).then(|| self.mmio_base + offset as u64)
+        (offset < 0x1000 && offset.is_multiple_of(4)).then(|| self.mmio_base + offset as u64)
     }
 }
 

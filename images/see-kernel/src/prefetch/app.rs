@@ -1,0 +1,327 @@
+//! The `serve` app: runs the requests the PTO dispatches over requestq.
+//!
+//! A request's arguments start with an operation (`u32` LE, then 4 reserved bytes), followed by
+//! the task ids it concerns (`u64` LE each); a task's resources are the ones `see.allow` gives
+//! to (app, task), in command-line order:
+//! - `OP_RUN` (1): for each task, claim each resource, or demand-fetch it on a miss, then work
+//!   on it ([`work`]); print one `see: claim ...` line per resource (unless quiet) and complete
+//!   the request with per-task timings measured here;
+//! - `OP_BENCH` (2): for each resource, wait until it is staged, time its claim, then time a
+//!   demand fetch of the same resource: `see: bench res=R len=N claim_ns=C demand_ns=D`;
+//! - `OP_THROUGHPUT` (3): time from the request until every listed resource is staged and
+//!   verified: `see: staged bytes=N ns=T`, then claim them all;
+//! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
+//!
+//! A resource the app cannot get or verify ends the VM with an app failure (104) after a
+//! `see: claim-failed ...` line; so does a device that breaks (the backend died) or a request
+//! that does not come within `see.idle_ms`.
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use see_guest_driver::{
+    ClaimError, Driver, DriverState, RequestCompletion, Resource, Source, TaskTiming,
+};
+use sha2::{Digest, Sha384};
+
+use super::platform::{KernelPlatform, DEVICE_INTERRUPT};
+use crate::{exit::Status, interrupts, time};
+
+/// Operation codes in the first 4 bytes of a request's arguments.
+pub const OP_RUN: u32 = 1;
+/// Claim-versus-demand measurement.
+pub const OP_BENCH: u32 = 2;
+/// Staging-throughput measurement.
+pub const OP_THROUGHPUT: u32 = 3;
+/// End the VM.
+pub const OP_STOP: u32 = 0xFFFF;
+
+/// How the app behaves (from the command line).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// No line per claim.
+    pub quiet: bool,
+    /// End after this long without a request.
+    pub idle_ns: u64,
+    /// Polled completion: waits spin instead of halting.
+    pub polling: bool,
+}
+
+type Drv = Driver<KernelPlatform>;
+
+fn hex(bytes: &[u8]) -> alloc::string::String {
+    let mut s = alloc::string::String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The work a task does on a resource: a see-workload resource is inflated, parsed and
+/// checksummed (`see_workload::process`); anything else is hashed. Returns a digest to print.
+fn work(resource: &Resource) -> Result<[u8; 48], alloc::string::String> {
+    let digest: [u8; 48] = Sha384::digest(&resource.content).into();
+    if resource.content.get(..4) == Some(&see_workload::MAGIC.to_le_bytes()[..]) {
+        see_workload::process(&resource.content).map_err(|e| {
+            alloc::format!("resource {} failed processing: {e}", resource.resource_id)
+        })?;
+    }
+    Ok(digest)
+}
+
+/// Waits for the next request, sleeping between polls; None after `idle_ns` or when the
+/// device breaks.
+fn next_request(
+    driver: &mut Drv,
+    settings: &Settings,
+) -> Option<see_guest_driver::IncomingRequest> {
+    let deadline = time::monotonic_ns().saturating_add(settings.idle_ns);
+    loop {
+        if let Some(request) = driver.next_request() {
+            return Some(request);
+        }
+        if driver.check_device() != DriverState::Ready || time::monotonic_ns() >= deadline {
+            return None;
+        }
+        pause(settings, deadline);
+    }
+}
+
+/// Sleeps until an interrupt (or 1 ms at most), or spins briefly when polling.
+fn pause(settings: &Settings, deadline_ns: u64) {
+    if settings.polling {
+        core::hint::spin_loop();
+        return;
+    }
+    let now = time::monotonic_ns();
+    let until = deadline_ns.min(now + 1_000_000);
+    let ticks =
+        (until.saturating_sub(now) as u128 * u128::from(time::tsc_hz()) / 1_000_000_000) as u64;
+    interrupts::halt_until(time::tsc().saturating_add(ticks), &DEVICE_INTERRUPT);
+    DEVICE_INTERRUPT.store(false, core::sync::atomic::Ordering::Release);
+}
+
+fn parse_args(args: &[u8]) -> Option<(u32, Vec<u64>)> {
+    let op = u32::from_le_bytes(args.get(..4)?.try_into().ok()?);
+    let tasks = args.get(8..)?;
+    if tasks.len() % 8 != 0 {
+        return None;
+    }
+    Some((
+        op,
+        tasks
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+    ))
+}
+
+fn fail(what: core::fmt::Arguments<'_>, error: &ClaimError, driver: &mut Drv) -> Status {
+    println!("see: claim-failed {what} error={error}");
+    print_counters(driver);
+    Status::AppFailure
+}
+
+fn print_counters(driver: &mut Drv) {
+    let c = driver.counters();
+    println!(
+        "see: counters accepted={} rejected={:?} malformed={} hits={} misses={} demands={} evicted={} interrupts={}",
+        c.accepted, c.rejected, c.malformed, c.hits, c.misses, c.demands_served, c.evicted, c.interrupts
+    );
+}
+
+/// Serves requests until `OP_STOP`; returns the VM's exit status.
+pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) -> Status {
+    loop {
+        let Some(request) = next_request(&mut driver, settings) else {
+            match driver.state() {
+                DriverState::Ready => println!("see: no request within see.idle_ms"),
+                DriverState::Broken(why) => println!("see: prefetch device failed: {why:?}"),
+            }
+            print_counters(&mut driver);
+            return Status::AppFailure;
+        };
+        let start = time::monotonic_ns();
+        let Some((op, tasks)) = parse_args(&request.args) else {
+            println!(
+                "see: request {} has malformed arguments; ignored",
+                request.request_id
+            );
+            continue;
+        };
+        let app = request.app_id;
+        let resources = |task: u64| {
+            allow
+                .iter()
+                .filter(move |&&(a, t, _)| a == app && t == task)
+                .map(|&(_, _, r)| r)
+        };
+        match op {
+            OP_STOP => {
+                print_counters(&mut driver);
+                driver.flush();
+                return Status::Success;
+            }
+            OP_RUN => {
+                let mut timings = Vec::new();
+                for &task in &tasks {
+                    let mut timing = TaskTiming {
+                        task_id: task,
+                        ..Default::default()
+                    };
+                    for res in resources(task) {
+                        let t0 = time::monotonic_ns();
+                        let resource = match driver.claim_or_fetch(app, task, res, 0) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return fail(
+                                    format_args!("app={app} task={task} res={res}"),
+                                    &e,
+                                    &mut driver,
+                                )
+                            }
+                        };
+                        let t1 = time::monotonic_ns();
+                        let staged = resource.source == Source::Prefetched;
+                        if staged {
+                            timing.hits += 1;
+                            timing.claim_ns += t1 - t0;
+                        } else {
+                            timing.misses += 1;
+                            timing.fetch_ns += t1 - t0;
+                        }
+                        let digest = match work(&resource) {
+                            Ok(d) => d,
+                            Err(why) => {
+                                println!("see: work-failed {why}");
+                                return Status::AppFailure;
+                            }
+                        };
+                        timing.work_ns += time::monotonic_ns() - t1;
+                        if !settings.quiet {
+                            println!(
+                                "see: claim app={app} task={task} res={res} ver={} len={} sha384={} staged={} ns={}",
+                                resource.version,
+                                resource.content.len(),
+                                hex(&digest),
+                                u8::from(staged),
+                                t1 - t0
+                            );
+                        }
+                    }
+                    timings.push(timing);
+                }
+                let completion = RequestCompletion {
+                    request_id: request.request_id,
+                    status: 0,
+                    total_ns: time::monotonic_ns() - start,
+                    tasks: timings,
+                };
+                if let Err(e) = driver.complete_request(&completion) {
+                    return fail(
+                        format_args!("completion of request {}", request.request_id),
+                        &e,
+                        &mut driver,
+                    );
+                }
+            }
+            OP_BENCH => {
+                for &task in &tasks {
+                    for res in resources(task) {
+                        let deadline = time::monotonic_ns() + 10_000_000_000;
+                        while !driver.available(app, task, res) {
+                            if time::monotonic_ns() > deadline
+                                || driver.state() != DriverState::Ready
+                            {
+                                return fail(
+                                    format_args!("bench: res={res} never staged"),
+                                    &ClaimError::NotStaged,
+                                    &mut driver,
+                                );
+                            }
+                            pause(settings, deadline);
+                        }
+                        let t0 = time::monotonic_ns();
+                        let staged = match driver.claim(app, task, res) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return fail(format_args!("bench claim res={res}"), &e, &mut driver)
+                            }
+                        };
+                        let t1 = time::monotonic_ns();
+                        let demanded = match driver.fetch(app, task, res, 0) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return fail(format_args!("bench fetch res={res}"), &e, &mut driver)
+                            }
+                        };
+                        let t2 = time::monotonic_ns();
+                        if staged.content != demanded.content {
+                            println!(
+                                "see: bench res={res}: the staged and demanded contents differ"
+                            );
+                            return Status::AppFailure;
+                        }
+                        println!(
+                            "see: bench res={res} len={} claim_ns={} demand_ns={}",
+                            staged.content.len(),
+                            t1 - t0,
+                            t2 - t1
+                        );
+                    }
+                }
+                let _ = driver.complete_request(&RequestCompletion {
+                    request_id: request.request_id,
+                    status: 0,
+                    total_ns: time::monotonic_ns() - start,
+                    tasks: Vec::new(),
+                });
+            }
+            OP_THROUGHPUT => {
+                let wanted: Vec<(u64, u64)> = tasks
+                    .iter()
+                    .flat_map(|&t| resources(t).map(move |r| (t, r)))
+                    .collect();
+                let deadline = start + 60_000_000_000;
+                let mut bytes = 0u64;
+                loop {
+                    let staged = wanted
+                        .iter()
+                        .filter(|&&(t, r)| driver.available(app, t, r))
+                        .count();
+                    if staged == wanted.len() {
+                        break;
+                    }
+                    if time::monotonic_ns() > deadline || driver.state() != DriverState::Ready {
+                        return fail(
+                            format_args!("throughput: {staged} of {} staged", wanted.len()),
+                            &ClaimError::NotStaged,
+                            &mut driver,
+                        );
+                    }
+                    pause(settings, deadline);
+                }
+                let elapsed = time::monotonic_ns() - start;
+                for &(t, r) in &wanted {
+                    if let Ok(resource) = driver.claim(app, t, r) {
+                        bytes += resource.content.len() as u64;
+                    }
+                }
+                println!(
+                    "see: staged bytes={bytes} ns={elapsed} resources={}",
+                    wanted.len()
+                );
+                let _ = driver.complete_request(&RequestCompletion {
+                    request_id: request.request_id,
+                    status: 0,
+                    total_ns: elapsed,
+                    tasks: Vec::new(),
+                });
+            }
+            other => println!(
+                "see: request {} has unknown operation {other}; ignored",
+                request.request_id
+            ),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Bring-up: find the device and the shared window, hook the interrupt (ring 0), then run the
+//! app in ring 3 with the driver.
+
+use alloc::{string::String, vec::Vec};
+
+use see_guest_driver::window::SharedWindow;
+use see_guest_driver::{AppRegistry, Completion, Driver, DriverConfig, InterruptHandle};
+use spin::Once;
+
+use super::{
+    app,
+    platform::{KernelPlatform, DEVICE_INTERRUPT},
+};
+use crate::{cmdline::Cmdline, exit::Status, interrupts, keys, memmap::MemoryMap, usermode};
+
+static IRQ_HANDLE: Once<InterruptHandle> = Once::new();
+
+fn on_device_interrupt() {
+    if let Some(handle) = IRQ_HANDLE.get() {
+        handle.on_interrupt();
+    }
+    DEVICE_INTERRUPT.store(true, core::sync::atomic::Ordering::Release);
+}
+
+/// Parses `see.allow=A:T:R,...` into (app, task, resource) triples, in order.
+pub fn parse_allow(value: &str) -> Result<Vec<(u32, u64, u64)>, String> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|entry| {
+            let mut parts = entry.split(':');
+            let mut next = || parts.next().and_then(|p| p.parse::<u64>().ok());
+            match (next(), next(), next(), parts.next()) {
+                (Some(a), Some(t), Some(r), None) if a <= u64::from(u32::MAX) => {
+                    Ok((a as u32, t, r))
+                }
+                _ => Err(alloc::format!(
+                    "see.allow: {entry:?} is not app:task:resource"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Runs the guest app `name`; returns the status the VM ends with.
+pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
+    if name != "serve" {
+        println!("see: no guest app named {name:?} in this image (known: serve)");
+        return Status::AppFailure;
+    }
+    let device = match cmdline.virtio_mmio_devices().next() {
+        Some(Ok(device)) => device,
+        Some(Err(bad)) => {
+            println!("see: malformed virtio_mmio.device={:?}", bad.0);
+            return Status::AppFailure;
+        }
+        None => {
+            println!("see: no virtio_mmio.device on the command line: start see-vmm with --prefetch-socket");
+            return Status::AppFailure;
+        }
+    };
+    let Some(window) = map.shared_window() else {
+        println!("see: the memory map has no shared window (E820 type 0x5EE0)");
+        return Status::AppFailure;
+    };
+    let allow = match parse_allow(cmdline.get("see.allow").unwrap_or("")) {
+        Ok(allow) => allow,
+        Err(why) => {
+            println!("see: {why}");
+            return Status::AppFailure;
+        }
+    };
+    let polling = cmdline.get("see.poll") == Some("1");
+    let settings = app::Settings {
+        quiet: cmdline.get("see.quiet") == Some("1"),
+        idle_ns: cmdline
+            .get("see.idle_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30_000)
+            .saturating_mul(1_000_000),
+        polling,
+    };
+    if !polling {
+        if let Err(e) = interrupts::register_irq(device.gsi, on_device_interrupt) {
+            println!("see: cannot route the device's GSI {}: {e}", device.gsi);
+            return Status::AppFailure;
+        }
+        x86_64::instructions::interrupts::enable();
+    }
+    let base = device.base;
+    // Everything from here runs natively in ring 3 (usermode.rs): key parsing, verification,
+    // hashing and the app's work would be about 1000x slower in the emulated ring 0.
+    usermode::run(move || {
+        let mut registry = AppRegistry::new();
+        for &(app_id, task_id, resource_id) in &allow {
+            registry.register_app(app_id);
+            if let Err(e) = registry.allow(app_id, task_id, resource_id) {
+                println!("see: see.allow: {e}");
+                return Status::AppFailure;
+            }
+        }
+        let mut config = DriverConfig::new(SharedWindow {
+            base_gpa: window.start,
+            size: window.len,
+        });
+        config.completion = if polling {
+            Completion::Polling
+        } else {
+            Completion::Interrupt
+        };
+        let platform = KernelPlatform::new(base, window);
+        let driver = match Driver::new(platform, config, &keys::PTO_VERIFYING_KEY, registry) {
+            Ok(driver) => driver,
+            Err(e) => {
+                println!("see: prefetch device: {e}");
+                return Status::AppFailure;
+            }
+        };
+        IRQ_HANDLE.call_once(|| driver.interrupt_handle());
+        let (_, epoch) = driver.session();
+        println!(
+            "see: prefetch device ready: {} allowed resources, {} completion, session epoch {epoch}",
+            allow.len(),
+            if polling { "polled" } else { "interrupt" }
+        );
+        app::serve(driver, &allow, &settings)
+    })
+}
