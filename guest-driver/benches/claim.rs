@@ -58,6 +58,7 @@ fn main() {
                 fetches.push(t.elapsed());
                 assert_eq!(r.content.len(), size);
             }
+            let counters = d.counters();
             let (c, f) = (median(claims), median(fetches));
             println!(
                 "  {:>5} KiB: staged claim {:>9.2?}  demand fetch {:>9.2?}  ratio {:>7.0}x",
@@ -65,6 +66,10 @@ fn main() {
                 c,
                 f,
                 f.as_secs_f64() / c.as_secs_f64()
+            );
+            println!(
+                "             {runs} claims + {runs} fetches: {} register accesses (VM exits), {} notifies, {} interrupts",
+                counters.register_accesses, counters.notifies, counters.interrupts
             );
         }
         let (dev, mut d) = driver(mode);

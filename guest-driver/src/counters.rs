@@ -30,6 +30,16 @@ pub struct Counters {
     pub requests: u64,
     /// ctrlq messages that could not be posted (queue full) and were dropped.
     pub ctrl_dropped: u64,
+    /// Queue notifications written (each a VM exit).
+    pub notifies: u64,
+    /// Register accesses of the data path (each a VM exit): notifications, InterruptStatus
+    /// read and ack, status checks; bring-up's register setup is not counted. Divide by
+    /// claims or requests to compare interrupt and polling mode.
+    pub register_accesses: u64,
+    /// Waits for the device (Hello and demand Acks, demanded bundles).
+    pub waits: u64,
+    /// Nanoseconds spent in those waits.
+    pub wait_ns: u64,
     /// Interrupts signalled through [`crate::InterruptHandle::on_interrupt`].
     pub interrupts: u64,
     /// Device resets done by the driver.

@@ -261,8 +261,8 @@ impl<P: Platform> Driver<P> {
         self.post_all_buffers();
         Transport::driver_ok(&self.p);
         // No notification before DRIVER_OK (virtio 1.2, 3.1.1).
-        Transport::notify(&self.p, REQUESTQ);
-        Transport::notify(&self.p, STAGINGQ);
+        self.kick(REQUESTQ);
+        self.kick(STAGINGQ);
         self.state = DriverState::Ready;
         self.last_status_check = self.p.now_ns();
         self.session = Session::fresh(&mut self.p, self.session.epoch.wrapping_add(1));
@@ -406,6 +406,7 @@ impl<P: Platform> Driver<P> {
     pub fn check_device(&mut self) -> DriverState {
         self.last_status_check = self.p.now_ns();
         if self.state == DriverState::Ready {
+            self.counters.register_accesses += 1;
             let s = self.p.mmio_read32(mmio::reg::STATUS);
             if s & status::DEVICE_NEEDS_RESET != 0 || s & status::DRIVER_OK == 0 {
                 self.discard(BrokenReason::NeedsReset);
@@ -456,11 +457,18 @@ impl<P: Platform> Driver<P> {
         r.ctrl[slot].busy = Some(purpose);
         if kick {
             r.ctrl_unkicked = false;
-            Transport::notify(&self.p, CTRLQ);
+            self.kick(CTRLQ);
         } else {
             r.ctrl_unkicked = true;
         }
         Ok(())
+    }
+
+    /// Notifies the device of new buffers on queue `q` (one register write: a VM exit).
+    pub(crate) fn kick(&mut self, q: u16) {
+        self.counters.notifies += 1;
+        self.counters.register_accesses += 1;
+        Transport::notify(&self.p, q);
     }
 
     /// Notifies the device of ctrlq messages (reports) posted without a kick.
@@ -468,7 +476,7 @@ impl<P: Platform> Driver<P> {
         if let Some(r) = self.rings.as_mut() {
             if r.ctrl_unkicked && self.state == DriverState::Ready {
                 r.ctrl_unkicked = false;
-                Transport::notify(&self.p, CTRLQ);
+                self.kick(CTRLQ);
             }
         }
     }
@@ -479,6 +487,18 @@ impl<P: Platform> Driver<P> {
         &mut self,
         deadline_ns: u64,
         mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<(), ClaimError> {
+        let started = self.p.now_ns();
+        let result = self.wait_rounds(deadline_ns, &mut done);
+        self.counters.waits += 1;
+        self.counters.wait_ns += self.p.now_ns().saturating_sub(started);
+        result
+    }
+
+    fn wait_rounds(
+        &mut self,
+        deadline_ns: u64,
+        done: &mut impl FnMut(&Self) -> bool,
     ) -> Result<(), ClaimError> {
         // A guard against a clock that never advances: a wait never exceeds this many rounds.
         for _ in 0..MAX_WAIT_ROUNDS {

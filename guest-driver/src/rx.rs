@@ -12,7 +12,7 @@ use crate::{
         AckState, BrokenReason, CtrlPurpose, DriverState, Source, ACK_BUF, CTRLQ,
         MAX_QUEUED_REQUESTS, REQUESTQ, REQUEST_BUF, STAGINGQ, STATUS_CHECK_NS,
     },
-    mmio::{self, irq, Transport},
+    mmio::{self, irq},
     msg::{self, RejectReason, ReportKind, Status},
     platform::Platform,
     queue::{Segment, UsedFault},
@@ -28,7 +28,9 @@ impl<P: Platform> Driver<P> {
     pub fn poll(&mut self) {
         if self.irq.0.pending.swap(false, Ordering::Acquire) {
             let isr = self.p.mmio_read32(mmio::reg::INTERRUPT_STATUS);
+            self.counters.register_accesses += 1;
             if isr != 0 {
+                self.counters.register_accesses += 1;
                 self.p.mmio_write32(mmio::reg::INTERRUPT_ACK, isr);
             }
             if isr & irq::CONFIG_CHANGE != 0 {
@@ -143,7 +145,7 @@ impl<P: Platform> Driver<P> {
         // One kick per poll would do; the device normally has plenty of buffers posted, so
         // kick only when its queue ran low.
         if u32::from(queue.outstanding()) <= u32::from(queue.size()) / 2 {
-            Transport::notify(&self.p, q);
+            self.kick(q);
         }
     }
 

@@ -104,7 +104,13 @@ fn prefetched_bundle_is_claimed_byte_for_byte() {
     let data = content(3000, 7);
     stage(&dev, RES, 1, &data);
     assert!(d.available(APP_A, TASK_A, RES));
+    let exits = d.counters().register_accesses;
     let r = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!(
+        d.counters().register_accesses,
+        exits,
+        "a staged claim causes no VM exit"
+    );
     assert_eq!(r.content, data);
     assert_eq!(
         (r.app_id, r.task_id, r.resource_id, r.version),
