@@ -129,13 +129,51 @@ pub fn with_uart<R>(f: impl FnOnce(&Uart) -> R) -> R {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
+    if crate::usermode::in_user_mode() {
+        return print_from_ring3(args);
+    }
     with_uart(|uart| write_to(uart, args));
 }
 
 /// Prints without taking the console lock: for the panic and exception paths, where the lock
 /// may be held by the code that failed.
 pub fn print_emergency(args: fmt::Arguments) {
+    if crate::usermode::in_user_mode() {
+        return print_from_ring3(args);
+    }
     write_to(&Uart::new(COM1), args);
+}
+
+/// Ring 3 cannot reach the UART's ports: format into a line here, then write it from ring 0.
+fn print_from_ring3(args: fmt::Arguments) {
+    struct Line {
+        buf: [u8; 512],
+        len: usize,
+    }
+    impl Write for Line {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for &b in s.as_bytes() {
+                if self.len == self.buf.len() {
+                    crate::usermode::console_write(&self.buf);
+                    self.len = 0;
+                }
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut line = Line {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = line.write_fmt(args);
+    crate::usermode::console_write(&line.buf[..line.len]);
+}
+
+/// Writes raw bytes to the UART (ring 0; the console lock is taken).
+pub fn write_bytes(bytes: &[u8]) {
+    with_uart(|uart| uart.write_burst(bytes));
 }
 
 fn write_to(uart: &Uart, args: fmt::Arguments) {

@@ -38,14 +38,20 @@ pub enum Status {
 
 /// Reports a boot milestone to the VMM.
 pub fn progress(code: Progress) {
+    if crate::usermode::in_user_mode() {
+        return; // boot progress is reported from ring 0 only
+    }
     // SAFETY: port 0x80 is the VMM's progress port; the write has no memory effects.
     unsafe { Port::<u8>::new(PROGRESS_PORT).write(code as u8) }
 }
 
-/// Ends the VM with `status`.
+/// Ends the VM with `status` (from ring 0 or ring 3).
 pub fn exit(status: Status) -> ! {
-    // SAFETY: port 0x501 is the VMM's exit port; the write stops this vCPU for good.
-    unsafe { Port::<u32>::new(EXIT_PORT).write(status as u32) }
+    if crate::usermode::in_user_mode() {
+        crate::usermode::exit(status as u32);
+    } else {
+        exit_port(status as u32);
+    }
     // A VMM without an exit port: stop here.
     loop {
         x86_64::instructions::interrupts::disable();
@@ -55,4 +61,10 @@ pub fn exit(status: Status) -> ! {
             x86_64::instructions::hlt();
         }
     }
+}
+
+/// Writes `status` to the exit port (ring 0 only): the VMM ends the VM.
+pub fn exit_port(status: u32) {
+    // SAFETY: port 0x501 is the VMM's exit port; the write stops this vCPU for good.
+    unsafe { Port::<u32>::new(EXIT_PORT).write(status) }
 }

@@ -42,7 +42,6 @@ see_enter_user:
     push r8
     push rdx
     pushfq
-    or qword ptr [rsp], 0x3000   /* IOPL 3: console and exit port from ring 3 */
     push rcx
     lea rax, [rip + see_user_trampoline]
     push rax
@@ -65,9 +64,10 @@ see_user_return:
     pop rbx
     ret
 
-    .global see_user_halt
-see_user_halt:
-    /* rdi = deadline TSC, rsi = wake flag; the #UD handler halts and resumes after ud2 */
+    .global see_user_call
+see_user_call:
+    /* rdi = operation, rsi and rdx = arguments; the #UD handler performs it in ring 0 and
+     * resumes after the ud2 */
     ud2
     ret
 
@@ -88,7 +88,7 @@ extern "C" {
     );
     fn see_user_exit();
     fn see_user_return();
-    fn see_user_halt(deadline_tsc: u64, wake: *const AtomicBool);
+    fn see_user_call(op: u64, a: u64, b: u64);
 }
 
 const USER_STACK_SIZE: usize = 1 << 20;
@@ -151,12 +151,36 @@ pub fn run<F: FnOnce() -> R, R>(f: F) -> R {
     }
 }
 
+/// The ring-0 services ring 3 calls through `see_user_call`. PVM runs ring 3 with IOPL 0
+/// whatever RFLAGS says, so port I/O (console, exit port), `cli`/`sti` and `hlt` all need one.
+const CALL_HALT: u64 = 1;
+const CALL_WRITE: u64 = 2;
+const CALL_EXIT: u64 = 3;
+/// Longest console write per call.
+const MAX_WRITE: u64 = 4096;
+
+fn call(op: u64, a: u64, b: u64) {
+    // SAFETY: `see_user_call` is `ud2; ret`; the #UD handler performs `op` with these
+    // arguments in ring 0 and resumes at the `ret` (see `on_invalid_opcode`).
+    unsafe { see_user_call(op, a, b) }
+}
+
 /// From ring 3: halts in ring 0 until an interrupt, `wake`, or `deadline_tsc` (see
 /// [`crate::interrupts::halt_until`]).
 pub fn halt_until(deadline_tsc: u64, wake: &AtomicBool) {
-    // SAFETY: `see_user_halt` is `ud2; ret`; the #UD handler performs the halt with these
-    // arguments and resumes at the `ret` (see `on_invalid_opcode`).
-    unsafe { see_user_halt(deadline_tsc, wake) }
+    call(CALL_HALT, deadline_tsc, wake as *const AtomicBool as u64);
+}
+
+/// From ring 3: writes `bytes` to the serial console.
+pub fn console_write(bytes: &[u8]) {
+    for chunk in bytes.chunks(MAX_WRITE as usize) {
+        call(CALL_WRITE, chunk.as_ptr() as u64, chunk.len() as u64);
+    }
+}
+
+/// From ring 3: ends the VM with `status` (the exit port).
+pub fn exit(status: u32) {
+    call(CALL_EXIT, u64::from(status), 0);
 }
 
 /// The #UD handler's hook: handles the two traps of this module when they come from ring 3.
@@ -170,13 +194,26 @@ pub fn on_invalid_opcode(frame: &mut InterruptFrame) -> bool {
         frame.cs = u64::from(CS::get_reg().0);
         frame.ss = 0;
         frame.rsp = frame as *mut InterruptFrame as u64; // reloaded by see_user_return
-        frame.rflags &= !0x3000;
         return true;
     }
-    if frame.rip == see_user_halt as *const () as u64 {
-        // SAFETY: `halt_until` passed a reference to an AtomicBool that lives across the call.
-        let wake = unsafe { &*(frame.rsi as *const AtomicBool) };
-        crate::interrupts::halt_until(frame.rdi, wake);
+    if frame.rip == see_user_call as *const () as u64 {
+        match frame.rdi {
+            CALL_HALT if frame.rdx != 0 => {
+                // SAFETY: `halt_until` passed a reference to an AtomicBool that lives across
+                // the call (ring 3 and ring 0 share the address space).
+                let wake = unsafe { &*(frame.rdx as *const AtomicBool) };
+                crate::interrupts::halt_until(frame.rsi, wake);
+            }
+            CALL_WRITE if frame.rdx <= MAX_WRITE => {
+                // SAFETY: `console_write` passed a live slice of at most MAX_WRITE bytes.
+                let bytes = unsafe {
+                    core::slice::from_raw_parts(frame.rsi as *const u8, frame.rdx as usize)
+                };
+                crate::console::write_bytes(bytes);
+            }
+            CALL_EXIT => crate::exit::exit_port(frame.rsi as u32),
+            _ => {}
+        }
         frame.rip += 2; // past ud2, onto the ret
         return true;
     }
