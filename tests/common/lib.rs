@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod guest;
+
 use std::{
     io::Read,
     os::unix::{fs::MetadataExt, process::CommandExt},
@@ -77,10 +79,34 @@ pub fn kernel_image() -> &'static Path {
             cargo()
                 .current_dir(&dir)
                 .args(["build", "--release", "--locked"])
+                .env("SEE_PTO_VERIFYING_KEY", &pto_keys().1)
                 .env_remove("CARGO_TARGET_DIR")
                 .env_remove("RUSTFLAGS"),
         );
         dir.join("target/x86_64-unknown-none/release/see-kernel")
+    })
+}
+
+/// The development key pair the guest image embeds (secret PEM, verifying SEC1), created by
+/// `cargo xtask keys` on first use. `SEE_PTO_SIGNING_KEY` names another secret key; the image
+/// must then have been built with its verifying key.
+pub fn pto_keys() -> &'static (PathBuf, PathBuf) {
+    static KEYS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = repo_root().join("target/see-keys");
+        let pair = (dir.join("pto.key"), dir.join("pto.pub"));
+        if let Some(secret) = std::env::var_os("SEE_PTO_SIGNING_KEY") {
+            return (PathBuf::from(secret), pair.1);
+        }
+        if !pair.0.is_file() || !pair.1.is_file() {
+            build(
+                "the development keys",
+                cargo()
+                    .current_dir(repo_root())
+                    .args(["run", "--locked", "-q", "-p", "xtask", "--", "keys"]),
+            );
+        }
+        pair
     })
 }
 
@@ -199,6 +225,11 @@ impl Vmm {
             self.cmd.uid(65534).gid(65534);
         }
         self
+    }
+
+    /// The command, for callers that run it themselves ([`guest::Guest`]).
+    pub fn into_command(self) -> Command {
+        self.cmd
     }
 
     /// Runs to completion, failing the test if it takes longer than [`DEADLINE`].
