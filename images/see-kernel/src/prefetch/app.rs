@@ -10,6 +10,10 @@
 //!   demand fetch of the same resource: `see: bench res=R len=N claim_ns=C demand_ns=D`;
 //! - `OP_THROUGHPUT` (3): time from the request until every listed resource is staged and
 //!   verified: `see: staged bytes=N ns=T`, then claim them all;
+//! - `OP_PROBE` (4): the arguments are (task, resource) pairs; for each, try as the request's
+//!   app to claim it without a demand fetch and, if refused, to demand-fetch it
+//!   ([`super::probe::probe`]: `see: probe ... claim=denied fetch=denied`), for the access
+//!   control and tamper tests;
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -33,6 +37,8 @@ pub const OP_RUN: u32 = 1;
 pub const OP_BENCH: u32 = 2;
 /// Staging-throughput measurement.
 pub const OP_THROUGHPUT: u32 = 3;
+/// Claim probes: the arguments after the operation are (task, resource) pairs.
+pub const OP_PROBE: u32 = 4;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -123,11 +129,7 @@ fn fail(what: core::fmt::Arguments<'_>, error: &ClaimError, driver: &mut Drv) ->
 }
 
 fn print_counters(driver: &mut Drv) {
-    let c = driver.counters();
-    println!(
-        "see: counters accepted={} rejected={:?} malformed={} hits={} misses={} demands={} evicted={} interrupts={}",
-        c.accepted, c.rejected, c.malformed, c.hits, c.misses, c.demands_served, c.evicted, c.interrupts
-    );
+    super::probe::print_counters(driver);
 }
 
 /// Serves requests until `OP_STOP`; returns the VM's exit status.
@@ -317,6 +319,12 @@ pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) ->
                     total_ns: elapsed,
                     tasks: Vec::new(),
                 });
+            }
+            OP_PROBE => {
+                for pair in tasks.chunks_exact(2) {
+                    super::probe::probe(&mut driver, app, pair[0], pair[1]);
+                }
+                driver.flush();
             }
             other => println!(
                 "see: request {} has unknown operation {other}; ignored",

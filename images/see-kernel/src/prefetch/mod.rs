@@ -14,6 +14,7 @@
 pub mod app;
 pub mod entropy;
 pub mod platform;
+mod probe;
 mod setup;
 
 pub use setup::run_app;
