@@ -14,6 +14,9 @@
 //!   app to claim it without a demand fetch and, if refused, to demand-fetch it
 //!   ([`super::probe::probe`]: `see: probe ... claim=denied fetch=denied`), for the access
 //!   control and tamper tests;
+//! - `OP_AWAIT` (5): the arguments are (task, resource) pairs; wait (10 s at most) until each
+//!   is staged for the request's app, without claiming it: `see: staged ...` or
+//!   `see: not-staged ...` ([`super::probe::await_staged`]);
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -39,6 +42,8 @@ pub const OP_BENCH: u32 = 2;
 pub const OP_THROUGHPUT: u32 = 3;
 /// Claim probes: the arguments after the operation are (task, resource) pairs.
 pub const OP_PROBE: u32 = 4;
+/// Wait until (task, resource) pairs are staged, without claiming them.
+pub const OP_AWAIT: u32 = 5;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -325,6 +330,18 @@ pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) ->
                     super::probe::probe(&mut driver, app, pair[0], pair[1]);
                 }
                 driver.flush();
+            }
+            OP_AWAIT => {
+                for pair in tasks.chunks_exact(2) {
+                    super::probe::await_staged(
+                        &mut driver,
+                        app,
+                        pair[0],
+                        pair[1],
+                        10_000_000_000,
+                        |deadline| pause(settings, deadline),
+                    );
+                }
             }
             other => println!(
                 "see: request {} has unknown operation {other}; ignored",

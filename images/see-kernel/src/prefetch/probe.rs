@@ -74,3 +74,32 @@ pub fn probe(driver: &mut Drv, app: u32, task: u64, res: u64) {
         outcome(&claim),
     );
 }
+
+/// Waits (up to `timeout_ns`, sleeping through `pause`) until `app` could claim (task,
+/// resource), without claiming it: `see: staged app=A task=T res=R waited_ns=N`, or
+/// `see: not-staged ...` when the deadline passes or the device breaks.
+pub fn await_staged(
+    driver: &mut Drv,
+    app: u32,
+    task: u64,
+    res: u64,
+    timeout_ns: u64,
+    mut pause: impl FnMut(u64),
+) {
+    let start = crate::time::monotonic_ns();
+    let deadline = start.saturating_add(timeout_ns);
+    loop {
+        if driver.available(app, task, res) {
+            let waited = crate::time::monotonic_ns() - start;
+            println!("see: staged app={app} task={task} res={res} waited_ns={waited}");
+            return;
+        }
+        if crate::time::monotonic_ns() >= deadline
+            || driver.state() != see_guest_driver::DriverState::Ready
+        {
+            println!("see: not-staged app={app} task={task} res={res}");
+            return;
+        }
+        pause(deadline);
+    }
+}
