@@ -23,6 +23,19 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Boot time and VMM memory overhead.
     Boot(BootArgs),
+    /// virtio-prefetch: staged claim against demand fetch, staging throughput.
+    Prefetch(PrefetchArgs),
+}
+
+/// Options of `cargo xtask bench prefetch`.
+#[derive(Args, Debug)]
+struct PrefetchArgs {
+    /// Measured rounds per resource size.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// MiB staged (1 MiB resources) for the throughput figure.
+    #[arg(long, default_value_t = 32)]
+    stage_mib: u32,
 }
 
 /// Options of `cargo xtask bench boot`.
@@ -40,6 +53,7 @@ struct BootArgs {
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     match &args.what {
         BenchCommand::Boot(a) => boot(a),
+        BenchCommand::Prefetch(a) => prefetch(a),
     }
 }
 
@@ -211,6 +225,41 @@ fn boot(args: &BootArgs) -> Result<(), String> {
         println!("{name:<44} {median:>8.2} {min:>8.2} {p90:>8.2} {max:>8.2}");
     }
     Ok(())
+}
+
+/// Builds the image, the VMM and the benchmark driver (tests/bench/prefetch_bench.rs, which
+/// runs the backend in-process), then runs it.
+fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
+    let kernel = image::build_image()?;
+    let vmm = image::build_vmm()?;
+    crate::run_step(
+        "build see-prefetch-bench (release)",
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(crate::repo_root())
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-e2e",
+                "--bin",
+                "see-prefetch-bench",
+            ]),
+    )?;
+    println!("machine: {}", machine());
+    let status = Command::new(image::target_dir().join("release/see-prefetch-bench"))
+        .args(["--rounds", &args.rounds.to_string()])
+        .args(["--stage-mib", &args.stage_mib.to_string()])
+        .env("SEE_VMM_BIN", vmm)
+        .env("SEE_KERNEL_IMAGE", kernel)
+        .env("SEE_PTO_SIGNING_KEY", crate::keys::secret_key_path())
+        .status()
+        .map_err(|e| format!("cannot run see-prefetch-bench: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see-prefetch-bench failed ({status})"))
+    }
 }
 
 #[cfg(test)]
