@@ -19,6 +19,8 @@
 //! - `OP_AWAIT` (5): the arguments are (task, resource) pairs; wait (10 s at most) until each
 //!   is staged for the request's app, without claiming it: `see: staged ...` or
 //!   `see: not-staged ...` ([`super::probe::await_staged`]);
+//! - `OP_RESET` (6): reset the device and start a new session: `see: reset epoch=E` (a bundle
+//!   of the old session replayed into the new one must be refused);
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -46,6 +48,8 @@ pub const OP_THROUGHPUT: u32 = 3;
 pub const OP_PROBE: u32 = 4;
 /// Wait until (task, resource) pairs are staged, without claiming them.
 pub const OP_AWAIT: u32 = 5;
+/// Reset the device: a new session (fresh nonce, next epoch).
+pub const OP_RESET: u32 = 6;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -96,6 +100,8 @@ fn next_request(
         if driver.check_device() != DriverState::Ready || time::monotonic_ns() >= deadline {
             return None;
         }
+        // Reports of bundles handled while idle (rejects, evictions) go out before sleeping.
+        driver.flush();
         pause(settings, deadline);
     }
 }
@@ -347,6 +353,14 @@ pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) ->
                 }
                 driver.flush();
             }
+            OP_RESET => match driver.reset() {
+                Ok(()) => println!("see: reset epoch={}", driver.session().1),
+                Err(e) => {
+                    println!("see: reset failed: {e}");
+                    print_counters(&mut driver);
+                    return Status::AppFailure;
+                }
+            },
             OP_AWAIT => {
                 for pair in tasks.chunks_exact(2) {
                     super::probe::await_staged(

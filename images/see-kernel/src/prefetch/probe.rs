@@ -100,6 +100,7 @@ pub fn await_staged(
             println!("see: not-staged app={app} task={task} res={res}");
             return;
         }
+        driver.flush();
         pause(deadline);
     }
 }
