@@ -20,6 +20,7 @@ pub mod layout;
 pub mod memory;
 pub mod report;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 
 pub use bus::{Bus, BusDevice, SharedDevice};

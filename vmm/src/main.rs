@@ -3,12 +3,17 @@
 //! Exit code: the guest's status from the exit port, 1 for a VMM error, 2 for a usage error
 //! (see docs/ARCHITECTURE.md).
 
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use see_vmm::{
     config::{DEFAULT_KVM_DEVICE, DEFAULT_MEMORY_MIB, DEFAULT_SHARED_MIB},
     devices::legacy::{PROGRESS_ENTRY, PROGRESS_READY, PROGRESS_SELFTESTS},
+    virtio::prefetch,
     ExitReason, SerialOutput, Vm, VmConfig,
 };
 
@@ -37,6 +42,13 @@ struct Cli {
     /// The KVM device node (for tests).
     #[arg(long, hide = true, default_value = DEFAULT_KVM_DEVICE)]
     kvm_device: PathBuf,
+    /// Add the virtio-prefetch device (virtio-mmio slot 0, 0xd0000000, GSI 5), run by the
+    /// vhost-user backend listening on this socket.
+    #[arg(long, value_name = "PATH")]
+    prefetch_socket: Option<PathBuf>,
+    /// How long to retry connecting to the prefetch backend, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000, hide = true)]
+    prefetch_connect_ms: u64,
     /// Print boot times and memory use to stderr at exit, as one `boot-report` line.
     #[arg(long)]
     boot_report: bool,
@@ -58,7 +70,21 @@ fn main() -> ExitCode {
         kvm_device: cli.kvm_device,
         measure_memory: cli.boot_report,
     };
-    let outcome = match Vm::new(config, start).and_then(Vm::run) {
+    let mut vm = match Vm::new(config, start) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("see-vmm: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(socket) = &cli.prefetch_socket {
+        let timeout = Duration::from_millis(cli.prefetch_connect_ms);
+        if let Err(e) = prefetch::attach(&mut vm, socket, timeout) {
+            eprintln!("see-vmm: error: virtio-prefetch: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let outcome = match vm.run() {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("see-vmm: error: {e}");
