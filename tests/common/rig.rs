@@ -1,0 +1,237 @@
+//! One rig per test: a temporary store with the test's resources, the backend serving it on a
+//! temporary socket (in-process, `see_prefetch_backend::Backend::spawn`), and the VMM booting
+//! the guest's `serve` app with `--prefetch-socket`. The test drives the guest through the
+//! backend's `dispatch` (requests whose arguments name an operation and task ids, see
+//! images/see-kernel/src/prefetch/app.rs) and reads its console lines.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use crate::{guest::Guest, pto_keys, Vmm, DEADLINE};
+use see_prefetch_backend::{
+    signer::load_key,
+    store::{DiskStore, ResourceStore},
+    Backend, BackendConfig, BackendEvent, BackendHandle, PrefetchOrder, Request, Tamper,
+};
+use sha2::{Digest, Sha384};
+use virtio_prefetch_wire::ResourceKind;
+
+/// Serve-app operation: claim (or demand-fetch) every resource of the listed tasks.
+pub const OP_RUN: u32 = 1;
+/// Serve-app operation: per listed task, wait until staged, time the claim and a demand fetch.
+pub const OP_BENCH: u32 = 2;
+/// Serve-app operation: time until every resource of the listed tasks is staged.
+pub const OP_THROUGHPUT: u32 = 3;
+/// Serve-app operation: (task, resource) pairs, claim and fetch attempts that may be refused.
+pub const OP_PROBE: u32 = 4;
+/// Serve-app operation: (task, resource) pairs, wait until staged without claiming.
+pub const OP_AWAIT: u32 = 5;
+/// Serve-app operation: print the counters and end the VM with 0.
+pub const OP_STOP: u32 = 0xFFFF;
+
+/// A resource the test puts in the store.
+#[derive(Debug, Clone)]
+pub struct Res {
+    pub app: u32,
+    pub task: u64,
+    pub id: u64,
+    pub version: u64,
+    pub content: Vec<u8>,
+}
+
+impl Res {
+    /// A data resource of `len` deterministic, non-repeating bytes.
+    pub fn data(app: u32, task: u64, id: u64, version: u64, len: usize) -> Self {
+        let mut content = Vec::with_capacity(len);
+        let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version;
+        while content.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            content.extend_from_slice(&x.to_le_bytes());
+        }
+        content.truncate(len);
+        Self {
+            app,
+            task,
+            id,
+            version,
+            content,
+        }
+    }
+
+    /// Lower-case hex SHA-384 of the content, as the guest prints it.
+    pub fn sha384(&self) -> String {
+        Sha384::digest(&self.content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The rig's options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Resources in the store (every (app, task, id) is also in the guest's `see.allow`).
+    pub resources: Vec<Res>,
+    /// Extra `see.allow` entries the store does not hold.
+    pub extra_allow: Vec<(u32, u64, u64)>,
+    /// Polled completion in the guest.
+    pub polling: bool,
+    /// Another secret key for the backend (PKCS#8 PEM path) than the image's.
+    pub signing_key: Option<PathBuf>,
+}
+
+/// Backend + guest.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub backend: BackendHandle,
+    pub guest: Guest,
+    pub seen: Vec<BackendEvent>,
+    next_request: u64,
+}
+
+impl Rig {
+    /// Builds the store, starts the backend, boots the guest and waits for its "device
+    /// ready" line.
+    pub fn start(options: &Options) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let socket = dir.path().join("prefetch.sock");
+        let key = options
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| pto_keys().0.clone());
+        let key = load_key(&key).unwrap_or_else(|e| panic!("signing key: {e}"));
+        let store: Arc<dyn ResourceStore> = Arc::new(fill_store(&store, &options.resources));
+        let backend = Backend::spawn(BackendConfig::new(&socket, store, key))
+            .unwrap_or_else(|e| panic!("the backend did not start: {e}"));
+        let mut allow: Vec<String> = options
+            .resources
+            .iter()
+            .map(|r| format!("{}:{}:{}", r.app, r.task, r.id))
+            .collect();
+        allow.extend(
+            options
+                .extra_allow
+                .iter()
+                .map(|(a, t, r)| format!("{a}:{t}:{r}")),
+        );
+        allow.sort();
+        allow.dedup();
+        let mut cmdline = format!(
+            "see.selftest=0 see.app=serve see.idle_ms=30000 see.allow={}",
+            allow.join(",")
+        );
+        if options.polling {
+            cmdline.push_str(" see.poll=1");
+        }
+        let vmm = Vmm::boot()
+            .arg("--prefetch-socket")
+            .arg(&socket)
+            .arg("--cmdline")
+            .arg(cmdline);
+        let mut guest = Guest::spawn(vmm);
+        guest.wait_line("\"see: prefetch device ready\"", |l| {
+            l.starts_with("see: prefetch device ready")
+        });
+        Self {
+            dir,
+            backend,
+            guest,
+            seen: Vec::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Orders a prefetch of `r` for its task.
+    pub fn prefetch(&mut self, r: &Res) {
+        self.backend
+            .prefetch(PrefetchOrder {
+                app_id: r.app,
+                task_id: r.task,
+                resource_id: r.id,
+            })
+            .unwrap_or_else(|e| panic!("prefetch of resource {} refused: {e}", r.id));
+    }
+
+    /// Dispatches a request of `app` with `op` and its u64 arguments into the guest.
+    pub fn dispatch(&mut self, app: u32, op: u32, words: &[u64]) -> u64 {
+        let mut args = Vec::with_capacity(8 + 8 * words.len());
+        args.extend_from_slice(&op.to_le_bytes());
+        args.extend_from_slice(&[0; 4]);
+        for w in words {
+            args.extend_from_slice(&w.to_le_bytes());
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.backend
+            .dispatch(Request {
+                request_id,
+                session_id: 1,
+                app_id: app,
+                request_type: op,
+                args,
+            })
+            .unwrap_or_else(|e| panic!("dispatch of request {request_id} failed: {e}"));
+        request_id
+    }
+
+    /// Waits for a backend event that satisfies `pred` (every event is kept in `seen`).
+    pub fn wait_event(&mut self, what: &str, pred: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.backend.next_event(left) {
+                Some(e) => {
+                    self.seen.push(e.clone());
+                    if pred(&e) {
+                        return e;
+                    }
+                }
+                None if left.is_zero() || !self.backend.is_running() => panic!(
+                    "no backend event {what} within {DEADLINE:?} (backend running: {}); events: {:?}\n--- console\n{}",
+                    self.backend.is_running(),
+                    self.seen,
+                    self.guest.transcript()
+                ),
+                None => {}
+            }
+        }
+    }
+
+    /// Sets the fault the backend injects into the next bundles.
+    pub fn tamper(&mut self, t: Tamper) {
+        self.backend
+            .set_tamper(t)
+            .unwrap_or_else(|e| panic!("set_tamper({t:?}): {e}"));
+    }
+
+    /// Stops the guest (OP_STOP), waits for exit 0 and returns the console.
+    pub fn stop(mut self) -> String {
+        self.dispatch(1, OP_STOP, &[]);
+        let out = self.guest.finish();
+        out.assert_code(0);
+        self.backend.shutdown();
+        out.stdout
+    }
+}
+
+/// Puts every resource in a disk store at `dir` (versions of one id in increasing order).
+fn fill_store(dir: &Path, resources: &[Res]) -> DiskStore {
+    let store = DiskStore::open(dir).unwrap_or_else(|e| panic!("store {}: {e}", dir.display()));
+    let mut sorted: Vec<&Res> = resources.iter().collect();
+    sorted.sort_by_key(|r| (r.id, r.version));
+    for r in sorted {
+        store
+            .add(r.id, r.version, ResourceKind::Data, r.app, &r.content)
+            .unwrap_or_else(|e| panic!("store add of resource {} v{}: {e}", r.id, r.version));
+    }
+    store
+}

@@ -1,0 +1,149 @@
+//! 6c: what a hostile host can do to bundles. Each tampered bundle is rejected, counted by
+//! reason (the guest's Report reaches the backend, and the guest's reject counters show it), and
+//! never claimable; shared memory rewritten after the guest copied a bundle changes nothing.
+
+use p384::{
+    elliptic_curve::Generate,
+    pkcs8::{EncodePrivateKey, LineEnding},
+    SecretKey,
+};
+use see_e2e::{
+    guest::{field, field_u64},
+    kvm_available,
+};
+use see_prefetch_backend::{BackendEvent, Tamper};
+use virtio_prefetch_wire::RejectReason;
+
+use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_PROBE, OP_RUN};
+
+/// True for the backend's event of a guest Report rejecting `res` for `reason`.
+fn is_reject(e: &BackendEvent, res: u64, reason: RejectReason) -> bool {
+    matches!(e, BackendEvent::Report { reason: Some(r), resource_id, .. }
+        if *r == reason && *resource_id == res)
+}
+
+/// Orders a prefetch of `r` under `tamper`, waits for the guest's reject Report with `reason`,
+/// and checks that the owner cannot claim it.
+fn rejected(rig: &mut Rig, r: &Res, tamper: Tamper, reason: RejectReason) {
+    rig.tamper(tamper);
+    rig.prefetch(r);
+    rig.wait_event(&format!("Report Reject {reason:?} for {}", r.id), |e| {
+        is_reject(e, r.id, reason)
+    });
+    rig.tamper(Tamper::None);
+    rig.dispatch(r.app, OP_PROBE, &[r.task, r.id]);
+    let probe = rig.guest.wait_line("probe", |l| {
+        l.starts_with(&format!(
+            "see: probe app={} task={} res={} ",
+            r.app, r.task, r.id
+        ))
+    });
+    assert_eq!(field_u64(&probe, "available"), 0, "{tamper:?}: {probe}");
+    assert_eq!(field(&probe, "claim"), "not-staged", "{tamper:?}: {probe}");
+}
+
+fn rejects_line(console: &str) -> String {
+    console
+        .lines()
+        .find(|l| l.starts_with("see: rejects "))
+        .expect("rejects line")
+        .to_string()
+}
+
+#[test]
+fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
+    if !kvm_available() {
+        return;
+    }
+    // Version 1 stays in the store for the rollback; version 2 is what the backend serves.
+    let older = Res::data(1, 7, 3, 1, 16 * 1024);
+    let r = Res::data(1, 7, 3, 2, 16 * 1024);
+    let mut rig = Rig::start(&Options {
+        resources: vec![older, r.clone()],
+        ..Options::default()
+    });
+    rejected(&mut rig, &r, Tamper::ForeignKey, RejectReason::BadSignature);
+    rejected(
+        &mut rig,
+        &r,
+        Tamper::FlipHeaderBit,
+        RejectReason::BadSignature,
+    );
+    rejected(
+        &mut rig,
+        &r,
+        Tamper::FlipContentBit,
+        RejectReason::DigestMismatch,
+    );
+    rejected(&mut rig, &r, Tamper::WrongTask, RejectReason::WrongTask);
+
+    // A good delivery, claimed; then its replay and an older version are refused.
+    rig.prefetch(&r);
+    rig.dispatch(1, OP_RUN, &[7]);
+    let claim = rig.guest.wait_line("claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ")
+    });
+    assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
+    rejected(&mut rig, &r, Tamper::ReplayLast, RejectReason::Replay);
+    rejected(&mut rig, &r, Tamper::Rollback, RejectReason::Rollback);
+
+    // The host rewrites the staging buffers after delivering: the guest's copy is unchanged.
+    rig.tamper(Tamper::RewriteAfterDelivery);
+    rig.prefetch(&r);
+    rig.dispatch(1, OP_AWAIT, &[7, 3]);
+    rig.guest.wait_line("staged res=3", |l| {
+        l.starts_with("see: staged app=1 task=7 res=3")
+    });
+    rig.tamper(Tamper::None);
+    rig.dispatch(1, OP_RUN, &[7]);
+    let claim = rig.guest.wait_line("second claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ") && l.contains(" staged=1 ")
+    });
+    assert_eq!(field(&claim, "sha384"), r.sha384(), "rewritten: {claim}");
+
+    let rejects = rejects_line(&rig.stop());
+    for (name, n) in [
+        ("bad_signature", 2),
+        ("digest_mismatch", 1),
+        ("wrong_task", 1),
+        ("replay", 1),
+        ("rollback", 1),
+        ("malformed", 0),
+    ] {
+        assert_eq!(field_u64(&rejects, name), n, "{name}: {rejects}");
+    }
+}
+
+/// A secret key the image does not embed (PKCS#8 PEM in `dir`).
+fn foreign_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let secret = SecretKey::try_generate().expect("system RNG");
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("encode key");
+    let path = dir.join("foreign.key");
+    std::fs::write(&path, pem.as_bytes()).expect("write key");
+    path
+}
+
+#[test]
+fn a_backend_with_a_foreign_key_cannot_stage_or_serve() {
+    if !kvm_available() {
+        return;
+    }
+    let keydir = tempfile::tempdir().expect("tempdir");
+    let r = Res::data(1, 7, 3, 1, 4096);
+    let mut rig = Rig::start(&Options {
+        resources: vec![r.clone()],
+        signing_key: Some(foreign_key(keydir.path())),
+        ..Options::default()
+    });
+    rig.prefetch(&r);
+    rig.wait_event("Report Reject BadSignature", |e| {
+        is_reject(e, r.id, RejectReason::BadSignature)
+    });
+    // The task's claim falls back to a demand fetch, whose bundle is refused too: exit 104.
+    rig.dispatch(1, OP_RUN, &[7]);
+    let out = rig.guest.finish();
+    out.assert_code(104)
+        .assert_stdout("see: claim-failed app=1 task=7 res=3")
+        .assert_stdout("bad_signature=2");
+    assert!(!out.stdout.contains("see: claim app="), "{}", out.stdout);
+}
