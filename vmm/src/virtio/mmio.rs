@@ -92,7 +92,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// A transport for `device` whose rings must lie in `window` (guest start, size). `irq`,
     /// when given, is written to raise the device's interrupt (the config-change one).
     pub fn new(device: D, window: (GuestAddress, u64), irq: Option<EventFd>) -> Self {
-        let queues = device.queue_max_sizes().iter().map(|&m| Queue::new(m)).collect();
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&m| Queue::new(m))
+            .collect();
         Self {
             device,
             window,
@@ -126,7 +130,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// The device failed (its backend died): sets DEVICE_NEEDS_RESET and, if the driver has
     /// the device live, raises a configuration-change interrupt.
     pub fn device_failed(&mut self, why: &str) {
-        log::error!("virtio device {:#x}: {why}; setting DEVICE_NEEDS_RESET", self.device.device_id());
+        log::error!(
+            "virtio device {:#x}: {why}; setting DEVICE_NEEDS_RESET",
+            self.device.device_id()
+        );
         self.status |= status::DEVICE_NEEDS_RESET;
         if self.status & status::DRIVER_OK != 0 {
             self.interrupt_status |= interrupt::CONFIG_CHANGE;
@@ -151,7 +158,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
     fn queue_writable(&self) -> bool {
         self.has(status::FEATURES_OK)
             && self.status & (status::DRIVER_OK | status::FAILED) == 0
-            && self.queues.get(self.queue_sel as usize).is_some_and(|q| !q.ready)
+            && self
+                .queues
+                .get(self.queue_sel as usize)
+                .is_some_and(|q| !q.ready)
     }
 
     fn reset(&mut self) {
@@ -282,10 +292,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let ok = value & current == current
             && matches!(
                 (current, next),
-                (0, ACKNOWLEDGE)
-                    | (ACKNOWLEDGE, DRIVER)
-                    | (0x3, FEATURES_OK)
-                    | (0xb, DRIVER_OK)
+                (0, ACKNOWLEDGE) | (ACKNOWLEDGE, DRIVER) | (0x3, FEATURES_OK) | (0xb, DRIVER_OK)
             );
         if !ok {
             log::warn!("virtio-mmio: invalid status change {current:#x} -> {value:#x} ignored");
@@ -317,7 +324,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
                     self.status |= DEVICE_NEEDS_RESET;
                     return;
                 }
-                log::info!("virtio-mmio: device {:#x} live, features {:#x}", self.device.device_id(), self.driver_features);
+                log::info!(
+                    "virtio-mmio: device {:#x} live, features {:#x}",
+                    self.device.device_id(),
+                    self.driver_features
+                );
             }
             _ => {}
         }
@@ -331,7 +342,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
         for (index, q) in self.queues.iter().enumerate().filter(|(_, q)| q.ready) {
             let queue = index as u16;
             if q.size == 0 || !q.size.is_power_of_two() || q.size > u32::from(q.max) {
-                return Err(ActivateError::QueueSize { queue, size: q.size, max: q.max });
+                return Err(ActivateError::QueueSize {
+                    queue,
+                    size: q.size,
+                    max: q.max,
+                });
             }
             let n = u64::from(q.size);
             for (ring, addr, bytes, align) in [
@@ -339,11 +354,18 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 ("available", q.avail, 6 + 2 * n, 2),
                 ("used", q.used, 6 + 8 * n, 4),
             ] {
-                if addr % align != 0 {
-                    return Err(ActivateError::Misaligned { queue, ring, addr, align });
+                if !addr.is_multiple_of(align) {
+                    return Err(ActivateError::Misaligned {
+                        queue,
+                        ring,
+                        addr,
+                        align,
+                    });
                 }
                 let inside = addr >= start
-                    && addr.checked_add(bytes).is_some_and(|end| end <= start + len);
+                    && addr
+                        .checked_add(bytes)
+                        .is_some_and(|end| end <= start + len);
                 if !inside {
                     return Err(ActivateError::RingOutsideWindow { queue, ring, addr });
                 }
@@ -370,8 +392,11 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
             }
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
-            log::warn!("virtio-mmio: {}-byte read at {offset:#x} ignored (registers are 32-bit)", data.len());
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            log::warn!(
+                "virtio-mmio: {}-byte read at {offset:#x} ignored (registers are 32-bit)",
+                data.len()
+            );
             data.fill(0);
             return;
         }
@@ -383,10 +408,14 @@ impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
             log::warn!("virtio-mmio: write to the read-only config space at {offset:#x} ignored");
             return;
         }
-        let Ok(bytes) = <[u8; 4]>::try_from(data).map_err(|_| ()).and_then(|b| {
-            if offset % 4 == 0 { Ok(b) } else { Err(()) }
-        }) else {
-            log::warn!("virtio-mmio: {}-byte write at {offset:#x} ignored (registers are 32-bit)", data.len());
+        let bytes = <[u8; 4]>::try_from(data)
+            .ok()
+            .filter(|_| offset.is_multiple_of(4));
+        let Some(bytes) = bytes else {
+            log::warn!(
+                "virtio-mmio: {}-byte write at {offset:#x} ignored (registers are 32-bit)",
+                data.len()
+            );
             return;
         };
         self.write_register(offset, u32::from_le_bytes(bytes));

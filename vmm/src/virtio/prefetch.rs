@@ -171,7 +171,10 @@ impl MutEventSubscriber for BackendWatcher {
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let _ = ops.remove(events);
-        let mut transport = self.transport.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut transport = self
+            .transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         transport.device_mut().set_gone();
         transport.device_failed(&format!(
             "the vhost-user backend hung up ({:?})",

@@ -157,8 +157,12 @@ impl VhostUserDevice {
             waited: Duration::ZERO,
             source,
         };
-        stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io_err)?;
-        stream.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(io_err)?;
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .map_err(io_err)?;
+        stream
+            .set_write_timeout(Some(REQUEST_TIMEOUT))
+            .map_err(io_err)?;
         let mut frontend = Frontend::from_stream(stream, spec.num_queues as u64);
         let req = |what| {
             move |source| VhostUserError::Request {
@@ -260,10 +264,20 @@ impl VhostUserDevice {
         self.gone = true;
     }
 
-    fn host(&self, queue: u16, ring: &'static str, addr: GuestAddress, len: u64) -> Result<u64, ActivateError> {
+    fn host(
+        &self,
+        queue: u16,
+        ring: &'static str,
+        addr: GuestAddress,
+        len: u64,
+    ) -> Result<u64, ActivateError> {
         self.window
             .host_address_of(addr, len)
-            .ok_or(ActivateError::RingOutsideWindow { queue, ring, addr: addr.0 })
+            .ok_or(ActivateError::RingOutsideWindow {
+                queue,
+                ring,
+                addr: addr.0,
+            })
     }
 
     fn start_queue(&mut self, q: &QueueConfig) -> Result<(), ActivateError> {
@@ -283,8 +297,10 @@ impl VhostUserDevice {
         f.set_vring_num(i, q.size).map_err(err("SET_VRING_NUM"))?;
         f.set_vring_addr(i, &data).map_err(err("SET_VRING_ADDR"))?;
         f.set_vring_base(i, 0).map_err(err("SET_VRING_BASE"))?;
-        f.set_vring_call(i, &self.call).map_err(err("SET_VRING_CALL"))?;
-        f.set_vring_kick(i, &self.kicks[i]).map_err(err("SET_VRING_KICK"))?;
+        f.set_vring_call(i, &self.call)
+            .map_err(err("SET_VRING_CALL"))?;
+        f.set_vring_kick(i, &self.kicks[i])
+            .map_err(err("SET_VRING_KICK"))?;
         self.started.push(q.index);
         f.set_vring_enable(i, true).map_err(err("SET_VRING_ENABLE"))
     }
