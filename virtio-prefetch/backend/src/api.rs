@@ -1,0 +1,187 @@
+//! The backend's Rust API: what the PTO (or a test) asks of the device, and what the device
+//! tells it back.
+
+use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming};
+
+/// Push a resource into the guest's staging area ahead of need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefetchOrder {
+    /// The app that will claim it (informational: the store's app id is what gets signed).
+    pub app_id: u32,
+    /// The task it is for.
+    pub task_id: u64,
+    /// The resource.
+    pub resource_id: u64,
+}
+
+/// A request to dispatch into the guest over requestq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Unique per run.
+    pub request_id: u64,
+    /// The client session.
+    pub session_id: u64,
+    /// The app that serves it.
+    pub app_id: u32,
+    /// The request type.
+    pub request_type: u32,
+    /// Opaque arguments (at most 3072 bytes).
+    pub args: Vec<u8>,
+}
+
+/// Fault injection: what a hostile host can do to bundles, for the end-to-end tests. Applies
+/// to every bundle sent while it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tamper {
+    /// Honest.
+    #[default]
+    None,
+    /// Sign with a key the guest does not know.
+    ForeignKey,
+    /// Flip a bit of a signed header field after signing.
+    FlipHeaderBit,
+    /// Flip a bit of the content after signing.
+    FlipContentBit,
+    /// Send the previous bundle again, unchanged, instead of a new one.
+    ReplayLast,
+    /// Sign the bundle for another task than the one ordered.
+    WrongTask,
+    /// Serve the previous version of the resource (signed properly).
+    Rollback,
+    /// Rewrite the staging buffer with other bytes right after delivering the last chunk.
+    RewriteAfterDelivery,
+}
+
+/// Which queue something happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueName {
+    /// requestq.
+    Request,
+    /// stagingq.
+    Staging,
+    /// ctrlq.
+    Control,
+}
+
+/// What the device reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendEvent {
+    /// The guest started a session.
+    Hello {
+        /// Its nonce.
+        nonce: [u8; 32],
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A bundle's last chunk is in the guest's staging buffer.
+    Staged {
+        /// The resource.
+        resource_id: u64,
+        /// Its version.
+        version: u64,
+        /// The task it was signed for.
+        task_id: u64,
+        /// Content bytes.
+        bytes: u64,
+        /// Its sequence number.
+        seq: u64,
+        /// The demand it answered (0 for a prefetch).
+        demand_cookie: u32,
+    },
+    /// A signature was made (for the audit log).
+    Signed {
+        /// The resource.
+        resource_id: u64,
+        /// Its version.
+        version: u64,
+        /// The sequence number.
+        seq: u64,
+        /// The session epoch.
+        epoch: u64,
+        /// SHA-384 of the signed statement.
+        statement_sha384: [u8; 48],
+    },
+    /// The guest demanded a resource.
+    Demand {
+        /// The app.
+        app_id: u32,
+        /// The task.
+        task_id: u64,
+        /// The resource.
+        resource_id: u64,
+        /// Whether the store had it.
+        served: bool,
+    },
+    /// A guest report.
+    Report {
+        /// What happened.
+        kind: ReportKind,
+        /// Why, for a rejection.
+        reason: Option<RejectReason>,
+        /// The app.
+        app_id: u32,
+        /// The task.
+        task_id: u64,
+        /// The resource.
+        resource_id: u64,
+        /// The version.
+        version: u64,
+        /// Guest-measured latency.
+        latency_ns: u64,
+    },
+    /// A request completed in the guest.
+    Complete {
+        /// The request.
+        request_id: u64,
+        /// 0 for success.
+        status: u32,
+        /// Guest-measured total time.
+        total_ns: u64,
+        /// Per-task timings.
+        tasks: Vec<TaskTiming>,
+    },
+    /// A descriptor outside the memory the backend was given, or unusable (wrong direction,
+    /// too short); it was returned unused.
+    Refused {
+        /// The queue.
+        queue: QueueName,
+        /// Its guest address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+    /// A ctrlq message that did not parse (answered with Status::Malformed).
+    Malformed {
+        /// The parse error.
+        detail: String,
+    },
+    /// The frontend disconnected or reset the device.
+    Reset,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bundles whose last chunk was delivered.
+    pub bundles: u64,
+    /// Content bytes delivered in bundles.
+    pub bytes: u64,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Signatures made.
+    pub signatures: u64,
+    /// Demands served.
+    pub demands: u64,
+    /// Demands for unknown resources or before Hello.
+    pub demands_refused: u64,
+    /// Requests dispatched.
+    pub requests: u64,
+    /// Descriptors refused (outside the shared memory, wrong direction, too short).
+    pub refused_descriptors: u64,
+    /// Malformed ctrlq messages.
+    pub malformed: u64,
+    /// Reports received.
+    pub reports: u64,
+    /// Completions received.
+    pub completions: u64,
+}

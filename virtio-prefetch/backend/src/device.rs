@@ -1,0 +1,701 @@
+//! The device logic behind the vhost-user socket: the three queues, the session, demand
+//! fetches, chunking of signed bundles into staging buffers, and the API commands.
+//!
+//! Everything runs on the one worker thread vhost-user-backend gives the device (all three
+//! queues and the command eventfd are in one epoll set), so the state needs no finer locking.
+//! Every descriptor is checked against the memory the frontend gave (the shared window only)
+//! before it is read or written; a bad one is returned with used length 0, counted and
+//! reported, and the device goes on.
+
+use std::{
+    collections::VecDeque,
+    sync::{mpsc, Arc, Mutex},
+};
+
+use log::{debug, info, warn};
+use p384::ecdsa::SigningKey;
+use sha2::{Digest, Sha384};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use virtio_prefetch_wire::{
+    parse_message, Ack, BundleHeader, Chunk, DeviceConfig, Message, MessageHeader, MessageKind,
+    Status, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES, REQUEST_QUEUE,
+    STAGING_QUEUE,
+};
+use virtio_queue::QueueT;
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion,
+};
+use vmm_sys_util::{
+    epoll::EventSet,
+    event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier},
+};
+
+use crate::{
+    api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper},
+    signer::{encode_bundle, BundleSpec, Session, Signer},
+    store::{ResourceStore, StoredResource},
+};
+
+/// The epoll id of the command eventfd (ids up to the queue count are the library's).
+pub(crate) const COMMAND_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Largest ctrlq message the device reads.
+const MAX_CTRL_MESSAGE: u32 = 4096;
+/// Largest queue the device accepts.
+pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
+
+/// A command from the API.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Prefetch(PrefetchOrder),
+    Dispatch(Request),
+    SetTamper(Tamper),
+}
+
+/// A bundle waiting for (or in the middle of) delivery.
+#[derive(Debug)]
+enum Work {
+    /// Not built yet: built (and signed, with the next sequence number) when its first chunk
+    /// is written, so bundles always reach the guest in sequence order.
+    Order {
+        task_id: u64,
+        resource_id: u64,
+        min_version: u64,
+        demand_cookie: u32,
+    },
+    /// Being chunked.
+    Bytes(Box<Outgoing>),
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    stream_id: u64,
+    bytes: Vec<u8>,
+    offset: usize,
+    header: BundleHeader,
+}
+
+/// The device state.
+pub(crate) struct PrefetchDevice {
+    store: Arc<dyn ResourceStore>,
+    signer: Signer,
+    foreign_key: SigningKey,
+    config: DeviceConfig,
+    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    session: Option<Session>,
+    staging: VecDeque<Work>,
+    held_orders: Vec<PrefetchOrder>,
+    requests: VecDeque<Vec<u8>>,
+    commands: Mutex<mpsc::Receiver<Command>>,
+    command_fd: EventConsumer,
+    exit: Option<(EventConsumer, EventNotifier)>,
+    events: mpsc::Sender<BackendEvent>,
+    stats: Arc<Mutex<Stats>>,
+    tamper: Tamper,
+    last_bundle: Option<Vec<u8>>,
+    rewrite_pending: Option<(GuestAddress, usize)>,
+    next_stream: u64,
+}
+
+impl std::fmt::Debug for PrefetchDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefetchDevice")
+            .field("session", &self.session)
+            .field("queued", &self.staging.len())
+            .finish()
+    }
+}
+
+type Memory = vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>;
+
+impl PrefetchDevice {
+    pub(crate) fn new(
+        store: Arc<dyn ResourceStore>,
+        key: SigningKey,
+        config: DeviceConfig,
+        commands: mpsc::Receiver<Command>,
+        command_fd: EventConsumer,
+        events: mpsc::Sender<BackendEvent>,
+        stats: Arc<Mutex<Stats>>,
+    ) -> std::io::Result<Self> {
+        let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        let mut foreign = [0x42u8; 48];
+        foreign[0] = 0x11;
+        let foreign_key = SigningKey::from_slice(&foreign)
+            .map_err(|_| std::io::Error::other("foreign test key"))?;
+        Ok(Self {
+            store,
+            signer: Signer::new(key),
+            foreign_key,
+            config,
+            mem: None,
+            session: None,
+            staging: VecDeque::new(),
+            held_orders: Vec::new(),
+            requests: VecDeque::new(),
+            commands: Mutex::new(commands),
+            command_fd,
+            exit: Some(exit),
+            events,
+            stats,
+            tamper: Tamper::None,
+            last_bundle: None,
+            rewrite_pending: None,
+            next_stream: 1,
+        })
+    }
+
+    fn emit(&self, event: BackendEvent) {
+        // A dropped receiver only means nobody listens.
+        let _ = self.events.send(event);
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.mem.as_ref().map(|m| m.memory())
+    }
+
+    fn refuse(&self, queue: QueueName, addr: u64, len: u32) {
+        warn!("refused a {queue:?} descriptor at {addr:#x} (+{len}): outside the shared memory or unusable");
+        self.stat(|s| s.refused_descriptors += 1);
+        self.emit(BackendEvent::Refused { queue, addr, len });
+    }
+
+    /// Drains the command channel.
+    fn take_commands(&mut self) {
+        let _ = self.command_fd.consume();
+        loop {
+            let next = self.commands.lock().map(|r| r.try_recv());
+            let Ok(Ok(command)) = next else { break };
+            match command {
+                Command::Prefetch(order) if self.session.is_some() => {
+                    self.staging.push_back(Work::Order {
+                        task_id: order.task_id,
+                        resource_id: order.resource_id,
+                        min_version: 0,
+                        demand_cookie: 0,
+                    })
+                }
+                Command::Prefetch(order) => self.held_orders.push(order),
+                Command::Dispatch(request) => {
+                    let message = Message::Request(virtio_prefetch_wire::Request {
+                        request_id: request.request_id,
+                        session_id: request.session_id,
+                        app_id: request.app_id,
+                        request_type: request.request_type,
+                        args: &request.args,
+                    });
+                    let mut buf = vec![0u8; message.encoded_len()];
+                    match message.encode(0, &mut buf) {
+                        Ok(_) => self.requests.push_back(buf),
+                        Err(e) => warn!("request {} not dispatched: {e}", request.request_id),
+                    }
+                }
+                Command::SetTamper(tamper) => self.tamper = tamper,
+            }
+        }
+    }
+
+    /// Builds the next bundle for `work` (signing it now, with the next sequence number).
+    fn build(&mut self, work: Work) -> Option<Outgoing> {
+        let (task_id, resource_id, min_version, demand_cookie) = match work {
+            Work::Bytes(outgoing) => return Some(*outgoing),
+            Work::Order {
+                task_id,
+                resource_id,
+                min_version,
+                demand_cookie,
+            } => (task_id, resource_id, min_version, demand_cookie),
+        };
+        let session = self.session?;
+        if self.tamper == Tamper::ReplayLast {
+            if let Some(bytes) = self.last_bundle.clone() {
+                let header = BundleHeader::parse(&bytes).ok()?;
+                return Some(self.outgoing(bytes, header));
+            }
+        }
+        let resource = match self.fetch(resource_id, min_version) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("prefetch of resource {resource_id} dropped: {e}");
+                return None;
+            }
+        };
+        let signed_task = if self.tamper == Tamper::WrongTask {
+            task_id.wrapping_add(1_000_000)
+        } else {
+            task_id
+        };
+        let spec = BundleSpec {
+            resource: &resource,
+            task_id: signed_task,
+            demand_cookie,
+        };
+        let mut header = self.signer.header(&spec, &session);
+        let foreign = (self.tamper == Tamper::ForeignKey).then_some(&self.foreign_key);
+        self.signer.sign(&mut header, foreign);
+        self.stat(|s| s.signatures += 1);
+        self.emit(BackendEvent::Signed {
+            resource_id,
+            version: header.resource_version,
+            seq: header.seq,
+            epoch: session.epoch,
+            statement_sha384: Sha384::digest(header.to_be_signed()).into(),
+        });
+        let mut content = resource.content;
+        match self.tamper {
+            Tamper::FlipHeaderBit => header.resource_version ^= 1 << 62,
+            Tamper::FlipContentBit if !content.is_empty() => content[0] ^= 1,
+            _ => {}
+        }
+        let bytes = encode_bundle(&header, &content);
+        self.last_bundle = Some(bytes.clone());
+        Some(self.outgoing(bytes, header))
+    }
+
+    fn fetch(
+        &self,
+        resource_id: u64,
+        min_version: u64,
+    ) -> Result<StoredResource, crate::store::StoreError> {
+        let newest = self.store.get(resource_id, min_version)?;
+        if self.tamper == Tamper::Rollback && newest.version > 1 {
+            if let Ok(older) = self.store.get_version(resource_id, newest.version - 1) {
+                return Ok(older);
+            }
+        }
+        Ok(newest)
+    }
+
+    fn outgoing(&mut self, bytes: Vec<u8>, header: BundleHeader) -> Outgoing {
+        let stream_id = self.next_stream;
+        self.next_stream += 1;
+        Outgoing {
+            stream_id,
+            bytes,
+            offset: 0,
+            header,
+        }
+    }
+
+    /// Writes chunks of queued bundles into posted staging buffers.
+    fn pump_staging(&mut self, vring: &VringRwLock) {
+        let Some(mem) = self.memory() else { return };
+        let mut state = vring.get_mut();
+        if !state.is_enabled() {
+            return;
+        }
+        if let Some((addr, len)) = self.rewrite_pending.take() {
+            // The driver has had the buffer back since (it copied it before reposting):
+            // rewriting it now must change nothing in the guest (the rewrite-after-copy test).
+            let _ = mem.write_slice(&vec![0xA5; len], addr);
+        }
+        let mut used_any = false;
+        while !self.staging.is_empty() {
+            let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+                break;
+            };
+            let head = chain.head_index();
+            let descriptors: Vec<_> = chain.clone().take(2).collect();
+            let usable = match descriptors.as_slice() {
+                [d] if d.is_write_only()
+                    && (d.len() as usize) > MessageHeader::LEN + Chunk::FIXED_LEN
+                    && mem.check_range(d.addr(), d.len() as usize) =>
+                {
+                    Some(*d)
+                }
+                _ => None,
+            };
+            let Some(desc) = usable else {
+                let (addr, len) = descriptors
+                    .first()
+                    .map_or((0, 0), |d| (d.addr().0, d.len()));
+                self.refuse(QueueName::Staging, addr, len);
+                let _ = state.add_used(head, 0);
+                used_any = true;
+                continue;
+            };
+            let room = (desc.len() as usize - MessageHeader::LEN - Chunk::FIXED_LEN)
+                .min(self.config.max_chunk_len as usize);
+            let Some(work) = self.staging.pop_front() else {
+                break;
+            };
+            let Some(mut out) = self.build(work) else {
+                // Nothing to send after all (unknown resource): give the buffer back.
+                let _ = state.add_used(head, 0);
+                used_any = true;
+                continue;
+            };
+            let end = (out.offset + room).min(out.bytes.len());
+            let chunk = Message::Chunk(Chunk {
+                stream_id: out.stream_id,
+                total_len: out.bytes.len() as u32,
+                offset: out.offset as u32,
+                data: &out.bytes[out.offset..end],
+            });
+            let mut message = vec![0u8; chunk.encoded_len()];
+            let written = chunk.encode(0, &mut message).unwrap_or(0);
+            if written == 0 || mem.write_slice(&message[..written], desc.addr()).is_err() {
+                self.refuse(QueueName::Staging, desc.addr().0, desc.len());
+                let _ = state.add_used(head, 0);
+                self.staging.push_front(Work::Bytes(Box::new(out)));
+                used_any = true;
+                continue;
+            }
+            let _ = state.add_used(head, written as u32);
+            used_any = true;
+            self.stat(|s| s.chunks += 1);
+            out.offset = end;
+            if out.offset < out.bytes.len() {
+                self.staging.push_front(Work::Bytes(Box::new(out)));
+                continue;
+            }
+            let h = out.header;
+            self.stat(|s| {
+                s.bundles += 1;
+                s.bytes += h.content_len;
+            });
+            self.emit(BackendEvent::Staged {
+                resource_id: h.resource_id,
+                version: h.resource_version,
+                task_id: h.task_id,
+                bytes: h.content_len,
+                seq: h.seq,
+                demand_cookie: h.demand_cookie,
+            });
+            if self.tamper == Tamper::RewriteAfterDelivery {
+                self.rewrite_pending = Some((desc.addr(), written));
+            }
+        }
+        if used_any {
+            if let Err(e) = state.signal_used_queue() {
+                warn!("stagingq interrupt: {e}");
+            }
+        }
+    }
+
+    /// Writes dispatched requests into posted requestq buffers.
+    fn pump_requests(&mut self, vring: &VringRwLock) {
+        let Some(mem) = self.memory() else { return };
+        let mut state = vring.get_mut();
+        if !state.is_enabled() {
+            return;
+        }
+        let mut used_any = false;
+        while let Some(request) = self.requests.front() {
+            let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+                break;
+            };
+            let head = chain.head_index();
+            let descriptors: Vec<_> = chain.clone().take(2).collect();
+            match descriptors.as_slice() {
+                [d] if d.is_write_only()
+                    && d.len() as usize >= request.len()
+                    && mem.check_range(d.addr(), d.len() as usize)
+                    && mem.write_slice(request, d.addr()).is_ok() =>
+                {
+                    let _ = state.add_used(head, request.len() as u32);
+                    self.requests.pop_front();
+                    self.stat(|s| s.requests += 1);
+                }
+                other => {
+                    let (addr, len) = other.first().map_or((0, 0), |d| (d.addr().0, d.len()));
+                    self.refuse(QueueName::Request, addr, len);
+                    let _ = state.add_used(head, 0);
+                }
+            }
+            used_any = true;
+        }
+        if used_any {
+            if let Err(e) = state.signal_used_queue() {
+                warn!("requestq interrupt: {e}");
+            }
+        }
+    }
+
+    /// Answers every ctrlq chain the driver posted.
+    fn process_control(&mut self, vring: &VringRwLock) {
+        let Some(mem) = self.memory() else { return };
+        let mut state = vring.get_mut();
+        if !state.is_enabled() {
+            return;
+        }
+        let mut used_any = false;
+        while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+            used_any = true;
+            let head = chain.head_index();
+            let descriptors: Vec<_> = chain.clone().take(3).collect();
+            let (msg_desc, ack_desc) = match descriptors.as_slice() {
+                [m, a]
+                    if !m.is_write_only()
+                        && a.is_write_only()
+                        && m.len() <= MAX_CTRL_MESSAGE
+                        && a.len() as usize >= Ack::MESSAGE_LEN
+                        && mem.check_range(m.addr(), m.len() as usize)
+                        && mem.check_range(a.addr(), a.len() as usize) =>
+                {
+                    (*m, *a)
+                }
+                other => {
+                    for d in other {
+                        if !mem.check_range(d.addr(), d.len() as usize) {
+                            self.refuse(QueueName::Control, d.addr().0, d.len());
+                        }
+                    }
+                    if other
+                        .iter()
+                        .all(|d| mem.check_range(d.addr(), d.len() as usize))
+                    {
+                        self.refuse(
+                            QueueName::Control,
+                            other.first().map_or(0, |d| d.addr().0),
+                            0,
+                        );
+                    }
+                    let _ = state.add_used(head, 0);
+                    continue;
+                }
+            };
+            let mut message = vec![0u8; msg_desc.len() as usize];
+            let (status, detail, cookie) = match mem.read_slice(&mut message, msg_desc.addr()) {
+                Ok(()) => self.handle_control(&message),
+                Err(_) => (Status::Malformed, 0, 0),
+            };
+            let ack = Message::Ack(Ack { status, detail });
+            let mut buf = [0u8; Ack::MESSAGE_LEN];
+            let len = ack.encode(cookie, &mut buf).unwrap_or(0);
+            let written = if mem.write_slice(&buf[..len], ack_desc.addr()).is_ok() {
+                len as u32
+            } else {
+                0
+            };
+            let _ = state.add_used(head, written);
+        }
+        if used_any {
+            if let Err(e) = state.signal_used_queue() {
+                warn!("ctrlq interrupt: {e}");
+            }
+        }
+    }
+
+    /// Handles one ctrlq message; returns the Ack's status, detail and cookie.
+    fn handle_control(&mut self, bytes: &[u8]) -> (Status, u32, u32) {
+        let (header, message) = match parse_message(bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                debug!("malformed ctrlq message: {e}");
+                self.stat(|s| s.malformed += 1);
+                self.emit(BackendEvent::Malformed {
+                    detail: e.to_string(),
+                });
+                return (Status::Malformed, 0, 0);
+            }
+        };
+        match message {
+            Message::Hello(hello) => {
+                info!("guest session: epoch {}", hello.epoch);
+                self.session = Some(Session {
+                    nonce: hello.nonce,
+                    epoch: hello.epoch,
+                });
+                self.signer.new_session();
+                // Bundles built for an older session are useless now; held orders can go.
+                self.staging.retain(|w| {
+                    matches!(
+                        w,
+                        Work::Order {
+                            demand_cookie: 0,
+                            ..
+                        }
+                    )
+                });
+                for order in std::mem::take(&mut self.held_orders) {
+                    self.staging.push_back(Work::Order {
+                        task_id: order.task_id,
+                        resource_id: order.resource_id,
+                        min_version: 0,
+                        demand_cookie: 0,
+                    });
+                }
+                self.emit(BackendEvent::Hello {
+                    nonce: hello.nonce,
+                    epoch: hello.epoch,
+                });
+                (Status::Ok, 0, header.cookie)
+            }
+            Message::Demand(demand) => {
+                let refuse = |device: &Self, status| {
+                    device.stat(|s| s.demands_refused += 1);
+                    device.emit(BackendEvent::Demand {
+                        app_id: demand.app_id,
+                        task_id: demand.task_id,
+                        resource_id: demand.resource_id,
+                        served: false,
+                    });
+                    (status, 0, header.cookie)
+                };
+                if self.session.is_none() {
+                    return refuse(self, Status::BadSession);
+                }
+                if header.cookie == 0 {
+                    return refuse(self, Status::Malformed);
+                }
+                let size = match self.store.size_of(demand.resource_id) {
+                    Ok(size) if size <= u64::from(self.config.max_content_len) => size,
+                    Ok(_) => return refuse(self, Status::TooLarge),
+                    Err(_) => return refuse(self, Status::UnknownResource),
+                };
+                self.stat(|s| s.demands += 1);
+                self.emit(BackendEvent::Demand {
+                    app_id: demand.app_id,
+                    task_id: demand.task_id,
+                    resource_id: demand.resource_id,
+                    served: true,
+                });
+                // Ahead of queued prefetches, behind a bundle already half-delivered.
+                let at = usize::from(matches!(self.staging.front(), Some(Work::Bytes(_))));
+                self.staging.insert(
+                    at.min(self.staging.len()),
+                    Work::Order {
+                        task_id: demand.task_id,
+                        resource_id: demand.resource_id,
+                        min_version: demand.min_version,
+                        demand_cookie: header.cookie,
+                    },
+                );
+                (
+                    Status::Ok,
+                    (size + BundleHeader::LEN as u64) as u32,
+                    header.cookie,
+                )
+            }
+            Message::Report(r) => {
+                self.stat(|s| s.reports += 1);
+                self.emit(BackendEvent::Report {
+                    kind: r.kind,
+                    reason: r.reason,
+                    app_id: r.app_id,
+                    task_id: r.task_id,
+                    resource_id: r.resource_id,
+                    version: r.version,
+                    latency_ns: r.latency_ns,
+                });
+                (Status::Ok, 0, header.cookie)
+            }
+            Message::Complete(c) => {
+                self.stat(|s| s.completions += 1);
+                self.emit(BackendEvent::Complete {
+                    request_id: c.request_id,
+                    status: c.status,
+                    total_ns: c.total_ns,
+                    tasks: c.tasks.iter().collect(),
+                });
+                (Status::Ok, 0, header.cookie)
+            }
+            other => {
+                debug!("unexpected {:?} on ctrlq", other.kind());
+                self.stat(|s| s.malformed += 1);
+                self.emit(BackendEvent::Malformed {
+                    detail: format!("{:?} is not a driver message", header.kind),
+                });
+                (
+                    Status::Malformed,
+                    u32::from(MessageKind::raw(header.kind)),
+                    header.cookie,
+                )
+            }
+        }
+    }
+}
+
+impl VhostUserBackendMut for PrefetchDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        // No batch manifests from this backend yet: it signs every bundle.
+        (DEVICE_FEATURES & !F_MANIFEST)
+            | F_VERSION_1
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn reset_device(&mut self) {
+        info!("device reset: session ended");
+        self.session = None;
+        self.staging.clear();
+        self.requests.clear();
+        self.rewrite_pending = None;
+        self.emit(BackendEvent::Reset);
+    }
+
+    fn set_event_idx(&mut self, _enabled: bool) {}
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let config = self.config.encode();
+        let start = (offset as usize).min(config.len());
+        let end = start.saturating_add(size as usize).min(config.len());
+        let mut out = config[start..end].to_vec();
+        out.resize(size as usize, 0);
+        out
+    }
+
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        let regions: Vec<_> = mem
+            .memory()
+            .iter()
+            .map(|r| (r.start_addr().0, r.len()))
+            .collect();
+        info!("memory table: {regions:x?} (the only guest memory this backend can touch)");
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        vec![(1 << NUM_QUEUES) - 1]
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        let (consumer, notifier) = self.exit.as_ref()?;
+        Some((consumer.try_clone().ok()?, notifier.try_clone().ok()?))
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        let [requestq, stagingq, ctrlq] = vrings else {
+            return Err(std::io::Error::other(
+                "virtio-prefetch needs exactly three queues",
+            ));
+        };
+        match device_event {
+            e if e == CONTROL_QUEUE => self.process_control(ctrlq),
+            e if e == COMMAND_EVENT => self.take_commands(),
+            e if e == REQUEST_QUEUE || e == STAGING_QUEUE => {}
+            other => debug!("unknown event {other}"),
+        }
+        // Any event can make work possible on the device-to-driver queues.
+        self.pump_requests(requestq);
+        self.pump_staging(stagingq);
+        Ok(())
+    }
+}

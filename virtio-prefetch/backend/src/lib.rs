@@ -1,0 +1,270 @@
+//! The vhost-user backend of the virtio-prefetch device (see `virtio-prefetch/SPEC.md`).
+//!
+//! [`Backend::spawn`] listens on a Unix socket for one VMM (the vhost-user frontend), maps only
+//! the memory the VMM sends (the guest's shared window), and serves the three queues: it
+//! dispatches requests on requestq, answers hello and demand fetches on ctrlq, and writes signed
+//! bundles (ECDSA P-384 over the statement the wire crate defines) from a content-addressed
+//! [`store`] into the guest's staging buffers. The [`BackendHandle`] orders prefetches and
+//! dispatches requests, and receives what the guest reports.
+
+mod api;
+mod device;
+pub mod signer;
+pub mod store;
+
+use std::{
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::Duration,
+};
+
+use log::{info, warn};
+use p384::ecdsa::SigningKey;
+use thiserror::Error;
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use virtio_prefetch_wire::DeviceConfig;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::{
+    epoll::EventSet,
+    event::{new_event_consumer_and_notifier, EventFlag, EventNotifier},
+};
+
+pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper};
+use device::{Command, PrefetchDevice, COMMAND_EVENT};
+use store::ResourceStore;
+
+/// Why the backend could not start or take a command.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// The socket could not be created.
+    #[error(
+        "cannot listen on {path}: {source} (is another backend using it? remove the file if stale)"
+    )]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The vhost-user daemon failed.
+    #[error("vhost-user daemon: {0}")]
+    Daemon(String),
+    /// The device thread is gone (the frontend disconnected or the backend shut down).
+    #[error("the backend has stopped")]
+    Stopped,
+}
+
+/// How to run the backend.
+pub struct BackendConfig {
+    /// The Unix socket to listen on.
+    pub socket: PathBuf,
+    /// Where the resources come from.
+    pub store: Arc<dyn ResourceStore>,
+    /// The PTO's signing key.
+    pub key: SigningKey,
+    /// Largest chunk payload per staging buffer.
+    pub max_chunk_len: u32,
+    /// Largest resource content.
+    pub max_content_len: u32,
+}
+
+impl std::fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendConfig")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackendConfig {
+    /// Defaults: 64 KiB chunks, 16 MiB resources.
+    pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
+        Self {
+            socket: socket.into(),
+            store,
+            key,
+            max_chunk_len: 64 * 1024,
+            max_content_len: 16 << 20,
+        }
+    }
+}
+
+/// The running backend.
+#[derive(Debug)]
+pub struct Backend;
+
+/// Commands in, events out, and a way to stop.
+pub struct BackendHandle {
+    commands: mpsc::Sender<Command>,
+    wake: EventNotifier,
+    events: Mutex<mpsc::Receiver<BackendEvent>>,
+    stats: Arc<Mutex<Stats>>,
+    socket: PathBuf,
+    shutdown: Arc<Mutex<Option<vhost_user_backend::ShutdownHandle>>>,
+    thread: Option<thread::JoinHandle<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for BackendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendHandle")
+            .field("socket", &self.socket)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Listens on `config.socket` and serves one frontend connection in background threads.
+    pub fn spawn(config: BackendConfig) -> Result<BackendHandle, BackendError> {
+        let _ = std::fs::remove_file(&config.socket);
+        let mut listener =
+            Listener::new(&config.socket, true).map_err(|e| BackendError::Listen {
+                path: config.socket.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let (commands, receiver) = mpsc::channel();
+        let (events_tx, events) = mpsc::channel();
+        let (command_fd, wake) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)
+            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        let command_raw = std::os::fd::AsRawFd::as_raw_fd(&command_fd);
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let device_config = DeviceConfig {
+            max_content_len: config.max_content_len,
+            max_chunk_len: config.max_chunk_len,
+            queue_sizes: [64, 256, 128],
+        };
+        let device = PrefetchDevice::new(
+            config.store,
+            config.key,
+            device_config,
+            receiver,
+            command_fd,
+            events_tx,
+            stats.clone(),
+        )
+        .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        let device = Arc::new(Mutex::new(device));
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = VhostUserDaemon::new("virtio-prefetch".into(), device, mem)
+            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        for handler in daemon.get_epoll_handlers() {
+            handler
+                .register_listener(command_raw, EventSet::IN, u64::from(COMMAND_EVENT))
+                .map_err(|e| BackendError::Daemon(format!("command eventfd: {e}")))?;
+        }
+        let shutdown = Arc::new(Mutex::new(None));
+        let shutdown_slot = shutdown.clone();
+        let socket = config.socket.clone();
+        let thread = thread::Builder::new()
+            .name("prefetch-backend".into())
+            .spawn(move || {
+                daemon.start(&mut listener).map_err(|e| e.to_string())?;
+                info!("frontend connected");
+                if let Ok(mut slot) = shutdown_slot.lock() {
+                    *slot = daemon.shutdown_handle();
+                }
+                let result = daemon.wait().map_err(|e| e.to_string());
+                info!("frontend gone: {result:?}");
+                result
+            })
+            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        Ok(BackendHandle {
+            commands,
+            wake,
+            events: Mutex::new(events),
+            stats,
+            socket,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl BackendHandle {
+    fn send(&self, command: Command) -> Result<(), BackendError> {
+        self.commands
+            .send(command)
+            .map_err(|_| BackendError::Stopped)?;
+        self.wake.notify().map_err(|_| BackendError::Stopped)
+    }
+
+    /// Orders a prefetch (held until the guest's Hello if none came yet).
+    pub fn prefetch(&self, order: PrefetchOrder) -> Result<(), BackendError> {
+        self.send(Command::Prefetch(order))
+    }
+
+    /// Dispatches a request into the guest.
+    pub fn dispatch(&self, request: Request) -> Result<(), BackendError> {
+        self.send(Command::Dispatch(request))
+    }
+
+    /// Sets the fault injection for the bundles sent from now on.
+    pub fn set_tamper(&self, tamper: Tamper) -> Result<(), BackendError> {
+        self.send(Command::SetTamper(tamper))
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<BackendEvent> {
+        self.events.lock().ok()?.recv_timeout(timeout).ok()
+    }
+
+    /// Waits up to `timeout` for an event `pick` accepts, discarding the others.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut pick: impl FnMut(&BackendEvent) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            if let Some(found) = self.next_event(left).as_ref().and_then(&mut pick) {
+                return Some(found);
+            }
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while the device thread runs (the frontend has not gone away).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the backend: closes the connection (the VMM sees the device die) and joins.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.lock().ok().and_then(|mut s| s.take()) {
+            shutdown.shutdown();
+        }
+        // A backend still waiting for its frontend is blocked in accept(): connect once.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Err(e)) => warn!("backend ended: {e}"),
+                Err(_) => warn!("backend thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for BackendHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

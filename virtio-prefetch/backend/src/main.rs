@@ -1,0 +1,164 @@
+//! `see-prefetch-backend`: the virtio-prefetch vhost-user daemon.
+//!
+//! ```text
+//! see-prefetch-backend --socket /tmp/prefetch.sock --store ./store --key target/see-keys/pto.key [--prefetch FILE]
+//! see-prefetch-backend store add --store ./store --id 3 --version 1 --kind data --app 1 --file blob.bin
+//! ```
+//! Serving ends when the VMM disconnects (exit 0). `--prefetch FILE` lists `app task resource`
+//! per line: prefetch orders sent as soon as the guest says hello. Exit codes: 0 success,
+//! 1 error (message on stderr), 2 usage.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use see_prefetch_backend::{
+    signer::load_key,
+    store::{parse_kind, DiskStore},
+    Backend, BackendConfig, BackendEvent, PrefetchOrder,
+};
+
+#[derive(Parser)]
+#[command(
+    about = "virtio-prefetch vhost-user backend",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Unix socket to listen on for the VMM.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Store directory.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// PTO signing key (P-384, PKCS#8 PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Prefetch orders (`app task resource` per line) sent after the guest's hello.
+    #[arg(long)]
+    prefetch: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Add a version of a resource.
+    Add {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        version: u64,
+        /// code or data
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        app: u32,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn parse_orders(path: &PathBuf) -> Result<Vec<PrefetchOrder>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(n, line)| {
+            let fields: Vec<_> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [app, task, res] => match (app.parse(), task.parse(), res.parse()) {
+                    (Ok(app_id), Ok(task_id), Ok(resource_id)) => Ok(PrefetchOrder {
+                        app_id,
+                        task_id,
+                        resource_id,
+                    }),
+                    _ => Err(format!(
+                        "{}:{}: numbers expected: {line:?}",
+                        path.display(),
+                        n + 1
+                    )),
+                },
+                _ => Err(format!(
+                    "{}:{}: expected `app task resource`: {line:?}",
+                    path.display(),
+                    n + 1
+                )),
+            }
+        })
+        .collect()
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let (Some(socket), Some(store), Some(key)) = (args.socket, args.store, args.key) else {
+        return Err("--socket, --store and --key are required (see --help)".into());
+    };
+    let store = DiskStore::open(&store).map_err(|e| e.to_string())?;
+    let key = load_key(&key).map_err(|e| e.to_string())?;
+    let orders = match &args.prefetch {
+        Some(path) => parse_orders(path)?,
+        None => Vec::new(),
+    };
+    let backend = Backend::spawn(BackendConfig::new(&socket, Arc::new(store), key))
+        .map_err(|e| e.to_string())?;
+    log::info!("listening on {}", socket.display());
+    for order in orders {
+        backend.prefetch(order).map_err(|e| e.to_string())?;
+    }
+    while backend.is_running() {
+        if let Some(event) = backend.next_event(Duration::from_millis(200)) {
+            match event {
+                BackendEvent::Refused { .. } | BackendEvent::Malformed { .. } => {
+                    log::warn!("{event:?}")
+                }
+                _ => log::info!("{event:?}"),
+            }
+        }
+    }
+    log::info!("frontend disconnected; stats: {:?}", backend.stats());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Store(StoreCommand::Add {
+            store,
+            id,
+            version,
+            kind,
+            app,
+            file,
+        })) => (|| {
+            let kind =
+                parse_kind(&kind).ok_or(format!("--kind must be code or data, not {kind:?}"))?;
+            let content = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let store = DiskStore::open(&store).map_err(|e| e.to_string())?;
+            store
+                .add(id, version, kind, app, &content)
+                .map_err(|e| e.to_string())
+        })(),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("see-prefetch-backend: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
