@@ -438,3 +438,134 @@ fn a_ring_in_private_memory_never_reaches_the_backend() {
     assert_eq!(seen.tables.len(), 1);
     assert!(seen.kicked.iter().all(|k| k.2 >= window.guest_addr().0));
 }
+
+/// Whether KVM tests run: skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
+fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("SEE_REQUIRE_KVM").is_some() => {
+            panic!("SEE_REQUIRE_KVM is set but /dev/kvm cannot be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipped: /dev/kvm cannot be opened ({e}); set SEE_REQUIRE_KVM=1 to fail instead"
+            );
+            false
+        }
+    }
+}
+
+/// A PVH ELF whose 32-bit entry code brings the device up as a driver would (queue q's rings
+/// at the window + q * 64 KiB), notifies queue 2 and writes 0 to the exit port.
+fn bring_up_elf() -> Vec<u8> {
+    let mmio = |reg: u64| 0xD000_0000u32 + reg as u32;
+    let mut writes = vec![
+        (mmio(reg::STATUS), ACKNOWLEDGE),
+        (mmio(reg::STATUS), ACKNOWLEDGE | DRIVER),
+        (mmio(reg::DRIVER_FEATURES_SEL), 1),
+        (mmio(reg::DRIVER_FEATURES), 1), // VIRTIO_F_VERSION_1
+        (mmio(reg::STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK),
+    ];
+    for q in 0..3u32 {
+        let base = 0xC000_0000 + q * 0x1_0000;
+        writes.extend([
+            (mmio(reg::QUEUE_SEL), q),
+            (mmio(reg::QUEUE_NUM), 64),
+            (mmio(reg::QUEUE_DESC_LOW), base),
+            (mmio(reg::QUEUE_DRIVER_LOW), base + 0x1000),
+            (mmio(reg::QUEUE_DEVICE_LOW), base + 0x2000),
+            (mmio(reg::QUEUE_READY), 1),
+        ]);
+    }
+    writes.push((
+        mmio(reg::STATUS),
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    ));
+    writes.push((mmio(reg::QUEUE_NOTIFY), 2));
+    let mut code = Vec::new();
+    for (addr, value) in writes {
+        code.extend([0xC7, 0x05]); // mov dword [addr], imm32
+        code.extend(addr.to_le_bytes());
+        code.extend(value.to_le_bytes());
+    }
+    // mov edx, 0x501; xor eax, eax; out dx, eax; hlt; jmp hlt
+    code.extend([
+        0xBA, 0x01, 0x05, 0x00, 0x00, 0x31, 0xC0, 0xEF, 0xF4, 0xEB, 0xFD,
+    ]);
+
+    let mut f = vec![0u8; 0x200];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little-endian
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    f[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let phdr = |ty: u32, off: u64, addr: u64, size: u64| {
+        let mut p = vec![0u8; 56];
+        p[0..4].copy_from_slice(&ty.to_le_bytes());
+        p[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        p[8..16].copy_from_slice(&off.to_le_bytes());
+        p[16..24].copy_from_slice(&addr.to_le_bytes());
+        p[24..32].copy_from_slice(&addr.to_le_bytes());
+        p[32..40].copy_from_slice(&size.to_le_bytes());
+        p[40..48].copy_from_slice(&size.to_le_bytes());
+        p
+    };
+    f[64..120].copy_from_slice(&phdr(1, 0x200, 0x10_0000, code.len() as u64));
+    f[120..176].copy_from_slice(&phdr(4, 0x100, 0, 20));
+    let note: Vec<u8> = [4u32, 4, 18] // XEN_ELFNOTE_PHYS32_ENTRY
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .chain(*b"Xen\0")
+        .chain(0x10_0000u32.to_le_bytes())
+        .collect();
+    f[0x100..0x100 + note.len()].copy_from_slice(&note);
+    f.extend(code);
+    f
+}
+
+#[test]
+fn a_guest_on_kvm_kicks_the_backend_through_the_ioeventfd() {
+    if !kvm_available() {
+        return;
+    }
+    let backend = Backend::spawn(PROTOCOL);
+    let mut kernel = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut kernel, &bring_up_elf()).unwrap();
+    let mut config = see_vmm::VmConfig::new(kernel.path());
+    config.memory_mib = 32;
+    config.shared_mem_mib = 1;
+    config.serial = see_vmm::SerialOutput::Off;
+    let mut vm = see_vmm::Vm::new(config, Instant::now()).unwrap();
+    let transport = prefetch::attach(&mut vm, &backend.path, Duration::from_secs(5)).unwrap();
+    assert!(
+        vm.cmdline()
+            .unwrap()
+            .contains("virtio_mmio.device=4K@0xd0000000:5"),
+        "{}",
+        vm.cmdline().unwrap()
+    );
+    let outcome = vm.run().unwrap();
+    assert_eq!(outcome.exit_code(), 0, "{outcome:?}");
+    let seen = backend.wait_for("the guest's kick", |s| {
+        s.kicked.iter().filter(|k| k.0 == 2).count() == 2
+    });
+    assert_eq!(seen.tables, [vec![(0xC000_0000, SHARED)]]);
+    let t = transport.lock().unwrap();
+    assert_eq!(t.status(), ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    assert_eq!(
+        t.notify_exits(),
+        0,
+        "the notify went to the ioeventfd, not through the VMM"
+    );
+}

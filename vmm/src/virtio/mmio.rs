@@ -86,6 +86,7 @@ pub struct MmioTransport<D> {
     queues: Vec<Queue>,
     interrupt_status: u32,
     started: bool,
+    notify_exits: u64,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -109,6 +110,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             queues,
             interrupt_status: 0,
             started: false,
+            notify_exits: 0,
         }
     }
 
@@ -120,6 +122,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// The device model, mutably.
     pub fn device_mut(&mut self) -> &mut D {
         &mut self.device
+    }
+
+    /// QueueNotify writes that reached the VMM (with KVM ioeventfds in place, none should:
+    /// each one is a VM exit on the data path).
+    pub fn notify_exits(&self) -> u64 {
+        self.notify_exits
     }
 
     /// The device status register.
@@ -236,12 +244,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
             | reg::QUEUE_DRIVER_HIGH
             | reg::QUEUE_DEVICE_LOW
             | reg::QUEUE_DEVICE_HIGH => self.write_queue(offset, value),
-            reg::QUEUE_NOTIFY => match u16::try_from(value) {
-                Ok(q) if usize::from(q) < self.queues.len() && self.has(status::DRIVER_OK) => {
-                    self.device.notify(q)
+            reg::QUEUE_NOTIFY => {
+                self.notify_exits += 1;
+                match u16::try_from(value) {
+                    Ok(q) if usize::from(q) < self.queues.len() && self.has(status::DRIVER_OK) => {
+                        self.device.notify(q)
+                    }
+                    _ => log::debug!("virtio-mmio: notify of queue {value} ignored"),
                 }
-                _ => log::debug!("virtio-mmio: notify of queue {value} ignored"),
-            },
+            }
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value),
             _ => log::warn!("virtio-mmio: write of {value:#x} to read-only or unknown register {offset:#x} ignored"),
