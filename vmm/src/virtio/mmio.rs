@@ -291,6 +291,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             log::debug!("virtio-mmio: device reset");
             return self.reset();
         }
+        // DEVICE_NEEDS_RESET is the device's bit: a driver echoing it back changes nothing.
+        let value = value & !DEVICE_NEEDS_RESET;
         if value & FAILED != 0 {
             log::warn!("virtio-mmio: the driver set FAILED");
             self.status |= FAILED;
@@ -299,11 +301,16 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if value == current {
             return;
         }
+        const ACKED: u32 = ACKNOWLEDGE | DRIVER;
+        const NEGOTIATED: u32 = ACKED | FEATURES_OK;
         let next = value & !current;
         let ok = value & current == current
             && matches!(
                 (current, next),
-                (0, ACKNOWLEDGE) | (ACKNOWLEDGE, DRIVER) | (0x3, FEATURES_OK) | (0xb, DRIVER_OK)
+                (0, ACKNOWLEDGE)
+                    | (ACKNOWLEDGE, DRIVER)
+                    | (ACKED, FEATURES_OK)
+                    | (NEGOTIATED, DRIVER_OK)
             );
         if !ok {
             log::warn!("virtio-mmio: invalid status change {current:#x} -> {value:#x} ignored");

@@ -371,9 +371,18 @@ fn backend_failure_sets_needs_reset_and_raises_config_change() {
     assert_eq!(irq.read().unwrap(), 1, "the interrupt was raised once");
     w(&mut t, reg::INTERRUPT_ACK, interrupt::CONFIG_CHANGE);
     assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), interrupt::USED_BUFFER);
-    // Driver writes that omit the device's bit keep it.
+    // Driver writes that omit the device's bit, or echo it, keep it and change nothing.
     w(&mut t, reg::STATUS, LIVE);
     assert_eq!(r(&mut t, reg::STATUS), LIVE | DEVICE_NEEDS_RESET);
+    w(&mut t, reg::STATUS, LIVE | DEVICE_NEEDS_RESET);
+    assert_eq!(r(&mut t, reg::STATUS), LIVE | DEVICE_NEEDS_RESET);
+    w(&mut t, reg::STATUS, DEVICE_NEEDS_RESET);
+    assert_eq!(
+        r(&mut t, reg::STATUS),
+        LIVE | DEVICE_NEEDS_RESET,
+        "not a reset"
+    );
+    assert_eq!(t.device().resets, 0);
 }
 
 #[test]
