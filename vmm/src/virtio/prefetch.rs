@@ -182,3 +182,28 @@ impl MutEventSubscriber for BackendWatcher {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_max_follows_the_backend_hint_within_bounds() {
+        assert_eq!(queue_max_sizes(None), [DEFAULT_QUEUE_MAX; 3]);
+        let config = |queue_sizes| DeviceConfig {
+            max_content_len: 16 << 20,
+            max_chunk_len: 64 << 10,
+            queue_sizes,
+        };
+        // Smaller hints keep the default; larger powers of two raise it, up to the cap.
+        assert_eq!(
+            queue_max_sizes(Some(config([64, 1024, 4096]))),
+            [256, 1024, 4096]
+        );
+        // Not a power of two, zero or over the cap: ignored.
+        assert_eq!(
+            queue_max_sizes(Some(config([384, 0, 8192]))),
+            [DEFAULT_QUEUE_MAX; 3]
+        );
+    }
+}
