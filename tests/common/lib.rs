@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod guest;
+pub mod rig;
 
 use std::{
     io::Read,

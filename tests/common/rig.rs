@@ -29,16 +29,23 @@ pub const OP_THROUGHPUT: u32 = 3;
 pub const OP_PROBE: u32 = 4;
 /// Serve-app operation: (task, resource) pairs, wait until staged without claiming.
 pub const OP_AWAIT: u32 = 5;
+/// Serve-app operation: reset the device (a new session).
+pub const OP_RESET: u32 = 6;
 /// Serve-app operation: print the counters and end the VM with 0.
 pub const OP_STOP: u32 = 0xFFFF;
 
 /// A resource the test puts in the store.
 #[derive(Debug, Clone)]
 pub struct Res {
+    /// The app that may claim it.
     pub app: u32,
+    /// The task it is for.
     pub task: u64,
+    /// Resource id.
     pub id: u64,
+    /// Version.
     pub version: u64,
+    /// The bytes.
     pub content: Vec<u8>,
 }
 
@@ -86,10 +93,15 @@ pub struct Options {
 }
 
 /// Backend + guest.
+#[derive(Debug)]
 pub struct Rig {
+    /// Socket and store.
     pub dir: tempfile::TempDir,
+    /// The in-process backend.
     pub backend: BackendHandle,
+    /// The running VM.
     pub guest: Guest,
+    /// Every backend event received so far.
     pub seen: Vec<BackendEvent>,
     next_request: u64,
 }
@@ -180,11 +192,9 @@ impl Rig {
         request_id
     }
 
-    /// Waits for a backend event that satisfies `pred` (every event is kept in `seen`).
+    /// Waits for a backend event that satisfies `pred`, among those not received yet (every
+    /// event is kept in `seen`, for the failure message).
     pub fn wait_event(&mut self, what: &str, pred: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
-        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
-            return e.clone();
-        }
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -14,7 +14,7 @@ use see_e2e::{
 use see_prefetch_backend::{BackendEvent, Tamper};
 use virtio_prefetch_wire::RejectReason;
 
-use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_PROBE, OP_RUN};
+use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_PROBE, OP_RESET, OP_RUN};
 
 /// True for the backend's event of a guest Report rejecting `res` for `reason`.
 fn is_reject(e: &BackendEvent, res: u64, reason: RejectReason) -> bool {
@@ -58,8 +58,9 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     // Version 1 stays in the store for the rollback; version 2 is what the backend serves.
     let older = Res::data(1, 7, 3, 1, 16 * 1024);
     let r = Res::data(1, 7, 3, 2, 16 * 1024);
+    let other = Res::data(1, 8, 4, 1, 16 * 1024);
     let mut rig = Rig::start(&Options {
-        resources: vec![older, r.clone()],
+        resources: vec![older, r.clone(), other.clone()],
         ..Options::default()
     });
     rejected(&mut rig, &r, Tamper::ForeignKey, RejectReason::BadSignature);
@@ -77,17 +78,24 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     );
     rejected(&mut rig, &r, Tamper::WrongTask, RejectReason::WrongTask);
 
-    // A good delivery, claimed; then its replay and an older version are refused.
+    // A good delivery, staged and claimed; then its replay and an older version are refused.
     rig.prefetch(&r);
+    rig.dispatch(1, OP_AWAIT, &[7, 3]);
+    rig.guest.wait_line("staged res=3", |l| {
+        l.starts_with("see: staged app=1 task=7 res=3")
+    });
     rig.dispatch(1, OP_RUN, &[7]);
     let claim = rig.guest.wait_line("claim res=3", |l| {
         l.starts_with("see: claim app=1 task=7 res=3 ")
     });
     assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
+    assert_eq!(field_u64(&claim, "staged"), 1, "{claim}");
     rejected(&mut rig, &r, Tamper::ReplayLast, RejectReason::Replay);
     rejected(&mut rig, &r, Tamper::Rollback, RejectReason::Rollback);
 
-    // The host rewrites the staging buffers after delivering: the guest's copy is unchanged.
+    // The host rewrites a staging buffer after the guest verified the bundle in it (the
+    // backend does it when it next stages something: `other`'s delivery); the guest's private
+    // copy is unchanged.
     rig.tamper(Tamper::RewriteAfterDelivery);
     rig.prefetch(&r);
     rig.dispatch(1, OP_AWAIT, &[7, 3]);
@@ -95,6 +103,10 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
         l.starts_with("see: staged app=1 task=7 res=3")
     });
     rig.tamper(Tamper::None);
+    rig.prefetch(&other);
+    rig.wait_event("Staged resource 4", |e| {
+        matches!(e, BackendEvent::Staged { resource_id: 4, .. })
+    });
     rig.dispatch(1, OP_RUN, &[7]);
     let claim = rig.guest.wait_line("second claim res=3", |l| {
         l.starts_with("see: claim app=1 task=7 res=3 ") && l.contains(" staged=1 ")
@@ -146,4 +158,46 @@ fn a_backend_with_a_foreign_key_cannot_stage_or_serve() {
         .assert_stdout("see: claim-failed app=1 task=7 res=3")
         .assert_stdout("bad_signature=2");
     assert!(!out.stdout.contains("see: claim app="), "{}", out.stdout);
+}
+
+#[test]
+fn a_bundle_from_an_earlier_session_is_refused() {
+    if !kvm_available() {
+        return;
+    }
+    let r = Res::data(1, 7, 3, 1, 8 * 1024);
+    let mut rig = Rig::start(&Options {
+        resources: vec![r.clone()],
+        ..Options::default()
+    });
+    // Session 1: a good bundle arrives and is claimed (the backend keeps its bytes).
+    rig.prefetch(&r);
+    rig.dispatch(1, OP_AWAIT, &[7, 3]);
+    rig.guest.wait_line("staged res=3", |l| {
+        l.starts_with("see: staged app=1 task=7 res=3")
+    });
+    rig.dispatch(1, OP_RUN, &[7]);
+    rig.guest.wait_line("claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ")
+    });
+    // Session 2 (fresh nonce, next epoch): the host replays session 1's bundle.
+    rig.dispatch(1, OP_RESET, &[]);
+    let reset = rig
+        .guest
+        .wait_line("reset", |l| l.starts_with("see: reset "));
+    let epoch = field_u64(&reset, "epoch");
+    rig.wait_event(
+        "the new session's Hello",
+        |e| matches!(e, BackendEvent::Hello { epoch: e, .. } if *e == epoch),
+    );
+    rejected(&mut rig, &r, Tamper::ReplayLast, RejectReason::WrongSession);
+    // The honest bundle of the new session is accepted and claimable.
+    rig.prefetch(&r);
+    rig.dispatch(1, OP_RUN, &[7]);
+    let claim = rig.guest.wait_line("claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ")
+    });
+    assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
+    let rejects = rejects_line(&rig.stop());
+    assert_eq!(field_u64(&rejects, "wrong_session"), 1, "{rejects}");
 }
