@@ -77,10 +77,13 @@ pub fn run(args: &FuzzArgs) -> Result<(), String> {
     if targets.is_empty() {
         return Err("no fuzz targets found in fuzz/".into());
     }
+    let logs = repo_root().join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     for target in &targets {
-        run_step(
-            &format!("fuzz {target} ({} s)", args.seconds),
-            Command::new("cargo").current_dir(&dir).args([
+        eprintln!("xtask: == fuzz {target} ({} s)", args.seconds);
+        let output = Command::new("cargo")
+            .current_dir(&dir)
+            .args([
                 "+nightly",
                 "fuzz",
                 "run",
@@ -89,8 +92,26 @@ pub fn run(args: &FuzzArgs) -> Result<(), String> {
                 &format!("-max_total_time={}", args.seconds),
                 "-rss_limit_mb=2048",
                 "-print_final_stats=1",
-            ]),
-        )?;
+            ])
+            .output()
+            .map_err(|e| format!("cargo fuzz run {target}: {e}"))?;
+        let log = logs.join(format!("{target}.log"));
+        let text = String::from_utf8_lossy(&output.stderr);
+        let _ = std::fs::write(&log, text.as_bytes());
+        if !output.status.success() {
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            return Err(format!(
+                "fuzz target {target} failed (whole log: {})",
+                log.display()
+            ));
+        }
+        // One summary line per target: how many inputs it ran.
+        if let Some(done) = text.lines().find(|l| l.starts_with("Done ")) {
+            eprintln!("xtask: {target}: {done}");
+        }
     }
     Ok(())
 }
