@@ -31,6 +31,10 @@ pub const OP_PROBE: u32 = 4;
 pub const OP_AWAIT: u32 = 5;
 /// Serve-app operation: reset the device (a new session).
 pub const OP_RESET: u32 = 6;
+/// Serve-app operation: point the next staging descriptor at a private heap buffer.
+pub const OP_BAD_DESCRIPTOR: u32 = 7;
+/// Serve-app operation: check that buffer (`see: victim intact=1`).
+pub const OP_VICTIM: u32 = 8;
 /// Serve-app operation: print the counters and end the VM with 0.
 pub const OP_STOP: u32 = 0xFFFF;
 

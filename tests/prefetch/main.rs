@@ -5,5 +5,6 @@
 
 mod access;
 mod failure;
+mod private_memory;
 mod staging;
 mod tamper;

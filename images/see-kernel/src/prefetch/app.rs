@@ -21,6 +21,9 @@
 //!   `see: not-staged ...` ([`super::probe::await_staged`]);
 //! - `OP_RESET` (6): reset the device and start a new session: `see: reset epoch=E` (a bundle
 //!   of the old session replayed into the new one must be refused);
+//! - `OP_BAD_DESCRIPTOR` (7): rewrite the next staging descriptor to name a private heap
+//!   buffer ([`super::hostile`]): `see: bad-descriptor head=H addr=A len=L`; `OP_VICTIM` (8):
+//!   `see: victim intact=0|1`;
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -50,6 +53,10 @@ pub const OP_PROBE: u32 = 4;
 pub const OP_AWAIT: u32 = 5;
 /// Reset the device: a new session (fresh nonce, next epoch).
 pub const OP_RESET: u32 = 6;
+/// Point the next staging descriptor at private RAM (the backend must refuse it).
+pub const OP_BAD_DESCRIPTOR: u32 = 7;
+/// Check that the private buffer of `OP_BAD_DESCRIPTOR` was not written.
+pub const OP_VICTIM: u32 = 8;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -62,6 +69,12 @@ pub struct Settings {
     pub idle_ns: u64,
     /// Polled completion: waits spin instead of halting.
     pub polling: bool,
+    /// The device's register block (for `OP_BAD_DESCRIPTOR`).
+    pub device_base: u64,
+    /// The shared window.
+    pub window: crate::memmap::Region,
+    /// stagingq's size (the driver's `staging_buffers`).
+    pub staging_queue_size: u16,
 }
 
 type Drv = Driver<KernelPlatform>;
@@ -360,6 +373,21 @@ pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) ->
                     print_counters(&mut driver);
                     return Status::AppFailure;
                 }
+            },
+            OP_BAD_DESCRIPTOR => match super::hostile::corrupt_next_staging_descriptor(
+                settings.device_base,
+                settings.window,
+                settings.staging_queue_size,
+            ) {
+                Ok(c) => println!(
+                    "see: bad-descriptor head={} addr={:#x} len={}",
+                    c.head, c.addr, c.len
+                ),
+                Err(why) => println!("see: bad-descriptor failed: {why}"),
+            },
+            OP_VICTIM => match super::hostile::victim_intact() {
+                Some(intact) => println!("see: victim intact={}", u8::from(intact)),
+                None => println!("see: victim none"),
             },
             OP_AWAIT => {
                 for pair in tasks.chunks_exact(2) {

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod entropy;
+mod hostile;
 pub mod platform;
 mod probe;
 mod setup;

@@ -79,6 +79,13 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
             .unwrap_or(30_000)
             .saturating_mul(1_000_000),
         polling,
+        device_base: device.base,
+        window,
+        staging_queue_size: DriverConfig::new(SharedWindow {
+            base_gpa: window.start,
+            size: window.len,
+        })
+        .staging_buffers,
     };
     if !polling {
         if let Err(e) = interrupts::register_irq(device.gsi, on_device_interrupt) {

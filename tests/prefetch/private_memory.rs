@@ -1,0 +1,68 @@
+//! 6e: the backend cannot touch private guest memory. The guest (on purpose) points a staging
+//! descriptor at a private heap buffer; the backend, which was given only the shared window,
+//! refuses it (event and counter), writes nothing there, and the guest keeps working.
+
+use see_e2e::{
+    guest::{field, field_u64},
+    kvm_available,
+};
+use see_prefetch_backend::{BackendEvent, QueueName};
+
+use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_BAD_DESCRIPTOR, OP_RUN, OP_VICTIM};
+
+#[test]
+fn a_descriptor_into_private_ram_is_refused_and_the_guest_keeps_working() {
+    if !kvm_available() {
+        return;
+    }
+    let r = Res::data(1, 7, 3, 1, 100 * 1024);
+    let mut rig = Rig::start(&Options {
+        resources: vec![r.clone()],
+        ..Options::default()
+    });
+    rig.dispatch(1, OP_BAD_DESCRIPTOR, &[]);
+    let line = rig
+        .guest
+        .wait_line("bad-descriptor", |l| l.starts_with("see: bad-descriptor "));
+    let addr = u64::from_str_radix(field(&line, "addr").trim_start_matches("0x"), 16)
+        .unwrap_or_else(|e| panic!("addr in {line:?}: {e}"));
+    assert!(addr < 0xC000_0000, "the victim must be private RAM: {line}");
+
+    rig.prefetch(&r);
+    let refused = rig.wait_event("Refused", |e| matches!(e, BackendEvent::Refused { .. }));
+    assert_eq!(
+        refused,
+        BackendEvent::Refused {
+            queue: QueueName::Staging,
+            addr,
+            len: field_u64(&line, "len") as u32,
+        }
+    );
+    assert!(rig.backend.stats().refused_descriptors >= 1);
+
+    // The bundle still arrives (in the next buffer) and is claimed intact.
+    rig.dispatch(1, OP_AWAIT, &[7, 3]);
+    rig.guest.wait_line("staged res=3", |l| {
+        l.starts_with("see: staged app=1 task=7 res=3")
+    });
+    rig.dispatch(1, OP_RUN, &[7]);
+    let claim = rig.guest.wait_line("claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ")
+    });
+    assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
+    assert_eq!(field_u64(&claim, "staged"), 1, "{claim}");
+
+    rig.dispatch(1, OP_VICTIM, &[]);
+    let victim = rig
+        .guest
+        .wait_line("victim", |l| l.starts_with("see: victim "));
+    assert_eq!(victim, "see: victim intact=1");
+    let console = rig.stop();
+    let counters = console
+        .lines()
+        .find(|l| l.starts_with("see: counters "))
+        .expect("counters line");
+    // The refused buffer came back empty: counted as malformed, then reposted.
+    assert_eq!(field_u64(counters, "malformed"), 1, "{counters}");
+    assert_eq!(field_u64(counters, "rejected"), 0, "{counters}");
+}
