@@ -25,6 +25,7 @@ mod interrupts;
 mod keys;
 mod memmap;
 mod prefetch;
+mod ringbench;
 mod selftest;
 mod time;
 mod usermode;
@@ -61,6 +62,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
             let v = unsafe { addr.read_volatile() };
             panic!("read of unmapped memory returned {v:#x}");
         }
+        Some("ring3-bench") => exit::exit(ringbench::run()),
         _ => {}
     }
     if cmdline.get("see.selftest") != Some("0") {

@@ -246,9 +246,14 @@ fn ring3() -> TestResult {
     let ring0 = spin(N);
     let ring0_ticks = time::tsc() - start;
     let start = time::tsc();
+    let irq_before = cpu_irq::are_enabled();
     let (ring3, was_user) = crate::usermode::run(|| (spin(N), crate::usermode::in_user_mode()));
     let ring3_ticks = time::tsc() - start;
     check!(was_user, "the closure did not run in ring 3");
+    check!(
+        cpu_irq::are_enabled() == irq_before,
+        "the ring-3 call changed the interrupt flag"
+    );
     check!(
         !crate::usermode::in_user_mode(),
         "still in ring 3 after the call"

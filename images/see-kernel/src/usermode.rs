@@ -12,9 +12,12 @@
 //!
 //! Mechanism: `see_enter_user` saves the callee-saved registers and the stack pointer, then
 //! `iretq`s to a trampoline in ring 3 on a stack of its own, which calls the closure and ends
-//! with `ud2` at a known address. The #UD handler recognises that address (and the one of the
-//! halt trap) coming from ring 3 and returns to `see_user_return` in ring 0, which restores the
-//! saved state. `int n` from ring 3 is not delivered by PVM (it raises #UD), hence `ud2`.
+//! with `ud2` at a known address. The #UD entry stub (interrupts/idt.rs) recognises that address
+//! coming from ring 3 and jumps to `see_user_return` in ring 0, which restores the saved state
+//! (RFLAGS included); a `see_user_call` trap goes through [`on_invalid_opcode`]. `int n` from
+//! ring 3 is not delivered by PVM (it raises #UD), hence `ud2`. `syscall` from ring 3 is no way
+//! back either: under `kvm_pvm` it jumps to LSTAR but stays in ring 3 (CS 0x33; privileged
+//! instructions then raise #GP; see docs/ARCHITECTURE.md).
 
 use core::{
     arch::global_asm,
@@ -38,6 +41,7 @@ see_enter_user:
     push r13
     push r14
     push r15
+    pushfq
     mov [rip + see_user_saved_rsp], rsp
     push r8
     push rdx
@@ -56,6 +60,7 @@ see_user_exit:
     .global see_user_return
 see_user_return:
     mov rsp, [rip + see_user_saved_rsp]
+    popfq                        /* IF and IOPL as before the call */
     pop r15
     pop r14
     pop r13

@@ -33,7 +33,25 @@ see_isr_\vec:
     .endm
 
     .section .text
-    .irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+    /* #UD: the ring-3 exit trap of usermode.rs (`ud2` at see_user_exit, from ring 3) goes
+     * straight back to see_user_return, a handful of instructions instead of the full
+     * dispatch (under PVM each ring-0 instruction is emulated; this halves a ring-3 call).
+     * Every other #UD takes the common path. */
+    .global see_isr_6
+see_isr_6:
+    test byte ptr [rsp + 8], 3
+    jz 1f
+    push rax
+    lea rax, [rip + see_user_exit]
+    cmp [rsp + 8], rax
+    pop rax
+    je see_user_return
+1:
+    push 0
+    push 6
+    jmp see_isr_common
+
+    .irp v, 0,1,2,3,4,5,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
     ISR_NOERR \v
     .endr
     .irp v, 8,10,11,12,13,14,17,21,29,30
