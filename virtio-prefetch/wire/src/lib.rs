@@ -3,15 +3,31 @@
 //! One `no_std` crate, used by both the vhost-user backend on the host and the guest driver
 //! inside the SEE, so the two sides cannot drift. It holds the device constants, the 16-byte
 //! message header, every message payload, the bundle and manifest formats, the exact bytes a
-//! signature covers ([`BundleHeader::to_be_signed`], [`ManifestHeader::tbs_prefix`]) and a
-//! chunk-sequence checker for reassembly.
+//! signature covers ([`BundleHeader::to_be_signed`], [`ManifestHeader::tbs_prefix`]), a
+//! chunk-sequence checker ([`ChunkSequence`]) and a reassembler over a caller-provided buffer
+//! ([`Reassembler`]).
 //!
 //! Every parser takes a byte slice the peer controls and returns a [`WireError`] on anything
 //! unexpected: it never panics, never indexes out of bounds and never allocates. Encoders write
 //! into a caller-provided buffer and return the number of bytes written.
 //!
-//! The crate does no cryptography: callers compute SHA-384 digests and ECDSA P-384 signatures
-//! over the byte strings this crate defines.
+//! The crate does no cryptography and has no dependency but `thiserror` (without `std`):
+//! callers compute SHA-384 digests and ECDSA P-384 signatures over the byte strings this crate
+//! defines (the backend with `p384::ecdsa::SigningKey`, the guest driver with `VerifyingKey`),
+//! so the wire format stays small, auditable and free of a crypto version choice.
+//!
+//! # Example
+//!
+//! ```
+//! use virtio_prefetch_wire::{parse_message, Demand, Message};
+//!
+//! let demand = Message::Demand(Demand { app_id: 1, task_id: 2, resource_id: 3, min_version: 0 });
+//! let mut buf = [0u8; 64];
+//! let len = demand.encode(7, &mut buf)?; // cookie 7 = the driver's demand id
+//! let (header, parsed) = parse_message(&buf[..len])?;
+//! assert_eq!((header.cookie, parsed), (7, demand));
+//! # Ok::<(), virtio_prefetch_wire::WireError>(())
+//! ```
 
 #![no_std]
 
@@ -22,6 +38,7 @@ mod consts;
 mod error;
 mod manifest;
 mod message;
+mod reassembler;
 
 pub use bundle::{BundleFlags, BundleHeader, ResourceKind, BUNDLE_CONTEXT, BUNDLE_TBS_LEN};
 pub use chunks::ChunkSequence;
@@ -32,6 +49,7 @@ pub use message::{
     parse_message, Ack, Chunk, Complete, Demand, Hello, Message, MessageHeader, MessageKind,
     RejectReason, Report, ReportKind, Request, Status, TaskTiming, TaskTimings,
 };
+pub use reassembler::Reassembler;
 
 #[cfg(test)]
 mod tests;
