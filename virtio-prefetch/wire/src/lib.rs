@@ -52,4 +52,6 @@ pub use message::{
 pub use reassembler::Reassembler;
 
 #[cfg(test)]
+mod spec_tests;
+#[cfg(test)]
 mod tests;
