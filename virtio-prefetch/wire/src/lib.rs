@@ -52,6 +52,8 @@ pub use message::{
 pub use reassembler::Reassembler;
 
 #[cfg(test)]
+mod malformed_tests;
+#[cfg(test)]
 mod spec_tests;
 #[cfg(test)]
 mod tests;
