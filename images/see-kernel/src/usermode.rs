@@ -171,8 +171,12 @@ fn call(op: u64, a: u64, b: u64) {
 }
 
 /// From ring 3: halts in ring 0 until an interrupt, `wake`, or `deadline_tsc` (see
-/// [`crate::interrupts::halt_until`]).
+/// [`crate::interrupts::halt_until`]). Returns at once, without the trap (about 250 us of
+/// emulated ring 0 under PVM), when `wake` is already set or the deadline has passed.
 pub fn halt_until(deadline_tsc: u64, wake: &AtomicBool) {
+    if wake.load(Ordering::Acquire) || crate::time::tsc() >= deadline_tsc {
+        return;
+    }
     call(CALL_HALT, deadline_tsc, wake as *const AtomicBool as u64);
 }
 
