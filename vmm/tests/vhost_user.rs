@@ -317,8 +317,18 @@ fn frontend_negotiates_and_sends_only_the_shared_window() {
         bring_up(&mut t, &window),
         ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
     );
-    let seen = backend.wait_for("a second memory table", |s| s.tables.len() == 2);
-    assert_eq!(seen.tables[1], [(window.guest_addr().0, SHARED)]);
+    {
+        let seen = backend.wait_for("a second memory table", |s| s.tables.len() == 2);
+        assert_eq!(seen.tables[1], [(window.guest_addr().0, SHARED)]);
+    }
+    // The re-initialised rings work: a notify after the reset reaches the backend again.
+    let before = backend
+        .wait_for("every queue enabled again", |s| s.kicked.len() >= 7)
+        .kicked
+        .len();
+    w(&mut t, reg::QUEUE_NOTIFY, 1);
+    let seen = backend.wait_for("a kick after the reset", |s| s.kicked.len() > before);
+    assert_eq!(seen.kicked.last(), Some(&ring(1)));
 }
 
 #[test]
