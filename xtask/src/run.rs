@@ -1,16 +1,24 @@
-//! `cargo xtask run`: builds the guest image and the VMM, boots the image and reports how the
-//! VM ended.
+//! `cargo xtask run`: the demo. Builds the guest image, the release VMM and the release
+//! `see-demo`, then runs `see-demo` on its embedded defaults (every prefetch mode on a generated
+//! workload; `--demo -- ARGS` passes ARGS to see-demo instead). With arguments after `--` and no
+//! `--demo`, it boots the image directly with those see-vmm arguments and reports how the VM
+//! ended (as before the demo existed).
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use clap::Args;
 
-use crate::image;
+use crate::{image, keys, repo_root, run_step};
 
 /// Options of `cargo xtask run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Extra arguments for see-vmm (after `--`), e.g. `-- --cpus 2 --cmdline see.selftest=0`.
+    /// Pass the arguments after `--` to see-demo (e.g. `--demo -- --trace
+    /// ../shared/data/ecom.csv.gz`) instead of booting see-vmm with them.
+    #[arg(long)]
+    pub demo: bool,
+    /// Extra arguments: for see-vmm (after `--`, e.g. `-- --cpus 2 --cmdline see.selftest=0`:
+    /// boot the image alone), or for see-demo with `--demo`. None: run the demo.
     #[arg(last = true)]
     pub vmm_args: Vec<String>,
 }
@@ -29,10 +37,13 @@ pub fn meaning(code: i32) -> &'static str {
     }
 }
 
-/// Builds, boots and reports.
+/// Builds, then runs the demo, or boots the image with the given see-vmm arguments.
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
+    if args.demo || args.vmm_args.is_empty() {
+        return demo(&kernel, &vmm, &args.vmm_args);
+    }
     eprintln!("xtask: == boot {}", kernel.display());
     let status = Command::new(&vmm)
         .arg("--kernel")
@@ -48,5 +59,33 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("the VM ended with exit code {code}"))
+    }
+}
+
+/// Builds the release see-demo and runs it with the image, the VMM and the development key.
+fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
+    run_step(
+        "build see-demo (release)",
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(repo_root())
+            .args(["build", "--release", "--locked", "-p", "see-demo"]),
+    )?;
+    let bin = image::target_dir().join("release/see-demo");
+    eprintln!("xtask: == run {}", bin.display());
+    let status = Command::new(&bin)
+        .current_dir(repo_root())
+        .arg("--vmm")
+        .arg(vmm)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--key")
+        .arg(keys::secret_key_path())
+        .args(demo_args)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see-demo failed ({status})"))
     }
 }

@@ -1,0 +1,323 @@
+//! `see-demo`: the PTO orchestrates a workload through the SEE, once per prefetch mode.
+//!
+//! For each mode (reactive, static, markov, learned, oracle) the demo boots a fresh VM (the
+//! guest's `serve` app) against an in-process virtio-prefetch backend whose store holds the
+//! catalogue's resources behind a modelled origin (latency + bandwidth), replays the workload
+//! one request at a time through the online [`see_pto::online::Orchestrator`] (prefetch orders
+//! go to the backend, the request is dispatched over requestq, the guest's reports and
+//! completion come back), and prints one table of guest-measured latencies and prefetch
+//! figures, the targets, and a PNG of the latency distributions. Every mode's audit log is
+//! verified.
+
+mod origin;
+mod replay;
+mod report;
+mod setup;
+mod vm;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use see_pto::{
+    metadata::ServiceCatalogue,
+    online::{
+        origin::OriginModel, predictor_for, simulate::replay_order, simulate::Targets, Mode,
+        ModeSummary, Orchestrator, Policy,
+    },
+    split::SplitSpec,
+    trace::Trace,
+};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Bad options or input data.
+    #[error("{0}")]
+    Usage(String),
+    /// A file or directory.
+    #[error("{0}")]
+    Io(String),
+    /// The VM.
+    #[error("VM: {0}")]
+    Vm(String),
+    /// The backend.
+    #[error("backend: {0}")]
+    Backend(String),
+    /// The orchestrator, its history or audit log.
+    #[error("orchestrator: {0}")]
+    Online(String),
+}
+
+/// Replays a workload through the PTO and the SEE guest in every prefetch mode.
+#[derive(Parser, Debug)]
+#[command(name = "see-demo", version)]
+struct Args {
+    /// see-vmm binary [env: SEE_VMM_BIN; default target/release/see-vmm].
+    #[arg(long)]
+    vmm: Option<PathBuf>,
+    /// Guest image [env: SEE_KERNEL_IMAGE; default: the image build's output].
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The PTO's signing key, PKCS#8 PEM (the image embeds its verifying key)
+    /// [env: SEE_PTO_SIGNING_KEY; default target/see-keys/pto.key].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Replay this trace (CSV or JSON lines, gzip ok) instead of a generated workload.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Sessions of the generated workload (training + test).
+    #[arg(long, default_value_t = 600)]
+    sessions: usize,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Requests replayed per mode (the first test sessions).
+    #[arg(long, default_value_t = 40)]
+    requests: usize,
+    /// Modes to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    modes: Vec<Mode>,
+    /// Checkpoint for the learned mode (default: train an LSTM here, on the training split).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Most training epochs when training here.
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Origin latency per fetch, ms.
+    #[arg(long, default_value_t = 5.0)]
+    latency_ms: f64,
+    /// Origin bandwidth, MiB/s (shared by all fetches).
+    #[arg(long, default_value_t = 100.0)]
+    bandwidth_mib: f64,
+    /// Multiply every resource size by this (1 = the catalogue's realistic sizes).
+    #[arg(long, default_value_t = 0.25)]
+    size_scale: f64,
+    /// Longest think time between two requests taken from the trace, ms (also the pause
+    /// before a session's first request).
+    #[arg(long, default_value_t = 250)]
+    think_ms: u64,
+    /// Staging budget, MiB.
+    #[arg(long, default_value_t = (Policy::default().budget_bytes >> 20) as f64)]
+    budget_mib: f64,
+    /// Confidence threshold of a prefetch.
+    #[arg(long, default_value_t = Policy::default().threshold)]
+    threshold: f32,
+    /// Predictions considered per request.
+    #[arg(long, default_value_t = Policy::default().top_k)]
+    top_k: usize,
+    /// Longest wait for one request's completion, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_s: u64,
+    /// Output directory: store, audit logs, latency.png.
+    #[arg(long, default_value = "target/see-demo")]
+    out: PathBuf,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        // The backend warns when the VMM hangs up, which is how every run ends.
+        "warn,see_prefetch_backend=error",
+    ))
+    .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("see-demo: {e}");
+            std::process::exit(if matches!(e, DemoError::Usage(_)) {
+                2
+            } else {
+                1
+            });
+        }
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> DemoError {
+    DemoError::Usage(e.to_string())
+}
+
+/// Runs the demo; false when a mode failed.
+fn run(a: &Args) -> Result<bool, DemoError> {
+    if !(a.size_scale.is_finite() && a.size_scale > 0.0) {
+        return Err(usage(format!(
+            "--size-scale {} must be positive",
+            a.size_scale
+        )));
+    }
+    if a.requests == 0 {
+        return Err(usage("--requests must be at least 1"));
+    }
+    let vmm = vm::artefact(a.vmm.clone(), "SEE_VMM_BIN", "target/release/see-vmm");
+    let kernel = vm::artefact(
+        a.kernel.clone(),
+        "SEE_KERNEL_IMAGE",
+        "images/see-kernel/target/x86_64-unknown-none/release/see-kernel",
+    );
+    let key_path = vm::artefact(
+        a.key.clone(),
+        "SEE_PTO_SIGNING_KEY",
+        "target/see-keys/pto.key",
+    );
+    for (what, p) in [("--vmm", &vmm), ("--kernel", &kernel), ("--key", &key_path)] {
+        if !p.is_file() {
+            return Err(usage(format!(
+                "{what} {} does not exist (`cargo xtask run` builds everything; `cargo xtask keys` makes the key)",
+                p.display()
+            )));
+        }
+    }
+    let key = see_prefetch_backend::signer::load_key(&key_path).map_err(usage)?;
+    let policy = Policy {
+        budget_bytes: (a.budget_mib * 1024.0 * 1024.0) as u64,
+        threshold: a.threshold,
+        top_k: a.top_k,
+        ..Policy::default()
+    };
+    policy.validate().map_err(usage)?;
+    let origin = OriginModel::new(
+        Duration::from_secs_f64(a.latency_ms.max(0.0) / 1e3),
+        a.bandwidth_mib * 1024.0 * 1024.0,
+    )
+    .map_err(usage)?;
+
+    let mut cat = ServiceCatalogue::default_catalogue();
+    cat.scale_sizes(a.size_scale);
+    let cat = Arc::new(cat);
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| DemoError::Io(format!("{}: {e}", a.out.display())))?;
+    let store_dir = a.out.join("store");
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let stored = setup::fill_store(&cat, &store_dir)?;
+
+    let (trace, desc) = setup::load_sessions(&cat, a.trace.as_deref(), a.sessions, a.seed)?;
+    let split = SplitSpec::default().split(&trace.sessions);
+    let mut past_sessions = split.train.clone();
+    past_sessions.extend(split.val.iter().cloned());
+    let past = Trace {
+        vocab: trace.vocab.clone(),
+        sessions: past_sessions,
+    };
+    let test = setup::take_requests(&split.test, a.requests);
+    let requests: usize = test.iter().map(|s| s.requests.len()).sum();
+    if requests == 0 {
+        return Err(usage(
+            "no test sessions to replay: use more --sessions or another trace",
+        ));
+    }
+    println!(
+        "workload: {desc}; replaying {requests} requests of {} held-out sessions per mode; predictors learned from {} sessions",
+        test.len(),
+        past.sessions.len()
+    );
+    println!(
+        "catalogue {}: {} request types, {} resources, {:.1} MiB in the store (size scale {})",
+        cat.name,
+        cat.requests.len(),
+        cat.resources.len(),
+        stored as f64 / 1048576.0,
+        a.size_scale
+    );
+    println!(
+        "{origin} (every fetch, on one shared link; the backend fetches one resource at a time)"
+    );
+    println!(
+        "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests; think time from the trace, at most {} ms",
+        a.budget_mib, policy.threshold, policy.top_k, policy.stale_after, a.think_ms
+    );
+
+    let mut learned = if a.modes.contains(&Mode::Learned) {
+        Some(match &a.model {
+            Some(m) => predictor_for(Mode::Learned, &cat, &past, Some(m)).map_err(usage)?,
+            None => setup::train_learned(trace.vocab.clone(), &split.train, &split.val, a.epochs)?,
+        })
+    } else {
+        None
+    };
+
+    let env = replay::Env {
+        vmm,
+        kernel,
+        key,
+        store_dir,
+        cmdline: setup::cmdline(&cat),
+        catalogue: cat.clone(),
+        origin,
+        think_cap: Duration::from_millis(a.think_ms),
+        timeout: Duration::from_secs(a.timeout_s),
+        out_dir: a.out.clone(),
+    };
+    let bar = ProgressBar::new((requests * a.modes.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} requests {elapsed} {msg}",
+        )
+        .map_err(usage)?
+        .progress_chars("=> "),
+    );
+    let order = replay_order(&test, &cat.vocabulary());
+    let mut runs = Vec::new();
+    let mut ok = true;
+    for &mode in &a.modes {
+        bar.set_prefix(mode.name());
+        bar.set_message("booting");
+        let orch = match mode {
+            Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order.clone()),
+            Mode::Learned => match learned.take() {
+                Some(p) => Orchestrator::new(cat.clone(), mode, p, policy.clone())
+                    .map(|o| o.with_starts(&past)),
+                None => return Err(usage("the learned mode is listed twice")),
+            },
+            _ => predictor_for(mode, &cat, &past, None).and_then(|p| {
+                Orchestrator::new(cat.clone(), mode, p, policy.clone())
+                    .map(|o| o.with_starts(&past))
+            }),
+        }
+        .map_err(|e| DemoError::Online(e.to_string()))?;
+        bar.set_message("");
+        match replay::run_mode(&env, mode, orch, &test, &bar) {
+            Ok(r) => {
+                bar.suspend(|| println!(
+                    "{mode}: done, p50 {:.2} ms, {} bundles staged, {} origin fetches; audit log {} ({} records) verified",
+                    r.summary.p50_ms,
+                    r.bundles,
+                    r.origin_fetches,
+                    r.audit_path.display(),
+                    r.audit_records
+                ));
+                runs.push(r);
+            }
+            Err(e) => {
+                ok = false;
+                bar.suspend(|| println!("{mode}: FAILED: {e}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let rows: Vec<ModeSummary> = runs.iter().map(|r| r.summary.clone()).collect();
+    println!();
+    println!("{}", ModeSummary::header());
+    for r in &rows {
+        println!("{r}");
+    }
+    if let Some(t) = Targets::from_rows(&rows) {
+        println!("{t}");
+    }
+    let png = a.out.join("latency.png");
+    let series: Vec<(String, Vec<u64>)> = runs
+        .iter()
+        .map(|r| (r.summary.mode.clone(), r.latencies_ns.clone()))
+        .collect();
+    let title = format!("see-demo: {requests} requests per mode, {origin}");
+    match report::plot(&series, &title, &png) {
+        Ok(()) => println!("report: {}", png.display()),
+        Err(e) => {
+            ok = false;
+            eprintln!("see-demo: report: {e}");
+        }
+    }
+    Ok(ok)
+}
