@@ -162,16 +162,25 @@ impl Backend {
         what: &str,
         done: impl Fn(&Seen) -> bool,
     ) -> std::sync::MutexGuard<'_, Seen> {
-        let (lock, cond) = &*self.seen;
-        let (guard, timeout) = cond
-            .wait_timeout_while(lock.lock().unwrap(), WAIT, |s| !done(s))
-            .unwrap();
-        assert!(
-            !timeout.timed_out(),
-            "the backend never saw {what}: {guard:?}"
-        );
-        guard
+        wait_on(&self.seen, what, done)
     }
+}
+
+/// Waits until `done` holds for what a backend saw.
+fn wait_on<'a>(
+    seen: &'a (Mutex<Seen>, Condvar),
+    what: &str,
+    done: impl Fn(&Seen) -> bool,
+) -> std::sync::MutexGuard<'a, Seen> {
+    let (lock, cond) = seen;
+    let (guard, timeout) = cond
+        .wait_timeout_while(lock.lock().unwrap(), WAIT, |s| !done(s))
+        .unwrap();
+    assert!(
+        !timeout.timed_out(),
+        "the backend never saw {what}: {guard:?}"
+    );
+    guard
 }
 
 const PROTOCOL: VhostUserProtocolFeatures = VhostUserProtocolFeatures::CONFIG
@@ -472,6 +481,34 @@ fn kvm_available() -> bool {
 /// A PVH ELF whose 32-bit entry code brings the device up as a driver would (queue q's rings
 /// at the window + q * 64 KiB), notifies queue 2 and writes 0 to the exit port.
 fn bring_up_elf() -> Vec<u8> {
+    // mov edx, 0x501; xor eax, eax; out dx, eax; hlt; jmp hlt
+    guest_elf(&[
+        0xBA, 0x01, 0x05, 0x00, 0x00, 0x31, 0xC0, 0xEF, 0xF4, 0xEB, 0xFD,
+    ])
+}
+
+/// Like [`bring_up_elf`], then polls Status until DEVICE_NEEDS_RESET appears (at most 2^24
+/// reads) and ends the VM with InterruptStatus as its exit code (0xff if it never appeared).
+fn needs_reset_elf() -> Vec<u8> {
+    #[rustfmt::skip]
+    let tail = [
+        0xB9, 0x00, 0x00, 0x00, 0x01, // mov ecx, 1 << 24
+        0xA1, 0x70, 0x00, 0x00, 0xD0, // poll: mov eax, [Status]
+        0xA9, 0x40, 0x00, 0x00, 0x00, // test eax, DEVICE_NEEDS_RESET
+        0x75, 0x0A,                   // jnz failed
+        0x49,                         // dec ecx
+        0x75, 0xF1,                   // jnz poll
+        0xB8, 0xFF, 0x00, 0x00, 0x00, // mov eax, 0xff
+        0xEB, 0x05,                   // jmp out
+        0xA1, 0x60, 0x00, 0x00, 0xD0, // failed: mov eax, [InterruptStatus]
+        0xBA, 0x01, 0x05, 0x00, 0x00, // out: mov edx, 0x501
+        0xEF, 0xF4, 0xEB, 0xFD,       // out dx, eax; hlt; jmp hlt
+    ];
+    guest_elf(&tail)
+}
+
+/// The bring-up writes followed by `tail` (32-bit code) as a PVH ELF.
+fn guest_elf(tail: &[u8]) -> Vec<u8> {
     let mmio = |reg: u64| 0xD000_0000u32 + reg as u32;
     let mut writes = vec![
         (mmio(reg::STATUS), ACKNOWLEDGE),
@@ -502,10 +539,7 @@ fn bring_up_elf() -> Vec<u8> {
         code.extend(addr.to_le_bytes());
         code.extend(value.to_le_bytes());
     }
-    // mov edx, 0x501; xor eax, eax; out dx, eax; hlt; jmp hlt
-    code.extend([
-        0xBA, 0x01, 0x05, 0x00, 0x00, 0x31, 0xC0, 0xEF, 0xF4, 0xEB, 0xFD,
-    ]);
+    code.extend(tail);
 
     let mut f = vec![0u8; 0x200];
     f[..4].copy_from_slice(b"\x7fELF");
@@ -631,4 +665,42 @@ fn the_cli_runs_a_guest_with_the_device() {
     // recorded by now (the kick may race the VMM's exit and is checked in-process above).
     let seen = backend.wait_for("a memory table", |s| !s.tables.is_empty());
     assert_eq!(seen.tables, [vec![(0xC000_0000, SHARED)]]);
+}
+
+#[test]
+fn a_guest_on_kvm_sees_the_backend_die_and_the_vm_ends_normally() {
+    if !kvm_available() {
+        return;
+    }
+    let backend = Backend::spawn(PROTOCOL);
+    let mut kernel = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut kernel, &needs_reset_elf()).unwrap();
+    let mut config = see_vmm::VmConfig::new(kernel.path());
+    config.memory_mib = 32;
+    config.shared_mem_mib = 1;
+    config.serial = see_vmm::SerialOutput::Off;
+    let mut vm = see_vmm::Vm::new(config, Instant::now()).unwrap();
+    let transport = prefetch::attach(&mut vm, &backend.path, Duration::from_secs(5)).unwrap();
+    // The daemon hands out its shutdown handle once it has accepted the VMM's connection.
+    let daemon = backend.shutdown.recv_timeout(WAIT).unwrap();
+    let outcome = thread::scope(|s| {
+        s.spawn(|| {
+            // Kill the backend once the guest has the device live and has kicked queue 2.
+            drop(wait_on(&backend.seen, "the guest's kick", |s| {
+                s.kicked.iter().filter(|k| k.0 == 2).count() == 2
+            }));
+            daemon.shutdown();
+        });
+        vm.run().unwrap()
+    });
+    assert_eq!(
+        outcome.exit_code(),
+        0b11,
+        "the guest saw DEVICE_NEEDS_RESET with a config-change (and used-buffer) interrupt status: {outcome:?}"
+    );
+    let t = transport.lock().unwrap();
+    assert_eq!(
+        t.status(),
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK | DEVICE_NEEDS_RESET
+    );
 }
