@@ -30,7 +30,7 @@ pub struct Request {
 }
 
 /// Fault injection: what a hostile host can do to bundles, for the end-to-end tests. Applies
-/// to every bundle sent while it is set.
+/// to every bundle ordered (prefetch) or demanded while it is set, whenever it is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tamper {
     /// Honest.

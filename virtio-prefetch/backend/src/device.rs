@@ -63,6 +63,8 @@ enum Work {
         resource_id: u64,
         min_version: u64,
         demand_cookie: u32,
+        /// The fault injection in force when it was ordered.
+        tamper: Tamper,
     },
     /// Being chunked.
     Bytes(Box<Outgoing>),
@@ -74,6 +76,8 @@ struct Outgoing {
     bytes: Vec<u8>,
     offset: usize,
     header: BundleHeader,
+    /// Rewrite the last staging buffer after delivery (Tamper::RewriteAfterDelivery).
+    rewrite: bool,
 }
 
 /// The device state.
@@ -85,7 +89,7 @@ pub(crate) struct PrefetchDevice {
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     session: Option<Session>,
     staging: VecDeque<Work>,
-    held_orders: Vec<PrefetchOrder>,
+    held_orders: Vec<(PrefetchOrder, Tamper)>,
     requests: VecDeque<Vec<u8>>,
     commands: Mutex<mpsc::Receiver<Command>>,
     command_fd: EventConsumer,
@@ -178,9 +182,10 @@ impl PrefetchDevice {
                         resource_id: order.resource_id,
                         min_version: 0,
                         demand_cookie: 0,
+                        tamper: self.tamper,
                     })
                 }
-                Command::Prefetch(order) => self.held_orders.push(order),
+                Command::Prefetch(order) => self.held_orders.push((order, self.tamper)),
                 Command::Dispatch(request) => {
                     let message = Message::Request(virtio_prefetch_wire::Request {
                         request_id: request.request_id,
@@ -202,30 +207,31 @@ impl PrefetchDevice {
 
     /// Builds the next bundle for `work` (signing it now, with the next sequence number).
     fn build(&mut self, work: Work) -> Option<Outgoing> {
-        let (task_id, resource_id, min_version, demand_cookie) = match work {
+        let (task_id, resource_id, min_version, demand_cookie, tamper) = match work {
             Work::Bytes(outgoing) => return Some(*outgoing),
             Work::Order {
                 task_id,
                 resource_id,
                 min_version,
                 demand_cookie,
-            } => (task_id, resource_id, min_version, demand_cookie),
+                tamper,
+            } => (task_id, resource_id, min_version, demand_cookie, tamper),
         };
         let session = self.session?;
-        if self.tamper == Tamper::ReplayLast {
+        if tamper == Tamper::ReplayLast {
             if let Some(bytes) = self.last_bundle.clone() {
                 let header = BundleHeader::parse(&bytes).ok()?;
                 return Some(self.outgoing(bytes, header));
             }
         }
-        let resource = match self.fetch(resource_id, min_version) {
+        let resource = match self.fetch(resource_id, min_version, tamper) {
             Ok(r) => r,
             Err(e) => {
                 warn!("prefetch of resource {resource_id} dropped: {e}");
                 return None;
             }
         };
-        let signed_task = if self.tamper == Tamper::WrongTask {
+        let signed_task = if tamper == Tamper::WrongTask {
             task_id.wrapping_add(1_000_000)
         } else {
             task_id
@@ -236,7 +242,7 @@ impl PrefetchDevice {
             demand_cookie,
         };
         let mut header = self.signer.header(&spec, &session);
-        let foreign = (self.tamper == Tamper::ForeignKey).then_some(&self.foreign_key);
+        let foreign = (tamper == Tamper::ForeignKey).then_some(&self.foreign_key);
         self.signer.sign(&mut header, foreign);
         self.stat(|s| s.signatures += 1);
         self.emit(BackendEvent::Signed {
@@ -247,23 +253,26 @@ impl PrefetchDevice {
             statement_sha384: Sha384::digest(header.to_be_signed()).into(),
         });
         let mut content = resource.content;
-        match self.tamper {
+        match tamper {
             Tamper::FlipHeaderBit => header.resource_version ^= 1 << 62,
             Tamper::FlipContentBit if !content.is_empty() => content[0] ^= 1,
             _ => {}
         }
         let bytes = encode_bundle(&header, &content);
         self.last_bundle = Some(bytes.clone());
-        Some(self.outgoing(bytes, header))
+        let mut out = self.outgoing(bytes, header);
+        out.rewrite = tamper == Tamper::RewriteAfterDelivery;
+        Some(out)
     }
 
     fn fetch(
         &self,
         resource_id: u64,
         min_version: u64,
+        tamper: Tamper,
     ) -> Result<StoredResource, crate::store::StoreError> {
         let newest = self.store.get(resource_id, min_version)?;
-        if self.tamper == Tamper::Rollback && newest.version > 1 {
+        if tamper == Tamper::Rollback && newest.version > 1 {
             if let Ok(older) = self.store.get_version(resource_id, newest.version - 1) {
                 return Ok(older);
             }
@@ -279,6 +288,7 @@ impl PrefetchDevice {
             bytes,
             offset: 0,
             header,
+            rewrite: false,
         }
     }
 
@@ -367,7 +377,7 @@ impl PrefetchDevice {
                 seq: h.seq,
                 demand_cookie: h.demand_cookie,
             });
-            if self.tamper == Tamper::RewriteAfterDelivery {
+            if out.rewrite {
                 self.rewrite_pending = Some((desc.addr(), written));
             }
         }
@@ -513,12 +523,13 @@ impl PrefetchDevice {
                         }
                     )
                 });
-                for order in std::mem::take(&mut self.held_orders) {
+                for (order, tamper) in std::mem::take(&mut self.held_orders) {
                     self.staging.push_back(Work::Order {
                         task_id: order.task_id,
                         resource_id: order.resource_id,
                         min_version: 0,
                         demand_cookie: 0,
+                        tamper,
                     });
                 }
                 self.emit(BackendEvent::Hello {
@@ -565,6 +576,7 @@ impl PrefetchDevice {
                         resource_id: demand.resource_id,
                         min_version: demand.min_version,
                         demand_cookie: header.cookie,
+                        tamper: self.tamper,
                     },
                 );
                 (
