@@ -1,0 +1,183 @@
+//! Host-side cost of one bundle at 4 KiB, 64 KiB and 1 MiB: the parts (SHA-384 of the content,
+//! the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of a
+//! memfd-backed region) and the whole path through the real daemon (a vhost-user frontend over a
+//! socket, a demand on ctrlq, the bundle's chunks through stagingq, waiting on the call eventfd).
+//!
+//! `cargo bench -p see-prefetch-backend --bench host_cost` prints one line per figure (median of
+//! the runs, and the spread). The daemon figures include the driver's side of the rings (this
+//! process reading the chunks back), so they bound the backend's cost from above.
+
+mod driver;
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use p384::ecdsa::SigningKey;
+use see_prefetch_backend::{
+    signer::{encode_bundle, BundleSpec, Session, Signer},
+    store::{DiskStore, StoredResource},
+    Backend, BackendConfig,
+};
+use sha2::{Digest, Sha384};
+use virtio_prefetch_wire::{Chunk, Message, MessageHeader, ResourceKind};
+use vm_memory::{Bytes, GuestAddress};
+
+const SIZES: [(usize, &str); 3] = [(4 << 10, "4 KiB"), (64 << 10, "64 KiB"), (1 << 20, "1 MiB")];
+const CHUNK: usize = 64 << 10;
+
+fn key() -> SigningKey {
+    let mut bytes = [9u8; 48];
+    bytes[0] = 3;
+    SigningKey::from_slice(&bytes).expect("a valid P-384 scalar")
+}
+
+/// Runs `f` `runs` times (after two warm-up runs) and prints the median and the range.
+fn measure(what: &str, runs: usize, bytes: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    let median = times[runs / 2];
+    let mib_s = bytes as f64 / (1 << 20) as f64 / median.as_secs_f64();
+    println!(
+        "{what:<44} median {:>9.1} us  (min {:>9.1}, max {:>9.1})  {mib_s:>8.1} MiB/s",
+        median.as_secs_f64() * 1e6,
+        times[0].as_secs_f64() * 1e6,
+        times[runs - 1].as_secs_f64() * 1e6,
+    );
+    median
+}
+
+fn parts(size: usize, label: &str) {
+    let resource = StoredResource {
+        id: 1,
+        version: 1,
+        kind: ResourceKind::Data,
+        app_id: 1,
+        content: (0..size).map(|i| (i * 13 % 251) as u8).collect(),
+    };
+    let session = Session {
+        nonce: [7; 32],
+        epoch: 1,
+    };
+    let mut signer = Signer::new(key());
+    let spec = BundleSpec {
+        resource: &resource,
+        task_id: 1,
+        demand_cookie: 0,
+    };
+    let runs = if size >= 1 << 20 { 21 } else { 101 };
+    measure(
+        &format!("{label}: SHA-384 of the content"),
+        runs,
+        size,
+        || {
+            black_box(Sha384::digest(black_box(&resource.content)));
+        },
+    );
+    let mut header = signer.header(&spec, &session);
+    measure(&format!("{label}: ECDSA P-384 sign"), 41, 0, || {
+        signer.sign(black_box(&mut header), None);
+    });
+    measure(
+        &format!("{label}: serialise the bundle"),
+        runs,
+        size,
+        || {
+            black_box(encode_bundle(&header, &resource.content));
+        },
+    );
+    let bundle = encode_bundle(&header, &resource.content);
+    let mem = driver::shared_memory();
+    let mut message = vec![0u8; MessageHeader::LEN + Chunk::FIXED_LEN + CHUNK];
+    measure(
+        &format!("{label}: chunk + write into staging buffers"),
+        runs,
+        size,
+        || {
+            let mut offset = 0;
+            let mut at = driver::BASE + driver::BUF;
+            while offset < bundle.len() {
+                let end = (offset + CHUNK).min(bundle.len());
+                let chunk = Message::Chunk(Chunk {
+                    stream_id: 1,
+                    total_len: bundle.len() as u32,
+                    offset: offset as u32,
+                    data: &bundle[offset..end],
+                });
+                let n = chunk.encode(0, &mut message).expect("chunk fits");
+                mem.write_slice(&message[..n], GuestAddress(at))
+                    .expect("inside the region");
+                at += message.len() as u64;
+                offset = end;
+            }
+        },
+    );
+    measure(
+        &format!("{label}: whole (header + sign + serialise)"),
+        41,
+        size,
+        || {
+            let mut header = signer.header(&spec, &session);
+            signer.sign(&mut header, None);
+            black_box(encode_bundle(&header, &resource.content));
+        },
+    );
+}
+
+fn through_the_daemon() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = DiskStore::open(dir.path().join("store")).expect("a store");
+    for (i, &(size, _)) in SIZES.iter().enumerate() {
+        let content: Vec<u8> = (0..size).map(|b| (b * 7 % 251) as u8).collect();
+        store
+            .add(i as u64 + 1, 1, ResourceKind::Data, 1, &content)
+            .expect("added");
+    }
+    let socket = dir.path().join("bench.sock");
+    let backend = Backend::spawn(BackendConfig::new(&socket, Arc::new(store), key()))
+        .expect("backend started");
+    let mut driver = driver::Driver::connect(&socket);
+    driver.hello();
+    let mut cookie = 1;
+    for (i, &(size, label)) in SIZES.iter().enumerate() {
+        let runs = if size >= 1 << 20 { 21 } else { 61 };
+        measure(
+            &format!("{label}: demand -> bundle through the daemon"),
+            runs,
+            size,
+            || {
+                let got = driver.demand(i as u64 + 1, cookie).len();
+                cookie += 1;
+                assert_eq!(got, size + 256, "the whole bundle arrived");
+            },
+        );
+    }
+    let stats = backend.stats();
+    println!(
+        "daemon: {} bundles, {} chunks, {} signatures, {} refused",
+        stats.bundles, stats.chunks, stats.signatures, stats.refused_descriptors
+    );
+    backend.shutdown();
+}
+
+fn main() {
+    // `cargo test --benches` runs this with --bench absent: keep that run short.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    for &(size, label) in &SIZES {
+        if quick && size > 4 << 10 {
+            continue;
+        }
+        parts(size, label);
+    }
+    through_the_daemon();
+}
