@@ -1,0 +1,106 @@
+//! The `see-prefetch-backend` binary: `store add` puts a resource where the daemon finds it (and
+//! refuses a stale version), and bad input ends with exit 1 and a message that says what to do.
+
+use std::process::{Command, Output};
+
+use see_prefetch_backend::store::{DiskStore, ResourceStore};
+use virtio_prefetch_wire::ResourceKind;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_see-prefetch-backend"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn store_add_then_the_store_serves_it_and_refuses_a_stale_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = dir.path().join("blob.bin");
+    std::fs::write(&file, b"resource bytes").unwrap();
+    let add = |version: &str| {
+        run(&[
+            "store",
+            "add",
+            "--store",
+            store.to_str().unwrap(),
+            "--id",
+            "42",
+            "--version",
+            version,
+            "--kind",
+            "code",
+            "--app",
+            "3",
+            "--file",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = add("2");
+    assert!(out.status.success(), "store add failed: {}", stderr(&out));
+    let opened = DiskStore::open(&store).unwrap();
+    let got = opened.get(42, 0).unwrap();
+    assert_eq!(
+        (got.version, got.kind, got.app_id, got.content.as_slice()),
+        (2, ResourceKind::Code, 3, &b"resource bytes"[..])
+    );
+    let out = add("2");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("must be higher"),
+        "a stale version is refused: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_input_is_exit_1_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pto.key");
+    std::fs::write(&key, "not a key").unwrap();
+    let socket = dir.path().join("s.sock");
+    let store = dir.path().join("store");
+    let out = run(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cargo xtask keys"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--socket", socket.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("are required"), "{}", stderr(&out));
+    let prefetch = dir.path().join("orders");
+    std::fs::write(&prefetch, "1 2\n").unwrap();
+    let out = run(&[
+        "store",
+        "add",
+        "--store",
+        store.to_str().unwrap(),
+        "--id",
+        "1",
+        "--version",
+        "1",
+        "--kind",
+        "firmware",
+        "--app",
+        "1",
+        "--file",
+        prefetch.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("code or data"), "{}", stderr(&out));
+}
