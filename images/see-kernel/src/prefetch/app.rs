@@ -121,6 +121,7 @@ fn next_request(
 
 /// Sleeps until an interrupt (or 1 ms at most), or spins briefly when polling.
 fn pause(settings: &Settings, deadline_ns: u64) {
+    nudge_stagingq(settings);
     if settings.polling {
         core::hint::spin_loop();
         return;
@@ -131,6 +132,22 @@ fn pause(settings: &Settings, deadline_ns: u64) {
         (until.saturating_sub(now) as u128 * u128::from(time::tsc_hz()) / 1_000_000_000) as u64;
     interrupts::halt_until(time::tsc().saturating_add(ticks), &DEVICE_INTERRUPT);
     DEVICE_INTERRUPT.store(false, core::sync::atomic::Ordering::Release);
+}
+
+/// WORKAROUND (see-guest-driver liveness bug, /work/notes/integration-requests.md 10:47): the
+/// driver kicks stagingq only when fewer than half its buffers are outstanding, counting
+/// buffers the device was never told about, so a device that drained what it knew of can sit
+/// idle while every buffer is posted. While the app waits, notify stagingq at most once per
+/// millisecond (one register write, a VM exit). Remove when the driver kicks once per poll
+/// that reposted buffers.
+fn nudge_stagingq(settings: &Settings) {
+    static LAST_NUDGE_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let now = time::monotonic_ns();
+    let last = LAST_NUDGE_NS.load(core::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1_000_000 {
+        LAST_NUDGE_NS.store(now, core::sync::atomic::Ordering::Relaxed);
+        super::hostile::notify_stagingq(settings.device_base, settings.window);
+    }
 }
 
 fn parse_args(args: &[u8]) -> Option<(u32, Vec<u64>)> {
