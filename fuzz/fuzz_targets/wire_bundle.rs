@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((header, content)) = BundleHeader::parse_bundle(data) {
         assert_eq!(content.len() as u64, header.content_len);
         let mut out = [0u8; BundleHeader::LEN];
-        header.encode(&mut out).expect("an accepted header re-encodes");
+        header
+            .encode(&mut out)
+            .expect("an accepted header re-encodes");
         assert_eq!(&out[..], &data[..BundleHeader::LEN]);
         let _ = header.to_be_signed();
     }

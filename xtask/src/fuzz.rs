@@ -81,13 +81,21 @@ pub fn run(args: &FuzzArgs) -> Result<(), String> {
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     for target in &targets {
         eprintln!("xtask: == fuzz {target} ({} s)", args.seconds);
+        // The working corpus (kept between local runs, ignored by git) plus the committed
+        // seeds (valid encodings, kept valid by virtio-prefetch-wire's tests), so a short run
+        // on a fresh machine starts past the magic and length checks.
+        let corpus = format!("corpus/{target}");
+        std::fs::create_dir_all(dir.join(&corpus)).map_err(|e| format!("{corpus}: {e}"))?;
+        let seeds = format!("seeds/{target}");
+        let mut corpora = vec![corpus];
+        if dir.join(&seeds).is_dir() {
+            corpora.push(seeds);
+        }
         let output = Command::new("cargo")
             .current_dir(&dir)
+            .args(["+nightly", "fuzz", "run", target])
+            .args(&corpora)
             .args([
-                "+nightly",
-                "fuzz",
-                "run",
-                target,
                 "--",
                 &format!("-max_total_time={}", args.seconds),
                 "-rss_limit_mb=2048",
