@@ -50,13 +50,11 @@ fn run_mode(polling: bool, rounds: usize, stage_mib: u64) -> ModeResult {
         ..Options::default()
     });
     let mut samples = vec![Vec::new(); SIZES.len()];
+    // One size at a time, so that a demand fetch never queues behind other prefetches.
     for _ in 0..rounds {
-        for r in &resources[..SIZES.len()] {
-            rig.prefetch(r);
-        }
-        let tasks: Vec<u64> = SIZES.iter().map(|s| s.0).collect();
-        rig.dispatch(1, OP_BENCH, &tasks);
         for (i, &(id, len, _)) in SIZES.iter().enumerate() {
+            rig.prefetch(&resources[i]);
+            rig.dispatch(1, OP_BENCH, &[id]);
             let line = rig.guest.wait_line(&format!("bench res={id}"), |l| {
                 l.starts_with(&format!("see: bench res={id} "))
             });
