@@ -54,6 +54,8 @@ pub use reassembler::Reassembler;
 #[cfg(test)]
 mod malformed_tests;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod seed_tests;
 #[cfg(test)]
 mod spec_tests;
