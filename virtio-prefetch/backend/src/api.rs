@@ -168,8 +168,10 @@ pub struct Stats {
     pub bytes: u64,
     /// Chunks written.
     pub chunks: u64,
-    /// Signatures made.
+    /// Signatures made (one per manifest for batched bundles).
     pub signatures: u64,
+    /// Manifests delivered.
+    pub manifests: u64,
     /// Demands served.
     pub demands: u64,
     /// Demands for unknown resources or before Hello.

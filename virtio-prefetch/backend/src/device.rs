@@ -34,6 +34,7 @@ use vmm_sys_util::{
 
 use crate::{
     api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper},
+    manifest::sign_batch,
     signer::{encode_bundle, BundleSpec, Session, Signer},
     store::{ResourceStore, StoredResource},
 };
@@ -42,6 +43,9 @@ use crate::{
 pub(crate) const COMMAND_EVENT: u16 = NUM_QUEUES as u16 + 1;
 /// Largest ctrlq message the device reads.
 const MAX_CTRL_MESSAGE: u32 = 4096;
+/// Most prefetches one manifest covers (the wire allows 1024; a smaller batch keeps the first
+/// bundle of a long prefetch list from waiting behind the whole list's hashing).
+const MAX_BATCH: usize = 64;
 /// Largest queue the device accepts.
 pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
 
@@ -75,7 +79,8 @@ struct Outgoing {
     stream_id: u64,
     bytes: Vec<u8>,
     offset: usize,
-    header: BundleHeader,
+    /// None for a manifest.
+    header: Option<BundleHeader>,
     /// Rewrite the last staging buffer after delivery (Tamper::RewriteAfterDelivery).
     rewrite: bool,
 }
@@ -100,6 +105,8 @@ pub(crate) struct PrefetchDevice {
     last_bundle: Option<Vec<u8>>,
     rewrite_pending: Option<(GuestAddress, usize)>,
     next_stream: u64,
+    batch_manifests: bool,
+    acked_features: u64,
 }
 
 impl std::fmt::Debug for PrefetchDevice {
@@ -147,7 +154,15 @@ impl PrefetchDevice {
             last_bundle: None,
             rewrite_pending: None,
             next_stream: 1,
+            batch_manifests: true,
+            acked_features: 0,
         })
+    }
+
+    /// Whether runs of prefetches go out under one manifest (when the driver acked F_MANIFEST).
+    pub(crate) fn with_batch_manifests(mut self, on: bool) -> Self {
+        self.batch_manifests = on;
+        self
     }
 
     fn emit(&self, event: BackendEvent) {
@@ -221,7 +236,7 @@ impl PrefetchDevice {
         if tamper == Tamper::ReplayLast {
             if let Some(bytes) = self.last_bundle.clone() {
                 let header = BundleHeader::parse(&bytes).ok()?;
-                return Some(self.outgoing(bytes, header));
+                return Some(self.outgoing(bytes, Some(header)));
             }
         }
         let resource = match self.fetch(resource_id, min_version, tamper) {
@@ -260,9 +275,87 @@ impl PrefetchDevice {
         }
         let bytes = encode_bundle(&header, &content);
         self.last_bundle = Some(bytes.clone());
-        let mut out = self.outgoing(bytes, header);
+        let mut out = self.outgoing(bytes, Some(header));
         out.rewrite = tamper == Tamper::RewriteAfterDelivery;
         Some(out)
+    }
+
+    /// With `F_MANIFEST` negotiated, replaces two or more honest prefetch orders at the front
+    /// of the queue by one signed manifest followed by the bundles it covers.
+    fn batch_front(&mut self) {
+        let Some(session) = self.session else { return };
+        if !self.batch_manifests || self.acked_features & F_MANIFEST == 0 {
+            return;
+        }
+        let leading = self
+            .staging
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|w| {
+                matches!(
+                    w,
+                    Work::Order {
+                        demand_cookie: 0,
+                        tamper: Tamper::None,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if leading < 2 {
+            return;
+        }
+        let mut resources = Vec::with_capacity(leading);
+        for work in self.staging.drain(..leading) {
+            if let Work::Order {
+                task_id,
+                resource_id,
+                ..
+            } = work
+            {
+                match self.store.get(resource_id, 0) {
+                    Ok(r) => resources.push((task_id, r)),
+                    Err(e) => warn!("prefetch of resource {resource_id} dropped: {e}"),
+                }
+            }
+        }
+        let specs: Vec<BundleSpec<'_>> = resources
+            .iter()
+            .map(|(task_id, resource)| BundleSpec {
+                resource,
+                task_id: *task_id,
+                demand_cookie: 0,
+            })
+            .collect();
+        let batch = match sign_batch(&mut self.signer, &session, &specs) {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!("manifest for {} prefetches not built: {e}", specs.len());
+                return;
+            }
+        };
+        self.stat(|s| s.signatures += 1);
+        let mut ready = Vec::with_capacity(batch.bundles.len() + 1);
+        ready.push(self.outgoing(batch.manifest_bytes, None));
+        for ((header, bytes), entry) in batch.bundles.into_iter().zip(batch.entries) {
+            self.emit(BackendEvent::Signed {
+                resource_id: header.resource_id,
+                version: header.resource_version,
+                seq: header.seq,
+                epoch: session.epoch,
+                statement_sha384: entry,
+            });
+            self.last_bundle = Some(bytes.clone());
+            ready.push(self.outgoing(bytes, Some(header)));
+        }
+        debug!(
+            "manifest seq {} covers {} bundles",
+            batch.manifest.seq,
+            ready.len() - 1
+        );
+        for out in ready.into_iter().rev() {
+            self.staging.push_front(Work::Bytes(Box::new(out)));
+        }
     }
 
     fn fetch(
@@ -280,7 +373,7 @@ impl PrefetchDevice {
         Ok(newest)
     }
 
-    fn outgoing(&mut self, bytes: Vec<u8>, header: BundleHeader) -> Outgoing {
+    fn outgoing(&mut self, bytes: Vec<u8>, header: Option<BundleHeader>) -> Outgoing {
         let stream_id = self.next_stream;
         self.next_stream += 1;
         Outgoing {
@@ -331,6 +424,7 @@ impl PrefetchDevice {
             };
             let room = (desc.len() as usize - MessageHeader::LEN - Chunk::FIXED_LEN)
                 .min(self.config.max_chunk_len as usize);
+            self.batch_front();
             let Some(work) = self.staging.pop_front() else {
                 break;
             };
@@ -364,7 +458,10 @@ impl PrefetchDevice {
                 self.staging.push_front(Work::Bytes(Box::new(out)));
                 continue;
             }
-            let h = out.header;
+            let Some(h) = out.header else {
+                self.stat(|s| s.manifests += 1);
+                continue;
+            };
             self.stat(|s| {
                 s.bundles += 1;
                 s.bytes += h.content_len;
@@ -568,7 +665,12 @@ impl PrefetchDevice {
                     served: true,
                 });
                 // Ahead of queued prefetches, behind a bundle already half-delivered.
-                let at = usize::from(matches!(self.staging.front(), Some(Work::Bytes(_))));
+                // Behind every bundle already built (their sequence numbers come first).
+                let at = self
+                    .staging
+                    .iter()
+                    .take_while(|w| matches!(w, Work::Bytes(_)))
+                    .count();
                 self.staging.insert(
                     at.min(self.staging.len()),
                     Work::Order {
@@ -637,10 +739,8 @@ impl VhostUserBackendMut for PrefetchDevice {
     }
 
     fn features(&self) -> u64 {
-        // No batch manifests from this backend yet: it signs every bundle.
-        (DEVICE_FEATURES & !F_MANIFEST)
-            | F_VERSION_1
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        // F_MANIFEST is offered; batches are sent only when the driver acked it.
+        DEVICE_FEATURES | F_VERSION_1 | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -654,6 +754,10 @@ impl VhostUserBackendMut for PrefetchDevice {
         self.requests.clear();
         self.rewrite_pending = None;
         self.emit(BackendEvent::Reset);
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.acked_features = features;
     }
 
     fn set_event_idx(&mut self, _enabled: bool) {}

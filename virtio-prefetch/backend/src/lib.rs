@@ -9,6 +9,7 @@
 
 mod api;
 mod device;
+pub mod manifest;
 pub mod signer;
 pub mod store;
 
@@ -69,6 +70,9 @@ pub struct BackendConfig {
     pub max_chunk_len: u32,
     /// Largest resource content.
     pub max_content_len: u32,
+    /// Cover runs of queued prefetches with one signed manifest each when the driver acked
+    /// `F_MANIFEST` (one P-384 signature per batch instead of one per bundle).
+    pub batch_manifests: bool,
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -80,7 +84,7 @@ impl std::fmt::Debug for BackendConfig {
 }
 
 impl BackendConfig {
-    /// Defaults: 64 KiB chunks, 16 MiB resources.
+    /// Defaults: 64 KiB chunks, 16 MiB resources, batch manifests when the driver takes them.
     pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
         Self {
             socket: socket.into(),
@@ -88,6 +92,7 @@ impl BackendConfig {
             key,
             max_chunk_len: 64 * 1024,
             max_content_len: 16 << 20,
+            batch_manifests: true,
         }
     }
 }
@@ -145,7 +150,8 @@ impl Backend {
             events_tx,
             stats.clone(),
         )
-        .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        .map_err(|e| BackendError::Daemon(e.to_string()))?
+        .with_batch_manifests(config.batch_manifests);
         let device = Arc::new(Mutex::new(device));
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("virtio-prefetch".into(), device, mem)

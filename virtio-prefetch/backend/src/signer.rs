@@ -85,10 +85,24 @@ impl Signer {
         self.next_seq
     }
 
-    /// Builds the header (unsigned) of the next bundle and consumes a sequence number.
-    pub fn header(&mut self, spec: &BundleSpec<'_>, session: &Session) -> BundleHeader {
+    /// Consumes the next sequence number (a manifest's: it shares the sequence with bundles).
+    pub fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        seq
+    }
+
+    /// ECDSA P-384 (SHA-384) over `statement` with this signer's key: r || s.
+    pub fn sign_statement(&self, statement: &[u8]) -> [u8; 96] {
+        let signature: Signature = self.key.sign(statement);
+        let mut out = [0u8; 96];
+        out.copy_from_slice(&signature.to_bytes());
+        out
+    }
+
+    /// Builds the header (unsigned) of the next bundle and consumes a sequence number.
+    pub fn header(&mut self, spec: &BundleSpec<'_>, session: &Session) -> BundleHeader {
+        let seq = self.take_seq();
         let flags = if spec.demand_cookie == 0 {
             BundleFlags::PREFETCHED
         } else {

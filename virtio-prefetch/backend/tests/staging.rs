@@ -1,7 +1,8 @@
 //! The daemon's data path as a driver sees it, completions awaited on the call eventfd (the
 //! irqfd the VMM would register): a 1 MiB demand arrives in 64 KiB chunks through eight staging
 //! buffers the driver reposts, verifies and matches the store byte for byte, and every step was
-//! signalled; a dispatched request arrives on requestq; a guest report becomes an event.
+//! signalled; prefetches queued together go out under one signed manifest (F_MANIFEST); a
+//! dispatched request arrives on requestq; a guest report becomes an event.
 
 #[path = "../benches/driver/mod.rs"]
 mod driver;
@@ -10,10 +11,12 @@ use std::{sync::Arc, time::Duration};
 
 use p384::ecdsa::{signature::Verifier, Signature, SigningKey, VerifyingKey};
 use see_prefetch_backend::{
-    store::DiskStore, Backend, BackendConfig, BackendEvent, BackendHandle, Request,
+    store::DiskStore, Backend, BackendConfig, BackendEvent, BackendHandle, PrefetchOrder, Request,
 };
+use sha2::{Digest, Sha384};
 use virtio_prefetch_wire::{
-    parse_message, BundleHeader, Message, RejectReason, Report, ReportKind, ResourceKind, Status,
+    parse_message, BundleFlags, BundleHeader, ManifestHeader, Message, RejectReason, Report,
+    ReportKind, ResourceKind, Status,
 };
 
 fn key() -> SigningKey {
@@ -115,4 +118,67 @@ fn a_dispatched_request_arrives_and_a_report_becomes_an_event() {
     assert!(seen.is_some(), "the report reached the API as an event");
     let stats = backend.stats();
     assert_eq!((stats.requests, stats.reports), (1, 1));
+}
+
+#[test]
+fn queued_prefetches_go_out_under_one_verified_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path().join("store")).unwrap();
+    let contents: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 5000 * usize::from(i)]).collect();
+    for (i, content) in contents.iter().enumerate() {
+        store
+            .add(20 + i as u64, 1, ResourceKind::Data, 4, content)
+            .unwrap();
+    }
+    let socket = dir.path().join("backend.sock");
+    let backend = Backend::spawn(BackendConfig::new(&socket, Arc::new(store), key())).unwrap();
+    let mut driver = driver::Driver::connect(&socket);
+    for i in 0..3 {
+        backend
+            .prefetch(PrefetchOrder {
+                app_id: 4,
+                task_id: 30 + i,
+                resource_id: 20 + i,
+            })
+            .unwrap();
+    }
+    driver.hello();
+    let object = driver.receive();
+    let (manifest, entries) = ManifestHeader::parse_manifest(&object).expect("a manifest first");
+    assert_eq!((manifest.count, manifest.seq), (3, 1));
+    let mut statement = manifest.tbs_prefix().to_vec();
+    statement.extend_from_slice(entries);
+    let vk = VerifyingKey::from(&key());
+    vk.verify(
+        &statement,
+        &Signature::from_slice(&manifest.signature).unwrap(),
+    )
+    .expect("the manifest verifies under the PTO key");
+    for (i, content) in contents.iter().enumerate() {
+        let bytes = driver.receive();
+        let (header, body) = BundleHeader::parse_bundle(&bytes).unwrap();
+        assert_eq!(body, content.as_slice());
+        assert_eq!(
+            (header.task_id, header.resource_id, header.seq),
+            (30 + i as u64, 20 + i as u64, 2 + i as u64)
+        );
+        assert!(header.flags.contains(BundleFlags::IN_MANIFEST));
+        let digest: [u8; 48] = Sha384::digest(header.to_be_signed()).into();
+        assert_eq!(ManifestHeader::entry(entries, i), Some(&digest));
+    }
+    // A demand after the batch is signed on its own, with the next sequence number.
+    let bundle = driver.demand(21, 5);
+    let (header, _) = BundleHeader::parse_bundle(&bundle).unwrap();
+    assert_eq!((header.seq, header.demand_cookie), (5, 5));
+    vk.verify(
+        &header.to_be_signed(),
+        &Signature::from_slice(&header.signature).unwrap(),
+    )
+    .expect("a demanded bundle carries its own signature");
+    let stats = backend.stats();
+    assert_eq!(
+        (stats.manifests, stats.bundles, stats.signatures),
+        (1, 4, 2),
+        "one signature for the three prefetches, one for the demand"
+    );
 }

@@ -280,6 +280,11 @@ impl Driver {
             min_version: 0,
         });
         assert_eq!(self.control(demand, cookie), Status::Ok);
+        self.receive()
+    }
+
+    /// Copies the next object (bundle or manifest) out of the staging buffers, reposting each.
+    pub fn receive(&mut self) -> Vec<u8> {
         let mut object = Vec::new();
         let mut sequence: Option<ChunkSequence> = None;
         let mut buf = vec![0u8; STAGING_LEN as usize];
