@@ -114,6 +114,9 @@ pub(crate) struct Rings {
     pub ctrlq: SplitQueue,
     pub ctrl: Vec<CtrlSlot>,
     pub ctrl_unkicked: bool,
+    /// Staging / request buffers reposted since the last notify of their queue.
+    pub staging_unkicked: bool,
+    pub request_unkicked: bool,
 }
 
 /// The virtio-prefetch driver over a [`Platform`].
@@ -325,6 +328,8 @@ impl<P: Platform> Driver<P> {
             ctrlq,
             ctrl,
             ctrl_unkicked: false,
+            staging_unkicked: false,
+            request_unkicked: false,
         })
     }
 

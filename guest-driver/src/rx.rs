@@ -82,6 +82,23 @@ impl<P: Platform> Driver<P> {
             }
         }
         self.scratch = used;
+        self.kick_reposted();
+    }
+
+    /// Notifies stagingq and requestq if buffers were reposted on them since their last notify.
+    fn kick_reposted(&mut self) {
+        let Some(r) = self.rings.as_mut() else { return };
+        let staging = core::mem::take(&mut r.staging_unkicked);
+        let request = core::mem::take(&mut r.request_unkicked);
+        if self.state != DriverState::Ready {
+            return;
+        }
+        if staging {
+            self.kick(STAGINGQ);
+        }
+        if request {
+            self.kick(REQUESTQ);
+        }
     }
 
     /// Handles one used buffer (`len` None: refused, only recycle) and gives it back.
@@ -142,10 +159,13 @@ impl<P: Platform> Driver<P> {
             }],
             token,
         );
-        // One kick per poll would do; the device normally has plenty of buffers posted, so
-        // kick only when its queue ran low.
-        if u32::from(queue.outstanding()) <= u32::from(queue.size()) / 2 {
-            self.kick(q);
+        // One notify per poll for all buffers reposted in it (see the end of `poll`): a device
+        // that only looks at the avail ring when notified must learn of every buffer, or
+        // staging stalls once it has used the ones it knew about.
+        if q == STAGINGQ {
+            r.staging_unkicked = true;
+        } else {
+            r.request_unkicked = true;
         }
     }
 
