@@ -57,6 +57,13 @@ fn u16_of(bytes: &[u8]) -> u16 {
         .fold(0, |acc, &b| (acc << 8) | u16::from(b))
 }
 
+/// Chunk bytes come from here (at an input-chosen start), so lengths are not bounded by
+/// the input and misplaced bytes show up.
+fn pattern() -> &'static [u8; 8192 + 256] {
+    static PATTERN: std::sync::OnceLock<[u8; 8192 + 256]> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| core::array::from_fn(|i| (i * 7 + i / 251) as u8))
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut buf = [0u8; LIMIT];
     let mut reassembler = Reassembler::new(&mut buf);
@@ -65,7 +72,8 @@ fuzz_target!(|data: &[u8]| {
     let mut input = data;
     while let Some((&control, rest)) = input.split_first() {
         input = rest;
-        // control: bits 0-1 stream, bit 2 new total, bit 3 explicit offset, bit 4 huge offset.
+        // control: bits 0-1 stream, bit 2 new total, bit 3 explicit offset, bit 4 huge
+        // offset, bit 5 the chunk runs to the end of the object, bits 6-7 length scale.
         if control & 4 != 0 {
             total = u32::from(u16_of(take(&mut input, 2)) & 0x1FFF);
         }
@@ -74,17 +82,23 @@ fuzz_target!(|data: &[u8]| {
             (true, false) => u32::from(u16_of(take(&mut input, 2))),
             (false, false) => next_offset,
         };
-        let len = usize::from(take(&mut input, 1).first().copied().unwrap_or(0));
+        let salt = usize::from(take(&mut input, 1).first().copied().unwrap_or(0));
+        let len = if control & 32 != 0 {
+            total.saturating_sub(offset).min(8192) as usize
+        } else {
+            let scale = usize::from(control >> 6) + 1;
+            usize::from(take(&mut input, 1).first().copied().unwrap_or(0)) * scale
+        };
         let chunk = Chunk {
             stream_id: u64::from(control & 3),
             total_len: total,
             offset,
-            data: take(&mut input, len),
+            data: &pattern()[salt..salt + len],
         };
         next_offset = offset.wrapping_add(chunk.data.len() as u32);
 
         // The stagingq encoding carries exactly this chunk (or refuses it on both sides).
-        let mut wire = [0u8; 16 + 24 + 255];
+        let mut wire = vec![0u8; 16 + 24 + chunk.data.len()];
         match Message::Chunk(chunk).encode(7, &mut wire) {
             Ok(n) => {
                 let (header, message) = parse_message(&wire[..n]).expect("encoded chunk parses");

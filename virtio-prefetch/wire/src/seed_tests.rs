@@ -119,9 +119,9 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
         queue_sizes: [64, 256, 64],
     };
     out.push(("wire_config", "config".into(), config.encode().to_vec()));
-    // Reassembler input: control byte (bit 2: a total follows), total u16, length u8, bytes;
-    // then a continuation at the next offset that completes the 8-byte object.
-    let reassembly = [&[4u8, 8, 0, 4][..], b"SEEB", &[0u8, 4][..], b"tail"].concat();
+    // Reassembler input (decoded by the target, see its docs): control 4 (a total follows),
+    // total 8, salt 0, length 4; then control 32 (run to the end of the object), salt 4.
+    let reassembly = [4u8, 8, 0, 0, 4, 32, 4].to_vec();
     out.push(("wire_reassembler", "two_chunks".into(), reassembly));
     out
 }
