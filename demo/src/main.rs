@@ -97,9 +97,10 @@ struct Args {
     /// before a session's first request).
     #[arg(long, default_value_t = 250)]
     think_ms: u64,
-    /// Staging budget, MiB.
-    #[arg(long, default_value_t = (Policy::default().budget_bytes >> 20) as f64)]
-    budget_mib: f64,
+    /// Staging budget, MiB [default: the policy's 40 MiB times --size-scale, so that the
+    /// budget keeps its proportion to the catalogue].
+    #[arg(long)]
+    budget_mib: Option<f64>,
     /// Confidence threshold of a prefetch.
     #[arg(long, default_value_t = Policy::default().threshold)]
     threshold: f32,
@@ -109,6 +110,10 @@ struct Args {
     /// Longest wait for one request's completion, seconds.
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
+    /// Before each request, wait until every prefetch ordered so far is staged in the guest
+    /// (no late prefetches: the tests' deterministic hit rates; not the demo's figures).
+    #[arg(long)]
+    settle: bool,
     /// Output directory: store, audit logs, latency.png.
     #[arg(long, default_value = "target/see-demo")]
     out: PathBuf,
@@ -170,8 +175,11 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         }
     }
     let key = see_prefetch_backend::signer::load_key(&key_path).map_err(usage)?;
+    let budget_mib = a
+        .budget_mib
+        .unwrap_or((Policy::default().budget_bytes >> 20) as f64 * a.size_scale);
     let policy = Policy {
-        budget_bytes: (a.budget_mib * 1024.0 * 1024.0) as u64,
+        budget_bytes: (budget_mib * 1024.0 * 1024.0) as u64,
         threshold: a.threshold,
         top_k: a.top_k,
         ..Policy::default()
@@ -225,7 +233,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     );
     println!(
         "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests; think time from the trace, at most {} ms",
-        a.budget_mib, policy.threshold, policy.top_k, policy.stale_after, a.think_ms
+        budget_mib, policy.threshold, policy.top_k, policy.stale_after, a.think_ms
     );
 
     let mut learned = if a.modes.contains(&Mode::Learned) {
@@ -248,6 +256,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         think_cap: Duration::from_millis(a.think_ms),
         timeout: Duration::from_secs(a.timeout_s),
         out_dir: a.out.clone(),
+        settle: a.settle,
     };
     let bar = ProgressBar::new((requests * a.modes.len()) as u64);
     bar.set_style(
@@ -305,6 +314,16 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     }
     if let Some(t) = Targets::from_rows(&rows) {
         println!("{t}");
+    }
+    println!();
+    println!("where the guest's time went, mean ms per request: claiming staged resources, demand fetches, work on the bytes");
+    for r in &runs {
+        let n = r.latencies_ns.len().max(1) as f64 * 1e6;
+        let [c, f, w] = r.claim_fetch_work_ns.map(|x| x as f64 / n);
+        println!(
+            "{:<10} claim {c:>7.2}  fetch {f:>7.2}  work {w:>7.2}",
+            r.summary.mode
+        );
     }
     let png = a.out.join("latency.png");
     let series: Vec<(String, Vec<u64>)> = runs

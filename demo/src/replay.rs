@@ -54,6 +54,9 @@ pub struct Env {
     pub timeout: Duration,
     /// Where the audit logs go.
     pub out_dir: PathBuf,
+    /// Before each request, wait until every ordered prefetch is in the guest (no late
+    /// prefetch: deterministic hit rates for tests; the think time still applies).
+    pub settle: bool,
 }
 
 /// One mode's results.
@@ -67,6 +70,9 @@ pub struct ModeRun {
     pub audit_path: PathBuf,
     /// Records in it (verified).
     pub audit_records: u64,
+    /// Guest-measured time summed over the requests: claiming staged resources, demand
+    /// fetching, working on the bytes (ns).
+    pub claim_fetch_work_ns: [u64; 3],
     /// Bundles the backend delivered into the guest.
     pub bundles: u64,
     /// Origin fetches (prefetches and demands).
@@ -79,6 +85,8 @@ struct Live<'a> {
     orch: Orchestrator,
     catalogue: &'a ServiceCatalogue,
     start: Instant,
+    /// Prefetches ordered and not yet staged.
+    outstanding: u64,
 }
 
 fn online(e: see_pto::online::OnlineError) -> DemoError {
@@ -96,7 +104,7 @@ fn report_kind(k: WireKind) -> ReportKind {
 }
 
 impl Live<'_> {
-    fn send(&self, orders: &[PrefetchOrder]) -> Result<(), DemoError> {
+    fn send(&mut self, orders: &[PrefetchOrder]) -> Result<(), DemoError> {
         for o in orders {
             self.backend
                 .prefetch(Order {
@@ -105,6 +113,7 @@ impl Live<'_> {
                     resource_id: o.resource_id,
                 })
                 .map_err(|e| DemoError::Backend(e.to_string()))?;
+            self.outstanding += 1;
         }
         Ok(())
     }
@@ -192,7 +201,12 @@ impl Live<'_> {
                 log::warn!("backend refused a {queue:?} descriptor at {addr:#x} ({len} bytes)")
             }
             BackendEvent::Malformed { detail } => log::warn!("malformed ctrlq message: {detail}"),
-            BackendEvent::Hello { .. } | BackendEvent::Staged { .. } => {}
+            BackendEvent::Staged { demand_cookie, .. } => {
+                if demand_cookie == 0 {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
+            }
+            BackendEvent::Hello { .. } => {}
         }
         Ok(None)
     }
@@ -210,6 +224,26 @@ impl Live<'_> {
                 }
             }
         }
+    }
+
+    /// Handles events until every ordered prefetch is staged (or `timeout` passes).
+    fn settle(&mut self, timeout: Duration) -> Result<(), DemoError> {
+        let deadline = Instant::now() + timeout;
+        while self.outstanding > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.vm.running() {
+                return Err(DemoError::Vm(format!(
+                    "{} prefetches not staged within {timeout:?}",
+                    self.outstanding
+                )));
+            }
+            if let Some(ev) = self.backend.next_event(left) {
+                if let Some(c) = self.handle(ev)? {
+                    log::warn!("unexpected completion of request {}", c.request_id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Handles events until request `id` completes (or `timeout` passes).
@@ -287,11 +321,13 @@ pub fn run_mode(
         orch,
         catalogue: &env.catalogue,
         start: Instant::now(),
+        outstanding: 0,
     };
     let primed = live.orch.prime().map_err(online)?;
     live.send(&primed)?;
     let vocab = env.catalogue.vocabulary();
     let mut latencies = Vec::new();
+    let mut split = [0u64; 3];
     for (i, s) in sessions.iter().enumerate() {
         let session = i as u64 + 1;
         let mut prev_at: Option<i64> = None;
@@ -305,6 +341,9 @@ pub fn run_mode(
             };
             prev_at = Some(r.at_ms);
             live.pump_until(Instant::now() + think)?;
+            if env.settle {
+                live.settle(env.timeout)?;
+            }
             let now_us = live.start.elapsed().as_micros() as u64;
             let plan = live
                 .orch
@@ -337,6 +376,11 @@ pub fn run_mode(
                 )));
             }
             latencies.push(c.total_ns);
+            for t in &c.tasks {
+                split[0] += t.claim_ns;
+                split[1] += t.fetch_ns;
+                split[2] += t.work_ns;
+            }
             let follow = live.orch.on_completion(&c).map_err(online)?;
             live.send(&follow.prefetch)?;
             bar.inc(1);
@@ -374,6 +418,7 @@ pub fn run_mode(
     Ok(ModeRun {
         summary,
         latencies_ns: latencies,
+        claim_fetch_work_ns: split,
         audit_path,
         audit_records,
         bundles: stats.bundles,
@@ -384,7 +429,7 @@ pub fn run_mode(
 /// Checks an audit log's chain; returns its record count.
 pub fn verify_audit(path: &Path) -> Result<u64, DemoError> {
     match audit::verify(path) {
-        Ok(Ok(v)) => Ok(v.records as u64),
+        Ok(Ok(v)) => Ok(v.records),
         Ok(Err(b)) => Err(DemoError::Online(format!(
             "{}: audit chain broken at {b}",
             path.display()
