@@ -30,6 +30,8 @@
 //! ```
 
 #![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod bundle;
 mod bytes;
