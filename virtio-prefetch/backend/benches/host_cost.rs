@@ -1,7 +1,8 @@
 //! Host-side cost of one bundle at 4 KiB, 64 KiB and 1 MiB: the parts (SHA-384 of the content,
-//! the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of a
-//! memfd-backed region) and the whole path through the real daemon (a vhost-user frontend over a
-//! socket, a demand on ctrlq, the bundle's chunks through stagingq, waiting on the call eventfd).
+//! the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
+//! a memfd-backed region), 16 bundles under one batch manifest (F_MANIFEST), and the whole path
+//! through the real daemon (a vhost-user frontend over a socket, a demand on ctrlq, the
+//! bundle's chunks through stagingq, waiting on the call eventfd).
 //!
 //! `cargo bench -p see-prefetch-backend --bench host_cost` prints one line per figure (median of
 //! the runs, and the spread). The daemon figures include the driver's side of the rings (this
@@ -17,6 +18,7 @@ use std::{
 
 use p384::ecdsa::SigningKey;
 use see_prefetch_backend::{
+    manifest::sign_batch,
     signer::{encode_bundle, BundleSpec, Session, Signer},
     store::{DiskStore, StoredResource},
     Backend, BackendConfig,
@@ -134,6 +136,45 @@ fn parts(size: usize, label: &str) {
     );
 }
 
+/// One manifest over `BATCH` bundles: the per-bundle cost is the run's time / `BATCH`.
+fn batched(size: usize, label: &str) {
+    const BATCH: usize = 16;
+    let resource = StoredResource {
+        id: 1,
+        version: 1,
+        kind: ResourceKind::Data,
+        app_id: 1,
+        content: (0..size).map(|i| (i * 13 % 251) as u8).collect(),
+    };
+    let session = Session {
+        nonce: [7; 32],
+        epoch: 1,
+    };
+    let mut signer = Signer::new(key());
+    let specs = vec![
+        BundleSpec {
+            resource: &resource,
+            task_id: 1,
+            demand_cookie: 0,
+        };
+        BATCH
+    ];
+    let runs = if size >= 1 << 20 { 11 } else { 41 };
+    let whole = measure(
+        &format!("{label}: manifest over {BATCH} bundles (whole batch)"),
+        runs,
+        size * BATCH,
+        || {
+            black_box(sign_batch(&mut signer, &session, &specs).expect("a batch"));
+        },
+    );
+    println!(
+        "{:<44} {:>16.1} us per bundle",
+        format!("{label}: batched"),
+        whole.as_secs_f64() * 1e6 / BATCH as f64
+    );
+}
+
 fn through_the_daemon() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = DiskStore::open(dir.path().join("store")).expect("a store");
@@ -178,6 +219,7 @@ fn main() {
             continue;
         }
         parts(size, label);
+        batched(size, label);
     }
     through_the_daemon();
 }
