@@ -40,8 +40,13 @@ fn layout_tables() -> Vec<Vec<Row>> {
         let Ok(offset) = cells[1].parse::<usize>() else {
             continue; // the `| --- |` separator
         };
+        // "2 x 3" is a fixed array; "arg_len" or "40 x task_count" a variable part.
         let size = match cells[2].split_once(" x ") {
-            Some((a, b)) => Some(a.parse::<usize>().unwrap() * b.parse::<usize>().unwrap()),
+            Some((a, b)) => a
+                .parse::<usize>()
+                .ok()
+                .zip(b.parse::<usize>().ok())
+                .map(|(a, b)| a * b),
             None => cells[2].parse().ok(),
         };
         let name = cells[3]
@@ -94,8 +99,8 @@ fn spec_layout_tables_match_the_encoders() {
     let tables = layout_tables();
     assert_eq!(
         tables.len(),
-        9,
-        "config, header, 5 payloads, bundle, manifest"
+        12,
+        "config, header, 6 payloads, task entry, ack, bundle, manifest"
     );
     let mut buf = [0u8; 512];
 
@@ -236,6 +241,61 @@ fn spec_layout_tables_match_the_encoders() {
             ("latency_ns", &0x55u64.to_le_bytes()),
         ],
     );
+    let tasks = [TaskTiming {
+        task_id: 0x81,
+        claim_ns: 0x82,
+        fetch_ns: 0x83,
+        work_ns: 0x84,
+        hits: 0x85,
+        misses: 0x86,
+    }];
+    let complete = Message::Complete(Complete {
+        request_id: 0x91,
+        status: 0x92,
+        total_ns: 0x93,
+        tasks: TaskTimings::Slice(&tasks),
+    });
+    let encoded = payload(&complete, &mut buf);
+    check(
+        &tables[7],
+        "Complete",
+        &encoded,
+        24,
+        &[
+            ("request_id", &0x91u64.to_le_bytes()),
+            ("status", &0x92u32.to_le_bytes()),
+            ("task_count", &1u32.to_le_bytes()),
+            ("total_ns", &0x93u64.to_le_bytes()),
+        ],
+    );
+    check(
+        &tables[8],
+        "task entry",
+        &encoded[24..],
+        TaskTiming::LEN,
+        &[
+            ("task_id", &0x81u64.to_le_bytes()),
+            ("claim_ns", &0x82u64.to_le_bytes()),
+            ("fetch_ns", &0x83u64.to_le_bytes()),
+            ("work_ns", &0x84u64.to_le_bytes()),
+            ("hits", &0x85u32.to_le_bytes()),
+            ("misses", &0x86u32.to_le_bytes()),
+        ],
+    );
+    let ack = Message::Ack(Ack {
+        status: Status::TooLarge,
+        detail: 0xA1,
+    });
+    check(
+        &tables[9],
+        "Ack",
+        &payload(&ack, &mut buf),
+        8,
+        &[
+            ("status", &5u32.to_le_bytes()),
+            ("detail", &0xA1u32.to_le_bytes()),
+        ],
+    );
 }
 
 #[test]
@@ -259,7 +319,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
     let mut buf = [0u8; BundleHeader::LEN];
     header.encode(&mut buf).unwrap();
     check(
-        &tables[7],
+        &tables[10],
         "bundle",
         &buf,
         BundleHeader::LEN,
@@ -282,7 +342,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
         ],
     );
     // The rows marked signed are exactly the fields of the statement after the context.
-    let signed: usize = tables[7]
+    let signed: usize = tables[10]
         .iter()
         .filter(|r| r.line.trim_end().ends_with("| yes |"))
         .map(|r| r.size.unwrap())
@@ -299,7 +359,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
     let mut buf = [0u8; ManifestHeader::LEN + DIGEST_LEN];
     manifest.encode(&[[0x75; 48]], &mut buf).unwrap();
     check(
-        &tables[8],
+        &tables[11],
         "manifest",
         &buf,
         ManifestHeader::LEN,
