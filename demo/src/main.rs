@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Requests replayed per mode (the first test sessions).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 80)]
     requests: usize,
     /// Modes to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
@@ -95,7 +95,7 @@ struct Args {
     size_scale: f64,
     /// Longest think time between two requests taken from the trace, ms (also the pause
     /// before a session's first request).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 200)]
     think_ms: u64,
     /// Staging budget, MiB [default: the policy's 40 MiB times --size-scale, so that the
     /// budget keeps its proportion to the catalogue].
@@ -114,6 +114,11 @@ struct Args {
     /// (no late prefetches: the tests' deterministic hit rates; not the demo's figures).
     #[arg(long)]
     settle: bool,
+    /// Send the prefetch orders of a request as soon as it is dispatched; by default they go
+    /// out when it completes, so they never queue ahead of its own demand fetches in the
+    /// backend (which fetches one resource at a time).
+    #[arg(long)]
+    eager_prefetch: bool,
     /// Output directory: store, audit logs, latency.png.
     #[arg(long, default_value = "target/see-demo")]
     out: PathBuf,
@@ -257,6 +262,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         timeout: Duration::from_secs(a.timeout_s),
         out_dir: a.out.clone(),
         settle: a.settle,
+        eager_prefetch: a.eager_prefetch,
     };
     let bar = ProgressBar::new((requests * a.modes.len()) as u64);
     bar.set_style(

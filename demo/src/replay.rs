@@ -57,6 +57,8 @@ pub struct Env {
     /// Before each request, wait until every ordered prefetch is in the guest (no late
     /// prefetch: deterministic hit rates for tests; the think time still applies).
     pub settle: bool,
+    /// Send a request's prefetch orders right after dispatching it, not at its completion.
+    pub eager_prefetch: bool,
 }
 
 /// One mode's results.
@@ -367,8 +369,16 @@ pub fn run_mode(
                 request_type: d.request_type,
                 args: args(OP_RUN, &tasks),
             })?;
-            live.send(&plan.prefetch)?;
+            // The backend serves one fetch at a time: speculative orders sent now would queue
+            // ahead of this request's own demand fetches, so they go out when it completes
+            // (unless --eager-prefetch).
+            if env.eager_prefetch {
+                live.send(&plan.prefetch)?;
+            }
             let c = live.wait_completion(d.request_id, env.timeout)?;
+            if !env.eager_prefetch {
+                live.send(&plan.prefetch)?;
+            }
             if c.status != 0 {
                 return Err(DemoError::Vm(format!(
                     "request {} ({name}) failed in the guest with status {}",
