@@ -60,13 +60,13 @@ fn measure(what: &str, runs: usize, bytes: usize, mut f: impl FnMut()) -> Durati
 }
 
 fn parts(size: usize, label: &str) {
-    let resource = StoredResource {
-        id: 1,
-        version: 1,
-        kind: ResourceKind::Data,
-        app_id: 1,
-        content: (0..size).map(|i| (i * 13 % 251) as u8).collect(),
-    };
+    let resource = StoredResource::new(
+        1,
+        1,
+        ResourceKind::Data,
+        1,
+        (0..size).map(|i| (i * 13 % 251) as u8).collect(),
+    );
     let session = Session {
         nonce: [7; 32],
         epoch: 1,
@@ -139,13 +139,13 @@ fn parts(size: usize, label: &str) {
 /// One manifest over `BATCH` bundles: the per-bundle cost is the run's time / `BATCH`.
 fn batched(size: usize, label: &str) {
     const BATCH: usize = 16;
-    let resource = StoredResource {
-        id: 1,
-        version: 1,
-        kind: ResourceKind::Data,
-        app_id: 1,
-        content: (0..size).map(|i| (i * 13 % 251) as u8).collect(),
-    };
+    let resource = StoredResource::new(
+        1,
+        1,
+        ResourceKind::Data,
+        1,
+        (0..size).map(|i| (i * 13 % 251) as u8).collect(),
+    );
     let session = Session {
         nonce: [7; 32],
         epoch: 1,

@@ -89,12 +89,14 @@ mod tests {
             epoch: 2,
         };
         let resources: Vec<StoredResource> = (1..=3u64)
-            .map(|id| StoredResource {
-                id,
-                version: 1,
-                kind: ResourceKind::Data,
-                app_id: 5,
-                content: vec![id as u8; 100 * id as usize],
+            .map(|id| {
+                StoredResource::new(
+                    id,
+                    1,
+                    ResourceKind::Data,
+                    5,
+                    vec![id as u8; 100 * id as usize],
+                )
             })
             .collect();
         let specs: Vec<BundleSpec<'_>> = resources
@@ -141,13 +143,7 @@ mod tests {
     #[test]
     fn an_oversized_batch_is_refused_before_signing() {
         let mut signer = Signer::new(SigningKey::from_slice(&[3u8; 48]).unwrap());
-        let resource = StoredResource {
-            id: 1,
-            version: 1,
-            kind: ResourceKind::Code,
-            app_id: 1,
-            content: Vec::new(),
-        };
+        let resource = StoredResource::new(1, 1, ResourceKind::Code, 1, Vec::new());
         let spec = BundleSpec {
             resource: &resource,
             task_id: 1,

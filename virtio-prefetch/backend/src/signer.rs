@@ -6,7 +6,6 @@ use p384::{
     ecdsa::{signature::Signer as _, Signature, SigningKey},
     pkcs8::DecodePrivateKey,
 };
-use sha2::{Digest, Sha384};
 use thiserror::Error;
 use virtio_prefetch_wire::{BundleFlags, BundleHeader, NONCE_LEN};
 
@@ -116,7 +115,7 @@ impl Signer {
             resource_id: spec.resource.id,
             resource_version: spec.resource.version,
             content_len: spec.resource.content.len() as u64,
-            content_sha384: Sha384::digest(&spec.resource.content).into(),
+            content_sha384: spec.resource.sha384,
             session_nonce: session.nonce,
             epoch: session.epoch,
             seq,
@@ -169,13 +168,7 @@ mod tests {
     #[test]
     fn a_signed_bundle_verifies_and_parses_back() {
         let mut signer = Signer::new(key(7));
-        let resource = StoredResource {
-            id: 3,
-            version: 2,
-            kind: ResourceKind::Data,
-            app_id: 1,
-            content: b"payload".to_vec(),
-        };
+        let resource = StoredResource::new(3, 2, ResourceKind::Data, 1, b"payload".to_vec());
         let session = Session {
             nonce: [9; 32],
             epoch: 4,

@@ -81,6 +81,24 @@ pub struct StoredResource {
     pub app_id: u32,
     /// The bytes.
     pub content: Vec<u8>,
+    /// SHA-384 of `content` (the store's name for it; the signer puts it in the bundle as is,
+    /// so a store must hand out content and digest that match: the guest checks them).
+    pub sha384: [u8; 48],
+}
+
+impl StoredResource {
+    /// A resource whose digest is computed from `content`.
+    pub fn new(id: u64, version: u64, kind: ResourceKind, app_id: u32, content: Vec<u8>) -> Self {
+        let sha384 = Sha384::digest(&content).into();
+        Self {
+            id,
+            version,
+            kind,
+            app_id,
+            content,
+            sha384,
+        }
+    }
 }
 
 /// Where resources come from.
@@ -252,7 +270,8 @@ impl DiskStore {
     ) -> Result<StoredResource, StoreError> {
         let path = self.dir.join("objects").join(&v.digest);
         let content = fs::read(&path).map_err(io(&path))?;
-        if hex(&Sha384::digest(&content)) != v.digest {
+        let sha384: [u8; 48] = Sha384::digest(&content).into();
+        if hex(&sha384) != v.digest {
             return Err(StoreError::CorruptObject {
                 id,
                 digest: v.digest.clone(),
@@ -264,6 +283,7 @@ impl DiskStore {
             kind: parse_kind(&entry.kind).unwrap_or(ResourceKind::Data),
             app_id: entry.app,
             content,
+            sha384,
         })
     }
 }
@@ -319,7 +339,17 @@ mod tests {
         let store = DiskStore::open(dir.path()).unwrap();
         store.add(3, 1, ResourceKind::Data, 1, b"first").unwrap();
         store.add(3, 2, ResourceKind::Data, 1, b"second").unwrap();
-        assert_eq!(store.get(3, 0).unwrap().content, b"second");
+        let newest = store.get(3, 0).unwrap();
+        assert_eq!(newest.content, b"second");
+        assert_eq!(
+            newest,
+            StoredResource::new(3, 2, ResourceKind::Data, 1, b"second".to_vec())
+        );
+        let digest: [u8; 48] = Sha384::digest(b"second").into();
+        assert_eq!(
+            newest.sha384, digest,
+            "the digest handed out is the content's"
+        );
         assert_eq!(store.get_version(3, 1).unwrap().content, b"first");
         assert!(matches!(store.get(3, 3), Err(StoreError::Unknown { .. })));
         assert!(matches!(
