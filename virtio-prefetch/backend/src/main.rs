@@ -1,7 +1,7 @@
 //! `see-prefetch-backend`: the virtio-prefetch vhost-user daemon.
 //!
 //! ```text
-//! see-prefetch-backend --socket /tmp/prefetch.sock --store ./store --key target/see-keys/pto.key [--prefetch FILE]
+//! see-prefetch-backend --socket /tmp/prefetch.sock --store ./store --key target/see-keys/pto.key [--prefetch FILE] [--no-manifests]
 //! see-prefetch-backend store add --store ./store --id 3 --version 1 --kind data --app 1 --file blob.bin
 //! ```
 //! Serving ends when the VMM disconnects (exit 0). `--prefetch FILE` lists `app task resource`
@@ -43,6 +43,9 @@ struct ServeArgs {
     /// Prefetch orders (`app task resource` per line) sent after the guest's hello.
     #[arg(long)]
     prefetch: Option<PathBuf>,
+    /// Sign every bundle on its own even when the driver takes batch manifests (F_MANIFEST).
+    #[arg(long)]
+    no_manifests: bool,
 }
 
 #[derive(Subcommand)]
@@ -112,8 +115,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Some(path) => parse_orders(path)?,
         None => Vec::new(),
     };
-    let backend = Backend::spawn(BackendConfig::new(&socket, Arc::new(store), key))
-        .map_err(|e| e.to_string())?;
+    let mut config = BackendConfig::new(&socket, Arc::new(store), key);
+    config.batch_manifests = !args.no_manifests;
+    let backend = Backend::spawn(config).map_err(|e| e.to_string())?;
     log::info!("listening on {}", socket.display());
     for order in orders {
         backend.prefetch(order).map_err(|e| e.to_string())?;
