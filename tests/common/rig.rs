@@ -94,6 +94,8 @@ pub struct Options {
     pub polling: bool,
     /// Another secret key for the backend (PKCS#8 PEM path) than the image's.
     pub signing_key: Option<PathBuf>,
+    /// Extra kernel command-line text.
+    pub cmdline: String,
 }
 
 /// Backend + guest.
@@ -144,6 +146,10 @@ impl Rig {
         );
         if options.polling {
             cmdline.push_str(" see.poll=1");
+        }
+        if !options.cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&options.cmdline);
         }
         let vmm = Vmm::boot()
             .arg("--prefetch-socket")

@@ -61,6 +61,10 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     let other = Res::data(1, 8, 4, 1, 16 * 1024);
     let mut rig = Rig::start(&Options {
         resources: vec![older, r.clone(), other.clone()],
+        // No stagingq nudges (app.rs): a notify queued while the backend builds the bundle
+        // would run it again right after the delivery, and it rewrites at its next run, which
+        // could then come before the guest's copy. Small single bundles never need them.
+        cmdline: "see.nudge_ms=0".into(),
         ..Options::default()
     });
     rejected(&mut rig, &r, Tamper::ForeignKey, RejectReason::BadSignature);
@@ -95,10 +99,15 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
 
     // The host rewrites a staging buffer after the guest verified the bundle in it (the
     // backend does it when it next stages something: `other`'s delivery); the guest's private
-    // copy is unchanged.
+    // copy is unchanged. The tamper is set and the guest told to wait before the prefetch is
+    // ordered, so that no later host command runs the backend again between the delivery and
+    // the guest's copy (the backend rewrites at its next run, not when the buffer comes back).
     rig.tamper(Tamper::RewriteAfterDelivery);
-    rig.prefetch(&r);
     rig.dispatch(1, OP_AWAIT, &[7, 3]);
+    rig.guest.wait_line("awaiting res=3", |l| {
+        l.starts_with("see: awaiting app=1 task=7 res=3")
+    });
+    rig.prefetch(&r);
     rig.guest.wait_line("staged res=3", |l| {
         l.starts_with("see: staged app=1 task=7 res=3")
     });

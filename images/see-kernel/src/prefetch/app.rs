@@ -75,6 +75,9 @@ pub struct Settings {
     pub window: crate::memmap::Region,
     /// stagingq's size (the driver's `staging_buffers`).
     pub staging_queue_size: u16,
+    /// Notify stagingq after this long without progress while waiting (0: never); the
+    /// workaround in [`nudge_stagingq`].
+    pub nudge_ns: u64,
 }
 
 type Drv = Driver<KernelPlatform>;
@@ -137,15 +140,25 @@ fn pause(settings: &Settings, deadline_ns: u64) {
 /// WORKAROUND (see-guest-driver liveness bug, /work/notes/integration-requests.md 10:47): the
 /// driver kicks stagingq only when fewer than half its buffers are outstanding, counting
 /// buffers the device was never told about, so a device that drained what it knew of can sit
-/// idle while every buffer is posted. While the app waits, notify stagingq at most once per
-/// millisecond (one register write, a VM exit). Remove when the driver kicks once per poll
-/// that reposted buffers.
+/// idle while every buffer is posted. While the app waits and stagingq's used index has not
+/// moved for `see.nudge_ms` (default 2 ms; 0 turns this off), notify stagingq (one register
+/// write, a VM exit). Remove when the driver kicks once per poll that reposted buffers.
 fn nudge_stagingq(settings: &Settings) {
-    static LAST_NUDGE_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    if settings.nudge_ns == 0 {
+        return;
+    }
+    static LAST_USED: AtomicU64 = AtomicU64::new(u64::MAX);
+    static LAST_CHANGE_NS: AtomicU64 = AtomicU64::new(0);
     let now = time::monotonic_ns();
-    let last = LAST_NUDGE_NS.load(core::sync::atomic::Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1_000_000 {
-        LAST_NUDGE_NS.store(now, core::sync::atomic::Ordering::Relaxed);
+    let used = u64::from(super::hostile::stagingq_used_idx(
+        settings.device_base,
+        settings.window,
+    ));
+    if LAST_USED.swap(used, Relaxed) != used {
+        LAST_CHANGE_NS.store(now, Relaxed);
+    } else if now.saturating_sub(LAST_CHANGE_NS.load(Relaxed)) >= settings.nudge_ns {
+        LAST_CHANGE_NS.store(now, Relaxed);
         super::hostile::notify_stagingq(settings.device_base, settings.window);
     }
 }

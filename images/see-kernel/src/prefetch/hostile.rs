@@ -117,3 +117,17 @@ pub fn victim_intact() -> Option<bool> {
 pub fn notify_stagingq(mmio_base: u64, window: Region) {
     KernelPlatform::new(mmio_base, window).mmio_write32(QUEUE_NOTIFY, STAGINGQ);
 }
+
+/// stagingq's used index, read from the shared window (the ring's address is read from the
+/// device's registers once, then cached).
+pub fn stagingq_used_idx(mmio_base: u64, window: Region) -> u16 {
+    static USED_RING: AtomicU64 = AtomicU64::new(0);
+    let p = KernelPlatform::new(mmio_base, window);
+    let mut used = USED_RING.load(Ordering::Relaxed);
+    if used == 0 {
+        p.mmio_write32(QUEUE_SEL, STAGINGQ);
+        used = queue_address(&p, QUEUE_DEVICE_LOW);
+        USED_RING.store(used, Ordering::Relaxed);
+    }
+    read_u16(&p, used + 2)
+}

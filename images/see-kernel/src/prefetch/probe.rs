@@ -75,8 +75,9 @@ pub fn probe(driver: &mut Drv, app: u32, task: u64, res: u64) {
     );
 }
 
-/// Waits (up to `timeout_ns`, sleeping through `pause`) until `app` could claim (task,
-/// resource), without claiming it: `see: staged app=A task=T res=R waited_ns=N`, or
+/// Prints `see: awaiting app=A task=T res=R`, then waits (up to `timeout_ns`, sleeping through
+/// `pause`) until `app` could claim (task, resource), without claiming it:
+/// `see: staged app=A task=T res=R waited_ns=N`, or
 /// `see: not-staged ...` when the deadline passes or the device breaks.
 pub fn await_staged(
     driver: &mut Drv,
@@ -86,6 +87,7 @@ pub fn await_staged(
     timeout_ns: u64,
     mut pause: impl FnMut(u64),
 ) {
+    println!("see: awaiting app={app} task={task} res={res}");
     let start = crate::time::monotonic_ns();
     let deadline = start.saturating_add(timeout_ns);
     loop {
