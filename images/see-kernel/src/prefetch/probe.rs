@@ -25,8 +25,9 @@ const REJECT_NAMES: [&str; 10] = [
 pub fn print_counters(driver: &Drv) {
     let c = driver.counters();
     println!(
-        "see: counters accepted={} rejected={} malformed={} hits={} misses={} demands={} demands_failed={} evicted={} interrupts={} notifies={} register_accesses={}",
+        "see: counters accepted={} manifests={} rejected={} malformed={} hits={} misses={} demands={} demands_failed={} evicted={} interrupts={} notifies={} register_accesses={}",
         c.accepted,
+        c.manifests,
         c.rejected_total(),
         c.malformed,
         c.hits,
