@@ -331,6 +331,34 @@ fn run(a: &Args) -> Result<bool, DemoError> {
             r.summary.mode
         );
     }
+    println!();
+    println!("what crossed into the guest (from the backend's and the guest's events), MiB: prefetched, claimed, prefetched never claimed, demanded; re-sends skipped because the guest still held the resource");
+    for r in &runs {
+        let w = &r.wire;
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "{:<10} prefetched {:>7.1}  claimed {:>7.1}  unclaimed {:>7.1}  demanded {:>7.1}  skipped {:>4}",
+            r.summary.mode,
+            mib(w.prefetched),
+            mib(w.claimed),
+            mib(w.unclaimed()),
+            mib(w.demanded),
+            w.skipped
+        );
+    }
+    if let (Some(t), Some(oracle)) = (
+        Targets::from_rows(&rows),
+        runs.iter().find(|r| r.summary.mode == "oracle"),
+    ) {
+        if let Some(best) = runs.iter().find(|r| r.summary.mode == t.best) {
+            let traffic = oracle.wire.prefetched + oracle.wire.demanded;
+            println!(
+                "on the wire: {}'s prefetched-never-claimed bytes are {:.2}x the oracle's traffic (target <= 1.5)",
+                t.best,
+                best.wire.unclaimed() as f64 / traffic.max(1) as f64
+            );
+        }
+    }
     let png = a.out.join("latency.png");
     let series: Vec<(String, Vec<u64>)> = runs
         .iter()

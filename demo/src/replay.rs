@@ -75,6 +75,8 @@ pub struct ModeRun {
     /// Guest-measured time summed over the requests: claiming staged resources, demand
     /// fetching, working on the bytes (ns).
     pub claim_fetch_work_ns: [u64; 3],
+    /// What actually crossed into the guest.
+    pub wire: Wire,
     /// Bundles the backend delivered into the guest.
     pub bundles: u64,
     /// Origin fetches (prefetches and demands).
@@ -89,6 +91,31 @@ struct Live<'a> {
     start: Instant,
     /// Prefetches ordered and not yet staged.
     outstanding: u64,
+    /// Resources staged in the guest and not claimed or evicted there since.
+    in_guest: std::collections::HashSet<u64>,
+    /// What actually crossed into the guest.
+    wire: Wire,
+}
+
+/// Bytes that actually crossed into the guest, from the backend's and the guest's events
+/// (the orchestrator's metrics are its own bookkeeping).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Prefetched bundles delivered.
+    pub prefetched: u64,
+    /// Demand-fetched bundles delivered.
+    pub demanded: u64,
+    /// Staged bytes claimed (hits).
+    pub claimed: u64,
+    /// Prefetch orders not sent because the guest still held the resource.
+    pub skipped: u64,
+}
+
+impl Wire {
+    /// Prefetched bytes never claimed.
+    pub fn unclaimed(&self) -> u64 {
+        self.prefetched.saturating_sub(self.claimed)
+    }
 }
 
 fn online(e: see_pto::online::OnlineError) -> DemoError {
@@ -108,6 +135,13 @@ fn report_kind(k: WireKind) -> ReportKind {
 impl Live<'_> {
     fn send(&mut self, orders: &[PrefetchOrder]) -> Result<(), DemoError> {
         for o in orders {
+            // The orchestrator's evictions are bookkeeping (the wire has no evict): a resource
+            // it gave up on may still be staged in the guest; sending it again would only
+            // replace that copy.
+            if self.in_guest.contains(&o.resource_id) {
+                self.wire.skipped += 1;
+                continue;
+            }
             self.backend
                 .prefetch(Order {
                     app_id: o.app_id,
@@ -155,8 +189,22 @@ impl Live<'_> {
                 version,
                 latency_ns,
             } => {
-                if kind == WireKind::Reject {
-                    log::warn!("the guest rejected resource {resource_id}: {reason:?}");
+                match kind {
+                    WireKind::Reject => {
+                        log::warn!("the guest rejected resource {resource_id}: {reason:?}");
+                        self.in_guest.remove(&resource_id);
+                    }
+                    WireKind::ClaimHit => {
+                        self.in_guest.remove(&resource_id);
+                        let size = WireIds::resource_index(resource_id)
+                            .and_then(|i| self.catalogue.resources.get(i))
+                            .map_or(0, |r| r.size);
+                        self.wire.claimed += size;
+                    }
+                    WireKind::Evict => {
+                        self.in_guest.remove(&resource_id);
+                    }
+                    _ => {}
                 }
                 self.orch
                     .on_report(&Report {
@@ -203,9 +251,18 @@ impl Live<'_> {
                 log::warn!("backend refused a {queue:?} descriptor at {addr:#x} ({len} bytes)")
             }
             BackendEvent::Malformed { detail } => log::warn!("malformed ctrlq message: {detail}"),
-            BackendEvent::Staged { demand_cookie, .. } => {
+            BackendEvent::Staged {
+                demand_cookie,
+                resource_id,
+                bytes,
+                ..
+            } => {
                 if demand_cookie == 0 {
                     self.outstanding = self.outstanding.saturating_sub(1);
+                    self.wire.prefetched += bytes;
+                    self.in_guest.insert(resource_id);
+                } else {
+                    self.wire.demanded += bytes;
                 }
             }
             BackendEvent::Hello { .. } => {}
@@ -324,6 +381,8 @@ pub fn run_mode(
         catalogue: &env.catalogue,
         start: Instant::now(),
         outstanding: 0,
+        in_guest: Default::default(),
+        wire: Wire::default(),
     };
     let primed = live.orch.prime().map_err(online)?;
     live.send(&primed)?;
@@ -412,6 +471,7 @@ pub fn run_mode(
         backend,
         vm,
         mut orch,
+        wire,
         ..
     } = live;
     let code = vm.finish(Duration::from_secs(30))?;
@@ -429,6 +489,7 @@ pub fn run_mode(
         summary,
         latencies_ns: latencies,
         claim_fetch_work_ns: split,
+        wire,
         audit_path,
         audit_records,
         bundles: stats.bundles,
