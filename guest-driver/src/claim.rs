@@ -23,7 +23,7 @@ impl<P: Platform> Driver<P> {
     /// True if a verified resource for (task, resource) that `app_id` may claim is staged.
     /// Answers false at once when the device is broken.
     pub fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
-        self.poll();
+        self.poll_rings();
         self.state == DriverState::Ready
             && self
                 .store
@@ -51,7 +51,7 @@ impl<P: Platform> Driver<P> {
         resource_id: u64,
     ) -> Result<Resource, ClaimError> {
         let start = self.p.now_ns();
-        self.poll();
+        self.poll_rings();
         self.ready()?;
         if !self.registry.permits(app_id, task_id, resource_id) {
             return Err(ClaimError::AccessDenied {

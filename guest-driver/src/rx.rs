@@ -26,6 +26,16 @@ impl<P: Platform> Driver<P> {
     /// three reads of a used index from the shared window, and no register access unless an
     /// interrupt was signalled (polling mode: a status read at most once per millisecond).
     pub fn poll(&mut self) {
+        self.poll_with(true);
+    }
+
+    /// [`Driver::poll`] for the claim path: in polling mode it skips the periodic status-register
+    /// read (a VM exit), so a staged claim never pays one; waits and `poll` still make it.
+    pub(crate) fn poll_rings(&mut self) {
+        self.poll_with(false);
+    }
+
+    fn poll_with(&mut self, status_check: bool) {
         if self.irq.0.pending.swap(false, Ordering::Acquire) {
             let isr = self.p.mmio_read32(mmio::reg::INTERRUPT_STATUS);
             self.counters.register_accesses += 1;
@@ -36,7 +46,8 @@ impl<P: Platform> Driver<P> {
             if isr & irq::CONFIG_CHANGE != 0 {
                 self.check_device();
             }
-        } else if self.config.completion == Completion::Polling
+        } else if status_check
+            && self.config.completion == Completion::Polling
             && self.p.now_ns().saturating_sub(self.last_status_check) >= STATUS_CHECK_NS
         {
             self.check_device();
