@@ -67,6 +67,33 @@ pub fn vmm_bin() -> &'static Path {
     })
 }
 
+/// The release `see-prefetch-backend` binary (for the tests that kill it with SIGKILL):
+/// `SEE_BACKEND_BIN`, or built once with nested cargo.
+pub fn backend_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SEE_BACKEND_BIN") {
+            return PathBuf::from(path);
+        }
+        build(
+            "see-prefetch-backend",
+            cargo().current_dir(repo_root()).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-prefetch-backend",
+            ]),
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+            Some(dir) => repo_root().join(dir),
+            None => repo_root().join("target"),
+        };
+        target.join("release/see-prefetch-backend")
+    })
+}
+
 /// The guest kernel image.
 pub fn kernel_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();

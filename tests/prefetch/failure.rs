@@ -1,7 +1,9 @@
 //! 6f: the backend goes away while the guest runs: the guest reports the failure and the VM
 //! ends with the app-failure status (104) within the deadline; nothing hangs.
 
-use see_e2e::kvm_available;
+use see_e2e::{backend_bin, guest::Guest, kvm_available, pto_keys, Vmm};
+use see_prefetch_backend::store::DiskStore;
+use virtio_prefetch_wire::ResourceKind;
 
 use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_RUN};
 
@@ -53,4 +55,49 @@ fn backend_gone_during_a_demand_fetch_fails_the_task_with_104() {
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn backend_process_killed_with_sigkill_ends_the_vm_with_104() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let r = Res::data(1, 7, 3, 1, 4096);
+    DiskStore::open(&store)
+        .and_then(|s| s.add(r.id, r.version, ResourceKind::Data, r.app, &r.content))
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let orders = dir.path().join("prefetch.txt");
+    std::fs::write(&orders, "1 7 3\n").expect("prefetch list");
+    let socket = dir.path().join("prefetch.sock");
+    let mut backend = std::process::Command::new(backend_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--store")
+        .arg(&store)
+        .arg("--key")
+        .arg(&pto_keys().0)
+        .arg("--prefetch")
+        .arg(&orders)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", backend_bin().display()));
+    // The VMM retries its connection for a few seconds, so it may start before the socket.
+    let vmm = Vmm::boot()
+        .arg("--prefetch-socket")
+        .arg(&socket)
+        .arg("--cmdline")
+        .arg("see.selftest=0 see.app=serve see.allow=1:7:3");
+    let mut guest = Guest::spawn(vmm);
+    guest.wait_line("\"prefetch device ready\"", |l| {
+        l.starts_with("see: prefetch device ready")
+    });
+    backend.kill().expect("SIGKILL the backend");
+    let _ = backend.wait();
+    guest
+        .finish()
+        .assert_code(104)
+        .assert_stdout("see: prefetch device failed");
 }

@@ -76,12 +76,27 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
     // The end-to-end tests boot the release VMM on the guest image: build both first.
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
+    // The prefetch tests kill a backend process with SIGKILL (tests/prefetch/failure.rs).
+    run_step(
+        "build the virtio-prefetch backend (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "see-prefetch-backend",
+        ]),
+    )?;
     run_step(
         "cargo test",
         cargo()
             .args(["test", "--workspace", "--locked"])
             .env("SEE_VMM_BIN", vmm)
-            .env("SEE_KERNEL_IMAGE", kernel),
+            .env("SEE_KERNEL_IMAGE", kernel)
+            .env(
+                "SEE_BACKEND_BIN",
+                image::target_dir().join("release/see-prefetch-backend"),
+            ),
     )?;
     if args.fuzz_seconds > 0 {
         crate::fuzz::run(&crate::fuzz::FuzzArgs {
