@@ -61,10 +61,6 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     let other = Res::data(1, 8, 4, 1, 16 * 1024);
     let mut rig = Rig::start(&Options {
         resources: vec![older, r.clone(), other.clone()],
-        // No stagingq nudges (app.rs): a notify queued while the backend builds the bundle
-        // would run it again right after the delivery, and it rewrites at its next run, which
-        // could then come before the guest's copy. Small single bundles never need them.
-        cmdline: "see.nudge_ms=0".into(),
         ..Options::default()
     });
     rejected(&mut rig, &r, Tamper::ForeignKey, RejectReason::BadSignature);

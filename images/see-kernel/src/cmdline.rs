@@ -12,7 +12,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "see.poll",
     "see.quiet",
     "see.idle_ms",
-    "see.nudge_ms",
 ];
 
 /// A command line.

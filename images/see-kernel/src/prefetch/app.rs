@@ -75,9 +75,6 @@ pub struct Settings {
     pub window: crate::memmap::Region,
     /// stagingq's size (the driver's `staging_buffers`).
     pub staging_queue_size: u16,
-    /// Notify stagingq after this long without progress while waiting (0: never); the
-    /// workaround in [`nudge_stagingq`].
-    pub nudge_ns: u64,
 }
 
 type Drv = Driver<KernelPlatform>;
@@ -124,7 +121,6 @@ fn next_request(
 
 /// Sleeps until an interrupt (or 1 ms at most), or spins briefly when polling.
 fn pause(settings: &Settings, deadline_ns: u64) {
-    nudge_stagingq(settings);
     if settings.polling {
         core::hint::spin_loop();
         return;
@@ -135,32 +131,6 @@ fn pause(settings: &Settings, deadline_ns: u64) {
         (until.saturating_sub(now) as u128 * u128::from(time::tsc_hz()) / 1_000_000_000) as u64;
     interrupts::halt_until(time::tsc().saturating_add(ticks), &DEVICE_INTERRUPT);
     DEVICE_INTERRUPT.store(false, core::sync::atomic::Ordering::Release);
-}
-
-/// WORKAROUND (see-guest-driver liveness bug, /work/notes/integration-requests.md 10:47): the
-/// driver kicks stagingq only when fewer than half its buffers are outstanding, counting
-/// buffers the device was never told about, so a device that drained what it knew of can sit
-/// idle while every buffer is posted. While the app waits and stagingq's used index has not
-/// moved for `see.nudge_ms` (default 2 ms; 0 turns this off), notify stagingq (one register
-/// write, a VM exit). Remove when the driver kicks once per poll that reposted buffers.
-fn nudge_stagingq(settings: &Settings) {
-    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    if settings.nudge_ns == 0 {
-        return;
-    }
-    static LAST_USED: AtomicU64 = AtomicU64::new(u64::MAX);
-    static LAST_CHANGE_NS: AtomicU64 = AtomicU64::new(0);
-    let now = time::monotonic_ns();
-    let used = u64::from(super::hostile::stagingq_used_idx(
-        settings.device_base,
-        settings.window,
-    ));
-    if LAST_USED.swap(used, Relaxed) != used {
-        LAST_CHANGE_NS.store(now, Relaxed);
-    } else if now.saturating_sub(LAST_CHANGE_NS.load(Relaxed)) >= settings.nudge_ns {
-        LAST_CHANGE_NS.store(now, Relaxed);
-        super::hostile::notify_stagingq(settings.device_base, settings.window);
-    }
 }
 
 fn parse_args(args: &[u8]) -> Option<(u32, Vec<u64>)> {

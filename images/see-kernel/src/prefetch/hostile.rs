@@ -21,7 +21,6 @@ use crate::memmap::Region;
 const STAGINGQ: u32 = 1;
 /// virtio-mmio v2 registers.
 const QUEUE_SEL: usize = 0x030;
-const QUEUE_NOTIFY: usize = 0x050;
 const QUEUE_DESC_LOW: usize = 0x080;
 const QUEUE_DRIVER_LOW: usize = 0x090;
 const QUEUE_DEVICE_LOW: usize = 0x0a0;
@@ -111,23 +110,4 @@ pub fn victim_intact() -> Option<bool> {
     let intact =
         (0..len).all(|i| unsafe { ((addr as *const u8).add(i)).read_volatile() } == VICTIM_BYTE);
     Some(intact)
-}
-
-/// Notifies stagingq (the app's workaround for the driver's missed kicks, see app.rs).
-pub fn notify_stagingq(mmio_base: u64, window: Region) {
-    KernelPlatform::new(mmio_base, window).mmio_write32(QUEUE_NOTIFY, STAGINGQ);
-}
-
-/// stagingq's used index, read from the shared window (the ring's address is read from the
-/// device's registers once, then cached).
-pub fn stagingq_used_idx(mmio_base: u64, window: Region) -> u16 {
-    static USED_RING: AtomicU64 = AtomicU64::new(0);
-    let p = KernelPlatform::new(mmio_base, window);
-    let mut used = USED_RING.load(Ordering::Relaxed);
-    if used == 0 {
-        p.mmio_write32(QUEUE_SEL, STAGINGQ);
-        used = queue_address(&p, QUEUE_DEVICE_LOW);
-        USED_RING.store(used, Ordering::Relaxed);
-    }
-    read_u16(&p, used + 2)
 }

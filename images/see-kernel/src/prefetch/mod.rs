@@ -10,8 +10,6 @@
 //! - `see.poll=1`: polled completion instead of interrupts;
 //! - `see.quiet=1`: no line per claim (for benchmarks);
 //! - `see.idle_ms=N`: end with an app failure after N ms without a request (default 30000).
-//! - `see.nudge_ms=N`: notify stagingq after N ms without progress while waiting (default 2,
-//!   0 turns it off; a workaround for missed driver kicks, see `app.rs`).
 
 pub mod app;
 pub mod entropy;

@@ -86,11 +86,6 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
             size: window.len,
         })
         .staging_buffers,
-        nudge_ns: cmdline
-            .get("see.nudge_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(2)
-            .saturating_mul(1_000_000),
     };
     if !polling {
         if let Err(e) = interrupts::register_irq(device.gsi, on_device_interrupt) {
