@@ -90,7 +90,7 @@ impl BackendConfig {
             socket: socket.into(),
             store,
             key,
-            max_chunk_len: 64 * 1024,
+            max_chunk_len: 256 * 1024,
             max_content_len: 16 << 20,
             batch_manifests: true,
         }

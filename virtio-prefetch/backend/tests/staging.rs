@@ -30,7 +30,9 @@ fn start(content: &[u8]) -> (BackendHandle, driver::Driver, tempfile::TempDir) {
     let store = DiskStore::open(dir.path().join("store")).unwrap();
     store.add(11, 2, ResourceKind::Code, 4, content).unwrap();
     let socket = dir.path().join("backend.sock");
-    let backend = Backend::spawn(BackendConfig::new(&socket, Arc::new(store), key())).unwrap();
+    let mut config = BackendConfig::new(&socket, Arc::new(store), key());
+    config.max_chunk_len = 64 * 1024; // the chunk count below assumes 64 KiB chunks
+    let backend = Backend::spawn(config).unwrap();
     let mut driver = driver::Driver::connect(&socket);
     driver.hello();
     (backend, driver, dir)
