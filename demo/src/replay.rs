@@ -365,7 +365,14 @@ pub fn run_mode(
     let _ = std::fs::remove_file(&audit_path);
     let log = AuditLog::open(&audit_path, FsyncPolicy::default())
         .map_err(|e| DemoError::Online(e.to_string()))?;
-    let orch = orch.with_audit(log);
+    // Every request, task execution and prefetch outcome of this mode goes into SQLite too.
+    let history_path = env.out_dir.join(format!("history-{mode}.sqlite"));
+    let _ = std::fs::remove_file(&history_path);
+    let history = see_pto::history::History::open(&history_path)
+        .map_err(|e| DemoError::Online(format!("{}: {e}", history_path.display())))?;
+    let orch = orch
+        .with_audit(log)
+        .with_history(history, &format!("demo-{mode}"));
     let sock_dir = tempfile::tempdir().map_err(|e| DemoError::Io(format!("tempdir: {e}")))?;
     let socket = sock_dir.path().join("prefetch.sock");
     let disk = DiskStore::open(&env.store_dir).map_err(|e| DemoError::Io(e.to_string()))?;

@@ -83,6 +83,15 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
             .expect("audit log readable")
             .unwrap_or_else(|b| panic!("{mode}: audit log broken at {b}"));
         assert!(v.records > REQUESTS as u64, "{mode}: a record per event");
+        // The guest's feedback reached the SQLite history: a task execution per task run.
+        let history =
+            see_pto::history::History::open(&out.path().join(format!("history-{mode}.sqlite")))
+                .unwrap_or_else(|e| panic!("{mode}: history: {e}"));
+        let tasks = history.task_count().expect("count task executions");
+        assert!(
+            tasks >= REQUESTS as u64,
+            "{mode}: {tasks} task executions recorded for {REQUESTS} requests"
+        );
     }
     // Alter one value of one record in the middle of the oracle's log: detected there.
     let path = out.path().join("audit-oracle.jsonl");
