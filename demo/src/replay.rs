@@ -135,10 +135,14 @@ fn report_kind(k: WireKind) -> ReportKind {
 impl Live<'_> {
     fn send(&mut self, orders: &[PrefetchOrder]) -> Result<(), DemoError> {
         for o in orders {
-            // The orchestrator's evictions are bookkeeping (the wire has no evict): a resource
-            // it gave up on may still be staged in the guest; sending it again would only
-            // replace that copy.
+            // The orchestrator does not order again what the guest still holds (the wire has
+            // no evict, so a resource its policy gave up on may still be staged there); this
+            // is the check that the two views agree: a second copy would only replace the first.
             if self.in_guest.contains(&o.resource_id) {
+                log::warn!(
+                    "resource {} ordered again while the guest holds it: not sent",
+                    o.resource_id
+                );
                 self.wire.skipped += 1;
                 continue;
             }

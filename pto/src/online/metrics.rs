@@ -20,7 +20,7 @@ pub struct Metrics {
     pub useful: u64,
     /// Bytes of prefetched resources claimed.
     pub useful_bytes: u64,
-    /// Prefetched resources evicted, rejected or left unclaimed.
+    /// Prefetched resources the guest evicted, rejected or never claimed.
     pub wasted: u64,
     /// Their bytes.
     pub wasted_bytes: u64,
@@ -32,6 +32,9 @@ pub struct Metrics {
     pub rejected: u64,
     /// Orders skipped because they did not fit the budget.
     pub skipped_budget: u64,
+    /// Resources the policy wanted again while the guest still held the copy it had given
+    /// up on: staged again without being sent.
+    pub readopted: u64,
     /// Requests that completed with an error status.
     pub failed: u64,
     /// Wall time spent planning (`on_request` and `on_completion`), ns.

@@ -54,6 +54,10 @@ pub struct Orchestrator {
     future: VecDeque<(u64, String)>,
     policy: Policy,
     staging: Staging,
+    /// Resources the policy gave up on (stale or displaced) that the guest may still hold:
+    /// the wire (v1) has no host-to-guest evict, so their fate is the guest's (a claim, an
+    /// eviction or a rejection it reports, or still held at the end of the run).
+    given_up: HashMap<usize, Staged>,
     sessions: HashMap<u64, Live>,
     inflight: HashMap<u64, InFlight>,
     history: Option<(History, String)>,
@@ -126,6 +130,7 @@ impl Orchestrator {
             future: VecDeque::new(),
             policy,
             staging: Staging::default(),
+            given_up: HashMap::new(),
             sessions: HashMap::new(),
             inflight: HashMap::new(),
             history: None,
@@ -228,17 +233,26 @@ impl Orchestrator {
         Ok(())
     }
 
-    fn waste(&mut self, gone: Vec<Staged>, evict: &mut Vec<Eviction>) -> Result<(), OnlineError> {
+    /// Prefetched resources that will never be claimed: counted and recorded as wasted.
+    fn waste(&mut self, gone: Vec<Staged>) -> Result<(), OnlineError> {
         for s in gone {
             self.metrics.wasted += 1;
             self.metrics.wasted_bytes += s.bytes;
+            self.record_outcome(Some(s.session), s.resource, Outcome::Wasted)?;
+        }
+        Ok(())
+    }
+
+    /// The policy stops counting `gone` against its budget. The guest keeps what it was sent
+    /// (there is no evict on the wire), so they are wasted only if the guest never claims them.
+    fn give_up(&mut self, gone: Vec<Staged>, evict: &mut Vec<Eviction>) {
+        for s in gone {
             evict.push(Eviction {
                 resource_id: WireIds::resource(s.resource),
                 bytes: s.bytes,
             });
-            self.record_outcome(Some(s.session), s.resource, Outcome::Wasted)?;
+            self.given_up.insert(s.resource, s);
         }
-        Ok(())
     }
 
     /// The resources `name` needs, as wants with `probability`, in claim order.
@@ -285,7 +299,12 @@ impl Orchestrator {
                 Admit::Refreshed => {}
                 Admit::Skipped => self.metrics.skipped_budget += 1,
                 Admit::Ordered(displaced) => {
-                    self.waste(displaced, evict)?;
+                    self.give_up(displaced, evict);
+                    if self.given_up.remove(&w.resource).is_some() {
+                        // The guest still holds the copy sent before: counted again, not sent.
+                        self.metrics.readopted += 1;
+                        continue;
+                    }
                     self.metrics.prefetched += 1;
                     self.metrics.prefetched_bytes += w.bytes;
                     let order = PrefetchOrder {
@@ -413,7 +432,7 @@ impl Orchestrator {
         let stale = self
             .staging
             .evict_stale(session, &keep, self.clock, self.policy.stale_after);
-        self.waste(stale, &mut evict)?;
+        self.give_up(stale, &mut evict);
 
         // Audited in the order the backend acts: evict, dispatch, prefetch.
         self.audit(AuditEvent::Dispatch {
@@ -516,7 +535,7 @@ impl Orchestrator {
         match r.kind {
             ReportKind::ClaimHit => {
                 self.metrics.hits += 1;
-                if let Some(s) = self.staging.remove(i) {
+                if let Some(s) = self.staging.remove(i).or_else(|| self.given_up.remove(&i)) {
                     self.metrics.useful += 1;
                     self.metrics.useful_bytes += s.bytes;
                     self.record_outcome(Some(s.session), i, Outcome::Hit)?;
@@ -530,8 +549,8 @@ impl Orchestrator {
                 if r.kind == ReportKind::Reject {
                     self.metrics.rejected += 1;
                 }
-                if let Some(s) = self.staging.remove(i) {
-                    self.waste(vec![s], &mut Vec::new())?;
+                if let Some(s) = self.staging.remove(i).or_else(|| self.given_up.remove(&i)) {
+                    self.waste(vec![s])?;
                 }
             }
             ReportKind::DemandServed => {}
@@ -640,10 +659,13 @@ impl Orchestrator {
         Ok(FollowUp { prefetch, evict })
     }
 
-    /// Ends the run: whatever is still staged was wasted. Returns the summary row.
+    /// Ends the run: whatever the guest still holds unclaimed was wasted. Returns the summary
+    /// row.
     pub fn finish(&mut self) -> Result<ModeSummary, OnlineError> {
-        let left = self.staging.drain();
-        self.waste(left, &mut Vec::new())?;
+        let mut left = self.staging.drain();
+        left.extend(self.given_up.drain().map(|(_, s)| s));
+        left.sort_by_key(|s| s.resource);
+        self.waste(left)?;
         if let Some(log) = &mut self.audit {
             log.sync()?;
         }

@@ -217,24 +217,17 @@ pub fn simulate(
             };
             prev_at = Some(r.at_ms);
             t += think;
+            // The policy's evictions stay on the host, as on the wire (v1 has no evict): the
+            // simulated guest keeps what it was sent until it claims it.
             let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
-            for e in &plan.evict {
-                guest.staged.remove(&e.resource_id);
-            }
             guest.receive(t, &plan.prefetch);
             let mut c = guest.run(orch, name, plan.dispatch.app_id, t)?;
             c.request_id = plan.dispatch.request_id;
             t += c.total_ns;
             let follow = orch.on_completion(&c)?;
-            for e in &follow.evict {
-                guest.staged.remove(&e.resource_id);
-            }
             guest.receive(t, &follow.prefetch);
         }
         let follow = orch.end_session(i as u64 + 1)?;
-        for e in &follow.evict {
-            guest.staged.remove(&e.resource_id);
-        }
         guest.receive(t, &follow.prefetch);
     }
     orch.finish()

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use super::*;
 use crate::{
@@ -178,7 +178,82 @@ fn markov_prefetches_above_threshold_and_evicts_what_went_stale() {
     for e in &plan.evict {
         assert!(search_only.contains(&e.resource_id), "{e:?}");
     }
-    assert_eq!(o.metrics().wasted, plan.evict.len() as u64);
+    // The wire has no evict: the guest keeps what it was sent, so nothing is wasted yet, and
+    // a given-up resource the guest claims after all counts as useful.
+    assert_eq!(o.metrics().wasted, 0);
+    let late = plan.evict[0].resource_id;
+    o.on_report(&Report {
+        kind: ReportKind::ClaimHit,
+        reason: 0,
+        app_id: 1,
+        task_id: 1,
+        resource_id: late,
+        version: 1,
+        latency_ns: 1,
+    })
+    .unwrap();
+    assert_eq!(o.metrics().useful, 1);
+    o.finish().unwrap();
+    let m = o.metrics();
+    assert_eq!(m.wasted, m.prefetched - 1, "{m:?}");
+    let given_up: u64 = plan.evict.iter().map(|e| e.bytes).sum();
+    assert!(m.wasted_bytes >= given_up - plan.evict[0].bytes, "{m:?}");
+}
+
+#[test]
+fn a_given_up_resource_the_guest_still_holds_is_not_sent_again() {
+    let cat = cat();
+    let vocab = Arc::new(cat.vocabulary());
+    let mut m = Ppm::markov1(vocab.clone());
+    let home = vocab.get("home").unwrap();
+    let search = vocab.get("search").unwrap();
+    let pv = vocab.get("product_view").unwrap();
+    for _ in 0..20 {
+        m.observe(&crate::predict::SessionContext::from_ids(&[home]), search);
+        m.observe(
+            &crate::predict::SessionContext::from_ids(&[home, search]),
+            pv,
+        );
+    }
+    let policy = Policy {
+        threshold: 0.5,
+        top_k: 1,
+        ..Policy::default()
+    };
+    let mut o = Orchestrator::new(cat.clone(), Mode::Markov, Box::new(m), policy).unwrap();
+    let first = o.on_request(1, "home", 0).unwrap();
+    let mut orders = first.prefetch.len();
+    let sent: HashSet<u64> = first.prefetch.iter().map(|p| p.resource_id).collect();
+    let follow = o
+        .on_completion(&Completion {
+            request_id: first.dispatch.request_id,
+            ..Completion::default()
+        })
+        .unwrap();
+    orders += follow.prefetch.len();
+    let away = o.on_request(1, "account_page", 1).unwrap();
+    assert!(!away.evict.is_empty());
+    let follow = o
+        .on_completion(&Completion {
+            request_id: away.dispatch.request_id,
+            ..Completion::default()
+        })
+        .unwrap();
+    orders += away.prefetch.len() + follow.prefetch.len();
+    // Another session predicts search again: what the guest still holds is staged again
+    // without a second copy on the wire.
+    let again = o.on_request(2, "home", 2).unwrap();
+    for p in &again.prefetch {
+        assert!(!sent.contains(&p.resource_id), "sent twice: {p:?}");
+    }
+    assert_eq!(o.metrics().readopted, away.evict.len() as u64);
+    orders += again.prefetch.len();
+    assert_eq!(o.metrics().prefetched, orders as u64);
+    for e in &away.evict {
+        assert!(o
+            .staging()
+            .contains(WireIds::resource_index(e.resource_id).unwrap()));
+    }
 }
 
 #[test]
