@@ -72,6 +72,20 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         "the oracle never demand-fetched"
     );
     assert_eq!(hit("reactive"), 0.0, "reactive stages nothing:\n{stdout}");
+    for mode in MODES {
+        // The orchestrator knows what the guest still holds (the wire has no evict): it never
+        // orders a second copy of it.
+        let wire = stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.len() == 11 && w[0] == mode && w[1] == "prefetched")
+            .unwrap_or_else(|| panic!("no wire line for {mode} in:\n{stdout}"));
+        assert_eq!(
+            (wire[9], wire[10]),
+            ("skipped", "0"),
+            "{mode} ordered a resource the guest held:\n{stdout}"
+        );
+    }
     assert!(
         out.path().join("latency.png").is_file(),
         "the report is written"
