@@ -22,10 +22,43 @@ pub fn kernel_path() -> PathBuf {
     kernel_dir().join("target/x86_64-unknown-none/release/see-kernel")
 }
 
+/// The target the guest image and the no_std crates build for.
+pub const GUEST_TARGET: &str = "x86_64-unknown-none";
+
+/// Makes sure the toolchain has the guest target's standard library, adding it with rustup
+/// when it is missing. rust-toolchain.toml lists the target, but rustup installs listed
+/// targets only when it installs the toolchain itself: a toolchain that was already there (or
+/// linked in under the pinned name) keeps only the targets it came with.
+pub fn ensure_guest_target() -> Result<(), String> {
+    let output = Command::new("rustc")
+        .current_dir(repo_root())
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("could not run rustc to find its sysroot: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "rustc --print sysroot failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if sysroot.join("lib/rustlib").join(GUEST_TARGET).is_dir() {
+        return Ok(());
+    }
+    run_step(
+        &format!("rustup target add {GUEST_TARGET} (the guest's target)"),
+        Command::new("rustup")
+            .current_dir(repo_root())
+            .args(["target", "add", GUEST_TARGET]),
+    )
+    .map_err(|e| format!("{e}: install rustup, or add the target by hand"))
+}
+
 /// A cargo command for the guest kernel, run from its directory (so its `.cargo/config.toml`
 /// applies) with the host build's target-dir and flags removed, and the PTO's verifying key
 /// (created on first use) named in `SEE_PTO_VERIFYING_KEY` for the kernel's build script.
 pub fn kernel_cargo(args: &[&str]) -> Result<Command, String> {
+    ensure_guest_target()?;
     let key = crate::keys::ensure()?;
     let mut c = cargo();
     c.env("SEE_PTO_VERIFYING_KEY", key);

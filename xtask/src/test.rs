@@ -58,13 +58,14 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
         )?;
     }
     // The no_std crates shared with the guest must build for the guest's target.
+    image::ensure_guest_target()?;
     run_step(
         "cargo build (no_std crates, x86_64-unknown-none)",
         cargo().args([
             "build",
             "--locked",
             "--target",
-            "x86_64-unknown-none",
+            image::GUEST_TARGET,
             "-p",
             "virtio-prefetch-wire",
             "-p",
