@@ -289,11 +289,14 @@ pub struct TaskTiming {
     pub hits: u32,
     /// Resources demand-fetched.
     pub misses: u32,
+    /// What the task's work computed, for the host to check: `see_workload::TaskResult`
+    /// folded over the resources it worked on, in its resource order.
+    pub result: u64,
 }
 
 impl TaskTiming {
     /// Encoded size.
-    pub const LEN: usize = 40;
+    pub const LEN: usize = 48;
 
     fn parse(buf: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(buf, "task timing");
@@ -304,6 +307,7 @@ impl TaskTiming {
             work_ns: r.u64()?,
             hits: r.u32()?,
             misses: r.u32()?,
+            result: r.u64()?,
         })
     }
 
@@ -314,6 +318,7 @@ impl TaskTiming {
         w.u64(self.work_ns);
         w.u32(self.hits);
         w.u32(self.misses);
+        w.u64(self.result);
     }
 }
 

@@ -94,6 +94,7 @@ fn random_messages_round_trip() {
         work_ns: rng.u64(),
         hits: rng.u32(),
         misses: rng.u32(),
+        result: rng.u64(),
     });
     let mut buf = [0u8; 8192];
     let mut seen = [0usize; 7];

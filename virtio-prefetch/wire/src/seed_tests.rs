@@ -24,6 +24,7 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
         work_ns: 4,
         hits: 5,
         misses: 6,
+        result: 7,
     }];
     let messages = [
         Message::Request(Request {

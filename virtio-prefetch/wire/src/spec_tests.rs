@@ -40,7 +40,7 @@ fn layout_tables() -> Vec<Vec<Row>> {
         let Ok(offset) = cells[1].parse::<usize>() else {
             continue; // the `| --- |` separator
         };
-        // "2 x 3" is a fixed array; "arg_len" or "40 x task_count" a variable part.
+        // "2 x 3" is a fixed array; "arg_len" or "48 x task_count" a variable part.
         let size = match cells[2].split_once(" x ") {
             Some((a, b)) => a
                 .parse::<usize>()
@@ -248,6 +248,7 @@ fn spec_layout_tables_match_the_encoders() {
         work_ns: 0x84,
         hits: 0x85,
         misses: 0x86,
+        result: 0x87,
     }];
     let complete = Message::Complete(Complete {
         request_id: 0x91,
@@ -280,6 +281,7 @@ fn spec_layout_tables_match_the_encoders() {
             ("work_ns", &0x84u64.to_le_bytes()),
             ("hits", &0x85u32.to_le_bytes()),
             ("misses", &0x86u32.to_le_bytes()),
+            ("result", &0x87u64.to_le_bytes()),
         ],
     );
     let ack = Message::Ack(Ack {

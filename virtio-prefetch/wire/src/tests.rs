@@ -12,6 +12,7 @@ fn samples() -> [Message<'static>; 7] {
             work_ns: 3,
             hits: 4,
             misses: 5,
+            result: 0xDEAD_BEEF_0BAD_F00D,
         },
         TaskTiming {
             task_id: 8,
@@ -20,6 +21,7 @@ fn samples() -> [Message<'static>; 7] {
             work_ns: 30,
             hits: 0,
             misses: 1,
+            result: u64::MAX,
         },
     ];
     [
