@@ -355,17 +355,24 @@ fn read_jsonl(
             None => cands.iter().find_map(|c| obj.get(*c).cloned()),
         }
     };
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
         let line_no = i as u64 + 1;
-        let text = line.map_err(|source| ImportError::Io {
+        let mut bytes = line.map_err(|source| ImportError::Io {
             path: path.to_owned(),
             source,
         })?;
-        if text.trim().is_empty() {
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        // A line that is not UTF-8 is a malformed row, not a failed read.
+        let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned());
+        if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
             continue;
         }
-        let row = serde_json::from_str::<serde_json::Value>(&text)
-            .map_err(|e| format!("not JSON: {e}"))
+        let row = text
+            .and_then(|t| {
+                serde_json::from_str::<serde_json::Value>(&t).map_err(|e| format!("not JSON: {e}"))
+            })
             .and_then(|v| match v {
                 serde_json::Value::Object(o) => Ok(o),
                 _ => Err("not a JSON object".to_owned()),
@@ -379,9 +386,10 @@ fn read_jsonl(
                     session: scalar(&s).ok_or("session is not a string or number")?,
                     kind: scalar(&k).ok_or("request type is not a string")?,
                     at_ms: match &t {
-                        serde_json::Value::Number(n) => {
-                            n.as_f64().map(seconds_or_ms).ok_or("bad timestamp")?
-                        }
+                        serde_json::Value::Number(n) => n
+                            .as_f64()
+                            .and_then(seconds_or_ms)
+                            .ok_or_else(|| out_of_range(&n.to_string()))?,
                         serde_json::Value::String(s) => parse_time(s)?,
                         _ => return Err("timestamp is not a number or string".into()),
                     },
@@ -401,23 +409,32 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// The earliest timestamp accepted: 0001-01-01 00:00:00 UTC, in milliseconds since the epoch.
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
+/// The latest timestamp accepted: 9999-12-31 23:59:59.999 UTC, in milliseconds since the epoch.
+/// With [`MIN_TIME_MS`] it keeps every timestamp, and the difference of any two, far from
+/// the `i64` limits.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+fn out_of_range(s: &str) -> String {
+    format!("timestamp {s:?} out of range (years 1 to 9999)")
+}
+
 /// A number of seconds since the epoch, or of milliseconds when it is larger than 1e11 (a
-/// date after 5138 in seconds).
-fn seconds_or_ms(x: f64) -> i64 {
-    if x.abs() > 1e11 {
-        x as i64
-    } else {
-        (x * 1000.0) as i64
-    }
+/// date after 5138 in seconds); `None` outside years 1 to 9999.
+fn seconds_or_ms(x: f64) -> Option<i64> {
+    let ms = if x.abs() > 1e11 { x } else { x * 1000.0 };
+    // The bounds are exact in f64 (below 2^53), so the cast cannot saturate.
+    (ms.is_finite() && (MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms)).then_some(ms as i64)
 }
 
 /// Parses a timestamp: a number (seconds, or milliseconds above 1e11) or `YYYY-MM-DD[ T]HH:MM:SS[.fff][Z]`
-/// (UTC), to milliseconds since the Unix epoch.
+/// (UTC), to milliseconds since the Unix epoch. Dates outside years 1 to 9999 are refused.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(x) = s.parse::<f64>() {
         if x.is_finite() {
-            return Ok(seconds_or_ms(x));
+            return seconds_or_ms(x).ok_or_else(|| out_of_range(s));
         }
     }
     let bad = || format!("bad timestamp {s:?} (want seconds or YYYY-MM-DD HH:MM:SS)");
@@ -441,8 +458,17 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
+    if !(1..=9999).contains(&y) {
+        return Err(out_of_range(s));
+    }
+    // With the year in range every term is below about 3e14: no overflow is possible.
     let days = days_from_civil(y, m, day);
-    Ok((days * 86_400 + hh * 3600 + mm * 60) * 1000 + (secs * 1000.0).round() as i64)
+    let ms = (days * 86_400 + hh * 3600 + mm * 60) * 1000 + (secs * 1000.0).round() as i64;
+    if (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(out_of_range(s))
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -553,6 +579,202 @@ mod tests {
         assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
         assert!(parse_time("2024-13-01 00:00:00").is_err());
         assert!(parse_time("nan").is_err());
+    }
+
+    #[test]
+    fn out_of_range_dates_are_row_errors_not_overflows() {
+        for bad in [
+            "300000000-01-01 00:00:00",
+            "0-01-01 00:00:00",
+            "10000-01-01 00:00:00",
+            "9223372036854775807-12-31 23:59:59",
+            "1e300",
+            "-1e300",
+            "1e15",
+        ] {
+            let err = parse_time(bad).unwrap_err();
+            assert!(err.contains("out of range"), "{bad}: {err}");
+        }
+        assert!(parse_time("-300000000-01-01 00:00:00").is_err());
+        assert_eq!(parse_time("0001-01-01 00:00:00"), Ok(MIN_TIME_MS));
+        assert_eq!(parse_time("9999-12-31 23:59:59.999"), Ok(MAX_TIME_MS));
+        assert_eq!(parse_time("253402300799999"), Ok(MAX_TIME_MS));
+
+        let text = "session,type,ts\ns1,a,2024-01-01 00:00:00\n\
+            s1,b,300000000-01-01 00:00:00\ns1,c,2024-01-01 00:00:01\n";
+        let (t, r) = import(text, Format::Csv, Malformed::Skip).unwrap();
+        assert_eq!((r.rows, r.skipped, t.request_count()), (3, 1, 2));
+        assert_eq!(r.examples[0].0, 3);
+        assert!(r.examples[0].1.contains("out of range"), "{:?}", r.examples);
+        let err = import(text, Format::Csv, Malformed::Refuse).unwrap_err();
+        assert!(
+            matches!(err, ImportError::Malformed { line: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("out of range"), "{err}");
+
+        let json = "{\"session\":1,\"type\":\"a\",\"ts\":1e300}\n\
+            {\"session\":1,\"type\":\"b\",\"ts\":\"300000000-01-01 00:00:00\"}\n\
+            {\"session\":1,\"type\":\"c\",\"ts\":5}\n";
+        let (t, r) = import(json, Format::Jsonl, Malformed::Skip).unwrap();
+        assert_eq!((r.rows, r.skipped, t.request_count()), (3, 2, 1));
+        assert!(matches!(
+            import(json, Format::Jsonl, Malformed::Refuse),
+            Err(ImportError::Malformed { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_malformed_row() {
+        let mut text = b"{\"session\":1,\"type\":\"a\",\"ts\":1}\r\n".to_vec();
+        text.extend_from_slice(b"{\"session\":1,\"type\":\"\xff\",\"ts\":2}\n");
+        text.extend_from_slice(b"{\"session\":1,\"type\":\"b\",\"ts\":3}");
+        let opts = ImportOptions::default();
+        let (t, r) = import_reader(
+            &text[..],
+            Path::new("t"),
+            Format::Jsonl,
+            &opts,
+            Vocabulary::new(),
+        )
+        .unwrap();
+        assert_eq!((r.rows, r.skipped, t.request_count()), (3, 1, 2));
+        assert_eq!(r.examples, [(2, "not UTF-8".to_owned())]);
+    }
+
+    /// Valid rows of both formats, with dates and numbers, the material of the mutation test.
+    fn valid_rows(format: Format) -> (Vec<u8>, Vec<u8>) {
+        let rows = [
+            ("s1", "home", "2024-03-13 10:21:14"),
+            ("s1", "catalog", "2024-03-13T10:21:20.250Z"),
+            ("s2", "search", "1710325274"),
+            ("s1", "cart", "1710325290123"),
+            ("s2", "home", "0001-01-01 00:00:00"),
+            ("s3", "checkout", "9999-12-31 23:59:59"),
+            ("s3", "home", "2024-02-29 23:59:59+00:00"),
+        ];
+        match format {
+            Format::Csv => {
+                let mut body = String::new();
+                for (s, k, t) in rows {
+                    body.push_str(&format!("u,{s},{k},{t},desktop\n"));
+                }
+                (
+                    b"user_id,session_id,event,timestamp,platform\n".to_vec(),
+                    body.into_bytes(),
+                )
+            }
+            Format::Jsonl => {
+                let mut body = String::new();
+                for (i, (s, k, t)) in rows.iter().enumerate() {
+                    let ts = if i % 2 == 0 {
+                        format!("{t:?}")
+                    } else {
+                        parse_time(t).unwrap().to_string()
+                    };
+                    body.push_str(&format!(
+                        "{{\"session\":{s:?},\"type\":{k:?},\"ts\":{ts}}}\n"
+                    ));
+                }
+                (Vec::new(), body.into_bytes())
+            }
+        }
+    }
+
+    /// One random edit of `body`: a byte replaced, inserted or deleted, a run of digits or
+    /// a syntax character inserted, or the input cut short.
+    fn mutate(rng: &mut rand_chacha::ChaCha8Rng, body: &mut Vec<u8>) {
+        use rand::Rng;
+        const SPICE: &[&[u8]] = &[
+            b"999999999",
+            b"-",
+            b"\"",
+            b",",
+            b"\n",
+            b"\r\n",
+            b"{",
+            b"}",
+            b":",
+            b"e308",
+            b"\xff\xfe",
+            b"\0",
+            b"NaN",
+        ];
+        let at = rng.random_range(0..=body.len());
+        match rng.random_range(0..5) {
+            0 if at < body.len() => body[at] = rng.random(),
+            1 => body.insert(at, rng.random()),
+            2 if at < body.len() => {
+                body.remove(at);
+            }
+            3 => {
+                let s = SPICE[rng.random_range(0..SPICE.len())];
+                body.splice(at..at, s.iter().copied());
+            }
+            _ => body.truncate(at),
+        }
+    }
+
+    #[test]
+    fn mutated_inputs_never_panic_and_every_row_is_accounted_for() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5ee_9170);
+        for format in [Format::Csv, Format::Jsonl] {
+            let (header, body) = valid_rows(format);
+            let (mut ok, mut skipped, mut empty) = (0, 0u64, 0);
+            for iteration in 0..3000 {
+                let mut b = body.clone();
+                for _ in 0..rng.random_range(1..=6) {
+                    mutate(&mut rng, &mut b);
+                }
+                let input = [header.clone(), b].concat();
+                let shown = String::from_utf8_lossy(&input).into_owned();
+                for policy in [Malformed::Skip, Malformed::Refuse] {
+                    let opts = ImportOptions {
+                        malformed: policy,
+                        ..ImportOptions::default()
+                    };
+                    let result =
+                        import_reader(&input[..], Path::new("m"), format, &opts, Vocabulary::new());
+                    match (result, policy) {
+                        (Ok((t, r)), _) => {
+                            assert_eq!(
+                                r.rows,
+                                t.request_count() as u64 + r.skipped,
+                                "{format:?} #{iteration}: imported + skipped != rows for {shown:?}"
+                            );
+                            assert!(r.examples.len() as u64 == r.skipped.min(5));
+                            if policy == Malformed::Refuse {
+                                assert_eq!(r.skipped, 0);
+                            } else {
+                                ok += 1;
+                                skipped += r.skipped;
+                            }
+                            for s in &t.sessions {
+                                assert!(s.requests.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+                                assert!(s
+                                    .requests
+                                    .iter()
+                                    .all(|q| (MIN_TIME_MS..=MAX_TIME_MS).contains(&q.at_ms)));
+                            }
+                        }
+                        (Err(ImportError::Empty { .. }), Malformed::Skip) => empty += 1,
+                        (Err(ImportError::Malformed { line, .. }), Malformed::Refuse) => {
+                            assert!(line >= 1, "{format:?} #{iteration}: line {line}");
+                        }
+                        (Err(ImportError::Empty { .. }), Malformed::Refuse) => {}
+                        (Err(e), _) => {
+                            panic!("{format:?} #{iteration} {policy:?}: {e} for {shown:?}")
+                        }
+                    }
+                }
+            }
+            // The mutations exercised both outcomes.
+            assert!(
+                ok > 1000 && skipped > 1000 && empty > 0,
+                "{format:?}: {ok} {skipped} {empty}"
+            );
+        }
     }
 
     #[test]

@@ -62,6 +62,31 @@ fn import_skips_or_refuses_malformed_rows() {
 }
 
 #[test]
+fn an_out_of_range_date_is_a_malformed_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "session_id,event,timestamp\ns1,home,2024-01-01 00:00:00\n\
+               s1,cart,300000000-01-01 00:00:00\ns1,search,2024-01-01 00:00:05\n";
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let out = ok(dir.path(), &["import", "t.csv", "--db", "h.db"]);
+    assert!(
+        out.contains("3 rows, 1 skipped as malformed; 1 sessions, 2 requests"),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped line 3: timestamp \"300000000-01-01 00:00:00\" out of range"),
+        "{out}"
+    );
+    let err = fails(
+        dir.path(),
+        &["import", "t.csv", "--db", "h2.db", "--strict"],
+    );
+    assert!(
+        err.contains("t.csv:3: timestamp \"300000000-01-01 00:00:00\" out of range"),
+        "{err}"
+    );
+}
+
+#[test]
 fn generate_import_train_predict_and_eval_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
