@@ -255,7 +255,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         kernel,
         key,
         store_dir,
-        cmdline: setup::cmdline(&cat),
+        cmdline: setup::cmdline(&cat, policy.budget_bytes),
         catalogue: cat.clone(),
         origin,
         think_cap: Duration::from_millis(a.think_ms),

@@ -38,14 +38,16 @@ pub fn allow_entries(cat: &ServiceCatalogue) -> Vec<(u32, u64, u64)> {
     out
 }
 
-/// The guest's command line: the serve app, quiet, with the catalogue's registry.
-pub fn cmdline(cat: &ServiceCatalogue) -> String {
+/// The guest's command line: the serve app, quiet, with the catalogue's registry and the
+/// verified store sized to the staging budget (`see.store_kib`).
+pub fn cmdline(cat: &ServiceCatalogue, store_budget: u64) -> String {
     let allow: Vec<String> = allow_entries(cat)
         .iter()
         .map(|(a, t, r)| format!("{a}:{t}:{r}"))
         .collect();
     format!(
-        "see.selftest=0 see.app=serve see.quiet=1 see.idle_ms=60000 see.allow={}",
+        "see.selftest=0 see.app=serve see.quiet=1 see.idle_ms=60000 see.store_kib={} see.allow={}",
+        store_budget.div_ceil(1024).clamp(64, 1 << 20),
         allow.join(",")
     )
 }

@@ -12,6 +12,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "see.poll",
     "see.quiet",
     "see.idle_ms",
+    "see.store_kib",
 ];
 
 /// A command line.

@@ -169,6 +169,7 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     let cfg = SimConfig {
         origin,
         work_ns_per_byte: work,
+        store_budget: policy.budget_bytes,
         ..SimConfig::default()
     };
     let mut learned_predictor = if a.modes.contains(&Mode::Learned) {

@@ -21,7 +21,7 @@ use std::{collections::HashMap, fmt};
 
 pub use metrics::{percentile, Metrics, ModeSummary};
 pub use orchestrator::{predictor_for, Orchestrator};
-pub use policy::{Policy, Staging};
+pub use policy::{GuestStore, Policy, Staging};
 
 use crate::{audit::AuditError, history::HistoryError, metadata::ServiceCatalogue};
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{
-    policy::{Admit, Staged, Want},
+    policy::{Admit, GuestStore, Staged, Want},
     Completion, Dispatch, Eviction, FollowUp, Metrics, Mode, ModeSummary, OnlineError, Plan,
     Policy, PrefetchOrder, Report, ReportKind, Staging, WireIds,
 };
@@ -54,10 +54,15 @@ pub struct Orchestrator {
     future: VecDeque<(u64, String)>,
     policy: Policy,
     staging: Staging,
-    /// Resources the policy gave up on (stale or displaced) that the guest may still hold:
-    /// the wire (v1) has no host-to-guest evict, so their fate is the guest's (a claim, an
-    /// eviction or a rejection it reports, or still held at the end of the run).
+    /// Resources the policy gave up on (stale) that the guest still holds: the wire (v1) has
+    /// no host-to-guest evict, so their fate is the guest's (a claim, an eviction or a
+    /// rejection it reports, or still held at the end of the run).
     given_up: HashMap<usize, Staged>,
+    /// Resources a newer bundle pushes out of the guest's store, until the guest reports the
+    /// eviction (or a claim that came first).
+    evicting: HashMap<usize, Staged>,
+    /// The mirror of the guest's store: what it holds, in arrival order.
+    store: GuestStore,
     sessions: HashMap<u64, Live>,
     inflight: HashMap<u64, InFlight>,
     history: Option<(History, String)>,
@@ -131,6 +136,8 @@ impl Orchestrator {
             policy,
             staging: Staging::default(),
             given_up: HashMap::new(),
+            evicting: HashMap::new(),
+            store: GuestStore::default(),
             sessions: HashMap::new(),
             inflight: HashMap::new(),
             history: None,
@@ -292,19 +299,48 @@ impl Orchestrator {
     ) -> Result<Vec<PrefetchOrder>, OnlineError> {
         let mut orders = Vec::new();
         for w in wants {
-            match self
-                .staging
-                .admit(w, session, keep, self.clock, self.policy.budget_bytes)
-            {
+            if !self.staging.contains(w.resource) {
+                if self.given_up.remove(&w.resource).is_some() {
+                    // The guest still holds the copy sent before: counted again, not sent.
+                    self.staging.readopt(w, session, self.clock);
+                    self.metrics.readopted += 1;
+                    continue;
+                }
+                if self.evicting.contains_key(&w.resource) {
+                    // Not before the guest says it is gone: a copy sent now could meet the old
+                    // one still there.
+                    self.metrics.skipped_budget += 1;
+                    continue;
+                }
+            }
+            match self.staging.admit(
+                w,
+                session,
+                keep,
+                self.clock,
+                self.policy.budget_bytes,
+                &self.store,
+            ) {
                 Admit::Refreshed => {}
                 Admit::Skipped => self.metrics.skipped_budget += 1,
-                Admit::Ordered(displaced) => {
-                    self.give_up(displaced, evict);
-                    if self.given_up.remove(&w.resource).is_some() {
-                        // The guest still holds the copy sent before: counted again, not sent.
-                        self.metrics.readopted += 1;
-                        continue;
+                Admit::Ordered {
+                    pushed_out,
+                    displaced,
+                } => {
+                    for s in displaced {
+                        evict.push(Eviction {
+                            resource_id: WireIds::resource(s.resource),
+                            bytes: s.bytes,
+                        });
+                        self.evicting.insert(s.resource, s);
                     }
+                    for r in pushed_out {
+                        self.store.leave(r);
+                        if let Some(s) = self.given_up.remove(&r) {
+                            self.evicting.insert(r, s);
+                        }
+                    }
+                    self.store.arrive(w.resource, w.bytes);
                     self.metrics.prefetched += 1;
                     self.metrics.prefetched_bytes += w.bytes;
                     let order = PrefetchOrder {
@@ -520,6 +556,14 @@ impl Orchestrator {
         })
     }
 
+    /// The record of a prefetch of resource `i` that the guest just claimed or dropped.
+    fn take_sent(&mut self, i: usize) -> Option<Staged> {
+        self.staging
+            .remove(i)
+            .or_else(|| self.given_up.remove(&i))
+            .or_else(|| self.evicting.remove(&i))
+    }
+
     /// A claim, miss, eviction, rejection or served demand reported by the guest.
     pub fn on_report(&mut self, r: &Report) -> Result<(), OnlineError> {
         let i = self.resource_index(r.resource_id)?;
@@ -535,7 +579,8 @@ impl Orchestrator {
         match r.kind {
             ReportKind::ClaimHit => {
                 self.metrics.hits += 1;
-                if let Some(s) = self.staging.remove(i).or_else(|| self.given_up.remove(&i)) {
+                self.store.leave(i);
+                if let Some(s) = self.take_sent(i) {
                     self.metrics.useful += 1;
                     self.metrics.useful_bytes += s.bytes;
                     self.record_outcome(Some(s.session), i, Outcome::Hit)?;
@@ -549,7 +594,8 @@ impl Orchestrator {
                 if r.kind == ReportKind::Reject {
                     self.metrics.rejected += 1;
                 }
-                if let Some(s) = self.staging.remove(i).or_else(|| self.given_up.remove(&i)) {
+                self.store.leave(i);
+                if let Some(s) = self.take_sent(i) {
                     self.waste(vec![s])?;
                 }
             }
@@ -664,6 +710,7 @@ impl Orchestrator {
     pub fn finish(&mut self) -> Result<ModeSummary, OnlineError> {
         let mut left = self.staging.drain();
         left.extend(self.given_up.drain().map(|(_, s)| s));
+        left.extend(self.evicting.drain().map(|(_, s)| s));
         left.sort_by_key(|s| s.resource);
         self.waste(left)?;
         if let Some(log) = &mut self.audit {

@@ -1,7 +1,12 @@
 //! The prefetch policy: what to stage, within which budget, and when a staged resource is
 //! stale.
 //!
-//! - **Budget**: the bytes staged and not yet claimed never exceed `budget_bytes`.
+//! - **Budget**: the guest's staging store holds at most `budget_bytes` (the VM is started
+//!   with its store sized to the budget, `see.store_kib`). The store keeps bundles in arrival
+//!   order and, when a new one does not fit, evicts the oldest first (and reports each
+//!   eviction). The wire has no host-to-guest evict, so the PTO mirrors that store
+//!   ([`GuestStore`]) and orders a resource only when what the store would push out to make
+//!   room is something it no longer wants, or wants less than the new one.
 //! - **Threshold**: only predictions with a probability of at least `threshold` are staged;
 //!   at most `top_k` predictions are considered per request.
 //! - **Order**: predictions most likely first, and within one the request type's tasks in
@@ -11,14 +16,14 @@
 //!   marked as still wanted.
 //! - **Stale**: a staged resource is stale when the session that ordered it has moved on and
 //!   its latest predictions no longer need it, or when no prediction has wanted it for
-//!   `stale_after` requests (any session: covers sessions that ended). Stale resources are
-//!   evicted first; under budget pressure, resources wanted with a lower probability than
-//!   the new one are displaced.
+//!   `stale_after` requests (any session: covers sessions that ended). The policy gives up on
+//!   a stale resource: the guest keeps it (a later claim still counts as useful) until the
+//!   store pushes it out for newer bundles.
 //! - A claim consumes the staged copy (the guest moves it to the task), so a resource that the
 //!   current request claims and the next one needs again is re-staged after the request
 //!   completes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Policy parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,11 +39,12 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// 40 MiB, 5 %, top 3, stale after 2 requests: on the shop catalogue and the generated
-    /// workloads this meets the demo's targets in the replay simulation (`pto simulate`).
+    /// 16 MiB (about half of the shop catalogue's 29 MiB), 5 %, top 3, stale after 2
+    /// requests: on the shop catalogue and the generated workloads this meets the demo's
+    /// targets in the replay simulation (`pto simulate`).
     fn default() -> Self {
         Self {
-            budget_bytes: 40 << 20,
+            budget_bytes: 16 << 20,
             threshold: 0.05,
             top_k: 3,
             stale_after: 2,
@@ -94,10 +100,73 @@ pub struct Staged {
 pub(crate) enum Admit {
     /// Already staged: marked as wanted.
     Refreshed,
-    /// Staged now, after displacing these.
-    Ordered(Vec<Staged>),
-    /// Does not fit the budget.
+    /// Ordered now. Making room pushes `pushed_out` (oldest first) out of the guest's store;
+    /// `displaced` are those of them the policy still wanted (now removed from staging).
+    Ordered {
+        /// Resources the guest's store evicts to make room.
+        pushed_out: Vec<usize>,
+        /// The wanted ones among them.
+        displaced: Vec<Staged>,
+    },
+    /// Does not fit the budget without pushing out something wanted more.
     Skipped,
+}
+
+/// The PTO's mirror of the guest's verified store: what was sent and is still there (claims,
+/// evictions and rejections leave it), in arrival order, as the guest driver evicts.
+#[derive(Clone, Debug, Default)]
+pub struct GuestStore {
+    /// Arrival stamp -> resource.
+    order: BTreeMap<u64, usize>,
+    /// Resource -> (arrival stamp, bytes).
+    held: HashMap<usize, (u64, u64)>,
+    bytes: u64,
+    next: u64,
+}
+
+impl GuestStore {
+    /// Bytes held (or on their way).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether `resource` is held (or on its way).
+    pub fn contains(&self, resource: usize) -> bool {
+        self.held.contains_key(&resource)
+    }
+
+    /// A bundle for `resource` was sent.
+    pub(crate) fn arrive(&mut self, resource: usize, bytes: u64) {
+        self.leave(resource);
+        self.next += 1;
+        self.order.insert(self.next, resource);
+        self.held.insert(resource, (self.next, bytes));
+        self.bytes += bytes;
+    }
+
+    /// `resource` left the store (claimed, evicted, rejected); false if it was not there.
+    pub(crate) fn leave(&mut self, resource: usize) -> bool {
+        let Some((stamp, bytes)) = self.held.remove(&resource) else {
+            return false;
+        };
+        self.order.remove(&stamp);
+        self.bytes -= bytes;
+        true
+    }
+
+    /// What the store evicts, oldest first, to take `bytes` more within `budget`.
+    pub(crate) fn victims(&self, bytes: u64, budget: u64) -> Vec<usize> {
+        let mut need = (self.bytes + bytes).saturating_sub(budget);
+        let mut out = Vec::new();
+        for &r in self.order.values() {
+            if need == 0 {
+                break;
+            }
+            need = need.saturating_sub(self.held[&r].1);
+            out.push(r);
+        }
+        out
+    }
 }
 
 /// The PTO's view of the guest's staging area.
@@ -163,8 +232,9 @@ impl Staging {
         stale.into_iter().filter_map(|r| self.remove(r)).collect()
     }
 
-    /// Stages `want` for `session` if it is not staged yet and fits the budget, displacing
-    /// resources outside `keep` wanted with a lower probability if it must.
+    /// Stages `want` for `session` if it is not staged yet and fits the budget: the bundles
+    /// the guest's `store` would push out to make room must all be ones the policy gave up on
+    /// or wants less than `want` (and not in `keep`, what the current request needs).
     pub(crate) fn admit(
         &mut self,
         want: &Want,
@@ -172,6 +242,7 @@ impl Staging {
         keep: &HashSet<usize>,
         clock: u64,
         budget: u64,
+        store: &GuestStore,
     ) -> Admit {
         if let Some(s) = self.entries.get_mut(&want.resource) {
             s.wanted_at = clock;
@@ -182,35 +253,31 @@ impl Staging {
         if want.bytes > budget {
             return Admit::Skipped;
         }
-        let mut displaced = Vec::new();
-        if self.bytes + want.bytes > budget {
-            let mut victims: Vec<&Staged> = self
-                .entries
-                .values()
-                .filter(|s| !keep.contains(&s.resource) && s.probability < want.probability)
-                .collect();
-            victims.sort_by(|a, b| {
-                a.probability
-                    .total_cmp(&b.probability)
-                    .then(a.wanted_at.cmp(&b.wanted_at))
-                    .then(a.resource.cmp(&b.resource))
-            });
-            let freeable: u64 = victims.iter().map(|s| s.bytes).sum();
-            if self.bytes - freeable + want.bytes > budget {
-                return Admit::Skipped;
-            }
-            let mut need = self.bytes + want.bytes - budget;
-            let chosen: Vec<usize> = victims
-                .into_iter()
-                .take_while(|s| {
-                    let take = need > 0;
-                    need = need.saturating_sub(s.bytes);
-                    take
-                })
-                .map(|s| s.resource)
-                .collect();
-            displaced.extend(chosen.into_iter().filter_map(|r| self.remove(r)));
+        let pushed_out = store.victims(want.bytes, budget);
+        let blocked = pushed_out.iter().any(|r| {
+            self.entries
+                .get(r)
+                .is_some_and(|s| keep.contains(r) || s.probability >= want.probability)
+        });
+        if blocked {
+            return Admit::Skipped;
         }
+        let displaced = pushed_out.iter().filter_map(|&r| self.remove(r)).collect();
+        self.insert(want, session, clock);
+        Admit::Ordered {
+            pushed_out,
+            displaced,
+        }
+    }
+
+    /// Stages `want` again without ordering it: the guest still holds the copy sent before.
+    pub(crate) fn readopt(&mut self, want: &Want, session: u64, clock: u64) {
+        if !self.entries.contains_key(&want.resource) {
+            self.insert(want, session, clock);
+        }
+    }
+
+    fn insert(&mut self, want: &Want, session: u64, clock: u64) {
         self.bytes += want.bytes;
         self.entries.insert(
             want.resource,
@@ -222,7 +289,6 @@ impl Staging {
                 wanted_at: clock,
             },
         );
-        Admit::Ordered(displaced)
     }
 }
 
@@ -242,44 +308,115 @@ mod tests {
         }
     }
 
+    /// Admits `w` against `store`, recording what the guest's store would do.
+    fn order(
+        s: &mut Staging,
+        store: &mut GuestStore,
+        w: &Want,
+        keep: &HashSet<usize>,
+        budget: u64,
+    ) -> Admit {
+        let a = s.admit(w, 1, keep, 0, budget, store);
+        if let Admit::Ordered { pushed_out, .. } = &a {
+            for &r in pushed_out {
+                assert!(store.leave(r));
+            }
+            store.arrive(w.resource, w.bytes);
+        }
+        a
+    }
+
     #[test]
     fn admits_once_within_budget() {
-        let mut s = Staging::default();
+        let (mut s, mut store) = (Staging::default(), GuestStore::default());
         let keep = HashSet::new();
         assert_eq!(
-            s.admit(&want(1, 60, 0.5), 1, &keep, 0, 100),
-            Admit::Ordered(vec![])
+            order(&mut s, &mut store, &want(1, 60, 0.5), &keep, 100),
+            Admit::Ordered {
+                pushed_out: vec![],
+                displaced: vec![]
+            }
         );
         assert_eq!(
-            s.admit(&want(1, 60, 0.9), 1, &keep, 1, 100),
+            order(&mut s, &mut store, &want(1, 60, 0.9), &keep, 100),
             Admit::Refreshed
         );
-        assert_eq!(s.bytes(), 60);
+        assert_eq!((s.bytes(), store.bytes()), (60, 60));
         // Too big for the budget at all.
         assert_eq!(
-            s.admit(&want(2, 101, 1.0), 1, &keep, 1, 100),
+            order(&mut s, &mut store, &want(2, 101, 1.0), &keep, 100),
             Admit::Skipped
         );
-        // Needs room: resource 1 is wanted at 0.9 now, so a 0.8 does not displace it.
-        assert_eq!(s.admit(&want(3, 50, 0.8), 1, &keep, 1, 100), Admit::Skipped);
+        // Needs room: resource 1 is wanted at 0.9 now, so a 0.8 does not push it out.
+        assert_eq!(
+            order(&mut s, &mut store, &want(3, 50, 0.8), &keep, 100),
+            Admit::Skipped
+        );
         // A more likely one does.
-        match s.admit(&want(3, 50, 0.95), 2, &keep, 1, 100) {
-            Admit::Ordered(d) => assert_eq!(d.iter().map(|d| d.resource).collect::<Vec<_>>(), [1]),
+        match order(&mut s, &mut store, &want(3, 50, 0.95), &keep, 100) {
+            Admit::Ordered {
+                pushed_out,
+                displaced,
+            } => {
+                assert_eq!(pushed_out, [1]);
+                assert_eq!(
+                    displaced.iter().map(|d| d.resource).collect::<Vec<_>>(),
+                    [1]
+                );
+            }
             other => panic!("{other:?}"),
         }
-        assert_eq!((s.bytes(), s.len()), (50, 1));
-        // What the request wants now is never displaced.
+        assert_eq!((s.bytes(), s.len(), store.bytes()), (50, 1, 50));
+        // What the request wants now is never pushed out.
         let keep: HashSet<usize> = [3].into();
-        assert_eq!(s.admit(&want(4, 60, 1.0), 2, &keep, 1, 100), Admit::Skipped);
-        assert!(s.bytes() <= 100);
+        assert_eq!(
+            order(&mut s, &mut store, &want(4, 60, 1.0), &keep, 100),
+            Admit::Skipped
+        );
+        assert!(store.bytes() <= 100);
+    }
+
+    #[test]
+    fn the_store_pushes_out_the_oldest_first_given_up_or_not() {
+        let (mut s, mut store) = (Staging::default(), GuestStore::default());
+        let none = HashSet::new();
+        for r in 1..=3 {
+            order(&mut s, &mut store, &want(r, 30, 0.5), &none, 100);
+        }
+        // The policy gives up on 2 (stale); the guest still holds it.
+        assert!(s.remove(2).is_some());
+        assert_eq!((s.bytes(), store.bytes()), (60, 90));
+        // 50 more bytes: the store would evict 1 then 2 (oldest first); 1 is wanted at 0.5.
+        assert_eq!(
+            order(&mut s, &mut store, &want(4, 50, 0.5), &none, 100),
+            Admit::Skipped
+        );
+        match order(&mut s, &mut store, &want(4, 50, 0.7), &none, 100) {
+            Admit::Ordered {
+                pushed_out,
+                displaced,
+            } => {
+                assert_eq!(pushed_out, [1, 2]);
+                assert_eq!(displaced.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((store.bytes(), store.contains(2)), (80, false));
+        // Readopting what the guest still holds stages it again without a new order.
+        assert!(s.remove(3).is_some());
+        s.readopt(&want(3, 30, 0.9), 1, 1);
+        assert_eq!((s.len(), s.bytes(), store.bytes()), (2, 80, 80));
+        // A claim leaves the store; leaving twice is refused.
+        assert!(store.leave(3) && !store.leave(3));
     }
 
     #[test]
     fn stale_means_unwanted_by_its_session_or_old() {
         let mut s = Staging::default();
         let none = HashSet::new();
+        let store = GuestStore::default();
         for (r, session) in [(1, 1), (2, 1), (3, 2)] {
-            s.admit(&want(r, 10, 0.5), session, &none, 0, 1000);
+            s.admit(&want(r, 10, 0.5), session, &none, 0, 1000, &store);
         }
         // Session 1 moves on and still wants 2: 1 is stale, 3 (session 2) is young.
         let keep: HashSet<usize> = [2].into();

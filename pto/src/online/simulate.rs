@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub think_cap_ms: f64,
     /// Pause between two sessions, ms.
     pub session_gap_ms: f64,
+    /// The guest's staging store, bytes: like the guest driver's `VerifiedStore`, a bundle
+    /// that does not fit evicts the oldest arrivals first (each reported as an evict).
+    pub store_budget: u64,
 }
 
 impl Default for SimConfig {
@@ -50,6 +53,7 @@ impl Default for SimConfig {
             work_ns_per_byte: 1.0,
             think_cap_ms: 2_000.0,
             session_gap_ms: 500.0,
+            store_budget: super::Policy::default().budget_bytes,
         }
     }
 }
@@ -100,19 +104,83 @@ pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, Strin
         .collect()
 }
 
+/// A bundle in the simulated guest's store.
+struct Held {
+    /// When it is verified and claimable.
+    ready: u64,
+    bytes: u64,
+    /// Arrival order (the guest evicts the oldest first).
+    stamp: u64,
+    app_id: u32,
+    task_id: u64,
+    version: u64,
+}
+
 struct Guest<'a> {
     catalogue: &'a ServiceCatalogue,
     cfg: &'a SimConfig,
     link: Link,
-    staged: HashMap<u64, u64>,
+    staged: HashMap<u64, Held>,
+    held_bytes: u64,
+    stamp: u64,
 }
 
 impl Guest<'_> {
-    fn receive(&mut self, now: u64, orders: &[PrefetchOrder]) {
+    /// Takes `orders` in: each goes over the link, then into the store, which evicts its
+    /// oldest bundles (reported to `orch`) until the new one fits, as the guest driver does.
+    fn receive(
+        &mut self,
+        orch: &mut Orchestrator,
+        now: u64,
+        orders: &[PrefetchOrder],
+    ) -> Result<(), OnlineError> {
         for o in orders {
             let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
-            self.staged.insert(o.resource_id, ready);
+            let mut gone = Vec::new();
+            if let Some(old) = self.staged.remove(&o.resource_id) {
+                self.held_bytes -= old.bytes;
+                gone.push((o.resource_id, old));
+            }
+            while self.held_bytes + o.bytes > self.cfg.store_budget {
+                let Some(oldest) = self
+                    .staged
+                    .iter()
+                    .min_by_key(|(_, h)| h.stamp)
+                    .map(|(&id, _)| id)
+                else {
+                    break;
+                };
+                if let Some(h) = self.staged.remove(&oldest) {
+                    self.held_bytes -= h.bytes;
+                    gone.push((oldest, h));
+                }
+            }
+            for (resource_id, h) in gone {
+                orch.on_report(&Report {
+                    kind: ReportKind::Evict,
+                    reason: 0,
+                    app_id: h.app_id,
+                    task_id: h.task_id,
+                    resource_id,
+                    version: h.version,
+                    latency_ns: 0,
+                })?;
+            }
+            self.stamp += 1;
+            self.held_bytes += o.bytes;
+            self.staged.insert(
+                o.resource_id,
+                Held {
+                    ready,
+                    bytes: o.bytes,
+                    stamp: self.stamp,
+                    app_id: o.app_id,
+                    task_id: o.task_id,
+                    version: o.version,
+                },
+            );
         }
+        Ok(())
     }
 
     /// Runs request `name` from `start`; returns its completion (without id).
@@ -150,8 +218,9 @@ impl Guest<'_> {
                     version: res.version,
                     latency_ns: 0,
                 };
-                if let Some(ready) = self.staged.remove(&id) {
-                    let took = ready.saturating_sub(now) + self.cfg.claim_ns;
+                if let Some(held) = self.staged.remove(&id) {
+                    self.held_bytes -= held.bytes;
+                    let took = held.ready.saturating_sub(now) + self.cfg.claim_ns;
                     now += took;
                     timing.claim_ns += took;
                     timing.hits += 1;
@@ -200,11 +269,13 @@ pub fn simulate(
         cfg,
         link: Link::new(cfg.origin),
         staged: HashMap::new(),
+        held_bytes: 0,
+        stamp: 0,
     };
     let ms = |x: f64| (x.max(0.0) * 1e6) as u64;
     let mut t = 0u64;
     let primed = orch.prime()?;
-    guest.receive(t, &primed);
+    guest.receive(orch, t, &primed)?;
     for (i, s) in sessions.iter().enumerate() {
         let mut prev_at = None;
         for r in &s.requests {
@@ -218,17 +289,18 @@ pub fn simulate(
             prev_at = Some(r.at_ms);
             t += think;
             // The policy's evictions stay on the host, as on the wire (v1 has no evict): the
-            // simulated guest keeps what it was sent until it claims it.
+            // simulated guest keeps what it was sent until it claims it or its store, full,
+            // evicts it.
             let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
-            guest.receive(t, &plan.prefetch);
+            guest.receive(orch, t, &plan.prefetch)?;
             let mut c = guest.run(orch, name, plan.dispatch.app_id, t)?;
             c.request_id = plan.dispatch.request_id;
             t += c.total_ns;
             let follow = orch.on_completion(&c)?;
-            guest.receive(t, &follow.prefetch);
+            guest.receive(orch, t, &follow.prefetch)?;
         }
         let follow = orch.end_session(i as u64 + 1)?;
-        guest.receive(t, &follow.prefetch);
+        guest.receive(orch, t, &follow.prefetch)?;
     }
     orch.finish()
 }

@@ -42,14 +42,33 @@ pub fn parse_allow(value: &str) -> Result<Vec<(u32, u64, u64)>, String> {
         .collect()
 }
 
+/// Parses `see.store_kib=N` (64 KiB to 1 GiB) into bytes.
+fn parse_store_kib(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(kib @ 64..=1_048_576) => Ok(kib * 1024),
+        _ => Err(alloc::format!(
+            "see.store_kib={value:?} is not a size in KiB from 64 to 1048576"
+        )),
+    }
+}
+
 /// The driver's settings: 16 staging buffers of 256 KiB (4 MiB of the window). Fewer, larger
 /// chunks than the driver's default (32 of 64 KiB) mean fewer used-ring rounds, notifies and
 /// interrupts per MiB staged, each of which costs a VM exit or emulated ring-0 time under PVM.
-fn driver_config(window: crate::memmap::Region, polling: bool) -> DriverConfig {
+/// `store_budget`: the verified store's size in bytes (`see.store_kib`; the driver's default
+/// when absent), which the PTO sets to its staging budget so the guest holds what it planned.
+fn driver_config(
+    window: crate::memmap::Region,
+    polling: bool,
+    store_budget: Option<u64>,
+) -> DriverConfig {
     let mut config = DriverConfig::new(SharedWindow {
         base_gpa: window.start,
         size: window.len,
     });
+    if let Some(bytes) = store_budget {
+        config.store_budget = bytes;
+    }
     config.staging_buffers = 16;
     config.max_chunk_len = 256 * 1024;
     config.completion = if polling {
@@ -89,6 +108,14 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         }
     };
     let polling = cmdline.get("see.poll") == Some("1");
+    let store_budget = match cmdline.get("see.store_kib").map(parse_store_kib) {
+        None => None,
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(why)) => {
+            println!("see: {why}");
+            return Status::AppFailure;
+        }
+    };
     let settings = app::Settings {
         quiet: cmdline.get("see.quiet") == Some("1"),
         idle_ns: cmdline
@@ -99,7 +126,7 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         polling,
         device_base: device.base,
         window,
-        staging_queue_size: driver_config(window, polling).staging_buffers,
+        staging_queue_size: driver_config(window, polling, store_budget).staging_buffers,
     };
     if !polling {
         if let Err(e) = interrupts::register_irq(device.gsi, on_device_interrupt) {
@@ -120,7 +147,7 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
                 return Status::AppFailure;
             }
         }
-        let config = driver_config(window, polling);
+        let config = driver_config(window, polling, store_budget);
         let platform = KernelPlatform::new(base, window);
         let driver = match Driver::new(platform, config, &keys::PTO_VERIFYING_KEY, registry) {
             Ok(driver) => driver,
