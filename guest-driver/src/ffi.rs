@@ -6,11 +6,19 @@
 //! call that finds it held (another CPU inside the driver, or a call from an interrupt handler
 //! that interrupted the driver) returns [`SEE_E_BUSY`] instead of spinning. Never call them
 //! from the device's interrupt handler; use [`crate::InterruptHandle`] there.
+//!
+//! An embedder that installs the driver and also drives it from Rust (serving requests,
+//! completing them) holds it through [`Installed`], a lock guard that derefs to the
+//! [`Driver`], and drops that guard around the code that calls the C functions.
 
 use alloc::boxed::Box;
-use core::any::Any;
+use core::{
+    any::Any,
+    ops::{Deref, DerefMut},
+    ptr::NonNull,
+};
 
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use crate::{driver::ClaimError, platform::Platform, Driver, Resource};
 
@@ -78,7 +86,9 @@ impl<P: Platform + Send + 'static> ClaimApi for Driver<P> {
     }
 }
 
-static DRIVER: Mutex<Option<Box<dyn ClaimApi>>> = Mutex::new(None);
+type Slot = Mutex<Option<Box<dyn ClaimApi>>>;
+
+static DRIVER: Slot = Mutex::new(None);
 
 /// Installs the driver the C ABI uses, returning any previous one.
 pub fn install<P: Platform + Send + 'static>(driver: Driver<P>) -> Option<Box<dyn ClaimApi>> {
@@ -94,6 +104,59 @@ pub fn uninstall() -> Option<Box<dyn ClaimApi>> {
 /// none or it is busy.
 pub fn with_installed<R>(f: impl FnOnce(&mut dyn ClaimApi) -> R) -> Option<R> {
     call(f).ok()
+}
+
+/// The installed driver, locked, as the [`Driver`] it is: while this guard lives the C
+/// functions answer [`SEE_E_BUSY`] (and `see_prefetch_available` false); drop it before
+/// calling them, and take it again with [`Installed::lock`] afterwards.
+pub struct Installed<P: Platform + Send + 'static> {
+    _guard: MutexGuard<'static, Option<Box<dyn ClaimApi>>>,
+    driver: NonNull<Driver<P>>,
+}
+
+impl<P: Platform + Send + 'static> core::fmt::Debug for Installed<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Installed").finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform + Send + 'static> Installed<P> {
+    /// Locks the driver [`install`]ed for the C ABI. Fails with [`SEE_E_BUSY`] when it is
+    /// locked already, or [`SEE_E_NO_DRIVER`] when none is installed or the installed one
+    /// drives another platform than `P`.
+    pub fn lock() -> Result<Self, i32> {
+        Self::lock_slot(&DRIVER)
+    }
+
+    fn lock_slot(slot: &'static Slot) -> Result<Self, i32> {
+        let mut guard = slot.try_lock().ok_or(SEE_E_BUSY)?;
+        let driver = guard
+            .as_mut()
+            .and_then(|d| d.as_any().downcast_mut::<Driver<P>>())
+            .map(NonNull::from)
+            .ok_or(SEE_E_NO_DRIVER)?;
+        Ok(Self {
+            _guard: guard,
+            driver,
+        })
+    }
+}
+
+impl<P: Platform + Send + 'static> Deref for Installed<P> {
+    type Target = Driver<P>;
+    fn deref(&self) -> &Driver<P> {
+        // SAFETY: `driver` points into the boxed driver in the slot this guard locks: nothing
+        // else can reach the slot (and so replace or drop the box, whose heap allocation does
+        // not move) until the guard is dropped, which ends `self` and every borrow of it.
+        unsafe { self.driver.as_ref() }
+    }
+}
+
+impl<P: Platform + Send + 'static> DerefMut for Installed<P> {
+    fn deref_mut(&mut self) -> &mut Driver<P> {
+        // SAFETY: as in `deref`; `&mut self` makes this the only live reference.
+        unsafe { self.driver.as_mut() }
+    }
 }
 
 /// [`with_installed`], telling a busy driver ([`SEE_E_BUSY`]) from none ([`SEE_E_NO_DRIVER`]).
@@ -176,4 +239,65 @@ pub unsafe extern "C" fn see_claim_prefetch(
     // SAFETY: checked non-null above; the caller guarantees it is valid for a write.
     unsafe { out_len.write(len) };
     rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{testdev::TestPlatform, AppRegistry, DriverConfig};
+
+    /// A slot of its own: the global one belongs to the C-ABI test (tests run in parallel).
+    static SLOT: Slot = Mutex::new(None);
+
+    #[test]
+    fn installed_derefs_to_the_driver_and_holds_the_lock() {
+        assert_eq!(
+            Installed::<TestPlatform>::lock_slot(&SLOT).err(),
+            Some(SEE_E_NO_DRIVER),
+            "nothing installed"
+        );
+        let dev = TestPlatform::new();
+        let pubkey = dev.dev().key.verifying_key().to_sec1_bytes();
+        let mut registry = AppRegistry::new();
+        registry.register_app(1);
+        let driver = Driver::new(
+            dev.clone(),
+            DriverConfig::new(TestPlatform::window()),
+            &pubkey,
+            registry,
+        )
+        .expect("driver up");
+        let epoch = driver.session().1;
+        *SLOT.lock() = Some(Box::new(driver));
+        let mut held = Installed::<TestPlatform>::lock_slot(&SLOT).expect("installed");
+        assert_eq!(held.session().1, epoch);
+        assert!(held.next_request().is_none());
+        assert!(SLOT.try_lock().is_none(), "the guard holds the lock");
+        assert_eq!(
+            Installed::<TestPlatform>::lock_slot(&SLOT).err(),
+            Some(SEE_E_BUSY)
+        );
+        drop(held);
+        assert!(SLOT.try_lock().is_some(), "dropping the guard releases it");
+        // Another platform type than the installed driver's is refused, not transmuted.
+        #[derive(Debug)]
+        struct Other;
+        impl Platform for Other {
+            fn mmio_read32(&self, _: usize) -> u32 {
+                0
+            }
+            fn mmio_write32(&self, _: usize, _: u32) {}
+            fn shared_read(&self, _: u64, _: &mut [u8]) {}
+            fn shared_write(&self, _: u64, _: &[u8]) {}
+            fn now_ns(&self) -> u64 {
+                0
+            }
+            fn wait_for_event(&mut self, _: u64) {}
+            fn fill_random(&mut self, _: &mut [u8]) {}
+        }
+        assert_eq!(
+            Installed::<Other>::lock_slot(&SLOT).err(),
+            Some(SEE_E_NO_DRIVER)
+        );
+    }
 }

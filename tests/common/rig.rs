@@ -35,6 +35,9 @@ pub const OP_RESET: u32 = 6;
 pub const OP_BAD_DESCRIPTOR: u32 = 7;
 /// Serve-app operation: check that buffer (`see: victim intact=1`).
 pub const OP_VICTIM: u32 = 8;
+/// Serve-app operation: (task, resource, buffer size) triples, each claimed through the C ABI
+/// (`see_prefetch_available`, `see_claim_prefetch`): `see: cabi ... rc=N code=SEE_...`.
+pub const OP_C_CLAIM: u32 = 9;
 /// Serve-app operation: print the counters and end the VM with 0.
 pub const OP_STOP: u32 = 0xFFFF;
 

@@ -4,6 +4,7 @@
 //! reads what the guest prints. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
 
 mod access;
+mod cabi;
 mod failure;
 mod private_memory;
 mod staging;

@@ -24,6 +24,10 @@
 //! - `OP_BAD_DESCRIPTOR` (7): rewrite the next staging descriptor to name a private heap
 //!   buffer ([`super::hostile`]): `see: bad-descriptor head=H addr=A len=L`; `OP_VICTIM` (8):
 //!   `see: victim intact=0|1`;
+//! - `OP_C_CLAIM` (9): the arguments are (task, resource, buffer size) triples; for each, as
+//!   the request's app, `see_prefetch_available` then `see_claim_prefetch` through the C ABI
+//!   (the driver is installed for it at bring-up; the app lets go of its lock meanwhile):
+//!   `see: cabi ... rc=N code=SEE_... len=L sha384=...` ([`super::cabi::claim`]);
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -57,6 +61,8 @@ pub const OP_RESET: u32 = 6;
 pub const OP_BAD_DESCRIPTOR: u32 = 7;
 /// Check that the private buffer of `OP_BAD_DESCRIPTOR` was not written.
 pub const OP_VICTIM: u32 = 8;
+/// Claims through the C ABI: the arguments are (task, resource, buffer size) triples.
+pub const OP_C_CLAIM: u32 = 9;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -78,6 +84,8 @@ pub struct Settings {
 }
 
 type Drv = Driver<KernelPlatform>;
+/// The driver installed for the C ABI, locked (it derefs to [`Drv`]).
+pub type Held = see_guest_driver::ffi::Installed<KernelPlatform>;
 
 fn hex(bytes: &[u8]) -> alloc::string::String {
     let mut s = alloc::string::String::with_capacity(bytes.len() * 2);
@@ -159,7 +167,7 @@ fn print_counters(driver: &mut Drv) {
 }
 
 /// Serves requests until `OP_STOP`; returns the VM's exit status.
-pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) -> Status {
+pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -> Status {
     loop {
         let Some(request) = next_request(&mut driver, settings) else {
             match driver.state() {
@@ -389,6 +397,23 @@ pub fn serve(mut driver: Drv, allow: &[(u32, u64, u64)], settings: &Settings) ->
                 Some(intact) => println!("see: victim intact={}", u8::from(intact)),
                 None => println!("see: victim none"),
             },
+            OP_C_CLAIM => {
+                // The C functions take the driver's lock themselves: let go of it meanwhile.
+                drop(driver);
+                for t in tasks.chunks_exact(3) {
+                    super::cabi::claim(app, t[0], t[1], t[2]);
+                }
+                driver = match Held::lock() {
+                    Ok(held) => held,
+                    Err(rc) => {
+                        println!(
+                            "see: the driver is not installed after the C-ABI claims (rc={rc})"
+                        );
+                        return Status::AppFailure;
+                    }
+                };
+                driver.flush();
+            }
             OP_AWAIT => {
                 for pair in tasks.chunks_exact(2) {
                     super::probe::await_staged(

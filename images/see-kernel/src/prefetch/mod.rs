@@ -12,6 +12,7 @@
 //! - `see.idle_ms=N`: end with an app failure after N ms without a request (default 30000).
 
 pub mod app;
+mod cabi;
 pub mod entropy;
 mod hostile;
 pub mod platform;

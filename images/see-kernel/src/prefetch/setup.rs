@@ -1,10 +1,11 @@
 //! Bring-up: find the device and the shared window, hook the interrupt (ring 0), then run the
-//! app in ring 3 with the driver.
+//! app in ring 3 with the driver, installed for the C ABI (`see_prefetch_available`,
+//! `see_claim_prefetch`) as well as driven from Rust.
 
 use alloc::{string::String, vec::Vec};
 
 use see_guest_driver::window::SharedWindow;
-use see_guest_driver::{AppRegistry, Completion, Driver, DriverConfig, InterruptHandle};
+use see_guest_driver::{ffi, AppRegistry, Completion, Driver, DriverConfig, InterruptHandle};
 use spin::Once;
 
 use super::{
@@ -163,6 +164,18 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
             allow.len(),
             if polling { "polled" } else { "interrupt" }
         );
+        // One driver for both APIs: installed for the C functions, and locked (app::Held) for
+        // the app's Rust calls, which lets go of it around its C-ABI claims.
+        if ffi::install(driver).is_some() {
+            println!("see: a driver was already installed for the C ABI; replaced");
+        }
+        let driver = match app::Held::lock() {
+            Ok(held) => held,
+            Err(rc) => {
+                println!("see: the driver installed for the C ABI cannot be locked (rc={rc})");
+                return Status::AppFailure;
+            }
+        };
         app::serve(driver, &allow, &settings)
     })
 }
