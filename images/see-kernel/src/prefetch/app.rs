@@ -5,7 +5,10 @@
 //! to (app, task), in command-line order:
 //! - `OP_RUN` (1): for each task, claim each resource, or demand-fetch it on a miss, then work
 //!   on it ([`work`]); print one `see: claim ...` line per resource (unless quiet) and complete
-//!   the request with per-task timings measured here;
+//!   the request with per-task timings measured here and each task's result (its resources'
+//!   `see_workload::resource_word`s folded, for the host to check); a resource that fails
+//!   processing ends its request there with status [`STATUS_WORK_FAILED`] (`see: work-failed
+//!   ...`), and the app serves the next request;
 //! - `OP_BENCH` (2): for each resource, wait until it is staged, time its claim, then time a
 //!   demand fetch of the same resource: `see: bench res=R len=N claim_ns=C demand_ns=D`;
 //! - `OP_THROUGHPUT` (3): prints `see: throughput waiting`, then times until every listed
@@ -66,6 +69,9 @@ pub const OP_C_CLAIM: u32 = 9;
 /// End the VM.
 pub const OP_STOP: u32 = 0xFFFF;
 
+/// A completion's status when a task's resource failed processing (SPEC.md, Complete).
+pub const STATUS_WORK_FAILED: u32 = 1;
+
 /// How the app behaves (from the command line).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -96,15 +102,14 @@ fn hex(bytes: &[u8]) -> alloc::string::String {
 }
 
 /// The work a task does on a resource: a see-workload resource is inflated, parsed and
-/// checksummed (`see_workload::process`); anything else is hashed. Returns a digest to print.
-fn work(resource: &Resource) -> Result<[u8; 48], alloc::string::String> {
+/// checksummed (`see_workload::process`); anything else is hashed. Returns the SHA-384 to
+/// print and the word the resource adds to its task's result (`see_workload::resource_word`).
+fn work(resource: &Resource) -> Result<([u8; 48], u64), alloc::string::String> {
     let digest: [u8; 48] = Sha384::digest(&resource.content).into();
-    if resource.content.get(..4) == Some(&see_workload::MAGIC.to_le_bytes()[..]) {
-        see_workload::process(&resource.content).map_err(|e| {
-            alloc::format!("resource {} failed processing: {e}", resource.resource_id)
-        })?;
-    }
-    Ok(digest)
+    let word = see_workload::resource_word(&resource.content, &digest).map_err(|e| {
+        alloc::format!("resource {} failed processing: {e}", resource.resource_id)
+    })?;
+    Ok((digest, word))
 }
 
 /// Waits for the next request, sleeping between polls; None after `idle_ns` or when the
@@ -200,11 +205,13 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
             }
             OP_RUN => {
                 let mut timings = Vec::new();
-                for &task in &tasks {
+                let mut status = 0;
+                'tasks: for &task in &tasks {
                     let mut timing = TaskTiming {
                         task_id: task,
                         ..Default::default()
                     };
+                    let mut result = see_workload::TaskResult::new();
                     for res in resources(task) {
                         let t0 = time::monotonic_ns();
                         let resource = match driver.claim_or_fetch(app, task, res, 0) {
@@ -227,10 +234,22 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                             timing.fetch_ns += t1 - t0;
                         }
                         let digest = match work(&resource) {
-                            Ok(d) => d,
+                            Ok((digest, word)) => {
+                                result.add(word);
+                                digest
+                            }
                             Err(why) => {
-                                println!("see: work-failed {why}");
-                                return Status::AppFailure;
+                                // The tasks after it depend on it: the request ends here,
+                                // failed, and the app serves the next one.
+                                println!(
+                                    "see: work-failed request={} task={task} {why}",
+                                    request.request_id
+                                );
+                                timing.work_ns += time::monotonic_ns() - t1;
+                                timing.result = result.value();
+                                timings.push(timing);
+                                status = STATUS_WORK_FAILED;
+                                break 'tasks;
                             }
                         };
                         timing.work_ns += time::monotonic_ns() - t1;
@@ -245,11 +264,12 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                             );
                         }
                     }
+                    timing.result = result.value();
                     timings.push(timing);
                 }
                 let completion = RequestCompletion {
                     request_id: request.request_id,
-                    status: 0,
+                    status,
                     total_ns: time::monotonic_ns() - start,
                     tasks: timings,
                 };
