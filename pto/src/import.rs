@@ -45,8 +45,8 @@ pub enum ImportError {
         /// The CLI flag that names it.
         flag: &'static str,
     },
-    /// A row is malformed and the policy is to refuse.
-    #[error("{path}:{line}: {reason} (use --skip-malformed to skip such rows)")]
+    /// A row is malformed and the policy is to refuse (`--strict`; skipping is the default).
+    #[error("{path}:{line}: {reason} (rerun without --strict to skip and count such rows)")]
     Malformed {
         /// The input.
         path: PathBuf,
@@ -540,7 +540,10 @@ mod tests {
             matches!(err, ImportError::Malformed { line: 6, .. }),
             "{err}"
         );
-        assert!(err.to_string().contains("empty request type"));
+        assert_eq!(
+            err.to_string(),
+            "t:6: empty request type (rerun without --strict to skip and count such rows)"
+        );
     }
 
     #[test]
