@@ -404,7 +404,9 @@ pub fn run_mode(
         let session = i as u64 + 1;
         let mut prev_at: Option<i64> = None;
         for r in &s.requests {
-            let Some(name) = vocab.name(r.kind) else {
+            // setup::load_sessions leaves types outside the catalogue out; never send one.
+            let Some(name) = vocab.name(r.kind).filter(|_| r.kind != see_pto::vocab::UNKNOWN)
+            else {
                 continue;
             };
             let think = match prev_at {

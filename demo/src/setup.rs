@@ -119,10 +119,24 @@ pub fn load_sessions(
             )
         }
     };
-    let t = Trace {
+    let mut t = Trace {
         sessions: t.sessions_in(&vocab),
         vocab,
     };
+    // The catalogue serves only the request types it describes: a trace's other types are
+    // left out of the replay (and said so), not sent to the orchestrator.
+    let unknown = t.drop_unknown();
+    let desc = if unknown > 0 {
+        format!("{desc}; {unknown} requests of types the catalogue does not describe left out")
+    } else {
+        desc
+    };
+    if t.sessions.is_empty() {
+        return Err(DemoError::Usage(format!(
+            "{desc}: no request of the trace has a request type of the catalogue {}",
+            cat.name
+        )));
+    }
     Ok((t, desc))
 }
 
@@ -205,11 +219,61 @@ mod tests {
                 assert_eq!(got, want, "task {}", cat.tasks[t].id);
             }
         }
-        let line = cmdline(&cat);
+        let line = cmdline(&cat, 3 << 20);
         assert!(
-            line.contains("see.app=serve") && line.len() < 4000,
+            line.contains("see.app=serve")
+                && line.contains("see.store_kib=3072 ")
+                && line.len() < 4000,
             "{}",
             line.len()
+        );
+    }
+
+    #[test]
+    fn a_trace_replays_only_the_catalogue_s_request_types() {
+        let cat = ServiceCatalogue::default_catalogue();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("t.csv");
+        std::fs::write(
+            &csv,
+            "user_id,session_id,event,timestamp\n\
+             u1,s1,home,2024-03-13 10:21:14\n\
+             u1,s1,teleport,2024-03-13 10:21:20\n\
+             u1,s1,product_view,2024-03-13 10:21:28\n\
+             u2,s2,teleport,2024-03-13 11:00:00\n",
+        )
+        .unwrap();
+        let (t, desc) = load_sessions(&cat, Some(&csv), 0, 0).unwrap();
+        assert!(desc.contains("2 requests of types the catalogue does not describe left out"));
+        assert_eq!(t.sessions.len(), 1, "{desc}");
+        let names: Vec<&str> = t.sessions[0]
+            .requests
+            .iter()
+            .map(|r| t.vocab.name(r.kind).unwrap())
+            .collect();
+        assert_eq!(names, ["home", "product_view"]);
+        // Nothing the catalogue knows: a clear error, not an empty replay.
+        std::fs::write(
+            &csv,
+            "user_id,session_id,event,timestamp\nu2,s2,teleport,2024-03-13 11:00:00\n",
+        )
+        .unwrap();
+        let err = load_sessions(&cat, Some(&csv), 0, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no request of the trace"), "{err}");
+    }
+
+    #[test]
+    fn the_shared_ecom_trace_maps_onto_the_shop_catalogue() {
+        let ecom =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ecom.csv.gz");
+        let cat = ServiceCatalogue::default_catalogue();
+        let (t, desc) = load_sessions(&cat, Some(&ecom), 0, 0).unwrap();
+        assert!(!desc.contains("left out"), "{desc}");
+        assert!(
+            t.sessions.len() > 1000 && t.request_count() > 10_000,
+            "{desc}"
         );
     }
 

@@ -83,6 +83,23 @@ impl Trace {
             .collect()
     }
 
+    /// Drops every request of a type outside the vocabulary ([`crate::vocab::UNKNOWN`]), and
+    /// the sessions left empty; returns how many requests were dropped. For replaying a trace
+    /// through a service catalogue, which can serve only the request types it describes.
+    pub fn drop_unknown(&mut self) -> usize {
+        let before = self.request_count();
+        for s in &mut self.sessions {
+            let n = s.requests.len();
+            s.requests.retain(|r| r.kind != crate::vocab::UNKNOWN);
+            // Truths are per position: they no longer line up once requests are removed.
+            if s.requests.len() != n {
+                s.truth.clear();
+            }
+        }
+        self.sessions.retain(|s| !s.requests.is_empty());
+        before - self.request_count()
+    }
+
     /// True when every session carries its true next-request distributions.
     pub fn has_truth(&self) -> bool {
         !self.sessions.is_empty()
@@ -114,5 +131,26 @@ mod tests {
         let s = trace.sessions_in(&other);
         assert_eq!(s[0].kinds(), [2, 0, 1]);
         assert_eq!((s[0].key.as_str(), s[0].requests[0].at_ms), ("s", 5));
+    }
+
+    #[test]
+    fn unknown_requests_and_empty_sessions_are_dropped() {
+        let vocab = Vocabulary::from_names(["a"]);
+        let session = |kinds: &[TypeId]| Session {
+            key: format!("{kinds:?}"),
+            requests: kinds
+                .iter()
+                .map(|&kind| Request { kind, at_ms: 0 })
+                .collect(),
+            ..Session::default()
+        };
+        let mut t = Trace {
+            vocab,
+            sessions: vec![session(&[1, 0, 1]), session(&[0, 0]), session(&[1])],
+        };
+        assert_eq!(t.drop_unknown(), 3);
+        assert_eq!(t.sessions.len(), 2);
+        assert_eq!(t.sessions[0].kinds(), [1, 1]);
+        assert_eq!(t.drop_unknown(), 0);
     }
 }

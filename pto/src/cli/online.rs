@@ -133,10 +133,14 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     cat.scale_sizes(a.size_scale);
     let cat = Arc::new(cat);
     let (trace, desc) = a.data.load(&cat)?;
-    let trace = Trace {
+    let mut trace = Trace {
         sessions: trace.sessions_in(&cat.vocabulary()),
         vocab: cat.vocabulary(),
     };
+    let unknown = trace.drop_unknown();
+    if unknown > 0 {
+        println!("{unknown} requests of types the catalogue does not describe left out");
+    }
     let split = a.split.spec()?.split(&trace.sessions);
     let mut past = split.train.clone();
     past.extend(split.val.iter().cloned());

@@ -99,6 +99,7 @@ pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, Strin
         .flat_map(|(i, s)| {
             s.requests
                 .iter()
+                .filter(|r| r.kind != crate::vocab::UNKNOWN)
                 .filter_map(move |r| Some((i as u64 + 1, vocab.name(r.kind)?.to_owned())))
         })
         .collect()
@@ -279,7 +280,12 @@ pub fn simulate(
     for (i, s) in sessions.iter().enumerate() {
         let mut prev_at = None;
         for r in &s.requests {
-            let Some(name) = vocab.name(r.kind) else {
+            // A type outside the catalogue cannot be served (Trace::drop_unknown leaves them
+            // out before a replay).
+            let Some(name) = vocab
+                .name(r.kind)
+                .filter(|_| r.kind != crate::vocab::UNKNOWN)
+            else {
                 continue;
             };
             let think = match prev_at {
