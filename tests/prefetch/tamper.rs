@@ -112,6 +112,13 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     rig.wait_event("Staged resource 4", |e| {
         matches!(e, BackendEvent::Staged { resource_id: 4, .. })
     });
+    // The rewrite is done (at the latest, the run that staged `other` began with it), and
+    // before the claim.
+    assert_eq!(
+        rig.backend.stats().rewrites,
+        1,
+        "the host never rewrote the buffer: this test would prove nothing"
+    );
     rig.dispatch(1, OP_RUN, &[7]);
     let claim = rig.guest.wait_line("second claim res=3", |l| {
         l.starts_with("see: claim app=1 task=7 res=3 ") && l.contains(" staged=1 ")

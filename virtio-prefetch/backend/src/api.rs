@@ -48,7 +48,9 @@ pub enum Tamper {
     WrongTask,
     /// Serve the previous version of the resource (signed properly).
     Rollback,
-    /// Rewrite the staging buffer with other bytes right after delivering the last chunk.
+    /// Rewrite the staging buffer that held a bundle's last chunk with other bytes, at the
+    /// backend's next stagingq run after the delivery (when the guest has had the buffer
+    /// back): [`Stats::rewrites`] counts the rewrites done.
     RewriteAfterDelivery,
 }
 
@@ -186,4 +188,7 @@ pub struct Stats {
     pub reports: u64,
     /// Completions received.
     pub completions: u64,
+    /// Staging buffers rewritten after delivery ([`Tamper::RewriteAfterDelivery`]), counted
+    /// when the write is done.
+    pub rewrites: u64,
 }

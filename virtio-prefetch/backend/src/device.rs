@@ -411,7 +411,13 @@ impl PrefetchDevice {
         if let Some((addr, len)) = self.rewrite_pending.take() {
             // The driver has had the buffer back since (it copied it before reposting):
             // rewriting it now must change nothing in the guest (the rewrite-after-copy test).
-            let _ = mem.write_slice(&vec![0xA5; len], addr);
+            match mem.write_slice(&vec![0xA5; len], addr) {
+                Ok(()) => {
+                    debug!("rewrote {len} bytes of the staging buffer at {:#x}", addr.0);
+                    self.stat(|s| s.rewrites += 1);
+                }
+                Err(e) => warn!("rewrite of the staging buffer at {:#x} failed: {e}", addr.0),
+            }
         }
         let mut used_any = false;
         while !self.staging.is_empty() {
