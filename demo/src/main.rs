@@ -97,8 +97,8 @@ struct Args {
     /// before a session's first request).
     #[arg(long, default_value_t = 200)]
     think_ms: u64,
-    /// Staging budget, MiB [default: the policy's 40 MiB times --size-scale, so that the
-    /// budget keeps its proportion to the catalogue].
+    /// Staging budget, MiB: the guest's store holds at most this [default: the policy's
+    /// 16 MiB times --size-scale, so that the budget keeps its proportion to the catalogue].
     #[arg(long)]
     budget_mib: Option<f64>,
     /// Confidence threshold of a prefetch.
@@ -237,7 +237,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         "{origin} (every fetch, on one shared link; the backend fetches one resource at a time)"
     );
     println!(
-        "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests; think time from the trace, at most {} ms",
+        "policy: budget {:.1} MiB (the guest's store), threshold {}, top {}, stale after {} requests; think time from the trace, at most {} ms",
         budget_mib, policy.threshold, policy.top_k, policy.stale_after, a.think_ms
     );
 
