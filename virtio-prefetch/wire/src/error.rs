@@ -69,6 +69,12 @@ pub enum WireError {
     /// A chunk does not continue the object being reassembled.
     #[error("chunk out of sequence: {0}")]
     OutOfSequence(&'static str),
+    /// No memory could be reserved for a reassembled object (the allocation failed).
+    #[error("no memory for a reassembled object of {need} bytes")]
+    NoMemory {
+        /// Bytes the object needs.
+        need: u64,
+    },
     /// The output buffer is too small for an encoder.
     #[error("output buffer too small: need {need} bytes, have {have}")]
     BufferTooSmall {

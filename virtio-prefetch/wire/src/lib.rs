@@ -4,11 +4,13 @@
 //! inside the SEE, so the two sides cannot drift. It holds the device constants, the 16-byte
 //! message header, every message payload, the bundle and manifest formats, the exact bytes a
 //! signature covers ([`BundleHeader::to_be_signed`], [`ManifestHeader::tbs_prefix`]), a
-//! chunk-sequence checker ([`ChunkSequence`]) and a reassembler over a caller-provided buffer
-//! ([`Reassembler`]).
+//! chunk-sequence checker ([`ChunkSequence`]) and a one-object-at-a-time reassembler
+//! ([`Reassembler`]) over a caller-provided buffer or, with the `alloc` feature, a
+//! `HeapBuffer` that reserves each object fallibly and hands it over without a copy.
 //!
 //! Every parser takes a byte slice the peer controls and returns a [`WireError`] on anything
-//! unexpected: it never panics, never indexes out of bounds and never allocates. Encoders write
+//! unexpected: it never panics, never indexes out of bounds and never allocates (only a
+//! `HeapBuffer`, with the `alloc` feature, does, fallibly). Encoders write
 //! into a caller-provided buffer and return the number of bytes written.
 //!
 //! The crate does no cryptography and has no dependency but `thiserror` (without `std`):
@@ -33,6 +35,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 mod bundle;
 mod bytes;
 mod chunks;
@@ -51,7 +56,9 @@ pub use message::{
     parse_message, Ack, Chunk, Complete, Demand, Hello, Message, MessageHeader, MessageKind,
     RejectReason, Report, ReportKind, Request, Status, TaskTiming, TaskTimings,
 };
-pub use reassembler::Reassembler;
+#[cfg(any(test, feature = "alloc"))]
+pub use reassembler::HeapBuffer;
+pub use reassembler::{ObjectBuffer, Reassembler};
 
 #[cfg(test)]
 mod malformed_tests;
