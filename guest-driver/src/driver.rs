@@ -33,8 +33,10 @@ pub(crate) const CTRLQ: u16 = 2;
 /// Bytes of each request buffer and each ctrlq message buffer.
 pub(crate) const REQUEST_BUF: u32 = 4096;
 const CTRL_MSG_BUF: u32 = 4096;
-/// Bytes of each ctrlq Ack buffer (contract: >= 64).
+/// Bytes of each ctrlq Ack buffer. SPEC.md section 4 requires at least 24 (the Ack message:
+/// 16-byte header and 8-byte payload), which the backend checks; 64 leaves room.
 pub(crate) const ACK_BUF: u32 = 64;
+const _: () = assert!(ACK_BUF as usize >= virtio_prefetch_wire::Ack::MESSAGE_LEN);
 /// Requests kept for the embedder before new ones are dropped.
 pub(crate) const MAX_QUEUED_REQUESTS: usize = 256;
 /// In polling mode, how often (at most) the status register is read.
