@@ -1,26 +1,25 @@
 //! Reassembly of chunked objects (bundles, manifests) in private memory.
 //!
-//! Each chunk arrives in a private copy of its staging buffer; `virtio-prefetch-wire`'s
-//! [`ChunkSequence`] checks it continues its stream (same stream and total length, contiguous
-//! offsets from 0, inside the object) and this module copies its bytes into the stream's
-//! private buffer. At most [`MAX_STREAMS`] streams are open at once (a new one evicts the
-//! oldest), and memory is reserved fallibly, so a device that announces huge objects gets an
-//! error, never an allocation failure.
+//! Each chunk arrives in a private copy of its staging buffer and goes to
+//! `virtio-prefetch-wire`'s [`Reassembler`] over a [`HeapBuffer`]: one object at a time, as
+//! SPEC.md section 5 says (the backend finishes every object before it starts the next one,
+//! a demand included). The first chunk reserves exactly the object's `total_len`, fallibly, and
+//! never more than the driver's bound (`256 + max_content_len`, or the largest manifest), so a
+//! hostile device can make the driver hold at most one object's bound at a time; a chunk that
+//! breaks the sequence drops the object and frees its memory. The finished object is handed on
+//! in its own allocation, without a copy.
 
 use alloc::vec::Vec;
 
-use virtio_prefetch_wire::{Chunk, ChunkSequence, WireError};
+use virtio_prefetch_wire::{Chunk, HeapBuffer, Reassembler, WireError};
 
-/// Streams reassembled at the same time; a new stream beyond this evicts the oldest.
-pub const MAX_STREAMS: usize = 4;
-
-/// Why a chunk was dropped (the stream it belonged to is dropped with it).
+/// Why a chunk was dropped (the object being reassembled, if any, is dropped with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
     /// The object is larger than the driver accepts.
     #[error("object of {0} bytes is larger than the driver accepts")]
     TooLarge(u32),
-    /// The chunk does not continue its stream (or starts none).
+    /// The chunk does not continue the object (or starts none).
     #[error("chunk refused: {0}")]
     Sequence(WireError),
     /// Memory for the object could not be reserved.
@@ -28,20 +27,11 @@ pub enum ChunkError {
     NoMemory,
 }
 
-#[derive(Debug)]
-struct Stream {
-    seq: ChunkSequence,
-    data: Vec<u8>,
-    opened: u64,
-}
-
-/// Open streams.
+/// The object being reassembled.
 #[derive(Debug)]
 pub struct Reassembly {
-    streams: Vec<Stream>,
-    max_object: u32,
-    opened: u64,
-    /// Streams evicted or dropped before completion.
+    inner: Reassembler<HeapBuffer>,
+    /// Objects dropped before completion (by a bad chunk or [`Reassembly::clear`]).
     pub dropped: u64,
 }
 
@@ -49,98 +39,54 @@ impl Reassembly {
     /// Accepts objects up to `max_object` bytes.
     pub fn new(max_object: u32) -> Self {
         Self {
-            streams: Vec::new(),
-            max_object,
-            opened: 0,
+            inner: Reassembler::with_buffer(HeapBuffer::new(max_object)),
             dropped: 0,
         }
     }
 
-    /// Drops every open stream.
+    /// Drops the object being reassembled, if any, and frees its memory.
     pub fn clear(&mut self) {
-        self.dropped += self.streams.len() as u64;
-        self.streams.clear();
+        if self.inner.in_progress().is_some() {
+            self.dropped += 1;
+        }
+        self.inner.abandon();
     }
 
-    /// Streams open.
-    pub fn open_streams(&self) -> usize {
-        self.streams.len()
+    /// True while an object is partly in.
+    pub fn in_progress(&self) -> bool {
+        self.inner.in_progress().is_some()
+    }
+
+    /// Bytes reserved for the object in progress (at most the driver's bound).
+    pub fn reserved(&self) -> usize {
+        self.inner.buffer().reserved()
+    }
+
+    /// The largest object accepted.
+    pub fn limit(&self) -> u32 {
+        self.inner.limit()
     }
 
     /// Takes one chunk (from a private copy). Returns the whole object once its last chunk
-    /// is in. On an error the chunk's stream is dropped.
+    /// is in. On an error the chunk is refused and the object in progress, if any, dropped.
     pub fn accept(&mut self, c: &Chunk<'_>) -> Result<Option<Vec<u8>>, ChunkError> {
-        let pos = self
-            .streams
-            .iter()
-            .position(|s| s.seq.stream_id() == c.stream_id);
-        let result = self.accept_inner(pos, c);
-        if result.is_err() {
-            if let Some(i) = self
-                .streams
-                .iter()
-                .position(|s| s.seq.stream_id() == c.stream_id)
-            {
-                self.streams.swap_remove(i);
-                self.dropped += 1;
-            }
-        }
-        result
-    }
-
-    fn accept_inner(
-        &mut self,
-        pos: Option<usize>,
-        c: &Chunk<'_>,
-    ) -> Result<Option<Vec<u8>>, ChunkError> {
-        let (i, range) = if c.offset == 0 {
-            if c.total_len > self.max_object {
-                return Err(ChunkError::TooLarge(c.total_len));
-            }
-            let (seq, range) =
-                ChunkSequence::start(c, self.max_object).map_err(ChunkError::Sequence)?;
-            if let Some(i) = pos {
-                // A restart of an open stream: the old object never completed.
-                self.streams.swap_remove(i);
-                self.dropped += 1;
-            }
-            if self.streams.len() >= MAX_STREAMS {
-                if let Some(oldest) =
-                    (0..self.streams.len()).min_by_key(|&i| self.streams[i].opened)
-                {
-                    self.streams.swap_remove(oldest);
+        let partial = self.inner.in_progress().is_some();
+        // A first chunk that announces an object above the bound: refused before any
+        // reservation or copy (the Reassembler's own check, told apart for the counters).
+        let oversized = !partial && c.offset == 0 && c.total_len > self.inner.limit();
+        match self.inner.push(c) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                if partial {
                     self.dropped += 1;
                 }
+                Err(match e {
+                    _ if oversized => ChunkError::TooLarge(c.total_len),
+                    WireError::NoMemory { .. } => ChunkError::NoMemory,
+                    e => ChunkError::Sequence(e),
+                })
             }
-            self.opened += 1;
-            self.streams.push(Stream {
-                seq,
-                data: Vec::new(),
-                opened: self.opened,
-            });
-            (self.streams.len() - 1, range)
-        } else {
-            let i = pos.ok_or(ChunkError::Sequence(WireError::OutOfSequence(
-                "a chunk of a stream that is not open",
-            )))?;
-            let range = self.streams[i].seq.next(c).map_err(ChunkError::Sequence)?;
-            (i, range)
-        };
-        let s = &mut self.streams[i];
-        // ChunkSequence guarantees range.start == data.len() and range.end <= total_len.
-        if s.data.is_empty() && s.seq.is_complete() {
-            s.data.try_reserve_exact(c.data.len())
-        } else {
-            s.data.try_reserve(c.data.len())
         }
-        .map_err(|_| ChunkError::NoMemory)?;
-        debug_assert_eq!(range.start, s.data.len());
-        s.data.extend_from_slice(c.data);
-        if s.seq.is_complete() {
-            let done = self.streams.swap_remove(i);
-            return Ok(Some(done.data));
-        }
-        Ok(None)
     }
 }
 
@@ -158,30 +104,55 @@ mod tests {
     }
 
     #[test]
-    fn reassembles_interleaved_streams() {
+    fn reassembles_objects_one_after_another() {
         let mut r = Reassembly::new(100);
         assert_eq!(r.accept(&chunk(1, 6, 0, b"abc")), Ok(None));
-        assert_eq!(r.accept(&chunk(2, 2, 0, b"x")), Ok(None));
+        assert!(r.in_progress());
         assert_eq!(
             r.accept(&chunk(1, 6, 3, b"def")),
             Ok(Some(b"abcdef".to_vec()))
         );
+        assert_eq!(r.accept(&chunk(2, 2, 0, b"x")), Ok(None));
         assert_eq!(r.accept(&chunk(2, 2, 1, b"y")), Ok(Some(b"xy".to_vec())));
-        assert_eq!(r.open_streams(), 0);
+        assert!(!r.in_progress());
+        assert_eq!((r.reserved(), r.dropped), (0, 0));
     }
 
     #[test]
-    fn refuses_bad_chunks_and_drops_the_stream() {
+    fn interleaved_streams_are_refused_and_drop_the_object() {
+        let mut r = Reassembly::new(100);
+        assert_eq!(r.accept(&chunk(1, 6, 0, b"abc")), Ok(None));
+        // A second object starting before the first is done: refused, and the first dropped.
+        assert_eq!(
+            r.accept(&chunk(2, 2, 0, b"x")),
+            Err(ChunkError::Sequence(WireError::OutOfSequence(
+                "a chunk of another stream arrived mid-object"
+            )))
+        );
+        assert_eq!((r.in_progress(), r.reserved(), r.dropped), (false, 0, 1));
+        // Neither stream continues: both need a new start at offset 0.
+        assert!(r.accept(&chunk(1, 6, 3, b"def")).is_err());
+        assert!(r.accept(&chunk(2, 2, 1, b"y")).is_err());
+        assert_eq!(r.dropped, 1, "a refused continuation drops no object");
+        // The restart of the same stream mid-object is refused the same way.
+        assert_eq!(r.accept(&chunk(3, 4, 0, b"ab")), Ok(None));
+        assert!(r.accept(&chunk(3, 4, 0, b"ab")).is_err());
+        assert_eq!(r.dropped, 2);
+        assert_eq!(r.accept(&chunk(4, 1, 0, b"z")), Ok(Some(b"z".to_vec())));
+    }
+
+    #[test]
+    fn refuses_bad_chunks_and_drops_the_object() {
         let mut r = Reassembly::new(100);
         assert_eq!(
             r.accept(&chunk(1, 101, 0, b"a")),
             Err(ChunkError::TooLarge(101))
         );
         assert!(r.accept(&chunk(1, 10, 0, b"")).is_err());
-        assert!(r.accept(&chunk(1, 10, 4, b"a")).is_err(), "no stream open");
+        assert!(r.accept(&chunk(1, 10, 4, b"a")).is_err(), "no object open");
         r.accept(&chunk(1, 10, 0, b"abcd")).unwrap();
         assert!(r.accept(&chunk(1, 10, 5, b"a")).is_err(), "gap");
-        assert_eq!(r.open_streams(), 0, "a bad chunk drops its stream");
+        assert!(!r.in_progress(), "a bad chunk drops the object");
         r.accept(&chunk(1, 10, 0, b"abcd")).unwrap();
         assert!(r.accept(&chunk(1, 12, 4, b"a")).is_err(), "total changed");
         r.accept(&chunk(1, 10, 0, b"abcd")).unwrap();
@@ -189,20 +160,50 @@ mod tests {
             r.accept(&chunk(1, 10, 4, b"abcdefg")).is_err(),
             "past the end"
         );
-        assert_eq!(r.open_streams(), 0);
+        assert!(!r.in_progress());
+        assert_eq!(r.dropped, 3);
+        // An oversized total mid-object is a sequence fault, not a size refusal.
+        r.accept(&chunk(1, 10, 0, b"abcd")).unwrap();
+        assert!(matches!(
+            r.accept(&chunk(1, 1000, 4, b"a")),
+            Err(ChunkError::Sequence(_))
+        ));
     }
 
     #[test]
-    fn bounds_open_streams() {
-        let mut r = Reassembly::new(100);
-        for id in 0..(MAX_STREAMS as u64 + 2) {
-            r.accept(&chunk(id, 10, 0, b"a")).unwrap();
+    fn holds_at_most_one_object_of_at_most_the_bound() {
+        let mut r = Reassembly::new(64);
+        assert_eq!(r.limit(), 64);
+        // Many first chunks on many streams: each drops the one before, so the memory held
+        // never exceeds one object of the announced size, itself at most the bound.
+        assert_eq!(r.accept(&chunk(0, 64, 0, b"a")), Ok(None));
+        for id in 1..10u64 {
+            assert!(r.accept(&chunk(id, 64, 0, b"a")).is_err());
+            assert!(r.reserved() <= 64);
+            assert_eq!(r.accept(&chunk(id, 64, 0, b"a")), Ok(None));
+            assert_eq!(r.reserved(), 64, "exactly the announced size");
         }
-        assert_eq!(r.open_streams(), MAX_STREAMS);
-        assert!(
-            r.accept(&chunk(0, 10, 1, b"b")).is_err(),
-            "stream 0 was evicted"
+        assert_eq!(r.dropped, 9);
+        // Above the bound nothing is reserved, and the partial object is dropped.
+        assert_eq!(
+            r.accept(&chunk(20, 65, 0, b"a")),
+            Err(ChunkError::Sequence(WireError::OutOfSequence(
+                "a chunk of another stream arrived mid-object"
+            )))
         );
-        assert!(r.accept(&chunk(5, 10, 1, b"b")).is_ok());
+        assert_eq!(r.reserved(), 0);
+        assert_eq!(
+            r.accept(&chunk(20, 65, 0, b"a")),
+            Err(ChunkError::TooLarge(65))
+        );
+        assert_eq!(r.reserved(), 0);
+        // A huge announced size is refused, never an allocation attempt.
+        assert_eq!(
+            r.accept(&chunk(21, u32::MAX, 0, b"a")),
+            Err(ChunkError::TooLarge(u32::MAX))
+        );
+        r.accept(&chunk(22, 3, 0, b"ab")).unwrap();
+        r.clear();
+        assert_eq!((r.in_progress(), r.reserved(), r.dropped), (false, 0, 11));
     }
 }
