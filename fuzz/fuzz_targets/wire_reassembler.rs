@@ -1,12 +1,15 @@
-//! Chunk sequences against the Reassembler (over a 4 KiB buffer) and against a plain model of
-//! the SPEC's chunking rules: both must agree on every chunk (accepted, completed or refused)
-//! and on the bytes of every completed object. Each chunk also round-trips through the
+//! Chunk sequences against the Reassembler over both of its buffers (a 4 KiB slice, and the
+//! HeapBuffer the guest driver uses, with the same 4 KiB limit) and against a plain model of
+//! the SPEC's chunking rules (section 5: one object at a time): all three must agree on every
+//! chunk (accepted, completed or refused) and on the bytes of every completed object, and the
+//! HeapBuffer must hold exactly the object in progress's total length, or nothing, reserved
+//! (never more than the limit). Each chunk also round-trips through the
 //! stagingq encoding. The input is decoded into chunks directly (not as messages), so the
 //! fuzzer spends its time on sequences rather than on finding valid headers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virtio_prefetch_wire::{parse_message, Chunk, Message, Reassembler};
+use virtio_prefetch_wire::{parse_message, Chunk, HeapBuffer, Message, Reassembler};
 
 const LIMIT: usize = 4096;
 
@@ -67,6 +70,7 @@ fn pattern() -> &'static [u8; 8192 + 256] {
 fuzz_target!(|data: &[u8]| {
     let mut buf = [0u8; LIMIT];
     let mut reassembler = Reassembler::new(&mut buf);
+    let mut heap = Reassembler::with_buffer(HeapBuffer::new(LIMIT as u32));
     let mut model = Model::default();
     let (mut total, mut next_offset) = (0u32, 0u32);
     let mut input = data;
@@ -115,5 +119,25 @@ fuzz_target!(|data: &[u8]| {
             _ => panic!("model {expected:?} but reassembler {got:?} for {chunk:?}"),
         }
         assert_eq!(reassembler.in_progress().is_some(), model.object.is_some());
+
+        let got = heap.push(&chunk);
+        match (&expected, &got) {
+            (Ok(None), Ok(None)) | (Err(()), Err(_)) => {}
+            (Ok(Some(want)), Ok(Some(object))) => {
+                assert_eq!(want, object);
+                assert_eq!(object.capacity(), object.len(), "reserved exactly");
+            }
+            _ => panic!("model {expected:?} but heap reassembler {got:?} for {chunk:?}"),
+        }
+        let reserved = model
+            .object
+            .as_ref()
+            .map_or(0, |(_, total, _)| *total as usize);
+        assert_eq!(heap.buffer().reserved(), reserved);
+        assert!(heap.buffer().reserved() <= LIMIT);
+        assert_eq!(
+            heap.in_progress().map(|s| (s.stream_id(), s.total_len())),
+            model.object.as_ref().map(|(id, total, _)| (*id, *total))
+        );
     }
 });

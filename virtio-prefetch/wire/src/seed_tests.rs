@@ -124,6 +124,12 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
     // total 8, salt 0, length 4; then control 32 (run to the end of the object), salt 4.
     let reassembly = [4u8, 8, 0, 0, 4, 32, 4].to_vec();
     out.push(("wire_reassembler", "two_chunks".into(), reassembly));
+    // Interleaving (SPEC section 5: one object at a time): stream 0 starts an object of 8
+    // (control 4, total 8, salt 0, length 4); stream 1 continues at offset 4 (control 1, salt
+    // 0, length 4), refused and dropping the object; stream 0 starts again and completes it in
+    // one chunk (control 44: a total, an explicit offset 0, salt 0, run to the end).
+    let interleaved = [4u8, 8, 0, 0, 4, 1, 0, 4, 44, 8, 0, 0, 0, 0].to_vec();
+    out.push(("wire_reassembler", "interleaved".into(), interleaved));
     out
 }
 
