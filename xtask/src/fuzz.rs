@@ -3,6 +3,11 @@
 //! cargo-fuzz needs a nightly toolchain (for the sanitizer and coverage flags); this step
 //! installs nightly (minimal profile) and cargo-fuzz itself when they are missing, so a fresh
 //! machine needs nothing by hand.
+//!
+//! The fuzz crate is its own workspace with its own committed `fuzz/Cargo.lock`. `cargo fuzz
+//! run` has no `--locked` (cargo-fuzz 0.13, rust-fuzz/cargo-fuzz#312), so this step first
+//! resolves the fuzz workspace with `cargo metadata --locked`: a lock that no longer matches
+//! the manifests fails the step instead of being rewritten by the fuzz build.
 
 use std::process::Command;
 
@@ -51,10 +56,36 @@ fn ensure_tools() -> Result<(), String> {
     Ok(())
 }
 
+/// Fails unless `fuzz/Cargo.lock` is committed and matches the fuzz manifests.
+fn check_lock(dir: &std::path::Path) -> Result<(), String> {
+    if !dir.join("Cargo.lock").is_file() {
+        return Err(
+            "fuzz/Cargo.lock is missing: the fuzz build is locked, commit it \
+                    (cd fuzz && cargo +nightly generate-lockfile)"
+                .into(),
+        );
+    }
+    let output = Command::new("cargo")
+        .current_dir(dir)
+        .args(["+nightly", "metadata", "--locked", "--format-version", "1"])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cargo metadata --locked in fuzz/: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "fuzz/Cargo.lock does not match the fuzz manifests; update it with \
+             `cd fuzz && cargo +nightly update --workspace` and commit it:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the selected targets, each for `args.seconds`.
 pub fn run(args: &FuzzArgs) -> Result<(), String> {
     ensure_tools()?;
     let dir = repo_root().join("fuzz");
+    check_lock(&dir)?;
     let targets = if args.targets.is_empty() {
         let output = Command::new("cargo")
             .args(["+nightly", "fuzz", "list"])
