@@ -136,3 +136,29 @@ fn boot_report_has_progress_times_and_memory() {
     assert!(field("rss_kib") > field("guest_kib"), "{line}");
     assert_eq!(field("exit_code"), 0);
 }
+
+#[test]
+fn boots_at_the_smallest_and_largest_memory_sizes() {
+    if !kvm_available() {
+        return;
+    }
+    // 32 and 3072 MiB are the limits --memory accepts (tests/bad_input.rs checks past them).
+    for (mib, min_kib) in [("32", 31 * 1024), ("3072", 3071 * 1024)] {
+        let out = Vmm::boot()
+            .args(["--memory", mib, "--cmdline", "see.selftest=0"])
+            .run();
+        out.assert_code(0).assert_stdout("see: ready in");
+        let kib: u64 = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("see: memory: "))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("--memory {mib}: no memory line:\n{}", out.stdout));
+        let max_kib: u64 = mib.parse::<u64>().unwrap() * 1024;
+        assert!(
+            (min_kib..=max_kib).contains(&kib),
+            "--memory {mib}: the guest found {kib} KiB of RAM"
+        );
+    }
+}
