@@ -1,6 +1,9 @@
 //! 6c: what a hostile host can do to bundles. Each tampered bundle is rejected, counted by
 //! reason (the guest's Report reaches the backend, and the guest's reject counters show it), and
 //! never claimable; shared memory rewritten after the guest copied a bundle changes nothing.
+//! A bundle for another task is tried twice: for a task no app may claim (the registry refuses
+//! it), and, validly signed, for another task the guest does allow, answering a demand of the
+//! first (the demand check refuses it: `WrongTask`, SPEC.md section 6).
 
 use p384::{
     elliptic_curve::Generate,
@@ -14,7 +17,7 @@ use see_e2e::{
 use see_prefetch_backend::{BackendEvent, Tamper};
 use virtio_prefetch_wire::RejectReason;
 
-use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_PROBE, OP_RESET, OP_RUN};
+use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN};
 
 /// True for the backend's event of a guest Report rejecting `res` for `reason`.
 fn is_reject(e: &BackendEvent, res: u64, reason: RejectReason) -> bool {
@@ -212,4 +215,67 @@ fn a_bundle_from_an_earlier_session_is_refused() {
     assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
     let rejects = rejects_line(&rig.stop());
     assert_eq!(field_u64(&rejects, "wrong_session"), 1, "{rejects}");
+}
+
+/// One probe of (task, res) as app 1: its console line.
+fn probe(rig: &mut Rig, task: u64, res: u64) -> String {
+    rig.dispatch(1, OP_PROBE, &[task, res]);
+    rig.guest.wait_line(&format!("probe task={task}"), |l| {
+        l.starts_with(&format!("see: probe app=1 task={task} res={res} "))
+    })
+}
+
+#[test]
+fn a_demand_answered_for_another_allowed_task_is_rejected_as_wrong_task() {
+    if !kvm_available() {
+        return;
+    }
+    // Tasks 7 (A) and 8 (B) of app 1 may both claim resource 3, so the registry passes a
+    // bundle for either: only the check that a demanded bundle names the demanded (app, task,
+    // resource) (SPEC.md section 6, rule 3) can refuse B's bundle as the answer to A's demand.
+    let r = Res::data(1, 7, 3, 1, 16 * 1024);
+    let mut rig = Rig::start(&Options {
+        resources: vec![r.clone()],
+        extra_allow: vec![(1, 8, 3)],
+        ..Options::default()
+    });
+    rig.tamper(Tamper::SignForTask(8));
+    // Through the C ABI, so the failed demand is an error code and the app serves on.
+    rig.dispatch(1, OP_C_CLAIM, &[7, 3, 1 << 20]);
+    let line = rig.guest.wait_line("cabi res=3", |l| {
+        l.starts_with("see: cabi app=1 task=7 res=3 ")
+    });
+    assert_eq!(field(&line, "code"), "SEE_E_REJECTED", "{line}");
+    assert_eq!(field(&line, "sha384"), "-", "{line}");
+    let staged = rig.wait_event("Staged for task 8", |e| {
+        matches!(e, BackendEvent::Staged { resource_id: 3, .. })
+    });
+    assert!(
+        matches!(staged, BackendEvent::Staged { task_id: 8, demand_cookie: c, .. } if c != 0),
+        "the backend did not answer the demand with a bundle for task 8: {staged:?}"
+    );
+    let report = rig.wait_event("Report Reject WrongTask", |e| {
+        is_reject(e, r.id, RejectReason::WrongTask)
+    });
+    assert!(
+        matches!(report, BackendEvent::Report { task_id: 8, .. }),
+        "{report:?}"
+    );
+    rig.tamper(Tamper::None);
+    // Claimable neither by A nor by B.
+    for task in [7, 8] {
+        let p = probe(&mut rig, task, 3);
+        assert_eq!(field_u64(&p, "available"), 0, "{p}");
+        assert_eq!(field(&p, "claim"), "not-staged", "{p}");
+    }
+    // A's honest demand still gets the real bytes.
+    rig.dispatch(1, OP_C_CLAIM, &[7, 3, 1 << 20]);
+    let line = rig.guest.wait_line("second cabi res=3", |l| {
+        l.starts_with("see: cabi app=1 task=7 res=3 ") && l.contains(" code=SEE_OK ")
+    });
+    assert_eq!(field(&line, "sha384"), r.sha384(), "{line}");
+    let rejects = rejects_line(&rig.stop());
+    for (name, n) in [("wrong_task", 1), ("unexpected", 0), ("bad_signature", 0)] {
+        assert_eq!(field_u64(&rejects, name), n, "{name}: {rejects}");
+    }
 }

@@ -52,6 +52,9 @@ pub enum Tamper {
     /// backend's next stagingq run after the delivery (when the guest has had the buffer
     /// back): [`Stats::rewrites`] counts the rewrites done.
     RewriteAfterDelivery,
+    /// Sign the bundle, validly, for this task instead of the one ordered or demanded (same app
+    /// and resource): a demand answered with a bundle for another task the guest also allows.
+    SignForTask(u64),
 }
 
 /// Which queue something happened on.

@@ -249,10 +249,10 @@ impl PrefetchDevice {
                 return None;
             }
         };
-        let signed_task = if tamper == Tamper::WrongTask {
-            task_id.wrapping_add(1_000_000)
-        } else {
-            task_id
+        let signed_task = match tamper {
+            Tamper::WrongTask => task_id.wrapping_add(1_000_000),
+            Tamper::SignForTask(other) => other,
+            _ => task_id,
         };
         let spec = BundleSpec {
             resource: &resource,
