@@ -1,5 +1,6 @@
 //! One mode's run: a fresh backend and VM, the workload replayed through the orchestrator one
-//! request at a time, guest feedback fed back, the audit log checked at the end.
+//! request at a time, guest feedback fed back, every task's reported result checked against
+//! the host's ([`crate::check`]), the audit log checked at the end.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,7 +25,12 @@ use see_pto::{
 };
 use virtio_prefetch_wire::{RejectReason, ReportKind as WireKind};
 
-use crate::{origin::OriginStore, vm::Vm, DemoError};
+use crate::{
+    check::{Expected, Tally},
+    origin::OriginStore,
+    vm::Vm,
+    DemoError,
+};
 
 /// The serve app's "run" operation (images/see-kernel/src/prefetch/app.rs).
 pub const OP_RUN: u32 = 1;
@@ -59,6 +65,8 @@ pub struct Env {
     pub settle: bool,
     /// Send a request's prefetch orders right after dispatching it, not at its completion.
     pub eager_prefetch: bool,
+    /// The result every task must report, from the store's bytes (shared by the modes).
+    pub expected: Expected,
 }
 
 /// One mode's results.
@@ -81,6 +89,14 @@ pub struct ModeRun {
     pub bundles: u64,
     /// Origin fetches (prefetches and demands).
     pub origin_fetches: u64,
+    /// The tasks' reported results, checked against the host's.
+    pub results: Tally,
+}
+
+/// A completion, with each task entry's (task id, result) the orchestrator does not keep.
+struct Done {
+    completion: Completion,
+    results: Vec<(u64, u64)>,
 }
 
 struct Live<'a> {
@@ -159,7 +175,7 @@ impl Live<'_> {
     }
 
     /// Feeds one backend event to the orchestrator; returns a completion.
-    fn handle(&mut self, ev: BackendEvent) -> Result<Option<Completion>, DemoError> {
+    fn handle(&mut self, ev: BackendEvent) -> Result<Option<Done>, DemoError> {
         match ev {
             BackendEvent::Signed {
                 resource_id,
@@ -228,7 +244,7 @@ impl Live<'_> {
                 total_ns,
                 tasks,
             } => {
-                return Ok(Some(Completion {
+                let completion = Completion {
                     request_id,
                     status,
                     total_ns,
@@ -243,7 +259,11 @@ impl Live<'_> {
                             misses: t.misses,
                         })
                         .collect(),
-                }))
+                };
+                return Ok(Some(Done {
+                    completion,
+                    results: tasks.iter().map(|t| (t.task_id, t.result)).collect(),
+                }));
             }
             BackendEvent::Reset => {
                 return Err(DemoError::Vm(format!(
@@ -282,8 +302,11 @@ impl Live<'_> {
                 return Ok(());
             }
             if let Some(ev) = self.backend.next_event(left) {
-                if let Some(c) = self.handle(ev)? {
-                    log::warn!("unexpected completion of request {}", c.request_id);
+                if let Some(d) = self.handle(ev)? {
+                    log::warn!(
+                        "unexpected completion of request {}",
+                        d.completion.request_id
+                    );
                 }
             }
         }
@@ -301,8 +324,11 @@ impl Live<'_> {
                 )));
             }
             if let Some(ev) = self.backend.next_event(left) {
-                if let Some(c) = self.handle(ev)? {
-                    log::warn!("unexpected completion of request {}", c.request_id);
+                if let Some(d) = self.handle(ev)? {
+                    log::warn!(
+                        "unexpected completion of request {}",
+                        d.completion.request_id
+                    );
                 }
             }
         }
@@ -310,7 +336,7 @@ impl Live<'_> {
     }
 
     /// Handles events until request `id` completes (or `timeout` passes).
-    fn wait_completion(&mut self, id: u64, timeout: Duration) -> Result<Completion, DemoError> {
+    fn wait_completion(&mut self, id: u64, timeout: Duration) -> Result<Done, DemoError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -327,13 +353,13 @@ impl Live<'_> {
             else {
                 continue;
             };
-            if let Some(c) = self.handle(ev)? {
-                if c.request_id == id {
-                    return Ok(c);
+            if let Some(d) = self.handle(ev)? {
+                if d.completion.request_id == id {
+                    return Ok(d);
                 }
                 log::warn!(
                     "completion of request {} while waiting for {id}",
-                    c.request_id
+                    d.completion.request_id
                 );
             }
         }
@@ -400,12 +426,15 @@ pub fn run_mode(
     let vocab = env.catalogue.vocabulary();
     let mut latencies = Vec::new();
     let mut split = [0u64; 3];
+    let mut results = Tally::default();
     for (i, s) in sessions.iter().enumerate() {
         let session = i as u64 + 1;
         let mut prev_at: Option<i64> = None;
         for r in &s.requests {
             // setup::load_sessions leaves types outside the catalogue out; never send one.
-            let Some(name) = vocab.name(r.kind).filter(|_| r.kind != see_pto::vocab::UNKNOWN)
+            let Some(name) = vocab
+                .name(r.kind)
+                .filter(|_| r.kind != see_pto::vocab::UNKNOWN)
             else {
                 continue;
             };
@@ -447,10 +476,16 @@ pub fn run_mode(
             if env.eager_prefetch {
                 live.send(&plan.prefetch)?;
             }
-            let c = live.wait_completion(d.request_id, env.timeout)?;
+            let done = live.wait_completion(d.request_id, env.timeout)?;
             if !env.eager_prefetch {
                 live.send(&plan.prefetch)?;
             }
+            let wrong =
+                results.check(&env.expected, d.request_id, d.app_id, &tasks, &done.results)?;
+            for w in &wrong {
+                log::error!("{mode}: wrong result: {w}");
+            }
+            let c = done.completion;
             if c.status != 0 {
                 return Err(DemoError::Vm(format!(
                     "request {} ({name}) failed in the guest with status {}",
@@ -507,6 +542,7 @@ pub fn run_mode(
         audit_records,
         bundles: stats.bundles,
         origin_fetches: store.fetches().0,
+        results,
     })
 }
 

@@ -1,6 +1,7 @@
-//! The demo end to end on real KVM with a tiny workload: every mode completes every request,
-//! the oracle's staged-hit rate is 100% and reactive's 0%, every audit log verifies, and a
-//! single altered record is detected. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
+//! The demo end to end on real KVM with a tiny workload: every mode completes every request
+//! with correct results (every task's reported result checked against the host's, none
+//! wrong), the oracle's staged-hit rate is 100% and reactive's 0%, every audit log verifies,
+//! and a single altered record is detected. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
 
 use std::process::Command;
 
@@ -8,6 +9,18 @@ use see_pto::audit;
 
 const REQUESTS: usize = 12;
 const MODES: [&str; 5] = ["reactive", "static", "markov", "learned", "oracle"];
+
+/// A mode's checked results: (tasks checked, tasks dispatched, wrong), from its line
+/// `<mode> checked N of T tasks  wrong M`.
+fn results(stdout: &str, mode: &str) -> (u64, u64, u64) {
+    let w = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() == 8 && w[0] == mode && w[1] == "checked")
+        .unwrap_or_else(|| panic!("no results line for {mode} in:\n{stdout}"));
+    let n = |i: usize| w[i].parse::<u64>().unwrap_or_else(|e| panic!("{w:?}: {e}"));
+    (n(2), n(4), n(7))
+}
 
 /// A table row: mode, then the numbers of `ModeSummary`'s columns.
 fn row<'a>(stdout: &'a str, mode: &str) -> Vec<&'a str> {
@@ -106,7 +119,23 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
             tasks >= REQUESTS as u64,
             "{mode}: {tasks} task executions recorded for {REQUESTS} requests"
         );
+        // Every task run reported a result, the host checked each one, none was wrong.
+        let (checked, dispatched, wrong) = results(&stdout, mode);
+        assert_eq!(
+            (checked, wrong),
+            (dispatched, 0),
+            "{mode}: every dispatched task's result checked and right:\n{stdout}"
+        );
+        assert_eq!(
+            checked, tasks,
+            "{mode}: a checked result per task execution recorded"
+        );
     }
+    let total = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("results checked: "))
+        .unwrap_or_else(|| panic!("no results total in:\n{stdout}"));
+    assert!(total.ends_with(" tasks, 0 wrong"), "{total}");
     // Alter one value of one record in the middle of the oracle's log: detected there.
     let path = out.path().join("audit-oracle.jsonl");
     let text = std::fs::read_to_string(&path).expect("read the log");
