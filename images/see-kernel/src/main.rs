@@ -17,6 +17,7 @@ extern crate alloc;
 #[macro_use]
 mod console;
 mod boot;
+mod bootinfo;
 mod cmdline;
 mod exit;
 mod gdt;
