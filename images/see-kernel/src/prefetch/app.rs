@@ -106,9 +106,8 @@ fn hex(bytes: &[u8]) -> alloc::string::String {
 /// print and the word the resource adds to its task's result (`see_workload::resource_word`).
 fn work(resource: &Resource) -> Result<([u8; 48], u64), alloc::string::String> {
     let digest: [u8; 48] = Sha384::digest(&resource.content).into();
-    let word = see_workload::resource_word(&resource.content, &digest).map_err(|e| {
-        alloc::format!("resource {} failed processing: {e}", resource.resource_id)
-    })?;
+    let word = see_workload::resource_word(&resource.content, &digest)
+        .map_err(|e| alloc::format!("resource {} failed processing: {e}", resource.resource_id))?;
     Ok((digest, word))
 }
 
