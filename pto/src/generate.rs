@@ -34,6 +34,13 @@ pub enum Workload {
     Goal,
 }
 
+/// The longest context the transitions may depend on ([`WorkloadSpec::order`]).
+pub const MAX_ORDER: usize = 4;
+
+/// The longest mean think time accepted, in milliseconds (a day): it keeps generated
+/// timestamps far inside the range an import accepts.
+pub const MAX_THINK_MS: f64 = 86_400_000.0;
+
 /// The tunable structure of a generated workload.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkloadSpec {
@@ -91,8 +98,8 @@ impl WorkloadSpec {
         if n == 0 {
             return bad("vocabulary: no request types".into());
         }
-        if !(1..=4).contains(&self.order) {
-            return bad(format!("order {} not in 1..=4", self.order));
+        if !(1..=MAX_ORDER).contains(&self.order) {
+            return bad(format!("order {} not in 1..={MAX_ORDER}", self.order));
         }
         if self.branching == 0 || self.branching > n {
             return bad(format!("branching {} not in 1..={n}", self.branching));
@@ -106,8 +113,11 @@ impl WorkloadSpec {
         if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
             return bad("mean length must be >= 2 and max length >= 2".into());
         }
-        if !(self.think_ms.is_finite() && self.think_ms > 0.0) {
-            return bad("think time must be positive".into());
+        if !(self.think_ms > 0.0 && self.think_ms <= MAX_THINK_MS) {
+            return bad(format!(
+                "think time {} ms not in (0, {MAX_THINK_MS}]",
+                self.think_ms
+            ));
         }
         Ok(())
     }
@@ -341,6 +351,18 @@ mod tests {
             },
             WorkloadSpec {
                 mean_length: f32::NAN,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                think_ms: 0.0,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                think_ms: f64::INFINITY,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                think_ms: MAX_THINK_MS * 2.0,
                 ..ok.clone()
             },
         ] {

@@ -91,6 +91,144 @@ fn an_out_of_range_date_is_a_malformed_row() {
     );
 }
 
+/// `pto generate ARGS` as sessions of (request type, timestamp), in file order.
+fn generated(dir: &Path, args: &[&str]) -> Vec<Vec<(String, i64)>> {
+    let mut all = vec!["generate", "--sessions", "300"];
+    all.extend(args);
+    let out = ok(dir, &all);
+    let mut sessions: Vec<(String, Vec<(String, i64)>)> = Vec::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["session"].as_str().unwrap().to_owned();
+        let r = (
+            v["request_type"].as_str().unwrap().to_owned(),
+            v["timestamp"].as_i64().unwrap(),
+        );
+        match sessions.last_mut() {
+            Some((k, s)) if *k == key => s.push(r),
+            _ => sessions.push((key, vec![r])),
+        }
+    }
+    sessions.into_iter().map(|(_, s)| s).collect()
+}
+
+fn mean_gap_ms(sessions: &[Vec<(String, i64)>]) -> f64 {
+    let gaps: Vec<i64> = sessions
+        .iter()
+        .flat_map(|s| s.windows(2).map(|w| w[1].1 - w[0].1))
+        .collect();
+    gaps.iter().sum::<i64>() as f64 / gaps.len() as f64
+}
+
+/// The most distinct successors any request type has.
+fn most_successors(sessions: &[Vec<(String, i64)>]) -> usize {
+    let mut next: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
+        Default::default();
+    for s in sessions {
+        for w in s.windows(2) {
+            next.entry(&w[0].0).or_default().insert(&w[1].0);
+        }
+    }
+    next.values().map(|n| n.len()).max().unwrap()
+}
+
+#[test]
+fn generate_overrides_change_the_workload_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let markov = ["--workload", "markov"];
+    let preset = generated(d, &markov);
+    let gap = mean_gap_ms(&preset);
+    assert!((3000.0..5000.0).contains(&gap), "preset think time {gap}");
+    assert!(most_successors(&preset) > 3, "noise and order 2");
+
+    let fast = generated(d, &[&markov[..], &["--think-ms", "50"]].concat());
+    let gap = mean_gap_ms(&fast);
+    assert!((40.0..60.0).contains(&gap), "--think-ms 50 gives {gap}");
+
+    let chain = generated(
+        d,
+        &[
+            &markov[..],
+            &["--order", "1", "--branching", "1", "--noise", "0"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        most_successors(&chain),
+        1,
+        "first order, one successor, no noise: a fixed chain"
+    );
+    let two = generated(
+        d,
+        &[
+            &markov[..],
+            &["--order", "1", "--branching", "2", "--noise", "0"],
+        ]
+        .concat(),
+    );
+    assert_eq!(most_successors(&two), 2);
+
+    let goals = generated(
+        d,
+        &[&markov[..], &["--goals", "2", "--goal-strength", "1"]].concat(),
+    );
+    let firsts: std::collections::HashSet<&str> = goals.iter().map(|s| s[0].0.as_str()).collect();
+    let preset_firsts: std::collections::HashSet<&str> =
+        preset.iter().map(|s| s[0].0.as_str()).collect();
+    assert_eq!(firsts.len(), 2, "the first request names one of 2 goals");
+    assert!(preset_firsts.len() > 2);
+
+    // The overrides reach the commands that generate through the data options.
+    let err = fails(d, &["eval", "--workload", "goal", "--order", "7"]);
+    assert!(err.contains("--order 7: want 1 to 4"), "{err}");
+    let err = fails(d, &["eval", "--db", "h.db", "--noise", "0.5"]);
+    assert!(err.contains("use them with --workload"), "{err}");
+}
+
+#[test]
+fn generate_overrides_out_of_range_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (&["--order", "0"][..], "--order 0: want 1 to 4"),
+        (&["--order", "5"], "--order 5: want 1 to 4"),
+        (
+            &["--branching", "0"],
+            "--branching 0: want 1 to 19 (the catalogue's request types)",
+        ),
+        (
+            &["--branching", "20"],
+            "--branching 20: want 1 to 19 (the catalogue's request types)",
+        ),
+        (
+            &["--noise", "1.5"],
+            "--noise 1.5: want a probability, 0 to 1",
+        ),
+        (
+            &["--noise", "NaN"],
+            "--noise NaN: want a probability, 0 to 1",
+        ),
+        (&["--think-ms", "0"], "--think-ms 0: want more than 0"),
+        (&["--think-ms", "-5"], "--think-ms -5: want more than 0"),
+        (&["--think-ms", "inf"], "--think-ms inf: want more than 0"),
+        (
+            &["--goals", "20"],
+            "--goals 20: want 0 to 19 (the catalogue's request types)",
+        ),
+        (
+            &["--goal-strength", "-0.1"],
+            "--goal-strength -0.1: want 0 to 1",
+        ),
+    ] {
+        let mut all = vec!["generate", "--sessions", "5"];
+        all.extend(args);
+        let err = fails(dir.path(), &all);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = pto(dir.path(), &["generate", "--order", "two"]);
+    assert_eq!(out.status.code(), Some(2), "not a number: a usage error");
+}
+
 #[test]
 fn generate_import_train_predict_and_eval_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use see_pto::{
-    generate::{generate, Workload, WorkloadSpec},
+    generate::{generate, Workload, WorkloadSpec, MAX_ORDER, MAX_THINK_MS},
     history::History,
     import::{import_path, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
@@ -40,6 +40,8 @@ pub struct DataArgs {
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     pub workload_seed: u64,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// Service metadata (TOML); default: the embedded shop catalogue.
     #[arg(long)]
     pub metadata: Option<PathBuf>,
@@ -57,6 +59,13 @@ impl DataArgs {
     /// Loads the sessions; returns them with a one-line description of where they came from.
     pub fn load(&self, catalogue: &ServiceCatalogue) -> CliResult<(Trace, String)> {
         let vocab = catalogue.vocabulary();
+        if self.workload.is_none() && !self.shape.is_empty() {
+            return Err(
+                "--order, --branching, --noise, --think-ms, --goals and --goal-strength shape a \
+                 generated workload: use them with --workload"
+                    .into(),
+            );
+        }
         if let Some(db) = &self.db {
             let h = History::open(db)?;
             let t = h.load_trace(self.source.as_deref(), vocab)?;
@@ -96,16 +105,147 @@ impl DataArgs {
         let w = self
             .workload
             .ok_or("say where the sessions come from: --db, --input or --workload")?;
-        let spec = WorkloadSpec::preset(w, self.sessions, self.workload_seed);
+        let preset = WorkloadSpec::preset(w, self.sessions, self.workload_seed);
+        let spec = self.shape.apply(preset.clone(), vocab.len() - 1)?;
         let t = generate(&vocab, &spec)?;
         Ok((
             t,
             format!(
-                "generated {w:?} workload ({} sessions, seed {})",
-                spec.sessions, spec.seed
-            )
-            .to_lowercase(),
+                "generated {} workload ({} sessions, seed {}{})",
+                format!("{w:?}").to_lowercase(),
+                spec.sessions,
+                spec.seed,
+                ShapeArgs::describe(&preset, &spec)
+            ),
         ))
+    }
+}
+
+/// Overrides of a workload preset's structure (`pto generate` and `--workload`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// How many previous requests the next one depends on (1 to 4); default: the preset's.
+    #[arg(long)]
+    pub order: Option<usize>,
+    /// Likely successors per context (1 to the number of request types).
+    #[arg(long)]
+    pub branching: Option<usize>,
+    /// Probability that a request is drawn uniformly instead (0 to 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub noise: Option<f32>,
+    /// Mean think time between a session's requests, in milliseconds (exponential).
+    #[arg(long, allow_negative_numbers = true)]
+    pub think_ms: Option<f64>,
+    /// Goals the first request sets (0: none; at most the number of request types).
+    #[arg(long)]
+    pub goals: Option<usize>,
+    /// Weight of the goal-specific transitions against the shared ones (0 to 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub goal_strength: Option<f32>,
+}
+
+impl ShapeArgs {
+    /// True when no override is given.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_none()
+            && self.branching.is_none()
+            && self.noise.is_none()
+            && self.think_ms.is_none()
+            && self.goals.is_none()
+            && self.goal_strength.is_none()
+    }
+
+    /// `preset` with the overrides applied, over `types` request types; an out-of-range
+    /// value is an error naming the option and its range.
+    pub fn apply(&self, preset: WorkloadSpec, types: usize) -> CliResult<WorkloadSpec> {
+        let range = |flag: &str, v: String, want: String| -> CliResult<WorkloadSpec> {
+            Err(format!("--{flag} {v}: want {want}").into())
+        };
+        let mut s = preset;
+        if let Some(v) = self.order {
+            if !(1..=MAX_ORDER).contains(&v) {
+                return range("order", v.to_string(), format!("1 to {MAX_ORDER}"));
+            }
+            s.order = v;
+        }
+        if let Some(v) = self.branching {
+            if !(1..=types).contains(&v) {
+                return range(
+                    "branching",
+                    v.to_string(),
+                    format!("1 to {types} (the catalogue's request types)"),
+                );
+            }
+            s.branching = v;
+        }
+        if let Some(v) = self.noise {
+            if !(0.0..=1.0).contains(&v) {
+                return range("noise", v.to_string(), "a probability, 0 to 1".into());
+            }
+            s.noise = v;
+        }
+        if let Some(v) = self.think_ms {
+            if !(v > 0.0 && v <= MAX_THINK_MS) {
+                return range(
+                    "think-ms",
+                    v.to_string(),
+                    format!("more than 0 and at most {MAX_THINK_MS} (a day)"),
+                );
+            }
+            s.think_ms = v;
+        }
+        if let Some(v) = self.goals {
+            if v > types {
+                return range(
+                    "goals",
+                    v.to_string(),
+                    format!("0 to {types} (the catalogue's request types)"),
+                );
+            }
+            s.goals = v;
+        }
+        if let Some(v) = self.goal_strength {
+            if !(0.0..=1.0).contains(&v) {
+                return range("goal-strength", v.to_string(), "0 to 1".into());
+            }
+            s.goal_strength = v;
+        }
+        if s.goals > 0 && s.goal_strength == 0.0 {
+            log::warn!(
+                "{} goals with goal strength 0: the goal sets only the first request",
+                s.goals
+            );
+        }
+        Ok(s)
+    }
+
+    /// The fields in which `spec` differs from `preset`, as `", order 3, noise 0.1"`.
+    pub fn describe(preset: &WorkloadSpec, spec: &WorkloadSpec) -> String {
+        let mut out = String::new();
+        let mut add = |name: &str, differs: bool, v: String| {
+            if differs {
+                out.push_str(&format!(", {name} {v}"));
+            }
+        };
+        add("order", spec.order != preset.order, spec.order.to_string());
+        add(
+            "branching",
+            spec.branching != preset.branching,
+            spec.branching.to_string(),
+        );
+        add("noise", spec.noise != preset.noise, spec.noise.to_string());
+        add(
+            "think ms",
+            spec.think_ms != preset.think_ms,
+            spec.think_ms.to_string(),
+        );
+        add("goals", spec.goals != preset.goals, spec.goals.to_string());
+        add(
+            "goal strength",
+            spec.goal_strength != preset.goal_strength,
+            spec.goal_strength.to_string(),
+        );
+        out
     }
 }
 

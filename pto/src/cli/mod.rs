@@ -19,7 +19,7 @@ use see_pto::{
     vocab::Vocabulary,
 };
 
-pub use data::{DataArgs, HyperArgs, SplitArgs};
+pub use data::{DataArgs, HyperArgs, ShapeArgs, SplitArgs};
 
 /// A command's result; errors are printed by `main`.
 pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -152,6 +152,8 @@ struct GenerateArgs {
     /// Service metadata; default: the embedded catalogue.
     #[arg(long)]
     metadata: Option<PathBuf>,
+    #[command(flatten)]
+    shape: ShapeArgs,
 }
 
 fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
@@ -159,10 +161,12 @@ fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
         Some(p) => ServiceCatalogue::load(p)?,
         None => ServiceCatalogue::default_catalogue(),
     };
-    let t = generate(
-        &cat.vocabulary(),
-        &WorkloadSpec::preset(a.workload, a.sessions, a.seed),
+    let vocab = cat.vocabulary();
+    let spec = a.shape.apply(
+        WorkloadSpec::preset(a.workload, a.sessions, a.seed),
+        vocab.len() - 1,
     )?;
+    let t = generate(&vocab, &spec)?;
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
