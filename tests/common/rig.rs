@@ -185,12 +185,7 @@ impl Rig {
 
     /// Dispatches a request of `app` with `op` and its u64 arguments into the guest.
     pub fn dispatch(&mut self, app: u32, op: u32, words: &[u64]) -> u64 {
-        let mut args = Vec::with_capacity(8 + 8 * words.len());
-        args.extend_from_slice(&op.to_le_bytes());
-        args.extend_from_slice(&[0; 4]);
-        for w in words {
-            args.extend_from_slice(&w.to_le_bytes());
-        }
+        let args = request_args(op, words);
         let request_id = self.next_request;
         self.next_request += 1;
         self.backend
@@ -244,6 +239,17 @@ impl Rig {
         self.backend.shutdown();
         out.stdout
     }
+}
+
+/// A serve-app request's arguments: `op` (`u32` LE, 4 reserved bytes), then `words` (`u64` LE).
+pub fn request_args(op: u32, words: &[u64]) -> Vec<u8> {
+    let mut args = Vec::with_capacity(8 + 8 * words.len());
+    args.extend_from_slice(&op.to_le_bytes());
+    args.extend_from_slice(&[0; 4]);
+    for w in words {
+        args.extend_from_slice(&w.to_le_bytes());
+    }
+    args
 }
 
 /// Puts every resource in a disk store at `dir` (versions of one id in increasing order).

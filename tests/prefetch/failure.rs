@@ -1,7 +1,17 @@
 //! 6f: the backend goes away while the guest runs: the guest reports the failure and the VM
-//! ends with the app-failure status (104) within the deadline; nothing hangs.
+//! ends with the app-failure status (104) within the deadline; nothing hangs. The backend is
+//! shut down in-process (idle, and during a demand fetch), and SIGKILLed as a process of its
+//! own (the release binary while the guest is idle; `see-e2e-backend`, which dispatches the
+//! request, while an 8 MiB demanded bundle streams).
 
-use see_e2e::{backend_bin, guest::Guest, kvm_available, pto_keys, Vmm};
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use see_e2e::{backend_bin, guest::Guest, kvm_available, pto_keys, Vmm, DEADLINE};
 use see_prefetch_backend::store::DiskStore;
 use virtio_prefetch_wire::ResourceKind;
 
@@ -100,4 +110,115 @@ fn backend_process_killed_with_sigkill_ends_the_vm_with_104() {
         .finish()
         .assert_code(104)
         .assert_stdout("see: prefetch device failed");
+}
+
+#[test]
+fn backend_process_killed_with_sigkill_during_a_demand_fetch_fails_the_task_with_104() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // 8 MiB: the backend is still streaming it (32 chunks of 256 KiB through 16 staging
+    // buffers the guest must copy and repost) when it is killed.
+    let r = Res::data(1, 7, 3, 1, 8 * 1024 * 1024);
+    DiskStore::open(&store)
+        .and_then(|s| s.add(r.id, r.version, ResourceKind::Data, r.app, &r.content))
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let socket = dir.path().join("prefetch.sock");
+    // The backend in a process of its own that dispatches OP_RUN for task 7 after the Hello.
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_see-e2e-backend"))
+        .arg(&socket)
+        .arg(&store)
+        .arg(&pto_keys().0)
+        .args(["1", &OP_RUN.to_string(), "7"])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start see-e2e-backend");
+    let (tx, events) = mpsc::channel();
+    let stdout = backend.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let vmm = Vmm::boot()
+        .arg("--prefetch-socket")
+        .arg(&socket)
+        .arg("--cmdline")
+        .arg("see.selftest=0 see.app=serve see.allow=1:7:3");
+    let mut guest = Guest::spawn(vmm);
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(line) if line.starts_with("event Demand ") => {
+                assert!(line.contains("served: true"), "{line}");
+                break;
+            }
+            Ok(line) => seen.push(line),
+            Err(e) => panic!(
+                "no Demand from the backend process ({e}); its lines: {seen:?}\n--- console\n{}",
+                guest.transcript()
+            ),
+        }
+    }
+    // SIGKILL while the demanded bundle streams.
+    backend.kill().expect("SIGKILL the backend");
+    let killed = Instant::now();
+    let status = backend.wait().expect("wait for the backend");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status:?}"
+    );
+    // Everything it printed before it died (the reader ends at end of file).
+    let mut rest = Vec::new();
+    while let Ok(line) = events.recv_timeout(Duration::from_secs(5)) {
+        rest.push(line);
+    }
+    assert!(
+        !rest.iter().any(|l| l.starts_with("event Staged ")),
+        "the bundle was complete before the kill (the test proves nothing): {rest:?}"
+    );
+    let out = guest.finish();
+    let ended = killed.elapsed();
+    out.assert_code(104)
+        .assert_stdout("see: claim-failed app=1 task=7 res=3 error=")
+        .assert_stdout("see: counters ");
+    assert!(
+        !out.stdout.contains("see: claim app=1 task=7 res=3 "),
+        "the task got the resource: {}",
+        out.stdout
+    );
+    let failed = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("see: claim-failed app=1 task=7 res=3 "))
+        .unwrap_or_default();
+    // The VMM saw the socket close and set DEVICE_NEEDS_RESET: the driver fails the demand at
+    // once as a broken device (not by running into its deadline).
+    assert!(
+        failed.contains("the prefetch device is unusable"),
+        "not a clear device error: {failed}"
+    );
+    let counters = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("see: counters "))
+        .unwrap_or_default();
+    assert_eq!(
+        see_e2e::guest::field_u64(counters, "demands_failed"),
+        1,
+        "{counters}"
+    );
+    assert!(
+        ended < Duration::from_secs(20),
+        "the VM took {ended:?} to end after the kill"
+    );
 }
