@@ -5,8 +5,11 @@
 //! see-prefetch-backend store add --store ./store --id 3 --version 1 --kind data --app 1 --file blob.bin
 //! ```
 //! Serving ends when the VMM disconnects (exit 0). `--prefetch FILE` lists `app task resource`
-//! per line: prefetch orders sent as soon as the guest says hello. Exit codes: 0 success,
-//! 1 error (message on stderr), 2 usage.
+//! per line: prefetch orders sent as soon as the guest says hello. Exit codes: 0 success;
+//! 2 usage (clap's message and usage on stderr): an unknown or missing argument (serving needs
+//! `--socket`, `--store` and `--key`), a value that does not parse (`--kind` other than code or
+//! data, a number that is not one); 1 any other error, with a message on stderr: a key, store,
+//! prefetch list or file that cannot be read or used, a socket that cannot be listened on.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -16,11 +19,13 @@ use see_prefetch_backend::{
     store::{parse_kind, DiskStore},
     Backend, BackendConfig, BackendEvent, PrefetchOrder,
 };
+use virtio_prefetch_wire::ResourceKind;
 
 #[derive(Parser)]
 #[command(
     about = "virtio-prefetch vhost-user backend",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,13 +37,13 @@ struct Cli {
 #[derive(Args)]
 struct ServeArgs {
     /// Unix socket to listen on for the VMM.
-    #[arg(long)]
+    #[arg(long, required = true)]
     socket: Option<PathBuf>,
     /// Store directory.
-    #[arg(long)]
+    #[arg(long, required = true)]
     store: Option<PathBuf>,
     /// PTO signing key (P-384, PKCS#8 PEM).
-    #[arg(long)]
+    #[arg(long, required = true)]
     key: Option<PathBuf>,
     /// Prefetch orders (`app task resource` per line) sent after the guest's hello.
     #[arg(long)]
@@ -66,13 +71,18 @@ enum StoreCommand {
         #[arg(long)]
         version: u64,
         /// code or data
-        #[arg(long)]
-        kind: String,
+        #[arg(long, value_parser = kind_arg)]
+        kind: ResourceKind,
         #[arg(long)]
         app: u32,
         #[arg(long)]
         file: PathBuf,
     },
+}
+
+/// `--kind`: a bad value is a usage error (exit 2).
+fn kind_arg(name: &str) -> Result<ResourceKind, String> {
+    parse_kind(name).ok_or_else(|| format!("must be code or data, not {name:?}"))
 }
 
 fn parse_orders(path: &PathBuf) -> Result<Vec<PrefetchOrder>, String> {
@@ -148,8 +158,6 @@ fn main() -> ExitCode {
             app,
             file,
         })) => (|| {
-            let kind =
-                parse_kind(&kind).ok_or(format!("--kind must be code or data, not {kind:?}"))?;
             let content = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let store = DiskStore::open(&store).map_err(|e| e.to_string())?;
             store

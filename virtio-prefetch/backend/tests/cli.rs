@@ -1,7 +1,17 @@
 //! The `see-prefetch-backend` binary: `store add` puts a resource where the daemon finds it (and
-//! refuses a stale version), and bad input ends with exit 1 and a message that says what to do.
+//! refuses a stale version); a usage error (an argument missing or a value that does not parse)
+//! ends with exit 2, any other bad input with exit 1, each with a message that says what to do.
 
-use std::process::{Command, Output};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use p384::{
+    elliptic_curve::Generate,
+    pkcs8::{EncodePrivateKey, LineEnding},
+    SecretKey,
+};
 
 use see_prefetch_backend::store::{DiskStore, ResourceStore};
 use virtio_prefetch_wire::ResourceKind;
@@ -16,6 +26,15 @@ fn run(args: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A valid signing key (PKCS#8 PEM) in `dir`.
+fn key_file(dir: &Path) -> PathBuf {
+    let secret = SecretKey::try_generate().expect("system RNG");
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("encode key");
+    let path = dir.join("good.key");
+    std::fs::write(&path, pem.as_bytes()).expect("write key");
+    path
 }
 
 #[test]
@@ -60,7 +79,7 @@ fn store_add_then_the_store_serves_it_and_refuses_a_stale_version() {
 }
 
 #[test]
-fn bad_input_is_exit_1_with_a_clear_message() {
+fn usage_errors_exit_2_and_bad_input_exit_1_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("pto.key");
     std::fs::write(&key, "not a key").unwrap();
@@ -80,9 +99,18 @@ fn bad_input_is_exit_1_with_a_clear_message() {
         "{}",
         stderr(&out)
     );
+    // Missing --store and --key: a usage error, naming them.
     let out = run(&["--socket", socket.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("are required"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("required") && err.contains("--store") && err.contains("--key"),
+        "{err}"
+    );
+    // Nothing at all: the same.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--socket"), "{}", stderr(&out));
     let prefetch = dir.path().join("orders");
     std::fs::write(&prefetch, "1 2\n").unwrap();
     let out = run(&[
@@ -101,6 +129,24 @@ fn bad_input_is_exit_1_with_a_clear_message() {
         "--file",
         prefetch.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("code or data"), "{}", stderr(&out));
+    // A prefetch list that does not parse is bad input, not usage: exit 1.
+    let key = key_file(dir.path());
+    let out = run(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--prefetch",
+        prefetch.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected `app task resource`"),
+        "{}",
+        stderr(&out)
+    );
 }
