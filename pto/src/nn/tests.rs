@@ -175,6 +175,80 @@ fn training_learns_a_long_range_pattern_and_is_deterministic() {
     }
 }
 
+/// Mean negative log-likelihood per request of `sessions` under `weights`, computed apart from
+/// training (the fast path, no dropout).
+fn nll(hp: &HyperParams, weights: &Weights, sessions: &[Session]) -> f32 {
+    let v = vocab().len();
+    let fast = FastModel::from_weights(hp, v, weights).unwrap();
+    let (mut total, mut n) = (0f64, 0f64);
+    for seq in super::train::sequences(sessions, v, hp.max_len) {
+        for j in 0..seq.len() - 1 {
+            let logits = fast.logits(&seq[..=j]);
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+            total += f64::from(log_z - logits[seq[j + 1] as usize]);
+            n += 1.0;
+        }
+    }
+    (total / n) as f32
+}
+
+#[test]
+fn early_stopping_ends_training_and_keeps_the_best_epoch() {
+    // Validation sessions contradict the training ones (after "a ... c" comes "e", not "d"):
+    // the better the model learns the training pattern, the worse it does on validation.
+    let train_set = long_range(64);
+    let val: Vec<Session> = long_range(16)
+        .into_iter()
+        .map(|mut s| {
+            for r in &mut s.requests {
+                r.kind = match r.kind {
+                    4 => 5,
+                    5 => 4,
+                    k => k,
+                };
+            }
+            s
+        })
+        .collect();
+    for kind in KINDS {
+        for patience in [1, 2] {
+            let hp = HyperParams {
+                epochs: 60,
+                patience,
+                ..tiny(kind)
+            };
+            let mut val_losses = Vec::new();
+            let t = train(&hp, vocab(), &train_set, &val, &mut |p| {
+                if let Some(v) = p.val_loss {
+                    val_losses.push(v);
+                }
+            })
+            .unwrap();
+            let r = &t.report;
+            assert!(r.stopped_early, "{kind:?} patience {patience}: {r:?}");
+            assert!(r.epochs_run < hp.epochs, "{kind:?}: {r:?}");
+            assert_eq!(val_losses.len(), r.epochs_run, "one validation per epoch");
+            assert_eq!(
+                r.epochs_run,
+                r.best_epoch + patience,
+                "{kind:?}: stops `patience` epochs after the best: {val_losses:?}"
+            );
+            let best = val_losses.iter().copied().fold(f32::INFINITY, f32::min);
+            assert_eq!(r.best_val_loss, best, "{kind:?}: {val_losses:?}");
+            assert_eq!(val_losses[r.best_epoch - 1], best);
+            let last = *val_losses.last().unwrap();
+            assert!(last > best, "{kind:?}: the last epoch was not the best");
+            // The weights kept are the best epoch's, not the last epoch's.
+            let kept = nll(&hp, &t.weights, &val);
+            assert!(
+                (kept - best).abs() < 1e-4,
+                "{kind:?} patience {patience}: kept weights score {kept}, best epoch {best}, last {last}"
+            );
+        }
+    }
+}
+
 #[test]
 fn predictions_survive_odd_contexts() {
     let hp = tiny(ModelKind::Transformer);
