@@ -96,11 +96,17 @@ mod boot_info {
     fn a_bad_magic_or_address_is_refused() {
         let mut p = good();
         p.put(INFO, &0xdead_beefu32.to_le_bytes());
-        assert!(matches!(p.parse(INFO), Err(MemMapError::BadMagic(0xdead_beef))));
+        assert!(matches!(
+            p.parse(INFO),
+            Err(MemMapError::BadMagic(0xdead_beef))
+        ));
         let mut p = good();
         for at in [0, (1 << 32) - 8, u64::MAX - 3] {
             assert!(
-                matches!(p.parse(at), Err(MemMapError::OutOfRange("hvm_start_info", _))),
+                matches!(
+                    p.parse(at),
+                    Err(MemMapError::OutOfRange("hvm_start_info", _))
+                ),
                 "{at:#x}"
             );
         }
@@ -147,10 +153,41 @@ mod boot_info {
         p.put(end, b"\0");
         assert!(matches!(p.parse(INFO), Err(MemMapError::CmdlineTooLong)));
         assert!(!p.reads.contains_key(&end), "read past the region");
+        // Sharing bytes with the start info or the E820 table.
+        for at in [INFO + 8, TABLE + 30] {
+            let mut p = good();
+            p.put(INFO, &info(3, TABLE, at));
+            p.put(0x9_0000, b"");
+            let err = p.parse(INFO).err();
+            assert!(
+                matches!(err, Some(MemMapError::Overlap("command line"))),
+                "{at:#x}: {err:?}"
+            );
+        }
+        let mut p = good();
+        p.put(INFO, &info(3, INFO + 16, CMDLINE));
+        assert!(matches!(
+            p.parse(INFO),
+            Err(MemMapError::Overlap("E820 table"))
+        ));
         // None at all is fine.
         let mut p = good();
         p.put(INFO, &info(3, TABLE, 0));
         assert_eq!(p.parse(INFO).unwrap().cmdline(), "");
+    }
+
+    #[test]
+    fn the_fuzz_seed_is_the_vmm_s_layout() {
+        // fuzz/fuzz_targets/boot_info.rs: guest-physical memory from 0x1000, start info first.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/boot_info/vmm_layout");
+        let seed = std::fs::read(&path).unwrap();
+        let mut p = Phys::default();
+        p.put(0x1000, &seed);
+        let map = p.parse(0x1000).unwrap();
+        assert_eq!(map.entries().len(), 3);
+        assert!(map.shared_window().is_some());
+        assert_eq!(map.cmdline(), "see.selftest=0 see.app=serve");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum MemMapError {
     OutOfRange(&'static str, u64),
     /// The command line has no NUL terminator within its maximum length.
     CmdlineTooLong,
+    /// Two of the structures (start info, E820 table, command line) share bytes.
+    Overlap(&'static str),
 }
 
 impl fmt::Display for MemMapError {
@@ -71,6 +73,7 @@ impl fmt::Display for MemMapError {
             Self::EntryCount(n) => write!(f, "E820 table has {n} entries (expected 1..={MAX_ENTRIES})"),
             Self::OutOfRange(what, addr) => write!(f, "{what} at {addr:#x} is outside RAM below 4 GiB"),
             Self::CmdlineTooLong => write!(f, "command line is not NUL-terminated within {MAX_CMDLINE} bytes"),
+            Self::Overlap(what) => write!(f, "{what} overlaps another part of the boot information"),
         }
     }
 }
@@ -136,9 +139,15 @@ fn in_mapped(addr: u64, len: u64) -> bool {
     addr != 0 && addr.checked_add(len).is_some_and(|end| end <= MAPPED_LIMIT)
 }
 
+/// Whether `[a, a + alen)` and `[b, b + blen)` share a byte (both inside the mapped range).
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b + blen && b < a + alen
+}
+
 /// Parses the boot information at physical address `start_info` (the EBX of the PVH entry).
 /// `read(addr, buf)` fills `buf` from physical memory at `addr`; it is only ever called for
-/// ranges below [`MAPPED_LIMIT`] that do not start at 0, each byte at most once.
+/// ranges below [`MAPPED_LIMIT`] that do not start at 0, each byte at most once (structures
+/// that share bytes are refused).
 pub fn parse(
     start_info: u64,
     read: &mut dyn FnMut(u64, &mut [u8]),
@@ -159,6 +168,10 @@ pub fn parse(
     let table_len = (count * MEMMAP_ENTRY_LEN) as u64;
     if !in_mapped(info.memmap_paddr, table_len) {
         return Err(MemMapError::OutOfRange("E820 table", info.memmap_paddr));
+    }
+    let info_len = START_INFO_LEN as u64;
+    if overlaps(info.memmap_paddr, table_len, start_info, info_len) {
+        return Err(MemMapError::Overlap("E820 table"));
     }
     let mut map = MemoryMap {
         entries: [Region::default(); MAX_ENTRIES],
@@ -183,11 +196,24 @@ pub fn parse(
             .find(|r| r.contains(addr, 1) && r.end() <= MAPPED_LIMIT)
             .ok_or(MemMapError::OutOfRange("command line", addr))?;
         let max = (ram.end() - addr).min(MAX_CMDLINE as u64) as usize;
-        // One read of the longest the command line may be; the NUL ends it.
-        read(addr, &mut map.cmdline[..max]);
-        let len = map.cmdline[..max].iter().position(|&b| b == 0);
+        // Byte by byte up to the NUL, none of them shared with what was read before.
+        let mut len = None;
+        for i in 0..max {
+            let at = addr + i as u64;
+            if overlaps(at, 1, start_info, info_len)
+                || overlaps(at, 1, info.memmap_paddr, table_len)
+            {
+                return Err(MemMapError::Overlap("command line"));
+            }
+            let mut b = [0u8];
+            read(at, &mut b);
+            if b[0] == 0 {
+                len = Some(i);
+                break;
+            }
+            map.cmdline[i] = b[0];
+        }
         map.cmdline_len = len.ok_or(MemMapError::CmdlineTooLong)?;
-        map.cmdline[map.cmdline_len..].fill(0);
     }
     Ok(map)
 }
