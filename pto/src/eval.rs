@@ -59,6 +59,10 @@ pub struct Metrics {
     pub wasted_per_request: f64,
     /// Mean inference time per request, microseconds (`None` for the Bayes limit).
     pub us_per_request: Option<f64>,
+    /// Per position: bit 0 set when the next request was ranked first, bit 1 when it was in
+    /// the first 3 (empty for the Bayes limit, which is an expectation). For [`paired`].
+    #[serde(skip)]
+    pub outcomes: Vec<u8>,
 }
 
 impl Metrics {
@@ -76,6 +80,7 @@ struct Acc {
     hits: f64,
     staged: f64,
     nanos: u128,
+    outcomes: Vec<u8>,
 }
 
 impl Acc {
@@ -92,6 +97,7 @@ impl Acc {
             precision: (self.staged > 0.0).then(|| self.hits / self.staged),
             wasted_per_request: (self.staged - self.hits) / n,
             us_per_request: timed.then(|| self.nanos as f64 / 1e3 / n),
+            outcomes: self.outcomes,
         }
     }
 }
@@ -110,6 +116,11 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
                 acc.nanos += start.elapsed().as_nanos();
                 acc.n += 1;
                 let rank = preds.iter().position(|x| x.kind == r.kind);
+                acc.outcomes.push(match rank {
+                    Some(0) => 0b11,
+                    Some(1 | 2) => 0b10,
+                    _ => 0,
+                });
                 if let Some(i) = rank {
                     for (j, k) in [1, 3, 5].iter().enumerate() {
                         acc.top[j] += f64::from(u8::from(i < *k));
@@ -192,6 +203,91 @@ pub fn latency_by_context(
             start.elapsed().as_secs_f64() * 1e6 / reps.max(1) as f64
         })
         .collect()
+}
+
+/// A difference in accuracy between two predictors scored on the same positions, with the
+/// half-width of its 95 % confidence interval (normal approximation of the paired
+/// differences: each position scores +1, 0 or -1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Difference {
+    /// Mean difference (a fraction: 0.01 is one point).
+    pub mean: f64,
+    /// 1.96 standard errors of the mean.
+    pub ci95: f64,
+}
+
+impl Difference {
+    fn of(a: &[u8], b: &[u8], bit: u8) -> Self {
+        let n = a.len().max(1) as f64;
+        let d: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x >> bit & 1) - f64::from(y >> bit & 1))
+            .collect();
+        let mean = d.iter().sum::<f64>() / n;
+        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Self {
+            mean,
+            ci95: 1.96 * (var / n).sqrt(),
+        }
+    }
+
+    /// "better", "worse", or "same within noise" when the interval covers zero.
+    pub fn verdict(&self) -> &'static str {
+        if self.mean - self.ci95 > 0.0 {
+            "better"
+        } else if self.mean + self.ci95 < 0.0 {
+            "worse"
+        } else {
+            "same within noise"
+        }
+    }
+}
+
+/// Top-1 and top-3 differences of `a` over `b`, paired position by position; `None` unless
+/// both were scored on the same positions.
+pub fn paired(a: &Metrics, b: &Metrics) -> Option<(Difference, Difference)> {
+    (a.outcomes.len() == b.outcomes.len() && !a.outcomes.is_empty()).then(|| {
+        (
+            Difference::of(&a.outcomes, &b.outcomes, 0),
+            Difference::of(&a.outcomes, &b.outcomes, 1),
+        )
+    })
+}
+
+/// A Markdown table comparing every row not in `baselines` (nor the Bayes limit) with the
+/// best of `baselines` by top-1, paired on the same positions; empty if no baseline is there.
+pub fn comparison(rows: &[Metrics], baselines: &[&str]) -> String {
+    let Some(base) = rows
+        .iter()
+        .filter(|m| baselines.contains(&m.name.as_str()))
+        .max_by(|a, b| a.top1.total_cmp(&b.top1))
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| predictor | vs | top-1 points (95 % CI) | | top-3 points (95 % CI) | |"
+    );
+    let _ = writeln!(out, "| --- | --- | ---: | --- | ---: | --- |");
+    for m in rows.iter().filter(|m| !baselines.contains(&m.name.as_str())) {
+        let Some((t1, t3)) = paired(m, base) else {
+            continue;
+        };
+        let cell = |d: Difference| format!("{:+.1} ± {:.1}", 100.0 * d.mean, 100.0 * d.ci95);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.name,
+            base.name,
+            cell(t1),
+            t1.verdict(),
+            cell(t3),
+            t3.verdict()
+        );
+    }
+    out
 }
 
 fn pct(x: f64) -> String {
@@ -301,6 +397,42 @@ mod tests {
             bayes_optimal(&test, cfg).is_none(),
             "real traces have no truth"
         );
+    }
+
+    #[test]
+    fn paired_differences_and_their_verdicts() {
+        let m = |name: &str, outcomes: Vec<u8>| Metrics {
+            name: name.into(),
+            positions: outcomes.len() as u64,
+            top1: outcomes.iter().filter(|&&o| o & 1 == 1).count() as f64
+                / outcomes.len() as f64,
+            top3: 0.0,
+            top5: 0.0,
+            mrr: 0.0,
+            staged_hit_rate: 0.0,
+            precision: None,
+            wasted_per_request: 0.0,
+            us_per_request: None,
+            outcomes,
+        };
+        // 1000 positions: a is right on 600, b on 500 of them, b's a subset of a's.
+        let a = m("a", (0..1000).map(|i| if i < 600 { 0b11 } else { 0 }).collect());
+        let b = m("b", (0..1000).map(|i| if i < 500 { 0b11 } else { 0 }).collect());
+        let (t1, t3) = paired(&a, &b).unwrap();
+        assert!((t1.mean - 0.1).abs() < 1e-12 && t1.ci95 > 0.0 && t1.ci95 < 0.03);
+        assert_eq!((t1.verdict(), t3.verdict()), ("better", "better"));
+        assert_eq!(paired(&b, &a).unwrap().0.verdict(), "worse");
+        // The same outcomes but one: same within noise.
+        let mut c = a.clone();
+        c.name = "c".into();
+        c.outcomes[0] = 0;
+        assert_eq!(paired(&c, &a).unwrap().0.verdict(), "same within noise");
+        // Different positions are not compared.
+        let short = m("s", vec![1; 10]);
+        assert!(paired(&a, &short).is_none());
+        let t = comparison(&[a, b, c], &["b"]);
+        assert!(t.contains("| a | b | +10.0 ± "), "{t}");
+        assert_eq!(t.lines().count(), 4, "{t}");
     }
 
     #[test]

@@ -173,6 +173,7 @@ mod tests {
             precision: Some(x),
             wasted_per_request: 1.0 - x,
             us_per_request: us,
+            outcomes: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::Args;
 use see_pto::{
-    eval::{bayes_optimal, evaluate, latency_by_context, table, EvalConfig, Metrics},
+    eval::{bayes_optimal, comparison, evaluate, latency_by_context, table, EvalConfig, Metrics},
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
     predict::{observe_sessions, Ppm, Predictor, Reactive, StaticGraph},
@@ -155,6 +155,14 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         cfg.threshold
     );
     print!("{}", table(&rows, cfg));
+    let counted = ["static-graph", "popularity", "markov1", ppm_train.name()];
+    let versus = comparison(&rows, &counted);
+    if !versus.is_empty() {
+        println!(
+            "\nagainst the best count-based baseline, paired on the same positions (95 % intervals):"
+        );
+        print!("{versus}");
+    }
     let lengths = [1, 8, 24, 47];
     println!(
         "\nstateless predict (a full pass over the context): us per call by context length, {} calls each, one core:",
