@@ -271,7 +271,10 @@ pub fn comparison(rows: &[Metrics], baselines: &[&str]) -> String {
         "| predictor | vs | top-1 points (95 % CI) | | top-3 points (95 % CI) | |"
     );
     let _ = writeln!(out, "| --- | --- | ---: | --- | ---: | --- |");
-    for m in rows.iter().filter(|m| !baselines.contains(&m.name.as_str())) {
+    for m in rows
+        .iter()
+        .filter(|m| !baselines.contains(&m.name.as_str()))
+    {
         let Some((t1, t3)) = paired(m, base) else {
             continue;
         };
@@ -404,8 +407,7 @@ mod tests {
         let m = |name: &str, outcomes: Vec<u8>| Metrics {
             name: name.into(),
             positions: outcomes.len() as u64,
-            top1: outcomes.iter().filter(|&&o| o & 1 == 1).count() as f64
-                / outcomes.len() as f64,
+            top1: outcomes.iter().filter(|&&o| o & 1 == 1).count() as f64 / outcomes.len() as f64,
             top3: 0.0,
             top5: 0.0,
             mrr: 0.0,
@@ -416,8 +418,14 @@ mod tests {
             outcomes,
         };
         // 1000 positions: a is right on 600, b on 500 of them, b's a subset of a's.
-        let a = m("a", (0..1000).map(|i| if i < 600 { 0b11 } else { 0 }).collect());
-        let b = m("b", (0..1000).map(|i| if i < 500 { 0b11 } else { 0 }).collect());
+        let a = m(
+            "a",
+            (0..1000).map(|i| if i < 600 { 0b11 } else { 0 }).collect(),
+        );
+        let b = m(
+            "b",
+            (0..1000).map(|i| if i < 500 { 0b11 } else { 0 }).collect(),
+        );
         let (t1, t3) = paired(&a, &b).unwrap();
         assert!((t1.mean - 0.1).abs() < 1e-12 && t1.ci95 > 0.0 && t1.ci95 < 0.03);
         assert_eq!((t1.verdict(), t3.verdict()), ("better", "better"));
