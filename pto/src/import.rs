@@ -780,6 +780,70 @@ mod tests {
         }
     }
 
+    fn gzip(members: &[&[u8]]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        for m in members {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(m).unwrap();
+            out.extend(enc.finish().unwrap());
+        }
+        out
+    }
+
+    fn kinds(t: &Trace, session: usize) -> Vec<&str> {
+        t.sessions[session]
+            .kinds()
+            .iter()
+            .map(|&k| t.vocab.name(k).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn gzipped_csv_and_json_lines_files_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ImportOptions::default();
+
+        let csv = dir.path().join("trace.csv.gz");
+        std::fs::write(&csv, gzip(&[CSV.as_bytes()])).unwrap();
+        let (t, r) = import_path(&csv, &opts, Vocabulary::new()).unwrap();
+        assert_eq!((r.rows, r.skipped), (7, 3));
+        assert_eq!(t.sessions.len(), 2);
+        assert_eq!(kinds(&t, 0), ["home", "catalog", "cart"]);
+        assert_eq!(kinds(&t, 1), ["search"]);
+        assert_eq!(t.sessions[0].requests[0].at_ms, 1_710_325_274_000);
+
+        // JSON lines found by the name under .gz, in two gzip members (as `cat a.gz b.gz`).
+        let jsonl = dir.path().join("trace.jsonl.gz");
+        let first = b"{\"session\":\"a\",\"type\":\"home\",\"ts\":10}\n\
+            {\"session\":\"b\",\"type\":\"search\",\"ts\":\"1970-01-01 00:00:20\"}\n";
+        let second = b"{\"session\":\"a\",\"type\":\"cart\",\"ts\":12.5}\nnot json\n";
+        std::fs::write(&jsonl, gzip(&[first, second])).unwrap();
+        let (t, r) = import_path(&jsonl, &opts, Vocabulary::new()).unwrap();
+        assert_eq!((r.rows, r.skipped), (4, 1));
+        assert_eq!(r.examples[0].0, 4);
+        let keys: Vec<&str> = t.sessions.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(kinds(&t, 0), ["home", "cart"]);
+        let at: Vec<i64> = t.sessions[0].requests.iter().map(|r| r.at_ms).collect();
+        assert_eq!(at, [10_000, 12_500]);
+        assert_eq!(t.sessions[1].requests[0].at_ms, 20_000);
+
+        // Gzip is recognised by its magic bytes, whatever the name.
+        let plain_name = dir.path().join("trace.ndjson");
+        std::fs::copy(&jsonl, &plain_name).unwrap();
+        let (t2, _) = import_path(&plain_name, &opts, Vocabulary::new()).unwrap();
+        assert_eq!(t2, t);
+
+        // A cut gzip stream is a read error naming the file, not a panic or a silent stop.
+        let cut = dir.path().join("cut.csv.gz");
+        let bytes = gzip(&[CSV.as_bytes()]);
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let err = import_path(&cut, &opts, Vocabulary::new()).unwrap_err();
+        assert!(matches!(err, ImportError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("cut.csv.gz"), "{err}");
+    }
+
     #[test]
     fn reads_the_shared_ecom_trace_when_present() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ecom.csv.gz");
