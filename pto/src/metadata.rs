@@ -90,7 +90,8 @@ pub enum ResourceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Origin {
-    /// A file, relative to the metadata file's directory unless absolute.
+    /// A file, relative to the metadata file's directory unless absolute; checked at load to
+    /// be a readable regular file of the resource's size.
     File {
         /// Its path.
         path: PathBuf,
@@ -215,7 +216,7 @@ struct RawResource {
     size: Spanned<RawSize>,
     #[serde(default = "one")]
     version: u64,
-    origin: Origin,
+    origin: Spanned<Origin>,
 }
 
 fn one() -> u64 {
@@ -301,11 +302,18 @@ impl ServiceCatalogue {
             file: file.clone(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_str(&text, &file, base)
+        // File origins resolve against the metadata file's directory, made absolute so that
+        // they still do if the working directory changes later.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_owned());
+        Self::from_toml_str(&text, &file, &base)
     }
 
-    /// Parses and validates `text`; `file` names it in errors, `base_dir` resolves file origins.
+    /// Parses and validates `text`; `file` names it in errors, `base_dir` resolves file origins
+    /// (each file origin must be a readable file of the resource's size there).
     pub fn from_toml_str(text: &str, file: &str, base_dir: &Path) -> Result<Self, MetadataError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| MetadataError::Parse {
             file: file.to_owned(),
@@ -331,6 +339,16 @@ impl ServiceCatalogue {
                 RawSize::Text(t) => parse_size(t),
             };
             let size = match size {
+                Some(0) => {
+                    return cx.err(
+                        r.size.span(),
+                        "resources.size",
+                        format!(
+                            "resource {:?} has size 0; a resource is at least one byte",
+                            r.id.get_ref()
+                        ),
+                    )
+                }
                 Some(s) if s <= MAX_RESOURCE_SIZE => s,
                 _ => {
                     return cx.err(r.size.span(), "resources.size", format!(
@@ -338,8 +356,11 @@ impl ServiceCatalogue {
                     ))
                 }
             };
+            if let Origin::File { path } = r.origin.get_ref() {
+                check_file(&cx, base_dir, path, size, r.origin.span())?;
+            }
             let workload_sizes = see_workload::MIN_SIZE..=see_workload::MAX_SIZE;
-            if r.origin == Origin::Workload && !workload_sizes.contains(&size) {
+            if *r.origin.get_ref() == Origin::Workload && !workload_sizes.contains(&size) {
                 return cx.err(
                     r.size.span(),
                     "resources.size",
@@ -355,7 +376,7 @@ impl ServiceCatalogue {
                 kind: r.kind,
                 size,
                 version: r.version,
-                origin: r.origin,
+                origin: r.origin.into_inner(),
             });
         }
         let mut task_idx = HashMap::new();
@@ -571,6 +592,47 @@ impl ServiceCatalogue {
                 ResourceKind::Data => see_workload::Kind::Data,
             },
         })
+    }
+}
+
+/// A file origin's file: it must be a readable regular file of the declared size, at `path`
+/// resolved against `base_dir` (the metadata file's directory) unless absolute.
+fn check_file(
+    cx: &Ctx<'_>,
+    base_dir: &Path,
+    path: &Path,
+    size: u64,
+    span: std::ops::Range<usize>,
+) -> Result<(), MetadataError> {
+    const FIELD: &str = "resources.origin.path";
+    let full = base_dir.join(path);
+    let shown = if path.is_absolute() {
+        full.display().to_string()
+    } else {
+        format!(
+            "{} (relative to the metadata file's directory {})",
+            full.display(),
+            base_dir.display()
+        )
+    };
+    let file = std::fs::File::open(&full)
+        .map_err(|e| format!("cannot read {shown}: {e}"))
+        .and_then(|f| {
+            f.metadata()
+                .map_err(|e| format!("cannot read {shown}: {e}"))
+        });
+    match file {
+        Err(m) => cx.err(span, FIELD, m),
+        Ok(m) if !m.is_file() => cx.err(span, FIELD, format!("{shown} is not a regular file")),
+        Ok(m) if m.len() != size => cx.err(
+            span,
+            FIELD,
+            format!(
+                "{shown} has {} bytes but the resource's size is {size}; fix `size` or the file",
+                m.len()
+            ),
+        ),
+        Ok(_) => Ok(()),
     }
 }
 

@@ -1,7 +1,11 @@
 use super::*;
 
+/// Parses `text` against a base directory holding SMALL's file origin (`blobs/r2`, 10 bytes).
 fn parse(text: &str) -> Result<ServiceCatalogue, MetadataError> {
-    ServiceCatalogue::from_toml_str(text, "svc.toml", Path::new("/base"))
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("blobs")).unwrap();
+    std::fs::write(dir.path().join("blobs/r2"), b"0123456789").unwrap();
+    ServiceCatalogue::from_toml_str(text, "svc.toml", dir.path())
 }
 
 const SMALL: &str = r#"
@@ -214,4 +218,81 @@ origin = { type = "workload" }
 "#;
     let err = ServiceCatalogue::from_toml_str(text, "s.toml", Path::new(".")).unwrap_err();
     assert!(err.to_string().contains("workload resource"), "{err}");
+}
+
+#[test]
+fn file_origins_are_checked_at_load_against_the_metadata_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("svc");
+    std::fs::create_dir_all(svc.join("blobs")).unwrap();
+    std::fs::write(svc.join("blobs/r2"), b"0123456789").unwrap();
+    let toml = svc.join("svc.toml");
+    std::fs::write(&toml, SMALL).unwrap();
+    let c = ServiceCatalogue::load(&toml).unwrap();
+    assert!(c.base_dir.is_absolute());
+    assert_eq!(c.content(c.resource("r2").unwrap()).unwrap(), b"0123456789");
+
+    // From another working directory's point of view the path is still the TOML file's.
+    let elsewhere = dir.path().join("other");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let expect = |r: Result<ServiceCatalogue, MetadataError>, want: &str| match r {
+        Err(MetadataError::Invalid {
+            file,
+            line,
+            field,
+            message,
+        }) => {
+            assert!(file.ends_with("svc.toml"), "{file}");
+            assert_eq!((line, field), (35, "resources.origin.path"), "{message}");
+            assert!(message.contains(want), "{message}");
+        }
+        other => panic!("want Invalid, got {other:?}"),
+    };
+    let missing = ServiceCatalogue::from_toml_str(SMALL, "svc.toml", &elsewhere);
+    let err = missing.as_ref().unwrap_err().to_string();
+    assert!(
+        err.starts_with("svc.toml:35: field `resources.origin.path`: cannot read ")
+            && err.contains(&format!(
+                "{} (relative to the metadata file's directory {})",
+                elsewhere.join("blobs/r2").display(),
+                elsewhere.display()
+            )),
+        "{err}"
+    );
+    expect(missing, "No such file");
+
+    std::fs::remove_file(svc.join("blobs/r2")).unwrap();
+    expect(ServiceCatalogue::load(&toml), "cannot read");
+    std::fs::create_dir(svc.join("blobs/r2")).unwrap();
+    expect(ServiceCatalogue::load(&toml), "not a regular file");
+    std::fs::remove_dir(svc.join("blobs/r2")).unwrap();
+    std::fs::write(svc.join("blobs/r2"), b"012").unwrap();
+    expect(
+        ServiceCatalogue::load(&toml),
+        "has 3 bytes but the resource's size is 10",
+    );
+
+    // An absolute path is taken as it is.
+    let abs = dir.path().join("abs-blob");
+    std::fs::write(&abs, [7u8; 10]).unwrap();
+    let text = SMALL.replace("\"blobs/r2\"", &format!("{:?}", abs.display().to_string()));
+    let c = ServiceCatalogue::from_toml_str(&text, "svc.toml", &elsewhere).unwrap();
+    assert_eq!(c.content(c.resource("r2").unwrap()).unwrap(), [7u8; 10]);
+}
+
+#[test]
+fn a_resource_of_size_zero_is_refused() {
+    for zero in ["size = 0", "size = \"0 KiB\"", "size = \"0\""] {
+        let (line, field, msg) = invalid(&SMALL.replace("size = \"2 KiB\"", zero));
+        assert_eq!((line, field), (27, "resources.size"), "{zero}");
+        assert!(
+            msg.contains("\"r1\" has size 0; a resource is at least one byte"),
+            "{zero}: {msg}"
+        );
+    }
+    let err = parse(&SMALL.replace("size = 10", "size = 0")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "svc.toml:33: field `resources.size`: resource \"r2\" has size 0; a resource is at least one byte"
+    );
 }
