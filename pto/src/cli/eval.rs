@@ -155,8 +155,15 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         cfg.threshold
     );
     print!("{}", table(&rows, cfg));
-    let counted = ["static-graph", "popularity", "markov1", ppm_train.name()];
-    let versus = comparison(&rows, &counted);
+    // The baselines (the best by top-1 is the reference); every other row is compared.
+    let baselines = [
+        "reactive",
+        "static-graph",
+        "popularity",
+        "markov1",
+        ppm_train.name(),
+    ];
+    let versus = comparison(&rows, &baselines);
     if !versus.is_empty() {
         println!(
             "\nagainst the best count-based baseline, paired on the same positions (95 % intervals):"
