@@ -147,6 +147,14 @@ impl Drop for Guest {
     }
 }
 
+/// The first line of `console` that starts with `prefix`; fails the test if there is none.
+pub fn line<'a>(console: &'a str, prefix: &str) -> &'a str {
+    console
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no console line starts with {prefix:?}:\n{console}"))
+}
+
 /// The `key=value` fields of a console line (tokens without `=` are skipped).
 pub fn fields(line: &str) -> HashMap<&str, &str> {
     line.split_whitespace()

@@ -97,10 +97,7 @@ fn the_c_abi_claims_a_prefetched_resource_and_falls_back_or_fails_as_documented(
     assert_eq!(field(&line, "code"), "SEE_E_DENIED", "{line}");
 
     let console = rig.stop();
-    let counters = console
-        .lines()
-        .find(|l| l.starts_with("see: counters "))
-        .expect("counters line");
+    let counters = see_e2e::guest::line(&console, "see: counters ");
     // One claim from the store (the TOO_SMALL attempt leaves it staged), one demand served.
     assert_eq!(field_u64(counters, "hits"), 1, "{counters}");
     assert_eq!(field_u64(counters, "demands"), 1, "{counters}");

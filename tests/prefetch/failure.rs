@@ -196,22 +196,14 @@ fn backend_process_killed_with_sigkill_during_a_demand_fetch_fails_the_task_with
         "the task got the resource: {}",
         out.stdout
     );
-    let failed = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("see: claim-failed app=1 task=7 res=3 "))
-        .unwrap_or_default();
+    let failed = see_e2e::guest::line(&out.stdout, "see: claim-failed app=1 task=7 res=3 ");
     // The VMM saw the socket close and set DEVICE_NEEDS_RESET: the driver fails the demand at
     // once as a broken device (not by running into its deadline).
     assert!(
         failed.contains("the prefetch device is unusable"),
         "not a clear device error: {failed}"
     );
-    let counters = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("see: counters "))
-        .unwrap_or_default();
+    let counters = see_e2e::guest::line(&out.stdout, "see: counters ");
     assert_eq!(
         see_e2e::guest::field_u64(counters, "demands_failed"),
         1,

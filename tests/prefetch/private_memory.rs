@@ -58,10 +58,7 @@ fn a_descriptor_into_private_ram_is_refused_and_the_guest_keeps_working() {
         .wait_line("victim", |l| l.starts_with("see: victim "));
     assert_eq!(victim, "see: victim intact=1");
     let console = rig.stop();
-    let counters = console
-        .lines()
-        .find(|l| l.starts_with("see: counters "))
-        .expect("counters line");
+    let counters = see_e2e::guest::line(&console, "see: counters ");
     // The refused buffer came back empty: counted as malformed, then reposted.
     assert_eq!(field_u64(counters, "malformed"), 1, "{counters}");
     assert_eq!(field_u64(counters, "rejected"), 0, "{counters}");

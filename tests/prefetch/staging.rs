@@ -53,10 +53,7 @@ fn demand_and_prefetch(polling: bool) {
     check(&line, &prefetched, true);
 
     let console = rig.stop();
-    let counters = console
-        .lines()
-        .find(|l| l.starts_with("see: counters "))
-        .expect("counters line");
+    let counters = see_e2e::guest::line(&console, "see: counters ");
     assert_eq!(field_u64(counters, "rejected"), 0, "{counters}");
     assert_eq!(field_u64(counters, "hits"), 1, "{counters}");
     assert_eq!(field_u64(counters, "demands"), 1, "{counters}");
