@@ -39,7 +39,9 @@
 //! 3. `let irq = driver.interrupt_handle();` and hook GSI 5 to a handler that calls
 //!    [`InterruptHandle::on_interrupt`] and sends the EOI (nothing else).
 //! 4. Optionally [`ffi::install`] the driver, for `see_prefetch_available` and
-//!    `see_claim_prefetch`; Rust code then reaches it with [`ffi::with_installed`] and
+//!    `see_claim_prefetch`; Rust code then drives it through an [`ffi::Installed`] guard
+//!    (`Installed::<YourPlatform>::lock()`, released around calls to the C functions, as the
+//!    SEE kernel's serve app does), or with [`ffi::with_installed`] and
 //!    `as_any().downcast_mut::<Driver<YourPlatform>>()`.
 //! 5. Serve: [`Driver::next_request`]; per task [`Driver::claim_or_fetch`] (or
 //!    [`Driver::available`] then [`Driver::claim`]); then [`Driver::complete_request`] with the
