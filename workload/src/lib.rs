@@ -34,11 +34,11 @@ extern crate alloc;
 
 mod generate;
 mod process;
-mod result;
+mod task_result;
 
 pub use generate::{generate, Spec};
 pub use process::{process, Summary};
-pub use result::{is_workload, resource_word, TaskResult};
+pub use task_result::{is_workload, resource_word, TaskResult};
 
 /// `"SEEW"` as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SEEW");
