@@ -75,9 +75,7 @@ fn backend_process_killed_with_sigkill_ends_the_vm_with_104() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let r = Res::data(1, 7, 3, 1, 4096);
-    DiskStore::open(&store)
-        .and_then(|s| s.add(r.id, r.version, ResourceKind::Data, r.app, &r.content))
-        .unwrap_or_else(|e| panic!("store: {e}"));
+    fill_store(&store, &r);
     let orders = dir.path().join("prefetch.txt");
     std::fs::write(&orders, "1 7 3\n").expect("prefetch list");
     let socket = dir.path().join("prefetch.sock");
@@ -122,9 +120,7 @@ fn backend_process_killed_with_sigkill_during_a_demand_fetch_fails_the_task_with
     // 8 MiB: the backend is still streaming it (32 chunks of 256 KiB through 16 staging
     // buffers the guest must copy and repost) when it is killed.
     let r = Res::data(1, 7, 3, 1, 8 * 1024 * 1024);
-    DiskStore::open(&store)
-        .and_then(|s| s.add(r.id, r.version, ResourceKind::Data, r.app, &r.content))
-        .unwrap_or_else(|e| panic!("store: {e}"));
+    fill_store(&store, &r);
     let socket = dir.path().join("prefetch.sock");
     // The backend in a process of its own that dispatches OP_RUN for task 7 after the Hello.
     let mut backend = Command::new(env!("CARGO_BIN_EXE_see-e2e-backend"))
@@ -213,4 +209,11 @@ fn backend_process_killed_with_sigkill_during_a_demand_fetch_fails_the_task_with
         ended < Duration::from_secs(20),
         "the VM took {ended:?} to end after the kill"
     );
+}
+
+/// A disk store at `dir` holding `r`, for a backend process of its own.
+fn fill_store(dir: &std::path::Path, r: &Res) {
+    DiskStore::open(dir)
+        .and_then(|s| s.add(r.id, r.version, ResourceKind::Data, r.app, &r.content))
+        .unwrap_or_else(|e| panic!("store: {e}"));
 }
