@@ -1,11 +1,15 @@
-//! The demo's report: the latency distribution of every mode as a PNG (one CDF line per mode,
-//! and the p50/p95/p99 marks), drawn with plotters like `see_pto::plot`.
+//! The demo's report: the table of every mode (latencies at the host and in the guest, the
+//! prefetch figures), the targets, where the guest's time went, the checked results, and the
+//! latency distribution of every mode as a PNG (one CDF line per mode), drawn with plotters
+//! like `see_pto::plot`.
 
 use std::{path::Path, sync::OnceLock};
 
 use plotters::{prelude::*, style::FontStyle};
 
-use crate::DemoError;
+use see_pto::online::ModeSummary;
+
+use crate::{client::ModeRun, DemoError};
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
@@ -57,7 +61,7 @@ pub fn plot(runs: &[(String, Vec<u64>)], title: &str, path: &Path) -> Result<(),
         .map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "request latency measured in the guest: cumulative distribution per mode",
+            "request latency at the host (HTTP client): cumulative distribution per mode",
             ("sans-serif", 15),
         )
         .margin(15)
@@ -100,6 +104,110 @@ pub fn plot(runs: &[(String, Vec<u64>)], title: &str, path: &Path) -> Result<(),
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+fn pcts(ns: &[u64]) -> [f64; 4] {
+    let mut l = ns.to_vec();
+    l.sort_unstable();
+    let ms = |q| see_pto::online::percentile(&l, q) as f64 / 1e6;
+    let mean = l.iter().sum::<u64>() as f64 / l.len().max(1) as f64 / 1e6;
+    [ms(0.5), ms(0.95), ms(0.99), mean]
+}
+
+/// Prints the report of `runs` and draws `out/latency.png`; false when a result was wrong or
+/// the plot failed.
+pub fn print(
+    runs: &[ModeRun],
+    requests: usize,
+    a: &crate::Args,
+    out: &Path,
+) -> Result<bool, DemoError> {
+    let mut ok = true;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!();
+    println!(
+        "latency at the host (the HTTP client: request sent to response read) and in the guest, ms"
+    );
+    println!(
+        "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "mode", "reqs", "host p50", "host p95", "host p99", "host mean", "guest p50", "overhead"
+    );
+    for r in runs {
+        let [p50, p95, p99, mean] = pcts(&r.host_ns);
+        let g = pcts(&r.guest_ns);
+        println!(
+            "{:<10} {:>5} {p50:>9.2} {p95:>9.2} {p99:>9.2} {mean:>9.2} {:>9.2} {:>9.2}",
+            r.summary.mode,
+            r.host_ns.len(),
+            g[0],
+            p50 - g[0]
+        );
+    }
+    println!();
+    println!("{}", ModeSummary::header());
+    for r in runs {
+        println!("{}", r.summary);
+    }
+    if let Some(t) = crate::targets(runs) {
+        println!("{t} (guest p50s)");
+    }
+    println!();
+    println!("where the guest's time went, mean ms per request: claiming staged resources, demand fetches, work on the bytes");
+    for r in runs {
+        let n = r.guest_ns.len().max(1) as f64 * 1e3;
+        let [c, f, w] = r.claim_fetch_work_us.map(|x| x / n);
+        println!(
+            "{:<10} claim {c:>7.2}  fetch {f:>7.2}  work {w:>7.2}",
+            r.summary.mode
+        );
+    }
+    println!();
+    println!("what crossed into the guest, MiB: prefetched, prefetched never claimed, demanded; re-sends skipped because the guest still held the resource");
+    for r in runs {
+        let s = &r.stats;
+        println!(
+            "{:<10} prefetched {:>7.1}  unclaimed {:>7.1}  demanded {:>7.1}  skipped {:>4}",
+            r.summary.mode,
+            mib(s.prefetched_bytes),
+            mib(r.summary.wasted_bytes),
+            mib(s.demand_bytes),
+            s.skipped_resends
+        );
+    }
+    println!();
+    println!("task results, each checked against the host's own work on the store's bytes: checked of dispatched, wrong");
+    let (mut checked, mut wrong) = (0, 0);
+    for r in runs {
+        let t = &r.results;
+        println!(
+            "{:<10} checked {:>5} of {:>5} tasks  wrong {:>3}",
+            r.summary.mode, t.checked, t.dispatched, t.wrong
+        );
+        checked += t.checked;
+        wrong += t.wrong;
+    }
+    println!("results checked: {checked} tasks, {wrong} wrong");
+    if wrong > 0 {
+        ok = false;
+        eprintln!("see-demo: {wrong} task results differ from the host's (logged above)");
+    }
+    let png = out.join("latency.png");
+    let series: Vec<(String, Vec<u64>)> = runs
+        .iter()
+        .map(|r| (r.summary.mode.clone(), r.host_ns.clone()))
+        .collect();
+    let title = format!(
+        "see-demo: {requests} requests per mode over HTTP, {}",
+        crate::origin_desc(a.latency_ms, a.bandwidth_mib)
+    );
+    match plot(&series, &title, &png) {
+        Ok(()) => println!("report: {}", png.display()),
+        Err(e) => {
+            ok = false;
+            eprintln!("see-demo: report: {e}");
+        }
+    }
+    Ok(ok)
 }
 
 #[cfg(test)]

@@ -1,88 +1,21 @@
-//! What the demo builds before the first VM: the disk store with the catalogue's resources,
-//! the guest's `see.allow` registry, the workload and the learned predictor.
+//! What the demo prepares before the first SEE: the workload, the learned model's checkpoint
+//! (trained here on the training split) and the oracle's future.
 
-use std::{path::Path, sync::Arc};
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use see_prefetch_backend::store::DiskStore;
 use see_pto::{
     generate::{generate, Workload, WorkloadSpec},
     import::{import_path, ImportOptions, Malformed},
-    metadata::{ResourceKind, ServiceCatalogue},
-    nn::{self, HyperParams, ModelKind},
-    online::WireIds,
-    predict::{observe_sessions, Ppm, Predictor},
+    metadata::ServiceCatalogue,
+    nn::{self, HyperParams, MixSpec, ModelKind},
+    predict::{observe_sessions, Ppm},
+    split::SplitSpec,
     trace::{Session, Trace},
     vocab::Vocabulary,
 };
-use virtio_prefetch_wire::ResourceKind as WireKind;
 
 use crate::DemoError;
-
-/// (app, task, resource) wire ids for every task of every request type, in catalogue order
-/// (the guest claims a task's resources in this order).
-pub fn allow_entries(cat: &ServiceCatalogue) -> Vec<(u32, u64, u64)> {
-    let ids = WireIds::new(cat);
-    let mut out = Vec::new();
-    for r in &cat.requests {
-        let app = ids.app_of(&r.name).unwrap_or(1);
-        for &t in &r.tasks {
-            for &res in &cat.tasks[t].resources {
-                let e = (app, WireIds::task(t), WireIds::resource(res));
-                if !out.contains(&e) {
-                    out.push(e);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The guest's command line: the serve app, quiet, with the catalogue's registry and the
-/// verified store sized to the staging budget (`see.store_kib`).
-pub fn cmdline(cat: &ServiceCatalogue, store_budget: u64) -> String {
-    let allow: Vec<String> = allow_entries(cat)
-        .iter()
-        .map(|(a, t, r)| format!("{a}:{t}:{r}"))
-        .collect();
-    format!(
-        "see.selftest=0 see.app=serve see.quiet=1 see.idle_ms=60000 see.store_kib={} see.allow={}",
-        store_budget.div_ceil(1024).clamp(64, 1 << 20),
-        allow.join(",")
-    )
-}
-
-/// Writes every catalogue resource into a disk store at `dir`; returns the bytes stored.
-pub fn fill_store(cat: &ServiceCatalogue, dir: &Path) -> Result<u64, DemoError> {
-    let store = DiskStore::open(dir).map_err(|e| DemoError::Io(e.to_string()))?;
-    let entries = allow_entries(cat);
-    let mut total = 0;
-    for (i, r) in cat.resources.iter().enumerate() {
-        let id = WireIds::resource(i);
-        let mut apps = entries.iter().filter(|e| e.2 == id).map(|e| e.0);
-        let Some(app) = apps.next() else {
-            continue; // no task uses it
-        };
-        if apps.any(|a| a != app) {
-            log::warn!(
-                "resource {} is used by several apps; only app {app} may claim it",
-                r.id
-            );
-        }
-        let content = cat
-            .content(r)
-            .map_err(|e| DemoError::Io(format!("resource {}: {e}", r.id)))?;
-        let kind = match r.kind {
-            ResourceKind::Code => WireKind::Code,
-            ResourceKind::Data => WireKind::Data,
-        };
-        store
-            .add(id, r.version, kind, app, &content)
-            .map_err(|e| DemoError::Io(format!("store add of {}: {e}", r.id)))?;
-        total += content.len() as u64;
-    }
-    Ok(total)
-}
 
 /// The sessions: a trace file, or a generated goal-directed workload.
 pub fn load_sessions(
@@ -159,15 +92,16 @@ pub fn take_requests(test: &[Session], requests: usize) -> Vec<Session> {
     out
 }
 
-/// Trains the LSTM on `train` (early stopping on `val`) and mixes it with PPM, as `pto
-/// simulate` does; `epochs` caps training.
+/// Trains the LSTM on `train` (early stopping on `val`), fits its mixture with PPM on `val`
+/// as `pto train` does, and saves the checkpoint under `out/model/lstm`; returns its path.
 pub fn train_learned(
-    vocab: Vocabulary,
+    vocab: &Vocabulary,
     train: &[Session],
     val: &[Session],
     epochs: usize,
-) -> Result<Box<dyn Predictor>, DemoError> {
-    let vocab = Arc::new(vocab);
+    out: &Path,
+) -> Result<PathBuf, DemoError> {
+    let vocab = std::sync::Arc::new(vocab.clone());
     let hp = HyperParams {
         epochs,
         ..HyperParams::default_for(ModelKind::Lstm)
@@ -184,16 +118,37 @@ pub fn train_learned(
         bar.set_position(((p.epoch - 1) * p.steps + p.step) as u64);
         bar.set_message(format!("epoch {}/{} loss {:.3}", p.epoch, p.epochs, p.loss));
     })
-    .map_err(|e| DemoError::Online(e.to_string()))?;
+    .map_err(|e| DemoError::Pto(e.to_string()))?;
     bar.finish_and_clear();
-    let model = nn::NeuralPredictor::new(&trained).map_err(|e| DemoError::Online(e.to_string()))?;
+    let model = nn::NeuralPredictor::new(&trained).map_err(|e| DemoError::Pto(e.to_string()))?;
     let mut ppm = Ppm::new(vocab, 4);
     observe_sessions(&mut ppm, train);
     let weights = nn::fit_weights(&model, &ppm, val);
-    observe_sessions(&mut ppm, val);
-    Ok(Box::new(
-        nn::Hybrid::new(model, ppm, weights).map_err(|e| DemoError::Online(e.to_string()))?,
-    ))
+    let dir = out.join("model");
+    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Io(format!("{}: {e}", dir.display())))?;
+    let path = dir.join("lstm");
+    nn::save(
+        &trained,
+        &path,
+        Some(SplitSpec::default()),
+        "the demo's training split",
+        Some(MixSpec {
+            ppm_order: 4,
+            weights,
+        }),
+    )
+    .map_err(|e| DemoError::Pto(e.to_string()))?;
+    Ok(path)
+}
+
+/// Writes the oracle's future: `session,type` per line, sessions keyed as the client keys
+/// them (`s1`, `s2`, ... in replay order).
+pub fn write_oracle(path: &Path, order: &[(u64, String)]) -> Result<(), DemoError> {
+    let text: String = order
+        .iter()
+        .map(|(s, kind)| format!("s{s},{kind}\n"))
+        .collect();
+    std::fs::write(path, text).map_err(|e| DemoError::Io(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -201,88 +156,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_covers_every_task_resource_once_in_order() {
-        let cat = ServiceCatalogue::default_catalogue();
-        let allow = allow_entries(&cat);
-        for r in &cat.requests {
-            for &t in &r.tasks {
-                let want: Vec<u64> = cat.tasks[t]
-                    .resources
-                    .iter()
-                    .map(|&i| i as u64 + 1)
-                    .collect();
-                let got: Vec<u64> = allow
-                    .iter()
-                    .filter(|e| e.1 == t as u64 + 1)
-                    .map(|e| e.2)
-                    .collect();
-                assert_eq!(got, want, "task {}", cat.tasks[t].id);
-            }
-        }
-        let line = cmdline(&cat, 3 << 20);
-        assert!(
-            line.contains("see.app=serve")
-                && line.contains("see.store_kib=3072 ")
-                && line.len() < 4000,
-            "{}",
-            line.len()
-        );
-    }
-
-    #[test]
-    fn a_trace_replays_only_the_catalogue_s_request_types() {
-        let cat = ServiceCatalogue::default_catalogue();
+    fn the_oracle_file_keys_sessions_as_the_client_does() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("t.csv");
-        std::fs::write(
-            &csv,
-            "user_id,session_id,event,timestamp\n\
-             u1,s1,home,2024-03-13 10:21:14\n\
-             u1,s1,teleport,2024-03-13 10:21:20\n\
-             u1,s1,product_view,2024-03-13 10:21:28\n\
-             u2,s2,teleport,2024-03-13 11:00:00\n",
-        )
-        .unwrap();
-        let (t, desc) = load_sessions(&cat, Some(&csv), 0, 0).unwrap();
-        assert!(desc.contains("2 requests of types the catalogue does not describe left out"));
-        assert_eq!(t.sessions.len(), 1, "{desc}");
-        let names: Vec<&str> = t.sessions[0]
-            .requests
-            .iter()
-            .map(|r| t.vocab.name(r.kind).unwrap())
-            .collect();
-        assert_eq!(names, ["home", "product_view"]);
-        // Nothing the catalogue knows: a clear error, not an empty replay.
-        std::fs::write(
-            &csv,
-            "user_id,session_id,event,timestamp\nu2,s2,teleport,2024-03-13 11:00:00\n",
-        )
-        .unwrap();
-        let err = load_sessions(&cat, Some(&csv), 0, 0)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no request of the trace"), "{err}");
-    }
-
-    #[test]
-    fn the_shared_ecom_trace_maps_onto_the_shop_catalogue() {
-        let ecom =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ecom.csv.gz");
-        let cat = ServiceCatalogue::default_catalogue();
-        let (t, desc) = load_sessions(&cat, Some(&ecom), 0, 0).unwrap();
-        assert!(!desc.contains("left out"), "{desc}");
-        assert!(
-            t.sessions.len() > 1000 && t.request_count() > 10_000,
-            "{desc}"
+        let path = dir.path().join("oracle.csv");
+        write_oracle(&path, &[(1, "home".into()), (2, "search".into())]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "s1,home\ns2,search\n"
         );
     }
 
     #[test]
-    fn take_requests_cuts_the_last_session() {
-        let cat = ServiceCatalogue::default_catalogue();
-        let (t, _) = load_sessions(&cat, None, 50, 1).unwrap();
-        let cut = take_requests(&t.sessions, 17);
-        assert_eq!(cut.iter().map(|s| s.requests.len()).sum::<usize>(), 17);
-        assert!(take_requests(&t.sessions, 0).is_empty());
+    fn take_requests_cuts_the_last_session_short() {
+        let s = |n: usize| Session {
+            requests: vec![see_pto::trace::Request { kind: 1, at_ms: 0 }; n],
+            ..Session::default()
+        };
+        let got = take_requests(&[s(3), s(4), s(5)], 5);
+        assert_eq!(
+            got.iter().map(|s| s.requests.len()).collect::<Vec<_>>(),
+            [3, 2]
+        );
     }
 }

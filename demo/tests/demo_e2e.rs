@@ -1,4 +1,5 @@
-//! The demo end to end on real KVM with a tiny workload: every mode completes every request
+//! The demo end to end on real KVM with a tiny workload, through the PTO service (a daemon
+//! and an SEE per mode, requests over HTTP): every mode completes every request
 //! with correct results (every task's reported result checked against the host's, none
 //! wrong), the oracle's staged-hit rate is 100% and reactive's 0%, every audit log verifies,
 //! and a single altered record is detected. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
@@ -42,6 +43,8 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         .arg(see_e2e::vmm_bin())
         .arg("--kernel")
         .arg(see_e2e::kernel_image())
+        .arg("--daemon")
+        .arg(see_e2e::daemon_bin())
         .arg("--key")
         .arg(&see_e2e::pto_keys().0)
         .args(["--requests", &REQUESTS.to_string()])
@@ -91,10 +94,10 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         let wire = stdout
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|w| w.len() == 11 && w[0] == mode && w[1] == "prefetched")
+            .find(|w| w.len() == 9 && w[0] == mode && w[1] == "prefetched")
             .unwrap_or_else(|| panic!("no wire line for {mode} in:\n{stdout}"));
         assert_eq!(
-            (wire[9], wire[10]),
+            (wire[7], wire[8]),
             ("skipped", "0"),
             "{mode} ordered a resource the guest held:\n{stdout}"
         );

@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS prefetch_outcomes (
     staged_us INTEGER,
     resolved_us INTEGER
 );
+CREATE TABLE IF NOT EXISTS request_results (
+    request_id INTEGER PRIMARY KEY REFERENCES requests(id),
+    http_status INTEGER NOT NULL,
+    guest_status INTEGER,
+    host_us INTEGER NOT NULL,
+    guest_us INTEGER
+);
 CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session_id, seq);
 CREATE INDEX IF NOT EXISTS outcomes_by_predictor ON prefetch_outcomes (predictor, outcome);
 ";
@@ -85,6 +92,21 @@ pub enum HistoryError {
 pub type SessionRow = i64;
 /// The id of a request row.
 pub type RequestRow = i64;
+
+/// How a request served through the PTO service ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestResult {
+    /// The request's row.
+    pub request: RequestRow,
+    /// The HTTP status the client got.
+    pub http_status: u16,
+    /// The guest's completion status, when the guest completed it.
+    pub guest_status: Option<u32>,
+    /// Latency at the host (arrival to response), us.
+    pub host_us: u64,
+    /// Latency in the guest, us, when the guest completed it.
+    pub guest_us: Option<u64>,
+}
 
 /// One task's execution, as the guest reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,6 +383,24 @@ impl History {
             )?
             .query_row(params![session, tid, at_ms], |r| r.get(0))
             .map_err(Into::into)
+    }
+
+    /// Records how a served request ended (once per request: a second result for the same
+    /// request is an error).
+    pub fn record_result(&mut self, r: &RequestResult) -> Result<(), HistoryError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO request_results (request_id, http_status, guest_status, host_us, \
+                 guest_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                r.request,
+                r.http_status,
+                r.guest_status,
+                r.host_us as i64,
+                r.guest_us.map(|u| u as i64)
+            ])?;
+        Ok(())
     }
 
     /// Records a task execution.

@@ -94,6 +94,33 @@ pub fn backend_bin() -> &'static Path {
     })
 }
 
+/// The release `see-daemon` binary, built alone so that no test feature is unified into it:
+/// `SEE_RELEASE_DAEMON_BIN`, or built once with nested cargo.
+pub fn daemon_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SEE_RELEASE_DAEMON_BIN") {
+            return PathBuf::from(path);
+        }
+        build(
+            "see-daemon",
+            cargo().current_dir(repo_root()).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-daemon",
+            ]),
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+            Some(dir) => repo_root().join(dir),
+            None => repo_root().join("target"),
+        };
+        target.join("release/see-daemon")
+    })
+}
+
 /// The guest kernel image.
 pub fn kernel_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();

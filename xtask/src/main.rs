@@ -29,6 +29,12 @@ enum Command {
     Keys,
     /// Build the image and the VMM, boot the image and show the console and the exit code.
     Run(run::RunArgs),
+    /// Start an SEE with its PTO daemon (`see up`; arguments after `--` go to it).
+    Serve {
+        /// Arguments for `see up` (default `--listen 127.0.0.1:8080`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run a benchmark and print its figures (e.g. `bench boot`).
     Bench(bench::BenchArgs),
     /// Run every fuzz target in fuzz/ for a bounded time (installs nightly and cargo-fuzz).
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
         Command::Image => image::run(),
         Command::Keys => keys::run(),
         Command::Run(args) => run::run(&args),
+        Command::Serve { args } => run::serve(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),

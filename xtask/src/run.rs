@@ -62,14 +62,23 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
 }
 
-/// Builds the release see-demo and runs it with the image, the VMM and the development key.
+/// Builds the release daemon (alone, so no test feature leaks into it) and see-demo.
+fn build_service() -> Result<(), String> {
+    for package in ["see-daemon", "see-demo"] {
+        run_step(
+            &format!("build {package} (release)"),
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(repo_root())
+                .args(["build", "--release", "--locked", "-p", package]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the release see-demo and runs it with the image, the VMM, the daemon and the
+/// development key.
 fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
-    run_step(
-        "build see-demo (release)",
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(repo_root())
-            .args(["build", "--release", "--locked", "-p", "see-demo"]),
-    )?;
+    build_service()?;
     let bin = image::target_dir().join("release/see-demo");
     eprintln!("xtask: == run {}", bin.display());
     let status = Command::new(&bin)
@@ -78,6 +87,8 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
         .arg(vmm)
         .arg("--kernel")
         .arg(kernel)
+        .arg("--daemon")
+        .arg(image::target_dir().join("release/see-daemon"))
         .arg("--key")
         .arg(keys::secret_key_path())
         .args(demo_args)
@@ -87,5 +98,36 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("see-demo failed ({status})"))
+    }
+}
+
+/// `cargo xtask serve`: builds everything and runs `see up` with the arguments after `--`
+/// (default: `--listen 127.0.0.1:8080`).
+pub fn serve(args: &[String]) -> Result<(), String> {
+    let kernel = image::build_image()?;
+    let vmm = image::build_vmm()?;
+    build_service()?;
+    let see = image::target_dir().join("release/see");
+    let mut cmd = Command::new(&see);
+    cmd.current_dir(repo_root())
+        .arg("up")
+        .arg("--vmm")
+        .arg(&vmm)
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--key")
+        .arg(keys::secret_key_path());
+    if args.is_empty() {
+        cmd.args(["--listen", "127.0.0.1:8080"]);
+    }
+    eprintln!("xtask: == run {} up", see.display());
+    let status = cmd
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", see.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see up failed ({status})"))
     }
 }

@@ -88,6 +88,12 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             "see-prefetch-backend",
         ]),
     )?;
+    // The daemon alone, release: what `see up` and the demo run, with no test feature unified
+    // into it (the service tests check that).
+    run_step(
+        "build see-daemon (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "see-daemon"]),
+    )?;
     run_step(
         "cargo test",
         cargo()
@@ -97,6 +103,10 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .env(
                 "SEE_BACKEND_BIN",
                 image::target_dir().join("release/see-prefetch-backend"),
+            )
+            .env(
+                "SEE_RELEASE_DAEMON_BIN",
+                image::target_dir().join("release/see-daemon"),
             ),
     )?;
     if args.fuzz_seconds > 0 {

@@ -34,6 +34,8 @@ pub enum Mode {
     Static,
     /// First-order Markov counts over the history.
     Markov,
+    /// Variable-order Markov (PPM, order 4) over the history.
+    Ppm,
     /// The learned model (a checkpoint, mixed with PPM over the history when it has weights).
     Learned,
     /// Knows the next request of the replay: the limit.
@@ -56,6 +58,7 @@ impl Mode {
             Mode::Reactive => "reactive",
             Mode::Static => "static",
             Mode::Markov => "markov",
+            Mode::Ppm => "ppm",
             Mode::Learned => "learned",
             Mode::Oracle => "oracle",
         }
@@ -160,6 +163,8 @@ pub struct Dispatch {
     pub request_type: u32,
     /// Request type name.
     pub name: String,
+    /// The request's row in the history, when the orchestrator keeps one.
+    pub row: Option<crate::history::RequestRow>,
 }
 
 /// One resource to push into the guest's staging area.

@@ -73,6 +73,8 @@ pub struct Orchestrator {
     oracle_misses: u64,
     /// How often each request type opened a session: what a new session starts with.
     starts: HashMap<String, u64>,
+    /// History keys of sessions named before their first request.
+    session_keys: HashMap<u64, String>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -101,6 +103,11 @@ pub fn predictor_for(
         Mode::Static => Box::new(StaticGraph::new(vocab, catalogue)),
         Mode::Markov => {
             let mut m = Ppm::markov1(vocab);
+            observe_sessions(&mut m, &sessions);
+            Box::new(m)
+        }
+        Mode::Ppm => {
+            let mut m = Ppm::new(vocab, 4);
             observe_sessions(&mut m, &sessions);
             Box::new(m)
         }
@@ -147,6 +154,7 @@ impl Orchestrator {
             clock: 0,
             oracle_misses: 0,
             starts: HashMap::new(),
+            session_keys: HashMap::new(),
         })
     }
 
@@ -197,6 +205,34 @@ impl Orchestrator {
     /// The wire ids of the catalogue.
     pub fn ids(&self) -> &WireIds {
         &self.ids
+    }
+
+    /// The history, when the orchestrator records into one.
+    pub fn history_mut(&mut self) -> Option<&mut History> {
+        self.history.as_mut().map(|(h, _)| h)
+    }
+
+    /// Files `session` under `key` in the history (instead of `live-<session>`); call it
+    /// before the session's first request.
+    pub fn name_session(&mut self, session: u64, key: &str) {
+        self.session_keys.insert(session, key.to_owned());
+    }
+
+    /// Request `request_id` will never complete (the SEE is gone): it is counted as failed
+    /// and audited as a completion with `status`, with no latency.
+    pub fn abandon(&mut self, request_id: u64, status: u32) -> Result<(), OnlineError> {
+        self.inflight
+            .remove(&request_id)
+            .ok_or(OnlineError::Unknown {
+                what: "request",
+                id: request_id,
+            })?;
+        self.metrics.failed += 1;
+        self.audit(AuditEvent::Completion {
+            request: request_id,
+            status,
+            total_ns: 0,
+        })
     }
 
     /// Requests whose arrival the oracle did not foresee (0 on a faithful replay).
@@ -424,7 +460,13 @@ impl Orchestrator {
         if let Some((h, source)) = &mut self.history {
             let sid = match live.row {
                 Some(s) => s,
-                None => h.begin_session(source, &format!("live-{session}"), None)?,
+                None => {
+                    let key = self
+                        .session_keys
+                        .remove(&session)
+                        .unwrap_or_else(|| format!("live-{session}"));
+                    h.begin_session(source, &key, None)?
+                }
             };
             live.row = Some(sid);
             row = Some(h.record_request(sid, request_type, (now_us / 1000) as i64)?);
@@ -500,6 +542,7 @@ impl Orchestrator {
                 app_id,
                 request_type: type_id,
                 name: request_type.into(),
+                row,
             },
             prefetch,
             evict,

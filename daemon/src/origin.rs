@@ -1,6 +1,6 @@
 //! The modelled remote origin in front of the local disk store: every fetch costs the origin's
 //! latency plus its transfer time on one shared link, on the wall clock, so the benefit of
-//! prefetching is measured in the guest, not assumed.
+//! prefetching is measured in the guest, not assumed. Without a model the store is local.
 
 use std::{
     sync::Mutex,
@@ -15,14 +15,14 @@ use see_pto::online::origin::OriginModel;
 #[derive(Debug)]
 pub struct OriginStore {
     inner: DiskStore,
-    model: OriginModel,
+    model: Option<OriginModel>,
     link_free: Mutex<Instant>,
     fetches: Mutex<(u64, u64)>,
 }
 
 impl OriginStore {
-    /// `inner` behind `model`.
-    pub fn new(inner: DiskStore, model: OriginModel) -> Self {
+    /// `inner` behind `model` (`None`: local, no delay).
+    pub fn new(inner: DiskStore, model: Option<OriginModel>) -> Self {
         Self {
             inner,
             model,
@@ -38,17 +38,18 @@ impl OriginStore {
 
     /// Waits until the modelled link has delivered `bytes` asked for at `start`.
     fn pay(&self, start: Instant, bytes: u64) {
-        let done = {
-            let mut free = self.link_free.lock().unwrap_or_else(|p| p.into_inner());
-            let done = (start + self.model.latency).max(*free) + self.model.transfer(bytes);
-            *free = done;
-            done
-        };
         {
             let mut f = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
             f.0 += 1;
             f.1 += bytes;
         }
+        let Some(model) = &self.model else { return };
+        let done = {
+            let mut free = self.link_free.lock().unwrap_or_else(|p| p.into_inner());
+            let done = (start + model.latency).max(*free) + model.transfer(bytes);
+            *free = done;
+            done
+        };
         // The modelled origin: this wait is the cost being modelled.
         let left = done.saturating_duration_since(Instant::now());
         if left > Duration::ZERO {
@@ -89,7 +90,7 @@ mod tests {
         disk.add(7, 1, ResourceKind::Data, 1, &[5u8; 1000]).unwrap();
         // 1000 bytes at 100 kB/s: 10 ms, plus 5 ms latency.
         let model = OriginModel::new(Duration::from_millis(5), 100_000.0).unwrap();
-        let store = OriginStore::new(disk, model);
+        let store = OriginStore::new(disk, Some(model));
         let start = Instant::now();
         assert_eq!(store.get(7, 0).unwrap().content.len(), 1000);
         assert!(start.elapsed() >= Duration::from_millis(15));

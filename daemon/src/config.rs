@@ -1,0 +1,394 @@
+//! The daemon's configuration: what a TOML file (`--config`) or the command line sets, with
+//! the defaults a fresh machine runs on, checked before anything starts.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Which predictor the PTO runs online.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PredictorKind {
+    /// No prediction: every resource is demand-fetched (the reactive baseline).
+    None,
+    /// The catalogue's static dependency graph (`next` links).
+    Static,
+    /// First-order Markov counts over the history.
+    Markov,
+    /// Variable-order Markov (PPM, order 4) over the history.
+    Ppm,
+    /// A learned checkpoint from `pto train` (`model`), mixed with PPM over the history.
+    Learned,
+    /// Knows the requests to come (`oracle_trace`): the limit, for experiments.
+    Oracle,
+}
+
+impl PredictorKind {
+    /// Every kind, in the order the demo runs them.
+    pub const ALL: [PredictorKind; 6] = [
+        PredictorKind::None,
+        PredictorKind::Static,
+        PredictorKind::Markov,
+        PredictorKind::Ppm,
+        PredictorKind::Learned,
+        PredictorKind::Oracle,
+    ];
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PredictorKind::None => "none",
+            PredictorKind::Static => "static",
+            PredictorKind::Markov => "markov",
+            PredictorKind::Ppm => "ppm",
+            PredictorKind::Learned => "learned",
+            PredictorKind::Oracle => "oracle",
+        }
+    }
+}
+
+impl std::fmt::Display for PredictorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PredictorKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| ConfigError::UnknownPredictor(s.to_owned()))
+    }
+}
+
+/// Where the front door listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address (loopback unless you mean otherwise).
+    Tcp(SocketAddr),
+    /// A Unix socket path (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Ok(Listen::Unix(path.into())),
+            Some(_) => Err(ConfigError::Listen(s.to_owned())),
+            None => s
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| ConfigError::Listen(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "http://{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Listen::Tcp(a) => s.serialize_str(&a.to_string()),
+            Listen::Unix(p) => s.serialize_str(&format!("unix:{}", p.display())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The daemon's configuration. Every field has a default; a TOML file names the ones it
+/// changes (unknown keys are refused), and command-line flags override the file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The vhost-user socket the VMM connects to.
+    pub socket: PathBuf,
+    /// The content-addressed resource store (a directory).
+    pub store: PathBuf,
+    /// The PTO's signing key (P-384, PKCS#8 PEM).
+    pub key: PathBuf,
+    /// The service metadata (TOML); `None`: the embedded shop catalogue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<PathBuf>,
+    /// Every resource size of the catalogue multiplied by this (the store must hold
+    /// resources of the scaled sizes).
+    pub size_scale: f64,
+    /// The predictor.
+    pub predictor: PredictorKind,
+    /// The checkpoint of the learned predictor (`pto train --out DIR/lstm`: the common stem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// The oracle's future: `session,type` per line, in the order the requests will come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle_trace: Option<PathBuf>,
+    /// The SQLite history: past sessions train the count predictors; every request served
+    /// is recorded in it.
+    pub history: PathBuf,
+    /// The history source the live requests are filed under.
+    pub history_source: String,
+    /// The hash-chained audit log (appended).
+    pub audit: PathBuf,
+    /// Staging budget in bytes: the guest's verified store holds at most this.
+    pub budget: u64,
+    /// Smallest probability worth staging.
+    pub threshold: f32,
+    /// Predictions considered per request.
+    pub top_k: usize,
+    /// Where the front door listens: `127.0.0.1:8080` or `unix:/path`.
+    pub listen: Listen,
+    /// Requests accepted and not yet answered, at most; past it a request gets 429.
+    pub queue_depth: usize,
+    /// Largest request body in bytes; past it a request gets 413.
+    pub body_limit: usize,
+    /// Longest wait for the guest to complete one request, ms; past it the request fails
+    /// with 504 and the SEE is treated as wedged.
+    pub request_timeout_ms: u64,
+    /// A session without a request for this long is ended (its context is dropped), ms.
+    pub session_idle_ms: u64,
+    /// Live sessions kept at most; the least recently active is ended past it.
+    pub max_sessions: usize,
+    /// The modelled origin in front of the store: latency per fetch, ms (0 with a bandwidth
+    /// of 0: the store is local, no model).
+    pub origin_latency_ms: f64,
+    /// The modelled origin's bandwidth, MiB/s, shared by all fetches (0: unlimited).
+    pub origin_bandwidth_mib: f64,
+    /// Before dispatching a request, wait until every prefetch ordered so far is staged (for
+    /// experiments with deterministic hit rates, not for serving).
+    pub settle: bool,
+    /// Send a request's prefetch orders as soon as it is dispatched, not when it completes.
+    pub eager_prefetch: bool,
+    /// The guest's idle limit, ms: the serve app ends when no request comes for this long.
+    pub guest_idle_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let policy = see_pto::online::Policy::default();
+        Self {
+            socket: PathBuf::from("target/see/prefetch.sock"),
+            store: PathBuf::from("target/see/store"),
+            key: PathBuf::from("target/see-keys/pto.key"),
+            catalogue: None,
+            size_scale: 1.0,
+            predictor: PredictorKind::Markov,
+            model: None,
+            oracle_trace: None,
+            history: PathBuf::from("target/see/history.sqlite"),
+            history_source: "live".into(),
+            audit: PathBuf::from("target/see/audit.jsonl"),
+            budget: policy.budget_bytes,
+            threshold: policy.threshold,
+            top_k: policy.top_k,
+            listen: Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            queue_depth: 64,
+            body_limit: 16 * 1024,
+            request_timeout_ms: 30_000,
+            session_idle_ms: 30 * 60 * 1000,
+            max_sessions: 10_000,
+            origin_latency_ms: 0.0,
+            origin_bandwidth_mib: 0.0,
+            settle: false,
+            eager_prefetch: false,
+            guest_idle_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every value; the error names the one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, why: String| Err(ConfigError::Invalid { field, why });
+        if !(self.size_scale.is_finite() && self.size_scale > 0.0) {
+            return bad(
+                "size_scale",
+                format!("{} must be positive", self.size_scale),
+            );
+        }
+        if self.queue_depth == 0 || self.queue_depth > 1 << 16 {
+            return bad(
+                "queue_depth",
+                format!("{} is not in 1..=65536", self.queue_depth),
+            );
+        }
+        if !(64..=1 << 20).contains(&self.body_limit) {
+            return bad(
+                "body_limit",
+                format!("{} is not in 64..=1048576", self.body_limit),
+            );
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1".into());
+        }
+        if self.max_sessions == 0 {
+            return bad("max_sessions", "must be at least 1".into());
+        }
+        if !(self.origin_latency_ms.is_finite() && self.origin_latency_ms >= 0.0) {
+            return bad(
+                "origin_latency_ms",
+                format!("{} must be 0 or more", self.origin_latency_ms),
+            );
+        }
+        if !(self.origin_bandwidth_mib.is_finite() && self.origin_bandwidth_mib >= 0.0) {
+            return bad(
+                "origin_bandwidth_mib",
+                format!("{} must be 0 or more", self.origin_bandwidth_mib),
+            );
+        }
+        if self.history_source.is_empty() {
+            return bad("history_source", "must not be empty".into());
+        }
+        match self.predictor {
+            PredictorKind::Learned if self.model.is_none() => {
+                return bad(
+                    "model",
+                    "the learned predictor needs a checkpoint: train one with `pto train --out DIR/lstm` and pass --model DIR/lstm".into(),
+                )
+            }
+            PredictorKind::Oracle if self.oracle_trace.is_none() => {
+                return bad(
+                    "oracle_trace",
+                    "the oracle needs the requests to come (`session,type` per line)".into(),
+                )
+            }
+            _ => {}
+        }
+        self.policy()
+            .validate()
+            .map_err(|why| ConfigError::Invalid {
+                field: "budget/threshold/top_k",
+                why: why.to_string(),
+            })
+    }
+
+    /// The staging policy.
+    pub fn policy(&self) -> see_pto::online::Policy {
+        see_pto::online::Policy {
+            budget_bytes: self.budget,
+            threshold: self.threshold,
+            top_k: self.top_k,
+            ..see_pto::online::Policy::default()
+        }
+    }
+
+    /// The longest wait for one request's completion.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The service catalogue, scaled.
+    pub fn load_catalogue(&self) -> Result<see_pto::metadata::ServiceCatalogue, ConfigError> {
+        let mut cat = match &self.catalogue {
+            Some(path) => see_pto::metadata::ServiceCatalogue::load(path).map_err(|source| {
+                ConfigError::Catalogue {
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
+            })?,
+            None => see_pto::metadata::ServiceCatalogue::default_catalogue(),
+        };
+        if self.size_scale != 1.0 {
+            cat.scale_sizes(self.size_scale);
+        }
+        Ok(cat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_the_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("see.toml");
+        std::fs::write(
+            &path,
+            "predictor = \"ppm\"\nbudget = 1048576\nlisten = \"unix:/tmp/see.sock\"\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.predictor, PredictorKind::Ppm);
+        assert_eq!(c.budget, 1 << 20);
+        assert_eq!(c.listen, Listen::Unix("/tmp/see.sock".into()));
+        assert_eq!(c.queue_depth, Config::default().queue_depth);
+        std::fs::write(&path, "predicter = \"ppm\"\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("predicter"), "{e}");
+    }
+
+    #[test]
+    fn a_written_config_reads_back_the_same() {
+        let c = Config {
+            predictor: PredictorKind::Oracle,
+            oracle_trace: Some("/tmp/future".into()),
+            listen: Listen::Unix("/tmp/s".into()),
+            ..Config::default()
+        };
+        let text = toml::to_string(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.predictor, PredictorKind::Oracle);
+        assert_eq!(back.oracle_trace, c.oracle_trace);
+        assert_eq!(back.listen, c.listen);
+        assert_eq!(back.model, None);
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let c = Config {
+            predictor: PredictorKind::Learned,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("model"));
+        let c = Config {
+            queue_depth: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("queue_depth"));
+        assert!(Config::default().validate().is_ok());
+        assert!("nope".parse::<PredictorKind>().is_err());
+        assert!("unix:".parse::<Listen>().is_err());
+        assert_eq!(
+            "127.0.0.1:9".parse::<Listen>().unwrap().to_string(),
+            "http://127.0.0.1:9"
+        );
+    }
+}

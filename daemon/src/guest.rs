@@ -1,0 +1,231 @@
+//! What the daemon tells the SEE and what it must hold for it: the guest's command line (the
+//! app registry `see.allow` and the store budget), the serve app's request arguments, what a
+//! completion status means, and the store filled with the catalogue's resources.
+
+use std::{collections::HashMap, path::Path};
+
+use see_prefetch_backend::store::{DiskStore, ResourceStore, StoreError};
+use see_pto::{
+    metadata::{ResourceKind, ServiceCatalogue},
+    online::WireIds,
+};
+use virtio_prefetch_wire::ResourceKind as WireKind;
+
+/// The serve app's "run" operation: claim or demand-fetch each task's resources, work on them.
+const OP_RUN: u32 = 1;
+/// The serve app's "stop" operation: end the VM with success.
+const OP_STOP: u32 = 0xFFFF;
+/// The completion status of a request whose task failed processing its resource.
+pub const STATUS_WORK_FAILED: u32 = 1;
+
+fn args(op: u32, words: &[u64]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(8 + 8 * words.len());
+    a.extend_from_slice(&op.to_le_bytes());
+    a.extend_from_slice(&[0; 4]);
+    for w in words {
+        a.extend_from_slice(&w.to_le_bytes());
+    }
+    a
+}
+
+/// The arguments of a request that runs `tasks` (wire ids).
+pub fn run_args(tasks: &[u64]) -> Vec<u8> {
+    args(OP_RUN, tasks)
+}
+
+/// The arguments of the request that stops the guest.
+pub fn stop_args() -> Vec<u8> {
+    args(OP_STOP, &[])
+}
+
+/// What a guest completion status means.
+pub fn status_reason(status: u32) -> &'static str {
+    match status {
+        0 => "success",
+        STATUS_WORK_FAILED => "a task's resource failed processing in the guest",
+        _ => "a status this daemon does not know",
+    }
+}
+
+/// The app registry: (app, task, resource) wire ids, every task's resources in claim order.
+pub fn allow_entries(cat: &ServiceCatalogue) -> Vec<(u32, u64, u64)> {
+    let ids = WireIds::new(cat);
+    let mut out = Vec::new();
+    for r in &cat.requests {
+        let app = ids.app_of(&r.name).unwrap_or(1);
+        for &t in &r.tasks {
+            for &res in &cat.tasks[t].resources {
+                let e = (app, WireIds::task(t), WireIds::resource(res));
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The guest's command line for serving `cat` with a store of `budget` bytes; the guest ends
+/// after `idle_ms` without a request.
+pub fn cmdline(cat: &ServiceCatalogue, budget: u64, idle_ms: u64) -> String {
+    let allow: Vec<String> = allow_entries(cat)
+        .iter()
+        .map(|(a, t, r)| format!("{a}:{t}:{r}"))
+        .collect();
+    format!(
+        "see.selftest=0 see.app=serve see.quiet=1 see.idle_ms={idle_ms} see.store_kib={} see.allow={}",
+        budget.div_ceil(1024).clamp(64, 1 << 20),
+        allow.join(",")
+    )
+}
+
+/// Request type name -> the name of the app that serves it.
+pub fn request_apps(cat: &ServiceCatalogue) -> HashMap<String, String> {
+    cat.requests
+        .iter()
+        .map(|r| (r.name.clone(), r.app.clone()))
+        .collect()
+}
+
+/// Adds every resource of `cat` that `store` lacks at the catalogue's version (generated from
+/// the catalogue's origin, owned by the one app whose tasks use it); returns how many were
+/// added and the bytes of all the catalogue's resources.
+pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64), FillError> {
+    let entries = allow_entries(cat);
+    let (mut added, mut total) = (0, 0);
+    for (i, r) in cat.resources.iter().enumerate() {
+        let id = WireIds::resource(i);
+        let mut apps = entries.iter().filter(|e| e.2 == id).map(|e| e.0);
+        let Some(app) = apps.next() else {
+            continue; // no task uses it
+        };
+        if apps.any(|a| a != app) {
+            log::warn!(
+                "resource {} is used by several apps; only app {app} may claim it",
+                r.id
+            );
+        }
+        total += r.size;
+        if store
+            .get_version(id, r.version)
+            .is_ok_and(|s| s.content.len() as u64 == r.size)
+        {
+            continue;
+        }
+        let content = cat.content(r).map_err(|source| FillError::Content {
+            resource: r.id.clone(),
+            source,
+        })?;
+        let kind = match r.kind {
+            ResourceKind::Code => WireKind::Code,
+            ResourceKind::Data => WireKind::Data,
+        };
+        store
+            .add(id, r.version, kind, app, &content)
+            .map_err(|source| FillError::Store {
+                resource: r.id.clone(),
+                source,
+            })?;
+        added += 1;
+    }
+    Ok((added, total))
+}
+
+/// Opens (creating) the store at `dir` and fills it from `cat`.
+pub fn open_filled(cat: &ServiceCatalogue, dir: &Path) -> Result<DiskStore, FillError> {
+    let store = DiskStore::open(dir).map_err(|source| FillError::Store {
+        resource: dir.display().to_string(),
+        source,
+    })?;
+    let (added, total) = fill_store(cat, &store)?;
+    if added > 0 {
+        log::info!(
+            "store {}: added {added} resources of the catalogue {} ({:.1} MiB in all)",
+            dir.display(),
+            cat.name,
+            total as f64 / 1048576.0
+        );
+    }
+    Ok(store)
+}
+
+/// Why the store could not be filled.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// A resource's content cannot be made.
+    #[error("resource {resource}: cannot make its content: {source}")]
+    Content {
+        /// The resource.
+        resource: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store refused it.
+    #[error("store: {resource}: {source}")]
+    Store {
+        /// The resource (or the store's directory).
+        resource: String,
+        /// Why.
+        source: StoreError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_covers_every_task_resource_once_in_order() {
+        let cat = ServiceCatalogue::default_catalogue();
+        let allow = allow_entries(&cat);
+        for r in &cat.requests {
+            for &t in &r.tasks {
+                let want: Vec<u64> = cat.tasks[t]
+                    .resources
+                    .iter()
+                    .map(|&i| i as u64 + 1)
+                    .collect();
+                let got: Vec<u64> = allow
+                    .iter()
+                    .filter(|e| e.1 == t as u64 + 1)
+                    .map(|e| e.2)
+                    .collect();
+                assert_eq!(got, want, "task {}", cat.tasks[t].id);
+            }
+        }
+        let line = cmdline(&cat, 3 << 20, 1000);
+        assert!(
+            line.contains("see.app=serve")
+                && line.contains("see.store_kib=3072 ")
+                && line.contains("see.idle_ms=1000 ")
+                && line.len() < 4000,
+            "{}",
+            line.len()
+        );
+    }
+
+    #[test]
+    fn args_encode_the_op_and_the_words() {
+        let a = run_args(&[3, 1 << 40]);
+        assert_eq!(&a[..4], &1u32.to_le_bytes());
+        assert_eq!(&a[4..8], &[0; 4]);
+        assert_eq!(&a[8..16], &3u64.to_le_bytes());
+        assert_eq!(&a[16..], &(1u64 << 40).to_le_bytes());
+        assert_eq!(stop_args(), [0xFF, 0xFF, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn fill_adds_what_is_missing_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = ServiceCatalogue::default_catalogue();
+        cat.scale_sizes(0.01);
+        let store = DiskStore::open(dir.path()).unwrap();
+        let (added, total) = fill_store(&cat, &store).unwrap();
+        assert!(added > 0 && total > 0);
+        assert_eq!(
+            fill_store(&cat, &store).unwrap().0,
+            0,
+            "a second fill adds nothing"
+        );
+    }
+}

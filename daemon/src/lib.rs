@@ -1,0 +1,393 @@
+//! The PTO service: the virtio-prefetch vhost-user backend with the predictive task
+//! orchestrator online, behind an HTTP/JSON request API.
+//!
+//! [`start`] turns a [`Config`] into a running [`Daemon`]: it fills the store with the service
+//! metadata's resources where they are missing, learns the predictor from the history, listens
+//! on the vhost-user socket for the VMM and on the front door for clients. Each request a
+//! client sends goes to the PTO the moment it arrives ([`engine`]), is dispatched into the SEE
+//! when the guest is free, and is answered with each task's result and where its time went
+//! ([`api`]). Every signature, prefetch, demand, dispatch and completion goes to the audit log
+//! and the history. [`launch`] starts an SEE (the VMM) with its daemon and supervises both:
+//! `see up`.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod guest;
+mod http;
+pub mod launch;
+mod metrics;
+pub mod origin;
+mod service;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
+
+use log::info;
+use see_prefetch_backend::{signer::load_key, Backend, BackendConfig, BackendHandle};
+use see_pto::{
+    audit::{AuditLog, FsyncPolicy},
+    history::History,
+    online::{origin::OriginModel, predictor_for, Mode, Orchestrator},
+};
+
+pub use config::{Config, Listen, PredictorKind};
+pub use error::{ConfigError, DaemonError};
+
+use crate::{
+    engine::{Engine, EngineSettings, Input},
+    origin::OriginStore,
+    service::{Shared, State},
+};
+
+/// The orchestrator mode of a predictor.
+fn mode_of(kind: PredictorKind) -> Mode {
+    match kind {
+        PredictorKind::None => Mode::Reactive,
+        PredictorKind::Static => Mode::Static,
+        PredictorKind::Markov => Mode::Markov,
+        PredictorKind::Ppm => Mode::Ppm,
+        PredictorKind::Learned => Mode::Learned,
+        PredictorKind::Oracle => Mode::Oracle,
+    }
+}
+
+fn pto_report_kind(k: virtio_prefetch_wire::ReportKind) -> see_pto::audit::ReportKind {
+    use see_pto::audit::ReportKind as P;
+    use virtio_prefetch_wire::ReportKind as W;
+    match k {
+        W::ClaimHit => P::ClaimHit,
+        W::Miss => P::Miss,
+        W::Evict => P::Evict,
+        W::Reject => P::Reject,
+        W::DemandServed => P::DemandServed,
+    }
+}
+
+/// The oracle's future: `session,type` per line; sessions numbered by first appearance, as
+/// the engine numbers the live ones.
+fn read_oracle(path: &std::path::Path) -> Result<Vec<(u64, String)>, DaemonError> {
+    let err = |line, why: String| DaemonError::Oracle {
+        path: path.to_owned(),
+        line,
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(0, e.to_string()))?;
+    let mut ids = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (session, kind) = line
+            .split_once(',')
+            .ok_or_else(|| err(n + 1, format!("expected `session,type`, got {line:?}")))?;
+        let next = ids.len() as u64 + 1;
+        let id = *ids.entry(session.to_owned()).or_insert(next);
+        out.push((id, kind.trim().to_owned()));
+    }
+    Ok(out)
+}
+
+fn orchestrator(
+    config: &Config,
+    cat: &Arc<see_pto::metadata::ServiceCatalogue>,
+) -> Result<Orchestrator, DaemonError> {
+    if let Some(dir) = config
+        .history
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Start {
+            what: "history directory",
+            source: e,
+        })?;
+    }
+    let history = History::open(&config.history).map_err(|source| DaemonError::History {
+        path: config.history.clone(),
+        source,
+    })?;
+    let past = history
+        .load_trace(None, cat.vocabulary())
+        .map_err(|source| DaemonError::History {
+            path: config.history.clone(),
+            source,
+        })?;
+    let mode = mode_of(config.predictor);
+    let orch = match config.predictor {
+        PredictorKind::Oracle => {
+            let path = config
+                .oracle_trace
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            Orchestrator::oracle(cat.clone(), config.policy(), read_oracle(path)?)?
+        }
+        _ => {
+            let predictor = predictor_for(mode, cat, &past, config.model.as_deref())?;
+            Orchestrator::new(cat.clone(), mode, predictor, config.policy())?.with_starts(&past)
+        }
+    };
+    info!(
+        "predictor {} learned from {} past sessions in {}",
+        config.predictor,
+        past.sessions.len(),
+        config.history.display()
+    );
+    if let Some(dir) = config.audit.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Start {
+            what: "audit directory",
+            source: e,
+        })?;
+    }
+    let audit = AuditLog::open(&config.audit, FsyncPolicy::default()).map_err(|source| {
+        DaemonError::Audit {
+            path: config.audit.clone(),
+            source,
+        }
+    })?;
+    Ok(orch
+        .with_audit(audit)
+        .with_history(history, &config.history_source))
+}
+
+/// A running daemon: the device, the engine and the front door.
+#[derive(Debug)]
+pub struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    engine: Option<thread::JoinHandle<()>>,
+    engine_tx: mpsc::Sender<Input>,
+    stop_forwarder: Arc<AtomicBool>,
+    forwarder: Option<thread::JoinHandle<()>>,
+    backend: Arc<BackendHandle>,
+    shared: Arc<Shared>,
+    address: String,
+}
+
+/// Starts the daemon described by `config`.
+pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+    config.validate()?;
+    let cat = Arc::new(config.load_catalogue()?);
+    let key = load_key(&config.key)?;
+    let disk = guest::open_filled(&cat, &config.store)?;
+    let model = if config.origin_latency_ms > 0.0 || config.origin_bandwidth_mib > 0.0 {
+        let bandwidth = if config.origin_bandwidth_mib > 0.0 {
+            config.origin_bandwidth_mib * 1048576.0
+        } else {
+            1e15
+        };
+        Some(OriginModel::new(
+            Duration::from_secs_f64(config.origin_latency_ms / 1e3),
+            bandwidth,
+        )?)
+    } else {
+        None
+    };
+    let origin = Arc::new(OriginStore::new(disk, model));
+    let orch = orchestrator(&config, &cat)?;
+    if let Some(dir) = config.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Start {
+            what: "socket directory",
+            source: e,
+        })?;
+    }
+    let backend = Arc::new(Backend::spawn(BackendConfig::new(
+        &config.socket,
+        origin.clone(),
+        key,
+    ))?);
+    info!(
+        "vhost-user socket {}: waiting for the VMM",
+        config.socket.display()
+    );
+    let shared = Arc::new(Shared::new(config.queue_depth, config.predictor.name()));
+    let (engine_tx, engine_rx) = mpsc::channel();
+    let settings = EngineSettings {
+        request_timeout: config.request_timeout(),
+        session_idle: Duration::from_millis(config.session_idle_ms),
+        max_sessions: config.max_sessions,
+        settle: config.settle,
+        eager_prefetch: config.eager_prefetch,
+    };
+    let engine = Engine::new(
+        orch,
+        backend.clone(),
+        origin,
+        cat.clone(),
+        shared.clone(),
+        settings,
+    );
+    let engine = thread::Builder::new()
+        .name("pto-engine".into())
+        .spawn(move || engine.run(engine_rx))
+        .map_err(|source| DaemonError::Start {
+            what: "engine thread",
+            source,
+        })?;
+    let stop_forwarder = Arc::new(AtomicBool::new(false));
+    let forwarder = {
+        let (backend, tx, stop) = (backend.clone(), engine_tx.clone(), stop_forwarder.clone());
+        thread::Builder::new()
+            .name("device-events".into())
+            .spawn(move || engine::forward_events(backend, tx, stop))
+            .map_err(|source| DaemonError::Start {
+                what: "event thread",
+                source,
+            })?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("front-door")
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Start {
+            what: "async runtime",
+            source,
+        })?;
+    let door = http::Door {
+        shared: shared.clone(),
+        engine: Arc::new(Mutex::new(engine_tx.clone())),
+        types: Arc::new(guest::request_apps(&cat)),
+        predictor: config.predictor.name().into(),
+        body_limit: config.body_limit,
+        answer_timeout: config.request_timeout() * 2 + Duration::from_secs(5),
+    };
+    let app = http::router(door);
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async move {
+        let _ = stopped.await;
+    };
+    let (server, address) = match &config.listen {
+        Listen::Tcp(addr) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|source| DaemonError::Listen {
+                    address: addr.to_string(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| DaemonError::Listen {
+                    address: addr.to_string(),
+                    source,
+                })?;
+            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            (
+                runtime.spawn(async move { serve.await }),
+                format!("http://{local}"),
+            )
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = {
+                let _guard = runtime.enter();
+                tokio::net::UnixListener::bind(path)
+            }
+            .map_err(|source| DaemonError::Listen {
+                address: path.display().to_string(),
+                source,
+            })?;
+            let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            (
+                runtime.spawn(async move { serve.await }),
+                format!("unix:{}", path.display()),
+            )
+        }
+    };
+    info!("front door: {address}");
+    Ok(Daemon {
+        runtime,
+        server: Some(server),
+        stop_server: Some(stop_server),
+        engine: Some(engine),
+        engine_tx,
+        stop_forwarder,
+        forwarder: Some(forwarder),
+        backend,
+        shared,
+        address,
+    })
+}
+
+impl Daemon {
+    /// Where the front door listens: `http://HOST:PORT` or `unix:PATH`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether the SEE behind it is gone (the VMM hung up or the guest wedged).
+    pub fn is_down(&self) -> bool {
+        matches!(self.shared.state(), State::Down(_))
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    pub fn wait_for_signal(&self) -> Result<(), DaemonError> {
+        self.runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(
+                    |source| DaemonError::Start {
+                        what: "SIGTERM handler",
+                        source,
+                    },
+                )?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+            }
+            Ok(())
+        })
+    }
+
+    /// Stops taking requests, answers or fails each one in flight, flushes the history and
+    /// the audit log, tells the guest to stop, then closes the front door.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.set_state(State::Stopping);
+        let _ = self.engine_tx.send(Input::Shutdown);
+        if let Some(engine) = self.engine.take() {
+            if engine.join().is_err() {
+                log::error!("the engine thread panicked");
+            }
+        }
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let joined = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await });
+            if let Ok(Ok(Err(e))) = joined {
+                log::warn!("front door: {e}");
+            }
+        }
+        self.stop_forwarder.store(true, Ordering::Release);
+        if let Some(f) = self.forwarder.take() {
+            let _ = f.join();
+        }
+        info!(
+            "stopped; the device delivered {} bundles",
+            self.backend.stats().bundles
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.engine.is_some() {
+            self.stop();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `see-daemon`: the PTO service for one SEE.
+//!
+//! ```text
+//! see-daemon [--config see.toml] [--socket PATH] [--store DIR] [--key FILE] [--predictor KIND] ...
+//! see-daemon store add --store DIR --id 3 --version 1 --kind data --app 1 --file blob.bin
+//! see-daemon guest-cmdline [--config see.toml] ...
+//! ```
+//! Flags override the TOML file, which overrides the defaults (`Config`). Once the front door
+//! listens, the daemon prints `see-daemon: listening on ADDRESS` on stdout; logs go to stderr
+//! (`RUST_LOG`). SIGINT or SIGTERM: it stops taking requests, finishes or fails each one in
+//! flight, flushes the history and the audit log and tells the guest to stop. Exit codes: 0
+//! after a clean stop; 1 when it cannot start (the message says why); 2 for a usage error.
+
+use std::{path::PathBuf, process::ExitCode};
+
+mod args;
+
+use args::ServeArgs;
+use clap::{Parser, Subcommand};
+use see_daemon::{Config, ConfigError};
+use see_prefetch_backend::store::{parse_kind, DiskStore};
+use virtio_prefetch_wire::ResourceKind;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "see-daemon",
+    version,
+    about = "The PTO service: virtio-prefetch backend + predictive task orchestrator + HTTP API",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage the resource store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Print the guest's kernel command line for this configuration.
+    GuestCmdline(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Add a version of a resource.
+    Add {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// Resource wire id.
+        #[arg(long)]
+        id: u64,
+        /// Version (newer versions supersede older ones).
+        #[arg(long)]
+        version: u64,
+        /// code or data.
+        #[arg(long, value_parser = kind_arg)]
+        kind: ResourceKind,
+        /// The app allowed to claim it.
+        #[arg(long)]
+        app: u32,
+        /// Its content.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn kind_arg(name: &str) -> Result<ResourceKind, String> {
+    parse_kind(name).ok_or_else(|| format!("must be code or data, not {name:?}"))
+}
+
+/// Why a command failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Daemon(#[from] see_daemon::DaemonError),
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] see_prefetch_backend::store::StoreError),
+}
+
+fn serve(args: ServeArgs) -> Result<(), MainError> {
+    let config = Config::try_from(args)?;
+    let daemon = see_daemon::start(config)?;
+    println!("see-daemon: listening on {}", daemon.address());
+    daemon.wait_for_signal()?;
+    daemon.shutdown();
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), MainError> {
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::GuestCmdline(args)) => {
+            let config = Config::try_from(args)?;
+            let cat = config.load_catalogue()?;
+            println!(
+                "{}",
+                see_daemon::guest::cmdline(&cat, config.budget, config.guest_idle_ms)
+            );
+            Ok(())
+        }
+        Some(Command::Store(StoreCommand::Add {
+            store,
+            id,
+            version,
+            kind,
+            app,
+            file,
+        })) => {
+            let content = std::fs::read(&file).map_err(|source| MainError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            DiskStore::open(&store)?.add(id, version, kind, app, &content)?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("see-daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use see_daemon::PredictorKind;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("see.toml");
+        std::fs::write(&path, "predictor = \"ppm\"\ntop_k = 5\n").unwrap();
+        let cli = Cli::parse_from([
+            "see-daemon",
+            "--config",
+            path.to_str().unwrap(),
+            "--top-k",
+            "2",
+            "--budget",
+            "2MiB",
+        ]);
+        let c = Config::try_from(cli.serve).unwrap();
+        assert_eq!(c.predictor, PredictorKind::Ppm);
+        assert_eq!(c.top_k, 2);
+        assert_eq!(c.budget, 2 << 20);
+        assert!(Cli::try_parse_from(["see-daemon", "--predictor", "lstm"]).is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! One mode's run: an SEE and its daemon started for the predictor, the held-out sessions
+//! replayed through the daemon's HTTP API one request at a time (with the trace's think
+//! times), every task's result checked, the daemon stopped (it flushes its history and audit
+//! log and stops the guest) and its audit log verified.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use indicatif::ProgressBar;
+use see_daemon::{
+    api::{ErrorBody, RunRequest, RunResponse, Stats},
+    config::PredictorKind,
+    launch::{LaunchSpec, Launched},
+    Config,
+};
+use see_pto::{
+    audit,
+    history::History,
+    metadata::ServiceCatalogue,
+    online::{percentile, ModeSummary, WireIds},
+    trace::{Session, Trace},
+};
+
+use crate::{
+    check::{Expected, Tally},
+    mode_name, DemoError,
+};
+
+/// What every mode's run shares.
+#[derive(Debug)]
+pub struct Env {
+    /// see-vmm.
+    pub vmm: PathBuf,
+    /// see-daemon.
+    pub daemon: PathBuf,
+    /// The guest image.
+    pub kernel: PathBuf,
+    /// The daemon's configuration but for the predictor and the per-mode files.
+    pub base: Config,
+    /// The sessions the predictors learn from (seeded into each mode's history).
+    pub past: Trace,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Longest think time taken from the trace.
+    pub think_cap: Duration,
+    /// The result every task must report.
+    pub expected: Expected,
+    /// The catalogue (scaled).
+    pub catalogue: Arc<ServiceCatalogue>,
+}
+
+/// One mode's results.
+#[derive(Debug, Clone)]
+pub struct ModeRun {
+    /// The table row (guest latencies, the daemon's prefetch figures).
+    pub summary: ModeSummary,
+    /// Latencies at the client (request sent to response read), ns, in replay order.
+    pub host_ns: Vec<u64>,
+    /// Latencies in the guest, ns, in replay order.
+    pub guest_ns: Vec<u64>,
+    /// The daemon's figures at the end of the replay.
+    pub stats: Stats,
+    /// Guest time summed over the requests: claim, fetch, work (us).
+    pub claim_fetch_work_us: [f64; 3],
+    /// The audit log.
+    pub audit_path: PathBuf,
+    /// Records in it (verified).
+    pub audit_records: u64,
+    /// The tasks' reported results, checked against the host's.
+    pub results: Tally,
+}
+
+impl ModeRun {
+    /// The p50 of the host latencies, ms.
+    pub fn host_p50_ms(&self) -> f64 {
+        let mut l = self.host_ns.clone();
+        l.sort_unstable();
+        percentile(&l, 0.5) as f64 / 1e6
+    }
+}
+
+/// A blocking HTTP client of the daemon's API.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// A client of the daemon at `address` (`http://HOST:PORT`).
+    pub fn new(address: &str) -> Result<Self, DemoError> {
+        if !address.starts_with("http://") {
+            return Err(DemoError::Service(format!(
+                "the demo speaks HTTP over TCP, not {address}"
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            base: address.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Runs one request; the error names the status and the daemon's message.
+    pub fn run(&self, request: &RunRequest) -> Result<RunResponse, DemoError> {
+        let mut r = self
+            .agent
+            .post(format!("{}/v1/requests", self.base))
+            .send_json(request)
+            .map_err(|e| DemoError::Service(format!("POST /v1/requests: {e}")))?;
+        let status = r.status().as_u16();
+        if status == 200 {
+            return r
+                .body_mut()
+                .read_json()
+                .map_err(|e| DemoError::Service(format!("POST /v1/requests: bad body: {e}")));
+        }
+        let body: Option<ErrorBody> = r.body_mut().read_json().ok();
+        Err(DemoError::Service(format!(
+            "POST /v1/requests for {:?}: {status}: {}",
+            request.kind,
+            body.map_or_else(|| "no error body".into(), |b| format!("{b:?}"))
+        )))
+    }
+
+    /// Ends a session.
+    pub fn end_session(&self, session: &str) -> Result<(), DemoError> {
+        let r = self
+            .agent
+            .delete(format!("{}/v1/sessions/{session}", self.base))
+            .call()
+            .map_err(|e| DemoError::Service(format!("DELETE /v1/sessions: {e}")))?;
+        match r.status().as_u16() {
+            204 | 404 => Ok(()),
+            s => Err(DemoError::Service(format!(
+                "DELETE /v1/sessions/{session}: {s}"
+            ))),
+        }
+    }
+
+    /// The daemon's figures.
+    pub fn stats(&self) -> Result<Stats, DemoError> {
+        self.agent
+            .get(format!("{}/v1/stats", self.base))
+            .call()
+            .map_err(|e| DemoError::Service(format!("GET /v1/stats: {e}")))?
+            .body_mut()
+            .read_json()
+            .map_err(|e| DemoError::Service(format!("GET /v1/stats: {e}")))
+    }
+}
+
+fn pto(e: impl std::fmt::Display) -> DemoError {
+    DemoError::Pto(e.to_string())
+}
+
+/// A fresh history for a mode, holding the sessions the predictors learn from.
+fn seed_history(path: &Path, past: &Trace) -> Result<(), DemoError> {
+    let _ = std::fs::remove_file(path);
+    let mut h = History::open(path).map_err(pto)?;
+    h.import_trace("past", past).map_err(pto)?;
+    Ok(())
+}
+
+/// Replays `sessions` through a fresh SEE and daemon running `mode`.
+pub fn run_mode(
+    env: &Env,
+    mode: PredictorKind,
+    sessions: &[Session],
+    bar: &ProgressBar,
+) -> Result<ModeRun, DemoError> {
+    let name = mode_name(mode);
+    let history = env.out.join(format!("history-{name}.sqlite"));
+    seed_history(&history, &env.past)?;
+    let audit_path = env.out.join(format!("audit-{name}.jsonl"));
+    let _ = std::fs::remove_file(&audit_path);
+    let mut config = env.base.clone();
+    config.predictor = mode;
+    config.history = history.clone();
+    config.audit = audit_path.clone();
+    if mode != PredictorKind::Learned {
+        config.model = None;
+    }
+    if mode != PredictorKind::Oracle {
+        config.oracle_trace = None;
+    }
+    let run_dir = env.out.join(format!("run-{name}"));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let spec = LaunchSpec {
+        daemon_bin: env.daemon.clone(),
+        vmm_bin: env.vmm.clone(),
+        kernel: env.kernel.clone(),
+        config,
+        memory_mib: 256,
+        run_dir,
+        ready_timeout: Duration::from_secs(60),
+        daemon_log_to_file: true,
+        daemon_log_level: Some("warn".into()),
+    };
+    let see = Launched::start(&spec)?;
+    let client = Client::new(see.address())?;
+    let vocab = env.catalogue.vocabulary();
+    let app = env
+        .catalogue
+        .requests
+        .first()
+        .map(|r| r.app.clone())
+        .unwrap_or_default();
+    let ids = WireIds::new(&env.catalogue);
+    let (mut host_ns, mut guest_ns) = (Vec::new(), Vec::new());
+    let mut split = [0f64; 3];
+    let mut results = Tally::default();
+    for (i, s) in sessions.iter().enumerate() {
+        let key = format!("s{}", i + 1);
+        let mut prev_at: Option<i64> = None;
+        for r in &s.requests {
+            let Some(kind) = vocab
+                .name(r.kind)
+                .filter(|_| r.kind != see_pto::vocab::UNKNOWN)
+            else {
+                continue;
+            };
+            let think = match prev_at {
+                Some(p) => Duration::from_millis((r.at_ms - p).max(0) as u64).min(env.think_cap),
+                None => env.think_cap,
+            };
+            prev_at = Some(r.at_ms);
+            std::thread::sleep(think);
+            let app = env
+                .catalogue
+                .request(kind)
+                .map_or_else(|| app.clone(), |t| t.app.clone());
+            let sent = Instant::now();
+            let response = client.run(&RunRequest {
+                session: key.clone(),
+                app,
+                kind: kind.to_owned(),
+            });
+            let elapsed = sent.elapsed();
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(DemoError::Service(format!(
+                        "{e}; console:\n{}",
+                        see.console_tail(15)
+                    )))
+                }
+            };
+            host_ns.push(elapsed.as_nanos() as u64);
+            guest_ns.push((response.timings.guest_us * 1e3) as u64);
+            split[0] += response.timings.claim_us;
+            split[1] += response.timings.fetch_us;
+            split[2] += response.timings.work_us;
+            let app_id = ids.app_of(kind).unwrap_or(0);
+            let tasks: Vec<u64> = env
+                .catalogue
+                .request(kind)
+                .map(|t| t.tasks.iter().map(|&t| WireIds::task(t)).collect())
+                .unwrap_or_default();
+            let reported: Vec<(u64, u64)> = response
+                .tasks
+                .iter()
+                .map(|t| (t.task_id, u64::from_str_radix(&t.result, 16).unwrap_or(0)))
+                .collect();
+            let wrong = results.check(
+                &env.expected,
+                response.request_id,
+                app_id,
+                &tasks,
+                &reported,
+            )?;
+            for w in &wrong {
+                log::error!("{name}: wrong result: {w}");
+            }
+            bar.inc(1);
+        }
+        client.end_session(&key)?;
+    }
+    // Late reports (evictions, the last prefetches' signatures) before the figures.
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = client.stats()?;
+    let (daemon, vmm) = see.stop(Duration::from_secs(60))?;
+    if !daemon.success() || !vmm.success() {
+        return Err(DemoError::Service(format!(
+            "{name}: see-daemon ended with {daemon}, see-vmm with {vmm}"
+        )));
+    }
+    // The final prefetch outcomes (what the guest still held at the end is wasted) are in
+    // the history once the daemon has stopped.
+    let outcomes = History::open(&history)
+        .and_then(|h| h.prefetch_summary(None))
+        .map_err(pto)?;
+    let audit_records = verify_audit(&audit_path)?;
+    let mut sorted = guest_ns.clone();
+    sorted.sort_unstable();
+    let ms = |q| percentile(&sorted, q) as f64 / 1e6;
+    let claims = stats.staged_hits + stats.misses;
+    let summary = ModeSummary {
+        mode: name.into(),
+        requests: guest_ns.len() as u64,
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        hit_rate: if claims == 0 {
+            0.0
+        } else {
+            stats.staged_hits as f64 / claims as f64
+        },
+        precision: if outcomes.hits + outcomes.wasted == 0 {
+            1.0
+        } else {
+            outcomes.hits as f64 / (outcomes.hits + outcomes.wasted) as f64
+        },
+        wasted_bytes: outcomes.wasted_bytes,
+        demand_fetches: stats.demand_fetches,
+        traffic_bytes: stats.traffic_bytes,
+        prefetched_bytes: stats.prefetched_bytes,
+        plan_us: stats.plan_us,
+    };
+    Ok(ModeRun {
+        summary,
+        host_ns,
+        guest_ns,
+        stats,
+        claim_fetch_work_us: split,
+        audit_path,
+        audit_records,
+        results,
+    })
+}
+
+/// Checks an audit log's chain; returns its record count.
+pub fn verify_audit(path: &Path) -> Result<u64, DemoError> {
+    match audit::verify(path) {
+        Ok(Ok(v)) => Ok(v.records),
+        Ok(Err(b)) => Err(DemoError::Pto(format!(
+            "{}: audit chain broken at {b}",
+            path.display()
+        ))),
+        Err(e) => Err(DemoError::Pto(format!("{}: {e}", path.display()))),
+    }
+}
