@@ -241,7 +241,16 @@ fn a_task_the_guest_fails_is_a_502_with_its_status_and_the_see_serves_on() {
         "{text}"
     );
     assert!(e.request_id.is_some());
-    let (s, text) = t.run(&a, "z", "search");
+    let other = catalogue
+        .requests
+        .iter()
+        .find(|r| {
+            !r.tasks
+                .iter()
+                .any(|&t| catalogue.tasks[t].resources.contains(&index))
+        })
+        .expect("a request type that does not use the bad resource");
+    let (s, text) = t.run(&a, "z", &other.name);
     assert_eq!(s, 200, "the next request is served: {text}");
     let history = t.config.history.clone();
     let (daemon, _) = t.see.stop(Duration::from_secs(60)).expect("stop");

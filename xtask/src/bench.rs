@@ -25,6 +25,13 @@ enum BenchCommand {
     Boot(BootArgs),
     /// virtio-prefetch: staged claim against demand fetch, staging throughput.
     Prefetch(PrefetchArgs),
+    /// The PTO service's front door: overhead (latency minus the guest's time) and requests
+    /// per second through the HTTP API, from `see-load` on loopback (arguments after `--`).
+    Api {
+        /// Arguments for see-load (e.g. `-- --repeat 5 --clients 8`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Options of `cargo xtask bench prefetch`.
@@ -54,6 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     match &args.what {
         BenchCommand::Boot(a) => boot(a),
         BenchCommand::Prefetch(a) => prefetch(a),
+        BenchCommand::Api { args } => api(args),
     }
 }
 
@@ -271,5 +279,38 @@ mod tests {
         let v: Vec<f64> = (1..=20).map(f64::from).collect();
         assert_eq!(spread(v), [1.0, 10.0, 18.0, 20.0]);
         assert_eq!(spread(vec![5.0]), [5.0; 4]);
+    }
+}
+
+/// `bench api`: the release daemon and see-load, against the image and the release VMM.
+fn api(args: &[String]) -> Result<(), String> {
+    let kernel = image::build_image()?;
+    let vmm = image::build_vmm()?;
+    for package in ["see-daemon", "see-demo"] {
+        crate::run_step(
+            &format!("build {package} (release)"),
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(crate::repo_root())
+                .args(["build", "--release", "--locked", "-p", package]),
+        )?;
+    }
+    let bin = image::target_dir().join("release/see-load");
+    let status = Command::new(&bin)
+        .current_dir(crate::repo_root())
+        .arg("--vmm")
+        .arg(&vmm)
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--daemon")
+        .arg(image::target_dir().join("release/see-daemon"))
+        .arg("--key")
+        .arg(crate::keys::secret_key_path())
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see-load failed ({status})"))
     }
 }
