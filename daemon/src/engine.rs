@@ -744,17 +744,14 @@ impl Engine {
 /// Forwards the device's events to the engine until the device stops or `stop` is set.
 pub fn forward_events(backend: Arc<BackendHandle>, to: Sender<Input>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
-        match backend.next_event(Duration::from_millis(100)) {
-            Some(ev) => {
-                if to.send(Input::Event(ev)).is_err() {
-                    return;
-                }
-            }
-            None if !backend.is_running() => {
-                let _ = to.send(Input::BackendGone);
-                return;
-            }
-            None => {}
+        let input = match backend.next_event(Duration::from_millis(100)) {
+            Some(ev) => Input::Event(ev),
+            None if !backend.is_running() => Input::BackendGone,
+            None => continue,
+        };
+        let gone = matches!(input, Input::BackendGone);
+        if to.send(input).is_err() || gone {
+            return;
         }
     }
 }

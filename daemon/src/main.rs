@@ -41,7 +41,7 @@ enum Command {
     #[command(subcommand)]
     Store(StoreCommand),
     /// Print the guest's kernel command line for this configuration.
-    GuestCmdline(ServeArgs),
+    GuestCmdline(Box<ServeArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,7 +102,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::GuestCmdline(args)) => {
-            let config = Config::try_from(args)?;
+            let config = Config::try_from(*args)?;
             let cat = config.load_catalogue()?;
             println!(
                 "{}",

@@ -270,18 +270,6 @@ fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_by_nearest_rank() {
-        let v: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(spread(v), [1.0, 10.0, 18.0, 20.0]);
-        assert_eq!(spread(vec![5.0]), [5.0; 4]);
-    }
-}
-
 /// `bench api`: the release daemon and see-load, against the image and the release VMM.
 fn api(args: &[String]) -> Result<(), String> {
     let kernel = image::build_image()?;
@@ -312,5 +300,17 @@ fn api(args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("see-load failed ({status})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_by_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(spread(v), [1.0, 10.0, 18.0, 20.0]);
+        assert_eq!(spread(vec![5.0]), [5.0; 4]);
     }
 }
