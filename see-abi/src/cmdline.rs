@@ -59,7 +59,7 @@ pub struct VirtioMmioDevice {
 }
 
 /// A malformed `virtio_mmio.device` value.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadDevice<'a>(pub &'a str);
 
 impl fmt::Display for BadDevice<'_> {

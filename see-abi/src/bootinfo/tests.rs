@@ -342,6 +342,25 @@ fn the_fuzz_seed_is_the_vmm_s_layout() {
 }
 
 #[test]
+fn the_fuzz_seed_with_a_command_line_outside_ram_parses() {
+    // fuzz/seeds/boot_info/qemu_reserved_cmdline: the command line in reserved memory, as
+    // QEMU places it, and no shared window.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/boot_info/qemu_reserved_cmdline");
+    let seed = std::fs::read(&path).unwrap();
+    let mut p = Phys::default();
+    p.put(0x1000, &seed);
+    let map = p.parse(0x1000).unwrap();
+    assert!(
+        !map.ram().any(|r| r.contains(0x1100, 1)),
+        "the seed's line is in RAM"
+    );
+    assert_eq!(map.cmdline(), "see.selftest=0");
+    assert_eq!(map.shared_window(), None);
+    p.assert_reads_safe();
+}
+
+#[test]
 fn mutated_boot_information_never_panics() {
     let base = good();
     let mut state = 0x5EE0_u64;
