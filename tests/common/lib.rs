@@ -171,11 +171,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Asserts the exit code, showing both streams on failure.
-    pub fn assert_code(&self, code: i32) -> &Self {
+    /// Asserts the exit code (one of `see_abi::exit`'s), showing both streams on failure.
+    pub fn assert_code(&self, code: u8) -> &Self {
         assert_eq!(
             self.code,
-            Some(code),
+            Some(i32::from(code)),
             "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
             self.stdout,
             self.stderr
@@ -305,7 +305,10 @@ impl Vmm {
                 // SAFETY: kill(2) on the child's pid (not yet reaped: the waiter has not
                 // returned) with a valid signal.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                panic!("see-vmm did not finish within {DEADLINE:?}");
+                panic!(
+                    "{:?} did not finish within {DEADLINE:?}",
+                    self.cmd.get_program()
+                );
             }
         }
     }

@@ -72,6 +72,8 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             "see-guest-driver",
             "-p",
             "see-workload",
+            "-p",
+            "see-abi",
         ]),
     )?;
     // The end-to-end tests boot the release VMM on the guest image: build both first.
