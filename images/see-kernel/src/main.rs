@@ -5,7 +5,7 @@
 //! the self-tests and ends the VM through the exit port (see docs/ARCHITECTURE.md for ports,
 //! exit codes and command-line keys).
 //!
-//! The internal API a driver builds on: `console` (`print!`/`println!`), `time` (kvmclock,
+//! The internal API a driver builds on: `console` (`print!`/`println!`), `time` (kvmclock or TSC,
 //! TSC deadlines), `memmap` (RAM and the shared window), `cmdline` (virtio-mmio devices),
 //! `interrupts` (`register_irq` for I/O APIC-routed device interrupts) and `exit`.
 
@@ -92,11 +92,12 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 fn report(map: &memmap::MemoryMap, heap: heap::HeapInfo, tsc_hz: u64) {
     let cmdline = Cmdline::new(map.cmdline());
     println!(
-        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz (kvmclock)",
+        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz ({})",
         map.ram_bytes() >> 10,
         heap.size >> 10,
         heap.start,
-        tsc_hz / 1000
+        tsc_hz / 1000,
+        time::source().name()
     );
     match map.shared_window() {
         Some(w) => println!("see: shared window: {} KiB at {:#x}", w.len >> 10, w.start),
