@@ -72,6 +72,8 @@ impl fmt::Display for BadDevice<'_> {
     }
 }
 
+impl core::error::Error for BadDevice<'_> {}
+
 impl<'a> Cmdline<'a> {
     /// Wraps a raw command line.
     pub fn new(raw: &'a str) -> Self {

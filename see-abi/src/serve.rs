@@ -89,6 +89,8 @@ impl fmt::Display for ArgsError {
     }
 }
 
+impl core::error::Error for ArgsError {}
+
 /// Decoded request arguments, borrowing the request's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Args<'a> {

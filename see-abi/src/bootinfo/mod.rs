@@ -108,6 +108,8 @@ impl fmt::Display for BootInfoError {
     }
 }
 
+impl core::error::Error for BootInfoError {}
+
 /// The fields of `hvm_start_info` (PVH boot protocol, version 1) the kernel uses; at their
 /// offsets: magic 0, cmdline_paddr 24, memmap_paddr 40, memmap_entries 48 (version, flags,
 /// modules and the RSDP are not used).

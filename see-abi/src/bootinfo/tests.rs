@@ -324,6 +324,9 @@ fn errors_say_what_and_where() {
     assert!(s.contains("command line overlaps the shared window"), "{s}");
     let s = format!("{}", BootInfoError::OutOfRange("E820 table", 0x1234));
     assert!(s.contains("E820 table at 0x1234"), "{s}");
+    // A std error on the host, so callers can put it behind `?` and `#[source]`.
+    let boxed: Box<dyn std::error::Error> = BootInfoError::CmdlineTooLong.into();
+    assert!(boxed.to_string().contains("4096"));
 }
 
 #[test]
