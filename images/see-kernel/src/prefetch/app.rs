@@ -126,10 +126,6 @@ fn pause(settings: &Settings, deadline_ns: u64) {
     DEVICE_INTERRUPT.store(false, core::sync::atomic::Ordering::Release);
 }
 
-fn parse_args(args: &[u8]) -> Result<(u32, Vec<u64>), see_abi::serve::ArgsError> {
-    see_abi::serve::decode_args(args)
-}
-
 fn fail(what: core::fmt::Arguments<'_>, error: &ClaimError, driver: &mut Drv) -> Status {
     println!("see: claim-failed {what} error={error}");
     print_counters(driver);
@@ -152,7 +148,7 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
             return Status::AppFailure;
         };
         let start = time::monotonic_ns();
-        let (op, tasks) = match parse_args(&request.args) {
+        let (op, tasks) = match see_abi::serve::decode_args(&request.args) {
             Ok(parsed) => parsed,
             Err(e) => {
                 println!(
