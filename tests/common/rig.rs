@@ -11,6 +11,7 @@ use std::{
 };
 
 use crate::{guest::Guest, pto_keys, Vmm, DEADLINE};
+use see_abi::cmdline as key;
 use see_prefetch_backend::{
     signer::load_key,
     store::{DiskStore, ResourceStore},
@@ -127,11 +128,16 @@ impl Rig {
         allow.sort();
         allow.dedup();
         let mut cmdline = format!(
-            "see.selftest=0 see.app=serve see.idle_ms=30000 see.allow={}",
+            "{}=0 {}={} {}=30000 {}={}",
+            key::SELFTEST,
+            key::APP,
+            key::APP_SERVE,
+            key::IDLE_MS,
+            key::ALLOW,
             allow.join(",")
         );
         if options.polling {
-            cmdline.push_str(" see.poll=1");
+            cmdline.push_str(&format!(" {}=1", key::POLL));
         }
         if !options.cmdline.is_empty() {
             cmdline.push(' ');
