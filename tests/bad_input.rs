@@ -11,7 +11,7 @@ fn vmm_with_kernel(kernel: &std::path::Path) -> Vmm {
 fn missing_kernel() {
     vmm_with_kernel("/nonexistent/see-kernel".as_ref())
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("kernel /nonexistent/see-kernel not found")
         .assert_stderr("cargo xtask image");
 }
@@ -27,7 +27,7 @@ fn unreadable_kernel() {
     sandbox
         .vmm(&kernel)
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("cannot read kernel")
         .assert_stderr("Permission denied")
         .assert_stderr("check its permissions");
@@ -38,7 +38,7 @@ fn kernel_that_is_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     vmm_with_kernel(dir.path())
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("cannot read kernel");
 }
 
@@ -49,7 +49,7 @@ fn kernel_that_is_not_an_elf() {
     std::fs::write(&path, "#!/bin/sh\necho not a kernel\n").unwrap();
     vmm_with_kernel(&path)
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("is not an ELF file");
 }
 
@@ -60,7 +60,7 @@ fn elf_without_a_pvh_note() {
     std::fs::write(&path, elf_without_pvh_note()).unwrap();
     vmm_with_kernel(&path)
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("has no PVH entry note");
 }
 
@@ -69,7 +69,7 @@ fn memory_too_small() {
     Vmm::boot()
         .args(["--memory", "16"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("--memory 16 MiB is too small")
         .assert_stderr("at least 32 MiB");
 }
@@ -79,7 +79,7 @@ fn memory_too_large() {
     Vmm::boot()
         .args(["--memory", "4096"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("--memory 4096 MiB is too large")
         .assert_stderr("at most 3072 MiB");
 }
@@ -89,7 +89,7 @@ fn shared_window_out_of_range() {
     Vmm::boot()
         .args(["--shared-mem", "512"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("--shared-mem 512 MiB is out of range");
 }
 
@@ -98,7 +98,7 @@ fn kvm_device_absent() {
     Vmm::boot()
         .args(["--kvm-device", "/nonexistent/kvm"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("/nonexistent/kvm does not exist: this machine has no KVM");
 }
 
@@ -111,7 +111,7 @@ fn kvm_device_not_accessible() {
         .arg("--kvm-device")
         .arg(&kvm)
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("Permission denied")
         .assert_stderr("give this user read-write access");
 }
@@ -121,7 +121,7 @@ fn kvm_device_that_is_not_kvm() {
     Vmm::boot()
         .args(["--kvm-device", "/dev/null"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("/dev/null is not a KVM device");
 }
 
@@ -129,14 +129,17 @@ fn kvm_device_that_is_not_kvm() {
 fn usage_errors_exit_2() {
     Vmm::bare(vmm_bin())
         .run()
-        .assert_code(2)
+        .assert_code(see_abi::exit::USAGE)
         .assert_stderr("--kernel");
     Vmm::boot()
         .args(["--serial", "tcp:1234"])
         .run()
-        .assert_code(2)
+        .assert_code(see_abi::exit::USAGE)
         .assert_stderr("use stdout, off or file:PATH");
-    Vmm::boot().args(["--memory", "lots"]).run().assert_code(2);
+    Vmm::boot()
+        .args(["--memory", "lots"])
+        .run()
+        .assert_code(see_abi::exit::USAGE);
 }
 
 #[test]
@@ -147,6 +150,6 @@ fn unwritable_serial_file() {
     Vmm::boot()
         .args(["--serial", "file:/nonexistent/dir/console.log"])
         .run()
-        .assert_code(1)
+        .assert_code(see_abi::exit::VMM_ERROR)
         .assert_stderr("cannot create the serial output file /nonexistent/dir/console.log");
 }

@@ -9,7 +9,7 @@ fn boots_to_ready_and_passes_selftests() {
         return;
     }
     let out = Vmm::boot().run();
-    out.assert_code(0)
+    out.assert_code(see_abi::exit::SUCCESS)
         .assert_stdout("SEE kernel")
         .assert_stdout("see: self-tests passed (9)")
         .assert_stdout("see: self-test halt: ok")
@@ -49,7 +49,8 @@ fn boots_with_several_cpus_and_stops_them_all() {
         let out = Vmm::boot()
             .args(["--cpus", cpus, "--cmdline", "see.selftest=0"])
             .run();
-        out.assert_code(0).assert_stdout("see: ready in");
+        out.assert_code(see_abi::exit::SUCCESS)
+            .assert_stdout("see: ready in");
         // The application processors wait for a SIPI inside KVM_RUN until the VMM stops them.
         assert!(
             !out.stderr.contains("did not stop"),
@@ -71,7 +72,7 @@ fn shared_window_size_and_cmdline_reach_the_guest() {
             "see.selftest=1 virtio_mmio.device=4K@0xd0000000:5 demo.key=x",
         ])
         .run()
-        .assert_code(0)
+        .assert_code(see_abi::exit::SUCCESS)
         .assert_stdout("see: shared window: 4096 KiB at 0xc0000000")
         .assert_stdout("see: virtio-mmio device: 4096 bytes at 0xd0000000, GSI 5")
         .assert_stdout("ignoring unknown command-line key \"demo.key\"")
@@ -89,7 +90,7 @@ fn serial_to_a_file() {
         .args(["--cmdline", "see.selftest=0"])
         .arg(format!("--serial=file:{}", console.display()))
         .run();
-    out.assert_code(0);
+    out.assert_code(see_abi::exit::SUCCESS);
     assert!(
         !out.stdout.contains("see:"),
         "console went to stdout: {}",
@@ -110,7 +111,7 @@ fn boot_report_has_progress_times_and_memory() {
         return;
     }
     let out = Vmm::boot().args(["--boot-report", "--serial", "off"]).run();
-    out.assert_code(0);
+    out.assert_code(see_abi::exit::SUCCESS);
     let line = out
         .stderr
         .lines()
@@ -147,7 +148,8 @@ fn boots_at_the_smallest_and_largest_memory_sizes() {
         let out = Vmm::boot()
             .args(["--memory", mib, "--cmdline", "see.selftest=0"])
             .run();
-        out.assert_code(0).assert_stdout("see: ready in");
+        out.assert_code(see_abi::exit::SUCCESS)
+            .assert_stdout("see: ready in");
         let kib: u64 = out
             .stdout
             .lines()

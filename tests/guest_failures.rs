@@ -10,7 +10,7 @@ fn guest_panic_exits_101_with_the_message() {
     Vmm::boot()
         .args(["--cmdline", "see.test=panic"])
         .run()
-        .assert_code(101)
+        .assert_code(see_abi::exit::PANIC)
         .assert_stdout("see: PANIC: panicked at")
         .assert_stdout("see.test=panic: panicking on request");
 }
@@ -23,7 +23,7 @@ fn guest_exception_exits_102_with_vector_and_address() {
     Vmm::boot()
         .args(["--cmdline", "see.test=fault"])
         .run()
-        .assert_code(102)
+        .assert_code(see_abi::exit::EXCEPTION)
         .assert_stdout("see: EXCEPTION vector 14 (#PF page fault)")
         .assert_stdout("cr2=0x5ee0dead0000");
 }
@@ -36,7 +36,7 @@ fn selftest_failure_exits_103() {
     Vmm::boot()
         .args(["--cmdline", "see.test=selftest-fail"])
         .run()
-        .assert_code(103)
+        .assert_code(see_abi::exit::SELFTEST_FAILURE)
         .assert_stdout("see: self-test injected-failure: FAILED")
         .assert_stdout("see: 1 self-test(s) FAILED");
 }
@@ -49,6 +49,6 @@ fn unknown_app_exits_104() {
     Vmm::boot()
         .args(["--cmdline", "see.selftest=0 see.app=nope"])
         .run()
-        .assert_code(104)
+        .assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("no guest app named \"nope\"");
 }

@@ -11,40 +11,16 @@ use see_pto::{
 };
 use virtio_prefetch_wire::ResourceKind as WireKind;
 
-/// The serve app's "run" operation: claim or demand-fetch each task's resources, work on them.
-const OP_RUN: u32 = 1;
-/// The serve app's "stop" operation: end the VM with success.
-const OP_STOP: u32 = 0xFFFF;
-/// The completion status of a request whose task failed processing its resource.
-pub const STATUS_WORK_FAILED: u32 = 1;
-
-fn args(op: u32, words: &[u64]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(8 + 8 * words.len());
-    a.extend_from_slice(&op.to_le_bytes());
-    a.extend_from_slice(&[0; 4]);
-    for w in words {
-        a.extend_from_slice(&w.to_le_bytes());
-    }
-    a
-}
+pub use see_abi::serve::{status_reason, STATUS_WORK_FAILED};
 
 /// The arguments of a request that runs `tasks` (wire ids).
 pub fn run_args(tasks: &[u64]) -> Vec<u8> {
-    args(OP_RUN, tasks)
+    see_abi::serve::encode_args(see_abi::serve::OP_RUN, tasks)
 }
 
 /// The arguments of the request that stops the guest.
 pub fn stop_args() -> Vec<u8> {
-    args(OP_STOP, &[])
-}
-
-/// What a guest completion status means.
-pub fn status_reason(status: u32) -> &'static str {
-    match status {
-        0 => "success",
-        STATUS_WORK_FAILED => "a task's resource failed processing in the guest",
-        _ => "a status this daemon does not know",
-    }
+    see_abi::serve::encode_args(see_abi::serve::OP_STOP, &[])
 }
 
 /// The app registry: (app, task, resource) wire ids, every task's resources in claim order.

@@ -82,16 +82,14 @@ pub struct Launched {
 }
 
 /// What a VMM exit code means (docs/ARCHITECTURE.md).
-pub fn vmm_exit_meaning(code: i32) -> &'static str {
-    match code {
-        0 => "the guest ended with success",
-        1 => "VMM error",
-        2 => "command-line usage error",
-        101 => "guest panic",
-        102 => "guest CPU exception",
-        103 => "guest self-test failure",
-        104 => "guest app failure",
-        _ => "status written by the guest",
+pub fn vmm_exit_meaning(code: i32) -> String {
+    use see_abi::exit;
+    match u8::try_from(code) {
+        Ok(exit::VMM_ERROR) => "VMM error".into(),
+        Ok(exit::USAGE) => "command-line usage error".into(),
+        Ok(c) => exit::Status::from_code(c)
+            .map_or_else(|| "status written by the guest".into(), |s| s.to_string()),
+        Err(_) => "not an exit code".into(),
     }
 }
 

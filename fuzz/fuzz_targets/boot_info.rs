@@ -1,8 +1,8 @@
-//! The SEE kernel's parser of the VMM's boot information (`hvm_start_info`, the E820 table and
-//! the command line: images/see-kernel/src/bootinfo.rs, compiled here as it is) over memory
-//! the input fills: the input is guest-physical memory from 0x1000, `hvm_start_info` at its
-//! start, zeros elsewhere. The parser must never panic, never read a byte twice and never
-//! return more than its bounds.
+//! The SEE kernel's parser of the loader's boot information (`hvm_start_info`, the E820 table
+//! and the command line: `see_abi::bootinfo`) over memory the input fills: the input is
+//! guest-physical memory from 0x1000, `hvm_start_info` at its start, zeros elsewhere. The
+//! parser must never panic, never read a byte twice, never read at 0, past the mapped limit or
+//! in a device range, and never return more than its bounds.
 
 #![no_main]
 
@@ -10,9 +10,7 @@ use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../images/see-kernel/src/bootinfo.rs"]
-#[allow(dead_code)]
-mod bootinfo;
+use see_abi::{bootinfo, memory::DEVICE_RANGES};
 
 const BASE: u64 = 0x1000;
 
@@ -31,8 +29,11 @@ fuzz_target!(|data: &[u8]| {
     });
     assert!(reads.values().all(|&n| n == 1), "a byte was read twice");
     assert!(reads.keys().all(|&a| a != 0 && a < bootinfo::MAPPED_LIMIT));
+    assert!(reads
+        .keys()
+        .all(|&a| !DEVICE_RANGES.iter().any(|d| a >= d.base && a - d.base < d.len)));
     if let Ok(map) = result {
-        assert!(!map.entries().is_empty() && map.entries().len() <= 128);
-        assert!(map.cmdline().len() < 4096);
+        assert!(!map.entries().is_empty() && map.entries().len() <= bootinfo::MAX_ENTRIES);
+        assert!(map.cmdline().len() < bootinfo::MAX_CMDLINE);
     }
 });

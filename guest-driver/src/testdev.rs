@@ -16,7 +16,12 @@
 
 extern crate std;
 
-use std::{cell::RefCell, collections::BTreeMap, rc::Rc, vec, vec::Vec};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    vec,
+    vec::Vec,
+};
 
 use p384::ecdsa::{signature::Signer, Signature, SigningKey};
 use sha2::{Digest, Sha384};
@@ -116,19 +121,17 @@ pub struct Dev {
     pub demand_as_prefetch: bool,
 }
 
-/// The platform handed to the driver; tests keep a clone to act as the device.
+/// The platform handed to the driver; tests keep a clone to act as the device. The state is
+/// behind `Arc<Mutex<_>>` so that the platform is `Send` (the C ABI's global driver needs it)
+/// without an `unsafe impl`.
 #[derive(Clone)]
-pub struct TestPlatform(pub Rc<RefCell<Dev>>);
+pub struct TestPlatform(pub Arc<Mutex<Dev>>);
 
 impl core::fmt::Debug for TestPlatform {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("TestPlatform")
     }
 }
-
-// The driver's Platform must be Send for the C ABI global; the tests are single-threaded.
-// SAFETY: TestPlatform is only used on the thread that created it (each test owns its own).
-unsafe impl Send for TestPlatform {}
 
 pub fn test_key(label: &str) -> SigningKey {
     let seed = Sha384::digest(label.as_bytes());
@@ -143,7 +146,7 @@ impl TestPlatform {
             queue_sizes: [16, 32, 64],
         }
         .encode();
-        Self(Rc::new(RefCell::new(Dev {
+        Self(Arc::new(Mutex::new(Dev {
             mem: vec![0; SIZE],
             magic: MAGIC,
             version: 2,
@@ -190,8 +193,9 @@ impl TestPlatform {
         }
     }
 
-    pub fn dev(&self) -> std::cell::RefMut<'_, Dev> {
-        self.0.borrow_mut()
+    /// The device state, locked (a test that panicked while holding it leaves it usable).
+    pub fn dev(&self) -> MutexGuard<'_, Dev> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -622,7 +626,7 @@ impl Dev {
 
 impl Platform for TestPlatform {
     fn mmio_read32(&self, offset: usize) -> u32 {
-        let d = self.0.borrow();
+        let d = self.dev();
         let q = d
             .queues
             .get(d.queue_sel as usize)
@@ -648,7 +652,7 @@ impl Platform for TestPlatform {
     }
 
     fn mmio_write32(&self, offset: usize, value: u32) {
-        let mut d = self.0.borrow_mut();
+        let mut d = self.dev();
         let sel = d.queue_sel as usize;
         match offset {
             reg::DEVICE_FEATURES_SEL => d.features_sel = value,
@@ -708,7 +712,7 @@ impl Platform for TestPlatform {
     }
 
     fn shared_read(&self, gpa: u64, dst: &mut [u8]) {
-        let mut d = self.0.borrow_mut();
+        let mut d = self.dev();
         dst.copy_from_slice(d.read(gpa, dst.len()));
         // The hostile device rewrites memory right after the driver copied it.
         if let Some((at, _)) = &d.after_copy {
@@ -721,24 +725,24 @@ impl Platform for TestPlatform {
     }
 
     fn shared_write(&self, gpa: u64, src: &[u8]) {
-        self.0.borrow_mut().write(gpa, src);
+        self.dev().write(gpa, src);
     }
 
     fn now_ns(&self) -> u64 {
         // Time passes as the driver works: 10 us per reading (a 1 s spin is 100k readings).
-        let mut d = self.0.borrow_mut();
+        let mut d = self.dev();
         d.now += 10_000;
         d.now
     }
 
     fn wait_for_event(&mut self, deadline_ns: u64) {
-        let mut d = self.0.borrow_mut();
+        let mut d = self.dev();
         // Nothing else runs: the next event is the deadline (or a small step).
         d.now = d.now.max(deadline_ns.min(d.now + 1_000_000));
     }
 
     fn fill_random(&mut self, buf: &mut [u8]) {
-        let mut d = self.0.borrow_mut();
+        let mut d = self.dev();
         for b in buf {
             d.rng = d
                 .rng

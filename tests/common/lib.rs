@@ -186,6 +186,36 @@ pub fn kvm_available() -> bool {
     }
 }
 
+/// QEMU's x86_64 system emulator, for the tests that boot the image on another PVH loader:
+/// `SEE_QEMU_BIN`, or `qemu-system-x86_64` on the PATH (`cargo xtask test` installs Debian's
+/// `qemu-system-x86` when it is missing). None (the test is skipped) when there is none,
+/// unless `SEE_REQUIRE_KVM` is set, when the test fails.
+pub fn qemu_bin() -> Option<PathBuf> {
+    let found = match std::env::var_os("SEE_QEMU_BIN") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("qemu-system-x86_64"))
+                .find(|p| p.is_file())
+        }),
+    };
+    match found {
+        Some(path) if path.is_file() => Some(path),
+        other => {
+            let why = match other {
+                Some(path) => format!("{} does not exist", path.display()),
+                None => "qemu-system-x86_64 is not on the PATH".into(),
+            };
+            assert!(
+                std::env::var_os("SEE_REQUIRE_KVM").is_none(),
+                "SEE_REQUIRE_KVM is set but {why}: install qemu-system-x86 (cargo xtask test does)"
+            );
+            eprintln!("skipped: {why}; install qemu-system-x86 or set SEE_QEMU_BIN");
+            None
+        }
+    }
+}
+
 /// How a VMM run ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -198,11 +228,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Asserts the exit code, showing both streams on failure.
-    pub fn assert_code(&self, code: i32) -> &Self {
+    /// Asserts the exit code (one of `see_abi::exit`'s), showing both streams on failure.
+    pub fn assert_code(&self, code: u8) -> &Self {
         assert_eq!(
             self.code,
-            Some(code),
+            Some(i32::from(code)),
             "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
             self.stdout,
             self.stderr
@@ -332,7 +362,10 @@ impl Vmm {
                 // SAFETY: kill(2) on the child's pid (not yet reaped: the waiter has not
                 // returned) with a valid signal.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                panic!("see-vmm did not finish within {DEADLINE:?}");
+                panic!(
+                    "{:?} did not finish within {DEADLINE:?}",
+                    self.cmd.get_program()
+                );
             }
         }
     }

@@ -11,6 +11,7 @@ use std::{
 };
 
 use crate::{guest::Guest, pto_keys, Vmm, DEADLINE};
+use see_abi::cmdline as key;
 use see_prefetch_backend::{
     signer::load_key,
     store::{DiskStore, ResourceStore},
@@ -19,27 +20,10 @@ use see_prefetch_backend::{
 use sha2::{Digest, Sha384};
 use virtio_prefetch_wire::ResourceKind;
 
-/// Serve-app operation: claim (or demand-fetch) every resource of the listed tasks.
-pub const OP_RUN: u32 = 1;
-/// Serve-app operation: per listed task, wait until staged, time the claim and a demand fetch.
-pub const OP_BENCH: u32 = 2;
-/// Serve-app operation: time until every resource of the listed tasks is staged.
-pub const OP_THROUGHPUT: u32 = 3;
-/// Serve-app operation: (task, resource) pairs, claim and fetch attempts that may be refused.
-pub const OP_PROBE: u32 = 4;
-/// Serve-app operation: (task, resource) pairs, wait until staged without claiming.
-pub const OP_AWAIT: u32 = 5;
-/// Serve-app operation: reset the device (a new session).
-pub const OP_RESET: u32 = 6;
-/// Serve-app operation: point the next staging descriptor at a private heap buffer.
-pub const OP_BAD_DESCRIPTOR: u32 = 7;
-/// Serve-app operation: check that buffer (`see: victim intact=1`).
-pub const OP_VICTIM: u32 = 8;
-/// Serve-app operation: (task, resource, buffer size) triples, each claimed through the C ABI
-/// (`see_prefetch_available`, `see_claim_prefetch`): `see: cabi ... rc=N code=SEE_...`.
-pub const OP_C_CLAIM: u32 = 9;
-/// Serve-app operation: print the counters and end the VM with 0.
-pub const OP_STOP: u32 = 0xFFFF;
+pub use see_abi::serve::{
+    OP_AWAIT, OP_BAD_DESCRIPTOR, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP,
+    OP_THROUGHPUT, OP_VICTIM,
+};
 
 /// A resource the test puts in the store.
 #[derive(Debug, Clone)]
@@ -144,11 +128,16 @@ impl Rig {
         allow.sort();
         allow.dedup();
         let mut cmdline = format!(
-            "see.selftest=0 see.app=serve see.idle_ms=30000 see.allow={}",
+            "{}=0 {}={} {}=30000 {}={}",
+            key::SELFTEST,
+            key::APP,
+            key::APP_SERVE,
+            key::IDLE_MS,
+            key::ALLOW,
             allow.join(",")
         );
         if options.polling {
-            cmdline.push_str(" see.poll=1");
+            cmdline.push_str(&format!(" {}=1", key::POLL));
         }
         if !options.cmdline.is_empty() {
             cmdline.push(' ');
@@ -235,22 +224,14 @@ impl Rig {
     pub fn stop(mut self) -> String {
         self.dispatch(1, OP_STOP, &[]);
         let out = self.guest.finish();
-        out.assert_code(0);
+        out.assert_code(see_abi::exit::SUCCESS);
         self.backend.shutdown();
         out.stdout
     }
 }
 
 /// A serve-app request's arguments: `op` (`u32` LE, 4 reserved bytes), then `words` (`u64` LE).
-pub fn request_args(op: u32, words: &[u64]) -> Vec<u8> {
-    let mut args = Vec::with_capacity(8 + 8 * words.len());
-    args.extend_from_slice(&op.to_le_bytes());
-    args.extend_from_slice(&[0; 4]);
-    for w in words {
-        args.extend_from_slice(&w.to_le_bytes());
-    }
-    args
-}
+pub use see_abi::serve::encode_args as request_args;
 
 /// Puts every resource in a disk store at `dir` (versions of one id in increasing order).
 fn fill_store(dir: &Path, resources: &[Res]) -> DiskStore {

@@ -35,7 +35,7 @@ fn backend_gone_while_idle_ends_the_vm_with_104() {
     rig.backend.shutdown();
     rig.guest
         .finish()
-        .assert_code(104)
+        .assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("see: prefetch device failed");
 }
 
@@ -58,7 +58,7 @@ fn backend_gone_during_a_demand_fetch_fails_the_task_with_104() {
     let out = rig.guest.finish();
     // Either the demand failed (the usual case) or it completed just before the shutdown and
     // the next wait for a request saw the broken device; both end with 104 and say why.
-    out.assert_code(104);
+    out.assert_code(see_abi::exit::APP_FAILURE);
     assert!(
         out.stdout.contains("see: claim-failed app=1 task=7 res=3")
             || out.stdout.contains("see: prefetch device failed"),
@@ -106,7 +106,7 @@ fn backend_process_killed_with_sigkill_ends_the_vm_with_104() {
     let _ = backend.wait();
     guest
         .finish()
-        .assert_code(104)
+        .assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("see: prefetch device failed");
 }
 
@@ -184,7 +184,7 @@ fn backend_process_killed_with_sigkill_during_a_demand_fetch_fails_the_task_with
     );
     let out = guest.finish();
     let ended = killed.elapsed();
-    out.assert_code(104)
+    out.assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("see: claim-failed app=1 task=7 res=3 error=")
         .assert_stdout("see: counters ");
     assert!(

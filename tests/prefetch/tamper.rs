@@ -169,7 +169,7 @@ fn a_backend_with_a_foreign_key_cannot_stage_or_serve() {
     // The task's claim falls back to a demand fetch, whose bundle is refused too: exit 104.
     rig.dispatch(1, OP_RUN, &[7]);
     let out = rig.guest.finish();
-    out.assert_code(104)
+    out.assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("see: claim-failed app=1 task=7 res=3")
         .assert_stdout("bad_signature=2");
     assert!(!out.stdout.contains("see: claim app="), "{}", out.stdout);

@@ -291,7 +291,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (last.addr, last.type_),
-            (layout::SHARED_WINDOW_ADDR, layout::E820_SEE_SHARED)
+            (layout::SHARED_WINDOW_BASE, layout::E820_SEE_SHARED)
         );
         let mut text = [0u8; 50];
         mem.read_slice(&mut text, GuestAddress(info.cmdline_paddr))
@@ -305,6 +305,32 @@ mod tests {
             .read_obj(GuestAddress(layout::BOOT_GDT_ADDR + 8))
             .unwrap();
         assert_eq!(code, BOOT_GDT[1]);
+    }
+
+    #[test]
+    fn the_guest_s_parser_reads_what_the_vmm_writes() {
+        // The contract test: see_abi::bootinfo (the guest's parser) over this VMM's memory.
+        let mem = memory();
+        let device = crate::devices::MmioSlots::default().allocate().unwrap();
+        let cmdline = build_cmdline("see.selftest=0", &[device.cmdline_entry()]).unwrap();
+        let addr = write_boot_info(&mem, &cmdline, 32 << 20, 1 << 20).unwrap();
+        let map = see_abi::bootinfo::parse(addr.0, &mut |at, buf| {
+            mem.read_slice(buf, GuestAddress(at)).unwrap()
+        })
+        .unwrap_or_else(|e| panic!("the guest refuses this VMM's boot information: {e}"));
+        let window = map.shared_window().unwrap();
+        assert_eq!(
+            (window.start, window.len),
+            (layout::SHARED_WINDOW_BASE, 1 << 20)
+        );
+        assert_eq!(
+            map.ram_bytes(),
+            (32 << 20) - (layout::HIGH_RAM_START - layout::LOW_RAM_END)
+        );
+        let line = see_abi::cmdline::Cmdline::new(map.cmdline());
+        assert_eq!(line.get(see_abi::cmdline::SELFTEST), Some("0"));
+        let devices: Vec<_> = line.virtio_mmio_devices().collect();
+        assert_eq!(devices, [Ok(see_abi::cmdline::VirtioMmioDevice::slot(0))]);
     }
 
     #[test]

@@ -2,18 +2,11 @@
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
-/// Smallest guest RAM in MiB.
-pub const MIN_MEMORY_MIB: u32 = 32;
-/// Largest guest RAM in MiB: RAM must end below the shared window at 3 GiB.
-pub const MAX_MEMORY_MIB: u32 = 3072;
+pub use see_abi::memory::{
+    DEFAULT_SHARED_MIB, MAX_MEMORY_MIB, MAX_SHARED_MIB, MIN_MEMORY_MIB, MIN_SHARED_MIB,
+};
 /// Default guest RAM in MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
-/// Smallest shared window in MiB.
-pub const MIN_SHARED_MIB: u32 = 1;
-/// Largest shared window in MiB (it must end below the virtio-mmio devices at 0xD000_0000).
-pub const MAX_SHARED_MIB: u32 = 256;
-/// Default shared window in MiB.
-pub const DEFAULT_SHARED_MIB: u32 = 16;
 /// Most vCPUs a VM may have.
 pub const MAX_CPUS: u8 = 32;
 /// Default KVM device.

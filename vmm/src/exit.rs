@@ -27,9 +27,9 @@ pub enum ExitReason {
 }
 
 /// Exit code for a triple fault: the guest's CPU-exception status.
-pub const TRIPLE_FAULT_EXIT_CODE: u8 = 102;
+pub const TRIPLE_FAULT_EXIT_CODE: u8 = see_abi::exit::EXCEPTION;
 /// Exit code for a VMM error.
-pub const VMM_ERROR_EXIT_CODE: u8 = 1;
+pub const VMM_ERROR_EXIT_CODE: u8 = see_abi::exit::VMM_ERROR;
 
 impl ExitReason {
     /// The VMM's process exit code for this reason (docs/ARCHITECTURE.md).

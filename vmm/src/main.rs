@@ -13,6 +13,7 @@ use clap::Parser;
 use see_vmm::{
     config::{DEFAULT_KVM_DEVICE, DEFAULT_MEMORY_MIB, DEFAULT_SHARED_MIB},
     devices::legacy::{PROGRESS_ENTRY, PROGRESS_READY, PROGRESS_SELFTESTS},
+    exit::VMM_ERROR_EXIT_CODE,
     virtio::prefetch,
     ExitReason, SerialOutput, Vm, VmConfig,
 };
@@ -74,21 +75,21 @@ fn main() -> ExitCode {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("see-vmm: error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(VMM_ERROR_EXIT_CODE);
         }
     };
     if let Some(socket) = &cli.prefetch_socket {
         let timeout = Duration::from_millis(cli.prefetch_connect_ms);
         if let Err(e) = prefetch::attach(&mut vm, socket, timeout) {
             eprintln!("see-vmm: error: virtio-prefetch: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(VMM_ERROR_EXIT_CODE);
         }
     }
     let outcome = match vm.run() {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("see-vmm: error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(VMM_ERROR_EXIT_CODE);
         }
     };
     match &outcome.reason {

@@ -12,7 +12,7 @@ use vm_memory::{
     Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
 };
 
-use crate::layout::SHARED_WINDOW_ADDR;
+use crate::layout::SHARED_WINDOW_BASE;
 
 /// Why guest memory could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +107,10 @@ fn create_memfd(size: u64) -> Result<File, MemoryError> {
 }
 
 /// Maps `ram` bytes of private RAM at 0 and a shared window of `shared` bytes at
-/// [`SHARED_WINDOW_ADDR`]. Pages are allocated on first touch.
+/// [`SHARED_WINDOW_BASE`]. Pages are allocated on first touch.
 pub fn create(ram: u64, shared: u64) -> Result<(GuestMemoryMmap, SharedWindow), MemoryError> {
     let file = Arc::new(create_memfd(shared)?);
-    let window = GuestAddress(SHARED_WINDOW_ADDR);
+    let window = GuestAddress(SHARED_WINDOW_BASE);
     let memory = GuestMemoryMmap::from_ranges_with_files([
         (GuestAddress(0), ram as usize, None),
         (
@@ -147,10 +147,10 @@ mod tests {
     #[test]
     fn shared_window_is_the_memfd() {
         let (mem, win) = create(32 << 20, 1 << 20).unwrap();
-        assert_eq!(win.guest_addr(), GuestAddress(SHARED_WINDOW_ADDR));
+        assert_eq!(win.guest_addr(), GuestAddress(SHARED_WINDOW_BASE));
         assert_eq!(win.size(), 1 << 20);
         assert_eq!(win.file().metadata().unwrap().len(), 1 << 20);
-        let at = GuestAddress(SHARED_WINDOW_ADDR + 0x1234);
+        let at = GuestAddress(SHARED_WINDOW_BASE + 0x1234);
         mem.write_obj(0xfeed_beef_u32, at).unwrap();
         let mut buf = [0u8; 4];
         win.file().read_exact_at(&mut buf, 0x1234).unwrap();
@@ -158,7 +158,7 @@ mod tests {
         // Writes through the file show up in guest memory too.
         win.file().write_all_at(&[7, 8], 0x10).unwrap();
         let back: u16 = mem
-            .read_obj(GuestAddress(SHARED_WINDOW_ADDR + 0x10))
+            .read_obj(GuestAddress(SHARED_WINDOW_BASE + 0x10))
             .unwrap();
         assert_eq!(back, 0x0807);
     }
@@ -177,10 +177,10 @@ mod tests {
         assert!(mem.address_in_range(GuestAddress((32 << 20) - 1)));
         assert!(!mem.address_in_range(GuestAddress(32 << 20)));
         assert!(!win.contains(GuestAddress(0x1000), 8));
-        assert!(win.contains(GuestAddress(SHARED_WINDOW_ADDR), 1 << 20));
-        assert!(!win.contains(GuestAddress(SHARED_WINDOW_ADDR + 1), 1 << 20));
+        assert!(win.contains(GuestAddress(SHARED_WINDOW_BASE), 1 << 20));
+        assert!(!win.contains(GuestAddress(SHARED_WINDOW_BASE + 1), 1 << 20));
         assert_eq!(
-            win.host_address_of(GuestAddress(SHARED_WINDOW_ADDR + 8), 8),
+            win.host_address_of(GuestAddress(SHARED_WINDOW_BASE + 8), 8),
             Some(win.host_addr() + 8)
         );
         assert_eq!(win.host_address_of(GuestAddress(0), 8), None);

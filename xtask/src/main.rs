@@ -4,6 +4,7 @@
 //! whole test suite as CI does) lives here, so that a fresh machine needs nothing but cargo.
 
 mod bench;
+mod deps;
 mod fuzz;
 mod image;
 mod keys;
@@ -41,6 +42,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Run the whole test suite: format, lints, docs, unit and end-to-end tests (what CI runs).
     Test(test::TestArgs),
+    /// Install the system packages the tests and benches need (QEMU) when they are missing.
+    Deps,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Deps => deps::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

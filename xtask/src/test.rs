@@ -72,8 +72,12 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             "see-guest-driver",
             "-p",
             "see-workload",
+            "-p",
+            "see-abi",
         ]),
     )?;
+    // tests/qemu.rs boots the image on QEMU too.
+    let qemu = crate::deps::ensure_qemu()?;
     // The end-to-end tests boot the release VMM on the guest image: build both first.
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
@@ -100,6 +104,7 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .args(["test", "--workspace", "--locked"])
             .env("SEE_VMM_BIN", vmm)
             .env("SEE_KERNEL_IMAGE", kernel)
+            .env("SEE_QEMU_BIN", qemu)
             .env(
                 "SEE_BACKEND_BIN",
                 image::target_dir().join("release/see-prefetch-backend"),

@@ -12,9 +12,9 @@ use spin::Mutex;
 use x86_64::instructions::{interrupts, port::Port};
 
 /// I/O base of COM1.
-pub const COM1: u16 = 0x3f8;
+pub const COM1: u16 = see_abi::ports::COM1_BASE;
 /// The legacy interrupt line of COM1.
-pub const COM1_GSI: u8 = 4;
+pub const COM1_GSI: u8 = see_abi::ports::COM1_IRQ as u8;
 
 const THR: u16 = 0;
 const IER: u16 = 1;

@@ -1,40 +1,12 @@
 //! Ending the VM and reporting boot progress to the VMM.
 //!
-//! Port 0x501 ends the VM: the value written (masked to 0..=255) becomes the VMM's exit code.
-//! Port 0x80 takes one-byte boot progress codes, which the VMM timestamps.
+//! The exit port ends the VM: the value written (masked to 0..=255) becomes the VMM's exit
+//! code. The progress port takes one-byte boot progress codes, which the VMM timestamps. Ports
+//! and codes are the contract's ([`see_abi::ports`], [`see_abi::exit`]).
 
+use see_abi::ports::{EXIT_PORT, PROGRESS_PORT};
+pub use see_abi::{exit::Status, ports::Progress};
 use x86_64::instructions::port::Port;
-
-const EXIT_PORT: u16 = 0x501;
-const PROGRESS_PORT: u16 = 0x80;
-
-/// Boot progress codes written to port 0x80 (see docs/ARCHITECTURE.md).
-#[derive(Clone, Copy, Debug)]
-#[repr(u8)]
-pub enum Progress {
-    /// The 64-bit Rust entry is reached.
-    Entry = 0x01,
-    /// The kernel is initialised and ready.
-    Ready = 0x02,
-    /// Every self-test passed.
-    SelfTestsPassed = 0x03,
-}
-
-/// How the VM ends (the VMM's exit code).
-#[derive(Clone, Copy, Debug)]
-#[repr(u8)]
-pub enum Status {
-    /// Everything went well.
-    Success = 0,
-    /// The kernel panicked.
-    Panic = 101,
-    /// An unexpected CPU exception.
-    Exception = 102,
-    /// A self-test failed.
-    SelfTestFailure = 103,
-    /// A guest app failed.
-    AppFailure = 104,
-}
 
 /// Reports a boot milestone to the VMM.
 pub fn progress(code: Progress) {
@@ -42,15 +14,15 @@ pub fn progress(code: Progress) {
         return; // boot progress is reported from ring 0 only
     }
     // SAFETY: port 0x80 is the VMM's progress port; the write has no memory effects.
-    unsafe { Port::<u8>::new(PROGRESS_PORT).write(code as u8) }
+    unsafe { Port::<u8>::new(PROGRESS_PORT).write(code.code()) }
 }
 
 /// Ends the VM with `status` (from ring 0 or ring 3).
 pub fn exit(status: Status) -> ! {
     if crate::usermode::in_user_mode() {
-        crate::usermode::exit(status as u32);
+        crate::usermode::exit(u32::from(status.code()));
     } else {
-        exit_port(status as u32);
+        exit_port(u32::from(status.code()));
     }
     // A VMM without an exit port: stop here.
     loop {
@@ -65,6 +37,6 @@ pub fn exit(status: Status) -> ! {
 
 /// Writes `status` to the exit port (ring 0 only): the VMM ends the VM.
 pub fn exit_port(status: u32) {
-    // SAFETY: port 0x501 is the VMM's exit port; the write stops this vCPU for good.
+    // SAFETY: EXIT_PORT (0x501) is the VMM's exit port; the write stops this vCPU for good.
     unsafe { Port::<u32>::new(EXIT_PORT).write(status) }
 }

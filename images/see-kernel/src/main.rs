@@ -5,7 +5,7 @@
 //! the self-tests and ends the VM through the exit port (see docs/ARCHITECTURE.md for ports,
 //! exit codes and command-line keys).
 //!
-//! The internal API a driver builds on: `console` (`print!`/`println!`), `time` (kvmclock,
+//! The internal API a driver builds on: `console` (`print!`/`println!`), `time` (kvmclock or TSC,
 //! TSC deadlines), `memmap` (RAM and the shared window), `cmdline` (virtio-mmio devices),
 //! `interrupts` (`register_irq` for I/O APIC-routed device interrupts) and `exit`.
 
@@ -17,8 +17,6 @@ extern crate alloc;
 #[macro_use]
 mod console;
 mod boot;
-mod bootinfo;
-mod cmdline;
 mod exit;
 mod gdt;
 mod heap;
@@ -31,8 +29,8 @@ mod selftest;
 mod time;
 mod usermode;
 
-use cmdline::Cmdline;
 use exit::{Progress, Status};
+use see_abi::cmdline::{self as key, Cmdline};
 
 /// The 64-bit entry, called by the boot code with the address of `hvm_start_info`.
 #[unsafe(no_mangle)]
@@ -49,15 +47,16 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     let tsc_hz = time::init().unwrap_or_else(|e| panic!("clock: {e}"));
 
     println!(
-        "SEE kernel {} (x86_64, PVH boot)",
-        env!("CARGO_PKG_VERSION")
+        "SEE kernel {} (x86_64, PVH boot, ABI {})",
+        env!("CARGO_PKG_VERSION"),
+        see_abi::ABI_VERSION
     );
     exit::progress(Progress::Ready);
     println!("see: ready in {} us", time::since_entry_us());
 
     report(map, heap, tsc_hz);
     let cmdline = Cmdline::new(map.cmdline());
-    match cmdline.get("see.test") {
+    match cmdline.get(key::TEST) {
         Some("panic") => panic!("see.test=panic: panicking on request"),
         Some("fault") => {
             let addr = 0x0000_5ee0_dead_0000u64 as *const u64;
@@ -69,8 +68,8 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
         Some("ring3-bench") => exit::exit(ringbench::run()),
         _ => {}
     }
-    if cmdline.get("see.selftest") != Some("0") {
-        match selftest::run(cmdline.get("see.test") == Some("selftest-fail")) {
+    if cmdline.get(key::SELFTEST) != Some("0") {
+        match selftest::run(cmdline.get(key::TEST) == Some("selftest-fail")) {
             Ok(n) => {
                 exit::progress(Progress::SelfTestsPassed);
                 println!("see: self-tests passed ({n})");
@@ -81,7 +80,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
             }
         }
     }
-    if let Some(app) = cmdline.get("see.app") {
+    if let Some(app) = cmdline.get(key::APP) {
         let status = prefetch::run_app(app, &cmdline, map);
         println!("see: app {app} ended in {} us", time::since_entry_us());
         exit::exit(status);
@@ -93,11 +92,12 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 fn report(map: &memmap::MemoryMap, heap: heap::HeapInfo, tsc_hz: u64) {
     let cmdline = Cmdline::new(map.cmdline());
     println!(
-        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz (kvmclock)",
+        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz ({})",
         map.ram_bytes() >> 10,
         heap.size >> 10,
         heap.start,
-        tsc_hz / 1000
+        tsc_hz / 1000,
+        time::source().name()
     );
     match map.shared_window() {
         Some(w) => println!("see: shared window: {} KiB at {:#x}", w.len >> 10, w.start),

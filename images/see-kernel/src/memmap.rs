@@ -1,21 +1,22 @@
-//! The memory map handed over by the VMM, parsed once at boot ([`crate::bootinfo`] does the
+//! The memory map handed over by the VMM, parsed once at boot ([`see_abi::bootinfo`] does the
 //! defensive parsing) and kept for the kernel's lifetime. The shared window, the only memory a
 //! device backend can see, is the E820 entry of type [`E820_SEE_SHARED`].
 
 use spin::Once;
 
-pub use crate::bootinfo::{
-    MemMapError, MemoryMap, Region, E820_RAM, E820_SEE_SHARED, MAPPED_LIMIT,
+pub use see_abi::bootinfo::{
+    BootInfoError, MemoryMap, Region, E820_RAM, E820_SEE_SHARED, MAPPED_LIMIT,
 };
 
 static MAP: Once<MemoryMap> = Once::new();
 
 /// Parses the boot information at `start_info` (the EBX of the PVH entry) once.
-pub fn init(start_info: u64) -> Result<&'static MemoryMap, MemMapError> {
-    let map = crate::bootinfo::parse(start_info, &mut |addr, buf| {
+pub fn init(start_info: u64) -> Result<&'static MemoryMap, BootInfoError> {
+    let map = see_abi::bootinfo::parse(start_info, &mut |addr, buf| {
         for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: bootinfo::parse asks only for ranges below MAPPED_LIMIT, which the
-            // kernel's static page tables identity-map; a volatile byte read of mapped memory.
+            // SAFETY: bootinfo::parse asks only for ranges above 0 and below MAPPED_LIMIT,
+            // which the kernel's static page tables identity-map, and none in a device range
+            // (reads there would have side effects); a volatile byte read of mapped memory.
             *b = unsafe { core::ptr::read_volatile((addr as *const u8).add(i)) };
         }
     })?;

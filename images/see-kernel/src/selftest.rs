@@ -99,12 +99,15 @@ fn allocator() -> TestResult {
 fn e820() -> TestResult {
     let map = memmap::get();
     let entries = map.entries();
-    for pair in entries.windows(2) {
-        check!(
-            pair[0].end() <= pair[1].start,
-            "entries overlap or are unsorted: {:x?}",
-            pair
-        );
+    // Loaders need not sort the table (QEMU lists its reserved ranges first), but no two
+    // entries may claim the same byte.
+    for (i, a) in entries.iter().enumerate() {
+        for b in &entries[i + 1..] {
+            check!(
+                a.end() <= b.start || b.end() <= a.start,
+                "entries overlap: {a:x?} and {b:x?}"
+            );
+        }
     }
     check!(
         map.ram().any(|r| r.start == 0),
@@ -115,9 +118,10 @@ fn e820() -> TestResult {
         map.ram().any(|r| r.contains(kstart, kend - kstart)),
         "kernel image {kstart:#x}..{kend:#x} is not inside E820 RAM"
     );
+    // see-vmm always gives one; another PVH loader (QEMU) gives none.
     check!(
-        entries.iter().filter(|r| r.kind == E820_SEE_SHARED).count() == 1,
-        "expected exactly one shared-window entry (type {E820_SEE_SHARED:#x})"
+        entries.iter().filter(|r| r.kind == E820_SEE_SHARED).count() <= 1,
+        "more than one shared-window entry (type {E820_SEE_SHARED:#x})"
     );
     check!(map.ram_bytes() >= 16 << 20, "less than 16 MiB of RAM");
     check!(
@@ -128,9 +132,12 @@ fn e820() -> TestResult {
 }
 
 fn shared_window() -> TestResult {
-    let w = memmap::get()
-        .shared_window()
-        .ok_or_else(|| String::from("no shared window in the memory map"))?;
+    let Some(w) = memmap::get().shared_window() else {
+        // Nothing to test: a VM without the virtio-prefetch device (the serve app refuses to
+        // start without a window).
+        println!("see: shared window: none in the memory map, nothing to check");
+        return Ok(());
+    };
     check!(
         w.len >= 4096 && w.len % 4096 == 0,
         "window size {:#x} is not whole pages",
@@ -172,7 +179,7 @@ fn timer() -> TestResult {
     let mut last = time::monotonic_ns();
     for _ in 0..32 {
         let now = time::monotonic_ns();
-        check!(now >= last, "kvmclock went backwards: {now} < {last}");
+        check!(now >= last, "the clock went backwards: {now} < {last}");
         last = now;
     }
     // TSC ticks converted with the derived frequency must agree with kvmclock over a 2 ms
@@ -194,7 +201,8 @@ fn timer() -> TestResult {
         seen.push((by_tsc, by_clock));
     }
     Err(alloc::format!(
-        "TSC and kvmclock disagree over 2 ms spins (tsc ns, clock ns): {seen:?}"
+        "TSC and clock ({}) disagree over 2 ms spins (tsc ns, clock ns): {seen:?}",
+        time::source().name()
     ))
 }
 

@@ -1,16 +1,21 @@
 //! Timekeeping: kvmclock (the KVM paravirtual clock) for nanoseconds and the TSC frequency,
 //! and `rdtsc` for cheap deadlines.
 //!
+//! A VMM that offers no kvmclock (QEMU with `-cpu ...,-kvmclock`, or `kvm=off`) still gets a
+//! clock: the invariant TSC, its frequency read from CPUID (leaf 0x15, or the hypervisor
+//! timing leaf 0x40000010) or measured against the legacy PIT, and nanoseconds counted from
+//! [`init`].
+//!
 //! The host controls the guest's clock, so time here orders events and bounds waits; it never
 //! decides freshness of anything security-relevant.
 
 use core::{
     cell::UnsafeCell,
     fmt,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, AtomicU8, Ordering},
 };
 
-use x86_64::registers::model_specific::Msr;
+use x86_64::{instructions::port::Port, registers::model_specific::Msr};
 
 const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
 const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
@@ -28,6 +33,45 @@ unsafe impl Sync for PvClock {}
 
 static PVCLOCK: PvClock = PvClock(UnsafeCell::new([0; 8]));
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// The TSC at [`init`] when the TSC is the clock; 0 when kvmclock is.
+static TSC_EPOCH: AtomicU64 = AtomicU64::new(0);
+static SOURCE: AtomicU8 = AtomicU8::new(Source::None as u8);
+
+/// What [`monotonic_ns`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Source {
+    /// Not set up yet.
+    None,
+    /// kvmclock.
+    KvmClock,
+    /// The TSC, its frequency from CPUID.
+    TscCpuid,
+    /// The TSC, its frequency measured against the PIT.
+    TscPit,
+}
+
+impl Source {
+    /// A short name for the console.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::KvmClock => "kvmclock",
+            Self::TscCpuid => "TSC, frequency from CPUID",
+            Self::TscPit => "TSC, calibrated against the PIT",
+        }
+    }
+}
+
+/// The clock [`init`] chose.
+pub fn source() -> Source {
+    match SOURCE.load(Ordering::Relaxed) {
+        1 => Source::KvmClock,
+        2 => Source::TscCpuid,
+        3 => Source::TscPit,
+        _ => Source::None,
+    }
+}
 
 /// Why no clock could be set up.
 #[derive(Debug)]
@@ -38,6 +82,8 @@ pub enum TimeError {
     NoKvmClock,
     /// kvmclock gave a multiplier of zero.
     BadClock,
+    /// No kvmclock, and the TSC's frequency is neither in CPUID nor measurable on a PIT.
+    NoTscFrequency,
 }
 
 impl fmt::Display for TimeError {
@@ -46,6 +92,7 @@ impl fmt::Display for TimeError {
             Self::NotKvm => write!(f, "no KVM CPUID signature: this kernel needs KVM's paravirtual clock (the VMM must pass the KVM CPUID leaves)"),
             Self::NoKvmClock => write!(f, "KVM offers no kvmclock (CPUID 0x40000001 bits 0 and 3 clear)"),
             Self::BadClock => write!(f, "kvmclock reports a zero TSC multiplier"),
+            Self::NoTscFrequency => write!(f, "no kvmclock, no TSC frequency in CPUID (leaves 0x15, 0x40000010) and no PIT to measure it: give the VM kvmclock or a PIT"),
         }
     }
 }
@@ -88,8 +135,101 @@ pub fn tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Enables kvmclock and derives the TSC frequency from it. Returns the frequency in Hz.
+/// Sets up the clock: kvmclock when KVM offers it, the bare TSC otherwise. Returns the TSC
+/// frequency in Hz.
 pub fn init() -> Result<u64, TimeError> {
+    match init_kvmclock() {
+        Ok(hz) => {
+            SOURCE.store(Source::KvmClock as u8, Ordering::Relaxed);
+            Ok(hz)
+        }
+        Err(TimeError::NotKvm | TimeError::NoKvmClock) => {
+            let (hz, source) = match tsc_hz_from_cpuid() {
+                Some(hz) => (hz, Source::TscCpuid),
+                None => (
+                    tsc_hz_from_pit().ok_or(TimeError::NoTscFrequency)?,
+                    Source::TscPit,
+                ),
+            };
+            TSC_HZ.store(hz, Ordering::Relaxed);
+            TSC_EPOCH.store(tsc().max(1), Ordering::Relaxed);
+            SOURCE.store(source as u8, Ordering::Relaxed);
+            Ok(hz)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A plausible TSC frequency: 100 MHz to 10 GHz.
+fn plausible(hz: u64) -> Option<u64> {
+    (100_000_000..=10_000_000_000).contains(&hz).then_some(hz)
+}
+
+/// The TSC frequency from CPUID: leaf 0x15 (crystal clock and ratio), or the hypervisor timing
+/// leaf 0x40000010 (EAX: TSC kHz; VMware's convention, which QEMU follows).
+fn tsc_hz_from_cpuid() -> Option<u64> {
+    use core::arch::x86_64::__cpuid;
+    if __cpuid(0).eax >= 0x15 {
+        let l = __cpuid(0x15);
+        if l.eax != 0 && l.ebx != 0 && l.ecx != 0 {
+            return plausible(u64::from(l.ecx) * u64::from(l.ebx) / u64::from(l.eax));
+        }
+    }
+    let hypervisor = __cpuid(1).ecx & (1 << 31) != 0;
+    if hypervisor && (0x4000_0010..0x4001_0000).contains(&__cpuid(KVM_CPUID_SIGNATURE).eax) {
+        return plausible(u64::from(__cpuid(0x4000_0010).eax) * 1000);
+    }
+    None
+}
+
+/// Measures the TSC over 10 ms of PIT channel 0, read back with latch commands (QEMU's
+/// microvm has a PIT but no port 0x61, so channel 2's gate is out of reach). None when there is
+/// no PIT (the count then reads 0xffff and never moves). Runs with interrupts disabled; the
+/// count starts at 0xffff and is stopped after 10 ms, long before it ends and raises IRQ 0.
+fn tsc_hz_from_pit() -> Option<u64> {
+    const PIT_HZ: u64 = 1_193_182;
+    const SPAN: u16 = (PIT_HZ / 100) as u16; // 10 ms
+    let mut mode = Port::<u8>::new(0x43);
+    let mut channel0 = Port::<u8>::new(0x40);
+    let mut count = || {
+        // SAFETY: ports 0x43 (PIT mode) and 0x40 (PIT channel 0) belong to the legacy PIT,
+        // which nothing else in this kernel uses; a latch command and two reads of the count.
+        unsafe {
+            mode.write(0x00); // latch channel 0
+            let lo = channel0.read();
+            let hi = channel0.read();
+            u16::from_le_bytes([lo, hi])
+        }
+    };
+    // SAFETY: as above: channel 0, low then high byte, mode 0 (count down once), binary,
+    // from 0xffff.
+    unsafe {
+        Port::<u8>::new(0x43).write(0x30);
+        Port::<u8>::new(0x40).write(0xff);
+        Port::<u8>::new(0x40).write(0xff);
+    }
+    let first = count();
+    let start = tsc();
+    let mut elapsed = 0u16;
+    let mut end = start;
+    // Each read is a port exit (tens of microseconds under emulation): bound the loop.
+    for _ in 0..100_000 {
+        elapsed = first.wrapping_sub(count());
+        end = tsc();
+        if elapsed >= SPAN {
+            break;
+        }
+    }
+    // SAFETY: as above: a control word without a count stops channel 0 (no IRQ 0 later).
+    unsafe { Port::<u8>::new(0x43).write(0x30) };
+    if !(SPAN..=0x8000).contains(&elapsed) {
+        return None;
+    }
+    plausible(((u128::from(end - start) * u128::from(PIT_HZ)) / u128::from(elapsed)) as u64)
+}
+
+/// Enables kvmclock and derives the TSC frequency from it. Returns the frequency in Hz.
+fn init_kvmclock() -> Result<u64, TimeError> {
     let sig = core::arch::x86_64::__cpuid(KVM_CPUID_SIGNATURE);
     let name = [
         sig.ebx.to_le_bytes(),
@@ -131,8 +271,13 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
-/// kvmclock: nanoseconds of host monotonic time.
+/// Monotonic nanoseconds: kvmclock's host monotonic time, or the TSC's count since [`init`].
 pub fn monotonic_ns() -> u64 {
+    let epoch = TSC_EPOCH.load(Ordering::Relaxed);
+    if epoch != 0 {
+        let hz = u128::from(tsc_hz().max(1));
+        return (u128::from(tsc().wrapping_sub(epoch)) * 1_000_000_000 / hz) as u64;
+    }
     let s = snapshot();
     let mut delta = tsc().wrapping_sub(s.tsc_timestamp);
     if s.shift >= 0 {

@@ -5,21 +5,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+use see_abi::ports::Progress;
+
 use crate::{
     bus::BusDevice,
     exit::{ExitReason, ExitSignal},
 };
 
-/// I/O port of the exit device.
-pub const EXIT_PORT: u16 = 0x501;
-/// I/O port of the boot progress device.
-pub const PROGRESS_PORT: u16 = 0x80;
+pub use see_abi::ports::{EXIT_PORT, PROGRESS_PORT};
+
 /// Progress code: the guest's 64-bit entry.
-pub const PROGRESS_ENTRY: u8 = 0x01;
+pub const PROGRESS_ENTRY: u8 = Progress::Entry.code();
 /// Progress code: the guest is ready.
-pub const PROGRESS_READY: u8 = 0x02;
+pub const PROGRESS_READY: u8 = Progress::Ready.code();
 /// Progress code: the guest's self-tests passed.
-pub const PROGRESS_SELFTESTS: u8 = 0x03;
+pub const PROGRESS_SELFTESTS: u8 = Progress::SelfTestsPassed.code();
 
 /// A write ends the VM; the low byte of the value is the exit status.
 #[derive(Debug)]

@@ -1,11 +1,8 @@
 //! virtio-mmio slots: 4 KiB windows from 0xD000_0000 with one GSI each, announced to the guest
 //! on the kernel command line in Linux syntax.
 
+use see_abi::{cmdline::VirtioMmioDevice, memory::VIRTIO_MMIO_MAX_DEVICES};
 use vm_memory::GuestAddress;
-
-use crate::layout::{
-    VIRTIO_MMIO_BASE, VIRTIO_MMIO_GSI_BASE, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
-};
 
 /// Where a virtio-mmio device lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,12 +20,12 @@ pub struct MmioSlot {
 impl MmioSlot {
     /// The kernel command-line entry announcing the device.
     pub fn cmdline_entry(&self) -> String {
-        format!(
-            "virtio_mmio.device={}K@{:#x}:{}",
-            self.size >> 10,
-            self.base.0,
-            self.gsi
-        )
+        VirtioMmioDevice {
+            size: self.size,
+            base: self.base.0,
+            gsi: self.gsi,
+        }
+        .to_string()
     }
 }
 
@@ -51,11 +48,12 @@ impl MmioSlots {
         }
         let index = self.next;
         self.next += 1;
+        let device = VirtioMmioDevice::slot(index);
         Ok(MmioSlot {
             index,
-            base: GuestAddress(VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * u64::from(index)),
-            size: VIRTIO_MMIO_SIZE,
-            gsi: VIRTIO_MMIO_GSI_BASE + index,
+            base: GuestAddress(device.base),
+            size: device.size,
+            gsi: device.gsi,
         })
     }
 }

@@ -11,12 +11,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::{bus::BusDevice, config::SerialOutput};
 
-/// I/O base of COM1.
-pub const COM1_BASE: u16 = 0x3f8;
-/// Size of the UART's port range.
-pub const COM1_LEN: u16 = 8;
-/// GSI of COM1.
-pub const COM1_GSI: u32 = 4;
+pub use see_abi::ports::{COM1_BASE, COM1_IRQ as COM1_GSI, COM1_LEN};
 
 /// Raises the UART's interrupt by writing its irqfd.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use crate::{
     virtio::{interrupt, status::*, ActivateError, QueueConfig, VirtioDevice, F_VERSION_1},
 };
 
-const WINDOW: u64 = 0xC000_0000;
+const WINDOW: u64 = see_abi::memory::SHARED_WINDOW_BASE;
 const WINDOW_SIZE: u64 = 1 << 20;
 const FEATURES: u64 = F_VERSION_1 | 0b11;
 

@@ -1,6 +1,7 @@
-//! The I/O APIC at 0xFEC0_0000 (KVM's in-kernel one), programmed with plain volatile moves.
+//! The I/O APIC at [`see_abi::memory::IOAPIC_BASE`] (KVM's in-kernel one), programmed with
+//! plain volatile moves.
 
-const IOAPIC_BASE: usize = 0xfec0_0000;
+const IOAPIC_BASE: usize = see_abi::memory::IOAPIC_BASE as usize;
 const IOREGSEL: usize = 0x00;
 const IOWIN: usize = 0x10;
 const IOAPICVER: u32 = 0x01;

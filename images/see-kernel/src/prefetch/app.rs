@@ -45,32 +45,13 @@ use see_guest_driver::{
 };
 use sha2::{Digest, Sha384};
 
+pub use see_abi::serve::{
+    OP_AWAIT, OP_BAD_DESCRIPTOR, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP,
+    OP_THROUGHPUT, OP_VICTIM, STATUS_WORK_FAILED,
+};
+
 use super::platform::{KernelPlatform, DEVICE_INTERRUPT};
 use crate::{exit::Status, interrupts, time};
-
-/// Operation codes in the first 4 bytes of a request's arguments.
-pub const OP_RUN: u32 = 1;
-/// Claim-versus-demand measurement.
-pub const OP_BENCH: u32 = 2;
-/// Staging-throughput measurement.
-pub const OP_THROUGHPUT: u32 = 3;
-/// Claim probes: the arguments after the operation are (task, resource) pairs.
-pub const OP_PROBE: u32 = 4;
-/// Wait until (task, resource) pairs are staged, without claiming them.
-pub const OP_AWAIT: u32 = 5;
-/// Reset the device: a new session (fresh nonce, next epoch).
-pub const OP_RESET: u32 = 6;
-/// Point the next staging descriptor at private RAM (the backend must refuse it).
-pub const OP_BAD_DESCRIPTOR: u32 = 7;
-/// Check that the private buffer of `OP_BAD_DESCRIPTOR` was not written.
-pub const OP_VICTIM: u32 = 8;
-/// Claims through the C ABI: the arguments are (task, resource, buffer size) triples.
-pub const OP_C_CLAIM: u32 = 9;
-/// End the VM.
-pub const OP_STOP: u32 = 0xFFFF;
-
-/// A completion's status when a task's resource failed processing (SPEC.md, Complete).
-pub const STATUS_WORK_FAILED: u32 = 1;
 
 /// How the app behaves (from the command line).
 #[derive(Debug, Clone, Copy)]
@@ -145,21 +126,6 @@ fn pause(settings: &Settings, deadline_ns: u64) {
     DEVICE_INTERRUPT.store(false, core::sync::atomic::Ordering::Release);
 }
 
-fn parse_args(args: &[u8]) -> Option<(u32, Vec<u64>)> {
-    let op = u32::from_le_bytes(args.get(..4)?.try_into().ok()?);
-    let tasks = args.get(8..)?;
-    if tasks.len() % 8 != 0 {
-        return None;
-    }
-    Some((
-        op,
-        tasks
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-    ))
-}
-
 fn fail(what: core::fmt::Arguments<'_>, error: &ClaimError, driver: &mut Drv) -> Status {
     println!("see: claim-failed {what} error={error}");
     print_counters(driver);
@@ -182,12 +148,15 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
             return Status::AppFailure;
         };
         let start = time::monotonic_ns();
-        let Some((op, tasks)) = parse_args(&request.args) else {
-            println!(
-                "see: request {} has malformed arguments; ignored",
-                request.request_id
-            );
-            continue;
+        let (op, tasks) = match see_abi::serve::decode_args(&request.args) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                println!(
+                    "see: request {} has malformed arguments ({e}); ignored",
+                    request.request_id
+                );
+                continue;
+            }
         };
         let app = request.app_id;
         let resources = |task: u64| {

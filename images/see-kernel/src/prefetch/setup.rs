@@ -12,7 +12,9 @@ use super::{
     app,
     platform::{KernelPlatform, DEVICE_INTERRUPT},
 };
-use crate::{cmdline::Cmdline, exit::Status, interrupts, keys, memmap::MemoryMap, usermode};
+use see_abi::cmdline::{self as key, Cmdline};
+
+use crate::{exit::Status, interrupts, keys, memmap::MemoryMap, usermode};
 
 static IRQ_HANDLE: Once<InterruptHandle> = Once::new();
 
@@ -82,7 +84,7 @@ fn driver_config(
 
 /// Runs the guest app `name`; returns the status the VM ends with.
 pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
-    if name != "serve" {
+    if name != key::APP_SERVE {
         println!("see: no guest app named {name:?} in this image (known: serve)");
         return Status::AppFailure;
     }
@@ -98,18 +100,21 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         }
     };
     let Some(window) = map.shared_window() else {
-        println!("see: the memory map has no shared window (E820 type 0x5EE0)");
+        println!(
+            "see: the memory map has no shared window (E820 type {:#x})",
+            see_abi::memory::E820_SEE_SHARED
+        );
         return Status::AppFailure;
     };
-    let allow = match parse_allow(cmdline.get("see.allow").unwrap_or("")) {
+    let allow = match parse_allow(cmdline.get(key::ALLOW).unwrap_or("")) {
         Ok(allow) => allow,
         Err(why) => {
             println!("see: {why}");
             return Status::AppFailure;
         }
     };
-    let polling = cmdline.get("see.poll") == Some("1");
-    let store_budget = match cmdline.get("see.store_kib").map(parse_store_kib) {
+    let polling = cmdline.get(key::POLL) == Some("1");
+    let store_budget = match cmdline.get(key::STORE_KIB).map(parse_store_kib) {
         None => None,
         Some(Ok(bytes)) => Some(bytes),
         Some(Err(why)) => {
@@ -118,9 +123,9 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         }
     };
     let settings = app::Settings {
-        quiet: cmdline.get("see.quiet") == Some("1"),
+        quiet: cmdline.get(key::QUIET) == Some("1"),
         idle_ns: cmdline
-            .get("see.idle_ms")
+            .get(key::IDLE_MS)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(30_000)
             .saturating_mul(1_000_000),

@@ -1,18 +1,44 @@
-//! The kernel command line: space-separated `key=value` words (see docs/ARCHITECTURE.md).
+//! The kernel command line: space-separated `key=value` words (docs/ARCHITECTURE.md, "Kernel
+//! command line keys"), the keys the kernel knows and the Linux syntax that announces a
+//! virtio-mmio device. The VMM writes these words; the kernel parses them.
 
 use core::fmt;
 
-/// The command-line keys this kernel knows.
+use crate::memory::{virtio_mmio_base, VIRTIO_MMIO_GSI_BASE, VIRTIO_MMIO_SIZE};
+
+/// `virtio_mmio.device=<size>@<base>:<gsi>`: a virtio-mmio device (may repeat).
+pub const VIRTIO_MMIO_DEVICE: &str = "virtio_mmio.device";
+/// `see.selftest=0|1`: run the self-tests after ready (default 1).
+pub const SELFTEST: &str = "see.selftest";
+/// `see.app=<name>`: the guest app to run after the self-tests.
+pub const APP: &str = "see.app";
+/// `see.test=panic|fault|selftest-fail|ring3-bench`: fail (or measure) on purpose.
+pub const TEST: &str = "see.test";
+/// `see.allow=A:T:R[,...]`: the serve app's registry (app A's task T may claim resource R).
+pub const ALLOW: &str = "see.allow";
+/// `see.poll=1`: the serve app polls instead of taking interrupts.
+pub const POLL: &str = "see.poll";
+/// `see.quiet=1`: the serve app prints no line per claim.
+pub const QUIET: &str = "see.quiet";
+/// `see.idle_ms=N`: the serve app ends with 104 after N ms without a request.
+pub const IDLE_MS: &str = "see.idle_ms";
+/// `see.store_kib=N`: the size of the guest's verified store.
+pub const STORE_KIB: &str = "see.store_kib";
+
+/// The serve app's name (the value of [`APP`]).
+pub const APP_SERVE: &str = "serve";
+
+/// The command-line keys the kernel knows.
 pub const KNOWN_KEYS: &[&str] = &[
-    "virtio_mmio.device",
-    "see.selftest",
-    "see.app",
-    "see.test",
-    "see.allow",
-    "see.poll",
-    "see.quiet",
-    "see.idle_ms",
-    "see.store_kib",
+    VIRTIO_MMIO_DEVICE,
+    SELFTEST,
+    APP,
+    TEST,
+    ALLOW,
+    POLL,
+    QUIET,
+    IDLE_MS,
+    STORE_KIB,
 ];
 
 /// A command line.
@@ -33,7 +59,7 @@ pub struct VirtioMmioDevice {
 }
 
 /// A malformed `virtio_mmio.device` value.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadDevice<'a>(pub &'a str);
 
 impl fmt::Display for BadDevice<'_> {
@@ -45,6 +71,8 @@ impl fmt::Display for BadDevice<'_> {
         )
     }
 }
+
+impl core::error::Error for BadDevice<'_> {}
 
 impl<'a> Cmdline<'a> {
     /// Wraps a raw command line.
@@ -84,8 +112,34 @@ impl<'a> Cmdline<'a> {
         &self,
     ) -> impl Iterator<Item = Result<VirtioMmioDevice, BadDevice<'a>>> {
         self.pairs()
-            .filter(|(k, _)| *k == "virtio_mmio.device")
+            .filter(|(k, _)| *k == VIRTIO_MMIO_DEVICE)
             .map(|(_, v)| parse_device(v).ok_or(BadDevice(v)))
+    }
+}
+
+impl VirtioMmioDevice {
+    /// Virtio-mmio device `n` of the memory map ([`crate::memory`]): its register window and
+    /// GSI.
+    pub const fn slot(n: u32) -> Self {
+        Self {
+            size: VIRTIO_MMIO_SIZE,
+            base: virtio_mmio_base(n),
+            gsi: VIRTIO_MMIO_GSI_BASE + n,
+        }
+    }
+}
+
+impl fmt::Display for VirtioMmioDevice {
+    /// The command-line word that announces the device, e.g.
+    /// `virtio_mmio.device=4K@0xd0000000:5` (sizes in KiB when they are whole KiB).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{VIRTIO_MMIO_DEVICE}=")?;
+        if self.size.is_multiple_of(1024) {
+            write!(f, "{}K", self.size / 1024)?;
+        } else {
+            write!(f, "{}", self.size)?;
+        }
+        write!(f, "@{:#x}:{}", self.base, self.gsi)
     }
 }
 
@@ -115,8 +169,6 @@ fn parse_u64(s: &str) -> Option<u64> {
     }
 }
 
-// The kernel is built for bare metal and has no test harness; these tests run on the host
-// through tests/kernel_units.rs, which includes this file.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +230,41 @@ mod tests {
             assert_eq!(r.len(), 1, "{bad}");
             assert!(r[0].is_err(), "{bad:?} parsed as {:?}", r[0]);
         }
+    }
+
+    #[test]
+    fn a_slot_formats_as_the_word_that_parses_back() {
+        let dev = VirtioMmioDevice::slot(0);
+        let word = format!("{dev}");
+        assert_eq!(word, "virtio_mmio.device=4K@0xd0000000:5");
+        let parsed: Vec<_> = Cmdline::new(&word).virtio_mmio_devices().collect();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].unwrap(), dev);
+        let odd = VirtioMmioDevice {
+            size: 100,
+            base: 0x1000,
+            gsi: 7,
+        };
+        let word = format!("{odd}");
+        assert_eq!(
+            Cmdline::new(&word)
+                .virtio_mmio_devices()
+                .next()
+                .unwrap()
+                .unwrap(),
+            odd
+        );
+    }
+
+    #[test]
+    fn every_known_key_is_known() {
+        let line = KNOWN_KEYS
+            .iter()
+            .map(|k| format!("{k}=1"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(Cmdline::new(&line).unknown_keys().count(), 0);
+        assert_eq!(KNOWN_KEYS.len(), 9);
     }
 
     fn alloc_line(value: &str) -> String {
