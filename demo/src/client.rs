@@ -312,11 +312,8 @@ pub fn run_mode(
         } else {
             stats.staged_hits as f64 / claims as f64
         },
-        precision: if outcomes.hits + outcomes.wasted == 0 {
-            1.0
-        } else {
-            outcomes.hits as f64 / (outcomes.hits + outcomes.wasted) as f64
-        },
+        precision: (outcomes.hits + outcomes.wasted > 0)
+            .then(|| outcomes.hits as f64 / (outcomes.hits + outcomes.wasted) as f64),
         wasted_bytes: outcomes.wasted_bytes,
         demand_fetches: stats.demand_fetches,
         traffic_bytes: stats.traffic_bytes,

@@ -114,6 +114,14 @@ fn simulate_prints_the_per_mode_table() {
         "oracle: all hits, no demand: {oracle}"
     );
     assert!(stdout.contains("best predictor:"));
+    // Reactive prefetches nothing: its precision is no number.
+    let reactive = stdout.lines().find(|l| l.starts_with("reactive")).unwrap();
+    assert_eq!(
+        reactive.split_whitespace().nth(6),
+        Some("n/a"),
+        "{reactive}"
+    );
+    assert!(stdout.contains("x the working set"), "{stdout}");
     // Bad policy values are refused with a message.
     let out = pto(
         dir.path(),

@@ -9,7 +9,7 @@ use see_pto::{
     online::{
         origin::OriginModel,
         predictor_for,
-        simulate::{measure_work_ns_per_byte, run_modes, SimConfig, Targets},
+        simulate::{measure_work_ns_per_byte, run_modes, working_set_bytes, SimConfig, Targets},
         Mode, ModeSummary, Orchestrator, Policy,
     },
     predict::{observe_sessions, Ppm, Predictor},
@@ -168,7 +168,7 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     let work = match a.work_ns_per_byte {
         Some(w) if w.is_finite() && w >= 0.0 => w,
         Some(w) => return Err(format!("--work-ns-per-byte {w} must be >= 0").into()),
-        None => measure_work_ns_per_byte(),
+        None => measure_work_ns_per_byte()?,
     };
     let cfg = SimConfig {
         origin,
@@ -198,6 +198,11 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         total as f64 / 1048576.0,
         a.size_scale
     );
+    let working_set = working_set_bytes(&cat, &test);
+    println!(
+        "working set of the replayed requests: {:.1} MiB",
+        working_set as f64 / 1048576.0
+    );
     println!(
         "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests",
         a.budget_mib, policy.threshold, policy.top_k, policy.stale_after
@@ -220,7 +225,7 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         println!("{r}");
     }
     if let Some(t) = Targets::from_rows(&rows) {
-        println!("{t}");
+        println!("{}", t.with_working_set(&rows, working_set));
     }
     Ok(())
 }

@@ -65,8 +65,8 @@ pub struct ModeSummary {
     pub p99_ms: f64,
     /// Staged hits over all claims.
     pub hit_rate: f64,
-    /// Claimed prefetches over prefetches (1 when none were made).
-    pub precision: f64,
+    /// Claimed prefetches over prefetches; `None` when nothing was prefetched.
+    pub precision: Option<f64>,
     /// Bytes prefetched and never claimed.
     pub wasted_bytes: u64,
     /// Demand fetches.
@@ -97,11 +97,7 @@ impl Metrics {
             } else {
                 self.hits as f64 / claims as f64
             },
-            precision: if self.prefetched == 0 {
-                1.0
-            } else {
-                self.useful as f64 / self.prefetched as f64
-            },
+            precision: (self.prefetched > 0).then(|| self.useful as f64 / self.prefetched as f64),
             wasted_bytes: self.wasted_bytes,
             demand_fetches: self.demand_fetches,
             traffic_bytes: self.prefetched_bytes + self.demand_bytes,
@@ -143,14 +139,15 @@ impl fmt::Display for ModeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9.1} {:>11.1} {:>8} {:>11.1} {:>8.1}",
+            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9} {:>11.1} {:>8} {:>11.1} {:>8.1}",
             self.mode,
             self.requests,
             self.p50_ms,
             self.p95_ms,
             self.p99_ms,
             100.0 * self.hit_rate,
-            100.0 * self.precision,
+            self.precision
+                .map_or_else(|| "n/a".into(), |p| format!("{:.1}", 100.0 * p)),
             mib(self.wasted_bytes),
             self.demand_fetches,
             mib(self.traffic_bytes),
@@ -191,9 +188,13 @@ mod tests {
         assert_eq!((s.requests, s.p50_ms, s.p99_ms), (3, 2.0, 3.0));
         assert_eq!(
             (s.hit_rate, s.precision, s.traffic_bytes),
-            (0.75, 0.75, 500)
+            (0.75, Some(0.75), 500)
         );
         assert!(s.to_string().starts_with("x "));
-        assert_eq!(Metrics::default().summary("r").precision, 1.0);
+        assert!(s.to_string().contains(" 75.0 "), "{s}");
+        // Nothing prefetched: no precision, and the table says so.
+        let none = Metrics::default().summary("r");
+        assert_eq!(none.precision, None);
+        assert!(none.to_string().contains(" n/a "), "{none}");
     }
 }

@@ -16,6 +16,26 @@ fn setup(sessions: usize) -> (Arc<ServiceCatalogue>, Trace, Vec<Session>) {
     (cat, trace, test)
 }
 
+/// The bytes the replayed requests of `setup(sessions)` need: each request's distinct
+/// resources, counted once per request.
+fn needed_bytes(sessions: usize) -> u64 {
+    let (cat, _, test) = setup(sessions);
+    replay_order(&test, &cat.vocabulary())
+        .iter()
+        .map(|(_, name)| {
+            let req = cat.request(name).unwrap();
+            let mut ids: Vec<usize> = req
+                .tasks
+                .iter()
+                .flat_map(|&t| cat.tasks[t].resources.iter().copied())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.iter().map(|&r| cat.resources[r].size).sum::<u64>()
+        })
+        .sum()
+}
+
 fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
     let (cat, train, test) = setup(150);
     let cfg = SimConfig::default();
@@ -43,18 +63,21 @@ fn oracle_hits_everything_and_reactive_nothing() {
         r.iter().all(|x| x.requests == requests),
         "every mode completes every request"
     );
+    // Reactive stages nothing, so it demand-fetches every distinct resource of every request.
+    let needed = needed_bytes(150);
     assert_eq!(
         (
             reactive.hit_rate,
             reactive.traffic_bytes,
             reactive.prefetched_bytes
         ),
-        (0.0, reactive.traffic_bytes, 0)
+        (0.0, needed, 0)
     );
     assert!(reactive.demand_fetches > requests);
     assert_eq!(oracle.hit_rate, 1.0);
     assert_eq!((oracle.demand_fetches, oracle.wasted_bytes), (0, 0));
-    assert_eq!(oracle.precision, 1.0);
+    assert_eq!(oracle.precision, Some(1.0));
+    assert_eq!(reactive.precision, None, "reactive prefetches nothing");
     // Every mode moves at least what the requests need; the oracle exactly that.
     assert_eq!(oracle.traffic_bytes, reactive.traffic_bytes);
     assert!(
@@ -72,6 +95,24 @@ fn oracle_hits_everything_and_reactive_nothing() {
     let t = Targets::from_rows(&r).unwrap();
     assert!(t.speedup > 1.0 && t.vs_oracle >= 1.0);
     assert!(t.to_string().contains("best predictor"));
+    let best = r.iter().find(|x| x.mode == t.best).unwrap();
+    assert_eq!(
+        t.traffic_vs_oracle,
+        best.traffic_bytes as f64 / oracle.traffic_bytes as f64
+    );
+    assert!(t.traffic_vs_oracle >= 1.0, "{t}");
+    // The working set counts each resource once: less than what the requests claim in all.
+    let (cat, _, test) = setup(150);
+    let ws = working_set_bytes(&cat, &test);
+    assert!(ws > 0 && ws < oracle.traffic_bytes);
+    assert!(ws <= cat.resources.iter().map(|x| x.size).sum::<u64>());
+    assert_eq!(t.traffic_vs_working_set, None);
+    let t = t.with_working_set(&r, ws);
+    assert_eq!(
+        t.traffic_vs_working_set,
+        Some(best.traffic_bytes as f64 / ws as f64)
+    );
+    assert!(t.to_string().contains("x the working set"), "{t}");
 }
 
 #[test]
@@ -116,7 +157,8 @@ fn budget_bounds_what_is_staged() {
 
 #[test]
 fn work_cost_is_measured() {
-    let ns = measure_work_ns_per_byte();
+    // An error if see-workload cannot generate or process a resource, never a made-up cost.
+    let ns = measure_work_ns_per_byte().unwrap();
     assert!(ns.is_finite() && ns > 0.0);
 }
 
