@@ -63,6 +63,10 @@ pub struct Metrics {
     /// the first 3 (empty for the Bayes limit, which is an expectation). For [`paired`].
     #[serde(skip)]
     pub outcomes: Vec<u8>,
+    /// Positions per test session, in order (they partition [`Metrics::outcomes`]): the
+    /// clusters [`paired`] resamples. Empty: every position is its own cluster.
+    #[serde(skip)]
+    pub session_positions: Vec<u32>,
 }
 
 impl Metrics {
@@ -81,6 +85,7 @@ struct Acc {
     staged: f64,
     nanos: u128,
     outcomes: Vec<u8>,
+    session_positions: Vec<u32>,
 }
 
 impl Acc {
@@ -98,6 +103,7 @@ impl Acc {
             wasted_per_request: (self.staged - self.hits) / n,
             us_per_request: timed.then(|| self.nanos as f64 / 1e3 / n),
             outcomes: self.outcomes,
+            session_positions: self.session_positions,
         }
     }
 }
@@ -109,6 +115,8 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
     for s in sessions {
         ctx.requests.clear();
         let mut state = SessionState::default();
+        acc.session_positions
+            .push(u32::try_from(s.requests.len().saturating_sub(1)).unwrap_or(u32::MAX));
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let start = Instant::now();
@@ -206,29 +214,65 @@ pub fn latency_by_context(
 }
 
 /// A difference in accuracy between two predictors scored on the same positions, with the
-/// half-width of its 95 % confidence interval (normal approximation of the paired
-/// differences: each position scores +1, 0 or -1).
+/// half-width of its 95 % confidence interval. Positions of one session are not independent
+/// (a predictor that reads a session right tends to read all of it right), so the interval
+/// comes from a session-level (cluster) bootstrap: whole sessions are resampled with
+/// replacement, and the half-width is 1.96 standard deviations of the resampled means.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Difference {
     /// Mean difference (a fraction: 0.01 is one point).
     pub mean: f64,
-    /// 1.96 standard errors of the mean.
+    /// 1.96 bootstrap standard errors of the mean.
     pub ci95: f64,
 }
 
+/// Bootstrap resamples behind a [`Difference`].
+const RESAMPLES: usize = 2000;
+
 impl Difference {
-    fn of(a: &[u8], b: &[u8], bit: u8) -> Self {
-        let n = a.len().max(1) as f64;
-        let d: Vec<f64> = a
+    /// The difference of bit `bit` of `a` over `b`, clustered by `sessions` (positions per
+    /// session, summing to the outcomes' length; empty: one cluster per position).
+    fn of(a: &[u8], b: &[u8], bit: u8, sessions: &[u32]) -> Self {
+        use rand::{Rng, SeedableRng};
+
+        let d = a
             .iter()
             .zip(b)
-            .map(|(x, y)| f64::from(x >> bit & 1) - f64::from(y >> bit & 1))
-            .collect();
-        let mean = d.iter().sum::<f64>() / n;
-        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            .map(|(x, y)| f64::from(x >> bit & 1) - f64::from(y >> bit & 1));
+        // (sum of differences, positions) per cluster.
+        let clusters: Vec<(f64, f64)> = if sessions.is_empty() {
+            d.map(|x| (x, 1.0)).collect()
+        } else {
+            let mut d = d;
+            sessions
+                .iter()
+                .map(|&n| ((&mut d).take(n as usize).sum(), f64::from(n)))
+                .collect()
+        };
+        let (sum, n) = clusters
+            .iter()
+            .fold((0.0, 0.0), |(s, n), c| (s + c.0, n + c.1));
+        let mean = sum / n.max(1.0);
+        // Fixed seed: the same scores always print the same interval.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+        let mut means = Vec::with_capacity(RESAMPLES);
+        for _ in 0..RESAMPLES {
+            let (mut s, mut m) = (0.0, 0.0);
+            for _ in 0..clusters.len() {
+                let c = clusters[rng.random_range(0..clusters.len())];
+                s += c.0;
+                m += c.1;
+            }
+            if m > 0.0 {
+                means.push(s / m);
+            }
+        }
+        let k = means.len().max(1) as f64;
+        let centre = means.iter().sum::<f64>() / k;
+        let var = means.iter().map(|x| (x - centre).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
         Self {
             mean,
-            ci95: 1.96 * (var / n).sqrt(),
+            ci95: 1.96 * var.sqrt(),
         }
     }
 
@@ -244,13 +288,19 @@ impl Difference {
     }
 }
 
-/// Top-1 and top-3 differences of `a` over `b`, paired position by position; `None` unless
-/// both were scored on the same positions.
+/// Top-1 and top-3 differences of `a` over `b`, paired position by position and resampled
+/// by session; `None` unless both were scored on the same positions of the same sessions.
 pub fn paired(a: &Metrics, b: &Metrics) -> Option<(Difference, Difference)> {
-    (a.outcomes.len() == b.outcomes.len() && !a.outcomes.is_empty()).then(|| {
+    let n = a.outcomes.len();
+    let sessions = &a.session_positions;
+    let same = n == b.outcomes.len()
+        && n > 0
+        && *sessions == b.session_positions
+        && (sessions.is_empty() || sessions.iter().map(|&x| x as usize).sum::<usize>() == n);
+    same.then(|| {
         (
-            Difference::of(&a.outcomes, &b.outcomes, 0),
-            Difference::of(&a.outcomes, &b.outcomes, 1),
+            Difference::of(&a.outcomes, &b.outcomes, 0, sessions),
+            Difference::of(&a.outcomes, &b.outcomes, 1, sessions),
         )
     })
 }
@@ -416,6 +466,7 @@ mod tests {
             wasted_per_request: 0.0,
             us_per_request: None,
             outcomes,
+            session_positions: Vec::new(),
         };
         // 1000 positions: a is right on 600, b on 500 of them, b's a subset of a's.
         let a = m(
@@ -441,6 +492,52 @@ mod tests {
         let t = comparison(&[a, b, c], &["b"]);
         assert!(t.contains("| a | b | +10.0 ± "), "{t}");
         assert_eq!(t.lines().count(), 4, "{t}");
+    }
+
+    /// 20 sessions of 50 positions: in 10 of them a is right everywhere and b wrong, in the
+    /// other 10 both are right. Taken position by position the 1000 differences look like a
+    /// tight +0.5; but there are only 20 independent sessions, and the interval must say so.
+    #[test]
+    fn paired_intervals_resample_whole_sessions() {
+        let m = |name: &str, outcomes: Vec<u8>| Metrics {
+            name: name.into(),
+            positions: outcomes.len() as u64,
+            top1: 0.0,
+            top3: 0.0,
+            top5: 0.0,
+            mrr: 0.0,
+            staged_hit_rate: 0.0,
+            precision: None,
+            wasted_per_request: 0.0,
+            us_per_request: None,
+            outcomes,
+            session_positions: vec![50; 20],
+        };
+        let a = m("a", vec![0b11; 1000]);
+        let b = m(
+            "b",
+            (0..1000).map(|i| if i < 500 { 0 } else { 0b11 }).collect(),
+        );
+        let (t1, _) = paired(&a, &b).unwrap();
+        assert!((t1.mean - 0.5).abs() < 1e-12);
+        // Position by position (normal approximation): 1.96 * sqrt(0.25 / 1000) = 0.031.
+        let per_position = Difference::of(&a.outcomes, &b.outcomes, 0, &[]);
+        assert!(
+            (per_position.ci95 - 0.031).abs() < 0.005,
+            "{per_position:?}"
+        );
+        // By session: 1.96 * sqrt(0.25 / 20) = 0.219, and that is what `paired` reports.
+        assert!((t1.ci95 - 0.219).abs() < 0.03, "{t1:?}");
+        assert!(t1.ci95 > 5.0 * per_position.ci95);
+        // Scores of other sessions are not paired.
+        let mut other = b.clone();
+        other.session_positions = vec![100; 10];
+        assert!(paired(&a, &other).is_none());
+        // Session lengths that do not add up to the positions are refused too.
+        let (mut a2, mut b2) = (a.clone(), b.clone());
+        a2.session_positions = vec![50; 19];
+        b2.session_positions = vec![50; 19];
+        assert!(paired(&a2, &b2).is_none());
     }
 
     #[test]

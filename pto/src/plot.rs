@@ -174,6 +174,7 @@ mod tests {
             wasted_per_request: 1.0 - x,
             us_per_request: us,
             outcomes: Vec::new(),
+            session_positions: Vec::new(),
         }
     }
 

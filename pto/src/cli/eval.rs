@@ -166,7 +166,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let versus = comparison(&rows, &baselines);
     if !versus.is_empty() {
         println!(
-            "\nagainst the best count-based baseline, paired on the same positions (95 % intervals):"
+            "\nagainst the best count-based baseline, paired on the same positions (95 % intervals, sessions resampled):"
         );
         print!("{versus}");
     }
