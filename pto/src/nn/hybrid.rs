@@ -88,9 +88,40 @@ impl Hybrid {
 /// The weights in `0, 0.05, .., 1` (per evidence bucket) that maximise the log-likelihood of
 /// `val` under the mixture of `model` and `ppm` (which must not have seen `val`). A bucket
 /// without validation positions gets the overall best weight.
+///
+/// The mixture must never score below its better component: unless the fitted weights beat
+/// both the model alone (every weight 1) and PPM alone (every weight 0) on `val`, by top-1
+/// accuracy and then by log-likelihood, the better component's weights are returned instead.
 pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWeights {
-    const GRID: usize = 21;
-    let mut ll = [[0f64; GRID]; 7]; // 6 buckets + overall
+    fit(
+        &|ctx| model.distribution(ctx),
+        &|ctx| (ppm.distribution(ctx), ppm.support(ctx)),
+        val,
+    )
+}
+
+const GRID: usize = 21;
+
+/// Whether `scores` ranks `k` first, breaking ties towards the lower id as [`top_k`] does.
+fn ranks_first(scores: impl Iterator<Item = f64> + Clone, k: usize) -> bool {
+    let Some(s) = scores.clone().nth(k).filter(|&s| s > 0.0) else {
+        return false;
+    };
+    scores
+        .enumerate()
+        .skip(1)
+        .all(|(j, x)| j == k || x < s || (x == s && j > k))
+}
+
+/// [`fit_weights`] over the model's distribution and PPM's (distribution, support) of a context.
+fn fit(
+    model: &dyn Fn(&SessionContext) -> Vec<f32>,
+    ppm: &dyn Fn(&SessionContext) -> (Vec<f32>, u32),
+    val: &[Session],
+) -> MixWeights {
+    // Per bucket and grid weight: log-likelihood and top-1 hits; row 6 sums the buckets.
+    let mut ll = [[0f64; GRID]; 7];
+    let mut top1 = [[0u32; GRID]; 6];
     let mut seen = [0u32; 6];
     let mut ctx = SessionContext::new();
     for s in val {
@@ -98,9 +129,11 @@ pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWe
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let k = r.kind as usize;
-                let a = f64::from(model.distribution(&ctx).get(k).copied().unwrap_or(0.0));
-                let b = f64::from(ppm.distribution(&ctx).get(k).copied().unwrap_or(0.0));
-                let bucket = MixWeights::bucket(ppm.support(&ctx));
+                let da = model(&ctx);
+                let (db, support) = ppm(&ctx);
+                let a = f64::from(da.get(k).copied().unwrap_or(0.0));
+                let b = f64::from(db.get(k).copied().unwrap_or(0.0));
+                let bucket = MixWeights::bucket(support);
                 seen[bucket] += 1;
                 let (row, all) = ll.split_at_mut(6);
                 for (i, (x, y)) in row[bucket].iter_mut().zip(all[0].iter_mut()).enumerate() {
@@ -108,6 +141,11 @@ pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWe
                     let l = (w * a + (1.0 - w) * b).max(1e-12).ln();
                     *x += l;
                     *y += l;
+                    let mixed = da
+                        .iter()
+                        .zip(&db)
+                        .map(|(&x, &y)| w * f64::from(x) + (1.0 - w) * f64::from(y));
+                    top1[bucket][i] += u32::from(ranks_first(mixed, k));
                 }
             }
             ctx.push(r.kind);
@@ -115,20 +153,38 @@ pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWe
     }
     let argmax = |row: &[f64; GRID]| {
         let best = (0..GRID).max_by(|&i, &j| row[i].total_cmp(&row[j]).then(j.cmp(&i)));
-        best.unwrap_or(GRID - 1) as f32 / (GRID - 1) as f32
+        best.unwrap_or(GRID - 1)
     };
     let overall = if seen.iter().all(|&n| n == 0) {
-        1.0
+        GRID - 1
     } else {
         argmax(&ll[6])
     };
-    let mut w = [overall; 6];
-    for ((w, n), row) in w.iter_mut().zip(seen).zip(&ll) {
+    let mut fitted = [overall; 6];
+    for ((w, n), row) in fitted.iter_mut().zip(seen).zip(&ll) {
         if n > 0 {
             *w = argmax(row);
         }
     }
-    MixWeights(w)
+    // (top-1 hits, log-likelihood) on `val` of grid weights `g`, one per bucket.
+    let score = |g: &[usize; 6]| {
+        (0..6).fold((0u32, 0f64), |(hits, l), b| {
+            (hits + top1[b][g[b]], l + ll[b][g[b]])
+        })
+    };
+    let beats = |x: (u32, f64), y: (u32, f64)| x.0 > y.0 || (x.0 == y.0 && x.1 > y.1);
+    let (model_only, ppm_only) = ([GRID - 1; 6], [0; 6]);
+    let component = if beats(score(&ppm_only), score(&model_only)) {
+        ppm_only
+    } else {
+        model_only
+    };
+    let chosen = if beats(score(&fitted), score(&component)) {
+        fitted
+    } else {
+        component
+    };
+    MixWeights(chosen.map(|g| g as f32 / (GRID - 1) as f32))
 }
 
 impl Predictor for Hybrid {
@@ -157,5 +213,78 @@ impl Predictor for Hybrid {
     /// Online learning goes to the PPM part.
     fn observe(&mut self, context: &SessionContext, next: TypeId) {
         self.ppm.observe(context, next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Request;
+
+    fn sess(kinds: &[TypeId]) -> Session {
+        Session {
+            requests: kinds
+                .iter()
+                .map(|&kind| Request { kind, at_ms: 0 })
+                .collect(),
+            ..Session::default()
+        }
+    }
+
+    #[test]
+    fn ties_rank_the_lower_id_first() {
+        let s = [0.0, 0.2, 0.4, 0.4];
+        assert!(ranks_first(s.iter().copied(), 2));
+        assert!(!ranks_first(s.iter().copied(), 3));
+        assert!(!ranks_first(s.iter().copied(), 1));
+        assert!(
+            !ranks_first([0.0, 0.0].iter().copied(), 1),
+            "zero is no rank"
+        );
+    }
+
+    /// Types 1 = x, 2 = y, 3 = z. After x the truth is x (ten times): PPM ranks it first by a
+    /// hair over y, the model is sure of y. After y the truth is z (once): PPM gives it almost
+    /// nothing, the model is sure of it. The likelihood wants some model weight to rescue the
+    /// one z, and any weight that does so costs the ten x: the fitted mixture ranks 0 of 11
+    /// first, PPM alone 10 of 11.
+    #[test]
+    fn a_mixture_that_would_lose_falls_back_to_the_better_component() {
+        let model = |ctx: &SessionContext| match ctx.requests.last() {
+            Some(1) => vec![0.0, 0.0, 1.0, 0.0],
+            _ => vec![0.0, 0.0, 0.0, 1.0],
+        };
+        let ppm = |ctx: &SessionContext| match ctx.requests.last() {
+            Some(1) => (vec![0.0, 0.5, 0.49, 0.01], 8),
+            _ => (vec![0.0, 0.5, 0.499, 0.001], 8),
+        };
+        let mut val: Vec<Session> = (0..10).map(|_| sess(&[1, 1])).collect();
+        val.push(sess(&[2, 3]));
+        // What the likelihood alone picks: a positive model weight that ranks nothing first.
+        let w = 0.1;
+        let mixed = |d: Vec<f32>, e: Vec<f32>| {
+            d.into_iter()
+                .zip(e)
+                .map(|(a, b)| w * f64::from(a) + (1.0 - w) * f64::from(b))
+                .collect::<Vec<_>>()
+        };
+        let after_x = SessionContext::from_ids(&[1]);
+        assert!(!ranks_first(
+            mixed(model(&after_x), ppm(&after_x).0).into_iter(),
+            1
+        ));
+        // The fit falls back to PPM alone (weight 0 on the model everywhere).
+        assert_eq!(fit(&model, &ppm, &val), MixWeights([0.0; 6]));
+        // Where the mixture wins, it is kept: if PPM knows x well (support 100) and y not at
+        // all (support 0), trusting PPM after x and the model after y gets all six right,
+        // either component alone three.
+        let ppm = |ctx: &SessionContext| match ctx.requests.last() {
+            Some(1) => (vec![0.0, 0.5, 0.49, 0.01], 100),
+            _ => (vec![0.0, 0.5, 0.499, 0.001], 0),
+        };
+        let mut val: Vec<Session> = (0..3).map(|_| sess(&[1, 1])).collect();
+        val.extend((0..3).map(|_| sess(&[2, 3])));
+        let w = fit(&model, &ppm, &val);
+        assert_eq!((w.weight(0), w.weight(100)), (1.0, 0.0), "{w:?}");
     }
 }
