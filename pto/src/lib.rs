@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod eval;
+pub mod faas;
 pub mod generate;
 pub mod history;
 pub mod import;

@@ -504,6 +504,29 @@ impl ServiceCatalogue {
         })
     }
 
+    /// A catalogue built in code (a generator's); the parts must be consistent, as a validated
+    /// file's are: indices in range, each request's tasks in dependency order, unique names.
+    pub(crate) fn from_parts(
+        name: &str,
+        requests: Vec<RequestType>,
+        tasks: Vec<Task>,
+        resources: Vec<Resource>,
+    ) -> Self {
+        let by_name = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        Self {
+            name: name.into(),
+            requests,
+            tasks,
+            resources,
+            base_dir: PathBuf::from("."),
+            by_name,
+        }
+    }
+
     /// The request type called `name`.
     pub fn request(&self, name: &str) -> Option<&RequestType> {
         self.by_name.get(name).map(|&i| &self.requests[i])

@@ -187,6 +187,57 @@ fn generate_overrides_change_the_workload_structure() {
 }
 
 #[test]
+fn generate_the_synthetic_function_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let faas = generated(d, &["--catalogue-preset", "faas", "--seed", "3"]);
+    assert_eq!(faas.len(), 300);
+    assert_eq!(
+        faas,
+        generated(d, &["--catalogue-preset", "faas", "--seed", "3"])
+    );
+    let types: std::collections::HashSet<&str> =
+        faas.iter().flatten().map(|r| r.0.as_str()).collect();
+    assert!(
+        types.iter().all(|t| t.starts_with('a') && t.contains("-f")),
+        "{types:?}"
+    );
+    assert!(types.len() > 100, "a long tail of types: {}", types.len());
+    // Fewer apps, fewer types; a uniform popularity reaches more of them.
+    let few = generated(d, &["--catalogue-preset", "faas", "--apps", "2"]);
+    let few: std::collections::HashSet<&str> = few.iter().flatten().map(|r| r.0.as_str()).collect();
+    assert!(few.len() <= 12, "{few:?}");
+    // The preset has its own session model: the markov and goal options do not apply.
+    let err = fails(
+        d,
+        &["generate", "--catalogue-preset", "faas", "--noise", "0.5"],
+    );
+    assert!(err.contains("not --catalogue-preset faas"), "{err}");
+    let err = fails(
+        d,
+        &["generate", "--catalogue-preset", "faas", "--zipf", "-1"],
+    );
+    assert!(err.contains("zipf exponent -1"), "{err}");
+    let out = pto(
+        d,
+        &[
+            "generate",
+            "--catalogue-preset",
+            "faas",
+            "--workload",
+            "goal",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "conflicting options: a usage error"
+    );
+    let out = pto(d, &["generate", "--zipf", "1.2"]);
+    assert_eq!(out.status.code(), Some(2), "--zipf needs the preset");
+}
+
+#[test]
 fn generate_overrides_out_of_range_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     for (args, want) in [
@@ -381,7 +432,7 @@ fn usage_errors_and_missing_data_are_reported() {
         "clap rejects conflicting sources"
     );
     let err = fails(dir.path(), &["eval", "--no-train"]);
-    assert!(err.contains("--db, --input or --workload"), "{err}");
+    assert!(err.contains("--db, --input, --workload or --catalogue-preset"), "{err}");
     let err = fails(dir.path(), &["eval", "--db", "empty.db"]);
     assert!(err.contains("run `pto import` first"), "{err}");
     let err = fails(

@@ -130,3 +130,52 @@ fn simulate_prints_the_per_mode_table() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("threshold"));
 }
+
+#[test]
+fn simulate_the_synthetic_function_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pto(
+        dir.path(),
+        &[
+            "simulate",
+            "--catalogue-preset",
+            "faas",
+            "--sessions",
+            "200",
+            "--modes",
+            "reactive,markov,oracle",
+            "--work-ns-per-byte",
+            "1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("synthetic function-platform workload (40 apps x 6 functions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("catalogue faas-synthetic: 240 request types, 320 resources"),
+        "{stdout}"
+    );
+    // The working set of the replay is larger than the 16 MiB budget.
+    let ws: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("working set of the replayed requests: "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ws > 16.0, "{stdout}");
+    for mode in ["reactive", "markov", "oracle"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(mode)),
+            "{mode}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("best predictor: markov"), "{stdout}");
+}

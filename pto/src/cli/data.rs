@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use see_pto::{
+    faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec, MAX_ORDER, MAX_THINK_MS},
     history::History,
     import::{import_path, ImportOptions, Malformed},
@@ -45,11 +46,16 @@ pub struct DataArgs {
     /// Service metadata (TOML); default: the embedded shop catalogue.
     #[arg(long)]
     pub metadata: Option<PathBuf>,
+    #[command(flatten)]
+    pub faas: FaasArgs,
 }
 
 impl DataArgs {
     /// The service catalogue.
     pub fn catalogue(&self) -> CliResult<ServiceCatalogue> {
+        if let Some(spec) = self.faas.spec(self.sessions, self.workload_seed) {
+            return Ok(spec.catalogue()?);
+        }
         Ok(match &self.metadata {
             Some(p) => ServiceCatalogue::load(p)?,
             None => ServiceCatalogue::default_catalogue(),
@@ -102,9 +108,16 @@ impl DataArgs {
             }
             return Ok((t, format!("trace {}", file_name(input))));
         }
-        let w = self
-            .workload
-            .ok_or("say where the sessions come from: --db, --input or --workload")?;
+        if let (None, Some(spec)) = (
+            self.workload,
+            self.faas.spec(self.sessions, self.workload_seed),
+        ) {
+            let t = spec.sessions(catalogue)?;
+            return Ok((t, FaasArgs::describe(&spec)));
+        }
+        let w = self.workload.ok_or(
+            "say where the sessions come from: --db, --input, --workload or --catalogue-preset",
+        )?;
         let preset = WorkloadSpec::preset(w, self.sessions, self.workload_seed);
         let spec = self.shape.apply(preset.clone(), vocab.len() - 1)?;
         let t = generate(&vocab, &spec)?;
@@ -118,6 +131,52 @@ impl DataArgs {
                 ShapeArgs::describe(&preset, &spec)
             ),
         ))
+    }
+}
+
+/// A built-in catalogue generated instead of one read from a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CataloguePreset {
+    /// A synthetic function platform ([`see_pto::faas`]): apps with shared code and
+    /// per-function data, hundreds of resources, Zipf-popular request types. Simulation only:
+    /// its guest allow-list does not fit the VM's command line.
+    Faas,
+}
+
+/// The generated function-platform catalogue and its sessions (`--catalogue-preset faas`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct FaasArgs {
+    /// A generated catalogue instead of --metadata, seeded by the workload seed; without
+    /// --db, --input or --workload the sessions are the preset's own.
+    #[arg(long, value_enum, conflicts_with = "metadata")]
+    pub catalogue_preset: Option<CataloguePreset>,
+    /// Apps of the faas preset (6 functions each).
+    #[arg(long, requires = "catalogue_preset")]
+    pub apps: Option<usize>,
+    /// Zipf exponent of the faas preset's request popularity (0: uniform).
+    #[arg(long, requires = "catalogue_preset", allow_negative_numbers = true)]
+    pub zipf: Option<f64>,
+}
+
+impl FaasArgs {
+    /// The faas spec with `sessions` sessions and `seed`, if the preset is chosen.
+    pub fn spec(&self, sessions: usize, seed: u64) -> Option<FaasSpec> {
+        let d = FaasSpec::default();
+        self.catalogue_preset.map(|CataloguePreset::Faas| FaasSpec {
+            apps: self.apps.unwrap_or(d.apps),
+            zipf: self.zipf.unwrap_or(d.zipf),
+            sessions,
+            seed,
+            ..d
+        })
+    }
+
+    /// How the sessions of `spec` are described in reports: always as synthetic.
+    pub fn describe(spec: &FaasSpec) -> String {
+        format!(
+            "synthetic function-platform workload ({} apps x {} functions, zipf {}, chain {}, {} sessions, seed {})",
+            spec.apps, spec.functions, spec.zipf, spec.chain, spec.sessions, spec.seed
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use see_pto::{
     vocab::Vocabulary,
 };
 
-pub use data::{DataArgs, HyperArgs, ShapeArgs, SplitArgs};
+pub use data::{DataArgs, FaasArgs, HyperArgs, ShapeArgs, SplitArgs};
 
 /// A command's result; errors are printed by `main`.
 pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -138,7 +138,12 @@ fn import(a: &ImportArgs) -> CliResult<()> {
 #[derive(Args, Debug)]
 struct GenerateArgs {
     /// Workload shape.
-    #[arg(long, value_enum, default_value = "goal")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "goal",
+        conflicts_with = "catalogue_preset"
+    )]
     workload: Workload,
     /// Sessions.
     #[arg(long, default_value_t = 4000)]
@@ -154,19 +159,33 @@ struct GenerateArgs {
     metadata: Option<PathBuf>,
     #[command(flatten)]
     shape: ShapeArgs,
+    #[command(flatten)]
+    faas: FaasArgs,
 }
 
 fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
-    let cat = match &a.metadata {
-        Some(p) => ServiceCatalogue::load(p)?,
-        None => ServiceCatalogue::default_catalogue(),
+    let t = if let Some(spec) = a.faas.spec(a.sessions, a.seed) {
+        if !a.shape.is_empty() {
+            return Err(
+                "--order, --branching, --noise, --think-ms, --goals and --goal-strength \
+                        shape the markov and goal workloads, not --catalogue-preset faas"
+                    .into(),
+            );
+        }
+        log::info!("{}", FaasArgs::describe(&spec));
+        spec.sessions(&spec.catalogue()?)?
+    } else {
+        let cat = match &a.metadata {
+            Some(p) => ServiceCatalogue::load(p)?,
+            None => ServiceCatalogue::default_catalogue(),
+        };
+        let vocab = cat.vocabulary();
+        let spec = a.shape.apply(
+            WorkloadSpec::preset(a.workload, a.sessions, a.seed),
+            vocab.len() - 1,
+        )?;
+        generate(&vocab, &spec)?
     };
-    let vocab = cat.vocabulary();
-    let spec = a.shape.apply(
-        WorkloadSpec::preset(a.workload, a.sessions, a.seed),
-        vocab.len() - 1,
-    )?;
-    let t = generate(&vocab, &spec)?;
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
