@@ -29,6 +29,9 @@ pub struct Resource {
     pub kind: u16,
     /// The content, verified against the signed SHA-384.
     pub content: Vec<u8>,
+    /// The SHA-384 of `content`, checked against the signed header: users need not hash the
+    /// bytes again.
+    pub content_sha384: [u8; 48],
     /// Prefetched or demanded.
     pub source: Source,
     /// `Platform::now_ns` when it was verified.
@@ -144,6 +147,7 @@ mod tests {
             version: 1,
             kind: 2,
             content: vec![id as u8; len],
+            content_sha384: [0; 48],
             source: Source::Prefetched,
             verified_ns: 0,
         }

@@ -235,6 +235,7 @@ pub(crate) fn check(
             kind: b.kind as u16,
             // Filled by the caller from the object it owns (no second copy).
             content: Vec::new(),
+            content_sha384: digest,
             source: Source::Prefetched,
             verified_ns: 0,
         },

@@ -101,7 +101,11 @@ fn replayed_bundle_is_rejected() {
     let (dev, mut d) = setup();
     let data = content(50, 1);
     let b = stage(&dev, RES, 1, &data);
-    assert_eq!(d.claim(APP_A, TASK_A, RES).unwrap().content, data);
+    let claimed = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!(claimed.content, data);
+    // The digest the driver verified comes with it: apps need not hash the bytes again.
+    let digest: [u8; 48] = <sha2::Sha384 as sha2::Digest>::digest(&data).into();
+    assert_eq!(claimed.content_sha384, digest);
     dev.dev().deliver(&b);
     assert!(!d.available(APP_A, TASK_A, RES));
     assert_eq!(rejected(&mut d, RejectReason::Replay), 1);

@@ -43,7 +43,6 @@ use core::fmt::Write;
 use see_guest_driver::{
     ClaimError, Driver, DriverState, RequestCompletion, Resource, Source, TaskTiming,
 };
-use sha2::{Digest, Sha384};
 
 pub use see_abi::serve::{
     OP_AWAIT, OP_BAD_DESCRIPTOR, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP,
@@ -83,10 +82,12 @@ fn hex(bytes: &[u8]) -> alloc::string::String {
 }
 
 /// The work a task does on a resource: a see-workload resource is inflated, parsed and
-/// checksummed (`see_workload::process`); anything else is hashed. Returns the SHA-384 to
-/// print and the word the resource adds to its task's result (`see_workload::resource_word`).
+/// checksummed (`see_workload::process`); anything else contributes its SHA-384. Returns the
+/// SHA-384 to print and the word the resource adds to its task's result
+/// (`see_workload::resource_word`). The digest is the one the driver checked against the
+/// signed bundle header: the bytes are not hashed a second time.
 fn work(resource: &Resource) -> Result<([u8; 48], u64), alloc::string::String> {
-    let digest: [u8; 48] = Sha384::digest(&resource.content).into();
+    let digest = resource.content_sha384;
     let word = see_workload::resource_word(&resource.content, &digest)
         .map_err(|e| alloc::format!("resource {} failed processing: {e}", resource.resource_id))?;
     Ok((digest, word))
