@@ -432,7 +432,10 @@ fn usage_errors_and_missing_data_are_reported() {
         "clap rejects conflicting sources"
     );
     let err = fails(dir.path(), &["eval", "--no-train"]);
-    assert!(err.contains("--db, --input, --workload or --catalogue-preset"), "{err}");
+    assert!(
+        err.contains("--db, --input, --workload or --catalogue-preset"),
+        "{err}"
+    );
     let err = fails(dir.path(), &["eval", "--db", "empty.db"]);
     assert!(err.contains("run `pto import` first"), "{err}");
     let err = fails(
