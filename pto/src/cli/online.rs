@@ -187,7 +187,12 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         test.len(),
         past.sessions.len()
     );
-    println!("{origin}; guest work {work:.2} ns/byte (see-workload process, measured here); claim {} us, demand round trip {} us, bundle check {} us",
+    let work_source = if a.work_ns_per_byte.is_some() {
+        "given"
+    } else {
+        "see-workload process, measured here"
+    };
+    println!("{origin}; guest work {work:.2} ns/byte ({work_source}); claim {} us, demand round trip {} us, bundle check {} us",
         cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000);
     let total: u64 = cat.resources.iter().map(|r| r.size).sum();
     println!(
