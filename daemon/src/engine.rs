@@ -437,7 +437,7 @@ impl Engine {
             warn!("request {id}: {e}");
         }
         let host_us = p.job.arrived.elapsed().as_micros() as u64;
-        self.record_result(&p, err.status.as_u16(), None, host_us, None);
+        self.record_result(&p.plan.dispatch, err.status.as_u16(), None, host_us, None);
         self.shared.count_outcome(err.outcome(), None);
         self.shared.release();
         let _ = p.job.reply.send(Err(err.with_request(id)));
@@ -445,13 +445,13 @@ impl Engine {
 
     fn record_result(
         &mut self,
-        p: &Pending,
+        dispatch: &see_pto::online::Dispatch,
         http_status: u16,
         guest_status: Option<u32>,
         host_us: u64,
         guest_us: Option<u64>,
     ) {
-        let Some(row) = p.plan.dispatch.row else {
+        let Some(row) = dispatch.row else {
             return;
         };
         if let Some(h) = self.orch.history_mut() {
@@ -463,10 +463,7 @@ impl Engine {
                 guest_us,
             };
             if let Err(e) = h.record_result(&r) {
-                error!(
-                    "history: result of request {}: {e}",
-                    p.plan.dispatch.request_id
-                );
+                error!("history: result of request {}: {e}", dispatch.request_id);
             }
         }
     }
@@ -596,6 +593,26 @@ impl Engine {
             return;
         }
         let Some(a) = self.active.take() else { return };
+        // The client is answered first; the PTO's bookkeeping (history, audit log, the next
+        // prefetch orders) follows, off the request's path.
+        let p = a.pending;
+        let queue_us = us(a.dispatched.duration_since(p.job.arrived));
+        let guest_us = total_ns as f64 / 1e3;
+        let host_us = us(p.job.arrived.elapsed());
+        let reply = if status == 0 {
+            Ok(self.response(&p, &tasks, queue_us, host_us, guest_us))
+        } else {
+            Err(ApiError::guest_failed(request_id, status))
+        };
+        let (http, outcome) = if status == 0 {
+            (200, "ok")
+        } else {
+            (502, "guest_failed")
+        };
+        self.shared.release();
+        let _ = p.job.reply.send(reply);
+        self.shared
+            .count_outcome(outcome, Some((host_us, guest_us)));
         let completion = Completion {
             request_id,
             status,
@@ -615,38 +632,20 @@ impl Engine {
         match self.orch.on_completion(&completion) {
             Ok(follow) => {
                 if !self.eager_prefetch {
-                    let orders = a.pending.plan.prefetch.clone();
+                    let orders = p.plan.prefetch.clone();
                     self.send(&orders);
                 }
                 self.send(&follow.prefetch);
             }
             Err(e) => warn!("completion of request {request_id}: {e}"),
         }
-        let p = a.pending;
-        let queue_us = us(a.dispatched.duration_since(p.job.arrived));
-        let host_us = us(p.job.arrived.elapsed());
-        let guest_us = total_ns as f64 / 1e3;
-        let (http, outcome) = if status == 0 {
-            (200, "ok")
-        } else {
-            (502, "guest_failed")
-        };
         self.record_result(
-            &p,
+            &p.plan.dispatch,
             http,
             Some(status),
             host_us as u64,
             Some(total_ns / 1000),
         );
-        self.shared
-            .count_outcome(outcome, Some((host_us, guest_us)));
-        self.shared.release();
-        let reply = if status == 0 {
-            Ok(self.response(&p, &tasks, queue_us, host_us, guest_us))
-        } else {
-            Err(ApiError::guest_failed(request_id, status))
-        };
-        let _ = p.job.reply.send(reply);
     }
 
     fn response(
