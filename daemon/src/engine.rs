@@ -352,7 +352,8 @@ impl Engine {
     }
 
     fn dispatch_next(&mut self) {
-        if self.active.is_some() || self.queue.is_empty() {
+        // While stopping, the queued requests are failed (503) rather than started.
+        if self.active.is_some() || self.queue.is_empty() || self.stopping {
             return;
         }
         if matches!(self.shared.state(), State::Down(_)) {
