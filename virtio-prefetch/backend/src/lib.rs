@@ -6,9 +6,18 @@
 //! bundles (ECDSA P-384 over the statement the wire crate defines) from a content-addressed
 //! [`store`] into the guest's staging buffers. The [`BackendHandle`] orders prefetches and
 //! dispatches requests, and receives what the guest reports.
+//!
+//! # Features
+//!
+//! - `fault-injection` (off by default): the hooks the end-to-end tests use to play a hostile
+//!   host: `Tamper`, `BackendHandle::set_tamper`, `Stats::rewrites` and
+//!   `FAULT_INJECTION_MARKER`, which the device logs when it starts. A build without the
+//!   feature contains none of them.
 
 mod api;
 mod device;
+#[cfg(feature = "fault-injection")]
+mod fault;
 pub mod manifest;
 pub mod signer;
 pub mod store;
@@ -33,8 +42,10 @@ use vmm_sys_util::{
     event::{new_event_consumer_and_notifier, EventFlag, EventNotifier},
 };
 
-pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper};
+pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats};
 use device::{Command, PrefetchDevice, COMMAND_EVENT};
+#[cfg(feature = "fault-injection")]
+pub use fault::{Tamper, FAULT_INJECTION_MARKER};
 use store::ResourceStore;
 
 /// Why the backend could not start or take a command.
@@ -207,7 +218,8 @@ impl BackendHandle {
         self.send(Command::Dispatch(request))
     }
 
-    /// Sets the fault injection for the bundles sent from now on.
+    /// Sets the fault injection for the bundles ordered or demanded from now on.
+    #[cfg(feature = "fault-injection")]
     pub fn set_tamper(&self, tamper: Tamper) -> Result<(), BackendError> {
         self.send(Command::SetTamper(tamper))
     }
