@@ -19,7 +19,10 @@ mod vm;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use clap::Parser;
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser},
+    Parser,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
     metadata::ServiceCatalogue,
@@ -79,7 +82,12 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     requests: usize,
     /// Modes to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(Mode::ALL.map(Mode::name)).try_map(|s| s.parse::<Mode>()),
+        value_delimiter = ',',
+        default_values_t = Mode::ALL
+    )]
     modes: Vec<Mode>,
     /// Checkpoint for the learned mode (default: train an LSTM here, on the training split).
     #[arg(long)]

@@ -19,11 +19,11 @@ use see_pto::{
     metadata::ServiceCatalogue,
     online::{
         origin::OriginModel, Completion, Mode, ModeSummary, Orchestrator, PrefetchOrder, Report,
-        ReportKind, TaskTiming, WireIds,
+        WireIds,
     },
     trace::Session,
 };
-use virtio_prefetch_wire::{RejectReason, ReportKind as WireKind};
+use virtio_prefetch_wire::ReportKind as WireKind;
 
 use crate::{
     check::{Expected, Tally},
@@ -138,16 +138,6 @@ fn online(e: see_pto::online::OnlineError) -> DemoError {
     DemoError::Online(e.to_string())
 }
 
-fn report_kind(k: WireKind) -> ReportKind {
-    match k {
-        WireKind::ClaimHit => ReportKind::ClaimHit,
-        WireKind::Miss => ReportKind::Miss,
-        WireKind::Evict => ReportKind::Evict,
-        WireKind::Reject => ReportKind::Reject,
-        WireKind::DemandServed => ReportKind::DemandServed,
-    }
-}
-
 impl Live<'_> {
     fn send(&mut self, orders: &[PrefetchOrder]) -> Result<(), DemoError> {
         for o in orders {
@@ -228,8 +218,8 @@ impl Live<'_> {
                 }
                 self.orch
                     .on_report(&Report {
-                        kind: report_kind(kind),
-                        reason: reason.map_or(0, RejectReason::raw),
+                        kind,
+                        reason,
                         app_id,
                         task_id,
                         resource_id,
@@ -244,25 +234,16 @@ impl Live<'_> {
                 total_ns,
                 tasks,
             } => {
+                let results = tasks.iter().map(|t| (t.task_id, t.result)).collect();
                 let completion = Completion {
                     request_id,
                     status,
                     total_ns,
-                    tasks: tasks
-                        .iter()
-                        .map(|t| TaskTiming {
-                            task_id: t.task_id,
-                            claim_ns: t.claim_ns,
-                            fetch_ns: t.fetch_ns,
-                            work_ns: t.work_ns,
-                            hits: t.hits,
-                            misses: t.misses,
-                        })
-                        .collect(),
+                    tasks,
                 };
                 return Ok(Some(Done {
                     completion,
-                    results: tasks.iter().map(|t| (t.task_id, t.result)).collect(),
+                    results,
                 }));
             }
             BackendEvent::Reset => {

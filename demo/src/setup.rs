@@ -8,14 +8,13 @@ use see_prefetch_backend::store::DiskStore;
 use see_pto::{
     generate::{generate, Workload, WorkloadSpec},
     import::{import_path, ImportOptions, Malformed},
-    metadata::{ResourceKind, ServiceCatalogue},
+    metadata::ServiceCatalogue,
     nn::{self, HyperParams, ModelKind},
     online::WireIds,
     predict::{observe_sessions, Ppm, Predictor},
     trace::{Session, Trace},
     vocab::Vocabulary,
 };
-use virtio_prefetch_wire::ResourceKind as WireKind;
 
 use crate::DemoError;
 
@@ -72,12 +71,8 @@ pub fn fill_store(cat: &ServiceCatalogue, dir: &Path) -> Result<u64, DemoError> 
         let content = cat
             .content(r)
             .map_err(|e| DemoError::Io(format!("resource {}: {e}", r.id)))?;
-        let kind = match r.kind {
-            ResourceKind::Code => WireKind::Code,
-            ResourceKind::Data => WireKind::Data,
-        };
         store
-            .add(id, r.version, kind, app, &content)
+            .add(id, r.version, r.kind, app, &content)
             .map_err(|e| DemoError::Io(format!("store add of {}: {e}", r.id)))?;
         total += content.len() as u64;
     }

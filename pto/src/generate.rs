@@ -26,12 +26,39 @@ pub enum GenerateError {
 }
 
 /// Built-in workload shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     /// Second-order Markov sessions, no goals.
     Markov,
     /// First-order transitions reshaped by a goal set by the first request (long range).
     Goal,
+}
+
+impl Workload {
+    /// Every shape.
+    pub const ALL: [Workload; 2] = [Workload::Markov, Workload::Goal];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Markov => "markov",
+            Workload::Goal => "goal",
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = crate::names::UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::names::parse("workload", s, &Self::ALL, Self::name)
+    }
 }
 
 /// The longest context the transitions may depend on ([`WorkloadSpec::order`]).

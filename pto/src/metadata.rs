@@ -33,6 +33,7 @@ use std::{
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use virtio_prefetch_wire::ResourceKind;
 
 use crate::vocab::Vocabulary;
 
@@ -74,16 +75,6 @@ pub enum MetadataError {
         /// What is wrong and what to do.
         message: String,
     },
-}
-
-/// Whether a resource is code or data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceKind {
-    /// Executable code (a module, a library).
-    Code,
-    /// Data (an index, a model, a template).
-    Data,
 }
 
 /// Where a resource's bytes come from.
@@ -212,6 +203,7 @@ struct RawTask {
 #[serde(deny_unknown_fields)]
 struct RawResource {
     id: Spanned<String>,
+    #[serde(with = "crate::wire_serde::resource_kind")]
     kind: ResourceKind,
     size: Spanned<RawSize>,
     #[serde(default = "one")]

@@ -1,3 +1,5 @@
+use virtio_prefetch_wire::ReportKind;
+
 use super::{verify::Reason, *};
 
 fn events() -> Vec<AuditEvent> {

@@ -124,7 +124,10 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
             sidecar.format, sidecar.version
         )));
     }
-    sidecar.hyper.validate().map_err(sidecar_err)?;
+    sidecar
+        .hyper
+        .validate()
+        .map_err(|e| sidecar_err(e.to_string()))?;
     Ok(sidecar)
 }
 

@@ -22,7 +22,7 @@ pub use checkpoint::{
 };
 pub use fast::{FastModel, Weights};
 pub use hybrid::{fit_weights, Hybrid, MixWeights};
-pub use model::{build, Dropout, HyperParams, ModelKind, Net};
+pub use model::{build, Dropout, HyperError, HyperParams, ModelKind, Net};
 pub use train::{train, Progress, TrainReport, Trained};
 
 use crate::{
@@ -57,7 +57,7 @@ pub enum NnError {
     Mismatch(String),
     /// Bad hyper-parameters.
     #[error("bad hyper-parameters: {0}")]
-    Hyper(String),
+    Hyper(HyperError),
     /// Nothing to train on.
     #[error("{0}")]
     NoData(String),
