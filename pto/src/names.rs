@@ -32,3 +32,29 @@ pub(crate) fn parse<T: Copy>(
             accepted: all.iter().map(|v| name(*v)).collect(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{generate::Workload, import::Format, nn::ModelKind, online::Mode};
+
+    #[test]
+    fn every_name_parses_back_and_a_wrong_one_lists_the_accepted() {
+        for m in Mode::ALL {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+        }
+        for k in ModelKind::ALL {
+            assert_eq!(k.to_string().parse::<ModelKind>(), Ok(k));
+        }
+        for w in Workload::ALL {
+            assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
+        }
+        for f in Format::ALL {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
+        }
+        let err = "gru".parse::<ModelKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown model \"gru\": use one of lstm, transformer"
+        );
+    }
+}
