@@ -255,7 +255,7 @@ impl Live<'_> {
             BackendEvent::Refused { queue, addr, len } => {
                 log::warn!("backend refused a {queue:?} descriptor at {addr:#x} ({len} bytes)")
             }
-            BackendEvent::Malformed { detail } => log::warn!("malformed ctrlq message: {detail}"),
+            BackendEvent::Malformed { error } => log::warn!("malformed ctrlq message: {error}"),
             BackendEvent::Staged {
                 demand_cookie,
                 resource_id,

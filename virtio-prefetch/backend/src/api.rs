@@ -1,7 +1,7 @@
 //! The backend's Rust API: what the PTO (or a test) asks of the device, and what the device
 //! tells it back.
 
-use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming};
+use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming, WireError};
 
 /// Push a resource into the guest's staging area ahead of need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +127,11 @@ pub enum BackendEvent {
         /// Its length.
         len: u32,
     },
-    /// A ctrlq message that did not parse (answered with Status::Malformed).
+    /// A ctrlq message that did not parse, or of a kind only the device sends (answered with
+    /// Status::Malformed).
     Malformed {
-        /// The parse error.
-        detail: String,
+        /// The parse error (`BadKind` for a device-to-driver kind).
+        error: WireError,
     },
     /// The frontend disconnected or reset the device.
     Reset,

@@ -19,8 +19,8 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_prefetch_wire::{
     parse_message, Ack, BundleHeader, Chunk, DeviceConfig, Message, MessageHeader, MessageKind,
-    Status, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES, REQUEST_QUEUE,
-    STAGING_QUEUE,
+    Status, WireError, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES,
+    REQUEST_QUEUE, STAGING_QUEUE,
 };
 use virtio_queue::QueueT;
 use vm_memory::{
@@ -636,9 +636,7 @@ impl PrefetchDevice {
             Err(e) => {
                 debug!("malformed ctrlq message: {e}");
                 self.stat(|s| s.malformed += 1);
-                self.emit(BackendEvent::Malformed {
-                    detail: e.to_string(),
-                });
+                self.emit(BackendEvent::Malformed { error: e });
                 return (Status::Malformed, 0, 0);
             }
         };
@@ -737,7 +735,7 @@ impl PrefetchDevice {
                 debug!("unexpected {:?} on ctrlq", other.kind());
                 self.stat(|s| s.malformed += 1);
                 self.emit(BackendEvent::Malformed {
-                    detail: format!("{:?} is not a driver message", header.kind),
+                    error: WireError::BadKind(header.kind.raw()),
                 });
                 (
                     Status::Malformed,
