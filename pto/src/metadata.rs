@@ -56,12 +56,12 @@ pub enum MetadataError {
         source: std::io::Error,
     },
     /// The TOML does not parse or has fields of the wrong shape.
-    #[error("{file}: {message}")]
+    #[error("{file}: {error}")]
     Parse {
         /// The file.
         file: String,
-        /// The parser's message, with line and column.
-        message: String,
+        /// The parser's error (its message has the line and column).
+        error: toml::de::Error,
     },
     /// The TOML parses but does not make a valid catalogue.
     #[error("{file}:{line}: field `{field}`: {message}")]
@@ -307,9 +307,9 @@ impl ServiceCatalogue {
     /// Parses and validates `text`; `file` names it in errors, `base_dir` resolves file origins
     /// (each file origin must be a readable file of the resource's size there).
     pub fn from_toml_str(text: &str, file: &str, base_dir: &Path) -> Result<Self, MetadataError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| MetadataError::Parse {
+        let raw: RawFile = toml::from_str(text).map_err(|error| MetadataError::Parse {
             file: file.to_owned(),
-            message: e.to_string(),
+            error,
         })?;
         let cx = Ctx { file, text };
         let mut resources = Vec::new();
