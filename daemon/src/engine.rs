@@ -514,8 +514,8 @@ impl Engine {
                     self.shared.metrics.staged_hits.inc();
                 }
                 self.orch.on_report(&Report {
-                    kind: crate::pto_report_kind(kind),
-                    reason: reason.map_or(0, virtio_prefetch_wire::RejectReason::raw),
+                    kind,
+                    reason,
                     app_id,
                     task_id,
                     resource_id,
@@ -569,8 +569,8 @@ impl Engine {
                 warn!("refused a {queue:?} descriptor at {addr:#x} ({len} bytes)");
                 Ok(())
             }
-            BackendEvent::Malformed { detail } => {
-                warn!("malformed ctrlq message: {detail}");
+            BackendEvent::Malformed { error } => {
+                warn!("malformed ctrlq message: {error}");
                 Ok(())
             }
         };
@@ -618,17 +618,7 @@ impl Engine {
             request_id,
             status,
             total_ns,
-            tasks: tasks
-                .iter()
-                .map(|t| see_pto::online::TaskTiming {
-                    task_id: t.task_id,
-                    claim_ns: t.claim_ns,
-                    fetch_ns: t.fetch_ns,
-                    work_ns: t.work_ns,
-                    hits: t.hits,
-                    misses: t.misses,
-                })
-                .collect(),
+            tasks: tasks.clone(),
         };
         match self.orch.on_completion(&completion) {
             Ok(follow) => {
