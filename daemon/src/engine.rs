@@ -352,7 +352,8 @@ impl Engine {
     }
 
     fn dispatch_next(&mut self) {
-        if self.active.is_some() || self.queue.is_empty() {
+        // While stopping, the queued requests are failed (503) rather than started.
+        if self.active.is_some() || self.queue.is_empty() || self.stopping {
             return;
         }
         if matches!(self.shared.state(), State::Down(_)) {
@@ -437,7 +438,7 @@ impl Engine {
             warn!("request {id}: {e}");
         }
         let host_us = p.job.arrived.elapsed().as_micros() as u64;
-        self.record_result(&p, err.status.as_u16(), None, host_us, None);
+        self.record_result(&p.plan.dispatch, err.status.as_u16(), None, host_us, None);
         self.shared.count_outcome(err.outcome(), None);
         self.shared.release();
         let _ = p.job.reply.send(Err(err.with_request(id)));
@@ -445,13 +446,13 @@ impl Engine {
 
     fn record_result(
         &mut self,
-        p: &Pending,
+        dispatch: &see_pto::online::Dispatch,
         http_status: u16,
         guest_status: Option<u32>,
         host_us: u64,
         guest_us: Option<u64>,
     ) {
-        let Some(row) = p.plan.dispatch.row else {
+        let Some(row) = dispatch.row else {
             return;
         };
         if let Some(h) = self.orch.history_mut() {
@@ -463,10 +464,7 @@ impl Engine {
                 guest_us,
             };
             if let Err(e) = h.record_result(&r) {
-                error!(
-                    "history: result of request {}: {e}",
-                    p.plan.dispatch.request_id
-                );
+                error!("history: result of request {}: {e}", dispatch.request_id);
             }
         }
     }
@@ -516,8 +514,8 @@ impl Engine {
                     self.shared.metrics.staged_hits.inc();
                 }
                 self.orch.on_report(&Report {
-                    kind: crate::pto_report_kind(kind),
-                    reason: reason.map_or(0, virtio_prefetch_wire::RejectReason::raw),
+                    kind,
+                    reason,
                     app_id,
                     task_id,
                     resource_id,
@@ -571,8 +569,8 @@ impl Engine {
                 warn!("refused a {queue:?} descriptor at {addr:#x} ({len} bytes)");
                 Ok(())
             }
-            BackendEvent::Malformed { detail } => {
-                warn!("malformed ctrlq message: {detail}");
+            BackendEvent::Malformed { error } => {
+                warn!("malformed ctrlq message: {error}");
                 Ok(())
             }
         };
@@ -596,57 +594,49 @@ impl Engine {
             return;
         }
         let Some(a) = self.active.take() else { return };
+        // The client is answered first; the PTO's bookkeeping (history, audit log, the next
+        // prefetch orders) follows, off the request's path.
+        let p = a.pending;
+        let queue_us = us(a.dispatched.duration_since(p.job.arrived));
+        let guest_us = total_ns as f64 / 1e3;
+        let host_us = us(p.job.arrived.elapsed());
+        let reply = if status == 0 {
+            Ok(self.response(&p, &tasks, queue_us, host_us, guest_us))
+        } else {
+            Err(ApiError::guest_failed(request_id, status))
+        };
+        let (http, outcome) = if status == 0 {
+            (200, "ok")
+        } else {
+            (502, "guest_failed")
+        };
+        self.shared.release();
+        let _ = p.job.reply.send(reply);
+        self.shared
+            .count_outcome(outcome, Some((host_us, guest_us)));
         let completion = Completion {
             request_id,
             status,
             total_ns,
-            tasks: tasks
-                .iter()
-                .map(|t| see_pto::online::TaskTiming {
-                    task_id: t.task_id,
-                    claim_ns: t.claim_ns,
-                    fetch_ns: t.fetch_ns,
-                    work_ns: t.work_ns,
-                    hits: t.hits,
-                    misses: t.misses,
-                })
-                .collect(),
+            tasks: tasks.clone(),
         };
         match self.orch.on_completion(&completion) {
             Ok(follow) => {
                 if !self.eager_prefetch {
-                    let orders = a.pending.plan.prefetch.clone();
+                    let orders = p.plan.prefetch.clone();
                     self.send(&orders);
                 }
                 self.send(&follow.prefetch);
             }
             Err(e) => warn!("completion of request {request_id}: {e}"),
         }
-        let p = a.pending;
-        let queue_us = us(a.dispatched.duration_since(p.job.arrived));
-        let host_us = us(p.job.arrived.elapsed());
-        let guest_us = total_ns as f64 / 1e3;
-        let (http, outcome) = if status == 0 {
-            (200, "ok")
-        } else {
-            (502, "guest_failed")
-        };
         self.record_result(
-            &p,
+            &p.plan.dispatch,
             http,
             Some(status),
             host_us as u64,
             Some(total_ns / 1000),
         );
-        self.shared
-            .count_outcome(outcome, Some((host_us, guest_us)));
-        self.shared.release();
-        let reply = if status == 0 {
-            Ok(self.response(&p, &tasks, queue_us, host_us, guest_us))
-        } else {
-            Err(ApiError::guest_failed(request_id, status))
-        };
-        let _ = p.job.reply.send(reply);
     }
 
     fn response(

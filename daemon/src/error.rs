@@ -61,7 +61,7 @@ pub enum DaemonError {
     Store(#[from] crate::guest::FillError),
     /// The vhost-user backend.
     #[error("vhost-user backend: {0}")]
-    Backend(#[from] see_prefetch_backend::BackendError),
+    Backend(Box<see_prefetch_backend::BackendError>),
     /// The history database.
     #[error("history {path}: {source}")]
     History {
@@ -110,4 +110,10 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<see_prefetch_backend::BackendError> for DaemonError {
+    fn from(e: see_prefetch_backend::BackendError) -> Self {
+        DaemonError::Backend(Box::new(e))
+    }
 }

@@ -5,11 +5,7 @@
 use std::{collections::HashMap, path::Path};
 
 use see_prefetch_backend::store::{DiskStore, ResourceStore, StoreError};
-use see_pto::{
-    metadata::{ResourceKind, ServiceCatalogue},
-    online::WireIds,
-};
-use virtio_prefetch_wire::ResourceKind as WireKind;
+use see_pto::{metadata::ServiceCatalogue, online::WireIds};
 
 pub use see_abi::serve::{status_reason, STATUS_WORK_FAILED};
 
@@ -92,12 +88,8 @@ pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64
             resource: r.id.clone(),
             source,
         })?;
-        let kind = match r.kind {
-            ResourceKind::Code => WireKind::Code,
-            ResourceKind::Data => WireKind::Data,
-        };
         store
-            .add(id, r.version, kind, app, &content)
+            .add(id, r.version, r.kind, app, &content)
             .map_err(|source| FillError::Store {
                 resource: r.id.clone(),
                 source,

@@ -61,18 +61,6 @@ fn mode_of(kind: PredictorKind) -> Mode {
     }
 }
 
-fn pto_report_kind(k: virtio_prefetch_wire::ReportKind) -> see_pto::audit::ReportKind {
-    use see_pto::audit::ReportKind as P;
-    use virtio_prefetch_wire::ReportKind as W;
-    match k {
-        W::ClaimHit => P::ClaimHit,
-        W::Miss => P::Miss,
-        W::Evict => P::Evict,
-        W::Reject => P::Reject,
-        W::DemandServed => P::DemandServed,
-    }
-}
-
 /// The oracle's future: `session,type` per line; sessions numbered by first appearance, as
 /// the engine numbers the live ones.
 fn read_oracle(path: &std::path::Path) -> Result<Vec<(u64, String)>, DaemonError> {

@@ -79,7 +79,7 @@ enum MainError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Daemon(#[from] see_daemon::DaemonError),
+    Daemon(Box<see_daemon::DaemonError>),
     #[error("{path}: {source}")]
     Read {
         path: PathBuf,
@@ -87,6 +87,12 @@ enum MainError {
     },
     #[error(transparent)]
     Store(#[from] see_prefetch_backend::store::StoreError),
+}
+
+impl From<see_daemon::DaemonError> for MainError {
+    fn from(e: see_daemon::DaemonError) -> Self {
+        MainError::Daemon(Box::new(e))
+    }
 }
 
 fn serve(args: ServeArgs) -> Result<(), MainError> {

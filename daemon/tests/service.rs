@@ -436,3 +436,22 @@ fn see_up_prints_the_url_and_exits_non_zero_naming_a_killed_vmm() {
     assert!(!status.success(), "see up exits non-zero when the VMM dies");
     assert!(err.contains("see-vmm was killed by signal 9"), "{err}");
 }
+
+#[test]
+fn a_killed_daemon_is_named_by_the_launcher() {
+    if !see_e2e::kvm_available() {
+        return;
+    }
+    let mut t = start(PredictorKind::None);
+    common::sigkill(t.see.daemon_pid());
+    let mut died = None;
+    for _ in 0..100 {
+        died = t.see.check();
+        if died.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let died = died.expect("the launcher sees the daemon die").to_string();
+    assert!(died.contains("see-daemon was killed by signal 9"), "{died}");
+}

@@ -23,16 +23,69 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Exp};
+use virtio_prefetch_wire::ResourceKind;
 
 use crate::{
-    generate::{GenerateError, MAX_THINK_MS},
-    metadata::{Origin, RequestType, Resource, ResourceKind, ServiceCatalogue, Task},
+    generate::MAX_THINK_MS,
+    metadata::{Origin, RequestType, Resource, ServiceCatalogue, Task},
     trace::{Request, Session, Trace},
     vocab::TypeId,
 };
 
 /// The most request types a spec may make.
 pub const MAX_FUNCTIONS: usize = 10_000;
+
+/// A [`FaasSpec`] that cannot make a platform.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FaasError {
+    /// No request types, or too many.
+    #[error("{apps} apps x {functions} functions: want 1 to {MAX_FUNCTIONS} request types")]
+    Types {
+        /// Apps asked for.
+        apps: usize,
+        /// Functions per app asked for.
+        functions: usize,
+    },
+    /// An app without code.
+    #[error("every app needs at least one code resource")]
+    NoCode,
+    /// A size range outside see-workload's, or upside down.
+    #[error(
+        "{what} sizes {lo}..{hi}: want {} <= smallest <= largest <= {}",
+        see_workload::MIN_SIZE,
+        see_workload::MAX_SIZE
+    )]
+    Sizes {
+        /// "code" or "data".
+        what: &'static str,
+        /// Smallest.
+        lo: u64,
+        /// Largest.
+        hi: u64,
+    },
+    /// A negative or non-finite Zipf exponent.
+    #[error("zipf exponent {0}: want a number >= 0")]
+    Zipf(f64),
+    /// A chain probability outside 0..=1.
+    #[error("chain {0}: want a probability, 0 to 1")]
+    Chain(f32),
+    /// Sessions too short.
+    #[error("mean session length must be >= 2 and max length >= 2")]
+    Length,
+    /// The think time is out of range.
+    #[error("think time {0} ms not in (0, {MAX_THINK_MS}]")]
+    ThinkTime(f64),
+    /// Sessions asked for over a catalogue another spec made.
+    #[error(
+        "the catalogue has {catalogue} request types, the spec {spec}: build it with this spec"
+    )]
+    OtherCatalogue {
+        /// Request types of the catalogue.
+        catalogue: usize,
+        /// Request types of the spec.
+        spec: usize,
+    },
+}
 
 /// The shape of a synthetic function platform and of its sessions.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,42 +139,34 @@ impl Default for FaasSpec {
 }
 
 impl FaasSpec {
-    fn check(&self) -> Result<(), GenerateError> {
-        let bad = |m: String| Err(GenerateError::Parameter(m));
+    fn check(&self) -> Result<(), FaasError> {
         let types = self.apps.saturating_mul(self.functions);
         if types == 0 || types > MAX_FUNCTIONS {
-            return bad(format!(
-                "{} apps x {} functions: want 1 to {MAX_FUNCTIONS} request types",
-                self.apps, self.functions
-            ));
+            return Err(FaasError::Types {
+                apps: self.apps,
+                functions: self.functions,
+            });
         }
         if self.code_per_app == 0 {
-            return bad("every app needs at least one code resource".into());
+            return Err(FaasError::NoCode);
         }
         let sizes = see_workload::MIN_SIZE..=see_workload::MAX_SIZE;
         for (what, (lo, hi)) in [("code", self.code_bytes), ("data", self.data_bytes)] {
             if !(sizes.contains(&lo) && sizes.contains(&hi) && lo <= hi) {
-                return bad(format!(
-                    "{what} sizes {lo}..{hi}: want {} <= smallest <= largest <= {}",
-                    see_workload::MIN_SIZE,
-                    see_workload::MAX_SIZE
-                ));
+                return Err(FaasError::Sizes { what, lo, hi });
             }
         }
         if !(self.zipf.is_finite() && self.zipf >= 0.0) {
-            return bad(format!("zipf exponent {}: want >= 0", self.zipf));
+            return Err(FaasError::Zipf(self.zipf));
         }
         if !(0.0..=1.0).contains(&self.chain) {
-            return bad(format!("chain {}: want a probability, 0 to 1", self.chain));
+            return Err(FaasError::Chain(self.chain));
         }
         if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
-            return bad("mean length must be >= 2 and max length >= 2".into());
+            return Err(FaasError::Length);
         }
         if !(self.think_ms > 0.0 && self.think_ms <= MAX_THINK_MS) {
-            return bad(format!(
-                "think time {} ms not in (0, {MAX_THINK_MS}]",
-                self.think_ms
-            ));
+            return Err(FaasError::ThinkTime(self.think_ms));
         }
         Ok(())
     }
@@ -133,7 +178,7 @@ impl FaasSpec {
 
     /// The catalogue (named `faas-synthetic`): every app's init task claims its shared code,
     /// every function's handler claims its own data after the init.
-    pub fn catalogue(&self) -> Result<ServiceCatalogue, GenerateError> {
+    pub fn catalogue(&self) -> Result<ServiceCatalogue, FaasError> {
         self.check()?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xfaa5_ca7a_1095_0000);
         let mut size = |(lo, hi): (u64, u64)| {
@@ -218,21 +263,21 @@ impl FaasSpec {
     /// `self.sessions` sessions over `catalogue` (made by [`FaasSpec::catalogue`] from this
     /// spec): Zipf-popular requests that continue their app's workflow with probability
     /// `chain`.
-    pub fn sessions(&self, catalogue: &ServiceCatalogue) -> Result<Trace, GenerateError> {
+    pub fn sessions(&self, catalogue: &ServiceCatalogue) -> Result<Trace, FaasError> {
         self.check()?;
         let vocab = catalogue.vocabulary();
         let n = vocab.len() - 1;
         if n != self.apps * self.functions {
-            return Err(GenerateError::Parameter(format!(
-                "the catalogue has {n} request types, the spec {}: build it with this spec",
-                self.apps * self.functions
-            )));
+            return Err(FaasError::OtherCatalogue {
+                catalogue: n,
+                spec: self.apps * self.functions,
+            });
         }
         let cumulative = self.popularity(n);
         let total = cumulative.last().copied().unwrap_or(1.0);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(1));
         let think =
-            Exp::new(1.0 / self.think_ms).map_err(|e| GenerateError::Parameter(e.to_string()))?;
+            Exp::new(1.0 / self.think_ms).map_err(|_| FaasError::ThinkTime(self.think_ms))?;
         let stop = 1.0 / (f64::from(self.mean_length) - 1.0);
         let mut sessions = Vec::with_capacity(self.sessions);
         for s in 0..self.sessions {

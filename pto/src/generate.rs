@@ -20,18 +20,73 @@ use crate::{
 /// Errors of generating a workload.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GenerateError {
-    /// A parameter is out of range.
-    #[error("workload parameter {0}; fix the option")]
-    Parameter(String),
+    /// The vocabulary has no request types to generate.
+    #[error("workload parameter vocabulary: no request types; fix the option")]
+    NoRequestTypes,
+    /// The context length is out of range.
+    #[error("workload parameter order {0} not in 1..={MAX_ORDER}; fix the option")]
+    Order(usize),
+    /// The number of likely successors is out of range.
+    #[error("workload parameter branching {branching} not in 1..={types}; fix the option")]
+    Branching {
+        /// The value given.
+        branching: usize,
+        /// The number of request types.
+        types: usize,
+    },
+    /// Noise or goal strength is not a probability.
+    #[error("workload parameter noise and goal strength must be in 0..=1; fix the option")]
+    Probability,
+    /// More goals than request types.
+    #[error("workload parameter {goals} goals but only {types} request types; fix the option")]
+    Goals {
+        /// The value given.
+        goals: usize,
+        /// The number of request types.
+        types: usize,
+    },
+    /// Sessions too short.
+    #[error("workload parameter mean length must be >= 2 and max length >= 2; fix the option")]
+    Length,
+    /// The think time is out of range.
+    #[error("workload parameter think time {0} ms not in (0, {MAX_THINK_MS}]; fix the option")]
+    ThinkTime(f64),
 }
 
 /// Built-in workload shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     /// Second-order Markov sessions, no goals.
     Markov,
     /// First-order transitions reshaped by a goal set by the first request (long range).
     Goal,
+}
+
+impl Workload {
+    /// Every shape.
+    pub const ALL: [Workload; 2] = [Workload::Markov, Workload::Goal];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Markov => "markov",
+            Workload::Goal => "goal",
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = crate::names::UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::names::parse("workload", s, &Self::ALL, Self::name)
+    }
 }
 
 /// The longest context the transitions may depend on ([`WorkloadSpec::order`]).
@@ -94,30 +149,32 @@ impl WorkloadSpec {
     }
 
     fn check(&self, n: usize) -> Result<(), GenerateError> {
-        let bad = |m: String| Err(GenerateError::Parameter(m));
         if n == 0 {
-            return bad("vocabulary: no request types".into());
+            return Err(GenerateError::NoRequestTypes);
         }
         if !(1..=MAX_ORDER).contains(&self.order) {
-            return bad(format!("order {} not in 1..={MAX_ORDER}", self.order));
+            return Err(GenerateError::Order(self.order));
         }
         if self.branching == 0 || self.branching > n {
-            return bad(format!("branching {} not in 1..={n}", self.branching));
+            return Err(GenerateError::Branching {
+                branching: self.branching,
+                types: n,
+            });
         }
         if !(0.0..=1.0).contains(&self.noise) || !(0.0..=1.0).contains(&self.goal_strength) {
-            return bad("noise and goal strength must be in 0..=1".into());
+            return Err(GenerateError::Probability);
         }
         if self.goals > n {
-            return bad(format!("{} goals but only {n} request types", self.goals));
+            return Err(GenerateError::Goals {
+                goals: self.goals,
+                types: n,
+            });
         }
         if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
-            return bad("mean length must be >= 2 and max length >= 2".into());
+            return Err(GenerateError::Length);
         }
         if !(self.think_ms > 0.0 && self.think_ms <= MAX_THINK_MS) {
-            return bad(format!(
-                "think time {} ms not in (0, {MAX_THINK_MS}]",
-                self.think_ms
-            ));
+            return Err(GenerateError::ThinkTime(self.think_ms));
         }
         Ok(())
     }
@@ -208,7 +265,7 @@ pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, Genera
     let model = Model { spec, n };
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1));
     let think =
-        Exp::new(1.0 / spec.think_ms).map_err(|e| GenerateError::Parameter(e.to_string()))?;
+        Exp::new(1.0 / spec.think_ms).map_err(|_| GenerateError::ThinkTime(spec.think_ms))?;
     let stop = 1.0 / (f64::from(spec.mean_length) - 1.0);
     let mut sessions = Vec::with_capacity(spec.sessions);
     for s in 0..spec.sessions {

@@ -83,9 +83,17 @@ pub enum HistoryError {
         /// The version found.
         found: String,
     },
-    /// A value does not fit the schema.
-    #[error("history: {0}")]
-    Value(String),
+    /// A number does not fit SQLite's 64-bit integers.
+    #[error("history: {0} does not fit a 64-bit integer")]
+    TooLarge(u64),
+    /// A request's type is not in its trace's vocabulary.
+    #[error("history: session {session} has request type id {type_id} outside its vocabulary")]
+    UnknownType {
+        /// The session key.
+        session: String,
+        /// The request type id.
+        type_id: u32,
+    },
 }
 
 /// The id of a session row.
@@ -210,7 +218,7 @@ pub struct History {
 }
 
 fn int(v: u64) -> Result<i64, HistoryError> {
-    i64::try_from(v).map_err(|_| HistoryError::Value(format!("{v} does not fit a 64-bit integer")))
+    i64::try_from(v).map_err(|_| HistoryError::TooLarge(v))
 }
 
 impl History {
@@ -286,10 +294,10 @@ impl History {
                 for (seq, r) in s.requests.iter().enumerate() {
                     let tid = type_ids.get(r.kind as usize).copied().filter(|&t| t != 0);
                     let Some(tid) = tid else {
-                        return Err(HistoryError::Value(format!(
-                            "session {} has request type id {} outside its vocabulary",
-                            s.key, r.kind
-                        )));
+                        return Err(HistoryError::UnknownType {
+                            session: s.key.clone(),
+                            type_id: r.kind,
+                        });
                     };
                     ins_request.execute(params![sid, seq as i64, tid, r.at_ms])?;
                 }

@@ -64,12 +64,39 @@ pub enum ImportError {
 }
 
 /// Input format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Comma-separated values with a header row.
     Csv,
     /// One JSON object per line.
     Jsonl,
+}
+
+impl Format {
+    /// Every format.
+    pub const ALL: [Format; 2] = [Format::Csv, Format::Jsonl];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = crate::names::UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::names::parse("format", s, &Self::ALL, Self::name)
+    }
 }
 
 /// What to do with a malformed row.
@@ -312,12 +339,14 @@ fn read_csv(
             Ok(true) => {
                 let field = |i: usize| record.get(i).map(str::trim);
                 let row = match (field(session_col), field(type_col), field(time_col)) {
-                    (Some(s), Some(k), Some(t)) => parse_time(t).map(|at_ms| Row {
-                        session: s.to_owned(),
-                        kind: k.to_owned(),
-                        at_ms,
-                        user: user_col.and_then(field).map(str::to_owned),
-                    }),
+                    (Some(s), Some(k), Some(t)) => {
+                        parse_time(t).map_err(|e| e.to_string()).map(|at_ms| Row {
+                            session: s.to_owned(),
+                            kind: k.to_owned(),
+                            at_ms,
+                            user: user_col.and_then(field).map(str::to_owned),
+                        })
+                    }
                     _ => Err(format!("{} fields, too few", record.len())),
                 };
                 b.row(line, row)?;
@@ -389,8 +418,8 @@ fn read_jsonl(
                         serde_json::Value::Number(n) => n
                             .as_f64()
                             .and_then(seconds_or_ms)
-                            .ok_or_else(|| out_of_range(&n.to_string()))?,
-                        serde_json::Value::String(s) => parse_time(s)?,
+                            .ok_or_else(|| out_of_range(&n.to_string()).to_string())?,
+                        serde_json::Value::String(s) => parse_time(s).map_err(|e| e.to_string())?,
                         _ => return Err("timestamp is not a number or string".into()),
                     },
                     user,
@@ -416,8 +445,19 @@ pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
 /// the `i64` limits.
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
-fn out_of_range(s: &str) -> String {
-    format!("timestamp {s:?} out of range (years 1 to 9999)")
+/// A timestamp [`parse_time`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Neither a number nor a date and time.
+    #[error("bad timestamp {0:?} (want seconds or YYYY-MM-DD HH:MM:SS)")]
+    Format(String),
+    /// Outside years 1 to 9999.
+    #[error("timestamp {0:?} out of range (years 1 to 9999)")]
+    OutOfRange(String),
+}
+
+fn out_of_range(s: &str) -> TimeError {
+    TimeError::OutOfRange(s.to_owned())
 }
 
 /// A number of seconds since the epoch, or of milliseconds when it is larger than 1e11 (a
@@ -430,14 +470,14 @@ fn seconds_or_ms(x: f64) -> Option<i64> {
 
 /// Parses a timestamp: a number (seconds, or milliseconds above 1e11) or `YYYY-MM-DD[ T]HH:MM:SS[.fff][Z]`
 /// (UTC), to milliseconds since the Unix epoch. Dates outside years 1 to 9999 are refused.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     let s = s.trim();
     if let Ok(x) = s.parse::<f64>() {
         if x.is_finite() {
             return seconds_or_ms(x).ok_or_else(|| out_of_range(s));
         }
     }
-    let bad = || format!("bad timestamp {s:?} (want seconds or YYYY-MM-DD HH:MM:SS)");
+    let bad = || TimeError::Format(s.to_owned());
     let s2 = s.strip_suffix('Z').unwrap_or(s);
     let s2 = s2.strip_suffix("+00:00").unwrap_or(s2);
     let (date, time) = s2.split_once([' ', 'T']).unwrap_or((s2, "00:00:00"));
@@ -596,7 +636,8 @@ mod tests {
             "1e15",
         ] {
             let err = parse_time(bad).unwrap_err();
-            assert!(err.contains("out of range"), "{bad}: {err}");
+            assert!(matches!(err, TimeError::OutOfRange(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("out of range"), "{bad}: {err}");
         }
         assert!(parse_time("-300000000-01-01 00:00:00").is_err());
         assert_eq!(parse_time("0001-01-01 00:00:00"), Ok(MIN_TIME_MS));

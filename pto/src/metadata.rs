@@ -33,6 +33,7 @@ use std::{
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use virtio_prefetch_wire::ResourceKind;
 
 use crate::vocab::Vocabulary;
 
@@ -55,15 +56,15 @@ pub enum MetadataError {
         source: std::io::Error,
     },
     /// The TOML does not parse or has fields of the wrong shape.
-    #[error("{file}: {message}")]
+    #[error("{file}: {error}")]
     Parse {
         /// The file.
         file: String,
-        /// The parser's message, with line and column.
-        message: String,
+        /// The parser's error (its message has the line and column).
+        error: toml::de::Error,
     },
     /// The TOML parses but does not make a valid catalogue.
-    #[error("{file}:{line}: field `{field}`: {message}")]
+    #[error("{file}:{line}: field `{field}`: {problem}")]
     Invalid {
         /// The file.
         file: String,
@@ -71,19 +72,85 @@ pub enum MetadataError {
         line: usize,
         /// The offending field.
         field: &'static str,
-        /// What is wrong and what to do.
-        message: String,
+        /// What is wrong (the message says what to do).
+        problem: CatalogueProblem,
     },
 }
 
-/// Whether a resource is code or data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceKind {
-    /// Executable code (a module, a library).
-    Code,
-    /// Data (an index, a model, a template).
-    Data,
+/// A rule of the catalogue that a field breaks ([`MetadataError::Invalid`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueProblem {
+    /// An id that is empty, too long, has spaces or is reserved.
+    #[error("{0:?} is not a valid id: 1 to 128 characters, no spaces")]
+    BadId(String),
+    /// Two resources with one id.
+    #[error("duplicate resource id {0:?}")]
+    DuplicateResource(String),
+    /// A resource of size 0.
+    #[error("resource {0:?} has size 0; a resource is at least one byte")]
+    EmptyResource(String),
+    /// A size that does not parse or is too large.
+    #[error(
+        "want a byte count or a size such as \"256 KiB\" of at most {MAX_RESOURCE_SIZE} bytes"
+    )]
+    BadSize,
+    /// A workload resource outside the sizes the workload generates.
+    #[error(
+        "a workload resource is {} to {} bytes",
+        see_workload::MIN_SIZE,
+        see_workload::MAX_SIZE
+    )]
+    WorkloadSize,
+    /// A file origin that cannot be read.
+    #[error("cannot read {shown}: {error}")]
+    FileUnreadable {
+        /// The file, as shown to the user.
+        shown: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A file origin that is not a regular file.
+    #[error("{shown} is not a regular file")]
+    NotAFile {
+        /// The file, as shown to the user.
+        shown: String,
+    },
+    /// A file origin of another size than the resource's.
+    #[error("{shown} has {found} bytes but the resource's size is {size}; fix `size` or the file")]
+    FileSize {
+        /// The file, as shown to the user.
+        shown: String,
+        /// Its length.
+        found: u64,
+        /// The resource's size.
+        size: u64,
+    },
+    /// Two tasks with one id.
+    #[error("duplicate task id {0:?}")]
+    DuplicateTask(String),
+    /// A reference to a task or resource not defined.
+    #[error("unknown {what} {name:?}; define it first")]
+    Unknown {
+        /// `task` or `resource`.
+        what: &'static str,
+        /// The name referred to.
+        name: String,
+    },
+    /// A task that depends on itself.
+    #[error("task {0:?} depends on itself through `after`; break the cycle")]
+    Cycle(String),
+    /// Two request types with one name.
+    #[error("duplicate request type {0:?}")]
+    DuplicateRequest(String),
+    /// A request type without tasks.
+    #[error("a request type needs at least one task")]
+    NoTasks,
+    /// A `next` weight that is not positive.
+    #[error("want a positive weight")]
+    BadWeight,
+    /// A `next` link to a request type not defined.
+    #[error("unknown request type {0:?}")]
+    UnknownNext(String),
 }
 
 /// Where a resource's bytes come from.
@@ -212,6 +279,7 @@ struct RawTask {
 #[serde(deny_unknown_fields)]
 struct RawResource {
     id: Spanned<String>,
+    #[serde(with = "crate::wire_serde::resource_kind")]
     kind: ResourceKind,
     size: Spanned<RawSize>,
     #[serde(default = "one")]
@@ -271,7 +339,7 @@ impl Ctx<'_> {
         &self,
         span: std::ops::Range<usize>,
         field: &'static str,
-        message: String,
+        problem: CatalogueProblem,
     ) -> Result<T, MetadataError> {
         let line = self.text[..span.start.min(self.text.len())]
             .bytes()
@@ -282,7 +350,7 @@ impl Ctx<'_> {
             file: self.file.to_owned(),
             line,
             field,
-            message,
+            problem,
         })
     }
 }
@@ -315,9 +383,9 @@ impl ServiceCatalogue {
     /// Parses and validates `text`; `file` names it in errors, `base_dir` resolves file origins
     /// (each file origin must be a readable file of the resource's size there).
     pub fn from_toml_str(text: &str, file: &str, base_dir: &Path) -> Result<Self, MetadataError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| MetadataError::Parse {
+        let raw: RawFile = toml::from_str(text).map_err(|error| MetadataError::Parse {
             file: file.to_owned(),
-            message: e.to_string(),
+            error,
         })?;
         let cx = Ctx { file, text };
         let mut resources = Vec::new();
@@ -331,7 +399,7 @@ impl ServiceCatalogue {
                 return cx.err(
                     r.id.span(),
                     "resources.id",
-                    format!("duplicate resource id {:?}", r.id.get_ref()),
+                    CatalogueProblem::DuplicateResource(r.id.get_ref().clone()),
                 );
             }
             let size = match r.size.get_ref() {
@@ -343,18 +411,11 @@ impl ServiceCatalogue {
                     return cx.err(
                         r.size.span(),
                         "resources.size",
-                        format!(
-                            "resource {:?} has size 0; a resource is at least one byte",
-                            r.id.get_ref()
-                        ),
+                        CatalogueProblem::EmptyResource(r.id.get_ref().clone()),
                     )
                 }
                 Some(s) if s <= MAX_RESOURCE_SIZE => s,
-                _ => {
-                    return cx.err(r.size.span(), "resources.size", format!(
-                        "want a byte count or a size such as \"256 KiB\" of at most {MAX_RESOURCE_SIZE} bytes"
-                    ))
-                }
+                _ => return cx.err(r.size.span(), "resources.size", CatalogueProblem::BadSize),
             };
             if let Origin::File { path } = r.origin.get_ref() {
                 check_file(&cx, base_dir, path, size, r.origin.span())?;
@@ -364,11 +425,7 @@ impl ServiceCatalogue {
                 return cx.err(
                     r.size.span(),
                     "resources.size",
-                    format!(
-                        "a workload resource is {} to {} bytes",
-                        see_workload::MIN_SIZE,
-                        see_workload::MAX_SIZE
-                    ),
+                    CatalogueProblem::WorkloadSize,
                 );
             }
             resources.push(Resource {
@@ -386,7 +443,7 @@ impl ServiceCatalogue {
                 return cx.err(
                     t.id.span(),
                     "tasks.id",
-                    format!("duplicate task id {:?}", t.id.get_ref()),
+                    CatalogueProblem::DuplicateTask(t.id.get_ref().clone()),
                 );
             }
         }
@@ -396,7 +453,10 @@ impl ServiceCatalogue {
                     cx.err(
                         s.span(),
                         field,
-                        format!("unknown {what} {:?}; define it first", s.get_ref()),
+                        CatalogueProblem::Unknown {
+                            what,
+                            name: s.get_ref().clone(),
+                        },
                     )
                 },
                 Ok,
@@ -425,10 +485,7 @@ impl ServiceCatalogue {
             return cx.err(
                 t.id.span(),
                 "tasks.after",
-                format!(
-                    "task {:?} depends on itself through `after`; break the cycle",
-                    t.id.get_ref()
-                ),
+                CatalogueProblem::Cycle(t.id.get_ref().clone()),
             );
         }
         let app_default = raw
@@ -448,15 +505,11 @@ impl ServiceCatalogue {
                 return cx.err(
                     r.name.span(),
                     "requests.name",
-                    format!("duplicate request type {:?}", r.name.get_ref()),
+                    CatalogueProblem::DuplicateRequest(r.name.get_ref().clone()),
                 );
             }
             if r.tasks.is_empty() {
-                return cx.err(
-                    r.name.span(),
-                    "requests.tasks",
-                    "a request type needs at least one task".into(),
-                );
+                return cx.err(r.name.span(), "requests.tasks", CatalogueProblem::NoTasks);
             }
             let listed = r
                 .tasks
@@ -472,7 +525,7 @@ impl ServiceCatalogue {
                             return cx.err(
                                 n.span(),
                                 "requests.next.weight",
-                                "want a positive weight".into(),
+                                CatalogueProblem::BadWeight,
                             );
                         }
                         (name, *weight)
@@ -482,7 +535,7 @@ impl ServiceCatalogue {
                     return cx.err(
                         n.span(),
                         "requests.next",
-                        format!("unknown request type {name:?}"),
+                        CatalogueProblem::UnknownNext(name.clone()),
                     );
                 }
                 next.push((name.clone(), weight as f32));
@@ -638,22 +691,22 @@ fn check_file(
             base_dir.display()
         )
     };
-    let file = std::fs::File::open(&full)
-        .map_err(|e| format!("cannot read {shown}: {e}"))
-        .and_then(|f| {
-            f.metadata()
-                .map_err(|e| format!("cannot read {shown}: {e}"))
-        });
+    let file = std::fs::File::open(&full).and_then(|f| f.metadata());
     match file {
-        Err(m) => cx.err(span, FIELD, m),
-        Ok(m) if !m.is_file() => cx.err(span, FIELD, format!("{shown} is not a regular file")),
+        Err(error) => cx.err(
+            span,
+            FIELD,
+            CatalogueProblem::FileUnreadable { shown, error },
+        ),
+        Ok(m) if !m.is_file() => cx.err(span, FIELD, CatalogueProblem::NotAFile { shown }),
         Ok(m) if m.len() != size => cx.err(
             span,
             FIELD,
-            format!(
-                "{shown} has {} bytes but the resource's size is {size}; fix `size` or the file",
-                m.len()
-            ),
+            CatalogueProblem::FileSize {
+                shown,
+                found: m.len(),
+                size,
+            },
         ),
         Ok(_) => Ok(()),
     }
@@ -666,11 +719,7 @@ fn check_id(cx: &Ctx<'_>, id: &Spanned<String>, field: &'static str) -> Result<(
         || s.chars().any(|c| c.is_control() || c.is_whitespace())
         || s == crate::vocab::UNKNOWN_NAME
     {
-        return cx.err(
-            id.span(),
-            field,
-            format!("{s:?} is not a valid id: 1 to 128 characters, no spaces"),
-        );
+        return cx.err(id.span(), field, CatalogueProblem::BadId(s.clone()));
     }
     Ok(())
 }

@@ -52,14 +52,30 @@ pub struct Split {
     pub test: Vec<Session>,
 }
 
+/// A [`SplitSpec`] that cannot split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// The test and validation parts take everything.
+    #[error(
+        "test ({test_percent}%) and validation ({val_percent}%) leave nothing to train on: \
+         lower them below 100% together"
+    )]
+    NothingToTrain {
+        /// The test share.
+        test_percent: u32,
+        /// The validation share.
+        val_percent: u32,
+    },
+}
+
 impl SplitSpec {
     /// Checks that the percentages leave room for training.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SplitError> {
         if self.test_percent + self.val_percent >= 100 {
-            return Err(format!(
-                "test ({}%) and validation ({}%) leave nothing to train on",
-                self.test_percent, self.val_percent
-            ));
+            return Err(SplitError::NothingToTrain {
+                test_percent: self.test_percent,
+                val_percent: self.val_percent,
+            });
         }
         Ok(())
     }

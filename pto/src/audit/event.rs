@@ -2,22 +2,7 @@
 //! app, task and resource ids, the session and request ids the PTO dispatched.
 
 use serde::{Deserialize, Serialize};
-
-/// A guest report's kind (the wire's `ReportKind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportKind {
-    /// A task claimed a staged resource.
-    ClaimHit,
-    /// A task found nothing staged and demand-fetched.
-    Miss,
-    /// The guest dropped a staged resource unclaimed.
-    Evict,
-    /// The guest refused a bundle (`reason` says why).
-    Reject,
-    /// A demand fetch was served.
-    DemandServed,
-}
+use virtio_prefetch_wire::ReportKind;
 
 /// One audited event: `kind` and `fields` of a record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +71,8 @@ pub enum AuditEvent {
     },
     /// A claim report from the guest.
     Claim {
-        /// What happened.
+        /// What happened (`claim_hit`, `miss`, `evict`, `reject`, `demand_served`).
+        #[serde(with = "crate::wire_serde::report_kind")]
         report: ReportKind,
         /// Reject reason (0 unless `report` is `reject`).
         reason: u32,

@@ -39,7 +39,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-pub use event::{AuditEvent, ReportKind};
+pub use event::AuditEvent;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 pub use verify::{verify, verify_bytes, Broken, Head, Verified};

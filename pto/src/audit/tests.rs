@@ -1,3 +1,5 @@
+use virtio_prefetch_wire::ReportKind;
+
 use super::{verify::Reason, *};
 
 fn events() -> Vec<AuditEvent> {
@@ -203,4 +205,33 @@ fn malformed_lines_are_named() {
     .into();
     let b = broken(&[format!("{v}\n")]);
     assert!(b.to_string().contains("unknown kind"), "{b}");
+}
+
+#[test]
+fn report_kinds_keep_their_snake_case_names() {
+    // The audit log spelled the PTO's own ReportKind in snake_case before it used the wire
+    // type; old logs must still verify and new ones read the same.
+    let names = ["claim_hit", "miss", "evict", "reject", "demand_served"];
+    for (kind, name) in ReportKind::ALL.iter().zip(names) {
+        let event = AuditEvent::Claim {
+            report: *kind,
+            reason: 0,
+            app: 1,
+            task: 2,
+            resource: 3,
+            version: 4,
+            latency_ns: 5,
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                "{{\"kind\":\"claim\",\"fields\":{{\"report\":\"{name}\",\"reason\":0,\"app\":1,\
+                 \"task\":2,\"resource\":3,\"version\":4,\"latency_ns\":5}}}}"
+            )
+        );
+        assert_eq!(serde_json::from_str::<AuditEvent>(&json).unwrap(), event);
+    }
+    let bad = r#"{"kind":"claim","fields":{"report":"ClaimHit","reason":0,"app":1,"task":2,"resource":3,"version":4,"latency_ns":5}}"#;
+    assert!(serde_json::from_str::<AuditEvent>(bad).is_err());
 }

@@ -33,7 +33,7 @@ pub struct DataArgs {
     #[arg(long, requires = "input")]
     pub strict: bool,
     /// A generated workload over the service catalogue.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::by_name::<Workload>(Workload::ALL.map(Workload::name)))]
     pub workload: Option<Workload>,
     /// Sessions to generate (with --workload).
     #[arg(long, default_value_t = 4000)]

@@ -21,7 +21,12 @@ pub struct EvalArgs {
     #[command(flatten)]
     hyper: HyperArgs,
     /// Learned models to train on the training split (validation split for early stopping).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelKind::Lstm, ModelKind::Transformer])]
+    #[arg(
+        long,
+        value_parser = super::by_name::<ModelKind>(ModelKind::ALL.map(ModelKind::name)),
+        value_delimiter = ',',
+        default_values_t = [ModelKind::Lstm, ModelKind::Transformer]
+    )]
     models: Vec<ModelKind>,
     /// Train no learned model (only baselines and --load).
     #[arg(long)]

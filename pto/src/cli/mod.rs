@@ -6,7 +6,10 @@ mod online;
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser},
+    Args, Parser, Subcommand,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
     generate::{generate, Workload, WorkloadSpec},
@@ -25,6 +28,18 @@ pub use data::{DataArgs, FaasArgs, HyperArgs, ShapeArgs, SplitArgs};
 pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// The predictive task orchestrator's offline tools.
+/// A clap parser for one of the library's choice enums: `names` are the possible values (in the
+/// help and in clap's error), the enum's `FromStr` makes the value.
+pub(crate) fn by_name<T>(
+    names: impl IntoIterator<Item = &'static str>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "pto", version, about)]
 pub struct Cli {
@@ -77,7 +92,7 @@ struct ImportArgs {
     #[arg(long)]
     source: Option<String>,
     /// Input format; default: from the file name (.jsonl/.ndjson/.json: JSON lines, else CSV).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = by_name::<Format>(Format::ALL.map(Format::name)))]
     format: Option<Format>,
     /// Column (or JSON key) of the session; default: session_id, session, user_id, user.
     #[arg(long)]
@@ -140,7 +155,7 @@ struct GenerateArgs {
     /// Workload shape.
     #[arg(
         long,
-        value_enum,
+        value_parser = by_name::<Workload>(Workload::ALL.map(Workload::name)),
         default_value = "goal",
         conflicts_with = "catalogue_preset"
     )]
@@ -207,7 +222,7 @@ fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Which model.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = by_name::<ModelKind>(ModelKind::ALL.map(ModelKind::name)))]
     model: ModelKind,
     /// Checkpoint path (NAME.safetensors and NAME.json are written).
     #[arg(long)]

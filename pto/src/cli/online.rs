@@ -71,7 +71,12 @@ pub struct SimulateArgs {
     #[command(flatten)]
     hyper: HyperArgs,
     /// Modes to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    #[arg(
+        long,
+        value_parser = super::by_name::<Mode>(Mode::ALL.map(Mode::name)),
+        value_delimiter = ',',
+        default_values_t = Mode::ALL
+    )]
     modes: Vec<Mode>,
     /// Checkpoint for the learned mode (default: train an LSTM on the training split here).
     #[arg(long)]
@@ -215,9 +220,9 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     let rows = run_modes(&cat, &test, &a.modes, &cfg, &mut |m, order| match m {
         Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
         Mode::Learned => {
-            let p = learned_predictor.take().ok_or_else(|| {
-                see_pto::online::OnlineError::Config("learned mode listed twice".into())
-            })?;
+            let p = learned_predictor
+                .take()
+                .ok_or(see_pto::online::OnlineError::DuplicateMode(m))?;
             Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&past))
         }
         _ => {

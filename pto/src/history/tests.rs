@@ -132,7 +132,10 @@ fn online_feedback_is_recorded_and_summarised() {
     };
     assert!(h.record_task(&bad).is_err());
     o.bytes = u64::MAX;
-    assert!(matches!(h.record_prefetch(&o), Err(HistoryError::Value(_))));
+    assert!(matches!(
+        h.record_prefetch(&o),
+        Err(HistoryError::TooLarge(_))
+    ));
 }
 
 #[test]

@@ -76,11 +76,11 @@ fn invalid(text: &str) -> (usize, &'static str, String) {
         Err(MetadataError::Invalid {
             line,
             field,
-            message,
+            problem,
             file,
         }) => {
             assert_eq!(file, "svc.toml");
-            (line, field, message)
+            (line, field, problem.to_string())
         }
         other => panic!("want Invalid, got {other:?}"),
     }
@@ -240,8 +240,9 @@ fn file_origins_are_checked_at_load_against_the_metadata_directory() {
             file,
             line,
             field,
-            message,
+            problem,
         }) => {
+            let message = problem.to_string();
             assert!(file.ends_with("svc.toml"), "{file}");
             assert_eq!((line, field), (35, "resources.origin.path"), "{message}");
             assert!(message.contains(want), "{message}");

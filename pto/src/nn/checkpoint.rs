@@ -98,9 +98,9 @@ pub fn save(
         report: trained.report.clone(),
         mix,
     };
-    let json = serde_json::to_string_pretty(&sidecar).map_err(|e| NnError::Sidecar {
+    let json = serde_json::to_string_pretty(&sidecar).map_err(|error| NnError::SidecarEncode {
         path: spath.display().to_string(),
-        message: e.to_string(),
+        error,
     })?;
     std::fs::write(&spath, json).map_err(io(&spath))?;
     Ok((wpath, spath))
@@ -110,21 +110,31 @@ pub fn save(
 /// learn the model's vocabulary before loading it.
 pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
     let (_, spath) = paths(path);
-    let sidecar_err = |message: String| NnError::Sidecar {
-        path: spath.display().to_string(),
-        message,
-    };
-    let text =
-        std::fs::read_to_string(&spath).map_err(|e| sidecar_err(format!("cannot read it: {e}")))?;
-    let sidecar: Sidecar = serde_json::from_str(&text)
-        .map_err(|e| sidecar_err(format!("not a model sidecar: {e}")))?;
+    let path = || spath.display().to_string();
+    let text = std::fs::read_to_string(&spath).map_err(|error| NnError::SidecarRead {
+        path: path(),
+        error,
+    })?;
+    let sidecar: Sidecar = serde_json::from_str(&text).map_err(|error| NnError::SidecarParse {
+        path: path(),
+        error,
+    })?;
     if sidecar.format != FORMAT || sidecar.version != FORMAT_VERSION {
-        return Err(sidecar_err(format!(
-            "format {} version {}, this build reads {FORMAT} version {FORMAT_VERSION}",
-            sidecar.format, sidecar.version
-        )));
+        return Err(NnError::SidecarFormat {
+            path: path(),
+            format: sidecar.format,
+            version: sidecar.version,
+            expected_format: FORMAT,
+            expected_version: FORMAT_VERSION,
+        });
     }
-    sidecar.hyper.validate().map_err(sidecar_err)?;
+    sidecar
+        .hyper
+        .validate()
+        .map_err(|error| NnError::SidecarHyper {
+            path: path(),
+            error,
+        })?;
     Ok(sidecar)
 }
 
@@ -139,10 +149,10 @@ pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
         })?
         .len();
     if len > MAX_WEIGHTS {
-        return Err(NnError::Mismatch(format!(
-            "{} is {len} bytes, more than any model of this crate",
-            wpath.display()
-        )));
+        return Err(NnError::WeightsTooLarge {
+            path: wpath.display().to_string(),
+            len,
+        });
     }
     let bytes = std::fs::read(&wpath).map_err(|source| NnError::Io {
         path: wpath.display().to_string(),
@@ -150,15 +160,19 @@ pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
     })?;
     let digest = hex(&Sha256::digest(&bytes));
     if digest != sidecar.weights_sha256 {
-        return Err(NnError::Mismatch(format!(
-            "{} has SHA-256 {digest}, the sidecar expects {}",
-            wpath.display(),
-            sidecar.weights_sha256
-        )));
+        return Err(NnError::WeightsDigest {
+            path: wpath.display().to_string(),
+            found: digest,
+            expected: sidecar.weights_sha256,
+        });
     }
     let weights: HashMap<_, _> =
-        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
-            .map_err(|e| NnError::Mismatch(format!("{}: {e}", wpath.display())))?;
+        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).map_err(
+            |error| NnError::Weights {
+                path: wpath.display().to_string(),
+                error,
+            },
+        )?;
     let trained = Trained {
         hp: sidecar.hyper.clone(),
         vocab: Arc::new(sidecar.vocabulary.clone()),

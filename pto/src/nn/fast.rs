@@ -20,22 +20,24 @@ pub type Weights = HashMap<String, Tensor>;
 fn take(w: &Weights, name: &str, dims: &[usize]) -> Result<Vec<f32>, NnError> {
     let t = w
         .get(name)
-        .ok_or_else(|| NnError::Mismatch(format!("tensor {name} is missing")))?;
+        .ok_or_else(|| NnError::MissingTensor { name: name.into() })?;
     if t.dims() != dims {
-        return Err(NnError::Mismatch(format!(
-            "tensor {name} has shape {:?}, the hyper-parameters want {dims:?}",
-            t.dims()
-        )));
+        return Err(NnError::TensorShape {
+            name: name.into(),
+            found: t.dims().to_vec(),
+            want: dims.to_vec(),
+        });
     }
     let v = t
         .to_dtype(candle_core::DType::F32)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| NnError::Mismatch(format!("tensor {name}: {e}")))?;
+        .map_err(|error| NnError::Tensor {
+            name: name.into(),
+            error,
+        })?;
     if v.iter().any(|x| !x.is_finite()) {
-        return Err(NnError::Mismatch(format!(
-            "tensor {name} holds NaN or infinity"
-        )));
+        return Err(NnError::NonFinite { name: name.into() });
     }
     Ok(v)
 }

@@ -53,9 +53,7 @@ impl Hybrid {
     /// Mixes `model` and `ppm` with `weights` on the model; both must use one vocabulary.
     pub fn new(model: NeuralPredictor, ppm: Ppm, weights: MixWeights) -> Result<Self, NnError> {
         if model.vocabulary() != ppm.vocabulary() {
-            return Err(NnError::Mismatch(
-                "the PPM model counts another vocabulary than the learned model; build it over the model's vocabulary".into(),
-            ));
+            return Err(NnError::Vocabulary);
         }
         Ok(Self {
             name: format!("{}+{}", model.name(), ppm.name()),

@@ -22,7 +22,7 @@ pub use checkpoint::{
 };
 pub use fast::{FastModel, Weights};
 pub use hybrid::{fit_weights, Hybrid, MixWeights};
-pub use model::{build, Dropout, HyperParams, ModelKind, Net};
+pub use model::{build, Dropout, HyperError, HyperParams, ModelKind, Net};
 pub use train::{train, Progress, TrainReport, Trained};
 
 use crate::{
@@ -44,26 +44,150 @@ pub enum NnError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The sidecar is missing, unreadable or of another format.
-    #[error("model sidecar {path}: {message}; retrain with `pto train`")]
-    Sidecar {
+    /// The sidecar is missing or unreadable.
+    #[error("model sidecar {path}: cannot read it: {error}; retrain with `pto train`")]
+    SidecarRead {
         /// The sidecar file.
         path: String,
-        /// What is wrong.
-        message: String,
+        /// The cause.
+        error: std::io::Error,
     },
-    /// The weights do not match the sidecar.
-    #[error("checkpoint does not match its sidecar: {0}; retrain with `pto train`")]
-    Mismatch(String),
+    /// The sidecar is not JSON of a sidecar's shape.
+    #[error("model sidecar {path}: not a model sidecar: {error}; retrain with `pto train`")]
+    SidecarParse {
+        /// The sidecar file.
+        path: String,
+        /// The cause.
+        error: serde_json::Error,
+    },
+    /// The sidecar could not be encoded.
+    #[error("model sidecar {path}: cannot encode it: {error}")]
+    SidecarEncode {
+        /// The sidecar file.
+        path: String,
+        /// The cause.
+        error: serde_json::Error,
+    },
+    /// The sidecar is of another format or version.
+    #[error(
+        "model sidecar {path}: format {format} version {version}, this build reads \
+         {expected_format} version {expected_version}; retrain with `pto train`"
+    )]
+    SidecarFormat {
+        /// The sidecar file.
+        path: String,
+        /// Its format.
+        format: String,
+        /// Its version.
+        version: u32,
+        /// The format this build reads.
+        expected_format: &'static str,
+        /// The version this build reads.
+        expected_version: u32,
+    },
+    /// The sidecar's hyper-parameters are out of range.
+    #[error("model sidecar {path}: {error}; retrain with `pto train`")]
+    SidecarHyper {
+        /// The sidecar file.
+        path: String,
+        /// What is out of range.
+        error: HyperError,
+    },
+    /// The weights file is larger than any model.
+    #[error(
+        "checkpoint does not match its sidecar: {path} is {len} bytes, more than any model of \
+         this crate; retrain with `pto train`"
+    )]
+    WeightsTooLarge {
+        /// The weights file.
+        path: String,
+        /// Its length.
+        len: u64,
+    },
+    /// The weights are not the ones the sidecar describes.
+    #[error(
+        "checkpoint does not match its sidecar: {path} has SHA-256 {found}, the sidecar \
+         expects {expected}; retrain with `pto train`"
+    )]
+    WeightsDigest {
+        /// The weights file.
+        path: String,
+        /// Their digest.
+        found: String,
+        /// The sidecar's digest.
+        expected: String,
+    },
+    /// The weights file is not safetensors.
+    #[error("checkpoint does not match its sidecar: {path}: {error}; retrain with `pto train`")]
+    Weights {
+        /// The weights file.
+        path: String,
+        /// The cause.
+        error: candle_core::Error,
+    },
+    /// A tensor the hyper-parameters need is missing.
+    #[error(
+        "checkpoint does not match its sidecar: tensor {name} is missing; retrain with `pto train`"
+    )]
+    MissingTensor {
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error(
+        "checkpoint does not match its sidecar: tensor {name} has shape {found:?}, the \
+         hyper-parameters want {want:?}; retrain with `pto train`"
+    )]
+    TensorShape {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        found: Vec<usize>,
+        /// The shape wanted.
+        want: Vec<usize>,
+    },
+    /// A tensor cannot be read as f32.
+    #[error(
+        "checkpoint does not match its sidecar: tensor {name}: {error}; retrain with `pto train`"
+    )]
+    Tensor {
+        /// The tensor.
+        name: String,
+        /// The cause.
+        error: candle_core::Error,
+    },
+    /// A tensor holds NaN or infinity.
+    #[error(
+        "checkpoint does not match its sidecar: tensor {name} holds NaN or infinity; retrain \
+         with `pto train`"
+    )]
+    NonFinite {
+        /// The tensor.
+        name: String,
+    },
+    /// A PPM model over another vocabulary than the learned model's.
+    #[error(
+        "the PPM model counts another vocabulary than the learned model; build it over the \
+         model's vocabulary"
+    )]
+    Vocabulary,
     /// Bad hyper-parameters.
     #[error("bad hyper-parameters: {0}")]
-    Hyper(String),
+    Hyper(HyperError),
     /// Nothing to train on.
-    #[error("{0}")]
-    NoData(String),
-    /// Training diverged or failed.
-    #[error("training failed: {0}")]
-    Train(String),
+    #[error("no training session has a request; import more data")]
+    NoTrainingData,
+    /// Training lost its variables to a panic.
+    #[error("training failed: variable map lock poisoned")]
+    Poisoned,
+    /// The loss stopped being a number.
+    #[error("training failed: loss became {loss} at epoch {epoch}; lower the learning rate")]
+    Diverged {
+        /// The loss.
+        loss: f32,
+        /// The epoch.
+        epoch: usize,
+    },
 }
 
 /// A trained model as a [`Predictor`], on the fast inference path.

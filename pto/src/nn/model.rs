@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::{causal_mask, softmax_last, LayerNorm};
 
 /// Which network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// One-layer LSTM.
@@ -26,12 +26,29 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// Every kind.
+    pub const ALL: [ModelKind; 2] = [ModelKind::Lstm, ModelKind::Transformer];
+
     /// Its name in tables and files.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Lstm => "lstm",
             ModelKind::Transformer => "transformer",
         }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = crate::names::UnknownName;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        crate::names::parse("model", s, &Self::ALL, Self::name)
     }
 }
 
@@ -158,12 +175,17 @@ impl HyperParams {
     }
 
     /// Checks the values; the error says which one is wrong.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let fits = |v: usize, lo: usize, hi: usize, what: &str| {
-            if (lo..=hi).contains(&v) {
+    pub fn validate(&self) -> std::result::Result<(), HyperError> {
+        let fits = |value: usize, lo: usize, hi: usize, name: &'static str| {
+            if (lo..=hi).contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{what} = {v} is not in {lo}..={hi}"))
+                Err(HyperError::OutOfRange {
+                    name,
+                    value,
+                    lo,
+                    hi,
+                })
             }
         };
         fits(self.embed, 2, 1024, "embed")?;
@@ -174,20 +196,62 @@ impl HyperParams {
         fits(self.batch, 1, 65536, "batch")?;
         fits(self.epochs, 1, 100_000, "epochs")?;
         if self.kind == ModelKind::Transformer && !self.embed.is_multiple_of(self.heads) {
-            return Err(format!(
-                "heads = {} does not divide embed = {}",
-                self.heads, self.embed
-            ));
+            return Err(HyperError::Heads {
+                heads: self.heads,
+                embed: self.embed,
+            });
         }
         let lr_ok = self.learning_rate > 0.0 && self.learning_rate < 1.0;
         if !(0.0..0.9).contains(&self.dropout) {
-            return Err(format!("dropout = {} is not in [0, 0.9)", self.dropout));
+            return Err(HyperError::Dropout(self.dropout));
         }
         if !lr_ok || !(0.0..1.0).contains(&self.weight_decay) {
-            return Err("learning_rate must be in (0, 1) and weight_decay in [0, 1)".into());
+            return Err(HyperError::Optimiser {
+                learning_rate: self.learning_rate,
+                weight_decay: self.weight_decay,
+            });
         }
         Ok(())
     }
+}
+
+/// A [`HyperParams`] value out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HyperError {
+    /// A size outside what the model supports.
+    #[error("{name} = {value} is not in {lo}..={hi}")]
+    OutOfRange {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The smallest accepted.
+        lo: usize,
+        /// The largest accepted.
+        hi: usize,
+    },
+    /// The Transformer's heads must split its width evenly.
+    #[error("heads = {heads} does not divide embed = {embed}: pick a divisor")]
+    Heads {
+        /// The heads.
+        heads: usize,
+        /// The width.
+        embed: usize,
+    },
+    /// Dropout out of range.
+    #[error("dropout = {0} is not in [0, 0.9)")]
+    Dropout(f32),
+    /// The optimiser's rates out of range.
+    #[error(
+        "learning_rate must be in (0, 1) and weight_decay in [0, 1) \
+         (got {learning_rate} and {weight_decay})"
+    )]
+    Optimiser {
+        /// The learning rate.
+        learning_rate: f64,
+        /// The weight decay.
+        weight_decay: f64,
+    },
 }
 
 /// A network that maps `(B, T)` tokens to `(B, T, V)` logits.

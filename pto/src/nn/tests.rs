@@ -408,7 +408,7 @@ fn bad_hyper_parameters_and_empty_data_are_errors() {
     let hp = tiny(ModelKind::Lstm);
     assert!(matches!(
         train(&hp, vocab(), &[], &[], &mut |_| {}),
-        Err(NnError::NoData(_))
+        Err(NnError::NoTrainingData)
     ));
 }
 

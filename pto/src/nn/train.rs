@@ -128,10 +128,7 @@ pub(crate) fn loss(
 }
 
 fn snapshot(vm: &VarMap) -> Result<Weights, NnError> {
-    let data = vm
-        .data()
-        .lock()
-        .map_err(|_| NnError::Train("variable map lock poisoned".into()))?;
+    let data = vm.data().lock().map_err(|_| NnError::Poisoned)?;
     data.iter()
         .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
         .collect()
@@ -180,9 +177,7 @@ pub fn train(
     let mut train_seqs = sequences(train, v, hp.max_len);
     train_seqs.retain(|s| s.len() >= 2);
     if train_seqs.is_empty() {
-        return Err(NnError::NoData(
-            "no training session has a request; import more data".into(),
-        ));
+        return Err(NnError::NoTrainingData);
     }
     let val_seqs: Vec<Vec<u32>> = {
         let mut s = sequences(val, v, hp.max_len);
@@ -219,9 +214,7 @@ pub fn train(
             opt.backward_step(&l)?;
             let lv = l.to_scalar::<f32>()?;
             if !lv.is_finite() {
-                return Err(NnError::Train(format!(
-                    "loss became {lv} at epoch {epoch}; lower the learning rate"
-                )));
+                return Err(NnError::Diverged { loss: lv, epoch });
             }
             sum += f64::from(lv) * f64::from(n);
             n_sum += f64::from(n);

@@ -21,12 +21,14 @@ use std::{collections::HashMap, fmt};
 
 pub use metrics::{percentile, Metrics, ModeSummary};
 pub use orchestrator::{predictor_for, Orchestrator};
-pub use policy::{GuestStore, Policy, Staging};
+pub use policy::{GuestStore, Policy, PolicyError, Staging};
+
+use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming};
 
 use crate::{audit::AuditError, history::HistoryError, metadata::ServiceCatalogue};
 
 /// How the orchestrator prefetches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// No prefetch: every resource is demand-fetched.
     Reactive,
@@ -71,6 +73,14 @@ impl fmt::Display for Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = crate::names::UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::names::parse("mode", s, &Self::ALL, Self::name)
+    }
+}
+
 /// Errors of the online path.
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineError {
@@ -91,9 +101,18 @@ pub enum OnlineError {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// Bad configuration.
-    #[error("bad online configuration: {0}")]
-    Config(String),
+    /// The policy has a value out of range.
+    #[error("bad online policy: {0}")]
+    Policy(PolicyError),
+    /// The learned mode was asked for without a checkpoint.
+    #[error("the learned mode needs a checkpoint: train one with `pto train`")]
+    NoCheckpoint,
+    /// The learned mode's checkpoint cannot be used.
+    #[error("the learned mode's checkpoint: {0}")]
+    Model(crate::nn::NnError),
+    /// A mode was listed twice where each runs once.
+    #[error("{0} mode listed twice: list each mode once")]
+    DuplicateMode(Mode),
 }
 
 /// The numeric ids the wire uses for the catalogue's names.
@@ -216,15 +235,13 @@ pub struct FollowUp {
     pub evict: Vec<Eviction>,
 }
 
-pub use crate::audit::ReportKind;
-
 /// A guest report (ctrlq `Report`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
     /// What happened.
     pub kind: ReportKind,
-    /// Reject reason (0 unless `kind` is `Reject`).
-    pub reason: u32,
+    /// Why, when `kind` is `Reject`.
+    pub reason: Option<RejectReason>,
     /// App.
     pub app_id: u32,
     /// Task wire id.
@@ -235,23 +252,6 @@ pub struct Report {
     pub version: u64,
     /// Latency the guest measured.
     pub latency_ns: u64,
-}
-
-/// Per-task timings of a completed request (ctrlq `Complete` entries).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskTiming {
-    /// Task wire id.
-    pub task_id: u64,
-    /// Time spent claiming staged resources.
-    pub claim_ns: u64,
-    /// Time spent demand-fetching.
-    pub fetch_ns: u64,
-    /// Time spent working on the resources.
-    pub work_ns: u64,
-    /// Staged hits.
-    pub hits: u32,
-    /// Misses.
-    pub misses: u32,
 }
 
 /// A request completion (ctrlq `Complete`).

@@ -11,8 +11,10 @@ use std::{
 use super::{
     policy::{Admit, GuestStore, Staged, Want},
     Completion, Dispatch, Eviction, FollowUp, Metrics, Mode, ModeSummary, OnlineError, Plan,
-    Policy, PrefetchOrder, Report, ReportKind, Staging, WireIds,
+    Policy, PrefetchOrder, Report, Staging, WireIds,
 };
+use virtio_prefetch_wire::{RejectReason, ReportKind};
+
 use crate::{
     audit::{AuditEvent, AuditLog},
     history::{History, Outcome, PrefetchOutcome, RequestRow, SessionRow, TaskExecution},
@@ -112,14 +114,10 @@ pub fn predictor_for(
             Box::new(m)
         }
         Mode::Learned => {
-            let path = model.ok_or_else(|| {
-                OnlineError::Config(
-                    "the learned mode needs a checkpoint: train one with `pto train`".into(),
-                )
-            })?;
-            let side = nn::read_sidecar(path).map_err(|e| OnlineError::Config(e.to_string()))?;
+            let path = model.ok_or(OnlineError::NoCheckpoint)?;
+            let side = nn::read_sidecar(path).map_err(OnlineError::Model)?;
             let past = past.sessions_in(&side.vocabulary);
-            Box::new(nn::load_hybrid(path, &past).map_err(|e| OnlineError::Config(e.to_string()))?)
+            Box::new(nn::load_hybrid(path, &past).map_err(OnlineError::Model)?)
         }
     })
 }
@@ -132,7 +130,7 @@ impl Orchestrator {
         predictor: Box<dyn Predictor>,
         policy: Policy,
     ) -> Result<Self, OnlineError> {
-        policy.validate().map_err(OnlineError::Config)?;
+        policy.validate().map_err(OnlineError::Policy)?;
         Ok(Self {
             vocab: catalogue.vocabulary(),
             ids: WireIds::new(&catalogue),
@@ -612,7 +610,7 @@ impl Orchestrator {
         let i = self.resource_index(r.resource_id)?;
         self.audit(AuditEvent::Claim {
             report: r.kind,
-            reason: r.reason,
+            reason: r.reason.map_or(0, RejectReason::raw),
             app: r.app_id,
             task: r.task_id,
             resource: r.resource_id,

@@ -37,9 +37,9 @@ pub enum OriginError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A model parameter is out of range.
-    #[error("bad origin model: {0}")]
-    Model(String),
+    /// The bandwidth is not a positive number.
+    #[error("bad origin model: bandwidth {0} must be a positive number of bytes per second")]
+    Bandwidth(f64),
 }
 
 /// Where resource bytes come from, keyed by wire id and version. The backend's store adapts to
@@ -72,9 +72,7 @@ impl OriginModel {
     /// A model; the bandwidth must be positive and finite.
     pub fn new(latency: Duration, bandwidth: f64) -> Result<Self, OriginError> {
         if !(bandwidth.is_finite() && bandwidth > 0.0) {
-            return Err(OriginError::Model(format!(
-                "bandwidth {bandwidth} must be a positive number of bytes per second"
-            )));
+            return Err(OriginError::Bandwidth(bandwidth));
         }
         Ok(Self { latency, bandwidth })
     }

@@ -52,17 +52,31 @@ impl Default for Policy {
     }
 }
 
+/// A [`Policy`] value out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    /// The threshold is not a probability.
+    #[error("threshold {0} is not in 0..=1: give a probability")]
+    Threshold(f32),
+    /// Too few or too many predictions considered.
+    #[error("top_k {0} is not in 1..=64")]
+    TopK(usize),
+    /// Staged resources would go stale at once.
+    #[error("stale_after must be at least 1 request")]
+    StaleAfter,
+}
+
 impl Policy {
     /// Checks the values; the error says which one is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!("threshold {} is not in 0..=1", self.threshold));
+            return Err(PolicyError::Threshold(self.threshold));
         }
         if self.top_k == 0 || self.top_k > 64 {
-            return Err(format!("top_k {} is not in 1..=64", self.top_k));
+            return Err(PolicyError::TopK(self.top_k));
         }
         if self.stale_after == 0 {
-            return Err("stale_after must be at least 1 request".into());
+            return Err(PolicyError::StaleAfter);
         }
         Ok(())
     }
@@ -445,11 +459,16 @@ mod tests {
             threshold: 1.5,
             ..Policy::default()
         };
-        assert!(bad.validate().unwrap_err().contains("threshold"));
+        assert_eq!(bad.validate(), Err(PolicyError::Threshold(1.5)));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("threshold"));
         let bad = Policy {
             top_k: 0,
             ..Policy::default()
         };
-        assert!(bad.validate().unwrap_err().contains("top_k"));
+        assert!(bad.validate().unwrap_err().to_string().contains("top_k"));
     }
 }

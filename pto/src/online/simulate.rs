@@ -13,10 +13,11 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use virtio_prefetch_wire::{ReportKind, TaskTiming};
+
 use super::{
     origin::{Link, OriginModel},
-    Completion, Mode, ModeSummary, OnlineError, Orchestrator, PrefetchOrder, Report, ReportKind,
-    TaskTiming, WireIds,
+    Completion, Mode, ModeSummary, OnlineError, Orchestrator, PrefetchOrder, Report, WireIds,
 };
 use crate::{metadata::ServiceCatalogue, trace::Session, vocab::Vocabulary};
 
@@ -165,7 +166,7 @@ impl Guest<'_> {
             for (resource_id, h) in gone {
                 orch.on_report(&Report {
                     kind: ReportKind::Evict,
-                    reason: 0,
+                    reason: None,
                     app_id: h.app_id,
                     task_id: h.task_id,
                     resource_id,
@@ -218,7 +219,7 @@ impl Guest<'_> {
                 let id = WireIds::resource(r);
                 let mut report = Report {
                     kind: ReportKind::ClaimHit,
-                    reason: 0,
+                    reason: None,
                     app_id,
                     task_id: timing.task_id,
                     resource_id: id,

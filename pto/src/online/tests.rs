@@ -45,7 +45,7 @@ fn reactive_dispatches_with_wire_ids_and_never_prefetches() {
     ));
     let bad = Report {
         kind: ReportKind::ClaimHit,
-        reason: 0,
+        reason: None,
         app_id: 1,
         task_id: 1,
         resource_id: 10_000,
@@ -111,7 +111,7 @@ fn oracle_stages_the_next_request_and_restages_what_the_current_consumes() {
     for id in &catalog {
         o.on_report(&Report {
             kind: ReportKind::ClaimHit,
-            reason: 0,
+            reason: None,
             app_id: 1,
             task_id: 1,
             resource_id: *id,
@@ -184,7 +184,7 @@ fn markov_prefetches_above_threshold_and_evicts_what_went_stale() {
     let late = plan.evict[0].resource_id;
     o.on_report(&Report {
         kind: ReportKind::ClaimHit,
-        reason: 0,
+        reason: None,
         app_id: 1,
         task_id: 1,
         resource_id: late,
@@ -275,7 +275,7 @@ fn feedback_lands_in_the_history_and_a_verifiable_audit_log() {
     for (kind, id) in [(ReportKind::Miss, home), (ReportKind::DemandServed, home)] {
         o.on_report(&Report {
             kind,
-            reason: 0,
+            reason: None,
             app_id: 1,
             task_id: 1,
             resource_id: id,
@@ -296,13 +296,14 @@ fn feedback_lands_in_the_history_and_a_verifiable_audit_log() {
             work_ns: 3000,
             hits: 0,
             misses: 1,
+            result: 0,
         }],
     })
     .unwrap();
     o.on_request(1, "search", 10).unwrap();
     o.on_report(&Report {
         kind: ReportKind::ClaimHit,
-        reason: 0,
+        reason: None,
         app_id: 1,
         task_id: first.task_id,
         resource_id: first.resource_id,
@@ -341,7 +342,7 @@ fn history_records_outcomes() {
     let n = plan.prefetch.len() as u64;
     o.on_report(&Report {
         kind: ReportKind::ClaimHit,
-        reason: 0,
+        reason: None,
         app_id: 1,
         task_id: plan.prefetch[0].task_id,
         resource_id: plan.prefetch[0].resource_id,

@@ -88,7 +88,7 @@ fn parts(size: usize, label: &str) {
     );
     let mut header = signer.header(&spec, &session);
     measure(&format!("{label}: ECDSA P-384 sign"), 41, 0, || {
-        signer.sign(black_box(&mut header), None);
+        signer.sign(black_box(&mut header));
     });
     measure(
         &format!("{label}: serialise the bundle"),
@@ -130,7 +130,7 @@ fn parts(size: usize, label: &str) {
         size,
         || {
             let mut header = signer.header(&spec, &session);
-            signer.sign(&mut header, None);
+            signer.sign(&mut header);
             black_box(encode_bundle(&header, &resource.content));
         },
     );

@@ -1,7 +1,7 @@
 //! The backend's Rust API: what the PTO (or a test) asks of the device, and what the device
 //! tells it back.
 
-use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming};
+use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming, WireError};
 
 /// Push a resource into the guest's staging area ahead of need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,34 +27,6 @@ pub struct Request {
     pub request_type: u32,
     /// Opaque arguments (at most 3072 bytes).
     pub args: Vec<u8>,
-}
-
-/// Fault injection: what a hostile host can do to bundles, for the end-to-end tests. Applies
-/// to every bundle ordered (prefetch) or demanded while it is set, whenever it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tamper {
-    /// Honest.
-    #[default]
-    None,
-    /// Sign with a key the guest does not know.
-    ForeignKey,
-    /// Flip a bit of a signed header field after signing.
-    FlipHeaderBit,
-    /// Flip a bit of the content after signing.
-    FlipContentBit,
-    /// Send the previous bundle again, unchanged, instead of a new one.
-    ReplayLast,
-    /// Sign the bundle for another task than the one ordered.
-    WrongTask,
-    /// Serve the previous version of the resource (signed properly).
-    Rollback,
-    /// Rewrite the staging buffer that held a bundle's last chunk with other bytes, at the
-    /// backend's next stagingq run after the delivery (when the guest has had the buffer
-    /// back): [`Stats::rewrites`] counts the rewrites done.
-    RewriteAfterDelivery,
-    /// Sign the bundle, validly, for this task instead of the one ordered or demanded (same app
-    /// and resource): a demand answered with a bundle for another task the guest also allows.
-    SignForTask(u64),
 }
 
 /// Which queue something happened on.
@@ -155,10 +127,11 @@ pub enum BackendEvent {
         /// Its length.
         len: u32,
     },
-    /// A ctrlq message that did not parse (answered with Status::Malformed).
+    /// A ctrlq message that did not parse, or of a kind only the device sends (answered with
+    /// Status::Malformed).
     Malformed {
-        /// The parse error.
-        detail: String,
+        /// The parse error (`BadKind` for a device-to-driver kind).
+        error: WireError,
     },
     /// The frontend disconnected or reset the device.
     Reset,
@@ -191,7 +164,8 @@ pub struct Stats {
     pub reports: u64,
     /// Completions received.
     pub completions: u64,
-    /// Staging buffers rewritten after delivery ([`Tamper::RewriteAfterDelivery`]), counted
+    /// Staging buffers rewritten after delivery (`Tamper::RewriteAfterDelivery`), counted
     /// when the write is done.
+    #[cfg(feature = "fault-injection")]
     pub rewrites: u64,
 }

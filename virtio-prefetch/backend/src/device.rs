@@ -19,12 +19,12 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_prefetch_wire::{
     parse_message, Ack, BundleHeader, Chunk, DeviceConfig, Message, MessageHeader, MessageKind,
-    Status, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES, REQUEST_QUEUE,
-    STAGING_QUEUE,
+    Status, WireError, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES,
+    REQUEST_QUEUE, STAGING_QUEUE,
 };
 use virtio_queue::QueueT;
 use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
     GuestMemoryRegion,
 };
 use vmm_sys_util::{
@@ -32,8 +32,10 @@ use vmm_sys_util::{
     event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier},
 };
 
+#[cfg(feature = "fault-injection")]
+use crate::fault::{Faults, Tamper};
 use crate::{
-    api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper},
+    api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats},
     manifest::sign_batch,
     signer::{encode_bundle, BundleSpec, Session, Signer},
     store::{ResourceStore, StoredResource},
@@ -57,6 +59,7 @@ pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
 pub(crate) enum Command {
     Prefetch(PrefetchOrder),
     Dispatch(Request),
+    #[cfg(feature = "fault-injection")]
     SetTamper(Tamper),
 }
 
@@ -65,16 +68,33 @@ pub(crate) enum Command {
 enum Work {
     /// Not built yet: built (and signed, with the next sequence number) when its first chunk
     /// is written, so bundles always reach the guest in sequence order.
-    Order {
-        task_id: u64,
-        resource_id: u64,
-        min_version: u64,
-        demand_cookie: u32,
-        /// The fault injection in force when it was ordered.
-        tamper: Tamper,
-    },
+    Order(Order),
     /// Being chunked.
     Bytes(Box<Outgoing>),
+}
+
+/// A prefetch order or a demand, before its bundle is built.
+#[derive(Debug)]
+struct Order {
+    task_id: u64,
+    resource_id: u64,
+    min_version: u64,
+    /// 0 for a prefetch.
+    demand_cookie: u32,
+    /// The fault injection in force when it was ordered.
+    #[cfg(feature = "fault-injection")]
+    tamper: Tamper,
+}
+
+impl Order {
+    /// An honest prefetch, which may go under a batch manifest.
+    fn batchable(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.tamper != Tamper::None {
+            return false;
+        }
+        self.demand_cookie == 0
+    }
 }
 
 #[derive(Debug)]
@@ -85,6 +105,7 @@ struct Outgoing {
     /// None for a manifest.
     header: Option<BundleHeader>,
     /// Rewrite the last staging buffer after delivery (Tamper::RewriteAfterDelivery).
+    #[cfg(feature = "fault-injection")]
     rewrite: bool,
 }
 
@@ -92,21 +113,20 @@ struct Outgoing {
 pub(crate) struct PrefetchDevice {
     store: Arc<dyn ResourceStore>,
     signer: Signer,
-    foreign_key: SigningKey,
     config: DeviceConfig,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     session: Option<Session>,
     staging: VecDeque<Work>,
-    held_orders: Vec<(PrefetchOrder, Tamper)>,
+    /// Prefetches ordered before the guest's Hello.
+    held_orders: Vec<Work>,
     requests: VecDeque<Vec<u8>>,
     commands: Mutex<mpsc::Receiver<Command>>,
     command_fd: EventConsumer,
     exit: Option<(EventConsumer, EventNotifier)>,
     events: mpsc::Sender<BackendEvent>,
     stats: Arc<Mutex<Stats>>,
-    tamper: Tamper,
-    last_bundle: Option<Vec<u8>>,
-    rewrite_pending: Option<(GuestAddress, usize)>,
+    #[cfg(feature = "fault-injection")]
+    faults: Faults,
     next_stream: u64,
     batch_manifests: bool,
     acked_features: u64,
@@ -134,14 +154,9 @@ impl PrefetchDevice {
         stats: Arc<Mutex<Stats>>,
     ) -> std::io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        let mut foreign = [0x42u8; 48];
-        foreign[0] = 0x11;
-        let foreign_key = SigningKey::from_slice(&foreign)
-            .map_err(|_| std::io::Error::other("foreign test key"))?;
         Ok(Self {
             store,
             signer: Signer::new(key),
-            foreign_key,
             config,
             mem: None,
             session: None,
@@ -153,9 +168,8 @@ impl PrefetchDevice {
             exit: Some(exit),
             events,
             stats,
-            tamper: Tamper::None,
-            last_bundle: None,
-            rewrite_pending: None,
+            #[cfg(feature = "fault-injection")]
+            faults: Faults::new()?,
             next_stream: 1,
             batch_manifests: true,
             acked_features: 0,
@@ -166,6 +180,18 @@ impl PrefetchDevice {
     pub(crate) fn with_batch_manifests(mut self, on: bool) -> Self {
         self.batch_manifests = on;
         self
+    }
+
+    /// The work of building a bundle for `resource_id` (a prefetch when `demand_cookie` is 0).
+    fn order(&self, task_id: u64, resource_id: u64, min_version: u64, demand_cookie: u32) -> Work {
+        Work::Order(Order {
+            task_id,
+            resource_id,
+            min_version,
+            demand_cookie,
+            #[cfg(feature = "fault-injection")]
+            tamper: self.faults.tamper,
+        })
     }
 
     fn emit(&self, event: BackendEvent) {
@@ -194,16 +220,14 @@ impl PrefetchDevice {
             let next = self.commands.lock().map(|r| r.try_recv());
             let Ok(Ok(command)) = next else { break };
             match command {
-                Command::Prefetch(order) if self.session.is_some() => {
-                    self.staging.push_back(Work::Order {
-                        task_id: order.task_id,
-                        resource_id: order.resource_id,
-                        min_version: 0,
-                        demand_cookie: 0,
-                        tamper: self.tamper,
-                    })
+                Command::Prefetch(order) => {
+                    let work = self.order(order.task_id, order.resource_id, 0, 0);
+                    if self.session.is_some() {
+                        self.staging.push_back(work);
+                    } else {
+                        self.held_orders.push(work);
+                    }
                 }
-                Command::Prefetch(order) => self.held_orders.push((order, self.tamper)),
                 Command::Dispatch(request) => {
                     let message = Message::Request(virtio_prefetch_wire::Request {
                         request_id: request.request_id,
@@ -218,50 +242,45 @@ impl PrefetchDevice {
                         Err(e) => warn!("request {} not dispatched: {e}", request.request_id),
                     }
                 }
-                Command::SetTamper(tamper) => self.tamper = tamper,
+                #[cfg(feature = "fault-injection")]
+                Command::SetTamper(tamper) => self.faults.tamper = tamper,
             }
         }
     }
 
     /// Builds the next bundle for `work` (signing it now, with the next sequence number).
     fn build(&mut self, work: Work) -> Option<Outgoing> {
-        let (task_id, resource_id, min_version, demand_cookie, tamper) = match work {
+        let order = match work {
             Work::Bytes(outgoing) => return Some(*outgoing),
-            Work::Order {
-                task_id,
-                resource_id,
-                min_version,
-                demand_cookie,
-                tamper,
-            } => (task_id, resource_id, min_version, demand_cookie, tamper),
+            Work::Order(order) => order,
         };
+        let resource_id = order.resource_id;
         let session = self.session?;
-        if tamper == Tamper::ReplayLast {
-            if let Some(bytes) = self.last_bundle.clone() {
-                let header = BundleHeader::parse(&bytes).ok()?;
-                return Some(self.outgoing(bytes, Some(header)));
-            }
+        #[cfg(feature = "fault-injection")]
+        if let Some(bytes) = self.faults.replay(order.tamper) {
+            let header = BundleHeader::parse(&bytes).ok()?;
+            return Some(self.outgoing(bytes, Some(header)));
         }
-        let resource = match self.fetch(resource_id, min_version, tamper) {
+        let resource = match self.fetch(&order) {
             Ok(r) => r,
             Err(e) => {
                 warn!("prefetch of resource {resource_id} dropped: {e}");
                 return None;
             }
         };
-        let signed_task = match tamper {
-            Tamper::WrongTask => task_id.wrapping_add(1_000_000),
-            Tamper::SignForTask(other) => other,
-            _ => task_id,
-        };
+        #[cfg(feature = "fault-injection")]
+        let task_id = Faults::signed_task(order.tamper, order.task_id);
+        #[cfg(not(feature = "fault-injection"))]
+        let task_id = order.task_id;
         let spec = BundleSpec {
             resource: &resource,
-            task_id: signed_task,
-            demand_cookie,
+            task_id,
+            demand_cookie: order.demand_cookie,
         };
         let mut header = self.signer.header(&spec, &session);
-        let foreign = (tamper == Tamper::ForeignKey).then_some(&self.foreign_key);
-        self.signer.sign(&mut header, foreign);
+        self.signer.sign(&mut header);
+        #[cfg(feature = "fault-injection")]
+        self.faults.resign(order.tamper, &mut header);
         self.stat(|s| s.signatures += 1);
         self.emit(BackendEvent::Signed {
             resource_id,
@@ -270,16 +289,19 @@ impl PrefetchDevice {
             epoch: session.epoch,
             statement_sha384: Sha384::digest(header.to_be_signed()).into(),
         });
-        let mut content = resource.content;
-        match tamper {
-            Tamper::FlipHeaderBit => header.resource_version ^= 1 << 62,
-            Tamper::FlipContentBit if !content.is_empty() => content[0] ^= 1,
-            _ => {}
-        }
+        #[cfg(feature = "fault-injection")]
+        let content = Faults::corrupt(order.tamper, &mut header, resource.content);
+        #[cfg(not(feature = "fault-injection"))]
+        let content = resource.content;
         let bytes = encode_bundle(&header, &content);
-        self.last_bundle = Some(bytes.clone());
-        let mut out = self.outgoing(bytes, Some(header));
-        out.rewrite = tamper == Tamper::RewriteAfterDelivery;
+        #[cfg(feature = "fault-injection")]
+        self.faults.remember(&bytes);
+        let out = self.outgoing(bytes, Some(header));
+        #[cfg(feature = "fault-injection")]
+        let out = Outgoing {
+            rewrite: order.tamper == Tamper::RewriteAfterDelivery,
+            ..out
+        };
         Some(out)
     }
 
@@ -300,21 +322,18 @@ impl PrefetchDevice {
             .iter()
             .take(MAX_BATCH)
             .take_while(|w| match w {
-                Work::Order {
-                    demand_cookie: 0,
-                    tamper: Tamper::None,
-                    resource_id,
-                    ..
-                } => match self.store.size_of(*resource_id) {
-                    Ok(size)
-                        if size <= MAX_BATCHED_RESOURCE
-                            && batch_bytes + size <= MAX_BATCH_BYTES =>
-                    {
-                        batch_bytes += size;
-                        true
+                Work::Order(order) if order.batchable() => {
+                    match self.store.size_of(order.resource_id) {
+                        Ok(size)
+                            if size <= MAX_BATCHED_RESOURCE
+                                && batch_bytes + size <= MAX_BATCH_BYTES =>
+                        {
+                            batch_bytes += size;
+                            true
+                        }
+                        _ => false,
                     }
-                    _ => false,
-                },
+                }
                 _ => false,
             })
             .count();
@@ -323,15 +342,10 @@ impl PrefetchDevice {
         }
         let mut resources = Vec::with_capacity(leading);
         for work in self.staging.drain(..leading) {
-            if let Work::Order {
-                task_id,
-                resource_id,
-                ..
-            } = work
-            {
-                match self.store.get(resource_id, 0) {
-                    Ok(r) => resources.push((task_id, r)),
-                    Err(e) => warn!("prefetch of resource {resource_id} dropped: {e}"),
+            if let Work::Order(order) = work {
+                match self.store.get(order.resource_id, 0) {
+                    Ok(r) => resources.push((order.task_id, r)),
+                    Err(e) => warn!("prefetch of resource {} dropped: {e}", order.resource_id),
                 }
             }
         }
@@ -361,7 +375,8 @@ impl PrefetchDevice {
                 epoch: session.epoch,
                 statement_sha384: entry,
             });
-            self.last_bundle = Some(bytes.clone());
+            #[cfg(feature = "fault-injection")]
+            self.faults.remember(&bytes);
             ready.push(self.outgoing(bytes, Some(header)));
         }
         debug!(
@@ -374,17 +389,11 @@ impl PrefetchDevice {
         }
     }
 
-    fn fetch(
-        &self,
-        resource_id: u64,
-        min_version: u64,
-        tamper: Tamper,
-    ) -> Result<StoredResource, crate::store::StoreError> {
-        let newest = self.store.get(resource_id, min_version)?;
-        if tamper == Tamper::Rollback && newest.version > 1 {
-            if let Ok(older) = self.store.get_version(resource_id, newest.version - 1) {
-                return Ok(older);
-            }
+    fn fetch(&self, order: &Order) -> Result<StoredResource, crate::store::StoreError> {
+        let newest = self.store.get(order.resource_id, order.min_version)?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(older) = Faults::rollback(order.tamper, self.store.as_ref(), &newest) {
+            return Ok(older);
         }
         Ok(newest)
     }
@@ -397,18 +406,15 @@ impl PrefetchDevice {
             bytes,
             offset: 0,
             header,
+            #[cfg(feature = "fault-injection")]
             rewrite: false,
         }
     }
 
-    /// Writes chunks of queued bundles into posted staging buffers.
-    fn pump_staging(&mut self, vring: &VringRwLock) {
-        let Some(mem) = self.memory() else { return };
-        let mut state = vring.get_mut();
-        if !state.is_enabled() {
-            return;
-        }
-        if let Some((addr, len)) = self.rewrite_pending.take() {
+    /// Rewrites the staging buffer a [`Tamper::RewriteAfterDelivery`] bundle ended in.
+    #[cfg(feature = "fault-injection")]
+    fn rewrite_delivered(&mut self, mem: &Memory) {
+        if let Some((addr, len)) = self.faults.rewrite_pending.take() {
             // The driver has had the buffer back since (it copied it before reposting):
             // rewriting it now must change nothing in the guest (the rewrite-after-copy test).
             match mem.write_slice(&vec![0xA5; len], addr) {
@@ -419,6 +425,17 @@ impl PrefetchDevice {
                 Err(e) => warn!("rewrite of the staging buffer at {:#x} failed: {e}", addr.0),
             }
         }
+    }
+
+    /// Writes chunks of queued bundles into posted staging buffers.
+    fn pump_staging(&mut self, vring: &VringRwLock) {
+        let Some(mem) = self.memory() else { return };
+        let mut state = vring.get_mut();
+        if !state.is_enabled() {
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        self.rewrite_delivered(&mem);
         let mut used_any = false;
         while !self.staging.is_empty() {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
@@ -496,8 +513,9 @@ impl PrefetchDevice {
                 seq: h.seq,
                 demand_cookie: h.demand_cookie,
             });
+            #[cfg(feature = "fault-injection")]
             if out.rewrite {
-                self.rewrite_pending = Some((desc.addr(), written));
+                self.faults.rewrite_pending = Some((desc.addr(), written));
             }
         }
         if used_any {
@@ -618,9 +636,7 @@ impl PrefetchDevice {
             Err(e) => {
                 debug!("malformed ctrlq message: {e}");
                 self.stat(|s| s.malformed += 1);
-                self.emit(BackendEvent::Malformed {
-                    detail: e.to_string(),
-                });
+                self.emit(BackendEvent::Malformed { error: e });
                 return (Status::Malformed, 0, 0);
             }
         };
@@ -633,24 +649,10 @@ impl PrefetchDevice {
                 });
                 self.signer.new_session();
                 // Bundles built for an older session are useless now; held orders can go.
-                self.staging.retain(|w| {
-                    matches!(
-                        w,
-                        Work::Order {
-                            demand_cookie: 0,
-                            ..
-                        }
-                    )
-                });
-                for (order, tamper) in std::mem::take(&mut self.held_orders) {
-                    self.staging.push_back(Work::Order {
-                        task_id: order.task_id,
-                        resource_id: order.resource_id,
-                        min_version: 0,
-                        demand_cookie: 0,
-                        tamper,
-                    });
-                }
+                self.staging
+                    .retain(|w| matches!(w, Work::Order(order) if order.demand_cookie == 0));
+                let held = std::mem::take(&mut self.held_orders);
+                self.staging.extend(held);
                 self.emit(BackendEvent::Hello {
                     nonce: hello.nonce,
                     epoch: hello.epoch,
@@ -693,16 +695,13 @@ impl PrefetchDevice {
                     .iter()
                     .take_while(|w| matches!(w, Work::Bytes(_)))
                     .count();
-                self.staging.insert(
-                    at.min(self.staging.len()),
-                    Work::Order {
-                        task_id: demand.task_id,
-                        resource_id: demand.resource_id,
-                        min_version: demand.min_version,
-                        demand_cookie: header.cookie,
-                        tamper: self.tamper,
-                    },
+                let work = self.order(
+                    demand.task_id,
+                    demand.resource_id,
+                    demand.min_version,
+                    header.cookie,
                 );
+                self.staging.insert(at.min(self.staging.len()), work);
                 (
                     Status::Ok,
                     (size + BundleHeader::LEN as u64) as u32,
@@ -736,7 +735,7 @@ impl PrefetchDevice {
                 debug!("unexpected {:?} on ctrlq", other.kind());
                 self.stat(|s| s.malformed += 1);
                 self.emit(BackendEvent::Malformed {
-                    detail: format!("{:?} is not a driver message", header.kind),
+                    error: WireError::BadKind(header.kind.raw()),
                 });
                 (
                     Status::Malformed,
@@ -774,7 +773,10 @@ impl VhostUserBackendMut for PrefetchDevice {
         self.session = None;
         self.staging.clear();
         self.requests.clear();
-        self.rewrite_pending = None;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.faults.rewrite_pending = None;
+        }
         self.emit(BackendEvent::Reset);
     }
 

@@ -6,9 +6,18 @@
 //! bundles (ECDSA P-384 over the statement the wire crate defines) from a content-addressed
 //! [`store`] into the guest's staging buffers. The [`BackendHandle`] orders prefetches and
 //! dispatches requests, and receives what the guest reports.
+//!
+//! # Features
+//!
+//! - `fault-injection` (off by default): the hooks the end-to-end tests use to play a hostile
+//!   host: `Tamper`, `BackendHandle::set_tamper`, `Stats::rewrites` and
+//!   `FAULT_INJECTION_MARKER`, which the device logs when it starts. A build without the
+//!   feature contains none of them.
 
 mod api;
 mod device;
+#[cfg(feature = "fault-injection")]
+mod fault;
 pub mod manifest;
 pub mod signer;
 pub mod store;
@@ -33,26 +42,41 @@ use vmm_sys_util::{
     event::{new_event_consumer_and_notifier, EventFlag, EventNotifier},
 };
 
-pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats, Tamper};
+pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats};
 use device::{Command, PrefetchDevice, COMMAND_EVENT};
+#[cfg(feature = "fault-injection")]
+pub use fault::{Tamper, FAULT_INJECTION_MARKER};
 use store::ResourceStore;
 
-/// Why the backend could not start or take a command.
+/// Why the backend could not start, take a command or keep serving. Each message carries its
+/// cause's message (the causes are not chained as `source()`).
 #[derive(Debug, Error)]
 pub enum BackendError {
     /// The socket could not be created.
     #[error(
-        "cannot listen on {path}: {source} (is another backend using it? remove the file if stale)"
+        "cannot listen on {path}: {error} (is another backend using it? remove the file if stale)"
     )]
     Listen {
         /// The socket path.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: vhost::vhost_user::Error,
     },
-    /// The vhost-user daemon failed.
+    /// An eventfd (the command wake-up or the device's exit event) could not be created or
+    /// registered.
+    #[error("cannot set up the backend's {what} eventfd: {error} (out of file descriptors?)")]
+    Eventfd {
+        /// Which eventfd.
+        what: &'static str,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The vhost-user daemon could not be created, accept its frontend or run to the end.
     #[error("vhost-user daemon: {0}")]
-    Daemon(String),
+    Daemon(vhost_user_backend::Error),
+    /// The device thread could not be started.
+    #[error("cannot start the backend thread: {0}")]
+    Thread(std::io::Error),
     /// The device thread is gone (the frontend disconnected or the backend shut down).
     #[error("the backend has stopped")]
     Stopped,
@@ -109,7 +133,7 @@ pub struct BackendHandle {
     stats: Arc<Mutex<Stats>>,
     socket: PathBuf,
     shutdown: Arc<Mutex<Option<vhost_user_backend::ShutdownHandle>>>,
-    thread: Option<thread::JoinHandle<Result<(), String>>>,
+    thread: Option<thread::JoinHandle<Result<(), BackendError>>>,
 }
 
 impl std::fmt::Debug for BackendHandle {
@@ -126,14 +150,19 @@ impl Backend {
     pub fn spawn(config: BackendConfig) -> Result<BackendHandle, BackendError> {
         let _ = std::fs::remove_file(&config.socket);
         let mut listener =
-            Listener::new(&config.socket, true).map_err(|e| BackendError::Listen {
+            Listener::new(&config.socket, true).map_err(|error| BackendError::Listen {
                 path: config.socket.clone(),
-                source: std::io::Error::other(e.to_string()),
+                error,
             })?;
         let (commands, receiver) = mpsc::channel();
         let (events_tx, events) = mpsc::channel();
-        let (command_fd, wake) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)
-            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+        let (command_fd, wake) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK).map_err(|error| {
+                BackendError::Eventfd {
+                    what: "command",
+                    error,
+                }
+            })?;
         let command_raw = std::os::fd::AsRawFd::as_raw_fd(&command_fd);
         let stats = Arc::new(Mutex::new(Stats::default()));
         let device_config = DeviceConfig {
@@ -150,16 +179,22 @@ impl Backend {
             events_tx,
             stats.clone(),
         )
-        .map_err(|e| BackendError::Daemon(e.to_string()))?
+        .map_err(|error| BackendError::Eventfd {
+            what: "exit",
+            error,
+        })?
         .with_batch_manifests(config.batch_manifests);
         let device = Arc::new(Mutex::new(device));
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("virtio-prefetch".into(), device, mem)
-            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+            .map_err(BackendError::Daemon)?;
         for handler in daemon.get_epoll_handlers() {
             handler
                 .register_listener(command_raw, EventSet::IN, u64::from(COMMAND_EVENT))
-                .map_err(|e| BackendError::Daemon(format!("command eventfd: {e}")))?;
+                .map_err(|error| BackendError::Eventfd {
+                    what: "command",
+                    error,
+                })?;
         }
         let shutdown = Arc::new(Mutex::new(None));
         let shutdown_slot = shutdown.clone();
@@ -167,16 +202,16 @@ impl Backend {
         let thread = thread::Builder::new()
             .name("prefetch-backend".into())
             .spawn(move || {
-                daemon.start(&mut listener).map_err(|e| e.to_string())?;
+                daemon.start(&mut listener).map_err(BackendError::Daemon)?;
                 info!("frontend connected");
                 if let Ok(mut slot) = shutdown_slot.lock() {
                     *slot = daemon.shutdown_handle();
                 }
-                let result = daemon.wait().map_err(|e| e.to_string());
+                let result = daemon.wait().map_err(BackendError::Daemon);
                 info!("frontend gone: {result:?}");
                 result
             })
-            .map_err(|e| BackendError::Daemon(e.to_string()))?;
+            .map_err(BackendError::Thread)?;
         Ok(BackendHandle {
             commands,
             wake,
@@ -207,7 +242,8 @@ impl BackendHandle {
         self.send(Command::Dispatch(request))
     }
 
-    /// Sets the fault injection for the bundles sent from now on.
+    /// Sets the fault injection for the bundles ordered or demanded from now on.
+    #[cfg(feature = "fault-injection")]
     pub fn set_tamper(&self, tamper: Tamper) -> Result<(), BackendError> {
         self.send(Command::SetTamper(tamper))
     }

@@ -124,10 +124,9 @@ impl Signer {
         }
     }
 
-    /// Signs `header` in place with this signer's key (or `key` when given: the foreign-key
-    /// tamper test).
-    pub fn sign(&self, header: &mut BundleHeader, key: Option<&SigningKey>) {
-        let signature: Signature = key.unwrap_or(&self.key).sign(&header.to_be_signed());
+    /// Signs `header` in place with this signer's key.
+    pub fn sign(&self, header: &mut BundleHeader) {
+        let signature: Signature = self.key.sign(&header.to_be_signed());
         header.signature.copy_from_slice(&signature.to_bytes());
     }
 
@@ -179,7 +178,7 @@ mod tests {
             demand_cookie: 0,
         };
         let mut header = signer.header(&spec, &session);
-        signer.sign(&mut header, None);
+        signer.sign(&mut header);
         assert_eq!(header.seq, 1);
         assert_eq!(signer.next_seq(), 2);
         let bytes = encode_bundle(&header, &resource.content);
@@ -190,7 +189,7 @@ mod tests {
         vk.verify(&parsed.to_be_signed(), &sig).unwrap();
         // Another key's signature does not verify under this one.
         let mut forged = parsed;
-        signer.sign(&mut forged, Some(&key(8)));
+        Signer::new(key(8)).sign(&mut forged);
         let sig = Signature::from_slice(&forged.signature).unwrap();
         assert!(vk.verify(&forged.to_be_signed(), &sig).is_err());
         signer.new_session();

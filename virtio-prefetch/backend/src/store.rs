@@ -38,15 +38,23 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
-    /// The index does not parse.
+    /// The index does not parse or breaks a rule of the store.
     #[error(
-        "store index {path} is corrupt: {detail}; restore it or rebuild the store with `store add`"
+        "store index {path} is corrupt: {problem}; restore it or rebuild the store with `store add`"
     )]
     CorruptIndex {
         /// The index file.
         path: PathBuf,
         /// What is wrong.
-        detail: String,
+        problem: IndexProblem,
+    },
+    /// The index could not be encoded.
+    #[error("store index {path} could not be encoded: {error}")]
+    EncodeIndex {
+        /// The index file.
+        path: PathBuf,
+        /// The error.
+        error: serde_json::Error,
     },
     /// An object's bytes do not hash to its name.
     #[error(
@@ -65,6 +73,34 @@ pub enum StoreError {
         id: u64,
         /// Its current version.
         current: u64,
+    },
+}
+
+/// What is wrong with a store index.
+#[derive(Debug, Error)]
+pub enum IndexProblem {
+    /// Not JSON of the index's shape.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// A resource of a kind other than code or data.
+    #[error("resource {id} has kind {kind:?}")]
+    Kind {
+        /// The resource.
+        id: u64,
+        /// Its kind.
+        kind: String,
+    },
+    /// A resource without versions, or with versions out of order.
+    #[error("resource {id}: versions must be increasing")]
+    Versions {
+        /// The resource.
+        id: u64,
+    },
+    /// A digest that is not 96 hex digits.
+    #[error("resource {id}: a digest is not 96 hex digits")]
+    Digest {
+        /// The resource.
+        id: u64,
     },
 }
 
@@ -176,18 +212,18 @@ impl DiskStore {
         let path = dir.join("index.json");
         let index = match fs::read(&path) {
             Ok(bytes) => {
+                let bad = |problem| StoreError::CorruptIndex {
+                    path: path.clone(),
+                    problem,
+                };
                 let index: Index =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptIndex {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?;
-                for (id, entry) in &index.resources {
-                    let bad = |detail: String| StoreError::CorruptIndex {
-                        path: path.clone(),
-                        detail,
-                    };
+                    serde_json::from_slice(&bytes).map_err(|e| bad(IndexProblem::Json(e)))?;
+                for (&id, entry) in &index.resources {
                     if parse_kind(&entry.kind).is_none() {
-                        return Err(bad(format!("resource {id} has kind {:?}", entry.kind)));
+                        return Err(bad(IndexProblem::Kind {
+                            id,
+                            kind: entry.kind.clone(),
+                        }));
                     }
                     if entry.versions.is_empty()
                         || entry
@@ -195,12 +231,12 @@ impl DiskStore {
                             .windows(2)
                             .any(|w| w[0].version >= w[1].version)
                     {
-                        return Err(bad(format!("resource {id}: versions must be increasing")));
+                        return Err(bad(IndexProblem::Versions { id }));
                     }
                     if entry.versions.iter().any(|v| {
                         v.digest.len() != 96 || !v.digest.bytes().all(|b| b.is_ascii_hexdigit())
                     }) {
-                        return Err(bad(format!("resource {id}: a digest is not 96 hex digits")));
+                        return Err(bad(IndexProblem::Digest { id }));
                     }
                 }
                 index
@@ -255,10 +291,11 @@ impl DiskStore {
             digest,
             len: content.len() as u64,
         });
-        let bytes = serde_json::to_vec_pretty(&*index).map_err(|e| StoreError::CorruptIndex {
-            path: self.dir.join("index.json"),
-            detail: e.to_string(),
-        })?;
+        let bytes =
+            serde_json::to_vec_pretty(&*index).map_err(|error| StoreError::EncodeIndex {
+                path: self.dir.join("index.json"),
+                error,
+            })?;
         write_atomic(&self.dir.join("index.json"), &bytes)
     }
 

@@ -195,7 +195,7 @@ fn learned_mode_loads_a_checkpoint_and_refuses_a_bad_one() {
     // No checkpoint, or a corrupt one: a clear configuration error.
     assert!(matches!(
         predictor_for(Mode::Learned, &cat, &train, None),
-        Err(OnlineError::Config(_))
+        Err(OnlineError::NoCheckpoint)
     ));
     std::fs::write(path.with_extension("safetensors"), b"junk").unwrap();
     let err = predictor_for(Mode::Learned, &cat, &train, Some(&path))
