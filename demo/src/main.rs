@@ -18,7 +18,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use see_daemon::{config::PredictorKind, Config};
 use see_pto::{
     metadata::ServiceCatalogue,
-    online::{simulate::replay_order, simulate::Targets, ModeSummary, Policy},
+    online::{
+        simulate::{replay_order, working_set_bytes, Targets},
+        ModeSummary, Policy,
+    },
     split::SplitSpec,
     trace::Trace,
 };
@@ -240,6 +243,11 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         stored as f64 / 1048576.0,
         a.size_scale
     );
+    let working_set = working_set_bytes(&cat, &test);
+    println!(
+        "working set of the replayed requests: {:.1} MiB",
+        working_set as f64 / 1048576.0
+    );
     println!(
         "origin: {} ms + {} MiB/s (every fetch, on one shared link; the device fetches one resource at a time)",
         a.latency_ms, a.bandwidth_mib
@@ -330,7 +338,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         }
     }
     bar.finish_and_clear();
-    ok &= report::print(&runs, requests, a, &out)?;
+    ok &= report::print(&runs, requests, working_set, a, &out)?;
     Ok(ok)
 }
 

@@ -114,11 +114,13 @@ fn pcts(ns: &[u64]) -> [f64; 4] {
     [ms(0.5), ms(0.95), ms(0.99), mean]
 }
 
-/// Prints the report of `runs` and draws `out/latency.png`; false when a result was wrong or
+/// Prints the report of `runs` (`working_set`: the bytes of the distinct resources the replayed
+/// requests need) and draws `out/latency.png`; false when a result was wrong or
 /// the plot failed.
 pub fn print(
     runs: &[ModeRun],
     requests: usize,
+    working_set: u64,
     a: &crate::Args,
     out: &Path,
 ) -> Result<bool, DemoError> {
@@ -149,6 +151,7 @@ pub fn print(
         println!("{}", r.summary);
     }
     if let Some(t) = crate::targets(runs) {
+        let t = t.with_working_set(&crate::rows(runs), working_set);
         println!("{t} (guest p50s)");
     }
     println!();
