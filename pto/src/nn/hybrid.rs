@@ -87,9 +87,11 @@ impl Hybrid {
 /// `val` under the mixture of `model` and `ppm` (which must not have seen `val`). A bucket
 /// without validation positions gets the overall best weight.
 ///
-/// The mixture must never score below its better component: unless the fitted weights beat
-/// both the model alone (every weight 1) and PPM alone (every weight 0) on `val`, by top-1
-/// accuracy and then by log-likelihood, the better component's weights are returned instead.
+/// The mixture must never score below its better component: the better of the model alone
+/// (every weight 1) and PPM alone (every weight 0) on `val` is the one with more top-1 hits,
+/// then top-3 hits, then log-likelihood; unless the fitted weights beat it there (as many
+/// top-1 and top-3 hits or more, and more of one, or the same and a higher likelihood), its
+/// weights are returned instead.
 pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWeights {
     fit(
         &|ctx| model.distribution(ctx),
@@ -100,15 +102,17 @@ pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWe
 
 const GRID: usize = 21;
 
-/// Whether `scores` ranks `k` first, breaking ties towards the lower id as [`top_k`] does.
-fn ranks_first(scores: impl Iterator<Item = f64> + Clone, k: usize) -> bool {
-    let Some(s) = scores.clone().nth(k).filter(|&s| s > 0.0) else {
-        return false;
-    };
-    scores
-        .enumerate()
-        .skip(1)
-        .all(|(j, x)| j == k || x < s || (x == s && j > k))
+/// Where `scores` ranks `k` (0 first), breaking ties towards the lower id as [`top_k`] does;
+/// `None` if it is not ranked at all (a zero score).
+fn rank(scores: impl Iterator<Item = f64> + Clone, k: usize) -> Option<usize> {
+    let s = scores.clone().nth(k).filter(|&s| s > 0.0)?;
+    Some(
+        scores
+            .enumerate()
+            .skip(1)
+            .filter(|&(j, x)| j != k && (x > s || (x == s && j < k)))
+            .count(),
+    )
 }
 
 /// [`fit_weights`] over the model's distribution and PPM's (distribution, support) of a context.
@@ -117,9 +121,10 @@ fn fit(
     ppm: &dyn Fn(&SessionContext) -> (Vec<f32>, u32),
     val: &[Session],
 ) -> MixWeights {
-    // Per bucket and grid weight: log-likelihood and top-1 hits; row 6 sums the buckets.
+    // Per bucket and grid weight: log-likelihood and top-1 and top-3 hits; row 6 of the
+    // likelihood sums the buckets.
     let mut ll = [[0f64; GRID]; 7];
-    let mut top1 = [[0u32; GRID]; 6];
+    let mut hits = [[(0u32, 0u32); GRID]; 6];
     let mut seen = [0u32; 6];
     let mut ctx = SessionContext::new();
     for s in val {
@@ -143,7 +148,11 @@ fn fit(
                         .iter()
                         .zip(&db)
                         .map(|(&x, &y)| w * f64::from(x) + (1.0 - w) * f64::from(y));
-                    top1[bucket][i] += u32::from(ranks_first(mixed, k));
+                    if let Some(r) = rank(mixed, k) {
+                        let h = &mut hits[bucket][i];
+                        h.0 += u32::from(r == 0);
+                        h.1 += u32::from(r < 3);
+                    }
                 }
             }
             ctx.push(r.kind);
@@ -164,24 +173,20 @@ fn fit(
             *w = argmax(row);
         }
     }
-    // (top-1 hits, log-likelihood) on `val` of grid weights `g`, one per bucket.
+    // (top-1 hits, top-3 hits, log-likelihood) on `val` of grid weights `g`, one per bucket.
     let score = |g: &[usize; 6]| {
-        (0..6).fold((0u32, 0f64), |(hits, l), b| {
-            (hits + top1[b][g[b]], l + ll[b][g[b]])
+        (0..6).fold((0u32, 0u32, 0f64), |(t1, t3, l), b| {
+            let h = hits[b][g[b]];
+            (t1 + h.0, t3 + h.1, l + ll[b][g[b]])
         })
     };
-    let beats = |x: (u32, f64), y: (u32, f64)| x.0 > y.0 || (x.0 == y.0 && x.1 > y.1);
     let (model_only, ppm_only) = ([GRID - 1; 6], [0; 6]);
-    let component = if beats(score(&ppm_only), score(&model_only)) {
-        ppm_only
-    } else {
-        model_only
-    };
-    let chosen = if beats(score(&fitted), score(&component)) {
-        fitted
-    } else {
-        component
-    };
+    let (m, p) = (score(&model_only), score(&ppm_only));
+    let ppm_better = (p.0, p.1) > (m.0, m.1) || ((p.0, p.1) == (m.0, m.1) && p.2 > m.2);
+    let component = if ppm_better { ppm_only } else { model_only };
+    let (f, c) = (score(&fitted), score(&component));
+    let beats = f.0 >= c.0 && f.1 >= c.1 && ((f.0, f.1) != (c.0, c.1) || f.2 > c.2);
+    let chosen = if beats { fitted } else { component };
     MixWeights(chosen.map(|g| g as f32 / (GRID - 1) as f32))
 }
 
@@ -232,13 +237,10 @@ mod tests {
     #[test]
     fn ties_rank_the_lower_id_first() {
         let s = [0.0, 0.2, 0.4, 0.4];
-        assert!(ranks_first(s.iter().copied(), 2));
-        assert!(!ranks_first(s.iter().copied(), 3));
-        assert!(!ranks_first(s.iter().copied(), 1));
-        assert!(
-            !ranks_first([0.0, 0.0].iter().copied(), 1),
-            "zero is no rank"
-        );
+        assert_eq!(rank(s.iter().copied(), 2), Some(0));
+        assert_eq!(rank(s.iter().copied(), 3), Some(1));
+        assert_eq!(rank(s.iter().copied(), 1), Some(2));
+        assert_eq!(rank([0.0, 0.0].iter().copied(), 1), None, "zero is no rank");
     }
 
     /// Types 1 = x, 2 = y, 3 = z. After x the truth is x (ten times): PPM ranks it first by a
@@ -267,10 +269,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let after_x = SessionContext::from_ids(&[1]);
-        assert!(!ranks_first(
-            mixed(model(&after_x), ppm(&after_x).0).into_iter(),
-            1
-        ));
+        assert_eq!(
+            rank(mixed(model(&after_x), ppm(&after_x).0).into_iter(), 1),
+            Some(1)
+        );
         // The fit falls back to PPM alone (weight 0 on the model everywhere).
         assert_eq!(fit(&model, &ppm, &val), MixWeights([0.0; 6]));
         // Where the mixture wins, it is kept: if PPM knows x well (support 100) and y not at
@@ -284,5 +286,24 @@ mod tests {
         val.extend((0..3).map(|_| sess(&[2, 3])));
         let w = fit(&model, &ppm, &val);
         assert_eq!((w.weight(0), w.weight(100)), (1.0, 0.0), "{w:?}");
+    }
+
+    /// Nobody ranks the truth first here, so top-1 cannot choose; the likelihood wants weight
+    /// 0.15 on the model (it rescues the one 2 -> 4 PPM nearly rules out), and that weight
+    /// pushes the five 1 -> 3 out of the top 3, where PPM alone has them: the fit must see
+    /// the lost top-3 hits and keep PPM alone.
+    #[test]
+    fn a_mixture_that_loses_top3_falls_back_too() {
+        let model = |ctx: &SessionContext| match ctx.requests.last() {
+            Some(1) => vec![0.0, 0.0, 0.0, 0.0, 1.0],
+            _ => vec![0.0, 0.9, 0.0, 0.0, 0.1],
+        };
+        let ppm = |ctx: &SessionContext| match ctx.requests.last() {
+            Some(1) => (vec![0.0, 0.4, 0.35, 0.1, 0.0], 8),
+            _ => (vec![0.0, 0.6, 0.3, 0.1, 1e-6], 8),
+        };
+        let mut val: Vec<Session> = (0..5).map(|_| sess(&[1, 3])).collect();
+        val.push(sess(&[2, 4]));
+        assert_eq!(fit(&model, &ppm, &val), MixWeights([0.0; 6]));
     }
 }
