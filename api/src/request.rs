@@ -39,18 +39,6 @@ pub enum RequestError {
     },
 }
 
-impl RequestError {
-    /// True when the body was well formed but names an app or request type the service does
-    /// not serve (the daemon answers 404; the other errors are the client's malformed input,
-    /// 400).
-    pub fn is_unknown(&self) -> bool {
-        matches!(
-            self,
-            Self::UnknownType(_) | Self::UnknownApp(_) | Self::WrongApp { .. }
-        )
-    }
-}
-
 /// True for a string of 1 to `max` bytes without control characters.
 fn within(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
@@ -150,7 +138,6 @@ mod tests {
         ] {
             let e = parse(bad).expect_err(bad);
             assert!(matches!(e, RequestError::Malformed(_)), "{bad}: {e:?}");
-            assert!(!e.is_unknown());
             let m = e.to_string();
             assert!(m.starts_with("malformed request: "), "{m}");
             assert!(m.contains(names), "{bad}: {m}");
@@ -170,7 +157,6 @@ mod tests {
         for bad in ["", "a\nb", "\u{7f}", "x\u{0}", over.as_str()] {
             let e = parse(&body(bad, "shop", "home")).expect_err(bad);
             assert!(matches!(e, RequestError::BadSession), "{bad:?}: {e:?}");
-            assert!(!e.is_unknown());
         }
         assert_eq!(
             message(&body("", "shop", "home")),
@@ -200,7 +186,6 @@ mod tests {
                 matches!(e, RequestError::BadName(f) if f == field),
                 "{app:?} {kind:?}: {e:?}"
             );
-            assert!(!e.is_unknown());
             assert_eq!(
                 e.to_string(),
                 format!("field `{field}` must be 1 to 128 bytes without control characters")
@@ -211,7 +196,6 @@ mod tests {
     #[test]
     fn an_unknown_type_is_named() {
         let e = parse(&body("x", "shop", "teleport")).expect_err("unknown");
-        assert!(e.is_unknown());
         assert_eq!(
             e.to_string(),
             r#"unknown request type "teleport": the service metadata does not describe it"#
@@ -222,14 +206,12 @@ mod tests {
     fn an_unknown_app_is_named() {
         let e = parse(&body("x", "casino", "home")).expect_err("unknown");
         assert!(matches!(&e, RequestError::UnknownApp(a) if a == "casino"));
-        assert!(e.is_unknown());
         assert_eq!(e.to_string(), r#"unknown app "casino""#);
     }
 
     #[test]
     fn a_type_of_another_app_names_its_owner() {
         let e = parse(&body("x", "bank", "home")).expect_err("wrong app");
-        assert!(e.is_unknown());
         assert_eq!(
             e.to_string(),
             r#"app "bank" has no request type "home" (it belongs to app "shop")"#
