@@ -217,4 +217,45 @@ mod tests {
             r#"app "bank" has no request type "home" (it belongs to app "shop")"#
         );
     }
+
+    /// The fuzz target's seeds (`fuzz/seeds/api_request/`): each file's name says the outcome
+    /// it must have (`ok_`, `malformed_`, `bad_session_`, `bad_name_`, `unknown_type`,
+    /// `unknown_app`, `wrong_app`), against the types the target knows (`home` and
+    /// `payment_details` of `shop`, and a type of `bank`).
+    #[test]
+    fn the_fuzz_seeds_have_the_outcomes_their_names_say() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/api_request");
+        let types: HashMap<String, String> = [
+            ("home", "shop"),
+            ("payment_details", "shop"),
+            ("statement", "bank"),
+        ]
+        .into_iter()
+        .map(|(t, a)| (t.to_owned(), a.to_owned()))
+        .collect();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/api_request") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            let result = parse_run_request(&std::fs::read(&path).expect("seed"), &types);
+            let right = match name {
+                n if n.starts_with("ok_") => result.is_ok(),
+                n if n.starts_with("malformed_") => {
+                    matches!(result, Err(RequestError::Malformed(_)))
+                }
+                n if n.starts_with("bad_session_") => {
+                    matches!(result, Err(RequestError::BadSession))
+                }
+                n if n.starts_with("bad_name_") => matches!(result, Err(RequestError::BadName(_))),
+                "unknown_type" => matches!(result, Err(RequestError::UnknownType(_))),
+                "unknown_app" => matches!(result, Err(RequestError::UnknownApp(_))),
+                "wrong_app" => matches!(result, Err(RequestError::WrongApp { .. })),
+                other => panic!("seed {other}: its name does not say its outcome"),
+            };
+            assert!(right, "seed {name}: {result:?}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "{seen} seeds");
+    }
 }
