@@ -75,11 +75,12 @@ fuzz_target!(|data: &[u8]| {
                 | RequestError::BadSession
                 | RequestError::BadName(_) => {}
             }
-            // The message is what the client is told: it must format, and stay bounded (names
-            // are bounded before they are echoed; serde_json's errors quote at most a field).
+            // The message is what the client is told: it must format, and stay within a
+            // bound of the input (serde_json quotes what it was given, escaped; names are
+            // bounded before they are echoed, and their escapes at most quadruple them).
             let message = e.to_string();
             assert!(
-                message.len() <= 4 * MAX_NAME_LEN + data.len().min(1024) + 256,
+                message.len() <= 4 * data.len() + 8 * MAX_NAME_LEN + 256,
                 "{message}"
             );
         }
