@@ -112,3 +112,25 @@ fn boots_without_kvmclock_on_the_tsc() {
             .assert_stdout("see: self-tests passed");
     }
 }
+
+#[test]
+fn a_hostile_layout_ends_the_guest_with_bad_layout_under_qemu() {
+    let Some(qemu) = qemu() else { return };
+    // QEMU's E820 never overlaps (a large -m puts RAM above 4 GiB, not over the devices), but
+    // the loader also writes the command line: a device announced over the kernel image.
+    let out = boot(
+        &qemu,
+        "host,-arch-capabilities",
+        "see.selftest=0 virtio_mmio.device=4K@0x100000:5",
+    );
+    out.assert_code(guest_exit(exit::BAD_LAYOUT))
+        .assert_stdout(
+            "see: bad boot layout: a command-line virtio-mmio device 0x100000..0x101000 overlaps the kernel image",
+        )
+        .assert_stdout("refusing to run");
+    assert!(
+        !out.stdout.contains("see: ready in"),
+        "the guest got to ready on a bad layout:\n{}",
+        out.stdout
+    );
+}

@@ -5,6 +5,7 @@
 //! - [`exit`]: the VMM's exit codes and what each means;
 //! - [`memory`]: the guest-physical memory map (shared window, virtio-mmio, APICs, limits);
 //! - [`bootinfo`]: the guest's defensive parser of the PVH boot information;
+//! - [`layout`]: the boot layout check (RAM, shared window, devices, kernel and heap apart);
 //! - [`cmdline`]: the kernel command line, its keys and the virtio-mmio device syntax;
 //! - [`serve`]: the serve app's operations, their argument codec and completion statuses.
 //!
@@ -21,6 +22,7 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod exit;
+pub mod layout;
 pub mod memory;
 pub mod ports;
 pub mod serve;
