@@ -52,3 +52,28 @@ fn unknown_app_exits_104() {
         .assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("no guest app named \"nope\"");
 }
+
+#[test]
+fn a_device_over_the_shared_window_or_the_heap_is_a_bad_layout_105() {
+    if !kvm_available() {
+        return;
+    }
+    // The command line is the loader's, like the E820 table: a device announced over the
+    // shared window (or over private RAM) would turn register accesses into shared or private
+    // memory writes, so the guest refuses to run on every boot, self-tests or not.
+    for (device, what) in [
+        (
+            "virtio_mmio.device=4K@0xc0000000:5",
+            "overlaps the shared window 0xc0000000..",
+        ),
+        ("virtio_mmio.device=4K@0x300000:5", "overlaps the heap"),
+    ] {
+        Vmm::boot()
+            .args(["--cmdline", &format!("see.selftest=0 {device}")])
+            .run()
+            .assert_code(see_abi::exit::BAD_LAYOUT)
+            .assert_stdout("see: bad boot layout: a command-line virtio-mmio device")
+            .assert_stdout(what)
+            .assert_stdout("refusing to run");
+    }
+}

@@ -39,6 +39,9 @@ use crate::{
     service::{ApiError, Shared, State},
 };
 
+/// Why the SEE is gone when the VMM hung up.
+const VMM_GONE: &str = "the VMM closed the vhost-user connection (the VM ended or was killed)";
+
 /// Completion status the audit log records for a request the SEE never completed.
 pub const STATUS_UNAVAILABLE: u32 = u32::MAX;
 
@@ -201,9 +204,7 @@ impl Engine {
                     let _ = reply.send(self.end_session(&key));
                 }
                 Ok(Input::Event(ev)) => self.on_event(ev),
-                Ok(Input::BackendGone) => self.go_down(
-                    "the VMM closed the vhost-user connection (the VM ended or was killed)",
-                ),
+                Ok(Input::BackendGone) => self.go_down(VMM_GONE),
                 Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     if !self.stopping {
                         info!("shutting down: no new requests; finishing the one in the guest");
@@ -388,7 +389,12 @@ impl Engine {
                 dispatched: Instant::now(),
                 deadline: Instant::now(),
             });
-            self.go_down(&format!("the device does not take requests: {e}"));
+            let why = if self.backend.is_running() {
+                format!("the device does not take requests: {e}")
+            } else {
+                VMM_GONE.to_owned()
+            };
+            self.go_down(&why);
             return;
         }
         if self.eager_prefetch {
@@ -559,9 +565,7 @@ impl Engine {
                     self.in_guest.clear();
                     self.outstanding = 0;
                 } else {
-                    self.go_down(
-                        "the VMM closed the vhost-user connection (the VM ended or was killed)",
-                    );
+                    self.go_down(VMM_GONE);
                 }
                 Ok(())
             }

@@ -1,6 +1,7 @@
 //! The front door: an HTTP/1.1 JSON API (axum) over the engine. Routes and statuses are in
-//! docs/openapi.json; a request is validated here (body size, JSON, fields, app and type) and
-//! handed to the engine, whose answer it waits for.
+//! docs/openapi.json; a request is validated here (body size here, then JSON, fields, bounds,
+//! app and type by `see_api::parse_run_request`) and handed to the engine, whose answer it
+//! waits for.
 
 use std::{
     collections::HashMap,
@@ -18,7 +19,7 @@ use axum::{
 };
 
 use crate::{
-    api::{Health, RunRequest, MAX_SESSION_LEN},
+    api::{parse_run_request, Health, RunRequest},
     engine::{Input, Job},
     service::{ApiError, Shared, State},
 };
@@ -96,36 +97,7 @@ impl Door {
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
             }
         })?;
-        let request: RunRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))?;
-        if request.session.is_empty()
-            || request.session.len() > MAX_SESSION_LEN
-            || request.session.chars().any(char::is_control)
-        {
-            return Err(ApiError::bad_request(format!(
-                "field `session` must be 1 to {MAX_SESSION_LEN} bytes without control characters"
-            )));
-        }
-        match self.types.get(&request.kind) {
-            None => Err(ApiError::not_found(format!(
-                "unknown request type {:?}: the service metadata does not describe it",
-                request.kind
-            ))),
-            Some(app) if *app != request.app => {
-                if self.types.values().any(|a| *a == request.app) {
-                    Err(ApiError::not_found(format!(
-                        "app {:?} has no request type {:?} (it belongs to app {app:?})",
-                        request.app, request.kind
-                    )))
-                } else {
-                    Err(ApiError::not_found(format!(
-                        "unknown app {:?}",
-                        request.app
-                    )))
-                }
-            }
-            Some(_) => Ok(request),
-        }
+        Ok(parse_run_request(&body, &self.types)?)
     }
 }
 

@@ -352,15 +352,10 @@ impl Launched {
         c.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
 
-    /// Which process has died, and why; None while both run.
+    /// Which process has died, and why; None while both run. The daemon is looked at first:
+    /// a VMM whose backend died ends soon after it (its guest sees the device break), while
+    /// the daemon outlives a dead VMM (it answers 503).
     pub fn check(&mut self) -> Option<LaunchError> {
-        if let Ok(Some(status)) = self.vmm.try_wait() {
-            return Some(LaunchError::Died {
-                which: "see-vmm",
-                how: describe("see-vmm", status),
-                detail: format!("; console:\n{}", self.console_tail(20)),
-            });
-        }
         if let Ok(Some(status)) = self.daemon.try_wait() {
             return Some(LaunchError::Died {
                 which: "see-daemon",
@@ -370,6 +365,13 @@ impl Launched {
                     .as_deref()
                     .map(|p| format!(":\n{}", tail_of_file(p, 20)))
                     .unwrap_or_default(),
+            });
+        }
+        if let Ok(Some(status)) = self.vmm.try_wait() {
+            return Some(LaunchError::Died {
+                which: "see-vmm",
+                how: describe("see-vmm", status),
+                detail: format!("; console:\n{}", self.console_tail(20)),
             });
         }
         None

@@ -4,7 +4,7 @@
 //! [`start`] turns a [`Config`] into a running [`Daemon`]: it fills the store with the service
 //! metadata's resources where they are missing, learns the predictor from the history, listens
 //! on the vhost-user socket for the VMM and on the front door for clients. Each request a
-//! client sends goes to the PTO the moment it arrives ([`engine`]), is dispatched into the SEE
+//! client sends goes to the PTO engine the moment it arrives, is dispatched into the SEE
 //! when the guest is free, and is answered with each task's result and where its time went
 //! ([`api`]). Every signature, prefetch, demand, dispatch and completion goes to the audit log
 //! and the history. [`launch`] starts an SEE (the VMM) with its daemon and supervises both:

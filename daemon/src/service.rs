@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use see_pto::online::Orchestrator;
 
 use crate::{
-    api::{ErrorBody, Stats},
+    api::{ErrorBody, RequestError, Stats},
     engine::Wire,
     metrics::Metrics,
 };
@@ -266,6 +266,21 @@ impl ApiError {
     }
 }
 
+impl From<RequestError> for ApiError {
+    /// 400 for a body the client got wrong, 404 for an app or request type the service
+    /// metadata does not describe; the message is the error's.
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Malformed(_) | RequestError::BadSession | RequestError::BadName(_) => {
+                Self::bad_request(e.to_string())
+            }
+            RequestError::UnknownType(_)
+            | RequestError::UnknownApp(_)
+            | RequestError::WrongApp { .. } => Self::not_found(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +304,36 @@ mod tests {
         s.set_state(State::Down("gone".into()));
         s.set_state(State::Ready);
         assert_eq!(s.state(), State::Down("gone".into()));
+    }
+
+    #[test]
+    fn a_refused_body_gets_400_or_404_with_its_message() {
+        let types = [("home".to_owned(), "shop".to_owned())].into();
+        for (body, status) in [
+            (&br#"{"session":"x","app":"#[..], StatusCode::BAD_REQUEST),
+            (
+                br#"{"session":"","app":"shop","type":"home"}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                br#"{"session":"x","app":"","type":"home"}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                br#"{"session":"x","app":"shop","type":"teleport"}"#,
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                br#"{"session":"x","app":"bank","type":"home"}"#,
+                StatusCode::NOT_FOUND,
+            ),
+        ] {
+            let refused = crate::api::parse_run_request(body, &types).expect_err("refused");
+            let message = refused.to_string();
+            let e = ApiError::from(refused);
+            assert_eq!(e.status, status, "{message}");
+            assert_eq!(e.body.error, message);
+            assert_eq!(e.outcome(), "rejected");
+        }
     }
 }

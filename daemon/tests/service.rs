@@ -131,6 +131,13 @@ fn bad_input_gets_its_status_and_message_and_loses_nothing() {
     let (s, _, text) = t.post_raw(&a, br#"{"session":"","app":"shop","type":"home"}"#);
     assert_eq!(s, 400, "{text}");
     assert!(error(&text).error.contains("session"), "{text}");
+    let long = format!(
+        r#"{{"session":"x","app":"shop","type":"{}"}}"#,
+        "t".repeat(129)
+    );
+    let (s, _, text) = t.post_raw(&a, long.as_bytes());
+    assert_eq!(s, 400, "{text}");
+    assert!(error(&text).error.contains("field `type`"), "{text}");
     let (s, _, text) = t.post_raw(&a, br#"{"session":"x","app":"shop","type":"teleport"}"#);
     assert_eq!(s, 404, "{text}");
     assert!(error(&text).error.contains("teleport"), "{text}");

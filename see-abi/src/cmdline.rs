@@ -25,6 +25,10 @@ pub const IDLE_MS: &str = "see.idle_ms";
 /// `see.store_kib=N`: the size of the guest's verified store.
 pub const STORE_KIB: &str = "see.store_kib";
 
+/// `see.insecure_entropy=1`: let the serve app create a session without RDRAND or RDSEED, on
+/// TSC jitter alone (off by default; [`crate::entropy`]).
+pub const INSECURE_ENTROPY: &str = "see.insecure_entropy";
+
 /// The serve app's name (the value of [`APP`]).
 pub const APP_SERVE: &str = "serve";
 
@@ -39,6 +43,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     QUIET,
     IDLE_MS,
     STORE_KIB,
+    INSECURE_ENTROPY,
 ];
 
 /// A command line.
@@ -264,7 +269,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(Cmdline::new(&line).unknown_keys().count(), 0);
-        assert_eq!(KNOWN_KEYS.len(), 9);
+        assert_eq!(KNOWN_KEYS.len(), 10);
     }
 
     fn alloc_line(value: &str) -> String {

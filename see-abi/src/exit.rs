@@ -17,6 +17,9 @@ pub const EXCEPTION: u8 = 102;
 pub const SELFTEST_FAILURE: u8 = 103;
 /// A guest app failure (a task could not get or verify its resources, or the app is unknown).
 pub const APP_FAILURE: u8 = 104;
+/// The guest refused its boot layout: RAM, the shared window, a device range, the kernel image
+/// or the heap overlap (the console line says which; [`crate::layout`]).
+pub const BAD_LAYOUT: u8 = 105;
 
 /// How the guest ends the VM: the codes it writes to the exit port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub enum Status {
     SelfTestFailure = SELFTEST_FAILURE,
     /// A guest app failed.
     AppFailure = APP_FAILURE,
+    /// The boot layout overlaps itself: the guest refuses to run on it.
+    BadLayout = BAD_LAYOUT,
 }
 
 impl Status {
@@ -48,6 +53,7 @@ impl Status {
             EXCEPTION => Some(Self::Exception),
             SELFTEST_FAILURE => Some(Self::SelfTestFailure),
             APP_FAILURE => Some(Self::AppFailure),
+            BAD_LAYOUT => Some(Self::BadLayout),
             _ => None,
         }
     }
@@ -61,6 +67,7 @@ impl fmt::Display for Status {
             Self::Exception => "guest CPU exception",
             Self::SelfTestFailure => "guest self-test failure",
             Self::AppFailure => "guest app failure",
+            Self::BadLayout => "guest refused its boot layout",
         })
     }
 }
@@ -77,6 +84,7 @@ mod tests {
             Status::Exception,
             Status::SelfTestFailure,
             Status::AppFailure,
+            Status::BadLayout,
         ] {
             assert_eq!(Status::from_code(s.code()), Some(s));
         }

@@ -5,7 +5,9 @@
 //! - [`exit`]: the VMM's exit codes and what each means;
 //! - [`memory`]: the guest-physical memory map (shared window, virtio-mmio, APICs, limits);
 //! - [`bootinfo`]: the guest's defensive parser of the PVH boot information;
+//! - [`layout`]: the boot layout check (RAM, shared window, devices, kernel and heap apart);
 //! - [`cmdline`]: the kernel command line, its keys and the virtio-mmio device syntax;
+//! - [`entropy`]: the rule for the guest's session-nonce source (RDRAND/RDSEED or refuse);
 //! - [`serve`]: the serve app's operations, their argument codec and completion statuses.
 //!
 //! The crate is `no_std` without dependencies (feature `alloc` adds the `Vec` helpers, `std`
@@ -20,7 +22,9 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod entropy;
 pub mod exit;
+pub mod layout;
 pub mod memory;
 pub mod ports;
 pub mod serve;

@@ -33,6 +33,7 @@ pub fn meaning(code: i32) -> &'static str {
         102 => "guest CPU exception",
         103 => "guest self-test failure",
         104 => "guest app failure",
+        105 => "guest refused its boot layout (overlapping RAM, shared window, devices, kernel or heap)",
         _ => "status written by the guest",
     }
 }

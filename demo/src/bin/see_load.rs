@@ -65,8 +65,8 @@ struct Args {
     out: PathBuf,
 }
 
-/// (client latency, daemon latency, guest latency) of one request, us.
-type Sample = (f64, f64, f64);
+/// (client latency, daemon latency, guest latency, queue time) of one request, us.
+type Sample = (f64, f64, f64, f64);
 
 fn one(agent: &ureq::Agent, url: &str, body: &RunRequest) -> Result<Sample, String> {
     let start = Instant::now();
@@ -79,7 +79,12 @@ fn one(agent: &ureq::Agent, url: &str, body: &RunRequest) -> Result<Sample, Stri
     }
     let resp: RunResponse = r.body_mut().read_json().map_err(|e| e.to_string())?;
     let client = start.elapsed().as_secs_f64() * 1e6;
-    Ok((client, resp.timings.host_us, resp.timings.guest_us))
+    Ok((
+        client,
+        resp.timings.host_us,
+        resp.timings.guest_us,
+        resp.timings.queue_us,
+    ))
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -97,6 +102,14 @@ fn overheads(samples: &[Sample]) -> [f64; 4] {
         pct(&mut daemon, 0.5),
         pct(&mut daemon, 0.99),
     ]
+}
+
+/// The daemon's overhead split: (queue and planning, dispatch to the guest's completion
+/// minus the guest's own time), p50 each, us.
+fn split(samples: &[Sample]) -> [f64; 2] {
+    let mut queue: Vec<f64> = samples.iter().map(|s| s.3).collect();
+    let mut device: Vec<f64> = samples.iter().map(|s| s.1 - s.3 - s.2).collect();
+    [pct(&mut queue, 0.5), pct(&mut device, 0.5)]
 }
 
 fn main() -> std::process::ExitCode {
@@ -215,8 +228,9 @@ fn run(a: Args) -> Result<(), String> {
         print_row(rep, "concurrent", &conc, rps);
     }
     let [c50, c99, d50, d99] = overheads(&all_seq);
+    let [q50, v50] = split(&all_seq);
     println!(
-        "serial, all repetitions ({} requests): overhead at the client p50 {c50:.0} us, p99 {c99:.0} us (aim: p99 < 500 us); inside the daemon p50 {d50:.0} us, p99 {d99:.0} us",
+        "serial, all repetitions ({} requests): overhead at the client p50 {c50:.0} us, p99 {c99:.0} us (aim: p99 < 500 us); inside the daemon p50 {d50:.0} us, p99 {d99:.0} us, of which planning and queue p50 {q50:.0} us and the device round trip (dispatch to the guest's completion, minus the guest's time) p50 {v50:.0} us",
         all_seq.len()
     );
     let (daemon, vmm) = see

@@ -1,10 +1,7 @@
 //! The kernel heap: a linked-list allocator over the RAM above the kernel image.
 
-use core::fmt;
-
 use linked_list_allocator::LockedHeap;
-
-use crate::memmap::{MemoryMap, MAPPED_LIMIT};
+use see_abi::layout::Span;
 
 #[global_allocator]
 static ALLOCATOR: LockedHeap = LockedHeap::empty();
@@ -18,42 +15,23 @@ pub struct HeapInfo {
     pub size: u64,
 }
 
-/// No RAM for a heap.
-#[derive(Debug)]
-pub struct NoHeapRam {
-    kernel_end: u64,
-}
-
-impl fmt::Display for NoHeapRam {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no E820 RAM region holds the kernel end {:#x} with room for a heap: give the VM more memory",
-            self.kernel_end
-        )
-    }
-}
-
-/// Puts the heap in the RAM region that holds the end of the kernel, from there to its end.
-pub fn init(map: &MemoryMap) -> Result<HeapInfo, NoHeapRam> {
-    let (_, kernel_end) = crate::boot::kernel_range();
-    let region = map
-        .ram()
-        .find(|r| r.contains(kernel_end, 0) && r.end() > kernel_end)
-        .ok_or(NoHeapRam { kernel_end })?;
-    let start = kernel_end.next_multiple_of(4096);
-    let end = region.end().min(MAPPED_LIMIT) & !0xfff;
-    if end <= start + 4096 {
-        return Err(NoHeapRam { kernel_end });
-    }
+/// Sets the heap up over `span`, the range the boot layout check placed
+/// ([`see_abi::layout::check`]: page-aligned E820 RAM after the kernel image, below the
+/// identity map's end, apart from the shared window and every device).
+pub fn init(span: Span) -> HeapInfo {
     let info = HeapInfo {
-        start,
-        size: end - start,
+        start: span.start,
+        size: span.len,
     };
-    // SAFETY: the range is E820 RAM above the kernel image, identity-mapped, used by nothing
-    // else, and `init` runs once (from kernel_main).
-    unsafe { ALLOCATOR.lock().init(start as *mut u8, info.size as usize) };
-    Ok(info)
+    // SAFETY: the layout check placed `span` in identity-mapped E820 RAM above the kernel
+    // image, overlapping no shared window or device range; nothing else uses it, and `init`
+    // runs once (from kernel_main).
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .init(span.start as *mut u8, span.len as usize)
+    };
+    info
 }
 
 /// Bytes currently allocated.

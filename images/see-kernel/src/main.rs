@@ -32,6 +32,14 @@ mod usermode;
 use exit::{Progress, Status};
 use see_abi::cmdline::{self as key, Cmdline};
 
+/// Why the boot information is unusable.
+enum BootError {
+    /// The parser refused it.
+    Info(memmap::BootInfoError),
+    /// It parsed, but RAM, the shared window, a device, the kernel or the heap overlap.
+    Layout(see_abi::layout::LayoutError),
+}
+
 /// The 64-bit entry, called by the boot code with the address of `hvm_start_info`.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u64) -> ! {
@@ -39,11 +47,22 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     console::init();
     gdt::init();
     interrupts::init();
-    // In ring 3, where PVM runs the parser natively: about 4 ms of emulated ring 0 otherwise
-    // (the parser is pure code over reads of identity-mapped memory).
-    let map = usermode::run(|| memmap::init(start_info))
-        .unwrap_or_else(|e| panic!("boot information: {e}"));
-    let heap = heap::init(map).unwrap_or_else(|e| panic!("heap: {e}"));
+    // In ring 3, where PVM runs the parser and the layout check natively: about 4 ms of
+    // emulated ring 0 otherwise (both are pure code over identity-mapped memory).
+    let (map, heap_span) = usermode::run(|| {
+        let map = memmap::init(start_info).map_err(BootError::Info)?;
+        let heap = see_abi::layout::check(map, boot::kernel_range()).map_err(BootError::Layout)?;
+        Ok((map, heap))
+    })
+    .unwrap_or_else(|e: BootError| match e {
+        BootError::Info(e) => panic!("boot information: {e}"),
+        BootError::Layout(e) => {
+            // Fail closed, on every boot: never run on memory the host could also be using.
+            println!("see: bad boot layout: {e}; refusing to run");
+            exit::exit(Status::BadLayout)
+        }
+    });
+    let heap = heap::init(heap_span);
     let tsc_hz = time::init().unwrap_or_else(|e| panic!("clock: {e}"));
 
     println!(

@@ -328,6 +328,20 @@ impl MemoryMap {
             .any(|r| r.kind == E820_SEE_SHARED && overlaps(addr, len, r.start, r.len))
     }
 
+    /// A map with `entries` and `cmdline`, as if parsed (for other modules' unit tests).
+    #[cfg(test)]
+    pub(crate) fn from_parts(entries: &[Region], cmdline: &str) -> Self {
+        let mut map = Self {
+            entries: [Region::default(); MAX_ENTRIES],
+            count: entries.len(),
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: cmdline.len(),
+        };
+        map.entries[..entries.len()].copy_from_slice(entries);
+        map.cmdline[..cmdline.len()].copy_from_slice(cmdline.as_bytes());
+        map
+    }
+
     /// The kernel command line (empty if absent or not UTF-8).
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")

@@ -9,10 +9,11 @@ use see_guest_driver::{ffi, AppRegistry, Completion, Driver, DriverConfig, Inter
 use spin::Once;
 
 use super::{
-    app,
+    app, entropy,
     platform::{KernelPlatform, DEVICE_INTERRUPT},
 };
 use see_abi::cmdline::{self as key, Cmdline};
+use see_abi::entropy::NonceSource;
 
 use crate::{exit::Status, interrupts, keys, memmap::MemoryMap, usermode};
 
@@ -87,6 +88,21 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
     if name != key::APP_SERVE {
         println!("see: no guest app named {name:?} in this image (known: serve)");
         return Status::AppFailure;
+    }
+    // No session on a nonce the host could predict, unless the command line accepts the risk.
+    match entropy::nonce_source(see_abi::entropy::fallback_enabled(
+        cmdline.get(key::INSECURE_ENTROPY),
+    )) {
+        Ok(NonceSource::Hardware { .. }) => {}
+        Ok(NonceSource::InsecureJitter) => println!(
+            "see: WARNING: INSECURE ENTROPY: no RDRAND or RDSEED; {}=1 lets the session nonce \
+             rest on TSC jitter alone, which a hostile host could predict",
+            key::INSECURE_ENTROPY
+        ),
+        Err(e) => {
+            println!("see: {e}");
+            return Status::AppFailure;
+        }
     }
     let device = match cmdline.virtio_mmio_devices().next() {
         Some(Ok(device)) => device,
