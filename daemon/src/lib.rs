@@ -269,6 +269,12 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
                     address: addr.to_string(),
                     source,
                 })?;
+            // Answers are small and latency is the point: no Nagle delay on them.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    log::debug!("TCP_NODELAY: {e}");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
             (
                 runtime.spawn(async move { serve.await }),
