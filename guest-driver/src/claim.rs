@@ -1,5 +1,6 @@
 //! The claim API: `available`, `claim`, `claim_or_fetch` (demand fetch on a miss), requests
-//! from requestq and their completion, and the reports sent on ctrlq.
+//! from requestq and their completion, and the reports sent on ctrlq. Claims are served from
+//! the verified cache (`store.rs`) and leave the resource cached.
 
 use log::debug;
 
@@ -7,7 +8,7 @@ use crate::{
     driver::{AckState, ClaimError, CtrlPurpose, DriverState, PendingDemand},
     msg::{self, RejectReason, ReportKind},
     platform::Platform,
-    store::Resource,
+    store::{Resource, Source},
     verify::Ids,
     Driver, IncomingRequest, RequestCompletion,
 };
@@ -20,35 +21,54 @@ impl<P: Platform> Driver<P> {
         }
     }
 
-    /// True if a verified resource for (task, resource) that `app_id` may claim is staged.
-    /// Answers false at once when the device is broken.
-    pub fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
-        self.poll_rings();
-        self.state == DriverState::Ready
-            && self
-                .store
-                .get(task_id, resource_id)
-                .is_some_and(|r| r.app_id == app_id)
+    /// The highest version ever accepted for `resource_id` (its floor).
+    fn floor(&self, resource_id: u64) -> u64 {
+        self.versions.get(&resource_id).copied().unwrap_or(0)
     }
 
-    /// Length of the staged resource `app_id` could claim, if any (for callers that size a
+    /// True if a verified resource for (task, resource) that `app_id` may claim is cached (at
+    /// its version floor). Answers false at once when the device is broken.
+    pub fn available(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> bool {
+        self.poll_rings();
+        let floor = self.floor(resource_id);
+        self.state == DriverState::Ready
+            && self.registry.permits(app_id, task_id, resource_id)
+            && self
+                .store
+                .get(app_id, resource_id)
+                .is_some_and(|r| r.version >= floor)
+    }
+
+    /// Length of the cached resource `app_id` could claim, if any (for callers that size a
     /// buffer first, like the C ABI).
     pub fn staged_len(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<usize> {
         if !self.available(app_id, task_id, resource_id) {
             return None;
         }
-        self.store
-            .get(task_id, resource_id)
-            .map(|r| r.content.len())
+        self.store.get(app_id, resource_id).map(|r| r.content.len())
     }
 
-    /// Moves a staged, verified resource to the caller and reports ClaimHit (or Miss).
-    /// Another app's resource is refused and stays staged.
+    /// Hands a share of a cached, verified resource to the caller and reports ClaimHit (the
+    /// first claim of a prefetched resource), CacheHit (any other cached one) or Miss. The
+    /// resource stays cached. The registry is checked on every claim: a (task, resource) the
+    /// app does not own is refused, whatever the cache holds.
     pub fn claim(
         &mut self,
         app_id: u32,
         task_id: u64,
         resource_id: u64,
+    ) -> Result<Resource, ClaimError> {
+        self.claim_at(app_id, task_id, resource_id, 0)
+    }
+
+    /// [`Driver::claim`] of at least `min_version`: a cached copy below it (or below the
+    /// resource's version floor) is dropped (reported as evicted) and the claim misses.
+    pub fn claim_at(
+        &mut self,
+        app_id: u32,
+        task_id: u64,
+        resource_id: u64,
+        min_version: u64,
     ) -> Result<Resource, ClaimError> {
         let start = self.p.now_ns();
         self.poll_rings();
@@ -60,20 +80,32 @@ impl<P: Platform> Driver<P> {
                 resource_id,
             });
         }
-        match self.store.get(task_id, resource_id) {
-            Some(r) if r.app_id != app_id => Err(ClaimError::AccessDenied {
-                app_id,
-                task_id,
-                resource_id,
-            }),
-            Some(_) => {
-                let r = self
-                    .store
-                    .take(task_id, resource_id)
-                    .ok_or(ClaimError::NotStaged)?;
-                self.counters.hits += 1;
+        let floor = self.floor(resource_id).max(min_version);
+        if self
+            .store
+            .get(app_id, resource_id)
+            .is_some_and(|r| r.version < floor)
+        {
+            if let Some(stale) = self.store.remove(app_id, resource_id) {
+                self.counters.evicted += 1;
+                self.report_resource(ReportKind::Evict, &stale, 0);
+            }
+        }
+        match self.store.claim(app_id, resource_id) {
+            Some(hit) => {
+                let kind = if hit.staged {
+                    self.counters.hits += 1;
+                    ReportKind::ClaimHit
+                } else {
+                    self.counters.cache_hits += 1;
+                    ReportKind::CacheHit
+                };
+                let mut r = hit.resource;
                 let latency = self.p.now_ns().saturating_sub(start);
-                self.report_resource(ReportKind::ClaimHit, &r, latency);
+                // Reported for the claiming task (the bundle may have been sent for another
+                // task of the same app).
+                r.task_id = task_id;
+                self.report_resource(kind, &r, latency);
                 Ok(r)
             }
             None => {
@@ -90,9 +122,9 @@ impl<P: Platform> Driver<P> {
         }
     }
 
-    /// [`Driver::claim`], and on a miss a demand fetch over ctrlq: sends Demand, waits (with
-    /// the configured deadlines) for its Ack and then its bundle, verifies it like any other
-    /// and hands it over. A broken device fails at once.
+    /// [`Driver::claim_at`], and on a miss a demand fetch over ctrlq: sends Demand, waits
+    /// (with the configured deadlines) for its Ack and then its bundle, verifies it like any
+    /// other, caches it and hands a share over. A broken device fails at once.
     pub fn claim_or_fetch(
         &mut self,
         app_id: u32,
@@ -100,14 +132,16 @@ impl<P: Platform> Driver<P> {
         resource_id: u64,
         min_version: u64,
     ) -> Result<Resource, ClaimError> {
-        match self.claim(app_id, task_id, resource_id) {
+        match self.claim_at(app_id, task_id, resource_id, min_version) {
             Err(ClaimError::NotStaged) => self.fetch(app_id, task_id, resource_id, min_version),
             other => other,
         }
     }
 
-    /// A demand fetch, bypassing the store. Asks for at least `min_version` and at least the
-    /// highest version already accepted for the resource.
+    /// A demand fetch, whatever the cache holds: the bundle that comes (or a prefetch of the
+    /// same resource that overtakes it) enters the cache and a share is handed over. Asks for
+    /// at least `min_version` and at least the highest version already accepted for the
+    /// resource.
     pub fn fetch(
         &mut self,
         app_id: u32,
@@ -125,7 +159,7 @@ impl<P: Platform> Driver<P> {
             });
         }
         // Never ask for less than what was already accepted (it would be refused as a rollback).
-        let min_version = min_version.max(self.versions.get(&resource_id).copied().unwrap_or(0));
+        let min_version = min_version.max(self.floor(resource_id));
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.checked_add(1).unwrap_or(1);
         self.demands.insert(
@@ -144,6 +178,8 @@ impl<P: Platform> Driver<P> {
         match &result {
             Ok(r) => {
                 self.counters.demands_served += 1;
+                // The cached copy counts as claimed: later claims are cache hits.
+                let _ = self.store.claim(app_id, resource_id);
                 let latency = self.p.now_ns().saturating_sub(start);
                 self.report_resource(ReportKind::DemandServed, r, latency);
                 self.flush();
@@ -179,13 +215,13 @@ impl<P: Platform> Driver<P> {
         let Some(p) = self.demands.get(&cookie) else {
             return Err(ClaimError::NotStaged);
         };
-        let (app_id, task_id, resource_id, min_version) =
-            (p.app_id, p.task_id, p.resource_id, p.min_version);
-        // A prefetch of the same resource may overtake the demanded bundle: take either.
+        let (app_id, resource_id, min_version) = (p.app_id, p.resource_id, p.min_version);
+        // A prefetch of the same resource may overtake the demanded bundle: take either (but
+        // not a copy cached before the demand, which the caller chose to bypass).
         let staged = move |d: &Self| {
             d.store
-                .get(task_id, resource_id)
-                .is_some_and(|r| r.app_id == app_id && r.version >= min_version)
+                .get(app_id, resource_id)
+                .is_some_and(|r| r.version >= min_version && r.verified_ns >= start)
         };
         let arrived =
             |d: &Self| staged(d) || d.demands.get(&cookie).is_none_or(|p| p.outcome.is_some());
@@ -193,10 +229,15 @@ impl<P: Platform> Driver<P> {
         match self.demands.get_mut(&cookie).and_then(|p| p.outcome.take()) {
             Some(Ok(r)) => Ok(r),
             Some(Err(reason)) => Err(ClaimError::Rejected(reason)),
-            None => self
-                .store
-                .take(task_id, resource_id)
-                .ok_or(ClaimError::NotStaged),
+            None => {
+                let mut r = self
+                    .store
+                    .get(app_id, resource_id)
+                    .cloned()
+                    .ok_or(ClaimError::NotStaged)?;
+                r.source = Source::Demanded;
+                Ok(r)
+            }
         }
     }
 
@@ -249,10 +290,17 @@ impl<P: Platform> Driver<P> {
 }
 
 impl<P: Platform> Driver<P> {
-    /// Puts a resource the caller could not take back into the store (the C ABI's buffer was
-    /// too small). Dropped if the device broke meanwhile.
+    /// Puts a resource back into the cache if it is no longer there (a claim leaves it cached,
+    /// so this is only needed when it was evicted meanwhile). Dropped if the device broke, or
+    /// if its version is below the resource's floor.
     pub fn restage(&mut self, resource: Resource) {
-        if self.state != DriverState::Ready {
+        if self.state != DriverState::Ready
+            || self
+                .store
+                .get(resource.app_id, resource.resource_id)
+                .is_some()
+            || resource.version < self.floor(resource.resource_id)
+        {
             return;
         }
         for old in self.store.insert(resource) {

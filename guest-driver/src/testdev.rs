@@ -417,6 +417,23 @@ impl Dev {
         self.push_used(0, u32::from(head), m.len() as u32);
     }
 
+    /// Puts an Evict message into the next request buffer; false if none is posted.
+    pub fn send_evict(&mut self, app_id: u32, resource_id: u64) -> bool {
+        let m = encode(
+            &Message::Evict(wire::Evict {
+                app_id,
+                resource_id,
+            }),
+            0,
+        );
+        let Some((head, chain)) = self.pop_avail(0) else {
+            return false;
+        };
+        self.write(chain[0].addr, &m);
+        self.push_used(0, u32::from(head), m.len() as u32);
+        true
+    }
+
     fn ctrl_messages(&self) -> impl Iterator<Item = Message<'_>> {
         self.received
             .iter()

@@ -3,8 +3,11 @@
 //! A request's arguments start with an operation (`u32` LE, then 4 reserved bytes), followed by
 //! the task ids it concerns (`u64` LE each); a task's resources are the ones `see.allow` gives
 //! to (app, task), in command-line order:
-//! - `OP_RUN` (1): for each task, claim each resource, or demand-fetch it on a miss, then work
-//!   on it ([`work`]); print one `see: claim ...` line per resource (unless quiet) and complete
+//! - `OP_RUN` (1): for each task, claim each resource from the driver's verified cache (where
+//!   it stays, shared by the app's later tasks and requests), or demand-fetch it on a miss,
+//!   then work on it ([`work`]); print one `see: claim ... staged=0|1 cached=0|1 ...` line per
+//!   resource (unless quiet; staged: first claim of a prefetched resource, cached: served
+//!   from the cache otherwise) and complete
 //!   the request with per-task timings measured here and each task's result (its resources'
 //!   `see_workload::resource_word`s folded, for the host to check); a resource that fails
 //!   processing ends its request there with status [`STATUS_WORK_FAILED`] (`see: work-failed
@@ -193,8 +196,11 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                             }
                         };
                         let t1 = time::monotonic_ns();
+                        // A staged hit (first claim of a prefetched resource) or a cache hit
+                        // (claimed before, or demanded earlier) moved no bytes: both are hits.
                         let staged = resource.source == Source::Prefetched;
-                        if staged {
+                        let cached = resource.source == Source::Cached;
+                        if staged || cached {
                             timing.hits += 1;
                             timing.claim_ns += t1 - t0;
                         } else {
@@ -223,11 +229,12 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                         timing.work_ns += time::monotonic_ns() - t1;
                         if !settings.quiet {
                             println!(
-                                "see: claim app={app} task={task} res={res} ver={} len={} sha384={} staged={} ns={}",
+                                "see: claim app={app} task={task} res={res} ver={} len={} sha384={} staged={} cached={} ns={}",
                                 resource.version,
                                 resource.content.len(),
                                 hex(&digest),
                                 u8::from(staged),
+                                u8::from(cached),
                                 t1 - t0
                             );
                         }
