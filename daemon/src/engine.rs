@@ -111,7 +111,8 @@ pub struct Engine {
     next_session: u64,
     /// Prefetches ordered and not yet staged.
     outstanding: u64,
-    /// Resources staged in the guest and not claimed or evicted since.
+    /// Resources in the guest's verified cache (staged or demanded, claimed or not) and not
+    /// evicted or rejected since.
     in_guest: HashSet<u64>,
     wire: Wire,
     stopping: bool,
@@ -500,15 +501,20 @@ impl Engine {
                 version,
                 latency_ns,
             } => {
+                // The guest's verified cache keeps what is claimed: only an eviction or a
+                // rejection takes a resource out of it.
                 match kind {
                     ReportKind::Reject => {
                         warn!("the guest rejected resource {resource_id}: {reason:?}");
                         self.in_guest.remove(&resource_id);
                     }
-                    ReportKind::ClaimHit | ReportKind::Evict => {
+                    ReportKind::Evict => {
                         self.in_guest.remove(&resource_id);
                     }
-                    _ => {}
+                    ReportKind::DemandServed => {
+                        self.in_guest.insert(resource_id);
+                    }
+                    ReportKind::ClaimHit | ReportKind::CacheHit | ReportKind::Miss => {}
                 }
                 if kind == ReportKind::ClaimHit {
                     self.shared.metrics.staged_hits.inc();
@@ -540,10 +546,11 @@ impl Engine {
                 self.wire.bundles += 1;
                 if demand_cookie == 0 {
                     self.outstanding = self.outstanding.saturating_sub(1);
-                    self.in_guest.insert(resource_id);
                 } else {
                     self.shared.metrics.demand_fetches.inc();
                 }
+                // Prefetched and demanded bundles alike enter the guest's cache.
+                self.in_guest.insert(resource_id);
                 Ok(())
             }
             BackendEvent::Hello { epoch, .. } => {

@@ -63,8 +63,11 @@ pub struct Orchestrator {
     /// Resources a newer bundle pushes out of the guest's store, until the guest reports the
     /// eviction (or a claim that came first).
     evicting: HashMap<usize, Staged>,
-    /// The mirror of the guest's store: what it holds, in arrival order.
+    /// The mirror of the guest's verified cache: what it holds, least recently used first.
     store: GuestStore,
+    /// Resources the guest holds that were used already (claimed since they arrived, or
+    /// demand-fetched): never counted as wasted when they leave.
+    used: HashSet<usize>,
     sessions: HashMap<u64, Live>,
     inflight: HashMap<u64, InFlight>,
     history: Option<(History, String)>,
@@ -143,6 +146,7 @@ impl Orchestrator {
             given_up: HashMap::new(),
             evicting: HashMap::new(),
             store: GuestStore::default(),
+            used: HashSet::new(),
             sessions: HashMap::new(),
             inflight: HashMap::new(),
             history: None,
@@ -274,9 +278,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Prefetched resources that will never be claimed: counted and recorded as wasted.
+    /// Prefetched resources that will never be claimed: counted and recorded as wasted (unless
+    /// the guest used them already: a prefetch claimed once was useful).
     fn waste(&mut self, gone: Vec<Staged>) -> Result<(), OnlineError> {
         for s in gone {
+            if self.used.contains(&s.resource) {
+                continue;
+            }
             self.metrics.wasted += 1;
             self.metrics.wasted_bytes += s.bytes;
             self.record_outcome(Some(s.session), s.resource, Outcome::Wasted)?;
@@ -346,6 +354,13 @@ impl Orchestrator {
                     self.metrics.skipped_budget += 1;
                     continue;
                 }
+                if self.store.contains(w.resource) {
+                    // Still in the guest's cache (claimed or demanded before): wanted again,
+                    // not sent again.
+                    self.staging.readopt(w, session, self.clock);
+                    self.metrics.readopted += 1;
+                    continue;
+                }
             }
             match self.staging.admit(
                 w,
@@ -375,6 +390,7 @@ impl Orchestrator {
                         }
                     }
                     self.store.arrive(w.resource, w.bytes);
+                    self.used.remove(&w.resource);
                     self.metrics.prefetched += 1;
                     self.metrics.prefetched_bytes += w.bytes;
                     let order = PrefetchOrder {
@@ -617,15 +633,26 @@ impl Orchestrator {
             version: r.version,
             latency_ns: r.latency_ns,
         })?;
+        // The guest's cache keeps what is claimed: a claim refreshes the mirror's recency, only
+        // an eviction or a rejection takes a resource out.
         match r.kind {
             ReportKind::ClaimHit => {
                 self.metrics.hits += 1;
-                self.store.leave(i);
+                self.store.touch(i);
+                self.used.insert(i);
                 if let Some(s) = self.take_sent(i) {
                     self.metrics.useful += 1;
                     self.metrics.useful_bytes += s.bytes;
                     self.record_outcome(Some(s.session), i, Outcome::Hit)?;
                 }
+            }
+            ReportKind::CacheHit => {
+                // Served from the cache: no transfer, and the prefetch (if any) that brought it
+                // was counted useful at its first claim.
+                self.metrics.cache_hits += 1;
+                self.store.touch(i);
+                self.used.insert(i);
+                let _ = self.take_sent(i);
             }
             ReportKind::Miss => {
                 self.metrics.misses += 1;
@@ -639,8 +666,16 @@ impl Orchestrator {
                 if let Some(s) = self.take_sent(i) {
                     self.waste(vec![s])?;
                 }
+                self.used.remove(&i);
             }
-            ReportKind::DemandServed => {}
+            ReportKind::DemandServed => {
+                // The demanded bundle is in the guest's cache now, most recently used.
+                let bytes = self.catalogue.resources[i].size;
+                if !self.store.touch(i) {
+                    self.store.arrive(i, bytes);
+                }
+                self.used.insert(i);
+            }
         }
         Ok(())
     }
