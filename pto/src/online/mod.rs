@@ -205,8 +205,10 @@ pub struct PrefetchOrder {
     pub for_request: String,
 }
 
-/// A staged resource the policy gave up on (stale or displaced). The wire (v1) has no host to
-/// guest evict message: the backend may drop a not-yet-sent order; the guest evicts on its own.
+/// A staged resource the policy gave up on (stale or displaced). The orchestrator does not turn
+/// these into the wire's Evict (the backend may drop a not-yet-sent order; the guest's cache
+/// evicts on its own, least recently used first); `BackendHandle::evict` is there for a policy
+/// that names victims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Eviction {
     /// Resource wire id.

@@ -56,8 +56,8 @@ pub struct Orchestrator {
     future: VecDeque<(u64, String)>,
     policy: Policy,
     staging: Staging,
-    /// Resources the policy gave up on (stale) that the guest still holds: the wire (v1) has
-    /// no host-to-guest evict, so their fate is the guest's (a claim, an eviction or a
+    /// Resources the policy gave up on (stale) that the guest still holds: the orchestrator
+    /// does not send the wire's Evict (yet), so their fate is the guest's (a claim, an eviction or a
     /// rejection it reports, or still held at the end of the run).
     given_up: HashMap<usize, Staged>,
     /// Resources a newer bundle pushes out of the guest's store, until the guest reports the
@@ -293,7 +293,7 @@ impl Orchestrator {
     }
 
     /// The policy stops counting `gone` against its budget. The guest keeps what it was sent
-    /// (there is no evict on the wire), so they are wasted only if the guest never claims them.
+    /// (the orchestrator sends no Evict), so they are wasted only if the guest never claims them.
     fn give_up(&mut self, gone: Vec<Staged>, evict: &mut Vec<Eviction>) {
         for s in gone {
             evict.push(Eviction {

@@ -201,7 +201,7 @@ fn markov_prefetches_above_threshold_and_evicts_what_went_stale() {
     for e in &plan.evict {
         assert!(search_only.contains(&e.resource_id), "{e:?}");
     }
-    // The wire has no evict: the guest keeps what it was sent, so nothing is wasted yet, and
+    // The orchestrator sends no Evict: the guest keeps what it was sent, so nothing is wasted yet, and
     // a given-up resource the guest claims after all counts as useful.
     assert_eq!(o.metrics().wasted, 0);
     let late = plan.evict[0].resource_id;
