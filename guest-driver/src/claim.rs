@@ -171,6 +171,7 @@ impl<P: Platform> Driver<P> {
                 min_version,
                 ack: AckState::Pending,
                 outcome: None,
+                arrived: 0,
             },
         );
         let result = self.run_demand(cookie, start);
@@ -307,5 +308,203 @@ impl<P: Platform> Driver<P> {
             self.counters.evicted += 1;
             self.report_resource(ReportKind::Evict, &old, 0);
         }
+    }
+}
+
+/// One demand of a [`Driver::claim_each`] batch in flight.
+struct InFlight {
+    index: usize,
+    cookie: u32,
+    task_id: u64,
+    resource_id: u64,
+    min_version: u64,
+    start: u64,
+}
+
+impl<P: Platform> Driver<P> {
+    /// Claims every (task, resource) of `wanted` for `app_id` and hands each to `ready(index,
+    /// resource)` as soon as it is there: the cached ones at once, then the missing ones in the
+    /// order their demanded bundles arrive (not the order asked). All the missing ones are
+    /// demanded together, at most [`DriverConfig::max_demands`] outstanding at a time (the next
+    /// is sent as one arrives). Access is checked for every entry before anything is demanded.
+    /// On the first error (access denied, a refused or rejected demand, a broken device, a
+    /// missed deadline) the demands still outstanding are dropped and the error returned: a
+    /// lost device fails the batch at once, not at its deadline.
+    pub fn claim_each(
+        &mut self,
+        app_id: u32,
+        wanted: &[(u64, u64)],
+        min_version: u64,
+        mut ready: impl FnMut(usize, Resource),
+    ) -> Result<(), ClaimError> {
+        self.ready()?;
+        if let Some(&(task_id, resource_id)) = wanted
+            .iter()
+            .find(|&&(t, r)| !self.registry.permits(app_id, t, r))
+        {
+            return Err(ClaimError::AccessDenied {
+                app_id,
+                task_id,
+                resource_id,
+            });
+        }
+        let mut missing = alloc::collections::VecDeque::new();
+        for (index, &(task_id, resource_id)) in wanted.iter().enumerate() {
+            match self.claim_at(app_id, task_id, resource_id, min_version) {
+                Ok(r) => ready(index, r),
+                Err(ClaimError::NotStaged) => missing.push_back(index),
+                Err(e) => return Err(e),
+            }
+        }
+        let limit = usize::from(self.config.max_demands.max(1))
+            .min(usize::from(self.config.ctrl_chains / 2).max(1));
+        let mut inflight: alloc::vec::Vec<InFlight> = alloc::vec::Vec::new();
+        let result = self.run_batch(
+            app_id,
+            wanted,
+            min_version,
+            limit,
+            &mut missing,
+            &mut inflight,
+            &mut ready,
+        );
+        if result.is_err() {
+            for f in inflight.drain(..) {
+                self.demands.remove(&f.cookie);
+                self.counters.demands_failed += 1;
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_batch(
+        &mut self,
+        app_id: u32,
+        wanted: &[(u64, u64)],
+        min_version: u64,
+        limit: usize,
+        missing: &mut alloc::collections::VecDeque<usize>,
+        inflight: &mut alloc::vec::Vec<InFlight>,
+        ready: &mut impl FnMut(usize, Resource),
+    ) -> Result<(), ClaimError> {
+        while !missing.is_empty() || !inflight.is_empty() {
+            // Top up to the bound: every Demand posted, one kick for all of them.
+            let mut sent = false;
+            while inflight.len() < limit {
+                let Some(index) = missing.pop_front() else {
+                    break;
+                };
+                let Some(&(task_id, resource_id)) = wanted.get(index) else {
+                    continue;
+                };
+                let min_version = min_version.max(self.floor(resource_id));
+                let cookie = self.next_cookie;
+                self.next_cookie = self.next_cookie.checked_add(1).unwrap_or(1);
+                self.demands.insert(
+                    cookie,
+                    PendingDemand {
+                        app_id,
+                        task_id,
+                        resource_id,
+                        min_version,
+                        ack: AckState::Pending,
+                        outcome: None,
+                        arrived: 0,
+                    },
+                );
+                let start = self.p.now_ns();
+                inflight.push(InFlight {
+                    index,
+                    cookie,
+                    task_id,
+                    resource_id,
+                    min_version,
+                    start,
+                });
+                let m = msg::encode_demand(cookie, app_id, task_id, resource_id, min_version);
+                self.send_ctrl(CtrlPurpose::Demand(cookie), &m, false)?;
+                sent = true;
+            }
+            if sent {
+                self.flush();
+            }
+            // Wait for any of them to be answered (or arrive by a prefetch).
+            let deadline = inflight
+                .iter()
+                .map(|f| {
+                    let ack = self.demands.get(&f.cookie).map(|p| p.ack);
+                    let budget = if ack == Some(AckState::Pending) {
+                        self.config.ctrl_timeout_ns
+                    } else {
+                        self.config.demand_timeout_ns
+                    };
+                    f.start.saturating_add(budget)
+                })
+                .min()
+                .unwrap_or(0);
+            let answered = |d: &Self, f: &InFlight| {
+                d.demands.get(&f.cookie).is_none_or(|p| {
+                    p.outcome.is_some() || matches!(p.ack, AckState::Status(_) | AckState::Garbled)
+                }) || d
+                    .store
+                    .get(app_id, f.resource_id)
+                    .is_some_and(|r| r.version >= f.min_version && r.verified_ns >= f.start)
+            };
+            let pending = core::mem::take(inflight);
+            self.wait_until(deadline, |d| pending.iter().any(|f| answered(d, f)))
+                .inspect_err(|_| inflight.extend(pending.iter().map(|f| InFlight { ..*f })))?;
+            let (mut done, waiting): (alloc::vec::Vec<InFlight>, _) =
+                pending.into_iter().partition(|f| answered(self, f));
+            inflight.extend(waiting);
+            // Handed over in the order the bundles arrived (refusals first: they end the batch).
+            done.sort_by_key(|f| self.demands.get(&f.cookie).map_or(0, |p| p.arrived));
+            for f in done {
+                let p = self.demands.remove(&f.cookie);
+                let outcome = match p {
+                    Some(PendingDemand {
+                        ack: AckState::Status(s),
+                        ..
+                    }) => Err(ClaimError::Refused(s)),
+                    Some(PendingDemand {
+                        ack: AckState::Garbled,
+                        ..
+                    }) => Err(ClaimError::BadAck),
+                    Some(PendingDemand {
+                        outcome: Some(Err(reason)),
+                        ..
+                    }) => Err(ClaimError::Rejected(reason)),
+                    Some(PendingDemand {
+                        outcome: Some(Ok(r)),
+                        ..
+                    }) => Ok(r),
+                    _ => self
+                        .store
+                        .get(app_id, f.resource_id)
+                        .cloned()
+                        .map(|mut r| {
+                            r.source = Source::Demanded;
+                            r
+                        })
+                        .ok_or(ClaimError::NotStaged),
+                };
+                match outcome {
+                    Ok(mut r) => {
+                        self.counters.demands_served += 1;
+                        let _ = self.store.claim(app_id, f.resource_id);
+                        r.task_id = f.task_id;
+                        let latency = self.p.now_ns().saturating_sub(f.start);
+                        self.report_resource(ReportKind::DemandServed, &r, latency);
+                        ready(f.index, r);
+                    }
+                    Err(e) => {
+                        self.counters.demands_failed += 1;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.flush();
+        Ok(())
     }
 }

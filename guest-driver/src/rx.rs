@@ -255,6 +255,7 @@ impl<P: Platform> Driver<P> {
                     r.source = Source::Demanded;
                     if let Some(d) = self.demands.get_mut(&cookie) {
                         d.outcome = Some(Ok(r.clone()));
+                        d.arrived = self.counters.accepted;
                     }
                 }
                 for old in self.store.insert(r) {

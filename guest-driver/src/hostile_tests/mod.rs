@@ -4,6 +4,7 @@
 mod cache;
 mod device;
 mod messages;
+mod parallel;
 mod rings;
 
 use std::vec::Vec;
