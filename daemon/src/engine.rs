@@ -24,7 +24,9 @@ use std::{
 };
 
 use log::{debug, error, info, warn};
-use see_prefetch_backend::{BackendEvent, BackendHandle, PrefetchOrder as Order, Request};
+use see_prefetch_backend::{
+    BackendEvent, BackendHandle, Eviction, PrefetchOrder as Order, Request,
+};
 use see_pto::{
     history::RequestResult,
     metadata::ServiceCatalogue,
@@ -232,6 +234,17 @@ impl Engine {
 
     fn send(&mut self, orders: &[PrefetchOrder]) {
         for o in orders {
+            // The victims the orchestrator chose, evicted before the bundle that needs their
+            // room (the guest handles requestq before stagingq).
+            for &(app_id, resource_id) in &o.evict_first {
+                if let Err(e) = self.backend.evict(Eviction {
+                    app_id,
+                    resource_id,
+                }) {
+                    warn!("evict of resource {resource_id} not sent: {e}");
+                    return;
+                }
+            }
             // The orchestrator does not order again what the guest still holds unless its
             // mirror of the guest's store is wrong; a second copy would only replace the first.
             if self.in_guest.contains(&o.resource_id) {

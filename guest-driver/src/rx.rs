@@ -56,7 +56,8 @@ impl<P: Platform> Driver<P> {
             return;
         }
         let mut used = core::mem::take(&mut self.scratch);
-        for q in [STAGINGQ, REQUESTQ, CTRLQ] {
+        // requestq first: a host Evict makes room before the bundle sent after it arrives.
+        for q in [REQUESTQ, STAGINGQ, CTRLQ] {
             used.clear();
             let Some(r) = self.rings.as_mut() else { break };
             let queue = match q {

@@ -232,3 +232,28 @@ fn an_evict_flood_changes_nothing_it_may_not() {
     dev.dev().send_request(1, 1, APP_A, 0, b"");
     assert_eq!(d.next_request().map(|r| r.request_id), Some(1));
 }
+
+#[test]
+fn a_host_evict_makes_room_before_the_bundle_sent_after_it() {
+    let (dev, mut d) = cache_setup(100);
+    stage(&dev, RES, 1, &content(60, 1));
+    stage(&dev, RES2, 1, &content(40, 2));
+    d.poll();
+    // The host chooses RES2 (not the least recently used RES) and sends the bundle after
+    // the Evict; both are in the rings when the driver next polls.
+    assert!(dev.dev().send_evict(APP_A, RES2));
+    let b = dev
+        .dev()
+        .spec(APP_A, TASK_A, RES3, 1, &content(40, 3))
+        .build();
+    dev.dev().deliver(&b);
+    d.poll();
+    assert!(
+        d.available(APP_A, TASK_A, RES),
+        "the guest's LRU did not have to choose"
+    );
+    assert!(!d.available(APP_A, TASK_A, RES2));
+    assert!(d.available(APP_A, TASK_A, RES3));
+    let c = d.counters();
+    assert_eq!((c.host_evicts, c.evicted), (1, 1));
+}

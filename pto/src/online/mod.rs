@@ -203,6 +203,9 @@ pub struct PrefetchOrder {
     pub probability: f32,
     /// The predicted request type it is for.
     pub for_request: String,
+    /// (app id, resource wire id) the host evicts from the guest's cache (an Evict message
+    /// each) before sending this bundle, so that it fits without the guest's LRU choosing.
+    pub evict_first: Vec<(u32, u64)>,
 }
 
 /// A staged resource the policy gave up on (stale or displaced). The orchestrator does not turn

@@ -68,6 +68,8 @@ pub struct Orchestrator {
     /// Resources the guest holds that were used already (claimed since they arrived, or
     /// demand-fetched): never counted as wasted when they leave.
     used: HashSet<usize>,
+    /// The app each resource in the mirror was sent or demanded for (for the Evict).
+    apps: HashMap<usize, u32>,
     sessions: HashMap<u64, Live>,
     inflight: HashMap<u64, InFlight>,
     history: Option<(History, String)>,
@@ -147,6 +149,7 @@ impl Orchestrator {
             evicting: HashMap::new(),
             store: GuestStore::default(),
             used: HashSet::new(),
+            apps: HashMap::new(),
             sessions: HashMap::new(),
             inflight: HashMap::new(),
             history: None,
@@ -383,13 +386,19 @@ impl Orchestrator {
                         });
                         self.evicting.insert(s.resource, s);
                     }
+                    let mut evict_first = Vec::new();
                     for r in pushed_out {
                         self.store.leave(r);
+                        evict_first.push((
+                            self.apps.get(&r).copied().unwrap_or(w.app),
+                            WireIds::resource(r),
+                        ));
                         if let Some(s) = self.given_up.remove(&r) {
                             self.evicting.insert(r, s);
                         }
                     }
                     self.store.arrive(w.resource, w.bytes);
+                    self.apps.insert(w.resource, w.app);
                     self.used.remove(&w.resource);
                     self.metrics.prefetched += 1;
                     self.metrics.prefetched_bytes += w.bytes;
@@ -401,6 +410,7 @@ impl Orchestrator {
                         bytes: w.bytes,
                         probability: w.probability,
                         for_request: w.for_request.clone(),
+                        evict_first,
                     };
                     self.audit(AuditEvent::Prefetch {
                         session,
@@ -674,6 +684,7 @@ impl Orchestrator {
                 if !self.store.touch(i) {
                     self.store.arrive(i, bytes);
                 }
+                self.apps.insert(i, r.app_id);
                 self.used.insert(i);
             }
         }

@@ -183,18 +183,28 @@ impl GuestStore {
         true
     }
 
-    /// What the store evicts, least recently used first, to take `bytes` more within `budget`.
-    pub(crate) fn victims(&self, bytes: u64, budget: u64) -> Vec<usize> {
+    /// The least recently used resources, skipping those `spare` keeps, whose removal makes
+    /// room for `bytes` more within `budget` (the host evicts them itself, so the guest's own
+    /// LRU never has to choose); None if the others are not enough.
+    pub(crate) fn victims_sparing(
+        &self,
+        bytes: u64,
+        budget: u64,
+        spare: impl Fn(usize) -> bool,
+    ) -> Option<Vec<usize>> {
         let mut need = (self.bytes + bytes).saturating_sub(budget);
         let mut out = Vec::new();
         for &r in self.order.values() {
             if need == 0 {
                 break;
             }
+            if spare(r) {
+                continue;
+            }
             need = need.saturating_sub(self.held[&r].1);
             out.push(r);
         }
-        out
+        (need == 0).then_some(out)
     }
 }
 
@@ -282,18 +292,19 @@ impl Staging {
         if want.bytes > budget {
             return Admit::Skipped;
         }
-        let pushed_out = store.victims(want.bytes, budget);
-        // What the current request needs is never pushed out, staged or merely cached.
-        let blocked = pushed_out.iter().any(|r| {
-            keep.contains(r)
+        // The victims are chosen here (and evicted by the host before the bundle is sent):
+        // the least recently used ones the policy does not want as much, never what the
+        // current request needs, staged or merely cached.
+        let spare = |r: usize| {
+            keep.contains(&r)
                 || self
                     .entries
-                    .get(r)
+                    .get(&r)
                     .is_some_and(|s| s.probability >= want.probability)
-        });
-        if blocked {
+        };
+        let Some(pushed_out) = store.victims_sparing(want.bytes, budget, spare) else {
             return Admit::Skipped;
-        }
+        };
         let displaced = pushed_out.iter().filter_map(|&r| self.remove(r)).collect();
         self.insert(want, session, clock);
         Admit::Ordered {

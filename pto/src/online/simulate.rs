@@ -188,6 +188,21 @@ impl Guest<'_> {
         orders: &[PrefetchOrder],
     ) -> Result<(), OnlineError> {
         for o in orders {
+            // The host's Evicts go first (the guest handles requestq before stagingq).
+            for &(app_id, resource_id) in &o.evict_first {
+                if let Some(h) = self.staged.remove(&resource_id) {
+                    self.held_bytes -= h.bytes;
+                    orch.on_report(&Report {
+                        kind: ReportKind::Evict,
+                        reason: None,
+                        app_id,
+                        task_id: h.task_id,
+                        resource_id,
+                        version: h.version,
+                        latency_ns: 0,
+                    })?;
+                }
+            }
             let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
             let held = Held {
                 ready,
