@@ -24,7 +24,9 @@ use std::{
 };
 
 use log::{debug, error, info, warn};
-use see_prefetch_backend::{BackendEvent, BackendHandle, PrefetchOrder as Order, Request};
+use see_prefetch_backend::{
+    BackendEvent, BackendHandle, Eviction, PrefetchOrder as Order, Request,
+};
 use see_pto::{
     history::RequestResult,
     metadata::ServiceCatalogue,
@@ -114,7 +116,8 @@ pub struct Engine {
     next_session: u64,
     /// Prefetches ordered and not yet staged.
     outstanding: u64,
-    /// Resources staged in the guest and not claimed or evicted since.
+    /// Resources in the guest's verified cache (staged or demanded, claimed or not) and not
+    /// evicted or rejected since.
     in_guest: HashSet<u64>,
     wire: Wire,
     stopping: bool,
@@ -232,6 +235,17 @@ impl Engine {
 
     fn send(&mut self, orders: &[PrefetchOrder]) {
         for o in orders {
+            // The victims the orchestrator chose, evicted before the bundle that needs their
+            // room (the guest handles requestq before stagingq).
+            for &(app_id, resource_id) in &o.evict_first {
+                if let Err(e) = self.backend.evict(Eviction {
+                    app_id,
+                    resource_id,
+                }) {
+                    warn!("evict of resource {resource_id} not sent: {e}");
+                    return;
+                }
+            }
             // The orchestrator does not order again what the guest still holds unless its
             // mirror of the guest's store is wrong; a second copy would only replace the first.
             if self.in_guest.contains(&o.resource_id) {
@@ -506,15 +520,20 @@ impl Engine {
                 version,
                 latency_ns,
             } => {
+                // The guest's verified cache keeps what is claimed: only an eviction or a
+                // rejection takes a resource out of it.
                 match kind {
                     ReportKind::Reject => {
                         warn!("the guest rejected resource {resource_id}: {reason:?}");
                         self.in_guest.remove(&resource_id);
                     }
-                    ReportKind::ClaimHit | ReportKind::Evict => {
+                    ReportKind::Evict => {
                         self.in_guest.remove(&resource_id);
                     }
-                    _ => {}
+                    ReportKind::DemandServed => {
+                        self.in_guest.insert(resource_id);
+                    }
+                    ReportKind::ClaimHit | ReportKind::CacheHit | ReportKind::Miss => {}
                 }
                 if kind == ReportKind::ClaimHit {
                     self.shared.metrics.staged_hits.inc();
@@ -546,10 +565,11 @@ impl Engine {
                 self.wire.bundles += 1;
                 if demand_cookie == 0 {
                     self.outstanding = self.outstanding.saturating_sub(1);
-                    self.in_guest.insert(resource_id);
                 } else {
                     self.shared.metrics.demand_fetches.inc();
                 }
+                // Prefetched and demanded bundles alike enter the guest's cache.
+                self.in_guest.insert(resource_id);
                 Ok(())
             }
             BackendEvent::Hello { epoch, .. } => {

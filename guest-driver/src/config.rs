@@ -43,11 +43,15 @@ pub struct DriverConfig {
     pub ctrl_timeout_ns: u64,
     /// Deadline for a demand fetch to deliver its bundle.
     pub demand_timeout_ns: u64,
+    /// Demand fetches [`crate::Driver::claim_each`] keeps outstanding at once (at least 1; at
+    /// most half of `ctrl_chains` are used, so reports still find a chain).
+    pub max_demands: u16,
 }
 
 impl DriverConfig {
     /// Defaults: 32 staging buffers of 64 KiB, 16 request buffers, 64 ctrlq chains, 16 MiB
-    /// resources, a 64 MiB store, 1 s for an Ack and 10 s for a demand fetch.
+    /// resources, a 64 MiB store, 1 s for an Ack and 10 s for a demand fetch, 8 demands
+    /// outstanding at once.
     pub fn new(window: SharedWindow) -> Self {
         Self {
             window,
@@ -60,6 +64,7 @@ impl DriverConfig {
             store_budget: 64 * 1024 * 1024,
             ctrl_timeout_ns: 1_000_000_000,
             demand_timeout_ns: 10_000_000_000,
+            max_demands: 8,
         }
     }
 }

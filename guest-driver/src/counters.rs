@@ -1,4 +1,5 @@
-//! What the driver counts: hits, misses, rejects by reason, malformed input from the device.
+//! What the driver counts: staged hits, cache hits, misses, rejects by reason, evictions,
+//! malformed input from the device.
 
 /// Number of RejectReason codes (1..=10), indexed by code.
 pub const REJECT_REASONS: usize = 11;
@@ -12,16 +13,24 @@ pub struct Counters {
     pub rejected: [u64; REJECT_REASONS],
     /// Used elements or messages dropped because they broke the ring or message rules.
     pub malformed: u64,
-    /// Claims served from the store.
+    /// Staged hits: first claims of prefetched resources.
     pub hits: u64,
-    /// Claims that found nothing staged.
+    /// Claims served from the cache otherwise (claimed before, or demand-fetched earlier).
+    pub cache_hits: u64,
+    /// Claims that found nothing cached.
     pub misses: u64,
     /// Demand fetches served.
     pub demands_served: u64,
     /// Demand fetches that failed (error, timeout, broken device).
     pub demands_failed: u64,
-    /// Staged bundles evicted (replaced, over budget, or discarded on reset).
+    /// Cached resources evicted (least recently used, stale, the host's Evict, or discarded
+    /// on reset).
     pub evicted: u64,
+    /// Host Evict messages that dropped a cached resource.
+    pub host_evicts: u64,
+    /// Host Evict messages refused: no such resource cached for that app (unknown, or
+    /// another app's).
+    pub evicts_refused: u64,
     /// Manifests verified.
     pub manifests: u64,
     /// Requests dropped because the embedder did not take them (queue of 256 full).

@@ -103,6 +103,8 @@ pub(crate) struct PendingDemand {
     pub min_version: u64,
     pub ack: AckState,
     pub outcome: Option<Result<Resource, RejectReason>>,
+    /// `Counters::accepted` when its bundle was accepted: the order of arrival.
+    pub arrived: u64,
 }
 
 /// Everything carved out of the window, and the queues over it.

@@ -105,3 +105,4 @@ pub use driver::{
 };
 pub use platform::Platform;
 pub use registry::AppRegistry;
+pub use store::Content;

@@ -95,16 +95,25 @@ pub fn encode_complete(c: &RequestCompletion) -> Vec<u8> {
     encode(&Message::Complete(m), 0)
 }
 
-/// A Request message (private copy of a request buffer).
-pub fn parse_request(buf: &[u8]) -> Option<IncomingRequest> {
+/// What a requestq buffer carries.
+pub enum RequestqMessage {
+    /// A request to run.
+    Request(IncomingRequest),
+    /// The host's choice of a cache victim: (app id, resource id).
+    Evict(u32, u64),
+}
+
+/// A Request or Evict message (private copy of a request buffer).
+pub fn parse_requestq(buf: &[u8]) -> Option<RequestqMessage> {
     match wire::parse_message(buf).ok()? {
-        (_, Message::Request(r)) => Some(IncomingRequest {
+        (_, Message::Request(r)) => Some(RequestqMessage::Request(IncomingRequest {
             request_id: r.request_id,
             session_id: r.session_id,
             app_id: r.app_id,
             request_type: r.request_type,
             args: r.args.to_vec(),
-        }),
+        })),
+        (_, Message::Evict(e)) => Some(RequestqMessage::Evict(e.app_id, e.resource_id)),
         _ => None,
     }
 }

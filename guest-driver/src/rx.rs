@@ -13,7 +13,7 @@ use crate::{
         MAX_QUEUED_REQUESTS, REQUESTQ, REQUEST_BUF, STAGINGQ, STATUS_CHECK_NS,
     },
     mmio::{self, irq},
-    msg::{self, RejectReason, ReportKind, Status},
+    msg::{self, RejectReason, ReportKind, RequestqMessage, Status},
     platform::Platform,
     queue::{Segment, UsedFault},
     verify::Verdict,
@@ -56,7 +56,8 @@ impl<P: Platform> Driver<P> {
             return;
         }
         let mut used = core::mem::take(&mut self.scratch);
-        for q in [STAGINGQ, REQUESTQ, CTRLQ] {
+        // requestq first: a host Evict makes room before the bundle sent after it arrives.
+        for q in [REQUESTQ, STAGINGQ, CTRLQ] {
             used.clear();
             let Some(r) = self.rings.as_mut() else { break };
             let queue = match q {
@@ -245,22 +246,22 @@ impl<P: Platform> Driver<P> {
                 self.counters.accepted += 1;
                 let mut r = b.resource;
                 r.verified_ns = now;
-                // The content moves to the front of the object's own buffer (no allocation).
+                // The content moves to the front of the object's own buffer, then into the
+                // shared allocation readers get.
                 object.drain(..msg::BundleHeader::LEN);
-                r.content = object;
-                match b.demand {
-                    Some(cookie) => {
-                        r.source = Source::Demanded;
-                        if let Some(d) = self.demands.get_mut(&cookie) {
-                            d.outcome = Some(Ok(r));
-                        }
+                r.content = object.into();
+                // Prefetched and demanded bundles both enter the cache (evicting the least
+                // recently used); the demand that asked for one gets a share.
+                if let Some(cookie) = b.demand {
+                    r.source = Source::Demanded;
+                    if let Some(d) = self.demands.get_mut(&cookie) {
+                        d.outcome = Some(Ok(r.clone()));
+                        d.arrived = self.counters.accepted;
                     }
-                    None => {
-                        for old in self.store.insert(r) {
-                            self.counters.evicted += 1;
-                            self.report_resource(ReportKind::Evict, &old, 0);
-                        }
-                    }
+                }
+                for old in self.store.insert(r) {
+                    self.counters.evicted += 1;
+                    self.report_resource(ReportKind::Evict, &old, 0);
                 }
             }
             Ok(Verdict::Manifest { seq, digests }) => {
@@ -284,16 +285,36 @@ impl<P: Platform> Driver<P> {
     fn on_request(&mut self, gpa: u64, len: u32) {
         let mut buf = alloc::vec![0u8; len as usize];
         self.p.shared_read(gpa, &mut buf);
-        match msg::parse_request(&buf) {
-            Some(r) if self.requests.len() < MAX_QUEUED_REQUESTS => {
+        match msg::parse_requestq(&buf) {
+            Some(RequestqMessage::Evict(app_id, resource_id)) => {
+                self.on_host_evict(app_id, resource_id)
+            }
+            Some(RequestqMessage::Request(r)) if self.requests.len() < MAX_QUEUED_REQUESTS => {
                 self.counters.requests += 1;
                 self.requests.push_back(r);
             }
-            Some(_) => {
+            Some(RequestqMessage::Request(_)) => {
                 warn!("virtio-prefetch: request queue full; request dropped");
                 self.counters.requests_dropped += 1;
             }
             None => self.counters.malformed += 1,
+        }
+    }
+
+    /// The host's Evict: drops the cached entry of (app, resource) if there is one. Nothing
+    /// else: another app's entry is keyed apart and cannot be named, shares handed to tasks stay
+    /// valid (reference-counted), and version floors are kept.
+    fn on_host_evict(&mut self, app_id: u32, resource_id: u64) {
+        match self.store.remove(app_id, resource_id) {
+            Some(old) => {
+                self.counters.host_evicts += 1;
+                self.counters.evicted += 1;
+                self.report_resource(ReportKind::Evict, &old, 0);
+            }
+            None => {
+                debug!("virtio-prefetch: evict of app {app_id} resource {resource_id}: not cached");
+                self.counters.evicts_refused += 1;
+            }
         }
     }
 

@@ -1,17 +1,91 @@
-//! The verified store: bundles that passed every check, in private memory, indexed by
-//! (task id, resource id), bounded by a byte budget.
+//! The verified cache: bundles that passed every check, in private memory, indexed by
+//! (app id, resource id), bounded by a byte budget, evicting the least recently used first.
 //!
-//! Only the driver inserts (after verification); a claim moves the entry out.
+//! Only the driver inserts (after verification), prefetched and demanded bundles alike. A claim
+//! does not move the entry out: it hands the task a read-only share of the content
+//! ([`Content`], reference-counted), so the entry stays cached for the app's later tasks and
+//! requests, and an eviction (LRU or the host's Evict) never frees bytes a task still reads.
+//! One entry per (app, resource): a resource is shared by all of the app's tasks that the
+//! registry lets claim it, and never by another app (each app has its own entry, verified for
+//! it).
 
-use alloc::{collections::BTreeMap, vec::Vec};
+use alloc::{collections::BTreeMap, sync::Arc, vec::Vec};
+use core::ops::Deref;
 
-/// How a resource reached the store.
+/// How a claim was served (and, in the cache, how the resource got there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Pushed by the PTO before the task asked.
+    /// Pushed by the PTO before the task asked; this is its first claim (a staged hit).
     Prefetched,
     /// Fetched on demand after a miss.
     Demanded,
+    /// Already in the cache from an earlier claim or demand fetch (no transfer).
+    Cached,
+}
+
+/// Verified content: a read-only share of the cached bytes (cloning is a reference count).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Content(Arc<[u8]>);
+
+impl Content {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Shares of these bytes alive (the cache's included, if it still holds them).
+    pub fn shares(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl core::fmt::Debug for Content {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Content({} bytes)", self.0.len())
+    }
+}
+
+impl Deref for Content {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Content {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v.into())
+    }
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Self(Arc::from(&[][..]))
+    }
+}
+
+impl PartialEq<Vec<u8>> for Content {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<[u8]> for Content {
+    fn eq(&self, other: &[u8]) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&[u8]> for Content {
+    fn eq(&self, other: &&[u8]) -> bool {
+        *self.0 == **other
+    }
 }
 
 /// A verified resource.
@@ -19,7 +93,7 @@ pub enum Source {
 pub struct Resource {
     /// The app allowed to claim it (signed).
     pub app_id: u32,
-    /// The task it belongs to (signed).
+    /// The task it was sent for (signed).
     pub task_id: u64,
     /// The resource id (signed).
     pub resource_id: u64,
@@ -27,12 +101,12 @@ pub struct Resource {
     pub version: u64,
     /// Bundle kind (1 code, 2 data; signed).
     pub kind: u16,
-    /// The content, verified against the signed SHA-384.
-    pub content: Vec<u8>,
+    /// The content, verified against the signed SHA-384 (a read-only share).
+    pub content: Content,
     /// The SHA-384 of `content`, checked against the signed header: users need not hash the
     /// bytes again.
     pub content_sha384: [u8; 48],
-    /// Prefetched or demanded.
+    /// How it reached the cache; in what a claim returns, how that claim was served.
     pub source: Source,
     /// `Platform::now_ns` when it was verified.
     pub verified_ns: u64,
@@ -41,78 +115,126 @@ pub struct Resource {
 #[derive(Debug)]
 struct Entry {
     resource: Resource,
-    /// Insertion order, for eviction of the oldest.
+    /// Last use (insertion or claim), the key in `lru`.
     stamp: u64,
+    /// Claimed at least once since it was inserted.
+    claimed: bool,
 }
 
-/// The store.
+/// What [`VerifiedStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// A share of the cached resource, `source` saying how this claim was served.
+    pub resource: Resource,
+    /// True for the first claim of a prefetched resource (a staged hit).
+    pub staged: bool,
+}
+
+/// The cache.
 #[derive(Debug)]
 pub struct VerifiedStore {
-    map: BTreeMap<(u64, u64), Entry>,
+    map: BTreeMap<(u32, u64), Entry>,
+    /// Last-use stamp -> key, least recent first.
+    lru: BTreeMap<u64, (u32, u64)>,
     bytes: u64,
     budget: u64,
     stamp: u64,
 }
 
 impl VerifiedStore {
-    /// An empty store holding at most `budget` content bytes.
+    /// An empty cache holding at most `budget` content bytes.
     pub fn new(budget: u64) -> Self {
         Self {
             map: BTreeMap::new(),
+            lru: BTreeMap::new(),
             bytes: 0,
             budget,
             stamp: 0,
         }
     }
 
-    /// Inserts `r`, replacing an entry for the same (task, resource) and evicting the oldest
-    /// entries while over budget. Returns what was evicted. A resource larger than the whole
-    /// budget is still kept (alone) so a demanded resource can always be handed over.
+    fn next_stamp(&mut self) -> u64 {
+        self.stamp += 1;
+        self.stamp
+    }
+
+    /// Inserts `r` as the most recently used entry, replacing the entry for the same (app,
+    /// resource) (not an eviction: the resource stays cached), and evicting the least recently
+    /// used entries while over budget. Returns what was evicted, least recent first. A
+    /// resource larger than the whole budget is still kept (alone) so a demanded resource can
+    /// always be handed over.
     pub fn insert(&mut self, r: Resource) -> Vec<Resource> {
-        let mut evicted = Vec::new();
-        let key = (r.task_id, r.resource_id);
-        if let Some(old) = self.map.remove(&key) {
-            self.bytes -= old.resource.content.len() as u64;
-            evicted.push(old.resource);
-        }
+        let key = (r.app_id, r.resource_id);
+        self.remove(key.0, key.1);
         let len = r.content.len() as u64;
+        let mut evicted = Vec::new();
         while self.bytes + len > self.budget {
-            let Some((&oldest, _)) = self.map.iter().min_by_key(|(_, e)| e.stamp) else {
+            let Some((_, &oldest)) = self.lru.iter().next() else {
                 break;
             };
-            if let Some(e) = self.map.remove(&oldest) {
-                self.bytes -= e.resource.content.len() as u64;
-                evicted.push(e.resource);
+            match self.remove(oldest.0, oldest.1) {
+                Some(e) => evicted.push(e),
+                None => break,
             }
         }
-        self.stamp += 1;
+        let stamp = self.next_stamp();
         self.bytes += len;
+        self.lru.insert(stamp, key);
         self.map.insert(
             key,
             Entry {
                 resource: r,
-                stamp: self.stamp,
+                stamp,
+                claimed: false,
             },
         );
         evicted
     }
 
-    /// The entry for (task, resource), if any.
-    pub fn get(&self, task_id: u64, resource_id: u64) -> Option<&Resource> {
-        self.map.get(&(task_id, resource_id)).map(|e| &e.resource)
+    /// The entry for (app, resource), if any (does not count as a use).
+    pub fn get(&self, app_id: u32, resource_id: u64) -> Option<&Resource> {
+        self.map.get(&(app_id, resource_id)).map(|e| &e.resource)
     }
 
-    /// Moves the entry for (task, resource) out of the store.
-    pub fn take(&mut self, task_id: u64, resource_id: u64) -> Option<Resource> {
-        let e = self.map.remove(&(task_id, resource_id))?;
+    /// A claim of (app, resource): marks the entry used (most recent) and claimed, and returns
+    /// a share of it; `source` says how the claim was served: `Prefetched` for the first claim
+    /// of a prefetched entry, `Cached` otherwise.
+    pub fn claim(&mut self, app_id: u32, resource_id: u64) -> Option<Hit> {
+        let key = (app_id, resource_id);
+        let stamp = self.next_stamp();
+        let e = self.map.get_mut(&key)?;
+        self.lru.remove(&e.stamp);
+        self.lru.insert(stamp, key);
+        e.stamp = stamp;
+        let staged = !e.claimed && e.resource.source == Source::Prefetched;
+        e.claimed = true;
+        let mut resource = e.resource.clone();
+        resource.source = if staged {
+            Source::Prefetched
+        } else {
+            Source::Cached
+        };
+        Some(Hit { resource, staged })
+    }
+
+    /// Removes the entry for (app, resource). Shares handed out before stay valid.
+    pub fn remove(&mut self, app_id: u32, resource_id: u64) -> Option<Resource> {
+        let e = self.map.remove(&(app_id, resource_id))?;
+        self.lru.remove(&e.stamp);
         self.bytes -= e.resource.content.len() as u64;
         Some(e.resource)
+    }
+
+    /// The keys, least recently used first.
+    pub fn lru_order(&self) -> Vec<(u32, u64)> {
+        self.lru.values().copied().collect()
     }
 
     /// Drops everything; returns how many entries there were.
     pub fn clear(&mut self) -> usize {
         let n = self.map.len();
         self.map.clear();
+        self.lru.clear();
         self.bytes = 0;
         n
     }
@@ -131,6 +253,11 @@ impl VerifiedStore {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// The budget in content bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
 }
 
 #[cfg(test)]
@@ -139,14 +266,14 @@ mod tests {
 
     use super::*;
 
-    fn res(task: u64, id: u64, len: usize) -> Resource {
+    fn res(app: u32, id: u64, len: usize) -> Resource {
         Resource {
-            app_id: 1,
-            task_id: task,
+            app_id: app,
+            task_id: 1,
             resource_id: id,
             version: 1,
             kind: 2,
-            content: vec![id as u8; len],
+            content: vec![id as u8; len].into(),
             content_sha384: [0; 48],
             source: Source::Prefetched,
             verified_ns: 0,
@@ -154,19 +281,48 @@ mod tests {
     }
 
     #[test]
-    fn replaces_evicts_oldest_and_takes() {
+    fn evicts_least_recently_used_within_the_budget() {
         let mut s = VerifiedStore::new(100);
         assert!(s.insert(res(1, 1, 40)).is_empty());
         assert!(s.insert(res(1, 2, 40)).is_empty());
+        // A claim of 1 makes 2 the least recently used.
+        assert!(s.claim(1, 1).unwrap().staged);
+        assert_eq!(s.lru_order(), [(1, 2), (1, 1)]);
         let ev = s.insert(res(1, 3, 40));
-        assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].resource_id, 1);
-        let ev = s.insert(res(1, 2, 10));
-        assert_eq!(ev[0].resource_id, 2);
+        assert_eq!(ev.iter().map(|r| r.resource_id).collect::<Vec<_>>(), [2]);
+        assert!(s.bytes() <= s.budget());
+        // Replacing the same (app, resource) is not an eviction.
+        assert!(s.insert(res(1, 3, 10)).is_empty());
         assert_eq!(s.bytes(), 50);
-        assert_eq!(s.take(1, 3).unwrap().content, vec![3u8; 40]);
-        assert!(s.take(1, 3).is_none());
+        // One resource larger than the budget is kept alone.
+        let ev = s.insert(res(1, 4, 150));
+        assert_eq!(ev.len(), 2);
+        assert_eq!((s.len(), s.bytes()), (1, 150));
         assert_eq!(s.clear(), 1);
-        assert!(s.is_empty());
+        assert!(s.is_empty() && s.lru_order().is_empty());
+    }
+
+    #[test]
+    fn a_claim_shares_and_keeps_the_entry() {
+        let mut s = VerifiedStore::new(100);
+        s.insert(res(1, 1, 10));
+        let first = s.claim(1, 1).unwrap();
+        assert!(first.staged);
+        assert_eq!(first.resource.source, Source::Prefetched);
+        let again = s.claim(1, 1).unwrap();
+        assert!(!again.staged);
+        assert_eq!(again.resource.source, Source::Cached);
+        assert_eq!(again.resource.content, vec![1u8; 10]);
+        assert_eq!((s.len(), s.bytes()), (1, 10));
+        // Another app has no entry; removal leaves the shares handed out intact.
+        assert!(s.claim(2, 1).is_none());
+        assert!(s.remove(1, 1).is_some());
+        assert_eq!(first.resource.content, vec![1u8; 10]);
+        assert_eq!(first.resource.content.shares(), 2);
+        // A demanded entry's claims are cache hits, never staged hits.
+        let mut d = res(1, 2, 5);
+        d.source = Source::Demanded;
+        s.insert(d);
+        assert!(!s.claim(1, 2).unwrap().staged);
     }
 }

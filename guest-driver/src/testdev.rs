@@ -98,6 +98,14 @@ pub struct Dev {
     pub demand_status: u32,
     /// Deliver the bundle after acking a demand.
     pub deliver_demands: bool,
+    /// Deliver the bundles demanded in one notification in reverse order.
+    pub reverse_demands: bool,
+    /// Die (DEVICE_NEEDS_RESET) once this many demanded bundles were delivered.
+    pub die_after_demands: Option<usize>,
+    /// Demanded bundles delivered so far.
+    pub demands_delivered: usize,
+    /// Most Demand messages answered in one notification (how many were outstanding).
+    pub max_demands_per_kick: usize,
     pub key: SigningKey,
     pub nonce: [u8; 32],
     pub epoch: u64,
@@ -168,6 +176,10 @@ impl TestPlatform {
             answer: true,
             demand_status: 0,
             deliver_demands: true,
+            reverse_demands: false,
+            die_after_demands: None,
+            demands_delivered: 0,
+            max_demands_per_kick: 0,
             key: test_key("pto"),
             nonce: [0; 32],
             epoch: 0,
@@ -315,6 +327,8 @@ impl Dev {
 
     /// Answers every pending ctrlq chain (Hello, Demand, Report, Complete).
     pub fn serve_ctrl(&mut self) {
+        let mut demanded_bundles = Vec::new();
+        let mut demands = 0;
         while let Some((head, chain)) = self.pop_avail(2) {
             let m = chain[0];
             let bytes = self.read(m.addr, m.len as usize).to_vec();
@@ -335,6 +349,7 @@ impl Dev {
                     status = Status::from_raw(self.hello_status).unwrap();
                 }
                 Some(Message::Demand(d)) => {
+                    demands += 1;
                     status = Status::from_raw(self.demand_status).unwrap();
                     demanded = Some((d.app_id, d.task_id, d.resource_id));
                 }
@@ -351,11 +366,9 @@ impl Dev {
             {
                 if let Some(s) = self.resources.get(&(task, res)).cloned() {
                     let c = if self.demand_as_prefetch { 0 } else { cookie };
-                    let b = self
-                        .spec(s.app_id, task, res, s.version, &s.content)
-                        .cookie(c)
-                        .build();
-                    self.deliver(&b);
+                    // Built (signed, sequence number taken) when delivered, so a reversed
+                    // delivery still has increasing sequence numbers.
+                    demanded_bundles.push((s, task, res, c));
                 }
             }
             if let (Status::Ok, Some((app, task, res))) = (status, demanded.and(self.on_demand)) {
@@ -365,6 +378,22 @@ impl Dev {
                     .build();
                 self.deliver(&b);
             }
+        }
+        self.max_demands_per_kick = self.max_demands_per_kick.max(demands);
+        if self.reverse_demands {
+            demanded_bundles.reverse();
+        }
+        for (s, task, res, c) in demanded_bundles {
+            if self.die_after_demands == Some(self.demands_delivered) {
+                self.needs_reset();
+                return;
+            }
+            let b = self
+                .spec(s.app_id, task, res, s.version, &s.content)
+                .cookie(c)
+                .build();
+            self.deliver(&b);
+            self.demands_delivered += 1;
         }
     }
 
@@ -415,6 +444,23 @@ impl Dev {
         let (head, chain) = self.pop_avail(0).expect("a request buffer posted");
         self.write(chain[0].addr, &m);
         self.push_used(0, u32::from(head), m.len() as u32);
+    }
+
+    /// Puts an Evict message into the next request buffer; false if none is posted.
+    pub fn send_evict(&mut self, app_id: u32, resource_id: u64) -> bool {
+        let m = encode(
+            &Message::Evict(wire::Evict {
+                app_id,
+                resource_id,
+            }),
+            0,
+        );
+        let Some((head, chain)) = self.pop_avail(0) else {
+            return false;
+        };
+        self.write(chain[0].addr, &m);
+        self.push_used(0, u32::from(head), m.len() as u32);
+        true
     }
 
     fn ctrl_messages(&self) -> impl Iterator<Item = Message<'_>> {

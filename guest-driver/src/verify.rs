@@ -234,7 +234,7 @@ pub(crate) fn check(
             version: b.resource_version,
             kind: b.kind as u16,
             // Filled by the caller from the object it owns (no second copy).
-            content: Vec::new(),
+            content: Default::default(),
             content_sha384: digest,
             source: Source::Prefetched,
             verified_ns: 0,

@@ -3,12 +3,19 @@
 //! types. Use with `#[serde(with = "crate::wire_serde::report_kind")]`.
 
 /// [`virtio_prefetch_wire::ReportKind`] as `"claim_hit"`, `"miss"`, `"evict"`, `"reject"`,
-/// `"demand_served"`.
+/// `"demand_served"`, `"cache_hit"`.
 pub(crate) mod report_kind {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
     use virtio_prefetch_wire::ReportKind;
 
-    const NAMES: &[&str] = &["claim_hit", "miss", "evict", "reject", "demand_served"];
+    const NAMES: &[&str] = &[
+        "claim_hit",
+        "miss",
+        "evict",
+        "reject",
+        "demand_served",
+        "cache_hit",
+    ];
 
     fn name(kind: ReportKind) -> &'static str {
         match kind {
@@ -17,6 +24,7 @@ pub(crate) mod report_kind {
             ReportKind::Evict => "evict",
             ReportKind::Reject => "reject",
             ReportKind::DemandServed => "demand_served",
+            ReportKind::CacheHit => "cache_hit",
         }
     }
 

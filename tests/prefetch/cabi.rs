@@ -61,13 +61,17 @@ fn the_c_abi_claims_a_prefetched_resource_and_falls_back_or_fails_as_documented(
     assert_eq!(field_u64(&line, "available"), 1, "{line}");
     assert_eq!(field_u64(&line, "available_after"), 1, "{line}");
 
-    // The staged claim: byte for byte, and gone from the store afterwards.
+    // The staged claim: byte for byte, and still in the verified cache afterwards.
     let line = c_claim(&mut rig, 1, 7, 3, 1 << 20);
     assert_eq!(rc(&line), SEE_OK, "{line}");
     assert_eq!(field_u64(&line, "available"), 1, "{line}");
     assert_eq!(field_u64(&line, "len"), 64 * 1024, "{line}");
     assert_eq!(field(&line, "sha384"), staged.sha384(), "{line}");
-    assert_eq!(field_u64(&line, "available_after"), 0, "{line}");
+    assert_eq!(field_u64(&line, "available_after"), 1, "{line}");
+    // A second claim is served from the cache (a copy into the caller's buffer), same bytes.
+    let line = c_claim(&mut rig, 1, 7, 3, 1 << 20);
+    assert_eq!(rc(&line), SEE_OK, "{line}");
+    assert_eq!(field(&line, "sha384"), staged.sha384(), "{line}");
 
     // Not staged: see_claim_prefetch demand-fetches it (see_prefetch.h), byte for byte.
     let line = c_claim(&mut rig, 1, 7, 4, 1 << 20);
@@ -98,7 +102,9 @@ fn the_c_abi_claims_a_prefetched_resource_and_falls_back_or_fails_as_documented(
 
     let console = rig.stop();
     let counters = see_e2e::guest::line(&console, "see: counters ");
-    // One claim from the store (the TOO_SMALL attempt leaves it staged), one demand served.
+    // One staged hit (the TOO_SMALL attempt leaves it staged), one cache hit, one demand
+    // served.
     assert_eq!(field_u64(counters, "hits"), 1, "{counters}");
+    assert_eq!(field_u64(counters, "cache_hits"), 1, "{counters}");
     assert_eq!(field_u64(counters, "demands"), 1, "{counters}");
 }

@@ -1,6 +1,7 @@
 //! 6c: what a hostile host can do to bundles. Each tampered bundle is rejected, counted by
 //! reason (the guest's Report reaches the backend, and the guest's reject counters show it), and
-//! never claimable; shared memory rewritten after the guest copied a bundle changes nothing.
+//! never claimable (the genuine copy, cached after its claim, is evicted by the host first);
+//! shared memory rewritten after the guest copied a bundle changes nothing.
 //! A bundle for another task is tried twice: for a task no app may claim (the registry refuses
 //! it), and, validly signed, for another task the guest does allow, answering a demand of the
 //! first (the demand check refuses it: `WrongTask`, SPEC.md section 6).
@@ -14,8 +15,8 @@ use see_e2e::{
     guest::{field, field_u64},
     kvm_available,
 };
-use see_prefetch_backend::{BackendEvent, Tamper};
-use virtio_prefetch_wire::RejectReason;
+use see_prefetch_backend::{BackendEvent, Eviction, Tamper};
+use virtio_prefetch_wire::{RejectReason, ReportKind};
 
 use see_e2e::rig::{Options, Res, Rig, OP_AWAIT, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN};
 
@@ -93,6 +94,25 @@ fn tampered_bundles_are_rejected_by_reason_and_never_claimable() {
     });
     assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
     assert_eq!(field_u64(&claim, "staged"), 1, "{claim}");
+    // The claimed copy stays in the guest's verified cache: the host evicts it (SPEC.md
+    // section 5, Evict), so that what follows can only be claimable if a tampered bundle got
+    // in. A task can no longer claim it afterwards.
+    rig.backend
+        .evict(Eviction {
+            app_id: 1,
+            resource_id: 3,
+        })
+        .expect("evict sent");
+    rig.wait_event("Report Evict for 3", |e| {
+        matches!(
+            e,
+            BackendEvent::Report {
+                kind: ReportKind::Evict,
+                resource_id: 3,
+                ..
+            }
+        )
+    });
     rejected(&mut rig, &r, Tamper::ReplayLast, RejectReason::Replay);
     rejected(&mut rig, &r, Tamper::Rollback, RejectReason::Rollback);
 

@@ -261,7 +261,10 @@ fn a_prefetch_that_overtakes_the_demand_serves_it() {
         dev.dev().now - start < 1_000_000,
         "no wait for the deadline"
     );
-    assert!(!d.available(APP_A, TASK_A, RES), "moved out of the store");
+    // The prefetched copy stays cached: the next claim is served from the cache.
+    assert!(d.available(APP_A, TASK_A, RES), "cached after the claim");
+    let again = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!((again.source, again.version), (Source::Cached, 2));
 }
 
 #[test]
@@ -335,7 +338,7 @@ fn random_device_garbage_never_panics_or_verifies() {
             let b = dev.dev().spec(APP_A, TASK_A, RES, 1, &data).build();
             let m = dev.dev().chunk_msg(&b);
             dev.dev().stage_raw(&m, m.len() as u32).unwrap();
-            let got = d.claim(APP_A, TASK_A, RES).map(|r| r.content);
+            let got = d.claim(APP_A, TASK_A, RES).map(|r| r.content.to_vec());
             assert_eq!(
                 got,
                 Ok(data),

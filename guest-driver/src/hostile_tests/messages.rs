@@ -107,8 +107,11 @@ fn replayed_bundle_is_rejected() {
     let digest: [u8; 48] = <sha2::Sha384 as sha2::Digest>::digest(&data).into();
     assert_eq!(claimed.content_sha384, digest);
     dev.dev().deliver(&b);
-    assert!(!d.available(APP_A, TASK_A, RES));
     assert_eq!(rejected(&mut d, RejectReason::Replay), 1);
+    // The claimed copy stays cached, untouched by the replay.
+    let cached = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!((cached.source, d.counters().accepted), (Source::Cached, 1));
+    assert_eq!(cached.content, data);
 }
 
 #[test]
@@ -158,9 +161,18 @@ fn rollback_is_rejected_even_across_a_reset() {
     stage(&dev, RES, 5, &content(50, 1));
     assert_eq!(d.claim(APP_A, TASK_A, RES).unwrap().version, 5);
     stage(&dev, RES, 4, &content(50, 2));
-    assert!(!d.available(APP_A, TASK_A, RES));
     assert_eq!(rejected(&mut d, RejectReason::Rollback), 1);
+    // The cache still serves version 5, not the rolled-back bytes.
+    let cached = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!(
+        (cached.version, cached.content.to_vec()),
+        (5, content(50, 1))
+    );
     d.reset().unwrap();
+    assert!(
+        !d.available(APP_A, TASK_A, RES),
+        "a reset empties the cache"
+    );
     stage(&dev, RES, 3, &content(50, 3));
     assert!(!d.available(APP_A, TASK_A, RES));
     assert_eq!(rejected(&mut d, RejectReason::Rollback), 2);

@@ -1,8 +1,10 @@
 //! The driver against the hostile device model: the good path here, the attacks the device
 //! (the host) can mount through the rings and the shared window in the submodules.
 
+mod cache;
 mod device;
 mod messages;
+mod parallel;
 mod rings;
 
 use std::vec::Vec;
@@ -117,16 +119,22 @@ fn prefetched_bundle_is_claimed_byte_for_byte() {
         (APP_A, TASK_A, RES, 1)
     );
     assert_eq!(r.source, Source::Prefetched);
-    // A claim moves the resource: the second one misses.
-    assert!(!d.available(APP_A, TASK_A, RES));
-    assert_eq!(d.claim(APP_A, TASK_A, RES), Err(ClaimError::NotStaged));
+    // A claim leaves the resource cached: the second one is a cache hit, same bytes, and
+    // another resource still misses.
+    assert!(d.available(APP_A, TASK_A, RES));
+    let again = d.claim(APP_A, TASK_A, RES).unwrap();
+    assert_eq!(
+        (again.source, again.content.clone()),
+        (Source::Cached, r.content.clone())
+    );
+    assert_eq!(d.claim(APP_A, TASK_A, RES2), Err(ClaimError::NotStaged));
     let c = d.counters();
     assert_clean(&c);
-    assert_eq!((c.accepted, c.hits, c.misses), (1, 1, 1));
-    // The hit and the miss are reported once the reports are kicked.
+    assert_eq!((c.accepted, c.hits, c.cache_hits, c.misses), (1, 1, 1, 1));
+    // The hits and the miss are reported once the reports are kicked.
     d.flush();
     let kinds = dev.dev().report_kinds();
-    assert_eq!(kinds, vec![1, 2], "ClaimHit then Miss");
+    assert_eq!(kinds, vec![1, 6, 2], "ClaimHit, CacheHit, Miss");
 }
 
 #[test]

@@ -71,7 +71,8 @@ pub enum AuditEvent {
     },
     /// A claim report from the guest.
     Claim {
-        /// What happened (`claim_hit`, `miss`, `evict`, `reject`, `demand_served`).
+        /// What happened (`claim_hit`, `miss`, `evict`, `reject`, `demand_served`,
+        /// `cache_hit`).
         #[serde(with = "crate::wire_serde::report_kind")]
         report: ReportKind,
         /// Reject reason (0 unless `report` is `reject`).

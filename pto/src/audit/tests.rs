@@ -211,7 +211,19 @@ fn malformed_lines_are_named() {
 fn report_kinds_keep_their_snake_case_names() {
     // The audit log spelled the PTO's own ReportKind in snake_case before it used the wire
     // type; old logs must still verify and new ones read the same.
-    let names = ["claim_hit", "miss", "evict", "reject", "demand_served"];
+    let names = [
+        "claim_hit",
+        "miss",
+        "evict",
+        "reject",
+        "demand_served",
+        "cache_hit",
+    ];
+    assert_eq!(
+        ReportKind::ALL.len(),
+        names.len(),
+        "a kind without a pinned name"
+    );
     for (kind, name) in ReportKind::ALL.iter().zip(names) {
         let event = AuditEvent::Claim {
             report: *kind,

@@ -8,8 +8,10 @@ use std::fmt;
 pub struct Metrics {
     /// Request latencies (ns), as the guest measured them.
     pub latencies_ns: Vec<u64>,
-    /// Claims that found their resource staged.
+    /// Claims that found their resource staged (the first claim of a prefetched resource).
     pub hits: u64,
+    /// Claims served from the guest's cache otherwise (claimed before, or demanded earlier).
+    pub cache_hits: u64,
     /// Claims that missed and demand-fetched.
     pub misses: u64,
     /// Resources prefetched (orders issued).
@@ -63,7 +65,7 @@ pub struct ModeSummary {
     pub p95_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
-    /// Staged hits over all claims.
+    /// Claims served without a transfer (staged hits and cache hits) over all claims.
     pub hit_rate: f64,
     /// Claimed prefetches over prefetches; `None` when nothing was prefetched.
     pub precision: Option<f64>,
@@ -85,7 +87,7 @@ impl Metrics {
         let mut l = self.latencies_ns.clone();
         l.sort_unstable();
         let ms = |q| percentile(&l, q) as f64 / 1e6;
-        let claims = self.hits + self.misses;
+        let claims = self.hits + self.cache_hits + self.misses;
         ModeSummary {
             mode: mode.into(),
             requests: l.len() as u64,
@@ -95,7 +97,7 @@ impl Metrics {
             hit_rate: if claims == 0 {
                 0.0
             } else {
-                self.hits as f64 / claims as f64
+                (self.hits + self.cache_hits) as f64 / claims as f64
             },
             precision: (self.prefetched > 0).then(|| self.useful as f64 / self.prefetched as f64),
             wasted_bytes: self.wasted_bytes,

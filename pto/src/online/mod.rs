@@ -203,10 +203,15 @@ pub struct PrefetchOrder {
     pub probability: f32,
     /// The predicted request type it is for.
     pub for_request: String,
+    /// (app id, resource wire id) the host evicts from the guest's cache (an Evict message
+    /// each) before sending this bundle, so that it fits without the guest's LRU choosing.
+    pub evict_first: Vec<(u32, u64)>,
 }
 
-/// A staged resource the policy gave up on (stale or displaced). The wire (v1) has no host to
-/// guest evict message: the backend may drop a not-yet-sent order; the guest evicts on its own.
+/// A staged resource the policy gave up on (stale or displaced). The orchestrator does not turn
+/// these into the wire's Evict (the backend may drop a not-yet-sent order; the guest's cache
+/// evicts on its own, least recently used first); `BackendHandle::evict` is there for a policy
+/// that names victims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Eviction {
     /// Resource wire id.

@@ -56,15 +56,20 @@ pub struct Orchestrator {
     future: VecDeque<(u64, String)>,
     policy: Policy,
     staging: Staging,
-    /// Resources the policy gave up on (stale) that the guest still holds: the wire (v1) has
-    /// no host-to-guest evict, so their fate is the guest's (a claim, an eviction or a
+    /// Resources the policy gave up on (stale) that the guest still holds: the orchestrator
+    /// does not send the wire's Evict (yet), so their fate is the guest's (a claim, an eviction or a
     /// rejection it reports, or still held at the end of the run).
     given_up: HashMap<usize, Staged>,
     /// Resources a newer bundle pushes out of the guest's store, until the guest reports the
     /// eviction (or a claim that came first).
     evicting: HashMap<usize, Staged>,
-    /// The mirror of the guest's store: what it holds, in arrival order.
+    /// The mirror of the guest's verified cache: what it holds, least recently used first.
     store: GuestStore,
+    /// Resources the guest holds that were used already (claimed since they arrived, or
+    /// demand-fetched): never counted as wasted when they leave.
+    used: HashSet<usize>,
+    /// The app each resource in the mirror was sent or demanded for (for the Evict).
+    apps: HashMap<usize, u32>,
     sessions: HashMap<u64, Live>,
     inflight: HashMap<u64, InFlight>,
     history: Option<(History, String)>,
@@ -143,6 +148,8 @@ impl Orchestrator {
             given_up: HashMap::new(),
             evicting: HashMap::new(),
             store: GuestStore::default(),
+            used: HashSet::new(),
+            apps: HashMap::new(),
             sessions: HashMap::new(),
             inflight: HashMap::new(),
             history: None,
@@ -274,9 +281,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Prefetched resources that will never be claimed: counted and recorded as wasted.
+    /// Prefetched resources that will never be claimed: counted and recorded as wasted (unless
+    /// the guest used them already: a prefetch claimed once was useful).
     fn waste(&mut self, gone: Vec<Staged>) -> Result<(), OnlineError> {
         for s in gone {
+            if self.used.contains(&s.resource) {
+                continue;
+            }
             self.metrics.wasted += 1;
             self.metrics.wasted_bytes += s.bytes;
             self.record_outcome(Some(s.session), s.resource, Outcome::Wasted)?;
@@ -285,7 +296,7 @@ impl Orchestrator {
     }
 
     /// The policy stops counting `gone` against its budget. The guest keeps what it was sent
-    /// (there is no evict on the wire), so they are wasted only if the guest never claims them.
+    /// (the orchestrator sends no Evict), so they are wasted only if the guest never claims them.
     fn give_up(&mut self, gone: Vec<Staged>, evict: &mut Vec<Eviction>) {
         for s in gone {
             evict.push(Eviction {
@@ -346,6 +357,13 @@ impl Orchestrator {
                     self.metrics.skipped_budget += 1;
                     continue;
                 }
+                if self.store.contains(w.resource) {
+                    // Still in the guest's cache (claimed or demanded before): wanted again,
+                    // not sent again.
+                    self.staging.readopt(w, session, self.clock);
+                    self.metrics.readopted += 1;
+                    continue;
+                }
             }
             match self.staging.admit(
                 w,
@@ -368,13 +386,20 @@ impl Orchestrator {
                         });
                         self.evicting.insert(s.resource, s);
                     }
+                    let mut evict_first = Vec::new();
                     for r in pushed_out {
                         self.store.leave(r);
+                        evict_first.push((
+                            self.apps.get(&r).copied().unwrap_or(w.app),
+                            WireIds::resource(r),
+                        ));
                         if let Some(s) = self.given_up.remove(&r) {
                             self.evicting.insert(r, s);
                         }
                     }
                     self.store.arrive(w.resource, w.bytes);
+                    self.apps.insert(w.resource, w.app);
+                    self.used.remove(&w.resource);
                     self.metrics.prefetched += 1;
                     self.metrics.prefetched_bytes += w.bytes;
                     let order = PrefetchOrder {
@@ -385,6 +410,7 @@ impl Orchestrator {
                         bytes: w.bytes,
                         probability: w.probability,
                         for_request: w.for_request.clone(),
+                        evict_first,
                     };
                     self.audit(AuditEvent::Prefetch {
                         session,
@@ -617,15 +643,26 @@ impl Orchestrator {
             version: r.version,
             latency_ns: r.latency_ns,
         })?;
+        // The guest's cache keeps what is claimed: a claim refreshes the mirror's recency, only
+        // an eviction or a rejection takes a resource out.
         match r.kind {
             ReportKind::ClaimHit => {
                 self.metrics.hits += 1;
-                self.store.leave(i);
+                self.store.touch(i);
+                self.used.insert(i);
                 if let Some(s) = self.take_sent(i) {
                     self.metrics.useful += 1;
                     self.metrics.useful_bytes += s.bytes;
                     self.record_outcome(Some(s.session), i, Outcome::Hit)?;
                 }
+            }
+            ReportKind::CacheHit => {
+                // Served from the cache: no transfer, and the prefetch (if any) that brought it
+                // was counted useful at its first claim.
+                self.metrics.cache_hits += 1;
+                self.store.touch(i);
+                self.used.insert(i);
+                let _ = self.take_sent(i);
             }
             ReportKind::Miss => {
                 self.metrics.misses += 1;
@@ -639,8 +676,17 @@ impl Orchestrator {
                 if let Some(s) = self.take_sent(i) {
                     self.waste(vec![s])?;
                 }
+                self.used.remove(&i);
             }
-            ReportKind::DemandServed => {}
+            ReportKind::DemandServed => {
+                // The demanded bundle is in the guest's cache now, most recently used.
+                let bytes = self.catalogue.resources[i].size;
+                if !self.store.touch(i) {
+                    self.store.arrive(i, bytes);
+                }
+                self.apps.insert(i, r.app_id);
+                self.used.insert(i);
+            }
         }
         Ok(())
     }

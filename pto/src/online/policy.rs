@@ -1,12 +1,13 @@
 //! The prefetch policy: what to stage, within which budget, and when a staged resource is
 //! stale.
 //!
-//! - **Budget**: the guest's staging store holds at most `budget_bytes` (the VM is started
-//!   with its store sized to the budget, `see.store_kib`). The store keeps bundles in arrival
-//!   order and, when a new one does not fit, evicts the oldest first (and reports each
-//!   eviction). The wire has no host-to-guest evict, so the PTO mirrors that store
-//!   ([`GuestStore`]) and orders a resource only when what the store would push out to make
-//!   room is something it no longer wants, or wants less than the new one.
+//! - **Budget**: the guest's verified cache holds at most `budget_bytes` (the VM is started
+//!   with its store sized to the budget, `see.store_kib`). It keeps prefetched and demanded
+//!   bundles, claimed or not, and when a new one does not fit evicts the least recently used
+//!   first (and reports each eviction). The PTO mirrors that cache ([`GuestStore`]) and
+//!   orders a resource only when what the cache would push out to make room is something it
+//!   no longer wants, or wants less than the new one, and never something the current
+//!   request needs.
 //! - **Threshold**: only predictions with a probability of at least `threshold` are staged;
 //!   at most `top_k` predictions are considered per request.
 //! - **Order**: predictions most likely first, and within one the request type's tasks in
@@ -19,9 +20,9 @@
 //!   `stale_after` requests (any session: covers sessions that ended). The policy gives up on
 //!   a stale resource: the guest keeps it (a later claim still counts as useful) until the
 //!   store pushes it out for newer bundles.
-//! - A claim consumes the staged copy (the guest moves it to the task), so a resource that the
-//!   current request claims and the next one needs again is re-staged after the request
-//!   completes.
+//! - **Cache**: a claim leaves the resource in the guest's cache, so what the guest still
+//!   holds is never ordered again: a prediction that wants it stages it again without a
+//!   transfer (counted as `readopted`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -126,8 +127,9 @@ pub(crate) enum Admit {
     Skipped,
 }
 
-/// The PTO's mirror of the guest's verified store: what was sent and is still there (claims,
-/// evictions and rejections leave it), in arrival order, as the guest driver evicts.
+/// The PTO's mirror of the guest's verified cache: what was sent (prefetched or demanded) and
+/// is still there (evictions and rejections leave it; claims refresh it), least recently used
+/// first, as the guest driver evicts.
 #[derive(Clone, Debug, Default)]
 pub struct GuestStore {
     /// Arrival stamp -> resource.
@@ -158,7 +160,20 @@ impl GuestStore {
         self.bytes += bytes;
     }
 
-    /// `resource` left the store (claimed, evicted, rejected); false if it was not there.
+    /// `resource` was used (claimed, or demand-fetched into the store): it becomes the most
+    /// recently used, as in the guest's LRU cache. False if it is not held.
+    pub(crate) fn touch(&mut self, resource: usize) -> bool {
+        let Some((stamp, bytes)) = self.held.get(&resource).copied() else {
+            return false;
+        };
+        self.order.remove(&stamp);
+        self.next += 1;
+        self.order.insert(self.next, resource);
+        self.held.insert(resource, (self.next, bytes));
+        true
+    }
+
+    /// `resource` left the store (evicted, rejected); false if it was not there.
     pub(crate) fn leave(&mut self, resource: usize) -> bool {
         let Some((stamp, bytes)) = self.held.remove(&resource) else {
             return false;
@@ -168,18 +183,28 @@ impl GuestStore {
         true
     }
 
-    /// What the store evicts, oldest first, to take `bytes` more within `budget`.
-    pub(crate) fn victims(&self, bytes: u64, budget: u64) -> Vec<usize> {
+    /// The least recently used resources, skipping those `spare` keeps, whose removal makes
+    /// room for `bytes` more within `budget` (the host evicts them itself, so the guest's own
+    /// LRU never has to choose); None if the others are not enough.
+    pub(crate) fn victims_sparing(
+        &self,
+        bytes: u64,
+        budget: u64,
+        spare: impl Fn(usize) -> bool,
+    ) -> Option<Vec<usize>> {
         let mut need = (self.bytes + bytes).saturating_sub(budget);
         let mut out = Vec::new();
         for &r in self.order.values() {
             if need == 0 {
                 break;
             }
+            if spare(r) {
+                continue;
+            }
             need = need.saturating_sub(self.held[&r].1);
             out.push(r);
         }
-        out
+        (need == 0).then_some(out)
     }
 }
 
@@ -267,15 +292,19 @@ impl Staging {
         if want.bytes > budget {
             return Admit::Skipped;
         }
-        let pushed_out = store.victims(want.bytes, budget);
-        let blocked = pushed_out.iter().any(|r| {
-            self.entries
-                .get(r)
-                .is_some_and(|s| keep.contains(r) || s.probability >= want.probability)
-        });
-        if blocked {
+        // The victims are chosen here (and evicted by the host before the bundle is sent):
+        // the least recently used ones the policy does not want as much, never what the
+        // current request needs, staged or merely cached.
+        let spare = |r: usize| {
+            keep.contains(&r)
+                || self
+                    .entries
+                    .get(&r)
+                    .is_some_and(|s| s.probability >= want.probability)
+        };
+        let Some(pushed_out) = store.victims_sparing(want.bytes, budget, spare) else {
             return Admit::Skipped;
-        }
+        };
         let displaced = pushed_out.iter().filter_map(|&r| self.remove(r)).collect();
         self.insert(want, session, clock);
         Admit::Ordered {

@@ -4,8 +4,10 @@
 //! The simulated guest runs one request at a time, sessions one after another, with the trace's
 //! think time between requests (capped) and a pause between sessions; at the end of each
 //! session the orchestrator hears of it ([`Orchestrator::end_session`]). A request runs its tasks in dependency order; each
-//! task claims its resources: a staged one costs `claim_ns` (after waiting for it if its
-//! prefetch is still on the link: a late hit), a missing one is demand-fetched over the shared
+//! task claims its resources from the guest's verified cache (an LRU within `store_budget`,
+//! which keeps what is claimed and what is demanded, as the guest driver does): a cached one
+//! costs `claim_ns` (after waiting for it if its prefetch is still on the link: a late hit),
+//! a missing one is demand-fetched over the shared
 //! origin [`Link`] (`demand_rtt_ns` + the origin's latency and transfer + signature check), then
 //! the task works on the bytes for `work_ns_per_byte` per byte ([`measure_work_ns_per_byte`]
 //! measures the real [`see_workload::process`] on this host). Prefetches use the same link, in
@@ -39,8 +41,9 @@ pub struct SimConfig {
     pub think_cap_ms: f64,
     /// Pause between two sessions, ms.
     pub session_gap_ms: f64,
-    /// The guest's staging store, bytes: like the guest driver's `VerifiedStore`, a bundle
-    /// that does not fit evicts the oldest arrivals first (each reported as an evict).
+    /// The guest's verified cache, bytes: like the guest driver's `VerifiedStore`, it keeps
+    /// prefetched and demanded bundles after their claims, and a bundle that does not fit
+    /// evicts the least recently used first (each reported as an evict).
     pub store_budget: u64,
 }
 
@@ -112,16 +115,18 @@ pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, Strin
         .collect()
 }
 
-/// A bundle in the simulated guest's store.
+/// A bundle in the simulated guest's verified cache.
 struct Held {
     /// When it is verified and claimable.
     ready: u64,
     bytes: u64,
-    /// Arrival order (the guest evicts the oldest first).
+    /// Last use (arrival or claim): the guest evicts the least recently used first.
     stamp: u64,
     app_id: u32,
     task_id: u64,
     version: u64,
+    /// Claimed since it arrived, or demand-fetched: its next claim is a cache hit.
+    used: bool,
 }
 
 struct Guest<'a> {
@@ -134,8 +139,54 @@ struct Guest<'a> {
 }
 
 impl Guest<'_> {
-    /// Takes `orders` in: each goes over the link, then into the store, which evicts its
-    /// oldest bundles (reported to `orch`) until the new one fits, as the guest driver does.
+    /// Puts `held` into the cache as the most recently used entry, as the guest driver's
+    /// `VerifiedStore::insert` does: a copy of the same resource is replaced (not reported),
+    /// then the least recently used entries are evicted (reported to `orch`) until it fits.
+    fn insert(
+        &mut self,
+        orch: &mut Orchestrator,
+        resource_id: u64,
+        mut held: Held,
+    ) -> Result<(), OnlineError> {
+        if let Some(old) = self.staged.remove(&resource_id) {
+            self.held_bytes -= old.bytes;
+        }
+        let mut gone = Vec::new();
+        while self.held_bytes + held.bytes > self.cfg.store_budget {
+            let Some(oldest) = self
+                .staged
+                .iter()
+                .min_by_key(|(_, h)| h.stamp)
+                .map(|(&id, _)| id)
+            else {
+                break;
+            };
+            if let Some(h) = self.staged.remove(&oldest) {
+                self.held_bytes -= h.bytes;
+                gone.push((oldest, h));
+            }
+        }
+        for (resource_id, h) in gone {
+            orch.on_report(&Report {
+                kind: ReportKind::Evict,
+                reason: None,
+                app_id: h.app_id,
+                task_id: h.task_id,
+                resource_id,
+                version: h.version,
+                latency_ns: 0,
+            })?;
+        }
+        self.stamp += 1;
+        held.stamp = self.stamp;
+        self.held_bytes += held.bytes;
+        self.staged.insert(resource_id, held);
+        Ok(())
+    }
+
+    /// Takes `orders` in: each goes over the link, then into the cache, which evicts its least
+    /// recently used bundles (reported to `orch`) until the new one fits, as the guest driver
+    /// does.
     fn receive(
         &mut self,
         orch: &mut Orchestrator,
@@ -143,50 +194,32 @@ impl Guest<'_> {
         orders: &[PrefetchOrder],
     ) -> Result<(), OnlineError> {
         for o in orders {
-            let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
-            let mut gone = Vec::new();
-            if let Some(old) = self.staged.remove(&o.resource_id) {
-                self.held_bytes -= old.bytes;
-                gone.push((o.resource_id, old));
-            }
-            while self.held_bytes + o.bytes > self.cfg.store_budget {
-                let Some(oldest) = self
-                    .staged
-                    .iter()
-                    .min_by_key(|(_, h)| h.stamp)
-                    .map(|(&id, _)| id)
-                else {
-                    break;
-                };
-                if let Some(h) = self.staged.remove(&oldest) {
+            // The host's Evicts go first (the guest handles requestq before stagingq).
+            for &(app_id, resource_id) in &o.evict_first {
+                if let Some(h) = self.staged.remove(&resource_id) {
                     self.held_bytes -= h.bytes;
-                    gone.push((oldest, h));
+                    orch.on_report(&Report {
+                        kind: ReportKind::Evict,
+                        reason: None,
+                        app_id,
+                        task_id: h.task_id,
+                        resource_id,
+                        version: h.version,
+                        latency_ns: 0,
+                    })?;
                 }
             }
-            for (resource_id, h) in gone {
-                orch.on_report(&Report {
-                    kind: ReportKind::Evict,
-                    reason: None,
-                    app_id: h.app_id,
-                    task_id: h.task_id,
-                    resource_id,
-                    version: h.version,
-                    latency_ns: 0,
-                })?;
-            }
-            self.stamp += 1;
-            self.held_bytes += o.bytes;
-            self.staged.insert(
-                o.resource_id,
-                Held {
-                    ready,
-                    bytes: o.bytes,
-                    stamp: self.stamp,
-                    app_id: o.app_id,
-                    task_id: o.task_id,
-                    version: o.version,
-                },
-            );
+            let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
+            let held = Held {
+                ready,
+                bytes: o.bytes,
+                stamp: 0,
+                app_id: o.app_id,
+                task_id: o.task_id,
+                version: o.version,
+                used: false,
+            };
+            self.insert(orch, o.resource_id, held)?;
         }
         Ok(())
     }
@@ -226,8 +259,15 @@ impl Guest<'_> {
                     version: res.version,
                     latency_ns: 0,
                 };
-                if let Some(held) = self.staged.remove(&id) {
-                    self.held_bytes -= held.bytes;
+                self.stamp += 1;
+                let stamp = self.stamp;
+                if let Some(held) = self.staged.get_mut(&id) {
+                    // A claim leaves it cached, most recently used.
+                    held.stamp = stamp;
+                    if held.used {
+                        report.kind = ReportKind::CacheHit;
+                    }
+                    held.used = true;
                     let took = held.ready.saturating_sub(now) + self.cfg.claim_ns;
                     now += took;
                     timing.claim_ns += took;
@@ -244,6 +284,18 @@ impl Guest<'_> {
                     now = done;
                     timing.fetch_ns += took;
                     timing.misses += 1;
+                    // The demanded bundle enters the cache (evicting as it must) before the
+                    // guest reports the demand served.
+                    let held = Held {
+                        ready: done,
+                        bytes: res.size,
+                        stamp: 0,
+                        app_id,
+                        task_id: timing.task_id,
+                        version: res.version,
+                        used: true,
+                    };
+                    self.insert(orch, id, held)?;
                     report.kind = ReportKind::DemandServed;
                     report.latency_ns = took;
                     orch.on_report(&report)?;
@@ -301,9 +353,9 @@ pub fn simulate(
             };
             prev_at = Some(r.at_ms);
             t += think;
-            // The policy's evictions stay on the host, as on the wire (v1 has no evict): the
-            // simulated guest keeps what it was sent until it claims it or its store, full,
-            // evicts it.
+            // The policy's evictions stay on the host (the orchestrator sends no Evict): the
+            // simulated guest keeps what it was sent, claimed or not, until its cache, full,
+            // evicts it (least recently used first).
             let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
             guest.receive(orch, t, &plan.prefetch)?;
             let mut c = guest.run(orch, name, plan.dispatch.app_id, t)?;

@@ -69,7 +69,7 @@ fn reactive_dispatches_with_wire_ids_and_never_prefetches() {
 }
 
 #[test]
-fn oracle_stages_the_next_request_and_restages_what_the_current_consumes() {
+fn oracle_stages_the_next_request_and_keeps_what_the_guest_caches() {
     let cat = cat();
     let future = [(1, "home"), (1, "catalog"), (1, "catalog")].map(|(s, n)| (s, n.to_string()));
     let mut o = Orchestrator::oracle(cat.clone(), Policy::default(), future).unwrap();
@@ -107,7 +107,7 @@ fn oracle_stages_the_next_request_and_restages_what_the_current_consumes() {
     // catalog -> catalog: everything it claims is needed again, so all of it waits.
     let plan = o.on_request(1, "catalog", 10).unwrap();
     assert!(plan.prefetch.is_empty(), "{:?}", plan.prefetch);
-    // Claims consume the staged copies.
+    // Claims leave the copies in the guest's cache.
     for id in &catalog {
         o.on_report(&Report {
             kind: ReportKind::ClaimHit,
@@ -127,10 +127,33 @@ fn oracle_stages_the_next_request_and_restages_what_the_current_consumes() {
             ..Completion::default()
         })
         .unwrap();
-    let mut again: Vec<u64> = f.prefetch.iter().map(|p| p.resource_id).collect();
-    again.sort_unstable();
-    assert_eq!(again, catalog);
+    // The next catalog needs them again: the guest still caches them, so they are staged
+    // again without a transfer.
+    assert!(f.prefetch.is_empty(), "{:?}", f.prefetch);
+    assert!(catalog
+        .iter()
+        .all(|&id| o.staging().contains(WireIds::resource_index(id).unwrap())));
+    assert_eq!(o.metrics().readopted, catalog.len() as u64);
     assert_eq!(o.metrics().useful, catalog.len() as u64);
+    // Their second claims are cache hits: not useful twice, and never wasted.
+    for id in &catalog {
+        o.on_report(&Report {
+            kind: ReportKind::CacheHit,
+            reason: None,
+            app_id: 1,
+            task_id: 1,
+            resource_id: *id,
+            version: 1,
+            latency_ns: 10,
+        })
+        .unwrap();
+    }
+    let summary = o.finish().unwrap();
+    assert_eq!(o.metrics().useful, catalog.len() as u64);
+    assert_eq!(
+        (o.metrics().cache_hits, summary.wasted_bytes),
+        (catalog.len() as u64, 0)
+    );
 }
 
 #[test]
@@ -178,7 +201,7 @@ fn markov_prefetches_above_threshold_and_evicts_what_went_stale() {
     for e in &plan.evict {
         assert!(search_only.contains(&e.resource_id), "{e:?}");
     }
-    // The wire has no evict: the guest keeps what it was sent, so nothing is wasted yet, and
+    // The orchestrator sends no Evict: the guest keeps what it was sent, so nothing is wasted yet, and
     // a given-up resource the guest claims after all counts as useful.
     assert_eq!(o.metrics().wasted, 0);
     let late = plan.evict[0].resource_id;

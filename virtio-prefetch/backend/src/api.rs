@@ -137,6 +137,16 @@ pub enum BackendEvent {
     Reset,
 }
 
+/// The host's choice of a victim in the guest's verified cache (an Evict on requestq; see
+/// SPEC.md section 5). The guest drops it only if `app_id` owns it, and reports the eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eviction {
+    /// The app that owns the cached resource.
+    pub app_id: u32,
+    /// The resource.
+    pub resource_id: u64,
+}
+
 /// Counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -156,6 +166,8 @@ pub struct Stats {
     pub demands_refused: u64,
     /// Requests dispatched.
     pub requests: u64,
+    /// Evict messages written to requestq.
+    pub evicts: u64,
     /// Descriptors refused (outside the shared memory, wrong direction, too short).
     pub refused_descriptors: u64,
     /// Malformed ctrlq messages.

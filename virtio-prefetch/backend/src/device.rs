@@ -35,7 +35,7 @@ use vmm_sys_util::{
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
 use crate::{
-    api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats},
+    api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats},
     manifest::sign_batch,
     signer::{encode_bundle, BundleSpec, Session, Signer},
     store::{ResourceStore, StoredResource},
@@ -59,6 +59,7 @@ pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
 pub(crate) enum Command {
     Prefetch(PrefetchOrder),
     Dispatch(Request),
+    Evict(Eviction),
     #[cfg(feature = "fault-injection")]
     SetTamper(Tamper),
 }
@@ -240,6 +241,18 @@ impl PrefetchDevice {
                     match message.encode(0, &mut buf) {
                         Ok(_) => self.requests.push_back(buf),
                         Err(e) => warn!("request {} not dispatched: {e}", request.request_id),
+                    }
+                }
+                Command::Evict(e) => {
+                    // Behind the requests dispatched before it, in the order the host chose.
+                    let message = Message::Evict(virtio_prefetch_wire::Evict {
+                        app_id: e.app_id,
+                        resource_id: e.resource_id,
+                    });
+                    let mut buf = vec![0u8; message.encoded_len()];
+                    match message.encode(0, &mut buf) {
+                        Ok(_) => self.requests.push_back(buf),
+                        Err(err) => warn!("evict of resource {} not sent: {err}", e.resource_id),
                     }
                 }
                 #[cfg(feature = "fault-injection")]
@@ -546,8 +559,15 @@ impl PrefetchDevice {
                     && mem.write_slice(request, d.addr()).is_ok() =>
                 {
                     let _ = state.add_used(head, request.len() as u32);
+                    let evict = request.get(5) == Some(&MessageKind::Evict.raw());
                     self.requests.pop_front();
-                    self.stat(|s| s.requests += 1);
+                    self.stat(|s| {
+                        if evict {
+                            s.evicts += 1;
+                        } else {
+                            s.requests += 1;
+                        }
+                    });
                 }
                 other => {
                     let (addr, len) = other.first().map_or((0, 0), |d| (d.addr().0, d.len()));

@@ -42,7 +42,7 @@ use vmm_sys_util::{
     event::{new_event_consumer_and_notifier, EventFlag, EventNotifier},
 };
 
-pub use api::{BackendEvent, PrefetchOrder, QueueName, Request, Stats};
+pub use api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats};
 use device::{Command, PrefetchDevice, COMMAND_EVENT};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Tamper, FAULT_INJECTION_MARKER};
@@ -240,6 +240,13 @@ impl BackendHandle {
     /// Dispatches a request into the guest.
     pub fn dispatch(&self, request: Request) -> Result<(), BackendError> {
         self.send(Command::Dispatch(request))
+    }
+
+    /// Asks the guest to drop `eviction.resource_id` from its verified cache: an Evict message
+    /// on requestq, in order with the requests dispatched around it. The guest reports the
+    /// eviction (Report kind Evict) when it held the resource for that app.
+    pub fn evict(&self, eviction: Eviction) -> Result<(), BackendError> {
+        self.send(Command::Evict(eviction))
     }
 
     /// Sets the fault injection for the bundles ordered or demanded from now on.

@@ -78,6 +78,36 @@ fn a_1_mib_demand_arrives_in_signalled_chunks_and_verifies() {
 }
 
 #[test]
+fn an_evict_arrives_on_requestq_in_order_with_the_requests() {
+    let (backend, mut driver, _dir) = start(b"tiny");
+    backend
+        .evict(see_prefetch_backend::Eviction {
+            app_id: 4,
+            resource_id: 11,
+        })
+        .unwrap();
+    backend
+        .dispatch(Request {
+            request_id: 5,
+            session_id: 6,
+            app_id: 4,
+            request_type: 2,
+            args: Vec::new(),
+        })
+        .unwrap();
+    match parse_message(&driver.request()).unwrap() {
+        (_, Message::Evict(e)) => assert_eq!((e.app_id, e.resource_id), (4, 11)),
+        other => panic!("expected an Evict, got {other:?}"),
+    }
+    match parse_message(&driver.request()).unwrap() {
+        (_, Message::Request(r)) => assert_eq!(r.request_id, 5),
+        other => panic!("expected a Request, got {other:?}"),
+    }
+    let stats = backend.stats();
+    assert_eq!((stats.evicts, stats.requests), (1, 1));
+}
+
+#[test]
 fn a_dispatched_request_arrives_and_a_report_becomes_an_event() {
     let (backend, mut driver, _dir) = start(b"tiny");
     backend

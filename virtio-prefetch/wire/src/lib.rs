@@ -53,7 +53,7 @@ pub use consts::*;
 pub use error::WireError;
 pub use manifest::{ManifestHeader, MANIFEST_CONTEXT, MANIFEST_TBS_PREFIX_LEN};
 pub use message::{
-    parse_message, Ack, Chunk, Complete, Demand, Hello, Message, MessageHeader, MessageKind,
+    parse_message, Ack, Chunk, Complete, Demand, Evict, Hello, Message, MessageHeader, MessageKind,
     RejectReason, Report, ReportKind, Request, Status, TaskTiming, TaskTimings,
 };
 #[cfg(any(test, feature = "alloc"))]

@@ -108,7 +108,7 @@ fn counts_and_lengths_beyond_their_limits_are_refused_on_parse() {
 
 #[test]
 fn reserved_fields_are_checked_per_kind() {
-    let cases: [(Message<'_>, usize, &str); 4] = [
+    let cases: [(Message<'_>, usize, &str); 5] = [
         (REQUEST, 28, "request.reserved"),
         (CHUNK, 20, "chunk.reserved"),
         (
@@ -133,6 +133,14 @@ fn reserved_fields_are_checked_per_kind() {
             }),
             4,
             "report.reason",
+        ),
+        (
+            Message::Evict(Evict {
+                app_id: 1,
+                resource_id: 2,
+            }),
+            4,
+            "evict.reserved",
         ),
     ];
     for (message, at, field) in cases {

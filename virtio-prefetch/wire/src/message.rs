@@ -42,6 +42,8 @@ wire_enum!(
     MessageKind: u8, "header.kind" {
         /// requestq, device to driver: a request to run.
         Request = 0x01,
+        /// requestq, device to driver: drop a resource from the guest's verified cache.
+        Evict = 0x02,
         /// stagingq, device to driver: one chunk of a bundle or manifest.
         Chunk = 0x10,
         /// ctrlq, driver to device: the session nonce and epoch.
@@ -80,16 +82,19 @@ wire_enum!(
 wire_enum!(
     /// What a Report says happened.
     ReportKind: u32, "report.kind" {
-        /// A task claimed a staged resource.
+        /// A task claimed a prefetched resource for the first time (a staged hit).
         ClaimHit = 1,
         /// A task asked for a resource that was not staged.
         Miss = 2,
-        /// A staged resource was discarded unclaimed.
+        /// A resource left the guest's verified cache (LRU, a host Evict, or a reset).
         Evict = 3,
         /// A bundle was rejected (reason in `Report::reason`).
         Reject = 4,
         /// A demand fetch completed.
         DemandServed = 5,
+        /// A task claimed a resource the verified cache already held from an earlier claim
+        /// or demand fetch (no transfer).
+        CacheHit = 6,
     }
 );
 
@@ -240,6 +245,17 @@ pub struct Hello {
     pub driver_version: u32,
     /// How many staging buffers the driver posted.
     pub staging_buffers: u32,
+}
+
+/// The host asks the guest to drop a resource from its verified cache (requestq). Unsigned:
+/// it can only take away what the guest holds (a host can always withhold), and the guest
+/// drops an entry only when `app_id` owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evict {
+    /// The app that owns the cached resource.
+    pub app_id: u32,
+    /// The resource.
+    pub resource_id: u64,
 }
 
 /// A demand fetch (ctrlq); the header cookie is the driver's demand id.
@@ -396,6 +412,8 @@ impl Ack {
 pub enum Message<'a> {
     /// requestq.
     Request(Request<'a>),
+    /// requestq.
+    Evict(Evict),
     /// stagingq.
     Chunk(Chunk<'a>),
     /// ctrlq.
@@ -433,6 +451,7 @@ impl<'a> Message<'a> {
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Request(_) => MessageKind::Request,
+            Self::Evict(_) => MessageKind::Evict,
             Self::Chunk(_) => MessageKind::Chunk,
             Self::Hello(_) => MessageKind::Hello,
             Self::Demand(_) => MessageKind::Demand,
@@ -465,6 +484,14 @@ impl<'a> Message<'a> {
                     app_id,
                     request_type,
                     args,
+                })
+            }
+            MessageKind::Evict => {
+                let app_id = r.u32()?;
+                r.zero_u32("evict.reserved")?;
+                Self::Evict(Evict {
+                    app_id,
+                    resource_id: r.u64()?,
                 })
             }
             MessageKind::Chunk => {
@@ -555,6 +582,7 @@ impl<'a> Message<'a> {
     pub fn payload_len(&self) -> usize {
         match self {
             Self::Request(m) => 32 + m.args.len(),
+            Self::Evict(_) => 16,
             Self::Chunk(m) => Chunk::FIXED_LEN + m.data.len(),
             Self::Hello(_) => 48,
             Self::Demand(_) => 32,
@@ -592,6 +620,11 @@ impl<'a> Message<'a> {
                 w.u32(m.args.len() as u32);
                 w.u32(0);
                 w.bytes(m.args);
+            }
+            Self::Evict(m) => {
+                w.u32(m.app_id);
+                w.u32(0);
+                w.u64(m.resource_id);
             }
             Self::Chunk(m) => {
                 w.u64(m.stream_id);

@@ -25,7 +25,7 @@ impl Rng {
 }
 
 fn random_message<'a>(rng: &mut Rng, bytes: &'a [u8], tasks: &'a [TaskTiming]) -> Message<'a> {
-    match rng.below(7) {
+    match rng.below(8) {
         0 => Message::Request(Request {
             request_id: rng.u64(),
             session_id: rng.u64(),
@@ -70,6 +70,10 @@ fn random_message<'a>(rng: &mut Rng, bytes: &'a [u8], tasks: &'a [TaskTiming]) -
                 latency_ns: rng.u64(),
             })
         }
+        6 => Message::Evict(Evict {
+            app_id: rng.u32(),
+            resource_id: rng.u64(),
+        }),
         5 => Message::Complete(Complete {
             request_id: rng.u64(),
             status: rng.u32(),
@@ -97,7 +101,7 @@ fn random_messages_round_trip() {
         result: rng.u64(),
     });
     let mut buf = [0u8; 8192];
-    let mut seen = [0usize; 7];
+    let mut seen = [0usize; 8];
     for _ in 0..5_000 {
         let message = random_message(&mut rng, &bytes, &tasks);
         let cookie = rng.u32();

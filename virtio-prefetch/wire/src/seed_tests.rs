@@ -34,6 +34,10 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
             request_type: 4,
             args: b"key=value",
         }),
+        Message::Evict(Evict {
+            app_id: 1,
+            resource_id: 3,
+        }),
         Message::Chunk(Chunk {
             stream_id: 1,
             total_len: 8,

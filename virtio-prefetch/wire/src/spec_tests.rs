@@ -99,8 +99,8 @@ fn spec_layout_tables_match_the_encoders() {
     let tables = layout_tables();
     assert_eq!(
         tables.len(),
-        12,
-        "config, header, 6 payloads, task entry, ack, bundle, manifest"
+        13,
+        "config, header, 6 payloads, task entry, ack, evict, bundle, manifest"
     );
     let mut buf = [0u8; 512];
 
@@ -298,6 +298,20 @@ fn spec_layout_tables_match_the_encoders() {
             ("detail", &0xA1u32.to_le_bytes()),
         ],
     );
+    let evict = Message::Evict(Evict {
+        app_id: 0xB1,
+        resource_id: 0xB2,
+    });
+    check(
+        &tables[10],
+        "Evict",
+        &payload(&evict, &mut buf),
+        16,
+        &[
+            ("app_id", &0xB1u32.to_le_bytes()),
+            ("resource_id", &0xB2u64.to_le_bytes()),
+        ],
+    );
 }
 
 #[test]
@@ -321,7 +335,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
     let mut buf = [0u8; BundleHeader::LEN];
     header.encode(&mut buf).unwrap();
     check(
-        &tables[10],
+        &tables[11],
         "bundle",
         &buf,
         BundleHeader::LEN,
@@ -344,7 +358,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
         ],
     );
     // The rows marked signed are exactly the fields of the statement after the context.
-    let signed: usize = tables[10]
+    let signed: usize = tables[11]
         .iter()
         .filter(|r| r.line.trim_end().ends_with("| yes |"))
         .map(|r| r.size.unwrap())
@@ -361,7 +375,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
     let mut buf = [0u8; ManifestHeader::LEN + DIGEST_LEN];
     manifest.encode(&[[0x75; 48]], &mut buf).unwrap();
     check(
-        &tables[11],
+        &tables[12],
         "manifest",
         &buf,
         ManifestHeader::LEN,

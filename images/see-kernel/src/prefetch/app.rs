@@ -3,8 +3,12 @@
 //! A request's arguments start with an operation (`u32` LE, then 4 reserved bytes), followed by
 //! the task ids it concerns (`u64` LE each); a task's resources are the ones `see.allow` gives
 //! to (app, task), in command-line order:
-//! - `OP_RUN` (1): for each task, claim each resource, or demand-fetch it on a miss, then work
-//!   on it ([`work`]); print one `see: claim ...` line per resource (unless quiet) and complete
+//! - `OP_RUN` (1): claim every resource of every task at once from the driver's verified cache
+//!   (where they stay, shared by the app's later tasks and requests), demand-fetching all the
+//!   missing ones together (`Driver::claim_each`, bounded by the driver), and work on each as
+//!   it arrives ([`work`]); print one `see: claim ... staged=0|1 cached=0|1 ...` line per
+//!   resource (unless quiet; staged: first claim of a prefetched resource, cached: served
+//!   from the cache otherwise) and complete
 //!   the request with per-task timings measured here and each task's result (its resources'
 //!   `see_workload::resource_word`s folded, for the host to check); a resource that fails
 //!   processing ends its request there with status [`STATUS_WORK_FAILED`] (`see: work-failed
@@ -93,6 +97,15 @@ fn work(resource: &Resource) -> Result<([u8; 48], u64), alloc::string::String> {
     Ok((digest, word))
 }
 
+/// A resource of an `OP_RUN` request once it arrived: how long the app waited for it, its
+/// work and the work's outcome.
+struct Arrival {
+    wait_ns: u64,
+    work_ns: u64,
+    outcome: Result<([u8; 48], u64), alloc::string::String>,
+    resource: Resource,
+}
+
 /// Waits for the next request, sleeping between polls; None after `idle_ns` or when the
 /// device breaks.
 fn next_request(
@@ -173,68 +186,101 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                 return Status::Success;
             }
             OP_RUN => {
-                let mut timings = Vec::new();
+                // Every (task, resource) of the request, asked for at once: the cached ones are
+                // handed over first, the missing ones are demanded together (bounded by the
+                // driver) and worked on in the order they arrive.
+                let wanted: Vec<(u64, u64)> = tasks
+                    .iter()
+                    .flat_map(|&t| resources(t).map(move |r| (t, r)))
+                    .collect();
+                let mut arrived: Vec<Option<Arrival>> = wanted.iter().map(|_| None).collect();
+                let mut idle_since = time::monotonic_ns();
+                let batch = driver.claim_each(app, &wanted, 0, |i, resource| {
+                    let t1 = time::monotonic_ns();
+                    let outcome = work(&resource);
+                    let t2 = time::monotonic_ns();
+                    if let Some(slot) = arrived.get_mut(i) {
+                        *slot = Some(Arrival {
+                            wait_ns: t1.saturating_sub(idle_since),
+                            work_ns: t2 - t1,
+                            outcome,
+                            resource,
+                        });
+                    }
+                    idle_since = time::monotonic_ns();
+                });
+                if let Err(e) = batch {
+                    // Named by the first resource that did not arrive.
+                    let (task, res) = wanted
+                        .iter()
+                        .zip(&arrived)
+                        .find(|(_, a)| a.is_none())
+                        .map_or((0, 0), |(&w, _)| w);
+                    return fail(
+                        format_args!("app={app} task={task} res={res}"),
+                        &e,
+                        &mut driver,
+                    );
+                }
+                let mut timings: Vec<TaskTiming> = Vec::new();
                 let mut status = 0;
-                'tasks: for &task in &tasks {
-                    let mut timing = TaskTiming {
-                        task_id: task,
-                        ..Default::default()
-                    };
-                    let mut result = see_workload::TaskResult::new();
-                    for res in resources(task) {
-                        let t0 = time::monotonic_ns();
-                        let resource = match driver.claim_or_fetch(app, task, res, 0) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                return fail(
-                                    format_args!("app={app} task={task} res={res}"),
-                                    &e,
-                                    &mut driver,
-                                )
-                            }
-                        };
-                        let t1 = time::monotonic_ns();
-                        let staged = resource.source == Source::Prefetched;
-                        if staged {
-                            timing.hits += 1;
-                            timing.claim_ns += t1 - t0;
-                        } else {
-                            timing.misses += 1;
-                            timing.fetch_ns += t1 - t0;
+                let mut result = see_workload::TaskResult::new();
+                for (&(task, res), a) in wanted.iter().zip(&arrived) {
+                    let Some(a) = a else { continue };
+                    if timings.last().is_none_or(|t| t.task_id != task) {
+                        if let Some(t) = timings.last_mut() {
+                            t.result = result.value();
                         }
-                        let digest = match work(&resource) {
-                            Ok((digest, word)) => {
-                                result.add(word);
-                                digest
-                            }
-                            Err(why) => {
-                                // The tasks after it depend on it: the request ends here,
-                                // failed, and the app serves the next one.
+                        result = see_workload::TaskResult::new();
+                        timings.push(TaskTiming {
+                            task_id: task,
+                            ..Default::default()
+                        });
+                    }
+                    let Some(timing) = timings.last_mut() else {
+                        break;
+                    };
+                    // A staged hit (first claim of a prefetched resource) or a cache hit
+                    // (claimed before, or demanded earlier) moved no bytes: both are hits.
+                    let staged = a.resource.source == Source::Prefetched;
+                    let cached = a.resource.source == Source::Cached;
+                    if staged || cached {
+                        timing.hits += 1;
+                        timing.claim_ns += a.wait_ns;
+                    } else {
+                        timing.misses += 1;
+                        timing.fetch_ns += a.wait_ns;
+                    }
+                    timing.work_ns += a.work_ns;
+                    match &a.outcome {
+                        Ok((digest, word)) => {
+                            result.add(*word);
+                            if !settings.quiet {
                                 println!(
-                                    "see: work-failed request={} task={task} {why}",
-                                    request.request_id
+                                    "see: claim app={app} task={task} res={res} ver={} len={} sha384={} staged={} cached={} ns={}",
+                                    a.resource.version,
+                                    a.resource.content.len(),
+                                    hex(digest),
+                                    u8::from(staged),
+                                    u8::from(cached),
+                                    a.wait_ns
                                 );
-                                timing.work_ns += time::monotonic_ns() - t1;
-                                timing.result = result.value();
-                                timings.push(timing);
-                                status = STATUS_WORK_FAILED;
-                                break 'tasks;
                             }
-                        };
-                        timing.work_ns += time::monotonic_ns() - t1;
-                        if !settings.quiet {
+                        }
+                        Err(why) => {
+                            // The tasks after it depend on it: the request ends here, failed,
+                            // and the app serves the next one.
                             println!(
-                                "see: claim app={app} task={task} res={res} ver={} len={} sha384={} staged={} ns={}",
-                                resource.version,
-                                resource.content.len(),
-                                hex(&digest),
-                                u8::from(staged),
-                                t1 - t0
+                                "see: work-failed request={} task={task} {why}",
+                                request.request_id
                             );
+                            status = STATUS_WORK_FAILED;
+                            break;
                         }
                     }
-                    timing.result = result.value();
-                    timings.push(timing);
+                }
+                if let Some(t) = timings.last_mut() {
+                    t.result = result.value();
                 }
                 let completion = RequestCompletion {
                     request_id: request.request_id,

@@ -25,16 +25,19 @@ const REJECT_NAMES: [&str; 10] = [
 pub fn print_counters(driver: &Drv) {
     let c = driver.counters();
     println!(
-        "see: counters accepted={} manifests={} rejected={} malformed={} hits={} misses={} demands={} demands_failed={} evicted={} interrupts={} notifies={} register_accesses={}",
+        "see: counters accepted={} manifests={} rejected={} malformed={} hits={} cache_hits={} misses={} demands={} demands_failed={} evicted={} host_evicts={} evicts_refused={} interrupts={} notifies={} register_accesses={}",
         c.accepted,
         c.manifests,
         c.rejected_total(),
         c.malformed,
         c.hits,
+        c.cache_hits,
         c.misses,
         c.demands_served,
         c.demands_failed,
         c.evicted,
+        c.host_evicts,
+        c.evicts_refused,
         c.interrupts,
         c.notifies,
         c.register_accesses

@@ -37,9 +37,16 @@ fn needed_bytes(sessions: usize) -> u64 {
 }
 
 fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
+    let cfg = SimConfig {
+        store_budget: policy.budget_bytes,
+        ..SimConfig::default()
+    };
+    rows_with(modes, policy, &cfg)
+}
+
+fn rows_with(modes: &[Mode], policy: &Policy, cfg: &SimConfig) -> Vec<ModeSummary> {
     let (cat, train, test) = setup(150);
-    let cfg = SimConfig::default();
-    run_modes(&cat, &test, modes, &cfg, &mut |m, order| {
+    run_modes(&cat, &test, modes, cfg, &mut |m, order| {
         if m == Mode::Oracle {
             Orchestrator::oracle(cat.clone(), policy.clone(), order)
         } else {
@@ -51,7 +58,30 @@ fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
 }
 
 #[test]
-fn oracle_hits_everything_and_reactive_nothing() {
+fn a_cache_that_holds_the_working_set_moves_each_resource_once() {
+    let policy = Policy {
+        budget_bytes: 1 << 30,
+        ..Policy::default()
+    };
+    let r = rows(&[Mode::Reactive, Mode::Oracle], &policy);
+    let (reactive, oracle) = (&r[0], &r[1]);
+    // Reactive demand-fetches each resource once, then serves it from the cache.
+    assert!(
+        reactive.hit_rate > 0.9 && reactive.hit_rate < 1.0,
+        "{reactive}"
+    );
+    assert_eq!(reactive.traffic_bytes, oracle.traffic_bytes);
+    // The oracle prefetches each resource once and never misses.
+    assert_eq!((oracle.hit_rate, oracle.demand_fetches), (1.0, 0));
+    assert_eq!(
+        (oracle.prefetched_bytes, oracle.wasted_bytes),
+        (oracle.traffic_bytes, 0)
+    );
+    assert!(oracle.p99_ms <= reactive.p99_ms, "{oracle}\n{reactive}");
+}
+
+#[test]
+fn oracle_beats_reactive_that_hits_only_its_cache() {
     let r = rows(
         &[Mode::Reactive, Mode::Static, Mode::Markov, Mode::Oracle],
         &Policy::default(),
@@ -63,35 +93,36 @@ fn oracle_hits_everything_and_reactive_nothing() {
         r.iter().all(|x| x.requests == requests),
         "every mode completes every request"
     );
-    // Reactive stages nothing, so it demand-fetches every distinct resource of every request.
+    // Reactive stages nothing: it demand-fetches what its cache lacks, never more than every
+    // distinct resource of every request.
     let needed = needed_bytes(150);
-    assert_eq!(
-        (
-            reactive.hit_rate,
-            reactive.traffic_bytes,
-            reactive.prefetched_bytes
-        ),
-        (0.0, needed, 0)
+    assert_eq!(reactive.prefetched_bytes, 0);
+    assert!(
+        reactive.traffic_bytes > 0 && reactive.traffic_bytes <= needed,
+        "{reactive}: traffic {} of {needed} needed",
+        reactive.traffic_bytes
+    );
+    // Reactive hits only its cache (the working set is larger than the 16 MiB budget, so
+    // some resources are demanded again).
+    assert!(
+        reactive.hit_rate > 0.0 && reactive.hit_rate < 1.0,
+        "{reactive}"
     );
     assert!(reactive.demand_fetches > requests);
-    assert_eq!(oracle.hit_rate, 1.0);
-    assert_eq!((oracle.demand_fetches, oracle.wasted_bytes), (0, 0));
-    assert_eq!(oracle.precision, Some(1.0));
     assert_eq!(reactive.precision, None, "reactive prefetches nothing");
-    // Every mode moves at least what the requests need; the oracle exactly that.
-    assert_eq!(oracle.traffic_bytes, reactive.traffic_bytes);
+    // The oracle wastes nothing and misses less than reactive; within this budget the cache
+    // still pushes out some of what it staged (see the test above for a cache that holds
+    // everything).
+    assert!(oracle.hit_rate > reactive.hit_rate, "{oracle}\n{reactive}");
+    assert!(oracle.demand_fetches < reactive.demand_fetches);
+    assert_eq!((oracle.wasted_bytes, oracle.precision), (0, Some(1.0)));
     assert!(
         oracle.p50_ms * 3.0 < reactive.p50_ms,
         "{oracle}\n{reactive}"
     );
     let markov = &r[2];
     assert!(markov.hit_rate > 0.3 && markov.hit_rate < 1.0, "{markov}");
-    assert!(markov.traffic_bytes >= oracle.traffic_bytes);
-    assert_eq!(
-        markov.traffic_bytes,
-        oracle.traffic_bytes + markov.wasted_bytes,
-        "what is not claimed is wasted, and every claim was moved once"
-    );
+    assert!(markov.traffic_bytes >= oracle.traffic_bytes + markov.wasted_bytes);
     let t = Targets::from_rows(&r).unwrap();
     assert!(t.speedup > 1.0 && t.vs_oracle >= 1.0);
     assert!(t.to_string().contains("best predictor"));
