@@ -325,7 +325,7 @@ impl<P: Platform> Driver<P> {
     /// Claims every (task, resource) of `wanted` for `app_id` and hands each to `ready(index,
     /// resource)` as soon as it is there: the cached ones at once, then the missing ones in the
     /// order their demanded bundles arrive (not the order asked). All the missing ones are
-    /// demanded together, at most [`DriverConfig::max_demands`] outstanding at a time (the next
+    /// demanded together, at most [`crate::DriverConfig::max_demands`] outstanding at a time (the next
     /// is sent as one arrives). Access is checked for every entry before anything is demanded.
     /// On the first error (access denied, a refused or rejected demand, a broken device, a
     /// missed deadline) the demands still outstanding are dropped and the error returned: a
