@@ -132,9 +132,11 @@ pub struct Stats {
     pub unavailable: u64,
     /// Claims that found the resource staged.
     pub staged_hits: u64,
+    /// Claims served from the guest's verified cache (claimed before, still held).
+    pub cache_hits: u64,
     /// Claims that missed and demand-fetched.
     pub misses: u64,
-    /// Staged hits over all claims.
+    /// Staged and cache hits over all claims.
     pub hit_rate: f64,
     /// Prefetched resources claimed over prefetched (`null` when nothing was prefetched).
     pub precision: Option<f64>,

@@ -403,12 +403,11 @@ impl Engine {
                 dispatched: Instant::now(),
                 deadline: Instant::now(),
             });
-            let why = if self.backend.is_running() {
-                format!("the device does not take requests: {e}")
-            } else {
-                VMM_GONE.to_owned()
-            };
-            self.go_down(&why);
+            // The device's thread stops only when its VMM hangs up (or the daemon stops it),
+            // and may not have finished stopping yet: name the VMM either way.
+            self.go_down(&format!(
+                "{VMM_GONE}: the device does not take requests ({e})"
+            ));
             return;
         }
         if self.eager_prefetch {

@@ -56,6 +56,7 @@ impl Shared {
                 failed: 0,
                 unavailable: 0,
                 staged_hits: 0,
+                cache_hits: 0,
                 misses: 0,
                 hit_rate: 0.0,
                 precision: None,
@@ -134,7 +135,7 @@ impl Shared {
     /// Publishes the orchestrator's figures for `/v1/stats` and `/metrics`.
     pub fn publish_stats(&self, orch: &Orchestrator, wire: Wire, origin_fetches: u64) {
         let m = orch.metrics();
-        let claims = m.hits + m.misses;
+        let claims = m.hits + m.cache_hits + m.misses;
         let precision = (m.prefetched > 0).then(|| m.useful as f64 / m.prefetched as f64);
         self.metrics.precision.set(precision.unwrap_or(1.0));
         self.metrics
@@ -146,11 +147,12 @@ impl Shared {
         let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let planned = (s.completed + s.failed + s.unavailable).max(1);
         s.staged_hits = m.hits;
+        s.cache_hits = m.cache_hits;
         s.misses = m.misses;
         s.hit_rate = if claims == 0 {
             0.0
         } else {
-            m.hits as f64 / claims as f64
+            (m.hits + m.cache_hits) as f64 / claims as f64
         };
         s.precision = precision;
         s.prefetched = m.prefetched;

@@ -300,7 +300,7 @@ pub fn run_mode(
     let mut sorted = guest_ns.clone();
     sorted.sort_unstable();
     let ms = |q| percentile(&sorted, q) as f64 / 1e6;
-    let claims = stats.staged_hits + stats.misses;
+    let claims = stats.staged_hits + stats.cache_hits + stats.misses;
     let summary = ModeSummary {
         mode: name.into(),
         requests: guest_ns.len() as u64,
@@ -310,7 +310,7 @@ pub fn run_mode(
         hit_rate: if claims == 0 {
             0.0
         } else {
-            stats.staged_hits as f64 / claims as f64
+            (stats.staged_hits + stats.cache_hits) as f64 / claims as f64
         },
         precision: (outcomes.hits + outcomes.wasted > 0)
             .then(|| outcomes.hits as f64 / (outcomes.hits + outcomes.wasted) as f64),
