@@ -1,6 +1,7 @@
 //! The claim API: `available`, `claim`, `claim_or_fetch` (demand fetch on a miss), requests
 //! from requestq and their completion, and the reports sent on ctrlq. Claims are served from
-//! the verified cache (`store.rs`) and leave the resource cached.
+//! the verified cache (`store.rs`) and leave the resource cached, unless the cache is off
+//! ([`crate::DriverConfig::cache`]): then a claim consumes the resource.
 
 use log::debug;
 
@@ -101,6 +102,10 @@ impl<P: Platform> Driver<P> {
                     ReportKind::CacheHit
                 };
                 let mut r = hit.resource;
+                if !self.config.cache {
+                    // Consumed: the share handed over stays valid, the entry goes.
+                    let _ = self.store.remove(app_id, resource_id);
+                }
                 let latency = self.p.now_ns().saturating_sub(start);
                 // Reported for the claiming task (the bundle may have been sent for another
                 // task of the same app).
@@ -179,8 +184,7 @@ impl<P: Platform> Driver<P> {
         match &result {
             Ok(r) => {
                 self.counters.demands_served += 1;
-                // The cached copy counts as claimed: later claims are cache hits.
-                let _ = self.store.claim(app_id, resource_id);
+                self.consume(app_id, resource_id);
                 let latency = self.p.now_ns().saturating_sub(start);
                 self.report_resource(ReportKind::DemandServed, r, latency);
                 self.flush();
@@ -291,6 +295,16 @@ impl<P: Platform> Driver<P> {
 }
 
 impl<P: Platform> Driver<P> {
+    /// A demanded resource was handed over: the cached copy counts as claimed (later claims
+    /// are cache hits), or, without a cache, it is dropped.
+    fn consume(&mut self, app_id: u32, resource_id: u64) {
+        if self.config.cache {
+            let _ = self.store.claim(app_id, resource_id);
+        } else {
+            let _ = self.store.remove(app_id, resource_id);
+        }
+    }
+
     /// Puts a resource back into the cache if it is no longer there (a claim leaves it cached,
     /// so this is only needed when it was evicted meanwhile). Dropped if the device broke, or
     /// if its version is below the resource's floor.
@@ -491,7 +505,7 @@ impl<P: Platform> Driver<P> {
                 match outcome {
                     Ok(mut r) => {
                         self.counters.demands_served += 1;
-                        let _ = self.store.claim(app_id, f.resource_id);
+                        self.consume(app_id, f.resource_id);
                         r.task_id = f.task_id;
                         let latency = self.p.now_ns().saturating_sub(f.start);
                         self.report_resource(ReportKind::DemandServed, &r, latency);

@@ -46,12 +46,16 @@ pub struct DriverConfig {
     /// Demand fetches [`crate::Driver::claim_each`] keeps outstanding at once (at least 1; at
     /// most half of `ctrl_chains` are used, so reports still find a chain).
     pub max_demands: u16,
+    /// Keep verified resources after their claims (the verified cache). False: the naive
+    /// baseline, where a claim consumes the resource (its entry is dropped once handed over)
+    /// and a demanded bundle is handed over without being kept.
+    pub cache: bool,
 }
 
 impl DriverConfig {
     /// Defaults: 32 staging buffers of 64 KiB, 16 request buffers, 64 ctrlq chains, 16 MiB
-    /// resources, a 64 MiB store, 1 s for an Ack and 10 s for a demand fetch, 8 demands
-    /// outstanding at once.
+    /// resources, a 64 MiB store that caches what is claimed, 1 s for an Ack and 10 s for a
+    /// demand fetch, 8 demands outstanding at once.
     pub fn new(window: SharedWindow) -> Self {
         Self {
             window,
@@ -65,6 +69,7 @@ impl DriverConfig {
             ctrl_timeout_ns: 1_000_000_000,
             demand_timeout_ns: 10_000_000_000,
             max_demands: 8,
+            cache: true,
         }
     }
 }

@@ -24,6 +24,13 @@ pub const QUIET: &str = "see.quiet";
 pub const IDLE_MS: &str = "see.idle_ms";
 /// `see.store_kib=N`: the size of the guest's verified store.
 pub const STORE_KIB: &str = "see.store_kib";
+/// `see.cache=0|1`: keep verified resources after their claims (default 1); 0 is the naive
+/// baseline (`reactive-nocache`), where a claim consumes the resource and a demanded bundle
+/// is not kept.
+pub const CACHE: &str = "see.cache";
+/// `see.max_demands=N`: demand fetches outstanding at once (1 to 64; default the driver's);
+/// 1 is the naive baseline's serial demands.
+pub const MAX_DEMANDS: &str = "see.max_demands";
 
 /// `see.insecure_entropy=1`: let the serve app create a session without RDRAND or RDSEED, on
 /// TSC jitter alone (off by default; [`crate::entropy`]).
@@ -43,6 +50,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     QUIET,
     IDLE_MS,
     STORE_KIB,
+    CACHE,
+    MAX_DEMANDS,
     INSECURE_ENTROPY,
 ];
 
@@ -269,7 +278,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(Cmdline::new(&line).unknown_keys().count(), 0);
-        assert_eq!(KNOWN_KEYS.len(), 10);
+        assert_eq!(KNOWN_KEYS.len(), 12);
     }
 
     fn alloc_line(value: &str) -> String {

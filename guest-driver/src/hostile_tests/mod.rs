@@ -4,6 +4,7 @@
 mod cache;
 mod device;
 mod messages;
+mod nocache;
 mod parallel;
 mod rings;
 

@@ -56,22 +56,71 @@ fn parse_store_kib(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses `see.cache=0|1`.
+fn parse_cache(value: &str) -> Result<bool, String> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(alloc::format!("see.cache={value:?} is not 0 or 1")),
+    }
+}
+
+/// Parses `see.max_demands=N` (1 to 64).
+fn parse_max_demands(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(alloc::format!(
+            "see.max_demands={value:?} is not a number from 1 to 64"
+        )),
+    }
+}
+
+/// What the command line sets in the driver beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tuning {
+    /// `see.store_kib`, in bytes.
+    store_budget: Option<u64>,
+    /// `see.cache`.
+    cache: Option<bool>,
+    /// `see.max_demands`.
+    max_demands: Option<u16>,
+}
+
+impl Tuning {
+    fn parse(cmdline: &Cmdline<'_>) -> Result<Self, String> {
+        Ok(Self {
+            store_budget: cmdline
+                .get(key::STORE_KIB)
+                .map(parse_store_kib)
+                .transpose()?,
+            cache: cmdline.get(key::CACHE).map(parse_cache).transpose()?,
+            max_demands: cmdline
+                .get(key::MAX_DEMANDS)
+                .map(parse_max_demands)
+                .transpose()?,
+        })
+    }
+}
+
 /// The driver's settings: 16 staging buffers of 256 KiB (4 MiB of the window). Fewer, larger
 /// chunks than the driver's default (32 of 64 KiB) mean fewer used-ring rounds, notifies and
 /// interrupts per MiB staged, each of which costs a VM exit or emulated ring-0 time under PVM.
-/// `store_budget`: the verified store's size in bytes (`see.store_kib`; the driver's default
-/// when absent), which the PTO sets to its staging budget so the guest holds what it planned.
-fn driver_config(
-    window: crate::memmap::Region,
-    polling: bool,
-    store_budget: Option<u64>,
-) -> DriverConfig {
+/// `tuning.store_budget`: the verified store's size in bytes (`see.store_kib`; the driver's
+/// default when absent), which the PTO sets to its staging budget so the guest holds what it
+/// planned; `see.cache` and `see.max_demands` make the naive baseline's driver.
+fn driver_config(window: crate::memmap::Region, polling: bool, tuning: Tuning) -> DriverConfig {
     let mut config = DriverConfig::new(SharedWindow {
         base_gpa: window.start,
         size: window.len,
     });
-    if let Some(bytes) = store_budget {
+    if let Some(bytes) = tuning.store_budget {
         config.store_budget = bytes;
+    }
+    if let Some(cache) = tuning.cache {
+        config.cache = cache;
+    }
+    if let Some(n) = tuning.max_demands {
+        config.max_demands = n;
     }
     config.staging_buffers = 16;
     config.max_chunk_len = 256 * 1024;
@@ -130,10 +179,9 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         }
     };
     let polling = cmdline.get(key::POLL) == Some("1");
-    let store_budget = match cmdline.get(key::STORE_KIB).map(parse_store_kib) {
-        None => None,
-        Some(Ok(bytes)) => Some(bytes),
-        Some(Err(why)) => {
+    let tuning = match Tuning::parse(cmdline) {
+        Ok(t) => t,
+        Err(why) => {
             println!("see: {why}");
             return Status::AppFailure;
         }
@@ -148,7 +196,7 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         polling,
         device_base: device.base,
         window,
-        staging_queue_size: driver_config(window, polling, store_budget).staging_buffers,
+        staging_queue_size: driver_config(window, polling, tuning).staging_buffers,
     };
     if !polling {
         if let Err(e) = interrupts::register_irq(device.gsi, on_device_interrupt) {
@@ -169,7 +217,8 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
                 return Status::AppFailure;
             }
         }
-        let config = driver_config(window, polling, store_budget);
+        let config = driver_config(window, polling, tuning);
+        let (cache, max_demands) = (config.cache, config.max_demands);
         let platform = KernelPlatform::new(base, window);
         let driver = match Driver::new(platform, config, &keys::PTO_VERIFYING_KEY, registry) {
             Ok(driver) => driver,
@@ -181,9 +230,11 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
         IRQ_HANDLE.call_once(|| driver.interrupt_handle());
         let (_, epoch) = driver.session();
         println!(
-            "see: prefetch device ready: {} allowed resources, {} completion, session epoch {epoch}",
+            "see: prefetch device ready: {} allowed resources, {} completion, session epoch {epoch}, cache {}, {} demands at once",
             allow.len(),
-            if polling { "polled" } else { "interrupt" }
+            if polling { "polled" } else { "interrupt" },
+            if cache { "on" } else { "off" },
+            max_demands
         );
         // One driver for both APIs: installed for the C functions, and locked (app::Held) for
         // the app's Rust calls, which lets go of it around its C-ABI claims.
