@@ -121,7 +121,7 @@ impl ModeSummary {
     /// The table header matching [`fmt::Display`].
     pub fn header() -> String {
         format!(
-            "{:<10} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>8} {:>11} {:>8}",
+            "{:<16} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>8} {:>11} {:>8}",
             "mode",
             "reqs",
             "p50 ms",
@@ -141,7 +141,7 @@ impl fmt::Display for ModeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9} {:>11.1} {:>8} {:>11.1} {:>8.1}",
+            "{:<16} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>9} {:>11.1} {:>8} {:>11.1} {:>8.1}",
             self.mode,
             self.requests,
             self.p50_ms,

@@ -27,11 +27,20 @@ use virtio_prefetch_wire::{RejectReason, ReportKind, TaskTiming};
 
 use crate::{audit::AuditError, history::HistoryError, metadata::ServiceCatalogue};
 
-/// How the orchestrator prefetches.
+/// How the orchestrator prefetches. Every mode runs on the same guest cache, budget and
+/// concurrency except `reactive-nocache`, the naive baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// No prefetch: every resource is demand-fetched.
+    /// The naive baseline: no prefetch, no guest cache (a claimed resource is dropped, a
+    /// demanded bundle is not kept) and one demand fetch at a time.
+    ReactiveNocache,
+    /// The strong non-predictive baseline: no prefetch; the guest's verified cache and its
+    /// parallel demand fetches.
     Reactive,
+    /// REAP-like, no prediction across requests: when a request is dispatched, the host pushes
+    /// the resource set that the last completed request of the same type claimed (nothing
+    /// before one has completed: then it is `reactive`), and the request waits for it.
+    Push,
     /// The static dependency graph of the catalogue (`next` links).
     Static,
     /// First-order Markov counts over the history.
@@ -45,11 +54,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Every mode, in table order.
-    pub const ALL: [Mode; 5] = [
+    /// Every mode, in table order: the baselines, the predictors, the limit.
+    pub const ALL: [Mode; 8] = [
+        Mode::ReactiveNocache,
         Mode::Reactive,
+        Mode::Push,
         Mode::Static,
         Mode::Markov,
+        Mode::Ppm,
         Mode::Learned,
         Mode::Oracle,
     ];
@@ -57,13 +69,40 @@ impl Mode {
     /// Its name in tables.
     pub fn name(self) -> &'static str {
         match self {
+            Mode::ReactiveNocache => "reactive-nocache",
             Mode::Reactive => "reactive",
+            Mode::Push => "push",
             Mode::Static => "static",
             Mode::Markov => "markov",
             Mode::Ppm => "ppm",
             Mode::Learned => "learned",
             Mode::Oracle => "oracle",
         }
+    }
+
+    /// True for the modes that predict the requests to come (not the baselines, not the
+    /// oracle, which knows them).
+    pub fn predicts(self) -> bool {
+        matches!(
+            self,
+            Mode::Static | Mode::Markov | Mode::Ppm | Mode::Learned
+        )
+    }
+
+    /// True for the non-predictive modes a predictor must beat: `reactive` and `push` (not
+    /// the naive `reactive-nocache`).
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Mode::Reactive | Mode::Push)
+    }
+
+    /// False for the one mode whose guest keeps nothing after a claim (`reactive-nocache`).
+    pub fn guest_cache(self) -> bool {
+        self != Mode::ReactiveNocache
+    }
+
+    /// True for the mode whose guest demands one resource at a time (`reactive-nocache`).
+    pub fn serial_demands(self) -> bool {
+        self == Mode::ReactiveNocache
     }
 }
 
@@ -220,11 +259,14 @@ pub struct Eviction {
     pub bytes: u64,
 }
 
-/// What to do for one incoming request, in this order: evict, dispatch, prefetch.
+/// What to do for one incoming request, in this order: evict, push, dispatch, prefetch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// The request.
     pub dispatch: Dispatch,
+    /// Resources of the request itself to stage before it is dispatched (the `push` mode: the
+    /// set recorded for its type); the request waits until they are staged.
+    pub push: Vec<PrefetchOrder>,
     /// Resources to push now, most urgent first.
     pub prefetch: Vec<PrefetchOrder>,
     /// Staged resources the policy dropped.

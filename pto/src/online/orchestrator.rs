@@ -41,6 +41,13 @@ struct InFlight {
     /// Wants (with the session they are for) that the request itself claims: staged again
     /// once it completes.
     deferred: Vec<(u64, Want)>,
+    /// The request type's name.
+    name: String,
+    /// Catalogue indices of its tasks.
+    tasks: Vec<usize>,
+    /// (task, resource) catalogue indices the guest claimed (or was served on demand) for it,
+    /// in claim order, each resource once: what the `push` mode records.
+    used: Vec<(usize, usize)>,
 }
 
 /// The session id staging for a session not yet seen is filed under.
@@ -82,6 +89,9 @@ pub struct Orchestrator {
     starts: HashMap<String, u64>,
     /// History keys of sessions named before their first request.
     session_keys: HashMap<u64, String>,
+    /// The `push` mode's record: per request type, the (task, resource) catalogue indices the
+    /// last request of that type to complete claimed, in claim order.
+    recorded: HashMap<String, Vec<(usize, usize)>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -106,7 +116,9 @@ pub fn predictor_for(
     let vocab = Arc::new(catalogue.vocabulary());
     let sessions = past.sessions_in(&vocab);
     Ok(match mode {
-        Mode::Reactive | Mode::Oracle => Box::new(Reactive::new(vocab)),
+        Mode::ReactiveNocache | Mode::Reactive | Mode::Push | Mode::Oracle => {
+            Box::new(Reactive::new(vocab))
+        }
         Mode::Static => Box::new(StaticGraph::new(vocab, catalogue)),
         Mode::Markov => {
             let mut m = Ppm::markov1(vocab);
@@ -128,7 +140,7 @@ pub fn predictor_for(
 }
 
 impl Orchestrator {
-    /// An orchestrator in `mode` serving `predictor` (ignored by the reactive and oracle modes).
+    /// An orchestrator in `mode` serving `predictor` (ignored by the modes that do not predict).
     pub fn new(
         catalogue: Arc<ServiceCatalogue>,
         mode: Mode,
@@ -160,6 +172,7 @@ impl Orchestrator {
             oracle_misses: 0,
             starts: HashMap::new(),
             session_keys: HashMap::new(),
+            recorded: HashMap::new(),
         })
     }
 
@@ -207,6 +220,11 @@ impl Orchestrator {
         &self.staging
     }
 
+    /// The mirror of the guest's verified cache.
+    pub fn guest_store(&self) -> &GuestStore {
+        &self.store
+    }
+
     /// The wire ids of the catalogue.
     pub fn ids(&self) -> &WireIds {
         &self.ids
@@ -237,6 +255,16 @@ impl Orchestrator {
             request: request_id,
             status,
             total_ns: 0,
+        })
+    }
+
+    /// The `push` mode's record for request type `name`: (task, resource) wire ids, in the order
+    /// the last completed request of that type claimed them; None before one completed.
+    pub fn recorded(&self, name: &str) -> Option<Vec<(u64, u64)>> {
+        self.recorded.get(name).map(|v| {
+            v.iter()
+                .map(|&(t, r)| (WireIds::task(t), WireIds::resource(r)))
+                .collect()
         })
     }
 
@@ -496,7 +524,7 @@ impl Orchestrator {
             row = Some(h.record_request(sid, request_type, (now_us / 1000) as i64)?);
         }
         let predictions: Vec<(u64, String, f32)> = match self.mode {
-            Mode::Reactive => Vec::new(),
+            Mode::ReactiveNocache | Mode::Reactive | Mode::Push => Vec::new(),
             Mode::Oracle => {
                 match self.future.pop_front() {
                     Some((s, n)) if s == session && n == request_type => {}
@@ -530,6 +558,8 @@ impl Orchestrator {
         }
         let mut keep: HashSet<usize> = seen.clone();
         keep.extend(current.iter().copied());
+        let pushed = self.push_wants(request_type, app_id);
+        keep.extend(pushed.iter().map(|w| w.resource));
         let mut evict = Vec::new();
         let stale = self
             .staging
@@ -542,6 +572,7 @@ impl Orchestrator {
             request: request_id,
             request_type: request_type.into(),
         })?;
+        let push = self.admit_all(&pushed, session, request_id, &keep, &mut evict)?;
         let mut prefetch = Vec::new();
         let mut deferred = Vec::new();
         for (s, wants) in by_session {
@@ -557,6 +588,9 @@ impl Orchestrator {
                 row,
                 at_us: now_us,
                 deferred,
+                name: request_type.into(),
+                tasks: req.tasks.clone(),
+                used: Vec::new(),
             },
         );
         Ok(Plan {
@@ -568,9 +602,51 @@ impl Orchestrator {
                 name: request_type.into(),
                 row,
             },
+            push,
             prefetch,
             evict,
         })
+    }
+
+    /// In the `push` mode, the resources recorded for `name` (staged at dispatch, certain to
+    /// be claimed); nothing in the other modes or before a request of `name` completed.
+    fn push_wants(&self, name: &str, app: u32) -> Vec<Want> {
+        if self.mode != Mode::Push {
+            return Vec::new();
+        }
+        let Some(set) = self.recorded.get(name) else {
+            return Vec::new();
+        };
+        set.iter()
+            .map(|&(task, resource)| {
+                let res = &self.catalogue.resources[resource];
+                Want {
+                    resource,
+                    task,
+                    app,
+                    bytes: res.size,
+                    version: res.version,
+                    probability: 1.0,
+                    for_request: name.into(),
+                }
+            })
+            .collect()
+    }
+
+    /// The `push` mode records what the guest claimed for the requests in flight whose tasks
+    /// include `task_id` (the one request the guest runs, in the service).
+    fn record_use(&mut self, task_id: u64, resource: usize) {
+        if self.mode != Mode::Push {
+            return;
+        }
+        let Some(task) = usize::try_from(task_id.wrapping_sub(1)).ok() else {
+            return;
+        };
+        for f in self.inflight.values_mut() {
+            if f.tasks.contains(&task) && !f.used.iter().any(|&(_, r)| r == resource) {
+                f.used.push((task, resource));
+            }
+        }
     }
 
     fn resource_index(&self, id: u64) -> Result<usize, OnlineError> {
@@ -648,8 +724,8 @@ impl Orchestrator {
         match r.kind {
             ReportKind::ClaimHit => {
                 self.metrics.hits += 1;
-                self.store.touch(i);
-                self.used.insert(i);
+                self.claimed(i);
+                self.record_use(r.task_id, i);
                 if let Some(s) = self.take_sent(i) {
                     self.metrics.useful += 1;
                     self.metrics.useful_bytes += s.bytes;
@@ -660,8 +736,8 @@ impl Orchestrator {
                 // Served from the cache: no transfer, and the prefetch (if any) that brought it
                 // was counted useful at its first claim.
                 self.metrics.cache_hits += 1;
-                self.store.touch(i);
-                self.used.insert(i);
+                self.claimed(i);
+                self.record_use(r.task_id, i);
                 let _ = self.take_sent(i);
             }
             ReportKind::Miss => {
@@ -679,16 +755,33 @@ impl Orchestrator {
                 self.used.remove(&i);
             }
             ReportKind::DemandServed => {
-                // The demanded bundle is in the guest's cache now, most recently used.
-                let bytes = self.catalogue.resources[i].size;
-                if !self.store.touch(i) {
-                    self.store.arrive(i, bytes);
+                // The demanded bundle is in the guest's cache now, most recently used (a guest
+                // without a cache dropped it once handed over).
+                self.record_use(r.task_id, i);
+                if self.mode.guest_cache() {
+                    let bytes = self.catalogue.resources[i].size;
+                    if !self.store.touch(i) {
+                        self.store.arrive(i, bytes);
+                    }
+                    self.apps.insert(i, r.app_id);
+                    self.used.insert(i);
+                } else {
+                    self.store.leave(i);
                 }
-                self.apps.insert(i, r.app_id);
-                self.used.insert(i);
             }
         }
         Ok(())
+    }
+
+    /// Resource `i` was claimed: the guest's cache keeps it, most recently used (a guest
+    /// without a cache drops it).
+    fn claimed(&mut self, i: usize) {
+        if self.mode.guest_cache() {
+            self.store.touch(i);
+            self.used.insert(i);
+        } else {
+            self.store.leave(i);
+        }
     }
 
     /// A request completed: records it and returns the prefetches that waited for its claims
@@ -711,6 +804,8 @@ impl Orchestrator {
         self.metrics.latencies_ns.push(c.total_ns);
         if c.status != 0 {
             self.metrics.failed += 1;
+        } else if self.mode == Mode::Push && !f.used.is_empty() {
+            self.recorded.insert(f.name.clone(), f.used.clone());
         }
         self.audit(AuditEvent::Completion {
             request: c.request_id,
@@ -770,7 +865,7 @@ impl Orchestrator {
     /// requests of the next session (from how sessions started so far), within the policy.
     pub fn end_session(&mut self, session: u64) -> Result<FollowUp, OnlineError> {
         self.sessions.remove(&session);
-        if matches!(self.mode, Mode::Reactive | Mode::Oracle) {
+        if !self.mode.predicts() {
             return Ok(FollowUp::default());
         }
         let total: u64 = self.starts.values().sum();

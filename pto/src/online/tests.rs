@@ -433,3 +433,149 @@ fn a_session_end_stages_the_likeliest_start() {
         .with_starts(&past);
     assert!(reactive.end_session(1).unwrap().prefetch.is_empty());
 }
+
+/// (task, resource) wire ids of request type `name`, in claim order, each resource once.
+fn claim_order(cat: &ServiceCatalogue, name: &str) -> Vec<(u64, u64)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for &t in &cat.request(name).unwrap().tasks {
+        for &r in &cat.tasks[t].resources {
+            if seen.insert(r) {
+                out.push((WireIds::task(t), WireIds::resource(r)));
+            }
+        }
+    }
+    out
+}
+
+fn report(kind: ReportKind, task_id: u64, resource_id: u64) -> Report {
+    Report {
+        kind,
+        reason: None,
+        app_id: 1,
+        task_id,
+        resource_id,
+        version: 1,
+        latency_ns: 0,
+    }
+}
+
+#[test]
+fn push_stages_exactly_the_recorded_set() {
+    let cat = cat();
+    let p = Box::new(Reactive::new(Arc::new(cat.vocabulary())));
+    let policy = Policy {
+        budget_bytes: 1 << 30,
+        ..Policy::default()
+    };
+    let mut o = Orchestrator::new(cat.clone(), Mode::Push, p, policy).unwrap();
+    // Nothing recorded yet: the first request of a type runs as in reactive.
+    let plan = o.on_request(1, "home", 0).unwrap();
+    assert!(plan.push.is_empty() && plan.prefetch.is_empty());
+    assert_eq!(o.recorded("home"), None);
+    // The guest claims part of what the catalogue lists, in its own order: one resource
+    // served on demand, one cache hit, and the rest never claimed.
+    let all = claim_order(&cat, "home");
+    assert!(all.len() >= 3, "{all:?}");
+    let used = vec![all[2], all[0]];
+    o.on_report(&report(ReportKind::Miss, used[0].0, used[0].1))
+        .unwrap();
+    o.on_report(&report(ReportKind::DemandServed, used[0].0, used[0].1))
+        .unwrap();
+    o.on_report(&report(ReportKind::CacheHit, used[1].0, used[1].1))
+        .unwrap();
+    // A claim of the same resource again is recorded once.
+    o.on_report(&report(ReportKind::CacheHit, used[0].0, used[0].1))
+        .unwrap();
+    o.on_completion(&Completion {
+        request_id: 1,
+        ..Completion::default()
+    })
+    .unwrap();
+    assert_eq!(o.recorded("home"), Some(used.clone()));
+    // The guest lets them go, so the next push must send them all.
+    for &(t, r) in &used {
+        o.on_report(&report(ReportKind::Evict, t, r)).unwrap();
+    }
+    // Another session's request of the same type: exactly the recorded set, in claim order,
+    // pushed for this request; nothing predicted beyond it.
+    let plan = o.on_request(2, "home", 10).unwrap();
+    let pushed: Vec<(u64, u64)> = plan
+        .push
+        .iter()
+        .map(|p| (p.task_id, p.resource_id))
+        .collect();
+    assert_eq!(pushed, used);
+    assert!(plan
+        .push
+        .iter()
+        .all(|p| p.probability == 1.0 && p.for_request == "home"));
+    assert!(plan.prefetch.is_empty());
+    // A type with no record pushes nothing; a failed request records nothing.
+    let search = o.on_request(2, "search", 20).unwrap();
+    assert!(search.push.is_empty());
+    let (t, r) = claim_order(&cat, "search")[0];
+    o.on_report(&report(ReportKind::DemandServed, t, r))
+        .unwrap();
+    o.on_completion(&Completion {
+        request_id: search.dispatch.request_id,
+        status: 7,
+        ..Completion::default()
+    })
+    .unwrap();
+    assert_eq!(o.recorded("search"), None);
+    // What the guest still holds is staged without being sent again.
+    for &(t, r) in &used {
+        o.on_report(&report(ReportKind::ClaimHit, t, r)).unwrap();
+    }
+    o.on_completion(&Completion {
+        request_id: plan.dispatch.request_id,
+        ..Completion::default()
+    })
+    .unwrap();
+    let again = o.on_request(3, "home", 30).unwrap();
+    assert!(again.push.is_empty(), "{:?}", again.push);
+    assert_eq!(o.staging().len(), used.len());
+    assert_eq!(o.metrics().prefetched, used.len() as u64);
+    // Push predicts nothing for a next session.
+    assert!(o.end_session(3).unwrap().prefetch.is_empty());
+}
+
+#[test]
+fn without_the_guest_cache_nothing_stays_in_the_mirror() {
+    let cat = cat();
+    let p = Box::new(Reactive::new(Arc::new(cat.vocabulary())));
+    let mut o =
+        Orchestrator::new(cat.clone(), Mode::ReactiveNocache, p, Policy::default()).unwrap();
+    let plan = o.on_request(1, "home", 0).unwrap();
+    assert!(plan.push.is_empty() && plan.prefetch.is_empty());
+    for (t, r) in claim_order(&cat, "home") {
+        o.on_report(&report(ReportKind::DemandServed, t, r))
+            .unwrap();
+    }
+    assert_eq!(o.recorded("home"), None, "only push records");
+    // Nothing is held: the mirror of the guest's cache stays empty; with the cache it holds
+    // every demanded resource.
+    assert_eq!(o.guest_store().bytes(), 0);
+    let p = Box::new(Reactive::new(Arc::new(cat.vocabulary())));
+    let mut cached = Orchestrator::new(cat.clone(), Mode::Reactive, p, Policy::default()).unwrap();
+    cached.on_request(1, "home", 0).unwrap();
+    for (t, r) in claim_order(&cat, "home") {
+        cached
+            .on_report(&report(ReportKind::DemandServed, t, r))
+            .unwrap();
+        assert!(cached
+            .guest_store()
+            .contains(WireIds::resource_index(r).unwrap()));
+    }
+    let home: u64 = cat.resources_of("home").iter().map(|r| r.size).sum();
+    assert_eq!(cached.guest_store().bytes(), home);
+    assert!(Mode::ALL
+        .iter()
+        .all(|m| m.guest_cache() != m.serial_demands()));
+    assert_eq!(
+        Mode::ALL.iter().filter(|m| m.is_baseline()).count(),
+        2,
+        "reactive and push"
+    );
+}
