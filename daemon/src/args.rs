@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// Multiply every resource size of the catalogue by this.
     #[arg(long)]
     size_scale: Option<f64>,
-    /// none, static, markov, ppm, learned or oracle.
+    /// reactive-nocache (the naive baseline), none (or reactive), push, static, markov, ppm,
+    /// learned or oracle.
     #[arg(long, value_parser = predictor_arg)]
     predictor: Option<PredictorKind>,
     /// Checkpoint of the learned predictor (`pto train --out DIR/lstm`).

@@ -15,8 +15,18 @@ use crate::error::ConfigError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PredictorKind {
-    /// No prediction: every resource is demand-fetched (the reactive baseline).
+    /// The naive baseline: no prediction, no guest cache (a claim consumes the resource) and
+    /// one demand fetch at a time (`reactive-nocache`; the guest runs with `see.cache=0
+    /// see.max_demands=1`).
+    #[serde(rename = "reactive-nocache")]
+    ReactiveNocache,
+    /// No prediction: every resource the guest's cache lacks is demand-fetched, in parallel
+    /// (the strong `reactive` baseline; also accepted as `reactive`).
+    #[serde(alias = "reactive")]
     None,
+    /// REAP-like, no prediction across requests: at dispatch, the resources the last request
+    /// of the same type claimed are pushed, and the request waits for them.
+    Push,
     /// The catalogue's static dependency graph (`next` links).
     Static,
     /// First-order Markov counts over the history.
@@ -31,8 +41,10 @@ pub enum PredictorKind {
 
 impl PredictorKind {
     /// Every kind, in the order the demo runs them.
-    pub const ALL: [PredictorKind; 6] = [
+    pub const ALL: [PredictorKind; 8] = [
+        PredictorKind::ReactiveNocache,
         PredictorKind::None,
+        PredictorKind::Push,
         PredictorKind::Static,
         PredictorKind::Markov,
         PredictorKind::Ppm,
@@ -43,13 +55,23 @@ impl PredictorKind {
     /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
+            PredictorKind::ReactiveNocache => "reactive-nocache",
             PredictorKind::None => "none",
+            PredictorKind::Push => "push",
             PredictorKind::Static => "static",
             PredictorKind::Markov => "markov",
             PredictorKind::Ppm => "ppm",
             PredictorKind::Learned => "learned",
             PredictorKind::Oracle => "oracle",
         }
+    }
+}
+
+impl PredictorKind {
+    /// True for the naive baseline, whose guest runs without its cache and demands one
+    /// resource at a time.
+    pub fn naive(self) -> bool {
+        self == PredictorKind::ReactiveNocache
     }
 }
 
@@ -63,6 +85,9 @@ impl std::str::FromStr for PredictorKind {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "reactive" {
+            return Ok(PredictorKind::None);
+        }
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
@@ -346,6 +371,14 @@ mod tests {
         assert_eq!(c.budget, 1 << 20);
         assert_eq!(c.listen, Listen::Unix("/tmp/see.sock".into()));
         assert_eq!(c.queue_depth, Config::default().queue_depth);
+        for (name, kind) in [
+            ("reactive-nocache", PredictorKind::ReactiveNocache),
+            ("push", PredictorKind::Push),
+            ("reactive", PredictorKind::None),
+        ] {
+            std::fs::write(&path, format!("predictor = \"{name}\"\n")).unwrap();
+            assert_eq!(Config::from_file(&path).unwrap().predictor, kind);
+        }
         std::fs::write(&path, "predicter = \"ppm\"\n").unwrap();
         let e = Config::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("predicter"), "{e}");
@@ -385,6 +418,13 @@ mod tests {
             .contains("queue_depth"));
         assert!(Config::default().validate().is_ok());
         assert!("nope".parse::<PredictorKind>().is_err());
+        for k in PredictorKind::ALL {
+            assert_eq!(k.name().parse::<PredictorKind>().unwrap(), k);
+        }
+        assert_eq!(
+            "reactive".parse::<PredictorKind>().unwrap(),
+            PredictorKind::None
+        );
         assert!("unix:".parse::<Listen>().is_err());
         assert_eq!(
             "127.0.0.1:9".parse::<Listen>().unwrap().to_string(),

@@ -5,7 +5,9 @@
 //! a bounded queue until the SEE is free. The SEE serves one request at a time (its serve app
 //! is single-threaded): the engine dispatches the next request when the guest completes the
 //! previous one, then sends the prefetch orders the plan made (so they never queue ahead of
-//! the request's own demand fetches in the device, unless `eager_prefetch`). Device events
+//! the request's own demand fetches in the device, unless `eager_prefetch`). In the `push`
+//! mode the plan's push set (the request's own recorded resources) goes out first and the
+//! request is dispatched once it is staged. Device events
 //! (signatures, demands, the guest's reports and completions) come in as [`Input::Event`] and
 //! feed the orchestrator, the history and the audit log.
 //!
@@ -79,6 +81,8 @@ struct Pending {
     job: Job,
     plan: Plan,
     tasks: Vec<u64>,
+    /// Its push set (the `push` mode) was sent: it is dispatched once that is staged.
+    pushed: bool,
 }
 
 /// The request in the guest.
@@ -362,7 +366,12 @@ impl Engine {
             Some(r) => r.tasks.iter().map(|&t| WireIds::task(t)).collect(),
             None => Vec::new(),
         };
-        self.queue.push_back(Pending { job, plan, tasks });
+        self.queue.push_back(Pending {
+            job,
+            plan,
+            tasks,
+            pushed: false,
+        });
         self.shared.metrics.queue_depth.set(self.queue.len() as i64);
     }
 
@@ -374,7 +383,16 @@ impl Engine {
         if matches!(self.shared.state(), State::Down(_)) {
             return;
         }
-        if self.settle && self.outstanding > 0 {
+        // The push mode: the next request's push set goes out first, and the request waits until
+        // it is staged (as `settle` waits for every prefetch), so that its claims find it.
+        let mut pushing = false;
+        if let Some(head) = self.queue.front_mut() {
+            let push = std::mem::take(&mut head.plan.push);
+            head.pushed |= !push.is_empty();
+            pushing = head.pushed;
+            self.send(&push);
+        }
+        if (self.settle || pushing) && self.outstanding > 0 {
             let waited = self.queue.front().map(|p| p.job.arrived.elapsed());
             if waited.is_some_and(|w| w < self.request_timeout / 2) {
                 return;

@@ -37,6 +37,21 @@ pub fn allow_entries(cat: &ServiceCatalogue) -> Vec<(u32, u64, u64)> {
     out
 }
 
+/// The guest's command line for `config` serving `cat`: [`cmdline`] with the store sized to
+/// the budget, and for the naive baseline (`reactive-nocache`) a guest without its cache that
+/// demands one resource at a time (`see.cache=0 see.max_demands=1`).
+pub fn cmdline_for(cat: &ServiceCatalogue, config: &crate::Config) -> String {
+    let mut line = cmdline(cat, config.budget, config.guest_idle_ms);
+    if config.predictor.naive() {
+        line.push_str(&format!(
+            " {}=0 {}=1",
+            see_abi::cmdline::CACHE,
+            see_abi::cmdline::MAX_DEMANDS
+        ));
+    }
+    line
+}
+
 /// The guest's command line for serving `cat` with a store of `budget` bytes; the guest ends
 /// after `idle_ms` without a request.
 pub fn cmdline(cat: &ServiceCatalogue, budget: u64, idle_ms: u64) -> String {
@@ -170,6 +185,31 @@ mod tests {
             "{}",
             line.len()
         );
+    }
+
+    #[test]
+    fn only_the_naive_baseline_turns_the_guest_cache_off() {
+        let cat = ServiceCatalogue::default_catalogue();
+        for kind in crate::PredictorKind::ALL {
+            let config = crate::Config {
+                predictor: kind,
+                ..crate::Config::default()
+            };
+            let line = cmdline_for(&cat, &config);
+            let naive = line.ends_with(" see.cache=0 see.max_demands=1");
+            assert_eq!(
+                naive,
+                kind == crate::PredictorKind::ReactiveNocache,
+                "{kind}"
+            );
+            assert!(line.starts_with(&cmdline(&cat, config.budget, config.guest_idle_ms)));
+            // Every key is one the guest kernel knows.
+            assert_eq!(
+                see_abi::cmdline::Cmdline::new(&line).unknown_keys().count(),
+                0,
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Launched {
         config.socket = spec.run_dir.join("prefetch.sock");
         config.validate()?;
         let cat = config.load_catalogue()?;
-        let cmdline = guest::cmdline(&cat, config.budget, config.guest_idle_ms);
+        let cmdline = guest::cmdline_for(&cat, &config);
         let config_path = spec.run_dir.join("see-daemon.toml");
         let text = toml::to_string(&config).map_err(|e| LaunchError::Io {
             what: "cannot write the daemon's configuration".into(),

@@ -52,7 +52,9 @@ use crate::{
 /// The orchestrator mode of a predictor.
 fn mode_of(kind: PredictorKind) -> Mode {
     match kind {
+        PredictorKind::ReactiveNocache => Mode::ReactiveNocache,
         PredictorKind::None => Mode::Reactive,
+        PredictorKind::Push => Mode::Push,
         PredictorKind::Static => Mode::Static,
         PredictorKind::Markov => Mode::Markov,
         PredictorKind::Ppm => Mode::Ppm,

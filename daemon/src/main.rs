@@ -110,10 +110,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
         Some(Command::GuestCmdline(args)) => {
             let config = Config::try_from(*args)?;
             let cat = config.load_catalogue()?;
-            println!(
-                "{}",
-                see_daemon::guest::cmdline(&cat, config.budget, config.guest_idle_ms)
-            );
+            println!("{}", see_daemon::guest::cmdline_for(&cat, &config));
             Ok(())
         }
         Some(Command::Store(StoreCommand::Add {
