@@ -494,6 +494,7 @@ impl Orchestrator {
             .iter()
             .flat_map(|&t| self.catalogue.tasks[t].resources.iter().copied())
             .collect();
+        let tasks = req.tasks.clone();
         self.clock += 1;
         let request_id = self.next_request;
         self.next_request += 1;
@@ -589,7 +590,7 @@ impl Orchestrator {
                 at_us: now_us,
                 deferred,
                 name: request_type.into(),
-                tasks: req.tasks.clone(),
+                tasks,
                 used: Vec::new(),
             },
         );

@@ -535,7 +535,7 @@ fn push_stages_exactly_the_recorded_set() {
     .unwrap();
     let again = o.on_request(3, "home", 30).unwrap();
     assert!(again.push.is_empty(), "{:?}", again.push);
-    assert_eq!(o.staging().len(), used.len());
+    assert_eq!(o.staging().len(), o.recorded("home").unwrap().len());
     assert_eq!(o.metrics().prefetched, used.len() as u64);
     // Push predicts nothing for a next session.
     assert!(o.end_session(3).unwrap().prefetch.is_empty());
