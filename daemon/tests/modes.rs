@@ -32,34 +32,62 @@ fn push_stages_the_recorded_set_before_the_request() {
     if !see_e2e::kvm_available() {
         return;
     }
-    let t = start(PredictorKind::Push);
-    let cat = &t.catalogue;
-    let home = resources(cat, "home");
-    // The other types move more than the guest's cache holds, so home's resources that no
-    // other type claims are the least recently used and some must go.
-    let others: Vec<String> = kinds(cat).into_iter().filter(|k| k != "home").collect();
-    let only_home: u64 = cat
-        .resources_of("home")
+    // The type with the most resources of its own (claimed by no other type); the guest's
+    // cache holds the largest request but not everything, so once the other types have run,
+    // that type's own resources are the least recently used and the first to go.
+    let cat = ServiceCatalogue::default_catalogue();
+    let mut cat_scaled = cat.clone();
+    cat_scaled.scale_sizes(common::SIZE_SCALE);
+    let cat = cat_scaled;
+    let own = |k: &str| -> u64 {
+        cat.resources_of(k)
+            .iter()
+            .filter(|r| {
+                cat.requests
+                    .iter()
+                    .filter(|o| o.name != k)
+                    .all(|o| !cat.resources_of(&o.name).contains(r))
+            })
+            .map(|r| r.size)
+            .sum()
+    };
+    let names = kinds(&cat);
+    let home = names
         .iter()
-        .filter(|r| others.iter().all(|o| !cat.resources_of(o).contains(r)))
-        .map(|r| r.size)
-        .sum();
+        .max_by_key(|k| own(k.as_str()))
+        .expect("a type")
+        .clone();
+    let largest = names
+        .iter()
+        .map(|k| cat.resources_of(k).iter().map(|r| r.size).sum::<u64>())
+        .max()
+        .unwrap_or(0);
     let all: u64 = cat.resources.iter().map(|r| r.size).sum();
+    let budget = largest.max(64 << 10).next_multiple_of(1024);
     assert!(
-        only_home > 0 && all > t.config.budget + only_home,
-        "the test needs home to lose resources"
+        own(home.as_str()) > 0 && all > budget + own(home.as_str()),
+        "the test needs {home} to lose resources: {} own bytes, budget {budget}, {all} in all",
+        own(home.as_str())
     );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = common::config(dir.path(), PredictorKind::Push);
+    config.budget = budget;
+    let t = common::start_with(dir, config);
+    let cat = &t.catalogue;
+    let home = home.as_str();
+    let resources_of_home = resources(cat, home);
+    let others: Vec<String> = kinds(cat).into_iter().filter(|k| k != home).collect();
     let a = agent();
     // Nothing recorded yet: everything is demanded.
-    let first = run(&t, &a, "s", "home");
+    let first = run(&t, &a, "s", home);
     assert_eq!(first.prefetch.staged_hits, 0, "{first:?}");
     assert!(first.prefetch.demands > 0);
     for k in &others {
         run(&t, &a, "s", k);
     }
-    // Home again, from another session: its recorded set is pushed and staged before the
+    // The same type again, from another session: its recorded set is pushed and staged before the
     // dispatch, so nothing is demanded.
-    let last = run(&t, &a, "u", "home");
+    let last = run(&t, &a, "u", home);
     assert_eq!(last.prefetch.demands, 0, "{last:?}");
     let (audit, id) = (t.config.audit.clone(), last.request_id);
     let (daemon, vmm) = t.see.stop(Duration::from_secs(60)).expect("stop");
@@ -70,8 +98,14 @@ fn push_stages_the_recorded_set_before_the_request() {
         .filter(|r| r["kind"] == "prefetch" && r["fields"]["request"].as_u64() == Some(id))
         .map(|r| r["fields"]["resource"].as_u64().expect("resource"))
         .collect();
-    assert!(!pushed.is_empty(), "home lost resources: some were pushed");
-    assert!(pushed.iter().all(|r| home.contains(r)), "{pushed:?}");
+    assert!(
+        !pushed.is_empty(),
+        "{home} lost resources: some were pushed"
+    );
+    assert!(
+        pushed.iter().all(|r| resources_of_home.contains(r)),
+        "{pushed:?}"
+    );
     // Every claim a hit: the pushed resources staged, the rest cached.
     let claims = first.prefetch.demands + first.prefetch.staged_hits;
     assert_eq!(last.prefetch.staged_hits, claims, "{last:?}");
