@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    bootstrap::{self, Interval, Resamples, Verdict},
+    bootstrap::{self, Interval, Resamples},
     records::Record,
 };
 
@@ -226,11 +226,6 @@ impl Analysis {
         ])
     }
 
-    /// Total bytes moved into the guest by `mode` in the paired sessions.
-    pub fn traffic(&self, mode: &str) -> Option<u64> {
-        Some(self.res.point[self.base(mode, TRAFFIC)?] as u64)
-    }
-
     /// The non-predictive modes present.
     pub fn non_predictive(&self) -> Vec<&str> {
         NON_PREDICTIVE
@@ -376,16 +371,12 @@ impl Analysis {
         }
         (t, notes)
     }
-
-    /// The verdict of `mode` against the best non-predictive mode at host statistic `k`.
-    pub fn verdict(&self, mode: &str, k: usize) -> Option<Verdict> {
-        self.speedup(mode, k).map(|i| Verdict::of_speedup(&i))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bootstrap::Verdict;
 
     /// Records of `mode`: `sessions` sessions per rep, 4 requests each, host latency
     /// `ms(rep, session, request)`; 1 MiB of traffic per session times `traffic`.
@@ -461,12 +452,14 @@ mod tests {
         let met: Vec<_> = targets.iter().map(|t| (t.what.clone(), t.met())).collect();
         assert_eq!(targets.len(), 2 + 1 + 4, "{met:?}");
         assert!(targets.iter().all(|t| t.met() == Some(true)), "{met:?}");
-        assert_eq!(a.verdict("learned", 0), Some(Verdict::Faster));
-        assert_eq!(a.verdict("reactive-nocache", 0), Some(Verdict::Slower));
-        assert_eq!(a.verdict("push", 0), Some(Verdict::NoDifference));
+        let verdict = |m| Verdict::of_speedup(&a.speedup(m, 0).unwrap());
+        assert_eq!(verdict("learned"), Verdict::Faster);
+        assert_eq!(verdict("reactive-nocache"), Verdict::Slower);
+        assert_eq!(verdict("push"), Verdict::NoDifference);
         let s = a.speedup("learned", 0).unwrap();
         assert!(s.point > 1.4 && s.lo > 1.0, "{s:?}");
-        assert_eq!(a.traffic("markov"), Some(90 << 20));
+        let t = a.traffic_vs_oracle("markov").unwrap();
+        assert_eq!((t.point, t.lo, t.hi), (3.0, 3.0, 3.0));
         let cfw = a.claim_fetch_work("oracle").unwrap();
         assert_eq!(cfw, [0.01, 1.0, 2.0]);
         let g = a.guest("oracle", 3).unwrap();

@@ -35,11 +35,13 @@ pub struct Interval {
 
 impl Interval {
     /// Whether `x` lies inside the interval (bounds included).
+    #[cfg(test)]
     pub fn contains(&self, x: f64) -> bool {
         self.lo <= x && x <= self.hi
     }
 
     /// Whether the two intervals share a point.
+    #[cfg(test)]
     pub fn overlaps(&self, other: &Interval) -> bool {
         self.lo <= other.hi && other.lo <= self.hi
     }
@@ -146,6 +148,7 @@ impl Resamples {
     }
 
     /// The interval of base statistic `i`.
+    #[cfg(test)]
     pub fn of(&self, i: usize) -> Option<Interval> {
         self.interval(|s| s[i])
     }

@@ -27,8 +27,8 @@ use see_daemon::{config::PredictorKind, Config};
 use see_pto::{
     metadata::ServiceCatalogue,
     online::{
-        simulate::{replay_order, working_set_bytes, Targets},
-        ModeSummary, Policy,
+        simulate::{replay_order, working_set_bytes},
+        Policy,
     },
     split::SplitSpec,
     trace::Trace,

@@ -91,9 +91,11 @@ mod tests {
             .collect();
         // Rep 1: sessions 0 and 1 (cut to 2); rep 2 starts after the session cut short.
         assert_eq!(tags, [vec![(0, 3), (1, 2)], vec![(2, 3), (3, 2)]]);
-        let e = rep_groups(&test, 3, 5).unwrap_err().to_string();
+        // Each repetition uses two sessions: a fourth finds none left.
+        assert_eq!(rep_groups(&test, 3, 5).unwrap().len(), 3);
+        let e = rep_groups(&test, 4, 5).unwrap_err().to_string();
         assert!(
-            e.contains("repetition 3") && e.contains("--sessions"),
+            e.contains("repetition 4") && e.contains("--sessions"),
             "{e}"
         );
         assert!(rep_groups(&test, 0, 5).unwrap().is_empty());
