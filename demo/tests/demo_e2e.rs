@@ -8,7 +8,7 @@ use std::process::Command;
 
 use see_pto::audit;
 
-const REQUESTS: usize = 12;
+const REQUESTS: usize = 6;
 const REPS: usize = 2;
 const MODES: [&str; 5] = ["reactive", "static", "markov", "learned", "oracle"];
 
