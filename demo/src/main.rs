@@ -71,7 +71,7 @@ pub fn mode_name(kind: PredictorKind) -> &'static str {
     }
 }
 
-/// Replays a workload through the PTO service, one SEE per predictor.
+/// Replays a workload through the PTO service, a fresh SEE per mode and repetition.
 #[derive(Parser, Debug)]
 #[command(name = "see-demo", version)]
 struct Args {
@@ -121,7 +121,8 @@ struct Args {
     /// (`target/see-demo/requests.csv`), without starting any SEE.
     #[arg(long, value_name = "FILE")]
     from_csv: Option<PathBuf>,
-    /// Modes to run: reactive, static, markov, ppm, learned, oracle.
+    /// Modes to run: reactive, static, markov, ppm, learned, oracle (and reactive-nocache,
+    /// push, where this build has them). reactive and push are the non-predictive modes.
     #[arg(long, value_parser = predictor_arg, value_delimiter = ',',
           default_value = "reactive,static,markov,learned,oracle")]
     modes: Vec<PredictorKind>,

@@ -78,7 +78,7 @@ pub fn write(path: &Path, records: &[Record]) -> Result<(), DemoError> {
     w.flush().map_err(|e| io(path, e))
 }
 
-/// Reads records written by [`write`]; the error names the line that does not parse.
+/// Reads records written by [`write()`]; the error names the line that does not parse.
 pub fn read(path: &Path) -> Result<Vec<Record>, DemoError> {
     let mut r = csv::Reader::from_path(path).map_err(|e| io(path, e))?;
     let mut out = Vec::new();
