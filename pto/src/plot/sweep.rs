@@ -8,6 +8,9 @@ use plotters::prelude::*;
 use super::{font, PlotError};
 use crate::online::simulate::sweep::{Interval, PointResult};
 
+/// Which speedup of a point a series draws.
+type Pick = fn(&PointResult) -> Option<Interval>;
+
 /// Draws the speedups of `points` (one sweep, in order) to a PNG at `path`.
 pub fn speedup(points: &[PointResult], title: &str, path: &Path) -> Result<(), PlotError> {
     let first = points.first().ok_or(PlotError::Empty)?;
@@ -59,7 +62,7 @@ pub fn speedup(points: &[PointResult], title: &str, path: &Path) -> Result<(), P
             BLACK.stroke_width(1),
         ))
         .map_err(|e| err(&e))?;
-    let series: [(&str, RGBColor, f64, fn(&PointResult) -> Option<Interval>); 2] = [
+    let series: [(&str, RGBColor, f64, Pick); 2] = [
         ("best predictor", RGBColor(31, 119, 180), -0.06, |p| {
             p.speedup
         }),

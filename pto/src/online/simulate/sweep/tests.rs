@@ -101,7 +101,7 @@ fn analyse_gives_intervals_around_the_speedup() {
         assert!(m.p50.lo <= m.p50.estimate && m.p50.estimate <= m.p50.hi);
         assert!(m.p95.estimate >= m.p50.estimate);
     }
-    let t = table(&[r.clone()]);
+    let t = table(std::slice::from_ref(&r));
     assert!(t.contains("speedup of markov over reactive"), "{t}");
     assert!(t.contains("--latency-ms 20"), "{t}");
     // The same replays always print the same intervals.
