@@ -12,7 +12,7 @@
 //! - the guest's verified cache (an LRU within `store_budget` that keeps what is claimed and
 //!   what is demanded) and a request that claims all its resources at once, demanding the
 //!   missing ones in parallel (at most [`SimConfig::max_demands`] outstanding) and working on
-//!   each as it arrives, on one CPU ([`guest`]);
+//!   each as it arrives, on one CPU (the `guest` module);
 //! - the origin behind the backend's bounded pool of fetchers
 //!   ([`crate::online::origin::Pool`]): concurrent fetches overlap their latencies and share
 //!   the bandwidth.
