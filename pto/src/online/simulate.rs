@@ -198,7 +198,9 @@ pub fn replay(
     cfg: &SimConfig,
 ) -> Result<Replay, OnlineError> {
     let vocab = catalogue.vocabulary();
-    let mut guest = guest::Guest::new(catalogue, cfg);
+    // Every mode here runs on the default guest; a naive baseline without the cache maps to
+    // `Quirks { cache: false, serial_demands: true }`.
+    let mut guest = guest::Guest::new(catalogue, cfg, guest::Quirks::default());
     let ms = |x: f64| (x.max(0.0) * 1e6) as u64;
     let mut t = 0u64;
     let primed = orch.prime()?;

@@ -47,10 +47,31 @@ struct InFlight {
     sent: u64,
 }
 
+/// How a mode's guest differs from the default one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Quirks {
+    /// Keeps what is claimed and demanded (false: a claim consumes the resource, a demanded
+    /// bundle is not kept, as for a naive reactive baseline).
+    pub cache: bool,
+    /// Demands one resource at a time, whatever [`SimConfig::max_demands`] says.
+    pub serial_demands: bool,
+}
+
+impl Default for Quirks {
+    /// The guest every mode but a naive baseline runs on: cache and parallel demands.
+    fn default() -> Self {
+        Self {
+            cache: true,
+            serial_demands: false,
+        }
+    }
+}
+
 /// The simulated guest: its verified cache and the origin behind the device.
 pub(super) struct Guest<'a> {
     catalogue: &'a ServiceCatalogue,
     cfg: &'a SimConfig,
+    quirks: Quirks,
     origin: Pool,
     staged: HashMap<u64, Held>,
     held_bytes: u64,
@@ -59,10 +80,11 @@ pub(super) struct Guest<'a> {
 
 impl<'a> Guest<'a> {
     /// An empty guest in front of an idle origin.
-    pub(super) fn new(catalogue: &'a ServiceCatalogue, cfg: &'a SimConfig) -> Self {
+    pub(super) fn new(catalogue: &'a ServiceCatalogue, cfg: &'a SimConfig, quirks: Quirks) -> Self {
         Self {
             catalogue,
             cfg,
+            quirks,
             origin: Pool::new(cfg.origin, cfg.origin_workers),
             staged: HashMap::new(),
             held_bytes: 0,
@@ -211,12 +233,18 @@ impl<'a> Guest<'a> {
             let stamp = self.stamp;
             match self.staged.get_mut(&id).filter(|h| h.ready <= cpu) {
                 Some(held) => {
-                    // A claim leaves it cached, most recently used.
+                    // A claim leaves it cached, most recently used (without a cache it is
+                    // consumed, silently, as the guest driver does).
                     held.stamp = stamp;
                     if held.used {
                         report.kind = ReportKind::CacheHit;
                     }
                     held.used = true;
+                    if !self.quirks.cache {
+                        if let Some(h) = self.staged.remove(&id) {
+                            self.held_bytes -= h.bytes;
+                        }
+                    }
                     cpu += self.cfg.claim_ns;
                     report.latency_ns = self.cfg.claim_ns;
                     orch.on_report(&report)?;
@@ -234,7 +262,11 @@ impl<'a> Guest<'a> {
                 }
             }
         }
-        let limit = self.cfg.max_demands.max(1);
+        let limit = if self.quirks.serial_demands {
+            1
+        } else {
+            self.cfg.max_demands.max(1)
+        };
         let half = self.cfg.demand_rtt_ns / 2;
         let mut inflight: Vec<InFlight> = Vec::new();
         while !missing.is_empty() || !inflight.is_empty() {
@@ -269,16 +301,23 @@ impl<'a> Guest<'a> {
                 // The guest checks the bundle's signature and digest before handing it over.
                 cpu += self.cfg.verify_ns;
                 let task_id = tasks[pos].task_id;
-                let held = Held {
-                    ready: cpu,
-                    bytes: res.size,
-                    stamp: 0,
-                    app_id,
-                    task_id,
-                    version: res.version,
-                    used: true,
-                };
-                self.insert(orch, id, held)?;
+                // The demanded bundle enters the cache (evicting as it must) before the guest
+                // reports the demand served; without a cache it is not kept.
+                if self.quirks.cache {
+                    let held = Held {
+                        ready: cpu,
+                        bytes: res.size,
+                        stamp: 0,
+                        app_id,
+                        task_id,
+                        version: res.version,
+                        used: true,
+                    };
+                    self.insert(orch, id, held)?;
+                } else if let Some(h) = self.staged.remove(&id) {
+                    // A late prefetch that served the demand is consumed with it.
+                    self.held_bytes -= h.bytes;
+                }
                 orch.on_report(&Report {
                     kind: ReportKind::DemandServed,
                     reason: None,

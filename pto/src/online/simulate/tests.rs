@@ -389,3 +389,47 @@ fn first_requests_cuts_the_replay_like_the_demo() {
     assert!(cut[1].truth.len() <= 1);
     assert!(first_requests(&test, 0).is_empty());
 }
+
+#[test]
+fn a_guest_without_its_cache_demands_again_one_at_a_time() {
+    let (cat, train, test) = setup(40);
+    let name = cat
+        .vocabulary()
+        .name(test[0].requests[0].kind)
+        .unwrap()
+        .to_owned();
+    let k = cat.resources_of(&name).len() as u64;
+    assert!(k >= 3);
+    let cfg = origin_only(50, 1e15);
+    let latency = 50_000_000;
+    let run_twice = |quirks: guest::Quirks| {
+        let p = predictor_for(Mode::Reactive, &cat, &train, None).unwrap();
+        let mut orch =
+            Orchestrator::new(cat.clone(), Mode::Reactive, p, Policy::default()).unwrap();
+        let mut g = guest::Guest::new(&cat, &cfg, quirks);
+        let mut t = 0;
+        let mut took = Vec::new();
+        for _ in 0..2 {
+            let plan = orch.on_request(1, &name, t / 1000).unwrap();
+            let mut c = g.run(&mut orch, &name, plan.dispatch.app_id, t).unwrap();
+            c.request_id = plan.dispatch.request_id;
+            t += c.total_ns;
+            took.push(c.total_ns);
+            orch.on_completion(&c).unwrap();
+        }
+        took
+    };
+    // The default guest: one latency, then everything from its cache.
+    let cached = run_twice(guest::Quirks::default());
+    assert!(
+        cached[0] >= latency && cached[0] < 2 * latency,
+        "{cached:?}"
+    );
+    assert!(cached[1] < latency / 100, "{cached:?}");
+    // Without the cache and with serial demands: one latency per resource, every time.
+    let naive = run_twice(guest::Quirks {
+        cache: false,
+        serial_demands: true,
+    });
+    assert!(naive.iter().all(|&t| t >= k * latency), "{naive:?}");
+}
