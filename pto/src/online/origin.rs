@@ -130,8 +130,10 @@ impl Link {
 /// The origin behind a bounded pool of fetchers, in virtual time (ns): at most `workers`
 /// fetches are in progress at once (a fetch issued while all are busy starts when the first
 /// one finishes); the ones in progress overlap their latencies and share the bandwidth of one
-/// [`Link`], in order of start. This is the daemon's concurrent backend: a pool of fetch
-/// threads in front of an origin whose latency overlaps and whose bandwidth is shared.
+/// [`Link`], in order of start. This is the backend's fetch pool in front of an origin whose
+/// latency overlaps and whose bandwidth is shared; like the backend's, prefetches
+/// ([`Pool::prefetch`]) may hold all the workers but one, so a demand ([`Pool::fetch`]) finds
+/// one free unless other demands hold it.
 #[derive(Clone, Debug)]
 pub struct Pool {
     link: Link,
@@ -148,11 +150,28 @@ impl Pool {
         }
     }
 
-    /// Issues a fetch of `bytes` at `now_ns`; returns when its last byte arrives.
+    /// Issues a demand fetch of `bytes` at `now_ns` (any worker); returns when its last byte
+    /// arrives.
     pub fn fetch(&mut self, now_ns: u64, bytes: u64) -> u64 {
+        self.fetch_on(self.free_at_ns.len(), now_ns, bytes)
+    }
+
+    /// Issues a prefetch of `bytes` at `now_ns` (on all the workers but one, unless there is
+    /// only one); returns when its last byte arrives.
+    pub fn prefetch(&mut self, now_ns: u64, bytes: u64) -> u64 {
+        self.fetch_on(
+            self.free_at_ns.len().saturating_sub(1).max(1),
+            now_ns,
+            bytes,
+        )
+    }
+
+    /// A fetch on the first `lane` workers.
+    fn fetch_on(&mut self, lane: usize, now_ns: u64, bytes: u64) -> u64 {
         let (i, free) = self
             .free_at_ns
             .iter()
+            .take(lane)
             .copied()
             .enumerate()
             .min_by_key(|&(_, t)| t)
@@ -288,6 +307,16 @@ mod tests {
         assert_eq!(done, [11_000_000, 22_000_000, 33_000_000]);
         // Zero workers is taken as one, not a panic.
         assert_eq!(Pool::new(m, 0).fetch(0, 0), 10_000_000);
+        // Prefetches leave a worker for demands: on a pool of two, a demand next to a
+        // prefetch does not wait, and a second prefetch waits for the first.
+        let mut two = Pool::new(m, 2);
+        assert_eq!(two.prefetch(0, 0), 10_000_000);
+        assert_eq!(two.fetch(0, 0), 10_000_000);
+        assert_eq!(two.prefetch(0, 0), 20_000_000);
+        // On a pool of one, prefetches and demands share the worker.
+        let mut one = Pool::new(m, 1);
+        assert_eq!(one.prefetch(0, 0), 10_000_000);
+        assert_eq!(one.fetch(0, 0), 20_000_000);
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct SimConfig {
     pub verify_ns: u64,
     /// Demand fetches a request keeps outstanding at once (the guest driver's `max_demands`).
     pub max_demands: usize,
-    /// Origin fetches in progress at once (the backend's pool of fetchers).
+    /// Origin fetches in progress at once (the backend's pool of fetchers, `fetch_workers`:
+    /// 4 by default; prefetches may hold all but one).
     pub origin_workers: usize,
     /// Send a request's prefetch orders at dispatch instead of at its completion (the
     /// daemon's and the demo's `--eager-prefetch`).
@@ -70,7 +71,7 @@ impl Default for SimConfig {
             demand_rtt_ns: 100_000,
             verify_ns: 500_000,
             max_demands: 8,
-            origin_workers: 8,
+            origin_workers: 4,
             eager_prefetch: false,
             work_ns_per_byte: 1.0,
             think_cap_ms: 2_000.0,

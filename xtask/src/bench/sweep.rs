@@ -64,7 +64,7 @@ pub struct SweepArgs {
     vm_figures: Option<PathBuf>,
     /// Origin fetches in progress at once in the simulation: the daemon's fetch pool size (1
     /// for a backend that fetches one resource at a time).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     origin_workers: usize,
     /// Guest work per byte, ns, for the simulation (default: with --run-vm, calibrated from
     /// the VM's mean work per request; else measured on this host by pto).

@@ -169,7 +169,7 @@ impl<'a> Guest<'a> {
             {
                 continue;
             }
-            let ready = self.origin.fetch(now, o.bytes) + self.cfg.verify_ns;
+            let ready = self.origin.prefetch(now, o.bytes) + self.cfg.verify_ns;
             let held = Held {
                 ready,
                 bytes: o.bytes,

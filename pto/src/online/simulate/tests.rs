@@ -237,9 +237,11 @@ fn learned_mode_loads_a_checkpoint_and_refuses_a_bad_one() {
     assert!(err.to_string().contains("retrain"), "{err}");
 }
 
-/// A config whose only costs are the origin's: no claim, round trip, check or work.
+/// A config whose only costs are the origin's: no claim, round trip, check or work, and
+/// more fetchers than any request has resources (so the guest's bound is the only one).
 fn origin_only(latency_ms: u64, bandwidth: f64) -> SimConfig {
     SimConfig {
+        origin_workers: 64,
         origin: OriginModel::new(std::time::Duration::from_millis(latency_ms), bandwidth).unwrap(),
         claim_ns: 0,
         demand_rtt_ns: 0,
@@ -309,6 +311,16 @@ fn parallel_demands_cost_one_latency_not_one_per_resource() {
     assert!(
         took >= k.div_ceil(2) * latency && took < (k.div_ceil(2) + 1) * latency,
         "{took} ns for {k} demands two at a time"
+    );
+    // The backend's default pool of 4 fetchers: a round of latency per 4 resources.
+    let four = SimConfig {
+        origin_workers: 4,
+        ..cfg.clone()
+    };
+    let (took, _) = cold_first_request(&four);
+    assert!(
+        took >= k.div_ceil(4) * latency && took < (k.div_ceil(4) + 1) * latency,
+        "{took} ns for {k} demands through 4 fetchers"
     );
     // A pool of one fetcher serialises the origin, whatever the guest asks.
     let one_fetcher = SimConfig {
