@@ -145,18 +145,6 @@ fn request_bytes(sim_stdout: &str) -> Vec<((String, String), f64)> {
         .collect()
 }
 
-/// The guest's mean work per request (ms) of a see-demo run, from its first
-/// `MODE claim X fetch Y work Z` line.
-fn demo_work_ms(stdout: &str) -> Option<f64> {
-    stdout.lines().find_map(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        match w[..] {
-            [_, "claim", _, "fetch", _, "work", z] => z.parse().ok(),
-            _ => None,
-        }
-    })
-}
-
 /// The `see-demo` runs the simulation printed: (param, value, demo arguments).
 fn demo_points(sim_stdout: &str) -> Vec<(String, String, Vec<String>)> {
     sim_stdout
@@ -170,18 +158,49 @@ fn demo_points(sim_stdout: &str) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
-/// The guest p50s of a see-demo run, from its `MODE: done, host p50 X ms, guest p50 Y ms`
-/// lines: (mode, p50 ms).
+/// The guest p50s of a see-demo run, from its `[rep N] MODE: done, host p50 X ms, guest p50 Y
+/// ms` lines: (mode, p50 ms), the median over the repetitions, in order of first appearance.
 fn demo_p50s(stdout: &str) -> Vec<(String, f64)> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let (mode, rest) = l.split_once(": done, ")?;
-            let g = rest.split_once("guest p50 ")?.1;
-            let ms = g.split_once(" ms")?.0.parse().ok()?;
-            Some((mode.trim().to_owned(), ms))
+    let mut by_mode: Vec<(String, Vec<f64>)> = Vec::new();
+    for l in stdout.lines() {
+        let Some((head, rest)) = l.split_once(": done, ") else {
+            continue;
+        };
+        let Some(mode) = head.split_whitespace().last() else {
+            continue;
+        };
+        let Some(ms) = rest
+            .split_once("guest p50 ")
+            .and_then(|(_, g)| g.split_once(" ms"))
+            .and_then(|(x, _)| x.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        match by_mode.iter_mut().find(|(m, _)| m == mode) {
+            Some((_, v)) => v.push(ms),
+            None => by_mode.push((mode.to_owned(), vec![ms])),
+        }
+    }
+    by_mode
+        .into_iter()
+        .map(|(m, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (m, v[v.len() / 2])
         })
         .collect()
+}
+
+/// The guest's mean work per request (ms) of a see-demo run: the number after `work` on the
+/// first line that also names `claim` and `fetch` (the demo's time split).
+fn demo_work_ms(stdout: &str) -> Option<f64> {
+    stdout.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if !(w.contains(&"claim") && w.contains(&"fetch")) {
+            return None;
+        }
+        let i = w.iter().position(|&x| x == "work")?;
+        w.get(i + 1)?.parse().ok()
+    })
 }
 
 /// Runs the sweeps; see the module doc.
@@ -288,6 +307,12 @@ mod tests {
         assert_eq!(p[0].2[..2], ["--latency-ms".to_owned(), "5".to_owned()]);
         let demo = "reactive: done, host p50 31.20 ms, guest p50 29.75 ms, 0 bundles staged\noracle: FAILED: x\n";
         assert_eq!(demo_p50s(demo), [("reactive".to_owned(), 29.75)]);
+        // Repetitions: the median of each mode's.
+        let reps = "rep 1 reactive: done, host p50 1 ms, guest p50 30.00 ms\nrep 1 markov: done, host p50 1 ms, guest p50 20.00 ms\nrep 2 reactive: done, host p50 1 ms, guest p50 34.00 ms\nrep 3 reactive: done, host p50 1 ms, guest p50 31.00 ms\n";
+        assert_eq!(
+            demo_p50s(reps),
+            [("reactive".to_owned(), 31.0), ("markov".to_owned(), 20.0)]
+        );
         let demo =
             "where the guest's time went\nreactive   claim    0.03  fetch   13.36  work   17.40\n";
         assert_eq!(demo_work_ms(demo), Some(17.40));
