@@ -133,7 +133,9 @@ impl Link {
 /// [`Link`], in order of start. This is the backend's fetch pool in front of an origin whose
 /// latency overlaps and whose bandwidth is shared; like the backend's, prefetches
 /// ([`Pool::prefetch`]) may hold all the workers but one, so a demand ([`Pool::fetch`]) finds
-/// one free unless other demands hold it.
+/// one free unless other demands hold it. The link takes transfers in order of issue, not of
+/// start: a fetch that waited for a worker can hold up the transfer of one issued after it
+/// that started at once (a small error while transfers are short against the latency).
 #[derive(Clone, Debug)]
 pub struct Pool {
     link: Link,
