@@ -1,7 +1,8 @@
-//! One mode's run: an SEE and its daemon started for the predictor, the held-out sessions
-//! replayed through the daemon's HTTP API one request at a time (with the trace's think
-//! times), every task's result checked, the daemon stopped (it flushes its history and audit
-//! log and stops the guest) and its audit log verified.
+//! One mode's run in one repetition: an SEE and its daemon started for the predictor, the
+//! repetition's held-out sessions replayed through the daemon's HTTP API one request at a time
+//! (with the trace's think times), every request's measurements recorded, every task's result
+//! checked, the daemon stopped (it flushes its history and audit log and stops the guest) and
+//! its audit log verified.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,7 +27,9 @@ use see_pto::{
 
 use crate::{
     check::{Expected, Tally},
-    mode_name, DemoError,
+    mode_name,
+    records::Record,
+    DemoError,
 };
 
 /// What every mode's run shares.
@@ -42,8 +45,6 @@ pub struct Env {
     pub base: Config,
     /// The sessions the predictors learn from (seeded into each mode's history).
     pub past: Trace,
-    /// The output directory.
-    pub out: PathBuf,
     /// Longest think time taken from the trace.
     pub think_cap: Duration,
     /// The result every task must report.
@@ -52,19 +53,19 @@ pub struct Env {
     pub catalogue: Arc<ServiceCatalogue>,
 }
 
-/// One mode's results.
+/// One mode's results in one repetition.
 #[derive(Debug, Clone)]
 pub struct ModeRun {
+    /// The repetition, from 1.
+    pub rep: usize,
     /// The table row (guest latencies, the daemon's prefetch figures).
     pub summary: ModeSummary,
-    /// Latencies at the client (request sent to response read), ns, in replay order.
-    pub host_ns: Vec<u64>,
-    /// Latencies in the guest, ns, in replay order.
-    pub guest_ns: Vec<u64>,
+    /// Every request, in replay order.
+    pub records: Vec<Record>,
     /// The daemon's figures at the end of the replay.
     pub stats: Stats,
-    /// Guest time summed over the requests: claim, fetch, work (us).
-    pub claim_fetch_work_us: [f64; 3],
+    /// The history's prefetch outcomes: prefetches claimed, and never claimed.
+    pub outcomes: (u64, u64),
     /// The audit log.
     pub audit_path: PathBuf,
     /// Records in it (verified).
@@ -76,7 +77,7 @@ pub struct ModeRun {
 impl ModeRun {
     /// The p50 of the host latencies, ms.
     pub fn host_p50_ms(&self) -> f64 {
-        let mut l = self.host_ns.clone();
+        let mut l: Vec<u64> = self.records.iter().map(|r| r.host_ns).collect();
         l.sort_unstable();
         percentile(&l, 0.5) as f64 / 1e6
     }
@@ -168,17 +169,32 @@ fn seed_history(path: &Path, past: &Trace) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Replays `sessions` through a fresh SEE and daemon running `mode`.
+/// One repetition: its number, its held-out sessions, the oracle's future of them and the
+/// directory of its runs' files.
+#[derive(Debug)]
+pub struct Rep<'a> {
+    /// From 1.
+    pub rep: usize,
+    /// The sessions every mode replays.
+    pub sessions: &'a [Session],
+    /// The oracle's future (`setup::write_oracle`).
+    pub oracle_trace: PathBuf,
+    /// Where each mode's history, audit log and run directory go.
+    pub dir: PathBuf,
+}
+
+/// Replays a repetition's sessions through a fresh SEE and daemon running `mode`.
 pub fn run_mode(
     env: &Env,
     mode: PredictorKind,
-    sessions: &[Session],
+    rep: &Rep<'_>,
     bar: &ProgressBar,
 ) -> Result<ModeRun, DemoError> {
     let name = mode_name(mode);
-    let history = env.out.join(format!("history-{name}.sqlite"));
+    let sessions = rep.sessions;
+    let history = rep.dir.join(format!("history-{name}.sqlite"));
     seed_history(&history, &env.past)?;
-    let audit_path = env.out.join(format!("audit-{name}.jsonl"));
+    let audit_path = rep.dir.join(format!("audit-{name}.jsonl"));
     let _ = std::fs::remove_file(&audit_path);
     let mut config = env.base.clone();
     config.predictor = mode;
@@ -187,10 +203,8 @@ pub fn run_mode(
     if mode != PredictorKind::Learned {
         config.model = None;
     }
-    if mode != PredictorKind::Oracle {
-        config.oracle_trace = None;
-    }
-    let run_dir = env.out.join(format!("run-{name}"));
+    config.oracle_trace = (mode == PredictorKind::Oracle).then(|| rep.oracle_trace.clone());
+    let run_dir = rep.dir.join(format!("run-{name}"));
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = LaunchSpec {
         daemon_bin: env.daemon.clone(),
@@ -213,12 +227,13 @@ pub fn run_mode(
         .map(|r| r.app.clone())
         .unwrap_or_default();
     let ids = WireIds::new(&env.catalogue);
-    let (mut host_ns, mut guest_ns) = (Vec::new(), Vec::new());
-    let mut split = [0f64; 3];
+    let mut records: Vec<Record> = Vec::new();
     let mut results = Tally::default();
+    let mut traffic_seen = 0u64;
     for (i, s) in sessions.iter().enumerate() {
         let key = format!("s{}", i + 1);
         let mut prev_at: Option<i64> = None;
+        let mut index = 0u32;
         for r in &s.requests {
             let Some(kind) = vocab
                 .name(r.kind)
@@ -249,14 +264,29 @@ pub fn run_mode(
                     return Err(DemoError::Service(format!(
                         "{e}; console:\n{}",
                         see.console_tail(15)
-                    )))
+                    )));
                 }
             };
-            host_ns.push(elapsed.as_nanos() as u64);
-            guest_ns.push((response.timings.guest_us * 1e3) as u64);
-            split[0] += response.timings.claim_us;
-            split[1] += response.timings.fetch_us;
-            split[2] += response.timings.work_us;
+            let t = &response.timings;
+            records.push(Record {
+                catalogue: env.catalogue.name.clone(),
+                mode: name.to_owned(),
+                rep: rep.rep as u32,
+                session: i as u32 + 1,
+                request: index,
+                kind: kind.to_owned(),
+                host_ns: elapsed.as_nanos() as u64,
+                guest_ns: (t.guest_us * 1e3) as u64,
+                daemon_us: t.host_us,
+                queue_us: t.queue_us,
+                claim_us: t.claim_us,
+                fetch_us: t.fetch_us,
+                work_us: t.work_us,
+                staged_hits: response.prefetch.staged_hits,
+                demands: response.prefetch.demands,
+                traffic_bytes: 0,
+            });
+            index += 1;
             let app_id = ids.app_of(kind).unwrap_or(0);
             let tasks: Vec<u64> = env
                 .catalogue
@@ -281,10 +311,19 @@ pub fn run_mode(
             bar.inc(1);
         }
         client.end_session(&key)?;
+        // The session's traffic: what moved since the previous session ended.
+        let traffic = client.stats()?.traffic_bytes;
+        if let Some(last) = records.last_mut().filter(|r| r.session == i as u32 + 1) {
+            last.traffic_bytes = traffic.saturating_sub(traffic_seen);
+            traffic_seen = traffic;
+        }
     }
     // Late reports (evictions, the last prefetches' signatures) before the figures.
     std::thread::sleep(Duration::from_millis(200));
     let stats = client.stats()?;
+    if let Some(last) = records.last_mut() {
+        last.traffic_bytes += stats.traffic_bytes.saturating_sub(traffic_seen);
+    }
     let (daemon, vmm) = see.stop(Duration::from_secs(60))?;
     if !daemon.success() || !vmm.success() {
         return Err(DemoError::Service(format!(
@@ -297,13 +336,13 @@ pub fn run_mode(
         .and_then(|h| h.prefetch_summary(None))
         .map_err(pto)?;
     let audit_records = verify_audit(&audit_path)?;
-    let mut sorted = guest_ns.clone();
+    let mut sorted: Vec<u64> = records.iter().map(|r| r.guest_ns).collect();
     sorted.sort_unstable();
     let ms = |q| percentile(&sorted, q) as f64 / 1e6;
     let claims = stats.staged_hits + stats.cache_hits + stats.misses;
     let summary = ModeSummary {
         mode: name.into(),
-        requests: guest_ns.len() as u64,
+        requests: records.len() as u64,
         p50_ms: ms(0.5),
         p95_ms: ms(0.95),
         p99_ms: ms(0.99),
@@ -321,11 +360,11 @@ pub fn run_mode(
         plan_us: stats.plan_us,
     };
     Ok(ModeRun {
+        rep: rep.rep,
         summary,
-        host_ns,
-        guest_ns,
+        records,
         stats,
-        claim_fetch_work_us: split,
+        outcomes: (outcomes.hits, outcomes.wasted),
         audit_path,
         audit_records,
         results,

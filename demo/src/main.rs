@@ -1,13 +1,21 @@
-//! `see-demo`: a load generator and its report. For each predictor it starts an SEE with its
-//! PTO daemon (`see_daemon::launch`: the daemon and the VMM as processes, as `see up` does),
-//! replays the same held-out requests through the daemon's HTTP API with a real HTTP client
-//! ([`client`]), and prints one table of latencies at the host and in the guest, the prefetch
-//! figures, the targets and a PNG of the latency distributions. Every task's reported result
-//! is checked against the host's own work on the store's bytes ([`check`]), and every audit
-//! log is verified.
+//! `see-demo`: a load generator and its report. In each of `--reps` repetitions it runs every
+//! mode in turn ([`plan`]: modes interleaved, each repetition on its own held-out sessions):
+//! for each it starts an SEE with its PTO daemon (`see_daemon::launch`: the daemon and the VMM
+//! as processes, as `see up` does) and replays the repetition's requests through the daemon's
+//! HTTP API with a real HTTP client ([`client`]). Every request's measurements go to a CSV
+//! file ([`records`]); the report ([`report`], [`analysis`]) gives latency at the host with
+//! session-level bootstrap intervals ([`bootstrap`]), the guest's breakdown beside it, the
+//! speedups and targets judged on their intervals, the prefetch figures and a PNG of the
+//! latency distributions. `--from-csv FILE` recomputes the interval figures from such a file
+//! alone. Every task's reported result is checked against the host's own work on the store's
+//! bytes ([`check`]), and every audit log is verified.
 
+mod analysis;
+mod bootstrap;
 mod check;
 mod client;
+mod plan;
+mod records;
 mod report;
 mod setup;
 
@@ -19,8 +27,8 @@ use see_daemon::{config::PredictorKind, Config};
 use see_pto::{
     metadata::ServiceCatalogue,
     online::{
-        simulate::{replay_order, working_set_bytes, Targets},
-        ModeSummary, Policy,
+        simulate::{replay_order, working_set_bytes},
+        Policy,
     },
     split::SplitSpec,
     trace::Trace,
@@ -59,7 +67,7 @@ pub fn mode_name(kind: PredictorKind) -> &'static str {
     }
 }
 
-/// Replays a workload through the PTO service, one SEE per predictor.
+/// Replays a workload through the PTO service, a fresh SEE per mode and repetition.
 #[derive(Parser, Debug)]
 #[command(name = "see-demo", version)]
 struct Args {
@@ -96,10 +104,19 @@ struct Args {
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Requests replayed per mode (the first test sessions). 300: the p50 of 80 requests
-    /// moved by a third between runs (BENCHMARKS.md, "Demo").
-    #[arg(long, default_value_t = 300)]
+    /// Requests replayed per mode in each repetition (held-out sessions, a repetition's last
+    /// one cut short).
+    #[arg(long, default_value_t = 60)]
     requests: usize,
+    /// Repetitions: every mode runs once per repetition, modes interleaved (A B C, A B C,
+    /// ...), each repetition on its own held-out sessions. The default keeps `cargo xtask run`
+    /// under about 8 minutes; the figures of record use 5 (BENCHMARKS.md).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Recompute the interval figures and targets from a requests CSV a run wrote
+    /// (`target/see-demo/requests.csv`), without starting any SEE.
+    #[arg(long, value_name = "FILE")]
+    from_csv: Option<PathBuf>,
     /// Modes to run: reactive-nocache (the naive baseline), reactive and push (the
     /// non-predictive baselines), static, markov, ppm, learned, oracle. The headline compares
     /// the best predictor with the better of reactive and push.
@@ -144,7 +161,8 @@ struct Args {
     /// The daemon sends a request's prefetch orders at dispatch, not at completion.
     #[arg(long)]
     eager_prefetch: bool,
-    /// Output directory: store, histories, audit logs, run directories, latency.png.
+    /// Output directory: store, requests.csv, latency.png, and per repetition (`rep1/`, ...)
+    /// the histories, audit logs and run directories.
     #[arg(long, default_value = "target/see-demo")]
     out: PathBuf,
 }
@@ -170,16 +188,35 @@ fn usage(e: impl std::fmt::Display) -> DemoError {
     DemoError::Usage(e.to_string())
 }
 
+/// Recomputes the figures of a requests CSV.
+fn from_csv(path: &std::path::Path) -> Result<bool, DemoError> {
+    let records = records::read(path)?;
+    let a = analysis::Analysis::new(&records, bootstrap::RESAMPLES, bootstrap::SEED)
+        .ok_or_else(|| usage(format!("{}: no requests", path.display())))?;
+    println!(
+        "{}: {} requests of catalogue {}, modes {}",
+        path.display(),
+        records.len(),
+        a.catalogue,
+        a.modes.join(", ")
+    );
+    report::print_analysis(&a);
+    Ok(true)
+}
+
 /// Runs the demo; false when a mode failed.
 fn run(a: &Args) -> Result<bool, DemoError> {
+    if let Some(csv) = &a.from_csv {
+        return from_csv(csv);
+    }
     if !(a.size_scale.is_finite() && a.size_scale > 0.0) {
         return Err(usage(format!(
             "--size-scale {} must be positive",
             a.size_scale
         )));
     }
-    if a.requests == 0 {
-        return Err(usage("--requests must be at least 1"));
+    if a.requests == 0 || a.reps == 0 {
+        return Err(usage("--requests and --reps must be at least 1"));
     }
     for (what, p) in [
         ("--vmm", &a.vmm),
@@ -221,15 +258,12 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         vocab: trace.vocab.clone(),
         sessions: past_sessions,
     };
-    let test = setup::take_requests(&split.test, a.requests);
-    let requests: usize = test.iter().map(|s| s.requests.len()).sum();
-    if requests == 0 {
-        return Err(usage(
-            "no test sessions to replay: use more --sessions or another trace",
-        ));
-    }
+    let groups = plan::rep_groups(&split.test, a.reps, a.requests)?;
+    let test: Vec<_> = groups.iter().flatten().cloned().collect();
+    let requests = a.requests;
     println!(
-        "workload: {desc}; replaying {requests} requests of {} held-out sessions per mode over HTTP; predictors learned from {} sessions",
+        "workload: {desc}; {} repetitions, each replaying {requests} requests of its own held-out sessions ({} sessions in all) per mode over HTTP, modes interleaved; predictors learned from {} sessions",
+        a.reps,
         test.len(),
         past.sessions.len()
     );
@@ -241,17 +275,18 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         stored as f64 / 1048576.0,
         a.size_scale
     );
-    let working_set = working_set_bytes(&cat, &test);
+    // Every repetition starts cold: its working set counts once per repetition.
+    let working_set: u64 = groups.iter().map(|g| working_set_bytes(&cat, g)).sum();
     println!(
-        "working set of the replayed requests: {:.1} MiB",
-        working_set as f64 / 1048576.0
+        "working set of the replayed requests: {:.1} MiB per repetition on average",
+        working_set as f64 / a.reps as f64 / 1048576.0
     );
     println!(
         "origin: {} ms + {} MiB/s (every fetch, on one shared link; the device fetches one resource at a time)",
         a.latency_ms, a.bandwidth_mib
     );
     println!(
-        "policy: budget {budget_mib:.1} MiB (the guest's store), threshold {}, top {}; think time from the trace, at most {} ms; one SEE + see-daemon per mode",
+        "policy: budget {budget_mib:.1} MiB (the guest's store), threshold {}, top {}; think time from the trace, at most {} ms; a fresh SEE + see-daemon per mode and repetition",
         a.threshold, a.top_k, a.think_ms
     );
 
@@ -263,8 +298,21 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     } else {
         None
     };
-    let oracle_trace = out.join("oracle.csv");
-    setup::write_oracle(&oracle_trace, &replay_order(&test, &cat.vocabulary()))?;
+    let mut reps = Vec::with_capacity(groups.len());
+    for (i, group) in groups.iter().enumerate() {
+        let dir = out.join(format!("rep{}", i + 1));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DemoError::Io(format!("{}: {e}", dir.display())))?;
+        let oracle_trace = dir.join("oracle.csv");
+        setup::write_oracle(&oracle_trace, &replay_order(group, &cat.vocabulary()))?;
+        reps.push(client::Rep {
+            rep: i + 1,
+            sessions: group,
+            oracle_trace,
+            dir,
+        });
+    }
 
     let expected = check::Expected::new(store, see_daemon::guest::allow_entries(&cat));
     let base = Config {
@@ -275,7 +323,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
             .map_err(|e| DemoError::Io(format!("{}: {e}", a.key.display())))?,
         size_scale: a.size_scale,
         model,
-        oracle_trace: Some(oracle_trace),
+        oracle_trace: None,
         budget,
         threshold: a.threshold,
         top_k: a.top_k,
@@ -295,12 +343,11 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         kernel: a.kernel.clone(),
         base,
         past,
-        out: out.clone(),
         think_cap: Duration::from_millis(a.think_ms),
         expected,
         catalogue: cat.clone(),
     };
-    let bar = ProgressBar::new((requests * a.modes.len()) as u64);
+    let bar = ProgressBar::new((requests * a.modes.len() * a.reps) as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix:>10} [{bar:30}] {pos}/{len} requests {elapsed} {msg}",
@@ -310,14 +357,14 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     );
     let mut runs = Vec::new();
     let mut ok = true;
-    for &mode in &a.modes {
-        bar.set_prefix(mode_name(mode));
+    for (rep, mode) in plan::interleave(a.reps, &a.modes) {
+        bar.set_prefix(format!("{} {rep}", mode_name(mode)));
         bar.set_message("starting the SEE");
-        match client::run_mode(&env, mode, &test, &bar) {
+        match client::run_mode(&env, mode, &reps[rep - 1], &bar) {
             Ok(r) => {
                 bar.suspend(|| {
                     println!(
-                        "{}: done, host p50 {:.2} ms, guest p50 {:.2} ms, {} bundles staged, {} origin fetches; audit log {} ({} records) verified",
+                        "rep {rep} {}: done, host p50 {:.2} ms, guest p50 {:.2} ms, {} bundles staged, {} origin fetches; audit log {} ({} records) verified",
                         mode_name(mode),
                         r.host_p50_ms(),
                         r.summary.p50_ms,
@@ -331,28 +378,19 @@ fn run(a: &Args) -> Result<bool, DemoError> {
             }
             Err(e) => {
                 ok = false;
-                bar.suspend(|| println!("{}: FAILED: {e}", mode_name(mode)));
+                bar.suspend(|| println!("rep {rep} {}: FAILED: {e}", mode_name(mode)));
             }
         }
     }
     bar.finish_and_clear();
-    ok &= report::print(&runs, requests, working_set, a, &out)?;
+    let csv = out.join("requests.csv");
+    let all: Vec<records::Record> = runs.iter().flat_map(|r| r.records.clone()).collect();
+    records::write(&csv, &all)?;
+    ok &= report::print(&runs, working_set, &csv, a, &out)?;
     Ok(ok)
 }
 
 /// What the report prints in its header.
 pub fn origin_desc(a_latency_ms: f64, a_bandwidth_mib: f64) -> String {
     format!("origin {a_latency_ms} ms + {a_bandwidth_mib} MiB/s")
-}
-
-/// The table rows of `runs`.
-pub fn rows(runs: &[client::ModeRun]) -> Vec<ModeSummary> {
-    runs.iter().map(|r| r.summary.clone()).collect()
-}
-
-/// The headline and targets of `runs`: the best predictor against the better of reactive and
-/// push (reactive-nocache beside it as the naive baseline), when the oracle, a predictor and
-/// one of those two are all there.
-pub fn targets(runs: &[client::ModeRun]) -> Option<Targets> {
-    Targets::from_rows(&rows(runs))
 }

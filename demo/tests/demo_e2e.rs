@@ -1,5 +1,5 @@
 //! The demo end to end on real KVM with a tiny workload, through the PTO service (a daemon
-//! and an SEE per mode, requests over HTTP): every mode completes every request
+//! and an SEE per mode and repetition, requests over HTTP): every mode completes every request
 //! with correct results (every task's reported result checked against the host's, none
 //! wrong), the oracle's staged-hit rate is 100% and reactive's 0%, every audit log verifies,
 //! and a single altered record is detected. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set.
@@ -8,7 +8,8 @@ use std::process::Command;
 
 use see_pto::audit;
 
-const REQUESTS: usize = 12;
+const REQUESTS: usize = 6;
+const REPS: usize = 2;
 const MODES: [&str; 5] = ["reactive", "static", "markov", "learned", "oracle"];
 
 /// A mode's checked results: (tasks checked, tasks dispatched, wrong), from its line
@@ -48,6 +49,7 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         .arg("--key")
         .arg(&see_e2e::pto_keys().0)
         .args(["--requests", &REQUESTS.to_string()])
+        .args(["--reps", &REPS.to_string()])
         .args([
             "--sessions",
             "200",
@@ -72,8 +74,8 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         let r = row(&stdout, mode);
         assert_eq!(
             r[1],
-            REQUESTS.to_string(),
-            "{mode} completed every request: {r:?}"
+            (REQUESTS * REPS).to_string(),
+            "{mode} completed every request of every repetition: {r:?}"
         );
     }
     let hit = |mode| row(&stdout, mode)[5].parse::<f64>().expect("hit %");
@@ -122,20 +124,25 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
     );
 
     for mode in MODES {
-        let path = out.path().join(format!("audit-{mode}.jsonl"));
-        let v = audit::verify(&path)
-            .expect("audit log readable")
-            .unwrap_or_else(|b| panic!("{mode}: audit log broken at {b}"));
-        assert!(v.records > REQUESTS as u64, "{mode}: a record per event");
-        // The guest's feedback reached the SQLite history: a task execution per task run.
-        let history =
-            see_pto::history::History::open(&out.path().join(format!("history-{mode}.sqlite")))
-                .unwrap_or_else(|e| panic!("{mode}: history: {e}"));
-        let tasks = history.task_count().expect("count task executions");
-        assert!(
-            tasks >= REQUESTS as u64,
-            "{mode}: {tasks} task executions recorded for {REQUESTS} requests"
-        );
+        let mut tasks = 0;
+        for rep in 1..=REPS {
+            let dir = out.path().join(format!("rep{rep}"));
+            let path = dir.join(format!("audit-{mode}.jsonl"));
+            let v = audit::verify(&path)
+                .expect("audit log readable")
+                .unwrap_or_else(|b| panic!("{mode}: audit log broken at {b}"));
+            assert!(v.records > REQUESTS as u64, "{mode}: a record per event");
+            // The guest's feedback reached the SQLite history: a task execution per task run.
+            let history =
+                see_pto::history::History::open(&dir.join(format!("history-{mode}.sqlite")))
+                    .unwrap_or_else(|e| panic!("{mode}: history: {e}"));
+            let n = history.task_count().expect("count task executions");
+            assert!(
+                n >= REQUESTS as u64,
+                "{mode} rep {rep}: {n} task executions recorded for {REQUESTS} requests"
+            );
+            tasks += n;
+        }
         // Every task run reported a result, the host checked each one, none was wrong.
         let (checked, dispatched, wrong) = results(&stdout, mode);
         assert_eq!(
@@ -148,13 +155,38 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
             "{mode}: a checked result per task execution recorded"
         );
     }
+    // The raw records: a row per request of every mode and repetition, and the figures
+    // recomputed from them alone.
+    let csv = out.path().join("requests.csv");
+    let rows = std::fs::read_to_string(&csv).expect("requests.csv written");
+    assert_eq!(rows.lines().count(), 1 + MODES.len() * REPS * REQUESTS);
+    let again = Command::new(env!("CARGO_BIN_EXE_see-demo"))
+        .arg("--from-csv")
+        .arg(&csv)
+        .output()
+        .expect("see-demo --from-csv runs");
+    let again_out = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again_out}");
+    let headline = |text: &str| {
+        text.lines()
+            .skip_while(|l| !l.starts_with("latency at the host"))
+            .take_while(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(headline(&stdout).len() > MODES.len(), "{stdout}");
+    assert_eq!(
+        headline(&again_out),
+        headline(&stdout),
+        "the CSV gives the same headline"
+    );
     let total = stdout
         .lines()
         .find_map(|l| l.strip_prefix("results checked: "))
         .unwrap_or_else(|| panic!("no results total in:\n{stdout}"));
     assert!(total.ends_with(" tasks, 0 wrong"), "{total}");
     // Alter one value of one record in the middle of the oracle's log: detected there.
-    let path = out.path().join("audit-oracle.jsonl");
+    let path = out.path().join("rep1").join("audit-oracle.jsonl");
     let text = std::fs::read_to_string(&path).expect("read the log");
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let k = lines.len() / 2;

@@ -233,6 +233,22 @@ impl Dev {
         u16::from_le_bytes(self.read(gpa, 2).try_into().unwrap())
     }
 
+    /// How many chains of queue `q` the driver made available that the device has not taken
+    /// yet (0 for a queue that is not set up).
+    pub fn posted(&self, q: usize) -> u16 {
+        let qr = self.queues[q];
+        if qr.num == 0 || qr.avail == 0 {
+            return 0;
+        }
+        self.u16_at(qr.avail + 2).wrapping_sub(self.last_avail[q])
+    }
+
+    /// True if queue `q` is set up (it has a size and rings), so its rings can be written.
+    pub fn queue_ready(&self, q: usize) -> bool {
+        let qr = self.queues[q];
+        qr.num != 0 && qr.avail != 0 && qr.used != 0 && qr.desc != 0
+    }
+
     /// Pops the next available chain of queue `q`: (head id, descriptors).
     pub fn pop_avail(&mut self, q: usize) -> Option<(u16, Vec<Desc>)> {
         let qr = self.queues[q];

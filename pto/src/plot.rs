@@ -1,4 +1,5 @@
-//! The evaluation as a PNG: accuracy and prefetch figures per predictor, and inference cost.
+//! The evaluation as a PNG: accuracy and prefetch figures per predictor, and inference cost;
+//! [`sweep`] draws a simulated sweep's speedups.
 //!
 //! Rendering is pure Rust (plotters' bitmap backend with `ab_glyph` text and the DejaVu Sans
 //! font from the `dejavu` crate): no system font libraries are needed.
@@ -8,6 +9,8 @@ use std::{path::Path, sync::OnceLock};
 use plotters::{prelude::*, style::FontStyle};
 
 use crate::eval::Metrics;
+
+pub mod sweep;
 
 /// Errors of drawing the plot.
 #[derive(Debug, thiserror::Error)]

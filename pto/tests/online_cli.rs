@@ -108,10 +108,13 @@ fn simulate_prints_the_per_mode_table() {
     }
     let oracle = stdout.lines().find(|l| l.starts_with("oracle")).unwrap();
     let cols: Vec<&str> = oracle.split_whitespace().collect();
-    assert_eq!(
-        (cols[5], cols[8]),
-        ("100.0", "0"),
-        "oracle: all hits, no demand: {oracle}"
+    // All hits but for a prefetch still on the link when its request starts (sent at the
+    // previous completion, as the daemon sends it): the guest demands that one, as in the VM.
+    let (hits, demands): (f64, u64) = (cols[5].parse().unwrap(), cols[8].parse().unwrap());
+    let requests: u64 = cols[1].parse().unwrap();
+    assert!(
+        hits >= 99.0 && demands * 100 <= requests,
+        "oracle: all hits but late ones, next to no demands: {oracle}"
     );
     assert!(stdout.contains("best predictor:"));
     // Reactive prefetches nothing: its precision is no number.
@@ -178,4 +181,88 @@ fn simulate_the_synthetic_function_platform() {
         );
     }
     assert!(stdout.contains("best predictor: markov"), "{stdout}");
+}
+
+#[test]
+fn simulate_sweeps_print_tables_draw_pngs_and_compare_with_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vm.csv"),
+        "param,value,mode,p50_ms\nbudget,0.5,reactive,20\nbudget,0.5,oracle,1000\n",
+    )
+    .unwrap();
+    let args = [
+        "simulate",
+        "--workload",
+        "goal",
+        "--sessions",
+        "200",
+        "--requests",
+        "80",
+        "--size-scale",
+        "0.25",
+        "--work-ns-per-byte",
+        "10",
+        "--modes",
+        "reactive,markov,oracle",
+        "--sweep",
+        "budget",
+        "--points",
+        "0.25,0.5",
+        "--resamples",
+        "50",
+        "--plot-dir",
+        "plots",
+        "--demo-commands",
+        "--vm-figures",
+        "vm.csv",
+    ];
+    let out = pto(dir.path(), &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("budget = 25%") && stdout.contains("budget = 50%"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("speedup of markov over reactive (p50)")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("demo: budget"))
+            .count(),
+        2
+    );
+    assert!(
+        stdout.contains("--requests 80 --modes reactive,markov,oracle"),
+        "{stdout}"
+    );
+    // The oracle's 1000 ms is far from anything simulated.
+    assert!(
+        stdout.contains("of 2 simulated p50s within 15%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NO"), "{stdout}");
+    let png = std::fs::read(dir.path().join("plots/sweep-budget.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
+    // --points with two sweeps, and a point that cannot run, are refused.
+    let mut two = args.to_vec();
+    two[14] = "budget,think-cap";
+    let out = pto(dir.path(), &two);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("single --sweep"));
+    let mut bad = args.to_vec();
+    bad[16] = "0,0.5";
+    let out = pto(dir.path(), &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be positive"));
 }

@@ -1,8 +1,8 @@
 //! Helpers for the end-to-end tests: find (or build, once) the release `see-vmm` binary and the
 //! guest image, decide whether KVM tests run, and run the VMM with a deadline.
 //!
-//! `cargo xtask test` builds both artefacts first and passes them in `SEE_VMM_BIN` and
-//! `SEE_KERNEL_IMAGE`; without those variables the first test that needs them builds them with
+//! `cargo xtask test` builds the artefacts first and passes them in `SEE_VMM_BIN`,
+//! `SEE_KERNEL_IMAGE` and `SEE_TEST_KERNEL_IMAGE` (the test image); without those variables the first test that needs them builds them with
 //! nested cargo (`--release`, a different profile directory than the test build).
 
 #![warn(missing_docs)]
@@ -121,25 +121,43 @@ pub fn daemon_bin() -> &'static Path {
     })
 }
 
-/// The guest kernel image.
+/// The guest kernel image (the default image: no test ops).
 pub fn kernel_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        if let Some(path) = std::env::var_os("SEE_KERNEL_IMAGE") {
-            return PathBuf::from(path);
+    IMAGE.get_or_init(|| guest_image("SEE_KERNEL_IMAGE", None))
+}
+
+/// The test image: the guest kernel with the `test-ops` feature (the serve app's hostile ops,
+/// `OP_BAD_DESCRIPTOR` and `OP_VICTIM`), built in its own target directory.
+pub fn test_kernel_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| guest_image("SEE_TEST_KERNEL_IMAGE", Some("test-ops")))
+}
+
+/// The image named in `variable`, or one built with nested cargo (with `feature`, in
+/// `target/<feature>` then).
+fn guest_image(variable: &str, feature: Option<&str>) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
+        return PathBuf::from(path);
+    }
+    let dir = repo_root().join("images/see-kernel");
+    let mut command = cargo();
+    command
+        .current_dir(&dir)
+        .args(["build", "--release", "--locked"])
+        .env("SEE_PTO_VERIFYING_KEY", &pto_keys().1)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS");
+    let target = match feature {
+        Some(feature) => {
+            let target = format!("target/{feature}");
+            command.args(["--features", feature, "--target-dir", &target]);
+            dir.join(target)
         }
-        let dir = repo_root().join("images/see-kernel");
-        build(
-            "the guest image",
-            cargo()
-                .current_dir(&dir)
-                .args(["build", "--release", "--locked"])
-                .env("SEE_PTO_VERIFYING_KEY", &pto_keys().1)
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("RUSTFLAGS"),
-        );
-        dir.join("target/x86_64-unknown-none/release/see-kernel")
-    })
+        None => dir.join("target"),
+    };
+    build("the guest image", &mut command);
+    target.join("x86_64-unknown-none/release/see-kernel")
 }
 
 /// The development key pair the guest image embeds (secret PEM, verifying SEC1), created by

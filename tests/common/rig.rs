@@ -83,6 +83,8 @@ pub struct Options {
     pub signing_key: Option<PathBuf>,
     /// Extra kernel command-line text.
     pub cmdline: String,
+    /// Boot the test image (feature `test-ops`: the hostile ops) instead of the default one.
+    pub test_image: bool,
 }
 
 /// Backend + guest.
@@ -143,7 +145,14 @@ impl Rig {
             cmdline.push(' ');
             cmdline.push_str(&options.cmdline);
         }
-        let vmm = Vmm::boot()
+        let image = if options.test_image {
+            crate::test_kernel_image()
+        } else {
+            crate::kernel_image()
+        };
+        let vmm = Vmm::bare(crate::vmm_bin())
+            .arg("--kernel")
+            .arg(image)
             .arg("--prefetch-socket")
             .arg(&socket)
             .arg("--cmdline")

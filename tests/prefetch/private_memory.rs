@@ -1,6 +1,7 @@
 //! 6e: the backend cannot touch private guest memory. The guest (on purpose) points a staging
 //! descriptor at a private heap buffer; the backend, which was given only the shared window,
-//! refuses it (event and counter), writes nothing there, and the guest keeps working.
+//! refuses it (event and counter), writes nothing there, and the guest keeps working. The
+//! hostile ops exist only in the test image: the default image answers them as unknown.
 
 use see_e2e::{
     guest::{field, field_u64},
@@ -18,6 +19,7 @@ fn a_descriptor_into_private_ram_is_refused_and_the_guest_keeps_working() {
     let r = Res::data(1, 7, 3, 1, 100 * 1024);
     let mut rig = Rig::start(&Options {
         resources: vec![r.clone()],
+        test_image: true,
         ..Options::default()
     });
     rig.dispatch(1, OP_BAD_DESCRIPTOR, &[]);
@@ -62,4 +64,53 @@ fn a_descriptor_into_private_ram_is_refused_and_the_guest_keeps_working() {
     // The refused buffer came back empty: counted as malformed, then reposted.
     assert_eq!(field_u64(counters, "malformed"), 1, "{counters}");
     assert_eq!(field_u64(counters, "rejected"), 0, "{counters}");
+}
+
+#[test]
+fn the_default_image_has_no_hostile_ops() {
+    if !kvm_available() {
+        return;
+    }
+    let r = Res::data(1, 7, 3, 1, 4096);
+    let mut rig = Rig::start(&Options {
+        resources: vec![r.clone()],
+        ..Options::default()
+    });
+    for op in [OP_BAD_DESCRIPTOR, OP_VICTIM] {
+        rig.dispatch(1, op, &[]);
+        let line = rig.guest.wait_line("unknown operation", |l| {
+            l.contains(&format!("has unknown operation {op}"))
+        });
+        assert!(line.ends_with("ignored"), "{line}");
+    }
+    // And it serves on.
+    rig.prefetch(&r);
+    rig.dispatch(1, OP_RUN, &[7]);
+    let claim = rig.guest.wait_line("claim res=3", |l| {
+        l.starts_with("see: claim app=1 task=7 res=3 ")
+    });
+    assert_eq!(field(&claim, "sha384"), r.sha384(), "{claim}");
+    let console = rig.stop();
+    assert!(!console.contains("see: bad-descriptor"), "{console}");
+}
+
+/// The hostile ops' console text: in the test image's code, not in the default image's.
+const HOSTILE_MARKER: &[u8] = b"see: bad-descriptor head=";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn only_the_test_image_contains_the_hostile_ops() {
+    let default = std::fs::read(see_e2e::kernel_image()).expect("the default image");
+    assert!(
+        !contains(&default, HOSTILE_MARKER),
+        "the default image contains the hostile ops: the `test-ops` feature leaked into it"
+    );
+    let test = std::fs::read(see_e2e::test_kernel_image()).expect("the test image");
+    assert!(
+        contains(&test, HOSTILE_MARKER),
+        "the control: the test image has the hostile ops, so the marker must be found"
+    );
 }

@@ -2,7 +2,8 @@
 //! spawn and VMM start to the guest's "ready", and to VMM exit) and the VMM's resident memory
 //! beyond guest memory, over many boots, and boots the same image under a peer, QEMU's
 //! `microvm` machine with KVM, interleaved with see-vmm's boots (one each, repeated), for a
-//! side-by-side table with bootstrap intervals of the medians and of their ratio.
+//! side-by-side table with bootstrap intervals of the medians and of their ratio. `sweep`
+//! runs the simulated sweeps and checks them against the VM ([`sweep`]).
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -18,6 +19,8 @@ use see_abi::{
 };
 
 use crate::{deps, image};
+
+mod sweep;
 
 /// Options of `cargo xtask bench`.
 #[derive(Args, Debug)]
@@ -39,6 +42,8 @@ enum BenchCommand {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The simulated sweeps (`pto simulate --sweep`) and their cross-check against see-demo.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Options of `cargo xtask bench prefetch`.
@@ -69,6 +74,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         BenchCommand::Boot(a) => boot(a),
         BenchCommand::Prefetch(a) => prefetch(a),
         BenchCommand::Api { args } => api(args),
+        BenchCommand::Sweep(a) => sweep::run(a),
     }
 }
 

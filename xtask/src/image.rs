@@ -22,6 +22,12 @@ pub fn kernel_path() -> PathBuf {
     kernel_dir().join("target/x86_64-unknown-none/release/see-kernel")
 }
 
+/// Where the test image goes: the same kernel with the `test-ops` feature (the serve app's
+/// hostile ops), in its own target directory so that the two builds do not undo each other.
+pub fn test_kernel_path() -> PathBuf {
+    kernel_dir().join("target/test-ops/x86_64-unknown-none/release/see-kernel")
+}
+
 /// The target the guest image and the no_std crates build for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-none";
 
@@ -77,7 +83,27 @@ pub fn build_image() -> Result<PathBuf, String> {
         "build the guest image (images/see-kernel)",
         &mut kernel_cargo(&["build", "--release", "--locked"])?,
     )?;
-    let path = kernel_path();
+    built(kernel_path())
+}
+
+/// Builds the test image (feature `test-ops`) and returns its path.
+pub fn build_test_image() -> Result<PathBuf, String> {
+    run_step(
+        "build the test image (images/see-kernel, feature test-ops)",
+        &mut kernel_cargo(&[
+            "build",
+            "--release",
+            "--locked",
+            "--features",
+            "test-ops",
+            "--target-dir",
+            "target/test-ops",
+        ])?,
+    )?;
+    built(test_kernel_path())
+}
+
+fn built(path: PathBuf) -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {

@@ -51,6 +51,21 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             &mut image::kernel_cargo(&["clippy", "--release", "--locked", "--", "-D", "warnings"])?,
         )?;
         run_step(
+            "cargo clippy (test image)",
+            &mut image::kernel_cargo(&[
+                "clippy",
+                "--release",
+                "--locked",
+                "--features",
+                "test-ops",
+                "--target-dir",
+                "target/test-ops",
+                "--",
+                "-D",
+                "warnings",
+            ])?,
+        )?;
+        run_step(
             "cargo doc",
             cargo()
                 .args(["doc", "--workspace", "--no-deps", "--locked"])
@@ -80,6 +95,7 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
     let qemu = crate::deps::ensure_qemu()?;
     // The end-to-end tests boot the release VMM on the guest image: build both first.
     let kernel = image::build_image()?;
+    let test_kernel = image::build_test_image()?;
     let vmm = image::build_vmm()?;
     // The prefetch tests kill a backend process with SIGKILL (tests/prefetch/failure.rs).
     run_step(
@@ -104,6 +120,7 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .args(["test", "--workspace", "--locked"])
             .env("SEE_VMM_BIN", vmm)
             .env("SEE_KERNEL_IMAGE", kernel)
+            .env("SEE_TEST_KERNEL_IMAGE", test_kernel)
             .env("SEE_QEMU_BIN", qemu)
             .env(
                 "SEE_BACKEND_BIN",

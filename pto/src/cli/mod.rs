@@ -3,6 +3,7 @@
 mod data;
 mod eval;
 mod online;
+mod sweep;
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 

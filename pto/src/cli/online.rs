@@ -1,22 +1,27 @@
-//! `pto audit verify` and `pto simulate`.
+//! `pto audit verify` and `pto simulate` (its sweeps are in [`super::sweep`]).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Subcommand};
 use see_pto::{
     audit::{self, hex, parse_hash},
+    metadata::ServiceCatalogue,
     nn::{self, ModelKind},
     online::{
         origin::OriginModel,
         predictor_for,
-        simulate::{measure_work_ns_per_byte, run_modes, working_set_bytes, SimConfig, Targets},
-        Mode, ModeSummary, Orchestrator, Policy,
+        simulate::{
+            first_requests, measure_work_ns_per_byte, run_modes, working_set_bytes, SimConfig,
+            Targets,
+        },
+        Mode, ModeSummary, OnlineError, Orchestrator, Policy,
     },
     predict::{observe_sessions, Ppm, Predictor},
-    trace::Trace,
+    split::Split,
+    trace::{Session, Trace},
 };
 
-use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
+use super::{sweep::SweepArgs, train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -62,14 +67,19 @@ pub fn audit_cmd(a: &AuditArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// Flags mirror `see-demo`'s one to one where both have them: `--latency-ms`,
+/// `--bandwidth-mib`, `--size-scale`, `--budget-mib`, `--requests`, `--eager-prefetch`,
+/// `--threshold`, `--top-k`, `--epochs`, `--modes`; the demo's `--think-ms` is
+/// `--think-cap-ms` here and the demo's `--sessions N --seed S` are
+/// `--workload goal --sessions N --workload-seed S`.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    data: DataArgs,
+    pub data: DataArgs,
     #[command(flatten)]
-    split: SplitArgs,
+    pub split: SplitArgs,
     #[command(flatten)]
-    hyper: HyperArgs,
+    pub hyper: HyperArgs,
     /// Modes to run.
     #[arg(
         long,
@@ -77,128 +87,297 @@ pub struct SimulateArgs {
         value_delimiter = ',',
         default_values_t = Mode::ALL
     )]
-    modes: Vec<Mode>,
+    pub modes: Vec<Mode>,
     /// Checkpoint for the learned mode (default: train an LSTM on the training split here).
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
     /// Test sessions to replay (at most).
     #[arg(long, default_value_t = 300)]
-    replay: usize,
-    /// Staging budget, MiB.
+    pub replay: usize,
+    /// Replay the first test sessions holding this many requests, the last one cut short (as
+    /// the demo's --requests does), instead of --replay sessions.
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Staging budget and the guest's store, MiB.
     #[arg(long, default_value_t = (Policy::default().budget_bytes >> 20) as f64)]
-    budget_mib: f64,
+    pub budget_mib: f64,
+    /// The budget as a share of the replay's working set (e.g. 0.25), instead of --budget-mib.
+    #[arg(long)]
+    pub budget_share: Option<f64>,
     /// Confidence threshold.
     #[arg(long, default_value_t = Policy::default().threshold)]
-    threshold: f32,
+    pub threshold: f32,
     /// Predictions considered per request.
     #[arg(long, default_value_t = Policy::default().top_k)]
-    top_k: usize,
+    pub top_k: usize,
     /// Requests after which an unwanted staged resource is stale.
     #[arg(long, default_value_t = Policy::default().stale_after)]
-    stale_after: u64,
+    pub stale_after: u64,
     /// Origin latency, ms.
     #[arg(long, default_value_t = 20.0)]
-    latency_ms: f64,
+    pub latency_ms: f64,
     /// Origin bandwidth, MiB/s.
     #[arg(long, default_value_t = 100.0)]
-    bandwidth_mib: f64,
+    pub bandwidth_mib: f64,
     /// Multiply every resource size by this (e.g. 0.0156 for a 64x smaller catalogue).
     #[arg(long, default_value_t = 1.0)]
-    size_scale: f64,
+    pub size_scale: f64,
+    /// Longest think time taken from the trace, ms; also the pause before a session's first
+    /// request (the demo's --think-ms).
+    #[arg(long, default_value_t = SimConfig::default().think_cap_ms)]
+    pub think_cap_ms: f64,
+    /// Demand fetches a request keeps outstanding (the guest driver's max_demands).
+    #[arg(long, default_value_t = SimConfig::default().max_demands)]
+    pub max_demands: usize,
+    /// Origin fetches in progress at once (the backend's pool of fetchers).
+    #[arg(long, default_value_t = SimConfig::default().origin_workers)]
+    pub origin_workers: usize,
+    /// Send a request's prefetch orders at dispatch, not at its completion.
+    #[arg(long)]
+    pub eager_prefetch: bool,
     /// Guest work per byte, ns (default: measure see-workload's process here).
     #[arg(long)]
-    work_ns_per_byte: Option<f64>,
+    pub work_ns_per_byte: Option<f64>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 }
 
-fn learned(
+/// Builds a fresh learned predictor for each run: from the checkpoint, or from one LSTM
+/// trained here on the training split and mixed with PPM as `pto train` does.
+pub enum LearnedSource {
+    /// A checkpoint on disk.
+    Checkpoint(PathBuf),
+    /// Trained here.
+    Trained {
+        /// The LSTM.
+        trained: Box<nn::Trained>,
+        /// PPM over the training and validation sessions.
+        ppm: Ppm,
+        /// The mixture's weights, fitted on validation.
+        weights: nn::MixWeights,
+    },
+}
+
+impl LearnedSource {
+    /// Trains (or finds) the learned model of `a`.
+    pub fn new(a: &SimulateArgs, trace: &Trace, split: &Split) -> CliResult<Self> {
+        if let Some(m) = &a.model {
+            return Ok(Self::Checkpoint(m.clone()));
+        }
+        let vocab = Arc::new(trace.vocab.clone());
+        let hp = a.hyper.params(ModelKind::Lstm);
+        let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+        let model = nn::NeuralPredictor::new(&trained)?;
+        let mut ppm = Ppm::new(vocab, 4);
+        observe_sessions(&mut ppm, &split.train);
+        let weights = nn::fit_weights(&model, &ppm, &split.val);
+        observe_sessions(&mut ppm, &split.val);
+        Ok(Self::Trained {
+            trained: Box::new(trained),
+            ppm,
+            weights,
+        })
+    }
+
+    /// A fresh predictor.
+    pub fn make(
+        &self,
+        cat: &ServiceCatalogue,
+        trace: &Trace,
+    ) -> Result<Box<dyn Predictor>, OnlineError> {
+        match self {
+            Self::Checkpoint(m) => predictor_for(Mode::Learned, cat, trace, Some(m)),
+            Self::Trained {
+                trained,
+                ppm,
+                weights,
+            } => {
+                let model = nn::NeuralPredictor::new(trained).map_err(OnlineError::Model)?;
+                Ok(Box::new(
+                    nn::Hybrid::new(model, ppm.clone(), *weights).map_err(OnlineError::Model)?,
+                ))
+            }
+        }
+    }
+}
+
+/// What every run of `pto simulate` shares: the sessions, split, and the replay.
+pub struct Setup {
+    /// The catalogue at size scale 1 (each run scales its own copy).
+    pub catalogue: ServiceCatalogue,
+    /// Every session.
+    pub trace: Trace,
+    /// Where they came from.
+    pub desc: String,
+    /// The split.
+    pub split: Split,
+    /// Training and validation sessions: what the predictors learn from.
+    pub past: Trace,
+    /// The replayed test sessions.
+    pub test: Vec<Session>,
+}
+
+impl Setup {
+    /// Loads and splits the sessions of `a`.
+    pub fn new(a: &SimulateArgs) -> CliResult<Self> {
+        let catalogue = a.data.catalogue()?;
+        let (trace, desc) = a.data.load(&catalogue)?;
+        let mut trace = Trace {
+            sessions: trace.sessions_in(&catalogue.vocabulary()),
+            vocab: catalogue.vocabulary(),
+        };
+        let unknown = trace.drop_unknown();
+        if unknown > 0 {
+            println!("{unknown} requests of types the catalogue does not describe left out");
+        }
+        let split = a.split.spec()?.split(&trace.sessions);
+        let mut past = split.train.clone();
+        past.extend(split.val.iter().cloned());
+        let past = Trace {
+            vocab: trace.vocab.clone(),
+            sessions: past,
+        };
+        let test: Vec<Session> = match a.requests {
+            Some(n) => first_requests(&split.test, n),
+            None => split.test.iter().take(a.replay).cloned().collect(),
+        };
+        if test.is_empty() {
+            return Err(
+                "no test sessions to replay: generate more sessions or raise --test-percent".into(),
+            );
+        }
+        Ok(Self {
+            catalogue,
+            trace,
+            desc,
+            split,
+            past,
+            test,
+        })
+    }
+
+    /// The catalogue scaled by `size_scale`.
+    pub fn scaled(&self, size_scale: f64) -> Arc<ServiceCatalogue> {
+        let mut cat = self.catalogue.clone();
+        cat.scale_sizes(size_scale);
+        Arc::new(cat)
+    }
+}
+
+/// Checks a positive finite number.
+pub fn positive(what: &str, x: f64) -> CliResult<f64> {
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{what} {x} must be a positive number").into())
+    }
+}
+
+/// The guest's work per byte: given, or measured here; and where it came from.
+pub fn work_cost(a: &SimulateArgs) -> CliResult<(f64, &'static str)> {
+    match a.work_ns_per_byte {
+        Some(w) if w.is_finite() && w >= 0.0 => Ok((w, "given")),
+        Some(w) => Err(format!("--work-ns-per-byte {w} must be >= 0").into()),
+        None => Ok((
+            measure_work_ns_per_byte()?,
+            "see-workload process, measured here",
+        )),
+    }
+}
+
+/// The simulated costs of `a` with the origin, budget and think-time cap given.
+pub fn sim_config(
     a: &SimulateArgs,
-    trace: &Trace,
-    split: &see_pto::split::Split,
-) -> CliResult<Box<dyn Predictor>> {
-    if let Some(m) = &a.model {
-        let cat = a.data.catalogue()?;
-        return Ok(predictor_for(Mode::Learned, &cat, trace, Some(m))?);
+    origin: OriginModel,
+    budget: u64,
+    think_ms: f64,
+    work: f64,
+) -> SimConfig {
+    SimConfig {
+        origin,
+        work_ns_per_byte: work,
+        store_budget: budget,
+        think_cap_ms: think_ms,
+        session_gap_ms: think_ms,
+        max_demands: a.max_demands.max(1),
+        origin_workers: a.origin_workers.max(1),
+        eager_prefetch: a.eager_prefetch,
+        ..SimConfig::default()
     }
-    let vocab = Arc::new(trace.vocab.clone());
-    let hp = a.hyper.params(ModelKind::Lstm);
-    let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
-    let model = nn::NeuralPredictor::new(&trained)?;
-    let mut ppm = Ppm::new(vocab, 4);
-    observe_sessions(&mut ppm, &split.train);
-    let weights = nn::fit_weights(&model, &ppm, &split.val);
-    observe_sessions(&mut ppm, &split.val);
-    Ok(Box::new(nn::Hybrid::new(model, ppm, weights)?))
 }
 
-pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
-    if !(a.size_scale.is_finite() && a.size_scale > 0.0) {
-        return Err(format!("--size-scale {} must be a positive number", a.size_scale).into());
-    }
-    let mut cat = a.data.catalogue()?;
-    cat.scale_sizes(a.size_scale);
-    let cat = Arc::new(cat);
-    let (trace, desc) = a.data.load(&cat)?;
-    let mut trace = Trace {
-        sessions: trace.sessions_in(&cat.vocabulary()),
-        vocab: cat.vocabulary(),
-    };
-    let unknown = trace.drop_unknown();
-    if unknown > 0 {
-        println!("{unknown} requests of types the catalogue does not describe left out");
-    }
-    let split = a.split.spec()?.split(&trace.sessions);
-    let mut past = split.train.clone();
-    past.extend(split.val.iter().cloned());
-    let past = Trace {
-        vocab: trace.vocab.clone(),
-        sessions: past,
-    };
-    let test: Vec<_> = split.test.iter().take(a.replay).cloned().collect();
-    if test.is_empty() {
-        return Err(
-            "no test sessions to replay: generate more sessions or raise --test-percent".into(),
-        );
-    }
+/// The policy of `a` with `budget` bytes.
+pub fn policy(a: &SimulateArgs, budget: u64) -> CliResult<Policy> {
     let policy = Policy {
-        budget_bytes: (a.budget_mib * 1024.0 * 1024.0) as u64,
+        budget_bytes: budget,
         threshold: a.threshold,
         top_k: a.top_k,
         stale_after: a.stale_after,
     };
     policy.validate()?;
+    Ok(policy)
+}
+
+/// Builds the orchestrator of mode `m` (the oracle gets the replay order `order`).
+pub fn orchestrator(
+    m: Mode,
+    order: Vec<(u64, String)>,
+    cat: &Arc<ServiceCatalogue>,
+    policy: &Policy,
+    past: &Trace,
+    learned: Option<&LearnedSource>,
+) -> Result<Orchestrator, OnlineError> {
+    match m {
+        Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
+        Mode::Learned => {
+            let p = learned.ok_or(OnlineError::NoCheckpoint)?.make(cat, past)?;
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+        }
+        _ => {
+            let p = predictor_for(m, cat, past, None)?;
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+        }
+    }
+}
+
+pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(m) = a.modes.iter().find(|m| !seen.insert(**m)) {
+        return Err(OnlineError::DuplicateMode(*m).into());
+    }
+    if !a.sweep.sweep.is_empty() {
+        return super::sweep::sweep_cmd(a);
+    }
+    positive("--size-scale", a.size_scale)?;
+    let setup = Setup::new(a)?;
+    let cat = setup.scaled(a.size_scale);
+    let test = &setup.test;
+    let working_set = working_set_bytes(&cat, test);
+    let budget = match a.budget_share {
+        Some(s) => (working_set as f64 * positive("--budget-share", s)?) as u64,
+        None => (positive("--budget-mib", a.budget_mib)? * 1024.0 * 1024.0) as u64,
+    };
+    let policy = policy(a, budget)?;
     let origin = OriginModel::new(
         Duration::from_secs_f64(a.latency_ms.max(0.0) / 1e3),
         a.bandwidth_mib * 1024.0 * 1024.0,
     )?;
-    let work = match a.work_ns_per_byte {
-        Some(w) if w.is_finite() && w >= 0.0 => w,
-        Some(w) => return Err(format!("--work-ns-per-byte {w} must be >= 0").into()),
-        None => measure_work_ns_per_byte()?,
-    };
-    let cfg = SimConfig {
-        origin,
-        work_ns_per_byte: work,
-        store_budget: policy.budget_bytes,
-        ..SimConfig::default()
-    };
-    let mut learned_predictor = if a.modes.contains(&Mode::Learned) {
-        Some(learned(a, &trace, &split)?)
+    let (work, work_source) = work_cost(a)?;
+    let cfg = sim_config(a, origin, budget, a.think_cap_ms, work);
+    let learned = if a.modes.contains(&Mode::Learned) {
+        Some(LearnedSource::new(a, &setup.trace, &setup.split)?)
     } else {
         None
     };
     let requests: usize = test.iter().map(|s| s.requests.len()).sum();
     println!(
-        "workload: {desc}; replaying {} test sessions ({requests} requests), trained on {}",
+        "workload: {}; replaying {} test sessions ({requests} requests), trained on {}",
+        setup.desc,
         test.len(),
-        past.sessions.len()
+        setup.past.sessions.len()
     );
-    let work_source = if a.work_ns_per_byte.is_some() {
-        "given"
-    } else {
-        "see-workload process, measured here"
-    };
-    println!("{origin}; guest work {work:.2} ns/byte ({work_source}); claim {} us, demand round trip {} us, bundle check {} us",
-        cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000);
+    println!("{origin}; guest work {work:.2} ns/byte ({work_source}); claim {} us, demand round trip {} us, bundle check {} us; {} demands outstanding, {} origin fetchers",
+        cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000, cfg.max_demands, cfg.origin_workers);
     let total: u64 = cat.resources.iter().map(|r| r.size).sum();
     println!(
         "catalogue {}: {} request types, {} resources, {:.1} MiB in all (size scale {})",
@@ -208,27 +387,21 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         total as f64 / 1048576.0,
         a.size_scale
     );
-    let working_set = working_set_bytes(&cat, &test);
     println!(
         "working set of the replayed requests: {:.1} MiB",
         working_set as f64 / 1048576.0
     );
     println!(
-        "policy: budget {:.0} MiB, threshold {}, top {}, stale after {} requests",
-        a.budget_mib, policy.threshold, policy.top_k, policy.stale_after
+        "policy: budget {:.1} MiB, threshold {}, top {}, stale after {} requests; think time at most {} ms; prefetch orders sent at {}",
+        budget as f64 / 1048576.0,
+        policy.threshold,
+        policy.top_k,
+        policy.stale_after,
+        a.think_cap_ms,
+        if a.eager_prefetch { "dispatch" } else { "completion" }
     );
-    let rows = run_modes(&cat, &test, &a.modes, &cfg, &mut |m, order| match m {
-        Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
-        Mode::Learned => {
-            let p = learned_predictor
-                .take()
-                .ok_or(see_pto::online::OnlineError::DuplicateMode(m))?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&past))
-        }
-        _ => {
-            let p = predictor_for(m, &cat, &past, None)?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&past))
-        }
+    let rows = run_modes(&cat, test, &a.modes, &cfg, &mut |m, order| {
+        orchestrator(m, order, &cat, &policy, &setup.past, learned.as_ref())
     })?;
     println!("{}", ModeSummary::header());
     for r in &rows {

@@ -3,8 +3,9 @@
 //!
 //! [`OriginModel`] is the arithmetic (`latency + bytes / bandwidth`, printable as
 //! `origin: 20 ms + 100 MiB/s`); [`Link`] queues transfers on one shared link in virtual time
-//! (the replay simulation); [`Throttled`] wraps any [`ResourceSource`] and makes each fetch
-//! take the model's time on the wall clock (the backend). [`DirSource`] reads
+//! (the replay simulation) and [`Pool`] bounds how many are in progress at once; [`Throttled`]
+//! wraps any [`ResourceSource`] and makes each fetch take the model's time on the wall clock
+//! (the backend). [`DirSource`] reads
 //! `DIR/<resource id>/<version>`; [`CatalogueSource`] generates the catalogue's contents.
 
 use std::{
@@ -126,6 +127,65 @@ impl Link {
     }
 }
 
+/// The origin behind a bounded pool of fetchers, in virtual time (ns): at most `workers`
+/// fetches are in progress at once (a fetch issued while all are busy starts when the first
+/// one finishes); the ones in progress overlap their latencies and share the bandwidth of one
+/// [`Link`], in order of start. This is the backend's fetch pool in front of an origin whose
+/// latency overlaps and whose bandwidth is shared; like the backend's, prefetches
+/// ([`Pool::prefetch`]) may hold all the workers but one, so a demand ([`Pool::fetch`]) finds
+/// one free unless other demands hold it. The link takes transfers in order of issue, not of
+/// start: a fetch that waited for a worker can hold up the transfer of one issued after it
+/// that started at once (a small error while transfers are short against the latency).
+#[derive(Clone, Debug)]
+pub struct Pool {
+    link: Link,
+    /// When each worker is next free.
+    free_at_ns: Vec<u64>,
+}
+
+impl Pool {
+    /// An idle pool of `workers` fetchers (at least one).
+    pub fn new(model: OriginModel, workers: usize) -> Self {
+        Self {
+            link: Link::new(model),
+            free_at_ns: vec![0; workers.max(1)],
+        }
+    }
+
+    /// Issues a demand fetch of `bytes` at `now_ns` (any worker); returns when its last byte
+    /// arrives.
+    pub fn fetch(&mut self, now_ns: u64, bytes: u64) -> u64 {
+        self.fetch_on(self.free_at_ns.len(), now_ns, bytes)
+    }
+
+    /// Issues a prefetch of `bytes` at `now_ns` (on all the workers but one, unless there is
+    /// only one); returns when its last byte arrives.
+    pub fn prefetch(&mut self, now_ns: u64, bytes: u64) -> u64 {
+        self.fetch_on(
+            self.free_at_ns.len().saturating_sub(1).max(1),
+            now_ns,
+            bytes,
+        )
+    }
+
+    /// A fetch on the first `lane` workers.
+    fn fetch_on(&mut self, lane: usize, now_ns: u64, bytes: u64) -> u64 {
+        let (i, free) = self
+            .free_at_ns
+            .iter()
+            .take(lane)
+            .copied()
+            .enumerate()
+            .min_by_key(|&(_, t)| t)
+            .unwrap_or((0, 0));
+        let done = self.link.fetch(now_ns.max(free), bytes);
+        if let Some(w) = self.free_at_ns.get_mut(i) {
+            *w = done;
+        }
+        done
+    }
+}
+
 /// A source behind the origin model on the wall clock: each fetch returns after the latency
 /// and after its transfer has had its turn on the shared link. Thread-safe.
 #[derive(Debug)]
@@ -234,6 +294,31 @@ mod tests {
         assert_eq!(b, 12_000_000);
         let c = link.fetch(50_000_000, 0); // idle link: latency only
         assert_eq!(c, 60_000_000);
+    }
+
+    #[test]
+    fn pool_bounds_concurrent_fetches_and_shares_the_link() {
+        let m = OriginModel::new(Duration::from_millis(10), 1e9).unwrap(); // 1 byte per ns
+                                                                           // Four fetches at once on a pool of four: one latency, then the transfers in turn.
+        let mut pool = Pool::new(m, 4);
+        let done: Vec<u64> = (0..4).map(|_| pool.fetch(0, 1_000_000)).collect();
+        assert_eq!(done, [11_000_000, 12_000_000, 13_000_000, 14_000_000]);
+        // A pool of one serialises the latencies too.
+        let mut one = Pool::new(m, 1);
+        let done: Vec<u64> = (0..3).map(|_| one.fetch(0, 1_000_000)).collect();
+        assert_eq!(done, [11_000_000, 22_000_000, 33_000_000]);
+        // Zero workers is taken as one, not a panic.
+        assert_eq!(Pool::new(m, 0).fetch(0, 0), 10_000_000);
+        // Prefetches leave a worker for demands: on a pool of two, a demand next to a
+        // prefetch does not wait, and a second prefetch waits for the first.
+        let mut two = Pool::new(m, 2);
+        assert_eq!(two.prefetch(0, 0), 10_000_000);
+        assert_eq!(two.fetch(0, 0), 10_000_000);
+        assert_eq!(two.prefetch(0, 0), 20_000_000);
+        // On a pool of one, prefetches and demands share the worker.
+        let mut one = Pool::new(m, 1);
+        assert_eq!(one.prefetch(0, 0), 10_000_000);
+        assert_eq!(one.fetch(0, 0), 20_000_000);
     }
 
     #[test]

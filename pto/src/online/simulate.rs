@@ -1,32 +1,39 @@
 //! A host-only replay of a workload through the [`Orchestrator`] against a simulated guest, in
-//! virtual time, so the policy and the targets can be checked before the VM path is ready.
+//! virtual time, so the policy, the targets and the sweeps ([`sweep`]) can be run cheaply.
 //!
-//! The simulated guest runs one request at a time, sessions one after another, with the trace's
-//! think time between requests (capped) and a pause between sessions; at the end of each
-//! session the orchestrator hears of it ([`Orchestrator::end_session`]). A request runs its tasks in dependency order; each
-//! task claims its resources from the guest's verified cache (an LRU within `store_budget`,
-//! which keeps what is claimed and what is demanded, as the guest driver does): a cached one
-//! costs `claim_ns` (after waiting for it if its prefetch is still on the link: a late hit),
-//! a missing one is demand-fetched over the shared
-//! origin [`Link`] (`demand_rtt_ns` + the origin's latency and transfer + signature check), then
-//! the task works on the bytes for `work_ns_per_byte` per byte ([`measure_work_ns_per_byte`]
-//! measures the real [`see_workload::process`] on this host). Prefetches use the same link, in
-//! order of issue, so a wasted prefetch delays the fetches behind it.
+//! It models what the VM run does (the daemon's engine, the see-kernel serve app, the guest
+//! driver and the backend's origin):
+//! - sessions one after another, one request at a time, with the trace's think time between
+//!   requests (capped) and a pause before each session's first request; at the end of each
+//!   session the orchestrator hears of it ([`Orchestrator::end_session`]);
+//! - the plan's prefetch orders are sent when the request completes (the engine's default),
+//!   or at dispatch with [`SimConfig::eager_prefetch`]; an order for a bundle the guest holds
+//!   is not sent, as the engine skips it;
+//! - the guest's verified cache (an LRU within `store_budget` that keeps what is claimed and
+//!   what is demanded) and a request that claims all its resources at once, demanding the
+//!   missing ones in parallel (at most [`SimConfig::max_demands`] outstanding) and working on
+//!   each as it arrives, on one CPU (the `guest` module);
+//! - the origin behind the backend's bounded pool of fetchers
+//!   ([`crate::online::origin::Pool`]): concurrent fetches overlap their latencies and share
+//!   the bandwidth.
+//!
+//! Costs: a cached claim costs `claim_ns`; a demand costs the ctrlq round trip
+//! (`demand_rtt_ns`), the origin's latency and transfer and the bundle's check (`verify_ns`,
+//! on the guest's CPU); work costs `work_ns_per_byte` per byte ([`measure_work_ns_per_byte`]
+//! measures the real [`see_workload::process`] on this host). Latencies are the guest's, from
+//! dispatch to completion (the demo's "guest" column).
 //!
 //! The modes differ as on the VM: `reactive-nocache` runs a guest without the cache (a claim
-//! consumes the resource, a demanded bundle is not kept); `push` stages the plan's push set
-//! before the request runs, which waits for it (its latency counts from the request's
-//! arrival, as at the host). Demand fetches are serial here in every mode, which is what
-//! `reactive-nocache` does on the VM; the other modes' guests demand in parallel there.
+//! consumes the resource, a demanded bundle is not kept) that demands one resource at a time;
+//! `push` stages the plan's push set before the request runs, which waits for it (that wait
+//! counts in its latency, as the service dispatches it only then).
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+mod guest;
+pub mod sweep;
 
-use virtio_prefetch_wire::{ReportKind, TaskTiming};
+use std::{sync::Arc, time::Instant};
 
-use super::{
-    origin::{Link, OriginModel},
-    Completion, Mode, ModeSummary, OnlineError, Orchestrator, PrefetchOrder, Report, WireIds,
-};
+use super::{origin::OriginModel, Mode, ModeSummary, OnlineError, Orchestrator};
 use crate::{metadata::ServiceCatalogue, trace::Session, vocab::Vocabulary};
 
 /// Costs of the simulated guest and origin.
@@ -38,14 +45,22 @@ pub struct SimConfig {
     pub claim_ns: u64,
     /// The ctrlq round trip of a demand fetch.
     pub demand_rtt_ns: u64,
-    /// Checking a bundle's signature and digest, per bundle (on the critical path for a demand
+    /// Checking a bundle's signature and digest, per bundle (on the guest's CPU for a demand
     /// fetch, in the background for a prefetch).
     pub verify_ns: u64,
+    /// Demand fetches a request keeps outstanding at once (the guest driver's `max_demands`).
+    pub max_demands: usize,
+    /// Origin fetches in progress at once (the backend's pool of fetchers, `fetch_workers`:
+    /// 4 by default; prefetches may hold all but one).
+    pub origin_workers: usize,
+    /// Send a request's prefetch orders at dispatch instead of at its completion (the
+    /// daemon's and the demo's `--eager-prefetch`).
+    pub eager_prefetch: bool,
     /// Guest work per resource byte.
     pub work_ns_per_byte: f64,
     /// Longest think time taken from the trace, ms.
     pub think_cap_ms: f64,
-    /// Pause between two sessions, ms.
+    /// Pause before a session's first request, ms (the demo pauses `--think-ms`).
     pub session_gap_ms: f64,
     /// The guest's verified cache, bytes: like the guest driver's `VerifiedStore`, it keeps
     /// prefetched and demanded bundles after their claims, and a bundle that does not fit
@@ -60,6 +75,9 @@ impl Default for SimConfig {
             claim_ns: 20_000,
             demand_rtt_ns: 100_000,
             verify_ns: 500_000,
+            max_demands: 8,
+            origin_workers: 4,
+            eager_prefetch: false,
             work_ns_per_byte: 1.0,
             think_cap_ms: 2_000.0,
             session_gap_ms: 500.0,
@@ -107,6 +125,23 @@ pub fn working_set_bytes(catalogue: &ServiceCatalogue, sessions: &[Session]) -> 
         .sum()
 }
 
+/// The mean bytes a replayed request of `sessions` works on: its distinct resources' sizes
+/// (what the guest's work costs per request is this times the work per byte).
+pub fn mean_request_bytes(catalogue: &ServiceCatalogue, sessions: &[Session]) -> f64 {
+    let order = replay_order(sessions, &catalogue.vocabulary());
+    let total: u64 = order
+        .iter()
+        .map(|(_, name)| {
+            catalogue
+                .resources_of(name)
+                .iter()
+                .map(|r| r.size)
+                .sum::<u64>()
+        })
+        .sum();
+    total as f64 / order.len().max(1) as f64
+}
+
 /// The replay order of `sessions`: (session id from 1, request type name).
 pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, String)> {
     sessions
@@ -121,215 +156,33 @@ pub fn replay_order(sessions: &[Session], vocab: &Vocabulary) -> Vec<(u64, Strin
         .collect()
 }
 
-/// A bundle in the simulated guest's verified cache.
-struct Held {
-    /// When it is verified and claimable.
-    ready: u64,
-    bytes: u64,
-    /// Last use (arrival or claim): the guest evicts the least recently used first.
-    stamp: u64,
-    app_id: u32,
-    task_id: u64,
-    version: u64,
-    /// Claimed since it arrived, or demand-fetched: its next claim is a cache hit.
-    used: bool,
+/// The first sessions of `test` holding `requests` requests, the last one cut short (the
+/// demo's `--requests` picks its replay the same way).
+pub fn first_requests(test: &[Session], requests: usize) -> Vec<Session> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for s in test {
+        if n >= requests {
+            break;
+        }
+        let mut s = s.clone();
+        s.requests.truncate(requests - n);
+        s.truth.truncate(s.requests.len());
+        n += s.requests.len();
+        if !s.requests.is_empty() {
+            out.push(s);
+        }
+    }
+    out
 }
 
-struct Guest<'a> {
-    catalogue: &'a ServiceCatalogue,
-    cfg: &'a SimConfig,
-    /// Keeps what is claimed and demanded (false: `reactive-nocache`).
-    cache: bool,
-    link: Link,
-    staged: HashMap<u64, Held>,
-    held_bytes: u64,
-    stamp: u64,
-}
-
-impl Guest<'_> {
-    /// Puts `held` into the cache as the most recently used entry, as the guest driver's
-    /// `VerifiedStore::insert` does: a copy of the same resource is replaced (not reported),
-    /// then the least recently used entries are evicted (reported to `orch`) until it fits.
-    fn insert(
-        &mut self,
-        orch: &mut Orchestrator,
-        resource_id: u64,
-        mut held: Held,
-    ) -> Result<(), OnlineError> {
-        if let Some(old) = self.staged.remove(&resource_id) {
-            self.held_bytes -= old.bytes;
-        }
-        let mut gone = Vec::new();
-        while self.held_bytes + held.bytes > self.cfg.store_budget {
-            let Some(oldest) = self
-                .staged
-                .iter()
-                .min_by_key(|(_, h)| h.stamp)
-                .map(|(&id, _)| id)
-            else {
-                break;
-            };
-            if let Some(h) = self.staged.remove(&oldest) {
-                self.held_bytes -= h.bytes;
-                gone.push((oldest, h));
-            }
-        }
-        for (resource_id, h) in gone {
-            orch.on_report(&Report {
-                kind: ReportKind::Evict,
-                reason: None,
-                app_id: h.app_id,
-                task_id: h.task_id,
-                resource_id,
-                version: h.version,
-                latency_ns: 0,
-            })?;
-        }
-        self.stamp += 1;
-        held.stamp = self.stamp;
-        self.held_bytes += held.bytes;
-        self.staged.insert(resource_id, held);
-        Ok(())
-    }
-
-    /// Takes `orders` in: each goes over the link, then into the cache, which evicts its least
-    /// recently used bundles (reported to `orch`) until the new one fits, as the guest driver
-    /// does.
-    fn receive(
-        &mut self,
-        orch: &mut Orchestrator,
-        now: u64,
-        orders: &[PrefetchOrder],
-    ) -> Result<(), OnlineError> {
-        for o in orders {
-            // The host's Evicts go first (the guest handles requestq before stagingq).
-            for &(app_id, resource_id) in &o.evict_first {
-                if let Some(h) = self.staged.remove(&resource_id) {
-                    self.held_bytes -= h.bytes;
-                    orch.on_report(&Report {
-                        kind: ReportKind::Evict,
-                        reason: None,
-                        app_id,
-                        task_id: h.task_id,
-                        resource_id,
-                        version: h.version,
-                        latency_ns: 0,
-                    })?;
-                }
-            }
-            let ready = self.link.fetch(now, o.bytes) + self.cfg.verify_ns;
-            let held = Held {
-                ready,
-                bytes: o.bytes,
-                stamp: 0,
-                app_id: o.app_id,
-                task_id: o.task_id,
-                version: o.version,
-                used: false,
-            };
-            self.insert(orch, o.resource_id, held)?;
-        }
-        Ok(())
-    }
-
-    /// Runs request `name` from `start`; returns its completion (without id).
-    fn run(
-        &mut self,
-        orch: &mut Orchestrator,
-        name: &str,
-        app_id: u32,
-        start: u64,
-    ) -> Result<Completion, OnlineError> {
-        let cat = self.catalogue;
-        let req = cat
-            .request(name)
-            .ok_or_else(|| OnlineError::UnknownRequest(name.into()))?;
-        let mut now = start;
-        let mut claimed = std::collections::HashSet::new();
-        let mut tasks = Vec::new();
-        for &t in &req.tasks {
-            let mut timing = TaskTiming {
-                task_id: WireIds::task(t),
-                ..TaskTiming::default()
-            };
-            for &r in &cat.tasks[t].resources {
-                if !claimed.insert(r) {
-                    continue;
-                }
-                let res = &cat.resources[r];
-                let id = WireIds::resource(r);
-                let mut report = Report {
-                    kind: ReportKind::ClaimHit,
-                    reason: None,
-                    app_id,
-                    task_id: timing.task_id,
-                    resource_id: id,
-                    version: res.version,
-                    latency_ns: 0,
-                };
-                self.stamp += 1;
-                let stamp = self.stamp;
-                if let Some(held) = self.staged.get_mut(&id) {
-                    // A claim leaves it cached, most recently used (without a cache it is
-                    // consumed, silently, as the guest driver does).
-                    held.stamp = stamp;
-                    if held.used {
-                        report.kind = ReportKind::CacheHit;
-                    }
-                    held.used = true;
-                    let ready = held.ready;
-                    if !self.cache {
-                        if let Some(h) = self.staged.remove(&id) {
-                            self.held_bytes -= h.bytes;
-                        }
-                    }
-                    let took = ready.saturating_sub(now) + self.cfg.claim_ns;
-                    now += took;
-                    timing.claim_ns += took;
-                    timing.hits += 1;
-                    report.latency_ns = took;
-                    orch.on_report(&report)?;
-                } else {
-                    report.kind = ReportKind::Miss;
-                    orch.on_report(&report)?;
-                    orch.on_demand(app_id, timing.task_id, id, 0)?;
-                    let half = self.cfg.demand_rtt_ns / 2;
-                    let done = self.link.fetch(now + half, res.size) + half + self.cfg.verify_ns;
-                    let took = done - now;
-                    now = done;
-                    timing.fetch_ns += took;
-                    timing.misses += 1;
-                    // The demanded bundle enters the cache (evicting as it must) before the
-                    // guest reports the demand served; without a cache it is not kept.
-                    if self.cache {
-                        let held = Held {
-                            ready: done,
-                            bytes: res.size,
-                            stamp: 0,
-                            app_id,
-                            task_id: timing.task_id,
-                            version: res.version,
-                            used: true,
-                        };
-                        self.insert(orch, id, held)?;
-                    }
-                    report.kind = ReportKind::DemandServed;
-                    report.latency_ns = took;
-                    orch.on_report(&report)?;
-                }
-                let work = (res.size as f64 * self.cfg.work_ns_per_byte) as u64;
-                now += work;
-                timing.work_ns += work;
-            }
-            tasks.push(timing);
-        }
-        Ok(Completion {
-            request_id: 0,
-            status: 0,
-            total_ns: now - start,
-            tasks,
-        })
-    }
+/// One mode's replay: its summary and every request's latency, by session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    /// The table row.
+    pub summary: ModeSummary,
+    /// Latency of each request (ns, in the guest), one list per replayed session, in order.
+    pub sessions: Vec<Vec<u64>>,
 }
 
 /// Replays `sessions` (ids of the catalogue's vocabulary) through `orch` against the
@@ -340,22 +193,31 @@ pub fn simulate(
     sessions: &[Session],
     cfg: &SimConfig,
 ) -> Result<ModeSummary, OnlineError> {
+    replay(orch, catalogue, sessions, cfg).map(|r| r.summary)
+}
+
+/// [`simulate`], keeping every request's latency.
+pub fn replay(
+    orch: &mut Orchestrator,
+    catalogue: &ServiceCatalogue,
+    sessions: &[Session],
+    cfg: &SimConfig,
+) -> Result<Replay, OnlineError> {
     let vocab = catalogue.vocabulary();
-    let mut guest = Guest {
-        catalogue,
-        cfg,
-        cache: orch.mode().guest_cache(),
-        link: Link::new(cfg.origin),
-        staged: HashMap::new(),
-        held_bytes: 0,
-        stamp: 0,
+    let mode = orch.mode();
+    let quirks = guest::Quirks {
+        cache: mode.guest_cache(),
+        serial_demands: mode.serial_demands(),
     };
+    let mut guest = guest::Guest::new(catalogue, cfg, quirks);
     let ms = |x: f64| (x.max(0.0) * 1e6) as u64;
     let mut t = 0u64;
     let primed = orch.prime()?;
     guest.receive(orch, t, &primed)?;
+    let mut latencies = Vec::with_capacity(sessions.len());
     for (i, s) in sessions.iter().enumerate() {
         let mut prev_at = None;
+        let mut mine = Vec::with_capacity(s.requests.len());
         for r in &s.requests {
             // A type outside the catalogue cannot be served (Trace::drop_unknown leaves them
             // out before a replay).
@@ -371,29 +233,36 @@ pub fn simulate(
             };
             prev_at = Some(r.at_ms);
             t += think;
-            // The policy's evictions stay on the host (the orchestrator sends no Evict): the
-            // simulated guest keeps what it was sent, claimed or not, until its cache, full,
-            // evicts it (least recently used first).
             let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
             // The push set goes first and the request is dispatched once it is staged.
             guest.receive(orch, t, &plan.push)?;
             let start = plan
                 .push
                 .iter()
-                .filter_map(|o| guest.staged.get(&o.resource_id).map(|h| h.ready))
+                .filter_map(|o| guest.ready_at(o.resource_id))
                 .fold(t, u64::max);
-            guest.receive(orch, t, &plan.prefetch)?;
+            if cfg.eager_prefetch {
+                guest.receive(orch, start, &plan.prefetch)?;
+            }
             let mut c = guest.run(orch, name, plan.dispatch.app_id, start)?;
             c.request_id = plan.dispatch.request_id;
             c.total_ns += start - t;
             t += c.total_ns;
+            mine.push(c.total_ns);
             let follow = orch.on_completion(&c)?;
+            if !cfg.eager_prefetch {
+                guest.receive(orch, t, &plan.prefetch)?;
+            }
             guest.receive(orch, t, &follow.prefetch)?;
         }
+        latencies.push(mine);
         let follow = orch.end_session(i as u64 + 1)?;
         guest.receive(orch, t, &follow.prefetch)?;
     }
-    orch.finish()
+    Ok(Replay {
+        summary: orch.finish()?,
+        sessions: latencies,
+    })
 }
 
 /// The demo's headline and targets, checked on a table of modes: the best predictor against
@@ -537,12 +406,26 @@ pub fn run_modes(
     cfg: &SimConfig,
     make: &mut dyn FnMut(Mode, Vec<(u64, String)>) -> Result<Orchestrator, OnlineError>,
 ) -> Result<Vec<ModeSummary>, OnlineError> {
+    Ok(replay_modes(catalogue, test, modes, cfg, make)?
+        .into_iter()
+        .map(|r| r.summary)
+        .collect())
+}
+
+/// [`run_modes`], keeping every request's latency.
+pub fn replay_modes(
+    catalogue: &Arc<ServiceCatalogue>,
+    test: &[Session],
+    modes: &[Mode],
+    cfg: &SimConfig,
+    make: &mut dyn FnMut(Mode, Vec<(u64, String)>) -> Result<Orchestrator, OnlineError>,
+) -> Result<Vec<Replay>, OnlineError> {
     let order = replay_order(test, &catalogue.vocabulary());
     let mut rows = Vec::new();
     for &m in modes {
         let mut orch = make(m, order.clone())?;
-        let row = simulate(&mut orch, catalogue, test, cfg)?;
-        log::info!("{row}");
+        let row = replay(&mut orch, catalogue, test, cfg)?;
+        log::info!("{}", row.summary);
         rows.push(row);
     }
     Ok(rows)

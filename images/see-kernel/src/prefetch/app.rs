@@ -28,9 +28,10 @@
 //!   `see: not-staged ...` ([`super::probe::await_staged`]);
 //! - `OP_RESET` (6): reset the device and start a new session: `see: reset epoch=E` (a bundle
 //!   of the old session replayed into the new one must be refused);
-//! - `OP_BAD_DESCRIPTOR` (7): rewrite the next staging descriptor to name a private heap
-//!   buffer ([`super::hostile`]): `see: bad-descriptor head=H addr=A len=L`; `OP_VICTIM` (8):
-//!   `see: victim intact=0|1`;
+//! - `OP_BAD_DESCRIPTOR` (7), test image only (feature `test-ops`): rewrite the next staging
+//!   descriptor to name a private heap buffer (`super::hostile`):
+//!   `see: bad-descriptor head=H addr=A len=L`; `OP_VICTIM` (8), test image only:
+//!   `see: victim intact=0|1`. The default image answers both as unknown operations;
 //! - `OP_C_CLAIM` (9): the arguments are (task, resource, buffer size) triples; for each, as
 //!   the request's app, `see_prefetch_available` then `see_claim_prefetch` through the C ABI
 //!   (the driver is installed for it at bring-up; the app lets go of its lock meanwhile):
@@ -49,9 +50,11 @@ use see_guest_driver::{
 };
 
 pub use see_abi::serve::{
-    OP_AWAIT, OP_BAD_DESCRIPTOR, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP,
-    OP_THROUGHPUT, OP_VICTIM, STATUS_WORK_FAILED,
+    OP_AWAIT, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP, OP_THROUGHPUT,
+    STATUS_WORK_FAILED,
 };
+#[cfg(feature = "test-ops")]
+pub use see_abi::serve::{OP_BAD_DESCRIPTOR, OP_VICTIM};
 
 use super::platform::{KernelPlatform, DEVICE_INTERRUPT};
 use crate::{exit::Status, interrupts, time};
@@ -66,10 +69,13 @@ pub struct Settings {
     /// Polled completion: waits spin instead of halting.
     pub polling: bool,
     /// The device's register block (for `OP_BAD_DESCRIPTOR`).
+    #[cfg(feature = "test-ops")]
     pub device_base: u64,
     /// The shared window.
+    #[cfg(feature = "test-ops")]
     pub window: crate::memmap::Region,
     /// stagingq's size (the driver's `staging_buffers`).
+    #[cfg(feature = "test-ops")]
     pub staging_queue_size: u16,
 }
 
@@ -417,6 +423,7 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                     return Status::AppFailure;
                 }
             },
+            #[cfg(feature = "test-ops")]
             OP_BAD_DESCRIPTOR => match super::hostile::corrupt_next_staging_descriptor(
                 settings.device_base,
                 settings.window,
@@ -428,6 +435,7 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                 ),
                 Err(why) => println!("see: bad-descriptor failed: {why}"),
             },
+            #[cfg(feature = "test-ops")]
             OP_VICTIM => match super::hostile::victim_intact() {
                 Some(intact) => println!("see: victim intact={}", u8::from(intact)),
                 None => println!("see: victim none"),

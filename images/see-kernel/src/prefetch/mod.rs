@@ -14,6 +14,7 @@
 pub mod app;
 mod cabi;
 pub mod entropy;
+#[cfg(feature = "test-ops")]
 mod hostile;
 pub mod platform;
 mod probe;

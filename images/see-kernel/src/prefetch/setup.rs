@@ -194,8 +194,11 @@ pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
             .unwrap_or(30_000)
             .saturating_mul(1_000_000),
         polling,
+        #[cfg(feature = "test-ops")]
         device_base: device.base,
+        #[cfg(feature = "test-ops")]
         window,
+        #[cfg(feature = "test-ops")]
         staging_queue_size: driver_config(window, polling, tuning).staging_buffers,
     };
     if !polling {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::{
     generate::{generate, Workload, WorkloadSpec},
-    online::{predictor_for, Policy},
+    online::{predictor_for, Completion, Policy},
     trace::Trace,
 };
 
@@ -112,10 +112,12 @@ fn oracle_beats_reactive_that_hits_only_its_cache() {
     assert_eq!(reactive.precision, None, "reactive prefetches nothing");
     // The oracle wastes nothing and misses less than reactive; within this budget the cache
     // still pushes out some of what it staged (see the test above for a cache that holds
-    // everything).
+    // everything). A prefetch still on the link when its request starts is demanded as well
+    // (the guest driver cannot know it is coming), so precision can fall just short of 1.
     assert!(oracle.hit_rate > reactive.hit_rate, "{oracle}\n{reactive}");
     assert!(oracle.demand_fetches < reactive.demand_fetches);
-    assert_eq!((oracle.wasted_bytes, oracle.precision), (0, Some(1.0)));
+    assert_eq!(oracle.wasted_bytes, 0, "{oracle}");
+    assert!(oracle.precision.is_some_and(|p| p > 0.99), "{oracle}");
     assert!(
         oracle.p50_ms * 3.0 < reactive.p50_ms,
         "{oracle}\n{reactive}"
@@ -328,4 +330,213 @@ fn the_headline_compares_with_the_better_non_predictive_mode() {
     // Without any non-predictive mode there is no headline.
     r.retain(|x| x.mode != "reactive" && x.mode != "push");
     assert_eq!(Targets::from_rows(&r), None);
+}
+
+/// A config whose only costs are the origin's: no claim, round trip, check or work, and
+/// more fetchers than any request has resources (so the guest's bound is the only one).
+fn origin_only(latency_ms: u64, bandwidth: f64) -> SimConfig {
+    SimConfig {
+        origin_workers: 64,
+        origin: OriginModel::new(std::time::Duration::from_millis(latency_ms), bandwidth).unwrap(),
+        claim_ns: 0,
+        demand_rtt_ns: 0,
+        verify_ns: 0,
+        work_ns_per_byte: 0.0,
+        store_budget: 1 << 40,
+        ..SimConfig::default()
+    }
+}
+
+/// The first request of `setup(sessions)`'s first test session, replayed reactively on a cold
+/// cache under `cfg`: (its latency in ns, its distinct resources' sizes).
+fn cold_first_request(cfg: &SimConfig) -> (u64, Vec<u64>) {
+    let (cat, train, test) = setup(40);
+    let mut one = test[0].clone();
+    one.requests.truncate(1);
+    one.truth.clear();
+    let name = cat
+        .vocabulary()
+        .name(one.requests[0].kind)
+        .unwrap()
+        .to_owned();
+    let req = cat.request(&name).unwrap();
+    let mut ids: Vec<usize> = req
+        .tasks
+        .iter()
+        .flat_map(|&t| cat.tasks[t].resources.iter().copied())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sizes = ids.iter().map(|&r| cat.resources[r].size).collect();
+    let p = predictor_for(Mode::Reactive, &cat, &train, None).unwrap();
+    let mut orch = Orchestrator::new(cat.clone(), Mode::Reactive, p, Policy::default()).unwrap();
+    let r = replay(&mut orch, &cat, &[one], cfg).unwrap();
+    assert_eq!(r.sessions.len(), 1);
+    (r.sessions[0][0], sizes)
+}
+
+#[test]
+fn parallel_demands_cost_one_latency_not_one_per_resource() {
+    // A latency-bound origin: 50 ms per fetch, transfers next to free.
+    let cfg = origin_only(50, 1e15);
+    let (took, sizes) = cold_first_request(&cfg);
+    let k = sizes.len() as u64;
+    assert!(
+        k >= 3,
+        "the test needs a request with several resources, not {k}"
+    );
+    let latency = 50_000_000;
+    assert!(
+        took >= latency && took < latency + latency / 10,
+        "{k} missing resources demanded at once: {took} ns, want about one latency"
+    );
+    // One demand outstanding at a time: one latency each.
+    let serial = SimConfig {
+        max_demands: 1,
+        ..cfg.clone()
+    };
+    let (took, _) = cold_first_request(&serial);
+    assert!(took >= k * latency, "{took} ns for {k} serial demands");
+    // A bound of 2: about half as many rounds.
+    let two = SimConfig {
+        max_demands: 2,
+        ..cfg.clone()
+    };
+    let (took, _) = cold_first_request(&two);
+    assert!(
+        took >= k.div_ceil(2) * latency && took < (k.div_ceil(2) + 1) * latency,
+        "{took} ns for {k} demands two at a time"
+    );
+    // The backend's default pool of 4 fetchers: a round of latency per 4 resources.
+    let four = SimConfig {
+        origin_workers: 4,
+        ..cfg.clone()
+    };
+    let (took, _) = cold_first_request(&four);
+    assert!(
+        took >= k.div_ceil(4) * latency && took < (k.div_ceil(4) + 1) * latency,
+        "{took} ns for {k} demands through 4 fetchers"
+    );
+    // A pool of one fetcher serialises the origin, whatever the guest asks.
+    let one_fetcher = SimConfig {
+        origin_workers: 1,
+        ..cfg
+    };
+    let (took, _) = cold_first_request(&one_fetcher);
+    assert!(took >= k * latency, "{took} ns through one fetcher");
+}
+
+#[test]
+fn concurrent_demands_share_the_bandwidth() {
+    // No latency, 1 byte per ns: the transfers of a request's demands add up.
+    let cfg = origin_only(0, 1e9);
+    let (took, sizes) = cold_first_request(&cfg);
+    let total: u64 = sizes.iter().sum();
+    let largest = *sizes.iter().max().unwrap();
+    assert!(total > largest, "several resources");
+    // Every transfer has had its turn on the one link (within rounding of each transfer).
+    let k = sizes.len() as u64;
+    assert!(
+        took + k >= total && took <= total + k,
+        "{took} ns for {total} bytes at 1 byte/ns"
+    );
+}
+
+#[test]
+fn late_prefetch_is_a_miss_served_by_whichever_arrives_first() {
+    // With no think time the oracle's prefetches for the next request are still on a slow
+    // link when it starts: the guest misses and demands them, as the driver does.
+    let cfg = SimConfig {
+        think_cap_ms: 0.0,
+        session_gap_ms: 0.0,
+        ..SimConfig::default()
+    };
+    let slow = rows_with(&[Mode::Oracle], &Policy::default(), &cfg);
+    let cfg = SimConfig {
+        think_cap_ms: 2_000.0,
+        ..SimConfig::default()
+    };
+    let fast = rows_with(&[Mode::Oracle], &Policy::default(), &cfg);
+    assert!(
+        slow[0].demand_fetches > fast[0].demand_fetches,
+        "{}\n{}",
+        slow[0],
+        fast[0]
+    );
+    assert!(slow[0].hit_rate < fast[0].hit_rate);
+}
+
+#[test]
+fn eager_prefetch_sends_orders_at_dispatch() {
+    // Sent at dispatch, the next request's prefetches queue on the link with this request's
+    // demands; sent at completion (the default), they do not. Either way every request runs.
+    let lazy = rows(&[Mode::Markov], &Policy::default());
+    let cfg = SimConfig {
+        eager_prefetch: true,
+        ..SimConfig::default()
+    };
+    let eager = rows_with(&[Mode::Markov], &Policy::default(), &cfg);
+    assert_eq!(lazy[0].requests, eager[0].requests);
+    let figures = |r: &ModeSummary| (r.p50_ms, r.p95_ms, r.p99_ms, r.demand_fetches);
+    assert_ne!(
+        figures(&lazy[0]),
+        figures(&eager[0]),
+        "the timing of the orders changes the run"
+    );
+}
+
+#[test]
+fn first_requests_cuts_the_replay_like_the_demo() {
+    let (_, _, test) = setup(40);
+    let n = test[0].requests.len() + 1;
+    let cut = first_requests(&test, n);
+    assert_eq!(cut.len(), 2);
+    assert_eq!(cut.iter().map(|s| s.requests.len()).sum::<usize>(), n);
+    assert_eq!(cut[1].requests.len(), 1);
+    assert!(cut[1].truth.len() <= 1);
+    assert!(first_requests(&test, 0).is_empty());
+}
+
+#[test]
+fn a_guest_without_its_cache_demands_again_one_at_a_time() {
+    let (cat, train, test) = setup(40);
+    let name = cat
+        .vocabulary()
+        .name(test[0].requests[0].kind)
+        .unwrap()
+        .to_owned();
+    let k = cat.resources_of(&name).len() as u64;
+    assert!(k >= 3);
+    let cfg = origin_only(50, 1e15);
+    let latency = 50_000_000;
+    let run_twice = |quirks: guest::Quirks| {
+        let p = predictor_for(Mode::Reactive, &cat, &train, None).unwrap();
+        let mut orch =
+            Orchestrator::new(cat.clone(), Mode::Reactive, p, Policy::default()).unwrap();
+        let mut g = guest::Guest::new(&cat, &cfg, quirks);
+        let mut t = 0;
+        let mut took = Vec::new();
+        for _ in 0..2 {
+            let plan = orch.on_request(1, &name, t / 1000).unwrap();
+            let mut c = g.run(&mut orch, &name, plan.dispatch.app_id, t).unwrap();
+            c.request_id = plan.dispatch.request_id;
+            t += c.total_ns;
+            took.push(c.total_ns);
+            orch.on_completion(&c).unwrap();
+        }
+        took
+    };
+    // The default guest: one latency, then everything from its cache.
+    let cached = run_twice(guest::Quirks::default());
+    assert!(
+        cached[0] >= latency && cached[0] < 2 * latency,
+        "{cached:?}"
+    );
+    assert!(cached[1] < latency / 100, "{cached:?}");
+    // Without the cache and with serial demands: one latency per resource, every time.
+    let naive = run_twice(guest::Quirks {
+        cache: false,
+        serial_demands: true,
+    });
+    assert!(naive.iter().all(|&t| t >= k * latency), "{naive:?}");
 }
