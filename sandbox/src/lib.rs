@@ -29,7 +29,7 @@ mod child;
 pub use error::SandboxError;
 pub use files::{restrict_files, FileRules, FilesStatus};
 pub use seccomp::{seccomp_available, AllowList, ThreadFilter};
-pub use user::{drop_privileges, Credentials, Dropped, UserSpec};
+pub use user::{check_drop, drop_privileges, Credentials, Dropped, UserSpec};
 
 /// What to do when the kernel lacks a confinement feature.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

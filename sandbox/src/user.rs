@@ -136,13 +136,13 @@ pub enum Dropped {
 /// A process that is not root gets [`SandboxError::NotRoot`], unless it already runs as
 /// exactly `to` ([`Dropped::AlreadyThere`]).
 pub fn drop_privileges(to: Credentials) -> Result<Dropped, SandboxError> {
-    let (uid, gid) = (unistd::getuid().as_raw(), unistd::getgid().as_raw());
-    if uid != 0 || unistd::geteuid().as_raw() != 0 {
-        if uid == to.uid && gid == to.gid {
-            log::info!("already running as uid {uid} gid {gid}: no privileges to drop");
-            return Ok(Dropped::AlreadyThere);
-        }
-        return Err(SandboxError::NotRoot { uid, gid });
+    if check_drop(to)? == Dropped::AlreadyThere {
+        log::info!(
+            "already running as uid {} gid {}: no privileges to drop",
+            to.uid,
+            to.gid
+        );
+        return Ok(Dropped::AlreadyThere);
     }
     let step = |step| {
         move |source| SandboxError::Drop {
@@ -159,6 +159,20 @@ pub fn drop_privileges(to: Credentials) -> Result<Dropped, SandboxError> {
     verify(to)?;
     log::info!("dropped privileges to uid {} gid {}", to.uid, to.gid);
     Ok(Dropped::Dropped)
+}
+
+/// What [`drop_privileges`] would do, without doing it: `Dropped` when the process is root,
+/// `AlreadyThere` when it already runs as exactly `to`, else [`SandboxError::NotRoot`]. Lets
+/// a process refuse a `--user` it cannot honour before it does any work.
+pub fn check_drop(to: Credentials) -> Result<Dropped, SandboxError> {
+    let (uid, gid) = (unistd::getuid().as_raw(), unistd::getgid().as_raw());
+    if uid == 0 && unistd::geteuid().is_root() {
+        return Ok(Dropped::Dropped);
+    }
+    if uid == to.uid && gid == to.gid {
+        return Ok(Dropped::AlreadyThere);
+    }
+    Err(SandboxError::NotRoot { uid, gid })
 }
 
 /// Checks that the process is `to` in every id and that it cannot become root again.
