@@ -76,41 +76,44 @@ fn own_proc_dir() -> PathBuf {
 /// Syscalls every thread makes whatever it does.
 fn common(list: AllowList) -> AllowList {
     use libc::*;
-    // No new executable memory: the allocator maps, grows and trims heaps, never with
-    // PROT_EXEC (a compromised thread cannot make a page executable).
+    // Memory: the allocator maps, grows, shrinks and trims its heaps, and a thread's end frees
+    // its stacks; never with PROT_EXEC, so a compromised thread cannot make code.
     let no_exec = PROT_EXEC as u64;
     list.allow_arg_without(SYS_mmap, 2, no_exec)
         .allow_arg_without(SYS_mprotect, 2, no_exec)
-        .allow(&[SYS_munmap, SYS_madvise, SYS_brk, SYS_mremap])
-        // Mutexes, condition variables and channels between threads.
-        .allow(&[SYS_futex, SYS_sched_yield])
-        // Instant::now when the vDSO falls back to the syscall; log timestamps.
+        .allow(&[SYS_munmap, SYS_madvise, SYS_mremap])
+        // Mutexes, condition variables and channels between the threads.
+        .allow(&[SYS_futex])
+        // Instant::now where the vDSO falls back to the syscall (boot progress times).
         .allow(&[SYS_clock_gettime])
-        // Log lines to stderr, the serial console, eventfd signals.
+        // Log lines to stderr, the serial console (file or stdout), eventfd signals (the exit
+        // event, the device's interrupt).
         .allow(&[SYS_write])
-        // A thread's end: Rust removes its signal stack, glibc frees the stack, then exit.
-        .allow(&[SYS_sigaltstack, SYS_exit, SYS_rt_sigprocmask])
-        // Dropping an fd (a vCPU's at its thread's end); debug builds first check it is open.
+        // Dropping an fd (a vCPU's at its thread's end, the VM's at the end of the run);
+        // debug builds first check that it is open.
         .allow(&[SYS_close])
         .allow_arg(SYS_fcntl, 1, &[F_GETFD as u64])
-        // Returning from the vCPU kick handler (SIGRTMIN).
+        // A thread's end: Rust removes its signal stack and blocks signals, then exit.
+        .allow(&[SYS_sigaltstack, SYS_rt_sigprocmask, SYS_exit])
+        // Returning from a signal handler (the vCPU kick, SIGRTMIN).
         .allow(&[SYS_rt_sigreturn])
-        // A panic ends the process by abort (SIGABRT to itself) or with exit_group.
-        .allow(&[SYS_exit_group, SYS_getpid, SYS_gettid, SYS_tgkill])
+        // abort() on a fatal error: SIGABRT to the process itself.
+        .allow(&[SYS_getpid, SYS_tgkill])
 }
 
 /// What a vCPU thread may do.
 pub fn vcpu_allow_list() -> AllowList {
     use libc::*;
     common(AllowList::new("vcpu"))
-        // Run the guest; read its registers to report a failure.
+        // Run the guest; read its registers to report a failure. No other KVM ioctl: the VM
+        // and the vCPU were set up before the thread started.
         .allow_arg(
             SYS_ioctl,
             1,
             &[kvm::KVM_RUN(), kvm::KVM_GET_REGS()].map(u64::from),
         )
-        // vhost-user requests at DRIVER_OK and reset (with eventfds and the shared window's
-        // memfd as SCM_RIGHTS) and their replies.
+        // vhost-user requests when the guest's driver brings the device up or resets it
+        // (eventfds and the shared window's memfd go as SCM_RIGHTS), and their replies.
         .allow(&[SYS_sendmsg, SYS_recvmsg])
 }
 
@@ -119,9 +122,11 @@ pub fn main_allow_list() -> AllowList {
     use libc::*;
     common(AllowList::new("main"))
         // The event loop: wait, drain the exit eventfd, stop watching a hung-up socket.
-        .allow(&[SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl, SYS_read])
-        // At the end: the boot report reads /proc/self/{smaps,status}; closing every fd.
-        .allow(&[SYS_openat, SYS_fstat, SYS_statx, SYS_lseek])
+        .allow(&[SYS_epoll_wait, SYS_epoll_ctl, SYS_read])
+        // --boot-report reads /proc/self/{smaps,status} (Landlock allows nothing else).
+        .allow(&[SYS_openat, SYS_statx])
+        // The end of the process.
+        .allow(&[SYS_exit_group])
 }
 
 /// Sets up the process's confinement before anything is opened: `no_new_privs`, then the
@@ -176,4 +181,49 @@ pub fn test_hook(thread: ThreadKind) {
     }
     #[cfg(not(feature = "test-hooks"))]
     let _ = thread;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_thread_may_exec_open_sockets_or_change_ids() {
+        let forbidden = [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_ptrace,
+            libc::SYS_setuid,
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_memfd_create,
+        ];
+        for list in [vcpu_allow_list(), main_allow_list()] {
+            for nr in forbidden {
+                assert!(!list.contains(nr), "{} allows syscall {nr}", list.name());
+            }
+        }
+        // Only vCPU threads touch KVM, only the main thread opens files.
+        assert!(!main_allow_list().contains(libc::SYS_ioctl));
+        assert!(!vcpu_allow_list().contains(libc::SYS_openat));
+        ThreadFilters::compile().unwrap();
+    }
+
+    #[test]
+    fn the_rules_name_the_kernel_the_device_and_the_serial_file() {
+        let mut config = VmConfig::new("/k");
+        config.serial = SerialOutput::File("/s".into());
+        let rules = file_rules(&config);
+        assert_eq!(
+            rules,
+            FileRules::new()
+                .read_only("/k")
+                .read_write("/dev/kvm")
+                .read_write("/s")
+        );
+        config.measure_memory = true;
+        assert_eq!(file_rules(&config), rules.read_only(own_proc_dir()));
+    }
 }
