@@ -112,20 +112,20 @@ impl AllowList {
 /// The rules of one syscall: all its argument conditions must hold (an empty list: always).
 /// A `OneOf` condition becomes one rule per value, each with the other conditions.
 fn seccomp_rules(args: &[ArgRule]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
-    let dword = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value);
+    let cond = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value);
     let mut fixed = Vec::new();
     let mut choices: Vec<Vec<SeccompCondition>> = vec![Vec::new()];
     for rule in args {
         match rule {
             ArgRule::MaskClear(arg, mask) => {
-                fixed.push(dword(*arg, SeccompCmpOp::MaskedEq(*mask), 0)?)
+                fixed.push(cond(*arg, SeccompCmpOp::MaskedEq(*mask), 0)?)
             }
             ArgRule::OneOf(arg, values) => {
                 let mut next = Vec::new();
                 for prefix in &choices {
                     for v in values {
                         let mut c = prefix.clone();
-                        c.push(dword(*arg, SeccompCmpOp::Eq, *v)?);
+                        c.push(cond(*arg, SeccompCmpOp::Eq, *v)?);
                         next.push(c);
                     }
                 }
@@ -261,7 +261,7 @@ mod tests {
             .compile()
             .unwrap();
         let (installed_tx, installed) = std::sync::mpsc::channel();
-        let (_never_tx, never) = std::sync::mpsc::channel::<()>();
+        let (keep_open, never) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             filter.install().unwrap();
             installed_tx.send(()).unwrap();
@@ -272,6 +272,6 @@ mod tests {
         // SAFETY: getppid has no arguments.
         assert!(unsafe { libc::getppid() } > 0);
         assert!(std::fs::read("/proc/self/status").is_ok());
-        std::mem::forget(_never_tx);
+        std::mem::forget(keep_open);
     }
 }

@@ -83,8 +83,8 @@ pub fn spawn(id: u8, vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHand
                         .request(ExitReason::VcpuError { vcpu: id, message });
                     return;
                 }
-                confine::test_hook(confine::ThreadKind::Vcpu);
             }
+            confine::test_hook(confine::ThreadKind::Vcpu);
             run(id, vcpu, &ctx)
         })
 }

@@ -131,8 +131,8 @@ impl Vm {
                 vcpu::stop_all(handles, &stop, &exited, Duration::from_secs(1));
                 return Err(e.into());
             }
-            confine::test_hook(confine::ThreadKind::Main);
         }
+        confine::test_hook(confine::ThreadKind::Main);
 
         let loop_result = loop {
             if self.exit.is_requested() {
