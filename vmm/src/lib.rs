@@ -6,13 +6,15 @@
 //! kernel loaded from its ELF. Before [`Vm::run`], devices can be added to the buses (see
 //! [`Vm::allocate_mmio_slot`] and [`Vm::add_mmio_device`]) and event handlers to the event
 //! loop. `run` writes the boot information, starts one thread per vCPU and returns when the
-//! guest writes the exit port or a vCPU fails.
+//! guest writes the exit port or a vCPU fails. With [`Vm::confine_threads`], each thread
+//! installs its seccomp filter from [`confine`] before it runs anything the guest controls.
 
 #![warn(missing_docs)]
 
 pub mod boot;
 pub mod bus;
 pub mod config;
+pub mod confine;
 pub mod cpu;
 pub mod devices;
 pub mod exit;

@@ -2,6 +2,11 @@
 //!
 //! Exit code: the guest's status from the exit port, 1 for a VMM error, 2 for a usage error
 //! (see docs/ARCHITECTURE.md).
+//!
+//! Confinement (see `see_vmm::confine`): before anything is opened, no_new_privs and the
+//! Landlock file rules; once the VM is built, the drop to `--user`; then each thread installs
+//! its seccomp filter as it starts running guest-facing code. `--no-sandbox` turns all but
+//! `--user` off, for debugging.
 
 use std::{
     path::PathBuf,
@@ -10,8 +15,10 @@ use std::{
 };
 
 use clap::Parser;
+use see_sandbox::{Enforcement, UserSpec};
 use see_vmm::{
     config::{DEFAULT_KVM_DEVICE, DEFAULT_MEMORY_MIB, DEFAULT_SHARED_MIB},
+    confine,
     devices::legacy::{PROGRESS_ENTRY, PROGRESS_READY, PROGRESS_SELFTESTS},
     exit::VMM_ERROR_EXIT_CODE,
     virtio::prefetch,
@@ -53,6 +60,25 @@ struct Cli {
     /// Print boot times and memory use to stderr at exit, as one `boot-report` line.
     #[arg(long)]
     boot_report: bool,
+    /// When started as root, run as this user once the VM is built (NAME, NAME:GROUP or
+    /// UID:GID; supplementary groups are cleared). Refused when not started as root, unless
+    /// the VMM already runs as exactly that user and group.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<UserSpec>,
+    /// Refuse to run when the kernel lacks Landlock (ABI 5) or seccomp, instead of warning and
+    /// running less confined.
+    #[arg(long, conflicts_with = "no_sandbox")]
+    require_sandbox: bool,
+    /// FOR DEBUGGING ONLY: run unconfined (no no_new_privs, Landlock or seccomp), e.g. to
+    /// attach a debugger or find a syscall missing from a thread's list. --user still applies.
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+/// Prints `what` as a VMM error and gives the VMM's error exit code.
+fn fail(what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("see-vmm: error: {what}");
+    ExitCode::from(VMM_ERROR_EXIT_CODE)
 }
 
 fn main() -> ExitCode {
@@ -71,6 +97,24 @@ fn main() -> ExitCode {
         kvm_device: cli.kvm_device,
         measure_memory: cli.boot_report,
     };
+    // Names are looked up before Landlock hides the user database.
+    let credentials = match cli.user.as_ref().map(UserSpec::resolve).transpose() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Some(Err(e)) = credentials.map(see_sandbox::check_drop) {
+        return fail(e);
+    }
+    let filters = if cli.no_sandbox {
+        log::warn!("--no-sandbox: running without no_new_privs, Landlock or seccomp");
+        None
+    } else {
+        let mode = Enforcement::from_require(cli.require_sandbox);
+        match confine::confine_process(&config, mode) {
+            Ok(filters) => filters,
+            Err(e) => return fail(e),
+        }
+    };
     let mut vm = match Vm::new(config, start) {
         Ok(vm) => vm,
         Err(e) => {
@@ -84,6 +128,15 @@ fn main() -> ExitCode {
             eprintln!("see-vmm: error: virtio-prefetch: {e}");
             return ExitCode::from(VMM_ERROR_EXIT_CODE);
         }
+    }
+    // Everything root may be needed for (the KVM device, the files, the socket) is open now.
+    if let Some(credentials) = credentials {
+        if let Err(e) = see_sandbox::drop_privileges(credentials) {
+            return fail(e);
+        }
+    }
+    if let Some(filters) = filters {
+        vm.confine_threads(filters);
     }
     let outcome = match vm.run() {
         Ok(outcome) => outcome,

@@ -18,8 +18,11 @@ use std::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use see_sandbox::ThreadFilter;
+
 use crate::{
     bus::Bus,
+    confine,
     exit::{ExitReason, ExitSignal},
 };
 
@@ -36,6 +39,8 @@ pub struct VcpuContext {
     pub stop: Arc<AtomicBool>,
     /// Each thread sends its vCPU id here as it ends (however it ends).
     pub exited: mpsc::Sender<u8>,
+    /// The seccomp filter each thread installs before its first `KVM_RUN`, if any.
+    pub filter: Option<Arc<ThreadFilter>>,
 }
 
 /// Reports a vCPU thread's end on drop, so a panic reports too.
@@ -71,6 +76,15 @@ pub fn spawn(id: u8, vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHand
         .name(format!("see-vcpu-{id}"))
         .spawn(move || {
             let _report = ExitReport(id, ctx.exited.clone());
+            if let Some(filter) = &ctx.filter {
+                if let Err(e) = filter.install() {
+                    let message = e.to_string();
+                    ctx.exit
+                        .request(ExitReason::VcpuError { vcpu: id, message });
+                    return;
+                }
+            }
+            confine::test_hook(confine::ThreadKind::Vcpu);
             run(id, vcpu, &ctx)
         })
 }

@@ -62,6 +62,9 @@ pub enum VmError {
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(#[from] event_manager::Error),
+    /// A thread could not confine itself.
+    #[error(transparent)]
+    Sandbox(#[from] see_sandbox::SandboxError),
 }
 
 pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {

@@ -25,6 +25,7 @@ use crate::{
     boot::{self, BootError, LoadedKernel},
     bus::{Bus, SharedDevice},
     config::VmConfig,
+    confine::ThreadFilters,
     devices::{
         legacy::{EXIT_PORT, PROGRESS_PORT},
         serial::{COM1_BASE, COM1_GSI, COM1_LEN},
@@ -57,6 +58,7 @@ pub struct Vm {
     progress: Arc<Mutex<Vec<ProgressEvent>>>,
     exit: Arc<ExitSignal>,
     events: VmEventManager,
+    filters: Option<ThreadFilters>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -181,7 +183,15 @@ impl Vm {
             progress,
             exit,
             events,
+            filters: None,
         })
+    }
+
+    /// Confines the run: each vCPU thread installs `filters.vcpu` before its first `KVM_RUN`,
+    /// and [`Vm::run`]'s calling thread installs `filters.main` once every vCPU has started
+    /// (for good: that thread stays confined after `run` returns).
+    pub fn confine_threads(&mut self, filters: ThreadFilters) {
+        self.filters = Some(filters);
     }
 
     /// The KVM VM, for registering ioeventfds and irqfds.

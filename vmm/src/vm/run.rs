@@ -15,7 +15,7 @@ use super::{
     Vm,
 };
 use crate::{
-    boot,
+    boot, confine,
     cpu::{self, BootEntry},
     devices::ProgressEvent,
     exit::{ExitReason, ExitSignal},
@@ -105,6 +105,7 @@ impl Vm {
             exit: self.exit.clone(),
             stop: stop.clone(),
             exited: exited_tx,
+            filter: self.filters.as_ref().map(|f| Arc::new(f.vcpu.clone())),
         };
         let mut handles = Vec::with_capacity(vcpus.len());
         for (id, fd) in vcpus.into_iter().enumerate() {
@@ -124,6 +125,14 @@ impl Vm {
             handles.len(),
             self.start.elapsed().as_micros()
         );
+        // The main filter goes on last: a thread inherits its creator's filter.
+        if let Some(filters) = &self.filters {
+            if let Err(e) = filters.main.install() {
+                vcpu::stop_all(handles, &stop, &exited, Duration::from_secs(1));
+                return Err(e.into());
+            }
+        }
+        confine::test_hook(confine::ThreadKind::Main);
 
         let loop_result = loop {
             if self.exit.is_requested() {
