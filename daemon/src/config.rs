@@ -396,6 +396,22 @@ mod tests {
             .to_string()
             .contains("queue_depth"));
         assert!(Config::default().validate().is_ok());
+        let c = Config {
+            audit_checkpoint_every: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("audit_checkpoint_every"));
+        let c: Config =
+            toml::from_str("audit_key = \"/keys/audit.key\"\naudit_checkpoint_every = 8\n")
+                .unwrap();
+        assert_eq!(
+            (c.audit_key, c.audit_checkpoint_every),
+            (Some("/keys/audit.key".into()), 8)
+        );
         assert!("nope".parse::<PredictorKind>().is_err());
         assert!("unix:".parse::<Listen>().is_err());
         assert_eq!(
