@@ -92,7 +92,11 @@ struct Args {
     )]
     key: PathBuf,
     /// The audit key, PKCS#8 PEM: signs each mode's audit log checkpoints.
-    #[arg(long, env = "SEE_AUDIT_KEY", default_value = "target/see-keys/audit.key")]
+    #[arg(
+        long,
+        env = "SEE_AUDIT_KEY",
+        default_value = "target/see-keys/audit.key"
+    )]
     audit_key: PathBuf,
     /// The audit public key (SEC1) each mode's audit log is verified with.
     #[arg(long, default_value = "target/see-keys/audit.pub")]

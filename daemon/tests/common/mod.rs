@@ -34,8 +34,7 @@ pub fn audit_key(dir: &std::path::Path) -> PathBuf {
     let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("PEM");
     let path = dir.join("audit.key");
     std::fs::write(&path, pem.as_bytes()).expect("audit.key");
-    std::fs::write(dir.join("audit.pub"), secret.public_key().to_sec1_bytes())
-        .expect("audit.pub");
+    std::fs::write(dir.join("audit.pub"), secret.public_key().to_sec1_bytes()).expect("audit.pub");
     path
 }
 

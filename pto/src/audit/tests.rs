@@ -394,7 +394,10 @@ fn a_tampered_checkpoint_is_detected() {
     let mut cut = lines[..5].to_vec();
     cut[4] = cut[4].replace("\"closing\":false", "\"closing\":true");
     rehash(&mut cut, 4);
-    assert!(verify_bytes(cut.concat().as_bytes()).is_ok(), "the chain holds");
+    assert!(
+        verify_bytes(cut.concat().as_bytes()).is_ok(),
+        "the chain holds"
+    );
     assert_eq!(anchored(&cut, 1).unwrap_err().reason, Reason::BadSignature);
     // A record before a checkpoint altered and the whole chain re-hashed from there: the
     // checkpoint signed the old head.

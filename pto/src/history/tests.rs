@@ -220,7 +220,10 @@ fn a_version_1_file_is_migrated_and_its_guest_rows_marked() {
     assert_eq!(h.guest_reported_count().unwrap(), 3);
     // An unknown version is still refused.
     h.conn
-        .execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
+        .execute(
+            "UPDATE meta SET value = '9' WHERE key = 'schema_version'",
+            [],
+        )
         .unwrap();
     drop(h);
     let err = History::open(&path).unwrap_err();
@@ -247,30 +250,31 @@ fn training_can_leave_out_sessions_with_guest_reported_rows() {
         guest_reported: true,
     })
     .unwrap();
-    let keys = |options| -> Vec<String> {
+    fn keys(h: &History, options: LoadOptions) -> Vec<String> {
         h.load_trace_with(None, Vocabulary::new(), options)
             .unwrap()
             .sessions
             .into_iter()
             .map(|s| s.key)
             .collect()
-    };
+    }
     assert_eq!(
-        keys(LoadOptions::default()),
+        keys(&h, LoadOptions::default()),
         ["s1", "s2", "served", "unreported"]
     );
     let exclude = LoadOptions {
         exclude_guest_reported: true,
     };
-    assert_eq!(keys(exclude), ["s1", "s2", "unreported"]);
-    // A guest-reported result or prefetch outcome marks its session as well.
+    assert_eq!(keys(&h, exclude), ["s1", "s2", "unreported"]);
+    // A guest-reported result marks its session as well.
+    let request = h.record_request(other, "home", 1).unwrap();
     h.record_result(&RequestResult {
-        request: h.record_request(other, "home", 1).unwrap(),
+        request,
         http_status: 200,
         guest_status: Some(0),
         host_us: 10,
         guest_us: Some(5),
     })
     .unwrap();
-    assert_eq!(keys(exclude), ["s1", "s2"]);
+    assert_eq!(keys(&h, exclude), ["s1", "s2"]);
 }

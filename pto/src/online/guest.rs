@@ -44,7 +44,10 @@ impl std::fmt::Display for GuestFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GuestFault::UnknownRequest(id) => {
-                write!(f, "completion of request {id}, which the PTO never dispatched")
+                write!(
+                    f,
+                    "completion of request {id}, which the PTO never dispatched"
+                )
             }
             GuestFault::UnknownResource(id) => {
                 write!(f, "report about resource {id}, which the PTO does not have")
@@ -56,7 +59,10 @@ impl std::fmt::Display for GuestFault {
                         "its tasks took longer than the request (a task ended after it)"
                     }
                 };
-                write!(f, "completion of request {request} with impossible timings: {why}")
+                write!(
+                    f,
+                    "completion of request {request} with impossible timings: {why}"
+                )
             }
         }
     }
@@ -136,13 +142,19 @@ mod tests {
 
     #[test]
     fn impossible_timings_are_named() {
-        assert_eq!(check_timings(100, &[task(10, 20, 30), task(0, 0, 40)]), Ok(()));
+        assert_eq!(
+            check_timings(100, &[task(10, 20, 30), task(0, 0, 40)]),
+            Ok(())
+        );
         assert_eq!(
             check_timings(99, &[task(10, 20, 30), task(0, 0, 40)]),
             Err(TimingFault::TasksOutlastRequest)
         );
         // A guest clock that ran backwards: end - start wrapped around.
-        assert_eq!(check_timings(5u64.wrapping_sub(9), &[]), Err(TimingFault::Absurd));
+        assert_eq!(
+            check_timings(5u64.wrapping_sub(9), &[]),
+            Err(TimingFault::Absurd)
+        );
         assert_eq!(
             check_timings(MAX_REPORTED_NS, &[task(u64::MAX, 0, 0)]),
             Err(TimingFault::Absurd)
@@ -221,7 +233,12 @@ mod tests {
             why: TimingFault::Absurd,
         });
         assert_eq!(
-            (f.unknown_resources, f.unknown_requests, f.bad_timings, f.total()),
+            (
+                f.unknown_resources,
+                f.unknown_requests,
+                f.bad_timings,
+                f.total()
+            ),
             (100, 1, 1, 102)
         );
     }
