@@ -297,7 +297,7 @@ fn an_honest_signed_log_verifies_closed() {
     let (path, lines) = signed_log(dir.path(), 1);
     let n = events().len() as u64;
     // A checkpoint after every 4 events, and the closing one.
-    let checkpoints = n / 4 + u64::from(n % 4 != 0);
+    let checkpoints = n.div_ceil(4);
     let v = verify_file_anchored(&path, &trusting(1)).unwrap().unwrap();
     assert_eq!((v.records, v.checkpoints), (n + checkpoints, checkpoints));
     assert!(v.closed(), "{v:?}");
