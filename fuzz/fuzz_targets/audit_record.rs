@@ -29,12 +29,19 @@ fuzz_target!(|data: &[u8]| {
     let chain = verify_bytes(data);
     let anchored = verify_anchored(data, keys());
     if let Ok(a) = &anchored {
-        assert_eq!(chain.as_ref().ok(), Some(a), "the signatures add checks, never remove one");
+        assert_eq!(
+            chain.as_ref().ok(),
+            Some(a),
+            "the signatures add checks, never remove one"
+        );
     }
     if let Ok(v) = chain {
         assert!(v.unanchored() <= v.records);
         assert!(v.checkpoints <= v.records);
-        assert_eq!(v.head.map(|h| h.seq + 1), (v.records > 0).then_some(v.records));
+        assert_eq!(
+            v.head.map(|h| h.seq + 1),
+            (v.records > 0).then_some(v.records)
+        );
         if let Err(unclosed) = v.require_closed() {
             assert_eq!(unclosed.unanchored, v.unanchored());
         }
