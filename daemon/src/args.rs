@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Audit log (JSON lines, hash-chained).
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// The audit key (P-384, PKCS#8 PEM) that signs the audit log's checkpoints.
+    #[arg(long)]
+    audit_key: Option<PathBuf>,
     /// Staging budget, e.g. 16MiB or a number of bytes.
     #[arg(long, value_parser = size_arg)]
     budget: Option<u64>,
@@ -128,6 +131,9 @@ impl TryFrom<ServeArgs> for Config {
         }
         if a.oracle_trace.is_some() {
             c.oracle_trace = a.oracle_trace;
+        }
+        if a.audit_key.is_some() {
+            c.audit_key = a.audit_key;
         }
         c.settle |= a.settle;
         c.eager_prefetch |= a.eager_prefetch;

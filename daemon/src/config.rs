@@ -176,6 +176,13 @@ pub struct Config {
     pub history_source: String,
     /// The hash-chained audit log (appended).
     pub audit: PathBuf,
+    /// The audit key (P-384, PKCS#8 PEM, `cargo xtask keys` makes `target/see-keys/audit.key`)
+    /// that signs the audit log's checkpoints; without one the log is not anchored (a warning
+    /// says so) and `pto audit verify` can check its chain only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<PathBuf>,
+    /// A signed checkpoint every this many audit records (and one when the daemon stops).
+    pub audit_checkpoint_every: u32,
     /// Staging budget in bytes: the guest's verified store holds at most this.
     pub budget: u64,
     /// Smallest probability worth staging.
@@ -224,6 +231,8 @@ impl Default for Config {
             history: PathBuf::from("target/see/history.sqlite"),
             history_source: "live".into(),
             audit: PathBuf::from("target/see/audit.jsonl"),
+            audit_key: None,
+            audit_checkpoint_every: 256,
             budget: policy.budget_bytes,
             threshold: policy.threshold,
             top_k: policy.top_k,
@@ -263,6 +272,9 @@ impl Config {
                 "size_scale",
                 format!("{} must be positive", self.size_scale),
             );
+        }
+        if self.audit_checkpoint_every == 0 {
+            return bad("audit_checkpoint_every", "0 must be at least 1".into());
         }
         if self.queue_depth == 0 || self.queue_depth > 1 << 16 {
             return bad(
@@ -417,6 +429,22 @@ mod tests {
             .to_string()
             .contains("queue_depth"));
         assert!(Config::default().validate().is_ok());
+        let c = Config {
+            audit_checkpoint_every: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("audit_checkpoint_every"));
+        let c: Config =
+            toml::from_str("audit_key = \"/keys/audit.key\"\naudit_checkpoint_every = 8\n")
+                .unwrap();
+        assert_eq!(
+            (c.audit_key, c.audit_checkpoint_every),
+            (Some("/keys/audit.key".into()), 8)
+        );
         assert!("nope".parse::<PredictorKind>().is_err());
         for k in PredictorKind::ALL {
             assert_eq!(k.name().parse::<PredictorKind>().unwrap(), k);

@@ -13,7 +13,8 @@
 //!
 //! Invariants: every accepted request gets exactly one reply ([`Engine::respond`] is the only
 //! place a reply is sent, and it takes the request out of the engine's books) and one history
-//! result row; a guest report the orchestrator cannot place is logged and counted, never fatal.
+//! result row; a guest report the orchestrator cannot place (an unknown id, impossible
+//! timings) is counted in `bad_reports` and logged at a bounded rate, never fatal.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -32,7 +33,9 @@ use see_prefetch_backend::{
 use see_pto::{
     history::RequestResult,
     metadata::ServiceCatalogue,
-    online::{Completion, Orchestrator, Plan, PrefetchOrder, Report, WireIds},
+    online::{
+        guest::check_timings, Completion, Orchestrator, Plan, PrefetchOrder, Report, WireIds,
+    },
 };
 use virtio_prefetch_wire::{ReportKind, TaskTiming};
 
@@ -507,6 +510,7 @@ impl Engine {
     }
 
     fn on_event(&mut self, ev: BackendEvent) {
+        let faults_before = self.orch.guest_faults().total();
         let fed = match ev {
             BackendEvent::Signed {
                 resource_id,
@@ -615,10 +619,14 @@ impl Engine {
                 Ok(())
             }
         };
+        // The orchestrator counts (and logs) what the guest got wrong; an error is the PTO's
+        // own (its history or audit log failed), and the next request is served regardless.
+        let faults = self.orch.guest_faults().total() - faults_before;
+        if faults > 0 {
+            self.shared.metrics.bad_reports.inc_by(faults);
+        }
         if let Err(e) = fed {
-            // A report about something the PTO never sent is the guest's problem, not ours.
-            warn!("guest event not taken: {e}");
-            self.shared.metrics.bad_reports.inc();
+            error!("recording a device event: {e}");
         }
         self.shared
             .publish_stats(&self.orch, self.wire, self.origin.fetches().0);
@@ -630,8 +638,15 @@ impl Engine {
             .as_ref()
             .is_some_and(|a| a.pending.plan.dispatch.request_id == request_id);
         if !matches {
-            warn!("completion of request {request_id}, which is not in the guest: ignored");
-            self.shared.metrics.bad_reports.inc();
+            // Counted; logged for the first few and then at powers of two, so a guest that
+            // floods bogus completions cannot flood the log.
+            let n = self.shared.metrics.bad_reports.inc() + 1;
+            if n <= 8 || n.is_power_of_two() {
+                warn!(
+                    "completion of request {request_id}, which is not in the guest: ignored \
+                     ({n} bad guest reports so far)"
+                );
+            }
             return;
         }
         let Some(a) = self.active.take() else { return };
@@ -671,12 +686,17 @@ impl Engine {
             }
             Err(e) => warn!("completion of request {request_id}: {e}"),
         }
+        // Timings the guest could not have measured stay out of the history (the orchestrator
+        // counted them).
+        let guest_us = check_timings(total_ns, &tasks)
+            .is_ok()
+            .then_some(total_ns / 1000);
         self.record_result(
             &p.plan.dispatch,
             http,
             Some(status),
             host_us as u64,
-            Some(total_ns / 1000),
+            guest_us,
         );
     }
 

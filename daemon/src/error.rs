@@ -70,6 +70,9 @@ pub enum DaemonError {
         /// Why.
         source: see_pto::history::HistoryError,
     },
+    /// The audit key could not be loaded.
+    #[error(transparent)]
+    AuditKey(see_pto::audit::checkpoint::KeyError),
     /// The audit log.
     #[error("audit log {path}: {source}")]
     Audit {

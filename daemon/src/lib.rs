@@ -32,10 +32,10 @@ use std::{
     time::Duration,
 };
 
-use log::info;
+use log::{info, warn};
 use see_prefetch_backend::{signer::load_key, Backend, BackendConfig, BackendHandle};
 use see_pto::{
-    audit::{AuditLog, FsyncPolicy},
+    audit::{AuditLog, FsyncPolicy, KeySigner},
     history::History,
     online::{origin::OriginModel, predictor_for, Mode, Orchestrator},
 };
@@ -138,12 +138,23 @@ fn orchestrator(
             source: e,
         })?;
     }
-    let audit = AuditLog::open(&config.audit, FsyncPolicy::default()).map_err(|source| {
+    let mut audit = AuditLog::open(&config.audit, FsyncPolicy::default()).map_err(|source| {
         DaemonError::Audit {
             path: config.audit.clone(),
             source,
         }
     })?;
+    match &config.audit_key {
+        Some(path) => {
+            let signer = KeySigner::load(path).map_err(DaemonError::AuditKey)?;
+            audit = audit.with_checkpoints(Box::new(signer), config.audit_checkpoint_every);
+        }
+        None => warn!(
+            "no audit_key: the audit log {} is not anchored (a truncation or a rewrite goes \
+             unseen); give one with --audit-key",
+            config.audit.display()
+        ),
+    }
     Ok(orch
         .with_audit(audit)
         .with_history(history, &config.history_source))

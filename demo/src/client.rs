@@ -51,6 +51,8 @@ pub struct Env {
     pub expected: Expected,
     /// The catalogue (scaled).
     pub catalogue: Arc<ServiceCatalogue>,
+    /// The audit public key each mode's audit log must be signed with.
+    pub audit_pub: PathBuf,
 }
 
 /// One mode's results in one repetition.
@@ -335,7 +337,7 @@ pub fn run_mode(
     let outcomes = History::open(&history)
         .and_then(|h| h.prefetch_summary(None))
         .map_err(pto)?;
-    let audit_records = verify_audit(&audit_path)?;
+    let audit_records = verify_audit(&audit_path, &env.audit_pub)?;
     let mut sorted: Vec<u64> = records.iter().map(|r| r.guest_ns).collect();
     sorted.sort_unstable();
     let ms = |q| percentile(&sorted, q) as f64 / 1e6;
@@ -371,12 +373,19 @@ pub fn run_mode(
     })
 }
 
-/// Checks an audit log's chain; returns its record count.
-pub fn verify_audit(path: &Path) -> Result<u64, DemoError> {
-    match audit::verify(path) {
-        Ok(Ok(v)) => Ok(v.records),
+/// Checks an audit log: its chain, every checkpoint signed by the key in `public_key`, and
+/// that the daemon closed it (a closing checkpoint at the end); returns its record count.
+pub fn verify_audit(path: &Path, public_key: &Path) -> Result<u64, DemoError> {
+    let keys = audit::TrustedKeys::none()
+        .with_file(public_key)
+        .map_err(|e| DemoError::Pto(e.to_string()))?;
+    match audit::verify_file_anchored(path, &keys) {
+        Ok(Ok(v)) => match v.require_closed() {
+            Ok(()) => Ok(v.records),
+            Err(unclosed) => Err(DemoError::Pto(format!("{}: {unclosed}", path.display()))),
+        },
         Ok(Err(b)) => Err(DemoError::Pto(format!(
-            "{}: audit chain broken at {b}",
+            "{}: audit log broken at {b}",
             path.display()
         ))),
         Err(e) => Err(DemoError::Pto(format!("{}: {e}", path.display()))),

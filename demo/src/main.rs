@@ -95,6 +95,16 @@ struct Args {
         default_value = "target/see-keys/pto.key"
     )]
     key: PathBuf,
+    /// The audit key, PKCS#8 PEM: signs each mode's audit log checkpoints.
+    #[arg(
+        long,
+        env = "SEE_AUDIT_KEY",
+        default_value = "target/see-keys/audit.key"
+    )]
+    audit_key: PathBuf,
+    /// The audit public key (SEC1) each mode's audit log is verified with.
+    #[arg(long, default_value = "target/see-keys/audit.pub")]
+    audit_pub: PathBuf,
     /// Replay this trace (CSV or JSON lines, gzip ok) instead of a generated workload.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -223,6 +233,8 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         ("--daemon", &a.daemon),
         ("--kernel", &a.kernel),
         ("--key", &a.key),
+        ("--audit-key", &a.audit_key),
+        ("--audit-pub", &a.audit_pub),
     ] {
         if !p.is_file() {
             return Err(usage(format!(
@@ -321,6 +333,11 @@ fn run(a: &Args) -> Result<bool, DemoError> {
             .key
             .canonicalize()
             .map_err(|e| DemoError::Io(format!("{}: {e}", a.key.display())))?,
+        audit_key: Some(
+            a.audit_key
+                .canonicalize()
+                .map_err(|e| DemoError::Io(format!("{}: {e}", a.audit_key.display())))?,
+        ),
         size_scale: a.size_scale,
         model,
         oracle_trace: None,
@@ -338,6 +355,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         ..Config::default()
     };
     let env = client::Env {
+        audit_pub: a.audit_pub.clone(),
         vmm: a.vmm.clone(),
         daemon: a.daemon.clone(),
         kernel: a.kernel.clone(),

@@ -4,6 +4,16 @@
 //! Online, the backend records each request ([`History::record_request`]), each task's
 //! execution ([`History::record_task`]) and the fate of each prefetched or demanded resource
 //! ([`History::record_prefetch`]).
+//!
+//! Rows whose content the guest reported (task executions from its completion reports,
+//! prefetch outcomes from its claim reports, the guest half of a request's result) carry
+//! `guest_reported = 1`: a compromised guest can write them, so training can leave out every
+//! session that has one ([`LoadOptions::exclude_guest_reported`]).
+//!
+//! Schema versions: 1 had no `guest_reported` columns; [`History::open`] migrates a version 1
+//! file in place (in one transaction), marking the rows version 1 only ever wrote from the
+//! guest's reports (every task execution and prefetch outcome, and the results with a guest
+//! status).
 
 use std::path::Path;
 
@@ -15,7 +25,18 @@ use crate::{
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Migrates a version 1 file to version 2.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE task_executions ADD COLUMN guest_reported INTEGER NOT NULL DEFAULT 0;
+UPDATE task_executions SET guest_reported = 1;
+ALTER TABLE prefetch_outcomes ADD COLUMN guest_reported INTEGER NOT NULL DEFAULT 0;
+UPDATE prefetch_outcomes SET guest_reported = 1;
+ALTER TABLE request_results ADD COLUMN guest_reported INTEGER NOT NULL DEFAULT 0;
+UPDATE request_results SET guest_reported = (guest_status IS NOT NULL);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +65,8 @@ CREATE TABLE IF NOT EXISTS task_executions (
     wait_us INTEGER NOT NULL,
     staged INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    ok INTEGER NOT NULL
+    ok INTEGER NOT NULL,
+    guest_reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS prefetch_outcomes (
     id INTEGER PRIMARY KEY,
@@ -58,14 +80,16 @@ CREATE TABLE IF NOT EXISTS prefetch_outcomes (
     probability REAL,
     predicted_us INTEGER,
     staged_us INTEGER,
-    resolved_us INTEGER
+    resolved_us INTEGER,
+    guest_reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS request_results (
     request_id INTEGER PRIMARY KEY REFERENCES requests(id),
     http_status INTEGER NOT NULL,
     guest_status INTEGER,
     host_us INTEGER NOT NULL,
-    guest_us INTEGER
+    guest_us INTEGER,
+    guest_reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session_id, seq);
 CREATE INDEX IF NOT EXISTS outcomes_by_predictor ON prefetch_outcomes (predictor, outcome);
@@ -78,7 +102,7 @@ pub enum HistoryError {
     #[error("history database: {0}; check the path, or move a corrupt file away")]
     Sqlite(#[from] rusqlite::Error),
     /// The file was written by another schema version.
-    #[error("history database has schema version {found}, this build reads {SCHEMA_VERSION}; re-import the traces into a new file")]
+    #[error("history database has schema version {found}, this build reads {SCHEMA_VERSION} (and migrates 1); re-import the traces into a new file")]
     Schema {
         /// The version found.
         found: String,
@@ -135,6 +159,8 @@ pub struct TaskExecution {
     pub bytes: u64,
     /// True when it succeeded.
     pub ok: bool,
+    /// True when the guest reported it (every execution the online service records).
+    pub guest_reported: bool,
 }
 
 /// What became of one resource.
@@ -183,6 +209,8 @@ pub struct PrefetchOutcome {
     pub staged_us: Option<u64>,
     /// See `predicted_us`.
     pub resolved_us: Option<u64>,
+    /// True when a guest's report decided the outcome.
+    pub guest_reported: bool,
 }
 
 /// Totals of prefetch outcomes.
@@ -209,6 +237,14 @@ pub struct SourceInfo {
     pub sessions: u64,
     /// Requests.
     pub requests: u64,
+}
+
+/// What [`History::load_trace_with`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Leave out every session with a guest-reported row (a task execution, prefetch outcome
+    /// or result from a guest's report): train only on what no guest wrote.
+    pub exclude_guest_reported: bool,
 }
 
 /// The history database.
@@ -253,6 +289,12 @@ impl History {
                 )?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) if v == "1" => {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(MIGRATE_1_TO_2)?;
+                tx.commit()?;
+                log::info!("history: migrated schema version 1 to {SCHEMA_VERSION}");
+            }
             Some(found) => return Err(HistoryError::Schema { found }),
         }
         Ok(Self { conn })
@@ -312,14 +354,33 @@ impl History {
     pub fn load_trace(
         &self,
         source: Option<&str>,
+        vocab: Vocabulary,
+    ) -> Result<Trace, HistoryError> {
+        self.load_trace_with(source, vocab, LoadOptions::default())
+    }
+
+    /// [`History::load_trace`], with `options`.
+    pub fn load_trace_with(
+        &self,
+        source: Option<&str>,
         mut vocab: Vocabulary,
+        options: LoadOptions,
     ) -> Result<Trace, HistoryError> {
         let mut stmt = self.conn.prepare(
             "SELECT s.id, s.key, s.user, t.name, r.at_ms FROM sessions s \
              JOIN requests r ON r.session_id = s.id JOIN request_types t ON t.id = r.type_id \
-             WHERE ?1 IS NULL OR s.source = ?1 ORDER BY s.id, r.seq",
+             WHERE (?1 IS NULL OR s.source = ?1) AND NOT (?2 AND s.id IN ( \
+                 SELECT q.session_id FROM requests q JOIN task_executions e \
+                     ON e.request_id = q.id WHERE e.guest_reported \
+                 UNION SELECT q.session_id FROM requests q JOIN request_results x \
+                     ON x.request_id = q.id WHERE x.guest_reported \
+                 UNION SELECT o.session_id FROM prefetch_outcomes o \
+                     WHERE o.guest_reported AND o.session_id IS NOT NULL \
+                 UNION SELECT q.session_id FROM requests q JOIN prefetch_outcomes o \
+                     ON o.request_id = q.id WHERE o.guest_reported)) \
+             ORDER BY s.id, r.seq",
         )?;
-        let mut rows = stmt.query([source])?;
+        let mut rows = stmt.query(params![source, options.exclude_guest_reported])?;
         let mut sessions: Vec<Session> = Vec::new();
         let mut last = None;
         while let Some(row) = rows.next()? {
@@ -399,14 +460,15 @@ impl History {
         self.conn
             .prepare_cached(
                 "INSERT INTO request_results (request_id, http_status, guest_status, host_us, \
-                 guest_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+                 guest_us, guest_reported) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 r.request,
                 r.http_status,
                 r.guest_status,
                 r.host_us as i64,
-                r.guest_us.map(|u| u as i64)
+                r.guest_us.map(|u| u as i64),
+                r.guest_status.is_some() || r.guest_us.is_some()
             ])?;
         Ok(())
     }
@@ -415,8 +477,8 @@ impl History {
     pub fn record_task(&mut self, t: &TaskExecution) -> Result<(), HistoryError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO task_executions (request_id, task, started_us, duration_us, wait_us, staged, bytes, ok) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO task_executions (request_id, task, started_us, duration_us, wait_us, staged, bytes, ok, \
+                 guest_reported) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 t.request,
@@ -426,7 +488,8 @@ impl History {
                 int(t.wait_us)?,
                 t.staged,
                 int(t.bytes)?,
-                t.ok
+                t.ok,
+                t.guest_reported
             ])?;
         Ok(())
     }
@@ -437,8 +500,8 @@ impl History {
         self.conn
             .prepare_cached(
                 "INSERT INTO prefetch_outcomes (session_id, request_id, predictor, resource, version, outcome, \
-                 bytes, probability, predicted_us, staged_us, resolved_us) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 bytes, probability, predicted_us, staged_us, resolved_us, guest_reported) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 o.session,
@@ -451,7 +514,8 @@ impl History {
                 o.probability,
                 opt(o.predicted_us)?,
                 opt(o.staged_us)?,
-                opt(o.resolved_us)?
+                opt(o.resolved_us)?,
+                o.guest_reported
             ])?;
         Ok(())
     }
@@ -485,6 +549,17 @@ impl History {
             .query_row("SELECT COUNT(*) FROM task_executions", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+
+    /// Rows the guest reported: task executions, prefetch outcomes and results.
+    pub fn guest_reported_count(&self) -> Result<u64, HistoryError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM task_executions WHERE guest_reported) \
+             + (SELECT COUNT(*) FROM prefetch_outcomes WHERE guest_reported) \
+             + (SELECT COUNT(*) FROM request_results WHERE guest_reported)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 }
 

@@ -31,16 +31,34 @@ fn audit_verify_accepts_a_clean_log_and_names_the_altered_record() {
     }
     let head = see_pto::audit::hex(&log.head_hash());
     drop(log);
-    let out = pto(dir.path(), &["audit", "verify", "audit.jsonl"]);
+    // Unsigned: the chain alone, on request; without a key the verifier refuses to guess.
+    assert_eq!(
+        pto(dir.path(), &["audit", "verify", "audit.jsonl"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = pto(
+        dir.path(),
+        &["audit", "verify", "--chain-only", "audit.jsonl"],
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok, 5 records, head seq 4") && stdout.contains(&head),
+        stdout.contains("ok, 5 records (0 signed checkpoints, NOT closed), head seq 4")
+            && stdout.contains(&head),
         "{stdout}"
     );
     let out = pto(
         dir.path(),
-        &["audit", "verify", "audit.jsonl", "--expect-head", &head],
+        &[
+            "audit",
+            "verify",
+            "--chain-only",
+            "audit.jsonl",
+            "--expect-head",
+            &head,
+        ],
     );
     assert!(out.status.success());
 
@@ -50,7 +68,14 @@ fn audit_verify_accepts_a_clean_log_and_names_the_altered_record() {
     std::fs::write(&path, lines[..4].concat()).unwrap();
     let out = pto(
         dir.path(),
-        &["audit", "verify", "audit.jsonl", "--expect-head", &head],
+        &[
+            "audit",
+            "verify",
+            "--chain-only",
+            "audit.jsonl",
+            "--expect-head",
+            &head,
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cut off the end"));
@@ -60,7 +85,10 @@ fn audit_verify_accepts_a_clean_log_and_names_the_altered_record() {
         .concat()
         .replace("\"total_ns\":2000", "\"total_ns\":1");
     std::fs::write(&path, altered).unwrap();
-    let out = pto(dir.path(), &["audit", "verify", "audit.jsonl"]);
+    let out = pto(
+        dir.path(),
+        &["audit", "verify", "--chain-only", "audit.jsonl"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -68,8 +96,58 @@ fn audit_verify_accepts_a_clean_log_and_names_the_altered_record() {
         "{stderr}"
     );
 
-    let out = pto(dir.path(), &["audit", "verify", "missing.jsonl"]);
+    let out = pto(
+        dir.path(),
+        &["audit", "verify", "--chain-only", "missing.jsonl"],
+    );
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn audit_verify_with_the_key_needs_a_closed_log() {
+    use see_pto::audit::{checkpoint, CheckpointSigner, KeySigner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let signer = KeySigner::new(p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap());
+    std::fs::write(
+        dir.path().join("audit.pub"),
+        checkpoint::sec1(&signer.verifying_key()),
+    )
+    .unwrap();
+    let mut log = AuditLog::open(&path, FsyncPolicy::OnSync)
+        .unwrap()
+        .with_checkpoints(Box::new(signer), 2);
+    for i in 0..5 {
+        log.append(&AuditEvent::Completion {
+            request: i,
+            status: 0,
+            total_ns: 1000 * i,
+        })
+        .unwrap();
+    }
+    drop(log);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", "--key", "audit.pub", "audit.jsonl"];
+        args.extend_from_slice(extra);
+        pto(dir.path(), &args)
+    };
+    let out = verify(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 signed checkpoints, closed"), "{stdout}");
+    // Cut the closing checkpoint: one record follows the checkpoint at seq 5.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    std::fs::write(&path, lines[..7].concat()).unwrap();
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not closed cleanly: 1 records follow the last checkpoint (seq 5)"),
+        "{stderr}"
+    );
+    assert!(verify(&["--allow-unclosed"]).status.success());
 }
 
 #[test]

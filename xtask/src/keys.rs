@@ -1,9 +1,11 @@
-//! `cargo xtask keys`: the development signing key pair of the PTO.
+//! `cargo xtask keys`: the development key pairs of the PTO.
 //!
 //! The backend signs bundles with the secret key (`target/see-keys/pto.key`, PKCS#8 PEM); the
 //! guest kernel embeds the verifying key (`target/see-keys/pto.pub`, SEC1 uncompressed, 97
-//! bytes) at build time through `SEE_PTO_VERIFYING_KEY`. The pair is generated on first use and
-//! never committed; production deployments bring their own key and build their own image.
+//! bytes) at build time through `SEE_PTO_VERIFYING_KEY`. A second, dedicated pair signs the
+//! audit log's checkpoints (`audit.key`; `pto audit verify --key audit.pub` checks them), so
+//! the audit key never signs anything the guest accepts. The pairs are generated on first use
+//! and never committed; production deployments bring their own keys and build their own image.
 
 use std::{fs, path::PathBuf};
 
@@ -30,11 +32,29 @@ pub fn verifying_key_path() -> PathBuf {
     keys_dir().join("pto.pub")
 }
 
-/// Creates the key pair if it does not exist yet; returns the verifying key's path.
+/// The secret key (PKCS#8 PEM) that signs the audit log's checkpoints.
+pub fn audit_key_path() -> PathBuf {
+    keys_dir().join("audit.key")
+}
+
+/// The audit public key (SEC1, uncompressed) `pto audit verify --key` takes.
+pub fn audit_public_path() -> PathBuf {
+    keys_dir().join("audit.pub")
+}
+
+/// Creates the key pairs that do not exist yet; returns the PTO verifying key's path.
 pub fn ensure() -> Result<PathBuf, String> {
-    let (secret_path, public_path) = (secret_key_path(), verifying_key_path());
+    ensure_pair(&audit_key_path(), &audit_public_path())?;
+    ensure_pair(&secret_key_path(), &verifying_key_path())
+}
+
+/// Creates the pair at `secret_path` and `public_path` unless both exist.
+fn ensure_pair(
+    secret_path: &std::path::Path,
+    public_path: &std::path::Path,
+) -> Result<PathBuf, String> {
     if secret_path.is_file() && public_path.is_file() {
-        return Ok(public_path);
+        return Ok(public_path.to_path_buf());
     }
     fs::create_dir_all(keys_dir())
         .map_err(|e| format!("cannot create {}: {e}", keys_dir().display()))?;
@@ -44,14 +64,14 @@ pub fn ensure() -> Result<PathBuf, String> {
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| format!("cannot encode the secret key: {e}"))?;
     let public = secret.public_key().to_sec1_bytes();
-    write_private(&secret_path, pem.as_bytes())?;
-    fs::write(&public_path, &public)
+    write_private(secret_path, pem.as_bytes())?;
+    fs::write(public_path, &public)
         .map_err(|e| format!("cannot write {}: {e}", public_path.display()))?;
     eprintln!(
-        "xtask: generated the development key pair in {}",
-        keys_dir().display()
+        "xtask: generated the development key pair {}",
+        secret_path.display()
     );
-    Ok(public_path)
+    Ok(public_path.to_path_buf())
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
@@ -72,5 +92,7 @@ pub fn run() -> Result<(), String> {
     let public = ensure()?;
     println!("secret key:    {}", secret_key_path().display());
     println!("verifying key: {}", public.display());
+    println!("audit key:     {}", audit_key_path().display());
+    println!("audit public:  {}", audit_public_path().display());
     Ok(())
 }

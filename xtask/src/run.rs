@@ -92,6 +92,10 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
         .arg(image::target_dir().join("release/see-daemon"))
         .arg("--key")
         .arg(keys::secret_key_path())
+        .arg("--audit-key")
+        .arg(keys::audit_key_path())
+        .arg("--audit-pub")
+        .arg(keys::audit_public_path())
         .args(demo_args)
         .status()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
@@ -117,7 +121,9 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         .arg("--kernel")
         .arg(&kernel)
         .arg("--key")
-        .arg(keys::secret_key_path());
+        .arg(keys::secret_key_path())
+        .arg("--audit-key")
+        .arg(keys::audit_key_path());
     if args.is_empty() {
         cmd.args(["--listen", "127.0.0.1:8080"]);
     }

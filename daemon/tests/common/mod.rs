@@ -26,11 +26,38 @@ pub struct TestSee {
     pub catalogue: ServiceCatalogue,
 }
 
+/// Writes a test audit key pair into `dir` (`audit.key`, PKCS#8 PEM; `audit.pub`, SEC1);
+/// returns the secret key's path.
+pub fn audit_key(dir: &std::path::Path) -> PathBuf {
+    use p384::pkcs8::{EncodePrivateKey, LineEnding};
+    let secret = p384::SecretKey::from_slice(&[5u8; 48]).expect("a valid scalar");
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("PEM");
+    let path = dir.join("audit.key");
+    std::fs::write(&path, pem.as_bytes()).expect("audit.key");
+    std::fs::write(dir.join("audit.pub"), secret.public_key().to_sec1_bytes()).expect("audit.pub");
+    path
+}
+
+/// The audit log at `path` verified with the test audit key of `dir` and closed cleanly.
+pub fn verify_audit(dir: &std::path::Path, path: &std::path::Path) -> see_pto::audit::Verified {
+    let keys = see_pto::audit::TrustedKeys::none()
+        .with_file(&dir.join("audit.pub"))
+        .expect("audit.pub");
+    let v = see_pto::audit::verify_file_anchored(path, &keys)
+        .expect("audit log readable")
+        .unwrap_or_else(|b| panic!("audit log broken at {b}"));
+    v.require_closed()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    v
+}
+
 /// The configuration of a test daemon whose files live in `dir`.
 pub fn config(dir: &std::path::Path, predictor: PredictorKind) -> Config {
     Config {
         store: dir.join("store"),
         key: see_e2e::pto_keys().0.clone(),
+        audit_key: Some(audit_key(dir)),
+        audit_checkpoint_every: 64,
         size_scale: SIZE_SCALE,
         predictor,
         history: dir.join("history.sqlite"),

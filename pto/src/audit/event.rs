@@ -97,4 +97,13 @@ pub enum AuditEvent {
         /// Request latency the guest measured, in ns.
         total_ns: u64,
     },
+    /// A signed checkpoint of the chain head before it (see `audit::checkpoint`).
+    Checkpoint {
+        /// True for the checkpoint that closes the log (at shutdown).
+        closing: bool,
+        /// The signer's key id: SHA-256 of its SEC1 uncompressed public key, hex.
+        key: String,
+        /// ECDSA P-384 signature (`r || s`, hex) over the checkpoint statement.
+        signature: String,
+    },
 }

@@ -26,8 +26,22 @@
 //! `fsync`ed after every record (`EveryRecord`), after every `n` records (`Every(n)`, the default
 //! with n = 32: a crash loses at most the last 31 records, never the chain's integrity), or only
 //! on [`AuditLog::sync`] and drop (`OnSync`).
+//!
+//! Anchoring ([`checkpoint`]): a writer given an audit key ([`AuditLog::with_checkpoints`])
+//! appends a signed `checkpoint` record every `n` records and a closing one when the log is
+//! closed ([`AuditLog::close`], or drop). `pto audit verify --key audit.pub` then needs no
+//! head kept elsewhere: a rewritten log fails on its first checkpoint (the forger lacks the
+//! key), and a log that does not end with a closing checkpoint is reported as not closed
+//! cleanly, with the number of records after its last checkpoint (records cut off the end, or
+//! a writer that crashed). What a verifier cannot see is a log cut exactly at an earlier
+//! closing checkpoint (whole runs removed from the end of a log continued across runs): keep
+//! one log per run, or compare the printed head with one kept elsewhere.
+//!
+//! Parsing is strict ([`strict`]): a record that names a key twice is refused.
 
+pub mod checkpoint;
 mod event;
+mod strict;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -39,10 +53,14 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+pub use checkpoint::{CheckpointSigner, KeySigner, TrustedKeys};
 pub use event::AuditEvent;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-pub use verify::{verify, verify_bytes, Broken, Head, Verified};
+pub use verify::{
+    verify, verify_anchored, verify_bytes, verify_file_anchored, Broken, CheckpointAt, Head,
+    Reason, Unclosed, Verified,
+};
 
 /// Domain separation for the record hash.
 pub const CONTEXT: &[u8] = b"SEE-PTO audit v1\0";
@@ -69,6 +87,20 @@ pub enum AuditError {
     /// An event could not be encoded (cannot happen for the event types here).
     #[error("audit event could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The checkpoint signer failed.
+    #[error("audit log {path}: the audit key could not sign a checkpoint: {source}")]
+    Sign {
+        /// The file.
+        path: PathBuf,
+        /// The signer's error.
+        source: checkpoint::SignError,
+    },
+    /// Checkpoints are written by the log itself, never appended as events.
+    #[error("audit log {path}: checkpoint records are written by the log, not appended")]
+    Reserved {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// When the writer calls `fsync`.
@@ -152,6 +184,20 @@ pub fn record_hash(seq: u64, at_us: u64, prev: &Hash, body: &Value) -> Hash {
     h.finalize().into()
 }
 
+/// The checkpoint signer of a log and its schedule.
+#[derive(Debug)]
+struct Anchor {
+    signer: Box<dyn CheckpointSigner>,
+    key_id: Hash,
+    every: u32,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// The audit log writer. Appends records; never rewrites.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -161,6 +207,11 @@ pub struct AuditLog {
     next_seq: u64,
     prev: Hash,
     unsynced: u32,
+    anchor: Option<Anchor>,
+    /// Records since the last checkpoint.
+    unanchored: u64,
+    /// True when the last record is a closing checkpoint (or the log is empty).
+    closed: bool,
 }
 
 impl AuditLog {
@@ -171,9 +222,9 @@ impl AuditLog {
             path: path.to_path_buf(),
             source,
         };
-        let head = match std::fs::read(path) {
+        let verified = match std::fs::read(path) {
             Ok(bytes) => match verify_bytes(&bytes) {
-                Ok(v) => v.head,
+                Ok(v) => Some(v),
                 Err(broken) => {
                     return Err(AuditError::Broken {
                         path: path.to_path_buf(),
@@ -189,6 +240,7 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(io)?;
+        let head = verified.as_ref().and_then(|v| v.head);
         let (next_seq, prev) = head.map_or((0, [0; 32]), |h| (h.seq + 1, h.hash));
         Ok(Self {
             file,
@@ -197,7 +249,30 @@ impl AuditLog {
             next_seq,
             prev,
             unsynced: 0,
+            anchor: None,
+            unanchored: verified.as_ref().map_or(0, Verified::unanchored),
+            closed: verified.as_ref().is_none_or(Verified::closed),
         })
+    }
+
+    /// Signs a checkpoint with `signer` every `every` records (at least 1) and when the log is
+    /// closed. A log continued after its writer stopped without closing it is reported
+    /// (the records after its last checkpoint were never anchored) and continued.
+    pub fn with_checkpoints(mut self, signer: Box<dyn CheckpointSigner>, every: u32) -> Self {
+        if !self.closed {
+            log::warn!(
+                "audit log {} was not closed cleanly: {} records follow its last checkpoint; \
+                 continuing it",
+                self.path.display(),
+                self.unanchored
+            );
+        }
+        self.anchor = Some(Anchor {
+            key_id: checkpoint::key_id(&signer.verifying_key()),
+            signer,
+            every: every.max(1),
+        });
+        self
     }
 
     /// The sequence number the next record gets.
@@ -212,14 +287,66 @@ impl AuditLog {
 
     /// Appends `event`, stamped with the current wall-clock time; returns its sequence number.
     pub fn append(&mut self, event: &AuditEvent) -> Result<u64, AuditError> {
-        let at_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.append_at(at_us, event)
+        self.append_at(now_us(), event)
     }
 
-    /// Appends `event` with the timestamp `at_us`; returns its sequence number.
+    /// Appends `event` with the timestamp `at_us`; returns its sequence number. A checkpoint
+    /// follows when one is due.
     pub fn append_at(&mut self, at_us: u64, event: &AuditEvent) -> Result<u64, AuditError> {
+        if matches!(event, AuditEvent::Checkpoint { .. }) {
+            return Err(AuditError::Reserved {
+                path: self.path.clone(),
+            });
+        }
+        let seq = self.write(at_us, event)?;
+        self.unanchored += 1;
+        self.closed = false;
+        let due = self
+            .anchor
+            .as_ref()
+            .is_some_and(|a| self.unanchored >= u64::from(a.every));
+        if due {
+            self.checkpoint(at_us, false)?;
+        }
+        Ok(seq)
+    }
+
+    /// Closes the log: appends the closing checkpoint (with a signer, unless the log is closed
+    /// already) and syncs. Appending afterwards reopens it; drop closes it again.
+    pub fn close(&mut self) -> Result<(), AuditError> {
+        if self.anchor.is_some() && !self.closed {
+            self.checkpoint(now_us(), true)?;
+        }
+        self.sync()
+    }
+
+    /// Appends a signed checkpoint of the current head.
+    fn checkpoint(&mut self, at_us: u64, closing: bool) -> Result<(), AuditError> {
+        let Some(a) = &self.anchor else {
+            return Ok(());
+        };
+        let seq = self.next_seq;
+        let statement = checkpoint::statement(seq, at_us, &self.prev, &a.key_id, closing);
+        let signature = a
+            .signer
+            .sign(&statement)
+            .map_err(|source| AuditError::Sign {
+                path: self.path.clone(),
+                source,
+            })?;
+        let event = AuditEvent::Checkpoint {
+            closing,
+            key: hex(&a.key_id),
+            signature: hex(&signature),
+        };
+        self.write(at_us, &event)?;
+        self.unanchored = 0;
+        self.closed = closing;
+        Ok(())
+    }
+
+    /// Writes one record.
+    fn write(&mut self, at_us: u64, event: &AuditEvent) -> Result<u64, AuditError> {
         let body = serde_json::to_value(event)?;
         let seq = self.next_seq;
         let hash = record_hash(seq, at_us, &self.prev, &body);
@@ -266,6 +393,11 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
+        if self.anchor.is_some() && !self.closed {
+            if let Err(e) = self.close() {
+                log::warn!("{e}");
+            }
+        }
         if self.unsynced > 0 {
             if let Err(e) = self.sync() {
                 log::warn!("{e}");

@@ -1,6 +1,6 @@
 use virtio_prefetch_wire::ReportKind;
 
-use super::{verify::Reason, *};
+use super::*;
 
 fn events() -> Vec<AuditEvent> {
     let mut v = Vec::new();
@@ -246,4 +246,215 @@ fn report_kinds_keep_their_snake_case_names() {
     }
     let bad = r#"{"kind":"claim","fields":{"report":"ClaimHit","reason":0,"app":1,"task":2,"resource":3,"version":4,"latency_ns":5}}"#;
     assert!(serde_json::from_str::<AuditEvent>(bad).is_err());
+}
+
+fn signer(seed: u8) -> KeySigner {
+    KeySigner::new(p384::ecdsa::SigningKey::from_slice(&[seed; 48]).unwrap())
+}
+
+fn trusting(seed: u8) -> TrustedKeys {
+    TrustedKeys::none().with(signer(seed).verifying_key())
+}
+
+/// A closed log of every event kind, a checkpoint every 4 records, signed by key `seed`.
+fn signed_log(dir: &Path, seed: u8) -> (PathBuf, Vec<String>) {
+    let path = dir.join(format!("signed-{seed}.jsonl"));
+    let mut log = AuditLog::open(&path, FsyncPolicy::OnSync)
+        .unwrap()
+        .with_checkpoints(Box::new(signer(seed)), 4);
+    for (i, e) in events().iter().enumerate() {
+        log.append_at(1_000 + i as u64, e).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines = text.split_inclusive('\n').map(str::to_owned).collect();
+    (path, lines)
+}
+
+/// Re-hashes line `i` (after an edit) with the chain before it.
+fn rehash(lines: &mut [String], i: usize) {
+    let mut v: serde_json::Value = serde_json::from_str(&lines[i]).unwrap();
+    let prev = parse_hash(v["prev"].as_str().unwrap()).unwrap();
+    let body = serde_json::json!({"kind": v["kind"], "fields": v["fields"]});
+    let h = record_hash(
+        v["seq"].as_u64().unwrap(),
+        v["at_us"].as_u64().unwrap(),
+        &prev,
+        &body,
+    );
+    v["hash"] = hex(&h).into();
+    lines[i] = format!("{v}\n");
+}
+
+fn anchored(lines: &[String], seed: u8) -> Result<Verified, Broken> {
+    verify_anchored(lines.concat().as_bytes(), &trusting(seed))
+}
+
+#[test]
+fn an_honest_signed_log_verifies_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, lines) = signed_log(dir.path(), 1);
+    let n = events().len() as u64;
+    // A checkpoint after every 4 events, and the closing one.
+    let checkpoints = n.div_ceil(4);
+    let v = verify_file_anchored(&path, &trusting(1)).unwrap().unwrap();
+    assert_eq!((v.records, v.checkpoints), (n + checkpoints, checkpoints));
+    assert!(v.closed(), "{v:?}");
+    assert_eq!(v.require_closed(), Ok(()));
+    assert!(lines.last().unwrap().contains("\"closing\":true"));
+    // The chain alone verifies too, and the writer continues it.
+    assert!(verify_bytes(lines.concat().as_bytes()).unwrap().closed());
+    let mut log = AuditLog::open(&path, FsyncPolicy::OnSync)
+        .unwrap()
+        .with_checkpoints(Box::new(signer(1)), 4);
+    log.append(&events()[0]).unwrap();
+    drop(log);
+    let v = verify_file_anchored(&path, &trusting(1)).unwrap().unwrap();
+    assert_eq!(v.records, n + checkpoints + 2);
+    assert!(v.closed());
+    // Checkpoints are the log's own: appending one is refused.
+    let mut log = AuditLog::open(&path, FsyncPolicy::OnSync).unwrap();
+    let forged = AuditEvent::Checkpoint {
+        closing: true,
+        key: "00".repeat(32),
+        signature: "00".repeat(96),
+    };
+    assert!(matches!(
+        log.append(&forged),
+        Err(AuditError::Reserved { .. })
+    ));
+}
+
+#[test]
+fn truncation_is_detected_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lines) = signed_log(dir.path(), 1);
+    // Cut after record 6: records 0-3, checkpoint 4, then records 5 and 6.
+    let cut = &lines[..7];
+    let v = anchored(cut, 1).unwrap();
+    let err = v.require_closed().unwrap_err();
+    assert_eq!(err.unanchored, 2);
+    assert_eq!(
+        err.last_checkpoint,
+        Some(CheckpointAt {
+            seq: 4,
+            closing: false
+        })
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not closed cleanly") && msg.contains("2 records follow"),
+        "{msg}"
+    );
+    // Cut right after a checkpoint: nothing unanchored, but not a closing one.
+    let err = anchored(&lines[..5], 1)
+        .unwrap()
+        .require_closed()
+        .unwrap_err();
+    assert_eq!(err.unanchored, 0);
+    // Cut before the first checkpoint: nothing anchored at all.
+    let err = anchored(&lines[..3], 1)
+        .unwrap()
+        .require_closed()
+        .unwrap_err();
+    assert_eq!((err.unanchored, err.last_checkpoint), (3, None));
+    assert!(err.to_string().contains("no signed checkpoint"));
+    // An unsigned log (written without a key) is never closed.
+    let (_, unsigned) = clean_log(dir.path());
+    assert!(!anchored(&unsigned, 1).unwrap().closed());
+}
+
+#[test]
+fn a_full_rewrite_with_another_key_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, forged) = signed_log(dir.path(), 2);
+    let b = anchored(&forged, 1).unwrap_err();
+    assert_eq!(b.line, 5, "the first checkpoint");
+    assert!(matches!(b.reason, Reason::UntrustedKey { .. }), "{b}");
+    assert!(b.to_string().contains("not a trusted audit key"));
+    // Claiming the trusted key's id does not help: the signature does not verify under it.
+    let (_, honest) = signed_log(dir.path(), 1);
+    let trusted_id: serde_json::Value = serde_json::from_str(&honest[4]).unwrap();
+    let mut forged = forged;
+    let mut v: serde_json::Value = serde_json::from_str(&forged[4]).unwrap();
+    v["fields"]["key"] = trusted_id["fields"]["key"].clone();
+    forged[4] = format!("{v}\n");
+    rehash(&mut forged, 4);
+    let b = anchored(&forged[..5], 1).unwrap_err();
+    assert_eq!((b.line, b.reason), (5, Reason::BadSignature));
+}
+
+#[test]
+fn a_tampered_checkpoint_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lines) = signed_log(dir.path(), 1);
+    // Cut after the first checkpoint and mark it closing, hash fixed: a truncation posing as
+    // a clean close.
+    let mut cut = lines[..5].to_vec();
+    cut[4] = cut[4].replace("\"closing\":false", "\"closing\":true");
+    rehash(&mut cut, 4);
+    assert!(
+        verify_bytes(cut.concat().as_bytes()).is_ok(),
+        "the chain holds"
+    );
+    assert_eq!(anchored(&cut, 1).unwrap_err().reason, Reason::BadSignature);
+    // A record before a checkpoint altered and the whole chain re-hashed from there: the
+    // checkpoint signed the old head.
+    let mut edited = lines.clone();
+    edited[2] = edited[2].replace("\"version\":3", "\"version\":4");
+    for i in 2..edited.len() {
+        if i > 2 {
+            let prev: serde_json::Value = serde_json::from_str(&edited[i - 1]).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&edited[i]).unwrap();
+            v["prev"] = prev["hash"].clone();
+            edited[i] = format!("{v}\n");
+        }
+        rehash(&mut edited, i);
+    }
+    assert!(verify_bytes(edited.concat().as_bytes()).is_ok());
+    let b = anchored(&edited, 1).unwrap_err();
+    assert_eq!((b.line, b.reason), (5, Reason::BadSignature));
+    // A malformed signature is named.
+    let mut bad = lines[..5].to_vec();
+    let mut v: serde_json::Value = serde_json::from_str(&bad[4]).unwrap();
+    v["fields"]["signature"] = "zz".into();
+    bad[4] = format!("{v}\n");
+    rehash(&mut bad, 4);
+    assert!(anchored(&bad, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("signature is not"));
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lines) = clean_log(dir.path());
+    // A second "bytes" in the fields: serde_json alone would keep the last and verify.
+    let mut dup = lines.clone();
+    dup[1] = dup[1].replace("\"bytes\":65536", "\"bytes\":65536,\"bytes\":1");
+    let b = broken(&dup);
+    assert_eq!(b.line, 2);
+    assert!(b.to_string().contains("duplicate key \"bytes\""), "{b}");
+    // At the top level too.
+    let mut dup = lines;
+    dup[0] = dup[0].replacen("{\"seq\":0,", "{\"seq\":0,\"seq\":0,", 1);
+    assert!(broken(&dup).to_string().contains("duplicate key"));
+}
+
+#[test]
+fn the_fuzz_seeds_are_what_they_say() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/audit_record");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    assert_eq!(verify_bytes(&read("two_records")).unwrap().records, 2);
+    let v = verify_bytes(&read("chain_with_checkpoint")).unwrap();
+    assert_eq!((v.records, v.checkpoints), (3, 1));
+    // Its checkpoint is signed by no real key.
+    let b = verify_anchored(&read("chain_with_checkpoint"), &trusting(1)).unwrap_err();
+    assert!(matches!(b.reason, Reason::UntrustedKey { .. }));
+    assert!(verify_bytes(&read("duplicate_key"))
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate key"));
 }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use see_pto::{
     faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec, MAX_ORDER, MAX_THINK_MS},
-    history::History,
+    history::{History, LoadOptions},
     import::{import_path, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
     nn::{HyperParams, ModelKind},
@@ -26,6 +26,10 @@ pub struct DataArgs {
     /// Only the sessions imported under this source name (with --db).
     #[arg(long, requires = "db")]
     pub source: Option<String>,
+    /// Leave out the sessions with rows a guest reported (with --db): learn only from what no
+    /// guest wrote.
+    #[arg(long, requires = "db")]
+    pub exclude_guest_reported: bool,
     /// A trace file: CSV or JSON lines, optionally gzipped.
     #[arg(long, conflicts_with = "workload")]
     pub input: Option<PathBuf>,
@@ -74,7 +78,10 @@ impl DataArgs {
         }
         if let Some(db) = &self.db {
             let h = History::open(db)?;
-            let t = h.load_trace(self.source.as_deref(), vocab)?;
+            let options = LoadOptions {
+                exclude_guest_reported: self.exclude_guest_reported,
+            };
+            let t = h.load_trace_with(self.source.as_deref(), vocab, options)?;
             if t.sessions.is_empty() {
                 return Err(format!(
                     "{}: no sessions{}; run `pto import` first",

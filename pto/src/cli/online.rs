@@ -31,20 +31,56 @@ pub struct AuditArgs {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Check an audit log's hash chain; name the first broken record. Exit 1 if broken.
+    /// Check an audit log: its hash chain, the signature of every checkpoint by a trusted audit
+    /// key, and that it ends with a closing checkpoint. Names the first broken record; exit 1
+    /// if anything fails.
     Verify {
         /// The log (JSON lines).
         file: PathBuf,
-        /// The head hash kept elsewhere: also catches records cut off the end.
+        /// A trusted audit public key (SEC1, like target/see-keys/audit.pub); repeat for
+        /// several. Required unless --chain-only.
+        #[arg(long = "key", required_unless_present = "chain_only")]
+        keys: Vec<PathBuf>,
+        /// Check the hash chain alone: no signatures, so neither a log cut at its end nor one
+        /// rewritten from scratch is detected (use with --expect-head).
+        #[arg(long, conflicts_with = "keys")]
+        chain_only: bool,
+        /// Accept a log that does not end with a closing checkpoint (its writer crashed);
+        /// the records after the last checkpoint are still reported.
+        #[arg(long)]
+        allow_unclosed: bool,
+        /// The head hash kept elsewhere: also catches whole runs cut off the end.
         #[arg(long)]
         expect_head: Option<String>,
     },
 }
 
 pub fn audit_cmd(a: &AuditArgs) -> CliResult<()> {
-    let AuditCommand::Verify { file, expect_head } = &a.command;
-    let verified =
-        audit::verify(file)?.map_err(|b| format!("{}: broken at {b}", file.display()))?;
+    let AuditCommand::Verify {
+        file,
+        keys,
+        chain_only,
+        allow_unclosed,
+        expect_head,
+    } = &a.command;
+    let verified = if *chain_only {
+        audit::verify(file)?
+    } else {
+        let mut trusted = audit::TrustedKeys::none();
+        for k in keys {
+            trusted = trusted.with_file(k)?;
+        }
+        audit::verify_file_anchored(file, &trusted)?
+    }
+    .map_err(|b| format!("{}: broken at {b}", file.display()))?;
+    if !*chain_only {
+        if let Err(unclosed) = verified.require_closed() {
+            if !*allow_unclosed {
+                return Err(format!("{}: {unclosed}", file.display()).into());
+            }
+            log::warn!("{}: {unclosed}", file.display());
+        }
+    }
     let head = verified.head.map(|h| (h.seq, hex(&h.hash)));
     if let Some(want) = expect_head {
         let want_hash = parse_hash(want).ok_or("--expect-head: want 64 hex digits")?;
@@ -58,9 +94,15 @@ pub fn audit_cmd(a: &AuditArgs) -> CliResult<()> {
     }
     match head {
         Some((seq, hash)) => println!(
-            "{}: ok, {} records, head seq {seq} hash {hash}",
+            "{}: ok, {} records ({} signed checkpoints{}), head seq {seq} hash {hash}",
             file.display(),
-            verified.records
+            verified.records,
+            verified.checkpoints,
+            if verified.closed() {
+                ", closed"
+            } else {
+                ", NOT closed"
+            }
         ),
         None => println!("{}: ok, empty", file.display()),
     }

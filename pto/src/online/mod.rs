@@ -11,6 +11,7 @@
 //! from 1); a task and a resource are their position in the catalogue plus one; an app is the
 //! position of its name among the catalogue's apps, from 1.
 
+pub mod guest;
 mod metrics;
 mod orchestrator;
 pub mod origin;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use super::{
+    guest::{check_timings, GuestFault, GuestFaults},
     policy::{Admit, GuestStore, Staged, Want},
     Completion, Dispatch, Eviction, FollowUp, Metrics, Mode, ModeSummary, OnlineError, Plan,
     Policy, PrefetchOrder, Report, Staging, WireIds,
@@ -92,6 +93,8 @@ pub struct Orchestrator {
     /// The `push` mode's record: per request type, the (task, resource) catalogue indices the
     /// last request of that type to complete claimed, in claim order.
     recorded: HashMap<String, Vec<(usize, usize)>>,
+    /// Guest reports that could not be true, counted.
+    guest_faults: GuestFaults,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -173,6 +176,7 @@ impl Orchestrator {
             starts: HashMap::new(),
             session_keys: HashMap::new(),
             recorded: HashMap::new(),
+            guest_faults: GuestFaults::default(),
         })
     }
 
@@ -268,6 +272,11 @@ impl Orchestrator {
         })
     }
 
+    /// Guest reports ignored because they could not be true, by kind.
+    pub fn guest_faults(&self) -> GuestFaults {
+        self.guest_faults
+    }
+
     /// Requests whose arrival the oracle did not foresee (0 on a faithful replay).
     pub fn oracle_misses(&self) -> u64 {
         self.oracle_misses
@@ -305,6 +314,7 @@ impl Orchestrator {
             predicted_us: None,
             staged_us: None,
             resolved_us: None,
+            guest_reported: true,
         })?;
         Ok(())
     }
@@ -667,7 +677,11 @@ impl Orchestrator {
         resource_id: u64,
         cookie: u32,
     ) -> Result<(), OnlineError> {
-        let i = self.resource_index(resource_id)?;
+        let Ok(i) = self.resource_index(resource_id) else {
+            self.guest_faults
+                .record(GuestFault::UnknownResource(resource_id));
+            return Ok(());
+        };
         let r = &self.catalogue.resources[i];
         let (bytes, version) = (r.size, r.version);
         self.metrics.demand_fetches += 1;
@@ -708,9 +722,15 @@ impl Orchestrator {
             .or_else(|| self.evicting.remove(&i))
     }
 
-    /// A claim, miss, eviction, rejection or served demand reported by the guest.
+    /// A claim, miss, eviction, rejection or served demand reported by the guest. A report
+    /// about a resource the PTO does not have is counted ([`Orchestrator::guest_faults`]) and
+    /// ignored; an error is the PTO's own (the history or the audit log failed).
     pub fn on_report(&mut self, r: &Report) -> Result<(), OnlineError> {
-        let i = self.resource_index(r.resource_id)?;
+        let Ok(i) = self.resource_index(r.resource_id) else {
+            self.guest_faults
+                .record(GuestFault::UnknownResource(r.resource_id));
+            return Ok(());
+        };
         self.audit(AuditEvent::Claim {
             report: r.kind,
             reason: r.reason.map_or(0, RejectReason::raw),
@@ -786,7 +806,9 @@ impl Orchestrator {
     }
 
     /// A request completed: records it and returns the prefetches that waited for its claims
-    /// (and what they displaced).
+    /// (and what they displaced). A completion of a request not in flight is counted
+    /// ([`Orchestrator::guest_faults`]) and ignored; one with impossible timings is counted and
+    /// completes its request, but its timings reach neither the metrics nor the history.
     pub fn on_completion(&mut self, c: &Completion) -> Result<FollowUp, OnlineError> {
         let start = Instant::now();
         let follow = self.complete(c);
@@ -795,14 +817,24 @@ impl Orchestrator {
     }
 
     fn complete(&mut self, c: &Completion) -> Result<FollowUp, OnlineError> {
-        let f = self
-            .inflight
-            .remove(&c.request_id)
-            .ok_or(OnlineError::Unknown {
-                what: "request",
-                id: c.request_id,
-            })?;
-        self.metrics.latencies_ns.push(c.total_ns);
+        let Some(f) = self.inflight.remove(&c.request_id) else {
+            self.guest_faults
+                .record(GuestFault::UnknownRequest(c.request_id));
+            return Ok(FollowUp::default());
+        };
+        let plausible = match check_timings(c.total_ns, &c.tasks) {
+            Ok(()) => true,
+            Err(why) => {
+                self.guest_faults.record(GuestFault::BadTiming {
+                    request: c.request_id,
+                    why,
+                });
+                false
+            }
+        };
+        if plausible {
+            self.metrics.latencies_ns.push(c.total_ns);
+        }
         if c.status != 0 {
             self.metrics.failed += 1;
         } else if self.mode == Mode::Push && !f.used.is_empty() {
@@ -813,7 +845,7 @@ impl Orchestrator {
             status: c.status,
             total_ns: c.total_ns,
         })?;
-        if let (Some((h, _)), Some(row)) = (&mut self.history, f.row) {
+        if let (Some((h, _)), Some(row), true) = (&mut self.history, f.row, plausible) {
             let mut started = f.at_us;
             for t in &c.tasks {
                 let Some(task) = usize::try_from(t.task_id.wrapping_sub(1))
@@ -836,6 +868,7 @@ impl Orchestrator {
                         .map(|&r| self.catalogue.resources[r].size)
                         .sum(),
                     ok: c.status == 0,
+                    guest_reported: true,
                 })?;
                 started += duration_us;
             }
@@ -888,8 +921,8 @@ impl Orchestrator {
         Ok(FollowUp { prefetch, evict })
     }
 
-    /// Ends the run: whatever the guest still holds unclaimed was wasted. Returns the summary
-    /// row.
+    /// Ends the run: whatever the guest still holds unclaimed was wasted, and the audit log is
+    /// closed (its closing checkpoint signed). Returns the summary row.
     pub fn finish(&mut self) -> Result<ModeSummary, OnlineError> {
         let mut left = self.staging.drain();
         left.extend(self.given_up.drain().map(|(_, s)| s));
@@ -897,7 +930,7 @@ impl Orchestrator {
         left.sort_by_key(|s| s.resource);
         self.waste(left)?;
         if let Some(log) = &mut self.audit {
-            log.sync()?;
+            log.close()?;
         }
         Ok(self.metrics.summary(self.mode.name()))
     }
