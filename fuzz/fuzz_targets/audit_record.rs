@@ -1,21 +1,13 @@
-//! Any bytes as an audit log (pto/src/audit): the verifier must never panic, with or without
+//! Any bytes as an audit log (`see-audit`): the verifier must never panic, with or without
 //! trusted keys; what the signature check accepts the chain check accepts; a verified log's
-//! counts are consistent. The audit module (and the serde spellings it uses) is compiled in
-//! from the PTO's sources, so the target does not build the PTO's learned models and database.
+//! counts are consistent.
 
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../pto/src/audit/mod.rs"]
-mod audit;
-#[allow(dead_code)]
-#[path = "../../pto/src/wire_serde.rs"]
-mod wire_serde;
-
 use std::sync::OnceLock;
 
-use audit::{verify_anchored, verify_bytes, KeySigner, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
+use see_audit::{self as audit, verify_anchored, verify_bytes, KeySigner, TrustedKeys};
 
 fn keys() -> &'static TrustedKeys {
     static KEYS: OnceLock<TrustedKeys> = OnceLock::new();

@@ -11,7 +11,7 @@
 
 #![warn(missing_docs)]
 
-pub mod audit;
+pub use see_audit as audit;
 pub mod eval;
 pub mod faas;
 pub mod generate;

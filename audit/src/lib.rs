@@ -1,4 +1,4 @@
-//! The audit log: an append-only, tamper-evident record of every prefetch, demand fetch,
+//! The PTO's audit log: an append-only, tamper-evident record of every prefetch, demand fetch,
 //! signature and claim report (and every dispatch and completion).
 //!
 //! Format: JSON lines, one record per line:
@@ -41,6 +41,7 @@
 
 pub mod checkpoint;
 mod event;
+mod report_kind;
 mod strict;
 #[cfg(test)]
 mod tests;

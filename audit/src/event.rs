@@ -73,7 +73,7 @@ pub enum AuditEvent {
     Claim {
         /// What happened (`claim_hit`, `miss`, `evict`, `reject`, `demand_served`,
         /// `cache_hit`).
-        #[serde(with = "crate::wire_serde::report_kind")]
+        #[serde(with = "crate::report_kind")]
         report: ReportKind,
         /// Reject reason (0 unless `report` is `reject`).
         reason: u32,
