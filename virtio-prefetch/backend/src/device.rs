@@ -11,10 +11,14 @@
 //!
 //! - the fetch pool ([`crate::pool`], `fetch_workers` threads) takes resources from the store
 //!   (which may sleep through a modelled origin's latency, and hashes what it hands out).
-//!   Demands go first, and prefetches never occupy the last worker. The device keeps at most
-//!   two prefetches per worker submitted and not yet sequenced; further orders wait here in
-//!   order (at most [`MAX_QUEUED_PREFETCHES`], beyond which new orders are dropped and counted);
-//!   at most [`MAX_DEMANDS`] demands are outstanding, beyond which a Demand gets `Busy`.
+//!   Demands go first, and prefetches never occupy the last worker. Back-pressure: the device
+//!   keeps at most two prefetches per worker submitted and not yet sequenced (or up to a
+//!   manifest's worth of small ones within `MAX_BATCH_BYTES`), so fetched content held in
+//!   memory is bounded; further orders wait here, in order, as ids only (at most
+//!   [`MAX_QUEUED_PREFETCHES`]; beyond that new orders are dropped, logged and counted in
+//!   `Stats::prefetches_dropped`). At most [`MAX_DEMANDS`] demands are outstanding; beyond
+//!   that a Demand gets `Busy`. The pool's own waiting lists are bounded too and refuse a job
+//!   when full (the device then retries the prefetch later, or answers the demand `Busy`).
 //! - the sealing thread ([`crate::seal`]) signs and encodes bundles and manifests.
 //!
 //! # Order and sequence numbers
@@ -155,6 +159,17 @@ struct Outgoing {
     /// Rewrite the last staging buffer after delivery (Tamper::RewriteAfterDelivery).
     #[cfg(feature = "fault-injection")]
     rewrite: bool,
+}
+
+/// What a replay (fault injection) did.
+#[cfg(feature = "fault-injection")]
+enum Replay {
+    /// Not a replay, or nothing to replay: build the bundle.
+    No,
+    /// Wait for the sealing in progress.
+    Wait,
+    /// The last bundle was queued again.
+    Sent,
 }
 
 /// A place in the delivery order.
@@ -392,9 +407,11 @@ impl PrefetchDevice {
         }
     }
 
-    /// Takes finished fetches and sealed jobs.
-    fn take_work(&mut self) {
+    /// Takes finished fetches and sealed jobs; false when there were none (a wake-up for work
+    /// an earlier run already took).
+    fn take_work(&mut self) -> bool {
         let _ = self.work_fd.consume();
+        let mut took = false;
         loop {
             let next = self
                 .fetched
@@ -402,6 +419,7 @@ impl PrefetchDevice {
                 .unwrap_or_else(|p| p.into_inner())
                 .try_recv();
             let Ok(done) = next else { break };
+            took = true;
             self.fetch_done(done);
         }
         loop {
@@ -411,8 +429,10 @@ impl PrefetchDevice {
                 .unwrap_or_else(|p| p.into_inner())
                 .try_recv();
             let Ok(done) = next else { break };
+            took = true;
             self.seal_done(done);
         }
+        took
     }
 
     fn fetch_done(&mut self, done: Fetched) {
@@ -564,8 +584,19 @@ impl PrefetchDevice {
     fn sequence(&mut self) {
         let Some(session) = self.session else { return };
         while self.slots.len() < SEAL_AHEAD {
-            if let Some((order, resource)) = self.fetched_demands.pop_front() {
-                self.seal_one(order, resource, session);
+            if !self.fetched_demands.is_empty() {
+                #[cfg(feature = "fault-injection")]
+                match self.replay(self.fetched_demands[0].0.tamper) {
+                    Replay::Wait => return,
+                    Replay::Sent => {
+                        self.fetched_demands.pop_front();
+                        continue;
+                    }
+                    Replay::No => {}
+                }
+                if let Some((order, resource)) = self.fetched_demands.pop_front() {
+                    self.seal_one(order, resource, session);
+                }
                 continue;
             }
             let Some(front) = self.prefetches.front() else {
@@ -575,18 +606,13 @@ impl PrefetchDevice {
                 return;
             }
             #[cfg(feature = "fault-injection")]
-            if front.order.tamper == Tamper::ReplayLast {
-                // The bundle replayed is the last one sealed before this place in the order.
-                if self.slots.iter().any(|s| matches!(s, Slot::Sealing)) {
-                    return;
-                }
-                if let Some(bytes) = self.faults.replay(Tamper::ReplayLast) {
+            match self.replay(front.order.tamper) {
+                Replay::Wait => return,
+                Replay::Sent => {
                     self.prefetches.pop_front();
-                    let header = BundleHeader::parse(&bytes).ok();
-                    let out = self.outgoing(bytes, header);
-                    self.slots.push_back(Slot::Ready(VecDeque::from([out])));
                     continue;
                 }
+                Replay::No => {}
             }
             match self.batch_len() {
                 0 => return,
@@ -603,6 +629,25 @@ impl PrefetchDevice {
                 n => self.seal_batch(n, session),
             }
         }
+    }
+
+    /// Sends the last sealed bundle again instead of a new one, for `Tamper::ReplayLast`: the
+    /// last sealed before this place in the order, so it waits for the sealing in progress.
+    #[cfg(feature = "fault-injection")]
+    fn replay(&mut self, tamper: Tamper) -> Replay {
+        if tamper != Tamper::ReplayLast {
+            return Replay::No;
+        }
+        if self.slots.iter().any(|s| matches!(s, Slot::Sealing)) {
+            return Replay::Wait;
+        }
+        let Some(bytes) = self.faults.replay(tamper) else {
+            return Replay::No;
+        };
+        let header = BundleHeader::parse(&bytes).ok();
+        let out = self.outgoing(bytes, header);
+        self.slots.push_back(Slot::Ready(VecDeque::from([out])));
+        Replay::Sent
     }
 
     fn send_seal(&mut self, job: SealJob) {
@@ -1123,7 +1168,13 @@ impl VhostUserBackendMut for PrefetchDevice {
         match device_event {
             e if e == CONTROL_QUEUE => self.process_control(ctrlq),
             e if e == COMMAND_EVENT => self.take_commands(),
-            e if e == WORK_EVENT => self.take_work(),
+            e if e == WORK_EVENT => {
+                if !self.take_work() {
+                    // Nothing changed: no run (a run is when a pending staging-buffer rewrite
+                    // of the fault injection happens, and it must follow the guest's copy).
+                    return Ok(());
+                }
+            }
             e if e == REQUEST_QUEUE || e == STAGING_QUEUE => {}
             other => debug!("unknown event {other}"),
         }
