@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Modelled origin: bandwidth, MiB/s (0: unlimited).
     #[arg(long)]
     origin_bandwidth_mib: Option<f64>,
+    /// Threads fetching from the origin at once (1 to 64) [default: 4].
+    #[arg(long)]
+    fetch_workers: Option<usize>,
     /// Wait for outstanding prefetches before each dispatch (experiments only).
     #[arg(long)]
     settle: bool,
@@ -121,6 +124,7 @@ impl TryFrom<ServeArgs> for Config {
             request_timeout_ms,
             origin_latency_ms,
             origin_bandwidth_mib,
+            fetch_workers,
             guest_idle_ms
         );
         if a.catalogue.is_some() {

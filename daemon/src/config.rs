@@ -207,6 +207,9 @@ pub struct Config {
     pub origin_latency_ms: f64,
     /// The modelled origin's bandwidth, MiB/s, shared by all fetches (0: unlimited).
     pub origin_bandwidth_mib: f64,
+    /// Threads fetching from the origin at once (the backend's fetch pool, 1 to 64). With more
+    /// than one, prefetches leave one of them to the guest's demands.
+    pub fetch_workers: usize,
     /// Before dispatching a request, wait until every prefetch ordered so far is staged (for
     /// experiments with deterministic hit rates, not for serving).
     pub settle: bool,
@@ -244,6 +247,7 @@ impl Default for Config {
             max_sessions: 10_000,
             origin_latency_ms: 0.0,
             origin_bandwidth_mib: 0.0,
+            fetch_workers: see_prefetch_backend::DEFAULT_FETCH_WORKERS,
             settle: false,
             eager_prefetch: false,
             guest_idle_ms: 24 * 3600 * 1000,
@@ -304,6 +308,16 @@ impl Config {
             return bad(
                 "origin_bandwidth_mib",
                 format!("{} must be 0 or more", self.origin_bandwidth_mib),
+            );
+        }
+        if !(1..=see_prefetch_backend::MAX_FETCH_WORKERS).contains(&self.fetch_workers) {
+            return bad(
+                "fetch_workers",
+                format!(
+                    "{} is not in 1..={}",
+                    self.fetch_workers,
+                    see_prefetch_backend::MAX_FETCH_WORKERS
+                ),
             );
         }
         if self.history_source.is_empty() {
@@ -391,6 +405,9 @@ mod tests {
             std::fs::write(&path, format!("predictor = \"{name}\"\n")).unwrap();
             assert_eq!(Config::from_file(&path).unwrap().predictor, kind);
         }
+        assert_eq!(c.fetch_workers, see_prefetch_backend::DEFAULT_FETCH_WORKERS);
+        std::fs::write(&path, "fetch_workers = 2\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().fetch_workers, 2);
         std::fs::write(&path, "predicter = \"ppm\"\n").unwrap();
         let e = Config::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("predicter"), "{e}");
@@ -428,6 +445,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("queue_depth"));
+        let c = Config {
+            fetch_workers: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fetch_workers"));
         assert!(Config::default().validate().is_ok());
         let c = Config {
             audit_checkpoint_every: 0,

@@ -202,11 +202,9 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
             source: e,
         })?;
     }
-    let backend = Arc::new(Backend::spawn(BackendConfig::new(
-        &config.socket,
-        origin.clone(),
-        key,
-    ))?);
+    let mut backend_config = BackendConfig::new(&config.socket, origin.clone(), key);
+    backend_config.fetch_workers = config.fetch_workers;
+    let backend = Arc::new(Backend::spawn(backend_config)?);
     info!(
         "vhost-user socket {}: waiting for the VMM",
         config.socket.display()

@@ -162,8 +162,10 @@ pub struct Stats {
     pub manifests: u64,
     /// Demands served.
     pub demands: u64,
-    /// Demands for unknown resources or before Hello.
+    /// Demands for unknown resources or before Hello, or refused `Busy` (too many outstanding).
     pub demands_refused: u64,
+    /// Prefetch orders dropped because the device's order queue was full.
+    pub prefetches_dropped: u64,
     /// Requests dispatched.
     pub requests: u64,
     /// Evict messages written to requestq.

@@ -1,20 +1,50 @@
 //! The device logic behind the vhost-user socket: the three queues, the session, demand
 //! fetches, chunking of signed bundles into staging buffers, and the API commands.
 //!
-//! Everything runs on the one worker thread vhost-user-backend gives the device (all three
-//! queues and the command eventfd are in one epoll set), so the state needs no finer locking.
+//! # Threads
+//!
+//! The device thread (the one worker thread vhost-user-backend gives the device: all three
+//! queues, the command eventfd and the work eventfd are in one epoll set) owns this state, so it
+//! needs no finer locking. It never waits on the store or the signer: it answers ctrlq, writes
+//! requestq, moves bundle bytes into stagingq, and hands the slow work to two helpers, each of
+//! which wakes it through the work eventfd when something is done:
+//!
+//! - the fetch pool ([`crate::pool`], `fetch_workers` threads) takes resources from the store
+//!   (which may sleep through a modelled origin's latency, and hashes what it hands out).
+//!   Demands go first, and prefetches never occupy the last worker. Back-pressure: the device
+//!   keeps at most two prefetches per worker submitted and not yet sequenced (or up to a
+//!   manifest's worth of small ones within `MAX_BATCH_BYTES`), so fetched content held in
+//!   memory is bounded; further orders wait here, in order, as ids only (at most
+//!   [`MAX_QUEUED_PREFETCHES`]; beyond that new orders are dropped, logged and counted in
+//!   `Stats::prefetches_dropped`). At most [`MAX_DEMANDS`] demands are outstanding; beyond
+//!   that a Demand gets `Busy`. The pool's own waiting lists are bounded too and refuse a job
+//!   when full (the device then retries the prefetch later, or answers the demand `Busy`).
+//! - the sealing thread ([`crate::seal`]) signs and encodes bundles and manifests.
+//!
+//! # Order and sequence numbers
+//!
+//! The guest accepts a bundle only with a sequence number above the last it accepted, and
+//! reassembles one object at a time, so sequence numbers must rise in delivery order. The device
+//! fixes the delivery order when it sequences a fetched resource: it gives it the next sequence
+//! number(s) and appends a slot to the delivery queue, and the sealing thread seals jobs in the
+//! order they come, so slots fill in order. At most [`SEAL_AHEAD`] slots wait to be delivered
+//! (one being written, the next being signed), so a demand, sequenced before any prefetch as
+//! soon as its fetch is done, waits behind at most that much. Prefetches are sequenced in the
+//! order they were ordered; with `F_MANIFEST`, a run of small fetched prefetches at the front
+//! goes out under one manifest (the run waits for members still being fetched, so the batch is
+//! the run that was ordered, whatever the fetch timing).
+//!
 //! Every descriptor is checked against the memory the frontend gave (the shared window only)
 //! before it is read or written; a bad one is returned with used length 0, counted and
 //! reported, and the device goes on.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
+    os::fd::{AsRawFd, RawFd},
     sync::{mpsc, Arc, Mutex},
 };
 
 use log::{debug, info, warn};
-use p384::ecdsa::SigningKey;
-use sha2::{Digest, Sha384};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_prefetch_wire::{
@@ -36,13 +66,16 @@ use vmm_sys_util::{
 use crate::fault::{Faults, Tamper};
 use crate::{
     api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats},
-    manifest::sign_batch,
-    signer::{encode_bundle, BundleSpec, Session, Signer},
+    pool::{FetchJob, FetchPool, Fetched},
+    seal::{self, SealJob, Sealed, SealedObject},
+    signer::{bundle_header, BundleSpec, Session, StatementSigner},
     store::{ResourceStore, StoredResource},
 };
 
 /// The epoll id of the command eventfd (ids up to the queue count are the library's).
 pub(crate) const COMMAND_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// The epoll id of the work eventfd (a fetch or a seal is done).
+pub(crate) const WORK_EVENT: u16 = NUM_QUEUES as u16 + 2;
 /// Largest ctrlq message the device reads.
 const MAX_CTRL_MESSAGE: u32 = 4096;
 /// Most prefetches one manifest covers (the wire allows 1024).
@@ -53,6 +86,14 @@ const MAX_BATCHED_RESOURCE: u64 = 256 * 1024;
 const MAX_BATCH_BYTES: u64 = 2 << 20;
 /// Largest queue the device accepts.
 pub(crate) const MAX_QUEUE_SIZE: usize = 1024;
+/// Most delivery slots (a bundle, or a manifest and its bundles) sequenced and not yet fully
+/// delivered: one being written to stagingq while the next is signed.
+pub(crate) const SEAL_AHEAD: usize = 2;
+/// Most prefetch orders the device holds (ordered, not yet delivered).
+pub const MAX_QUEUED_PREFETCHES: usize = 4096;
+/// Most demands outstanding (fetching, or fetched and not yet sequenced); the guest driver
+/// keeps at most 8.
+pub const MAX_DEMANDS: usize = 64;
 
 /// A command from the API.
 #[derive(Debug)]
@@ -64,18 +105,8 @@ pub(crate) enum Command {
     SetTamper(Tamper),
 }
 
-/// A bundle waiting for (or in the middle of) delivery.
-#[derive(Debug)]
-enum Work {
-    /// Not built yet: built (and signed, with the next sequence number) when its first chunk
-    /// is written, so bundles always reach the guest in sequence order.
-    Order(Order),
-    /// Being chunked.
-    Bytes(Box<Outgoing>),
-}
-
 /// A prefetch order or a demand, before its bundle is built.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Order {
     task_id: u64,
     resource_id: u64,
@@ -98,6 +129,26 @@ impl Order {
     }
 }
 
+/// Where a prefetch's resource is.
+#[derive(Debug)]
+enum Fetch {
+    /// Not handed to the pool yet (the pool or the prefetch window is full).
+    Waiting,
+    /// In the pool, under this ticket.
+    Running(u64),
+    /// Fetched, waiting to be sequenced.
+    Done(StoredResource),
+}
+
+#[derive(Debug)]
+struct Prefetch {
+    order: Order,
+    fetch: Fetch,
+    /// Ordered before any session: survives a device reset (as the driver resets the device
+    /// while it boots).
+    held: bool,
+}
+
 #[derive(Debug)]
 struct Outgoing {
     stream_id: u64,
@@ -110,16 +161,51 @@ struct Outgoing {
     rewrite: bool,
 }
 
+/// What a replay (fault injection) did.
+#[cfg(feature = "fault-injection")]
+enum Replay {
+    /// Not a replay, or nothing to replay: build the bundle.
+    No,
+    /// Wait for the sealing in progress.
+    Wait,
+    /// The last bundle was queued again.
+    Sent,
+}
+
+/// A place in the delivery order.
+#[derive(Debug)]
+enum Slot {
+    /// Sequenced, with the sealing thread.
+    Sealing,
+    /// Sealed: objects to write to stagingq, in order.
+    Ready(VecDeque<Outgoing>),
+}
+
 /// The device state.
 pub(crate) struct PrefetchDevice {
     store: Arc<dyn ResourceStore>,
-    signer: Signer,
     config: DeviceConfig,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     session: Option<Session>,
-    staging: VecDeque<Work>,
-    /// Prefetches ordered before the guest's Hello.
-    held_orders: Vec<Work>,
+    /// Changes with every session and reset; sealed work of another generation is dropped.
+    generation: u64,
+    next_seq: u64,
+    next_ticket: u64,
+    /// Prefetch orders in the order given.
+    prefetches: VecDeque<Prefetch>,
+    /// Most prefetches submitted to the pool and not yet sequenced.
+    prefetch_window: usize,
+    /// Demands in the pool, by ticket.
+    demands: BTreeMap<u64, Order>,
+    /// Demands fetched, in the order they finished.
+    fetched_demands: VecDeque<(Order, StoredResource)>,
+    /// The delivery order.
+    slots: VecDeque<Slot>,
+    pool: FetchPool,
+    fetched: Mutex<mpsc::Receiver<Fetched>>,
+    seal_jobs: mpsc::Sender<SealJob>,
+    sealed: Mutex<mpsc::Receiver<Sealed>>,
+    work_fd: EventConsumer,
     requests: VecDeque<Vec<u8>>,
     commands: Mutex<mpsc::Receiver<Command>>,
     command_fd: EventConsumer,
@@ -137,38 +223,66 @@ impl std::fmt::Debug for PrefetchDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrefetchDevice")
             .field("session", &self.session)
-            .field("queued", &self.staging.len())
+            .field("prefetches", &self.prefetches.len())
+            .field("slots", &self.slots.len())
             .finish()
     }
 }
 
 type Memory = vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>;
 
+/// What the device is built from.
+pub(crate) struct Parts {
+    pub(crate) store: Arc<dyn ResourceStore>,
+    pub(crate) signer: Arc<dyn StatementSigner>,
+    pub(crate) config: DeviceConfig,
+    pub(crate) fetch_workers: usize,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) command_fd: EventConsumer,
+    pub(crate) events: mpsc::Sender<BackendEvent>,
+    pub(crate) stats: Arc<Mutex<Stats>>,
+}
+
 impl PrefetchDevice {
-    pub(crate) fn new(
-        store: Arc<dyn ResourceStore>,
-        key: SigningKey,
-        config: DeviceConfig,
-        commands: mpsc::Receiver<Command>,
-        command_fd: EventConsumer,
-        events: mpsc::Sender<BackendEvent>,
-        stats: Arc<Mutex<Stats>>,
-    ) -> std::io::Result<Self> {
+    /// The device, with its fetch pool and sealing thread started.
+    pub(crate) fn new(parts: Parts) -> std::io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        let (work_fd, wake) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        let (fetched_tx, fetched) = mpsc::channel();
+        let pool = FetchPool::new(
+            parts.fetch_workers,
+            MAX_DEMANDS,
+            parts.store.clone(),
+            fetched_tx,
+            &wake,
+        )?;
+        let (seal_jobs, seal_rx) = mpsc::channel();
+        let (sealed_tx, sealed) = mpsc::channel();
+        seal::spawn(parts.signer, seal_rx, sealed_tx, wake)?;
         Ok(Self {
-            store,
-            signer: Signer::new(key),
-            config,
+            store: parts.store,
+            config: parts.config,
             mem: None,
             session: None,
-            staging: VecDeque::new(),
-            held_orders: Vec::new(),
+            generation: 0,
+            next_seq: 1,
+            next_ticket: 1,
+            prefetches: VecDeque::new(),
+            prefetch_window: 2 * pool.workers(),
+            demands: BTreeMap::new(),
+            fetched_demands: VecDeque::new(),
+            slots: VecDeque::new(),
+            pool,
+            fetched: Mutex::new(fetched),
+            seal_jobs,
+            sealed: Mutex::new(sealed),
+            work_fd,
             requests: VecDeque::new(),
-            commands: Mutex::new(commands),
-            command_fd,
+            commands: Mutex::new(parts.commands),
+            command_fd: parts.command_fd,
             exit: Some(exit),
-            events,
-            stats,
+            events: parts.events,
+            stats: parts.stats,
             #[cfg(feature = "fault-injection")]
             faults: Faults::new()?,
             next_stream: 1,
@@ -183,16 +297,21 @@ impl PrefetchDevice {
         self
     }
 
-    /// The work of building a bundle for `resource_id` (a prefetch when `demand_cookie` is 0).
-    fn order(&self, task_id: u64, resource_id: u64, min_version: u64, demand_cookie: u32) -> Work {
-        Work::Order(Order {
+    /// The work eventfd, for the epoll set (id [`WORK_EVENT`]).
+    pub(crate) fn work_fd(&self) -> RawFd {
+        self.work_fd.as_raw_fd()
+    }
+
+    /// An order for `resource_id` (a prefetch when `demand_cookie` is 0).
+    fn order(&self, task_id: u64, resource_id: u64, min_version: u64, demand_cookie: u32) -> Order {
+        Order {
             task_id,
             resource_id,
             min_version,
             demand_cookie,
             #[cfg(feature = "fault-injection")]
             tamper: self.faults.tamper,
-        })
+        }
     }
 
     fn emit(&self, event: BackendEvent) {
@@ -214,6 +333,25 @@ impl PrefetchDevice {
         self.emit(BackendEvent::Refused { queue, addr, len });
     }
 
+    fn fetch_job(&mut self, order: &Order) -> FetchJob {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        FetchJob {
+            ticket,
+            resource_id: order.resource_id,
+            min_version: order.min_version,
+            demand: order.demand_cookie != 0,
+            #[cfg(feature = "fault-injection")]
+            tamper: order.tamper,
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// Drains the command channel.
     fn take_commands(&mut self) {
         let _ = self.command_fd.consume();
@@ -222,12 +360,20 @@ impl PrefetchDevice {
             let Ok(Ok(command)) = next else { break };
             match command {
                 Command::Prefetch(order) => {
-                    let work = self.order(order.task_id, order.resource_id, 0, 0);
-                    if self.session.is_some() {
-                        self.staging.push_back(work);
-                    } else {
-                        self.held_orders.push(work);
+                    if self.prefetches.len() >= MAX_QUEUED_PREFETCHES {
+                        warn!(
+                            "prefetch of resource {} dropped: {MAX_QUEUED_PREFETCHES} orders queued",
+                            order.resource_id
+                        );
+                        self.stat(|s| s.prefetches_dropped += 1);
+                        continue;
                     }
+                    let order = self.order(order.task_id, order.resource_id, 0, 0);
+                    self.prefetches.push_back(Prefetch {
+                        order,
+                        fetch: Fetch::Waiting,
+                        held: self.session.is_none(),
+                    });
                 }
                 Command::Dispatch(request) => {
                     let message = Message::Request(virtio_prefetch_wire::Request {
@@ -261,26 +407,258 @@ impl PrefetchDevice {
         }
     }
 
-    /// Builds the next bundle for `work` (signing it now, with the next sequence number).
-    fn build(&mut self, work: Work) -> Option<Outgoing> {
-        let order = match work {
-            Work::Bytes(outgoing) => return Some(*outgoing),
-            Work::Order(order) => order,
-        };
-        let resource_id = order.resource_id;
-        let session = self.session?;
-        #[cfg(feature = "fault-injection")]
-        if let Some(bytes) = self.faults.replay(order.tamper) {
-            let header = BundleHeader::parse(&bytes).ok()?;
-            return Some(self.outgoing(bytes, Some(header)));
+    /// Takes finished fetches and sealed jobs; false when there were none (a wake-up for work
+    /// an earlier run already took).
+    fn take_work(&mut self) -> bool {
+        let _ = self.work_fd.consume();
+        let mut took = false;
+        loop {
+            let next = self
+                .fetched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_recv();
+            let Ok(done) = next else { break };
+            took = true;
+            self.fetch_done(done);
         }
-        let resource = match self.fetch(&order) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("prefetch of resource {resource_id} dropped: {e}");
-                return None;
+        loop {
+            let next = self
+                .sealed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_recv();
+            let Ok(done) = next else { break };
+            took = true;
+            self.seal_done(done);
+        }
+        took
+    }
+
+    fn fetch_done(&mut self, done: Fetched) {
+        if let Some(order) = self.demands.remove(&done.ticket) {
+            match done.result {
+                Ok(resource) => self.fetched_demands.push_back((order, resource)),
+                Err(e) => warn!("demand for resource {} dropped: {e}", order.resource_id),
             }
+            return;
+        }
+        let at = self
+            .prefetches
+            .iter()
+            .position(|p| matches!(p.fetch, Fetch::Running(t) if t == done.ticket));
+        // Otherwise the order is gone (a reset): nothing waits for it.
+        let Some(at) = at else { return };
+        match done.result {
+            Ok(resource) => self.prefetches[at].fetch = Fetch::Done(resource),
+            Err(e) => {
+                warn!(
+                    "prefetch of resource {} dropped: {e}",
+                    self.prefetches[at].order.resource_id
+                );
+                self.prefetches.remove(at);
+            }
+        }
+    }
+
+    fn seal_done(&mut self, done: Sealed) {
+        if done.generation != self.generation {
+            return;
+        }
+        // The sealing thread answers in the order it was asked: the first slot still sealing.
+        let Some(at) = self.slots.iter().position(|s| matches!(s, Slot::Sealing)) else {
+            return;
         };
+        if done.objects.is_empty() {
+            self.slots.remove(at);
+            return;
+        }
+        self.stat(|s| s.signatures += 1);
+        let mut ready = VecDeque::with_capacity(done.objects.len());
+        for object in done.objects {
+            ready.push_back(self.ready(object));
+        }
+        self.slots[at] = Slot::Ready(ready);
+    }
+
+    /// A sealed object, announced and ready to write.
+    fn ready(&mut self, object: SealedObject) -> Outgoing {
+        if let Some((h, statement)) = object.signed {
+            self.emit(BackendEvent::Signed {
+                resource_id: h.resource_id,
+                version: h.resource_version,
+                seq: h.seq,
+                epoch: h.epoch,
+                statement_sha384: statement,
+            });
+            #[cfg(feature = "fault-injection")]
+            self.faults.remember(&object.bytes);
+        }
+        let out = self.outgoing(object.bytes, object.header);
+        #[cfg(feature = "fault-injection")]
+        let out = Outgoing {
+            rewrite: object.rewrite,
+            ..out
+        };
+        out
+    }
+
+    /// Hands waiting prefetches to the pool, in order, while the window and the pool have room.
+    /// The window is `prefetch_window` prefetches submitted and not yet sequenced, or more
+    /// (up to a manifest's worth) while their content stays within [`MAX_BATCH_BYTES`]: small
+    /// resources flow a batch at a time, large ones a few per worker.
+    fn submit(&mut self) {
+        let size = |device: &Self, p: &Prefetch| match &p.fetch {
+            Fetch::Done(r) => r.content.len() as u64,
+            _ => device.store.size_of(p.order.resource_id).unwrap_or(0),
+        };
+        let (mut count, mut bytes) = (0usize, 0u64);
+        for p in self
+            .prefetches
+            .iter()
+            .filter(|p| !matches!(p.fetch, Fetch::Waiting))
+        {
+            count += 1;
+            bytes += size(self, p);
+        }
+        for i in 0..self.prefetches.len() {
+            if !matches!(self.prefetches[i].fetch, Fetch::Waiting) {
+                continue;
+            }
+            let next = size(self, &self.prefetches[i]);
+            let room = count < self.prefetch_window
+                || (count < MAX_BATCH && bytes + next <= MAX_BATCH_BYTES);
+            if !room {
+                return;
+            }
+            let order = self.prefetches[i].order;
+            let job = self.fetch_job(&order);
+            if self.pool.try_submit(job).is_err() {
+                return;
+            }
+            self.prefetches[i].fetch = Fetch::Running(job.ticket);
+            count += 1;
+            bytes += next;
+        }
+    }
+
+    /// How many prefetches at the front go out together: 0 to wait for a member still being
+    /// fetched, 1 for a bundle on its own, 2 or more for a manifest and its bundles.
+    fn batch_len(&self) -> usize {
+        if !self.batch_manifests || self.acked_features & F_MANIFEST == 0 {
+            return 1;
+        }
+        // Only small bundles gain: a signature check (about 0.5 ms in the guest) weighs against
+        // hashing the content (about 1.2 ms per MiB there), while a batch delays its first
+        // bundle until the whole batch is fetched and hashed. So batch bundles up to
+        // MAX_BATCHED_RESOURCE, and at most MAX_BATCH_BYTES of content per manifest.
+        let mut bytes = 0u64;
+        let mut n = 0;
+        for p in self.prefetches.iter().take(MAX_BATCH) {
+            if !p.order.batchable() {
+                break;
+            }
+            let size = match &p.fetch {
+                Fetch::Done(r) => r.content.len() as u64,
+                Fetch::Running(_) => match self.store.size_of(p.order.resource_id) {
+                    Ok(size) => size,
+                    Err(_) => break,
+                },
+                Fetch::Waiting => break,
+            };
+            if size > MAX_BATCHED_RESOURCE || bytes + size > MAX_BATCH_BYTES {
+                break;
+            }
+            if matches!(p.fetch, Fetch::Running(_)) {
+                // The front is fetched (the caller checked): wait for the rest of the run.
+                return 0;
+            }
+            bytes += size;
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Gives fetched resources their place in the delivery order (and their sequence numbers),
+    /// demands first, while fewer than [`SEAL_AHEAD`] slots wait.
+    fn sequence(&mut self) {
+        let Some(session) = self.session else { return };
+        while self.slots.len() < SEAL_AHEAD {
+            if !self.fetched_demands.is_empty() {
+                #[cfg(feature = "fault-injection")]
+                match self.replay(self.fetched_demands[0].0.tamper) {
+                    Replay::Wait => return,
+                    Replay::Sent => {
+                        self.fetched_demands.pop_front();
+                        continue;
+                    }
+                    Replay::No => {}
+                }
+                if let Some((order, resource)) = self.fetched_demands.pop_front() {
+                    self.seal_one(order, resource, session);
+                }
+                continue;
+            }
+            let Some(front) = self.prefetches.front() else {
+                return;
+            };
+            if !matches!(front.fetch, Fetch::Done(_)) {
+                return;
+            }
+            #[cfg(feature = "fault-injection")]
+            match self.replay(front.order.tamper) {
+                Replay::Wait => return,
+                Replay::Sent => {
+                    self.prefetches.pop_front();
+                    continue;
+                }
+                Replay::No => {}
+            }
+            match self.batch_len() {
+                0 => return,
+                1 => {
+                    if let Some(Prefetch {
+                        order,
+                        fetch: Fetch::Done(resource),
+                        ..
+                    }) = self.prefetches.pop_front()
+                    {
+                        self.seal_one(order, resource, session);
+                    }
+                }
+                n => self.seal_batch(n, session),
+            }
+        }
+    }
+
+    /// Sends the last sealed bundle again instead of a new one, for `Tamper::ReplayLast`: the
+    /// last sealed before this place in the order, so it waits for the sealing in progress.
+    #[cfg(feature = "fault-injection")]
+    fn replay(&mut self, tamper: Tamper) -> Replay {
+        if tamper != Tamper::ReplayLast {
+            return Replay::No;
+        }
+        if self.slots.iter().any(|s| matches!(s, Slot::Sealing)) {
+            return Replay::Wait;
+        }
+        let Some(bytes) = self.faults.replay(tamper) else {
+            return Replay::No;
+        };
+        let header = BundleHeader::parse(&bytes).ok();
+        let out = self.outgoing(bytes, header);
+        self.slots.push_back(Slot::Ready(VecDeque::from([out])));
+        Replay::Sent
+    }
+
+    fn send_seal(&mut self, job: SealJob) {
+        self.slots.push_back(Slot::Sealing);
+        if self.seal_jobs.send(job).is_err() {
+            warn!("the sealing thread is gone: nothing more can be signed");
+            self.slots.pop_back();
+        }
+    }
+
+    fn seal_one(&mut self, order: Order, resource: StoredResource, session: Session) {
         #[cfg(feature = "fault-injection")]
         let task_id = Faults::signed_task(order.tamper, order.task_id);
         #[cfg(not(feature = "fault-injection"))]
@@ -290,125 +668,40 @@ impl PrefetchDevice {
             task_id,
             demand_cookie: order.demand_cookie,
         };
-        let mut header = self.signer.header(&spec, &session);
-        self.signer.sign(&mut header);
-        #[cfg(feature = "fault-injection")]
-        self.faults.resign(order.tamper, &mut header);
-        self.stat(|s| s.signatures += 1);
-        self.emit(BackendEvent::Signed {
-            resource_id,
-            version: header.resource_version,
-            seq: header.seq,
-            epoch: session.epoch,
-            statement_sha384: Sha384::digest(header.to_be_signed()).into(),
-        });
-        #[cfg(feature = "fault-injection")]
-        let content = Faults::corrupt(order.tamper, &mut header, resource.content);
-        #[cfg(not(feature = "fault-injection"))]
-        let content = resource.content;
-        let bytes = encode_bundle(&header, &content);
-        #[cfg(feature = "fault-injection")]
-        self.faults.remember(&bytes);
-        let out = self.outgoing(bytes, Some(header));
-        #[cfg(feature = "fault-injection")]
-        let out = Outgoing {
-            rewrite: order.tamper == Tamper::RewriteAfterDelivery,
-            ..out
-        };
-        Some(out)
-    }
-
-    /// With `F_MANIFEST` negotiated, replaces two or more honest prefetch orders at the front
-    /// of the queue by one signed manifest followed by the bundles it covers.
-    fn batch_front(&mut self) {
-        let Some(session) = self.session else { return };
-        if !self.batch_manifests || self.acked_features & F_MANIFEST == 0 {
-            return;
-        }
-        // Only small bundles gain: a signature check (about 0.5 ms in the guest) weighs against
-        // hashing the content (about 1.2 ms per MiB there), while a batch delays its first
-        // bundle until the whole batch is read and hashed here. So batch bundles up to
-        // MAX_BATCHED_RESOURCE, and at most MAX_BATCH_BYTES of content per manifest.
-        let mut batch_bytes = 0u64;
-        let leading = self
-            .staging
-            .iter()
-            .take(MAX_BATCH)
-            .take_while(|w| match w {
-                Work::Order(order) if order.batchable() => {
-                    match self.store.size_of(order.resource_id) {
-                        Ok(size)
-                            if size <= MAX_BATCHED_RESOURCE
-                                && batch_bytes + size <= MAX_BATCH_BYTES =>
-                        {
-                            batch_bytes += size;
-                            true
-                        }
-                        _ => false,
-                    }
-                }
-                _ => false,
-            })
-            .count();
-        if leading < 2 {
-            return;
-        }
-        let mut resources = Vec::with_capacity(leading);
-        for work in self.staging.drain(..leading) {
-            if let Work::Order(order) = work {
-                match self.store.get(order.resource_id, 0) {
-                    Ok(r) => resources.push((order.task_id, r)),
-                    Err(e) => warn!("prefetch of resource {} dropped: {e}", order.resource_id),
-                }
-            }
-        }
-        let specs: Vec<BundleSpec<'_>> = resources
-            .iter()
-            .map(|(task_id, resource)| BundleSpec {
-                resource,
-                task_id: *task_id,
-                demand_cookie: 0,
-            })
-            .collect();
-        let batch = match sign_batch(&mut self.signer, &session, &specs) {
-            Ok(batch) => batch,
-            Err(e) => {
-                warn!("manifest for {} prefetches not built: {e}", specs.len());
-                return;
-            }
-        };
-        self.stat(|s| s.signatures += 1);
-        let mut ready = Vec::with_capacity(batch.bundles.len() + 1);
-        ready.push(self.outgoing(batch.manifest_bytes, None));
-        for ((header, bytes), entry) in batch.bundles.into_iter().zip(batch.entries) {
-            self.emit(BackendEvent::Signed {
-                resource_id: header.resource_id,
-                version: header.resource_version,
-                seq: header.seq,
-                epoch: session.epoch,
-                statement_sha384: entry,
-            });
+        let seq = self.take_seq();
+        let header = bundle_header(&spec, &session, seq);
+        self.send_seal(SealJob::Bundle {
+            generation: self.generation,
+            header: Box::new(header),
+            content: resource.content,
             #[cfg(feature = "fault-injection")]
-            self.faults.remember(&bytes);
-            ready.push(self.outgoing(bytes, Some(header)));
-        }
-        debug!(
-            "manifest seq {} covers {} bundles",
-            batch.manifest.seq,
-            ready.len() - 1
-        );
-        for out in ready.into_iter().rev() {
-            self.staging.push_front(Work::Bytes(Box::new(out)));
-        }
+            tamper: order.tamper,
+        });
     }
 
-    fn fetch(&self, order: &Order) -> Result<StoredResource, crate::store::StoreError> {
-        let newest = self.store.get(order.resource_id, order.min_version)?;
-        #[cfg(feature = "fault-injection")]
-        if let Some(older) = Faults::rollback(order.tamper, self.store.as_ref(), &newest) {
-            return Ok(older);
+    /// Puts the first `n` prefetches (all fetched) under one manifest.
+    fn seal_batch(&mut self, n: usize, session: Session) {
+        let seq = self.take_seq();
+        let mut bundles = Vec::with_capacity(n);
+        for p in self.prefetches.drain(..n).collect::<Vec<_>>() {
+            let Fetch::Done(resource) = p.fetch else {
+                continue;
+            };
+            let spec = BundleSpec {
+                resource: &resource,
+                task_id: p.order.task_id,
+                demand_cookie: 0,
+            };
+            let header = bundle_header(&spec, &session, self.take_seq());
+            bundles.push((header, resource.content));
         }
-        Ok(newest)
+        debug!("manifest seq {seq} covers {} bundles", bundles.len());
+        self.send_seal(SealJob::Batch {
+            generation: self.generation,
+            session,
+            seq,
+            bundles,
+        });
     }
 
     fn outgoing(&mut self, bytes: Vec<u8>, header: Option<BundleHeader>) -> Outgoing {
@@ -440,7 +733,29 @@ impl PrefetchDevice {
         }
     }
 
-    /// Writes chunks of queued bundles into posted staging buffers.
+    /// The next object to write, taken out of the front slot (put back with `unsend`).
+    fn next_object(&mut self) -> Option<Outgoing> {
+        loop {
+            let Some(Slot::Ready(objects)) = self.slots.front_mut() else {
+                return None;
+            };
+            if let Some(out) = objects.pop_front() {
+                return Some(out);
+            }
+            self.slots.pop_front();
+            self.sequence();
+        }
+    }
+
+    fn unsend(&mut self, out: Outgoing) {
+        if let Some(Slot::Ready(objects)) = self.slots.front_mut() {
+            objects.push_front(out);
+        } else {
+            self.slots.push_front(Slot::Ready(VecDeque::from([out])));
+        }
+    }
+
+    /// Writes chunks of sealed objects into posted staging buffers.
     fn pump_staging(&mut self, vring: &VringRwLock) {
         let Some(mem) = self.memory() else { return };
         let mut state = vring.get_mut();
@@ -450,8 +765,9 @@ impl PrefetchDevice {
         #[cfg(feature = "fault-injection")]
         self.rewrite_delivered(&mem);
         let mut used_any = false;
-        while !self.staging.is_empty() {
+        while let Some(mut out) = self.next_object() {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+                self.unsend(out);
                 break;
             };
             let head = chain.head_index();
@@ -472,20 +788,11 @@ impl PrefetchDevice {
                 self.refuse(QueueName::Staging, addr, len);
                 let _ = state.add_used(head, 0);
                 used_any = true;
+                self.unsend(out);
                 continue;
             };
             let room = (desc.len() as usize - MessageHeader::LEN - Chunk::FIXED_LEN)
                 .min(self.config.max_chunk_len as usize);
-            self.batch_front();
-            let Some(work) = self.staging.pop_front() else {
-                break;
-            };
-            let Some(mut out) = self.build(work) else {
-                // Nothing to send after all (unknown resource): give the buffer back.
-                let _ = state.add_used(head, 0);
-                used_any = true;
-                continue;
-            };
             let end = (out.offset + room).min(out.bytes.len());
             let chunk = Message::Chunk(Chunk {
                 stream_id: out.stream_id,
@@ -498,7 +805,7 @@ impl PrefetchDevice {
             if written == 0 || mem.write_slice(&message[..written], desc.addr()).is_err() {
                 self.refuse(QueueName::Staging, desc.addr().0, desc.len());
                 let _ = state.add_used(head, 0);
-                self.staging.push_front(Work::Bytes(Box::new(out)));
+                self.unsend(out);
                 used_any = true;
                 continue;
             }
@@ -507,7 +814,7 @@ impl PrefetchDevice {
             self.stat(|s| s.chunks += 1);
             out.offset = end;
             if out.offset < out.bytes.len() {
-                self.staging.push_front(Work::Bytes(Box::new(out)));
+                self.unsend(out);
                 continue;
             }
             let Some(h) = out.header else {
@@ -667,12 +974,17 @@ impl PrefetchDevice {
                     nonce: hello.nonce,
                     epoch: hello.epoch,
                 });
-                self.signer.new_session();
-                // Bundles built for an older session are useless now; held orders can go.
-                self.staging
-                    .retain(|w| matches!(w, Work::Order(order) if order.demand_cookie == 0));
-                let held = std::mem::take(&mut self.held_orders);
-                self.staging.extend(held);
+                // Bundles sequenced for an older session are useless now (their sealing is
+                // dropped when it comes back), and so are its demands; prefetch orders stay,
+                // with whatever was fetched for them.
+                self.next_seq = 1;
+                self.generation += 1;
+                self.slots.clear();
+                self.demands.clear();
+                self.fetched_demands.clear();
+                for p in &mut self.prefetches {
+                    p.held = false;
+                }
                 self.emit(BackendEvent::Hello {
                     nonce: hello.nonce,
                     epoch: hello.epoch,
@@ -701,6 +1013,20 @@ impl PrefetchDevice {
                     Ok(_) => return refuse(self, Status::TooLarge),
                     Err(_) => return refuse(self, Status::UnknownResource),
                 };
+                if self.demands.len() + self.fetched_demands.len() >= MAX_DEMANDS {
+                    return refuse(self, Status::Busy);
+                }
+                let order = self.order(
+                    demand.task_id,
+                    demand.resource_id,
+                    demand.min_version,
+                    header.cookie,
+                );
+                let job = self.fetch_job(&order);
+                if self.pool.try_submit(job).is_err() {
+                    return refuse(self, Status::Busy);
+                }
+                self.demands.insert(job.ticket, order);
                 self.stat(|s| s.demands += 1);
                 self.emit(BackendEvent::Demand {
                     app_id: demand.app_id,
@@ -708,20 +1034,6 @@ impl PrefetchDevice {
                     resource_id: demand.resource_id,
                     served: true,
                 });
-                // Ahead of queued prefetches, behind a bundle already half-delivered.
-                // Behind every bundle already built (their sequence numbers come first).
-                let at = self
-                    .staging
-                    .iter()
-                    .take_while(|w| matches!(w, Work::Bytes(_)))
-                    .count();
-                let work = self.order(
-                    demand.task_id,
-                    demand.resource_id,
-                    demand.min_version,
-                    header.cookie,
-                );
-                self.staging.insert(at.min(self.staging.len()), work);
                 (
                     Status::Ok,
                     (size + BundleHeader::LEN as u64) as u32,
@@ -791,7 +1103,13 @@ impl VhostUserBackendMut for PrefetchDevice {
     fn reset_device(&mut self) {
         info!("device reset: session ended");
         self.session = None;
-        self.staging.clear();
+        self.generation += 1;
+        self.slots.clear();
+        self.demands.clear();
+        self.fetched_demands.clear();
+        // Orders given before any session stay (the driver resets the device as it boots);
+        // fetches still running for the others come back to no order and are dropped.
+        self.prefetches.retain(|p| p.held);
         self.requests.clear();
         #[cfg(feature = "fault-injection")]
         {
@@ -850,10 +1168,20 @@ impl VhostUserBackendMut for PrefetchDevice {
         match device_event {
             e if e == CONTROL_QUEUE => self.process_control(ctrlq),
             e if e == COMMAND_EVENT => self.take_commands(),
+            e if e == WORK_EVENT => {
+                if !self.take_work() {
+                    // Nothing changed: no run (a run is when a pending staging-buffer rewrite
+                    // of the fault injection happens, and it must follow the guest's copy).
+                    return Ok(());
+                }
+            }
             e if e == REQUEST_QUEUE || e == STAGING_QUEUE => {}
             other => debug!("unknown event {other}"),
         }
-        // Any event can make work possible on the device-to-driver queues.
+        // Any event can make work possible: more fetches, more sealing, the device-to-driver
+        // queues.
+        self.submit();
+        self.sequence();
         self.pump_requests(requestq);
         self.pump_staging(stagingq);
         Ok(())

@@ -40,12 +40,17 @@ pub enum Tamper {
     SignForTask(u64),
 }
 
+/// A fixed key the guest does not know.
+fn foreign_key() -> Option<SigningKey> {
+    let mut foreign = [0x42u8; 48];
+    foreign[0] = 0x11;
+    SigningKey::from_slice(&foreign).ok()
+}
+
 /// The device's fault-injection state.
 pub(crate) struct Faults {
     /// In force for the orders and demands that arrive from now on.
     pub(crate) tamper: Tamper,
-    /// A key the guest does not know.
-    foreign_key: SigningKey,
     /// The last bundle built, for [`Tamper::ReplayLast`].
     last_bundle: Option<Vec<u8>>,
     /// The staging buffer to rewrite at the next stagingq run.
@@ -63,13 +68,9 @@ impl std::fmt::Debug for Faults {
 impl Faults {
     pub(crate) fn new() -> std::io::Result<Self> {
         log::warn!("{FAULT_INJECTION_MARKER}: this backend can tamper with bundles (a test build)");
-        let mut foreign = [0x42u8; 48];
-        foreign[0] = 0x11;
-        let foreign_key = SigningKey::from_slice(&foreign)
-            .map_err(|_| std::io::Error::other("foreign test key"))?;
+        foreign_key().ok_or_else(|| std::io::Error::other("foreign test key"))?;
         Ok(Self {
             tamper: Tamper::None,
-            foreign_key,
             last_bundle: None,
             rewrite_pending: None,
         })
@@ -103,10 +104,13 @@ impl Faults {
         }
     }
 
-    /// Re-signs `header` with the foreign key when `tamper` asks for it.
-    pub(crate) fn resign(&self, tamper: Tamper, header: &mut BundleHeader) {
-        if tamper == Tamper::ForeignKey {
-            let signature: Signature = self.foreign_key.sign(&header.to_be_signed());
+    /// Re-signs `header` with a key the guest does not know when `tamper` asks for it.
+    pub(crate) fn resign(tamper: Tamper, header: &mut BundleHeader) {
+        if tamper != Tamper::ForeignKey {
+            return;
+        }
+        if let Some(key) = foreign_key() {
+            let signature: Signature = key.sign(&header.to_be_signed());
             header.signature.copy_from_slice(&signature.to_bytes());
         }
     }

@@ -7,6 +7,11 @@
 //! [`store`] into the guest's staging buffers. The [`BackendHandle`] orders prefetches and
 //! dispatches requests, and receives what the guest reports.
 //!
+//! The device thread only moves bytes and answers messages: store fetches run in a bounded pool
+//! of `fetch_workers` threads, and signing on a sealing thread behind the
+//! [`signer::StatementSigner`] interface (the `device` module describes the threads, the
+//! back-pressure and how sequence numbers stay in delivery order).
+//!
 //! # Features
 //!
 //! - `fault-injection` (off by default): the hooks the end-to-end tests use to play a hostile
@@ -19,6 +24,8 @@ mod device;
 #[cfg(feature = "fault-injection")]
 mod fault;
 pub mod manifest;
+mod pool;
+mod seal;
 pub mod signer;
 pub mod store;
 
@@ -43,9 +50,12 @@ use vmm_sys_util::{
 };
 
 pub use api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats};
-use device::{Command, PrefetchDevice, COMMAND_EVENT};
+use device::{Command, Parts, PrefetchDevice, COMMAND_EVENT, WORK_EVENT};
+pub use device::{MAX_DEMANDS, MAX_QUEUED_PREFETCHES};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Tamper, FAULT_INJECTION_MARKER};
+pub use pool::{DEFAULT_FETCH_WORKERS, MAX_FETCH_WORKERS};
+use signer::{LocalSigner, StatementSigner};
 use store::ResourceStore;
 
 /// Why the backend could not start, take a command or keep serving. Each message carries its
@@ -74,6 +84,12 @@ pub enum BackendError {
     /// The vhost-user daemon could not be created, accept its frontend or run to the end.
     #[error("vhost-user daemon: {0}")]
     Daemon(vhost_user_backend::Error),
+    /// The fetch workers, the sealing thread or their eventfds could not be started.
+    #[error("cannot start the backend's fetch workers or sealing thread: {0} (out of threads or file descriptors?)")]
+    Workers(std::io::Error),
+    /// A fetch pool size out of range.
+    #[error("fetch_workers must be 1 to {MAX_FETCH_WORKERS}, not {0}")]
+    FetchWorkers(usize),
     /// The device thread could not be started.
     #[error("cannot start the backend thread: {0}")]
     Thread(std::io::Error),
@@ -88,8 +104,11 @@ pub struct BackendConfig {
     pub socket: PathBuf,
     /// Where the resources come from.
     pub store: Arc<dyn ResourceStore>,
-    /// The PTO's signing key.
-    pub key: SigningKey,
+    /// Signs bundles and manifests with the PTO's key.
+    pub signer: Arc<dyn StatementSigner>,
+    /// Threads fetching from the store (1 to [`MAX_FETCH_WORKERS`]): with more than one,
+    /// prefetches leave one of them to demands.
+    pub fetch_workers: usize,
     /// Largest chunk payload per staging buffer.
     pub max_chunk_len: u32,
     /// Largest resource content.
@@ -103,17 +122,20 @@ impl std::fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendConfig")
             .field("socket", &self.socket)
+            .field("fetch_workers", &self.fetch_workers)
             .finish_non_exhaustive()
     }
 }
 
 impl BackendConfig {
-    /// Defaults: 64 KiB chunks, 16 MiB resources, batch manifests when the driver takes them.
+    /// Defaults: 256 KiB chunks, 16 MiB resources, batch manifests when the driver takes them,
+    /// [`DEFAULT_FETCH_WORKERS`] fetch workers, `key` held in this process.
     pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
         Self {
             socket: socket.into(),
             store,
-            key,
+            signer: Arc::new(LocalSigner::new(key)),
+            fetch_workers: DEFAULT_FETCH_WORKERS,
             max_chunk_len: 256 * 1024,
             max_content_len: 16 << 20,
             batch_manifests: true,
@@ -170,20 +192,22 @@ impl Backend {
             max_chunk_len: config.max_chunk_len,
             queue_sizes: [64, 256, 128],
         };
-        let device = PrefetchDevice::new(
-            config.store,
-            config.key,
-            device_config,
-            receiver,
+        if !(1..=MAX_FETCH_WORKERS).contains(&config.fetch_workers) {
+            return Err(BackendError::FetchWorkers(config.fetch_workers));
+        }
+        let device = PrefetchDevice::new(Parts {
+            store: config.store,
+            signer: config.signer,
+            config: device_config,
+            fetch_workers: config.fetch_workers,
+            commands: receiver,
             command_fd,
-            events_tx,
-            stats.clone(),
-        )
-        .map_err(|error| BackendError::Eventfd {
-            what: "exit",
-            error,
-        })?
+            events: events_tx,
+            stats: stats.clone(),
+        })
+        .map_err(BackendError::Workers)?
         .with_batch_manifests(config.batch_manifests);
+        let work_raw = device.work_fd();
         let device = Arc::new(Mutex::new(device));
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("virtio-prefetch".into(), device, mem)
@@ -193,6 +217,12 @@ impl Backend {
                 .register_listener(command_raw, EventSet::IN, u64::from(COMMAND_EVENT))
                 .map_err(|error| BackendError::Eventfd {
                     what: "command",
+                    error,
+                })?;
+            handler
+                .register_listener(work_raw, EventSet::IN, u64::from(WORK_EVENT))
+                .map_err(|error| BackendError::Eventfd {
+                    what: "work",
                     error,
                 })?;
         }

@@ -51,6 +51,11 @@ struct ServeArgs {
     /// Sign every bundle on its own even when the driver takes batch manifests (F_MANIFEST).
     #[arg(long)]
     no_manifests: bool,
+    /// Threads fetching from the store (1 to 64); with more than one, prefetches leave one to
+    /// demands.
+    #[arg(long, default_value_t = see_prefetch_backend::DEFAULT_FETCH_WORKERS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=see_prefetch_backend::MAX_FETCH_WORKERS as u64))]
+    fetch_workers: u64,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +132,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let mut config = BackendConfig::new(&socket, Arc::new(store), key);
     config.batch_manifests = !args.no_manifests;
+    config.fetch_workers = args.fetch_workers as usize;
     let backend = Backend::spawn(config).map_err(|e| e.to_string())?;
     log::info!("listening on {}", socket.display());
     for order in orders {

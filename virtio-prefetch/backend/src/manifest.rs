@@ -8,11 +8,23 @@
 //! `to_be_signed` bytes. The manifest must reach the guest before the bundles it lists.
 
 use sha2::{Digest, Sha384};
+use thiserror::Error;
 use virtio_prefetch_wire::{
     BundleFlags, BundleHeader, ManifestHeader, WireError, DIGEST_LEN, MAX_MANIFEST_ENTRIES,
 };
 
-use crate::signer::{encode_bundle, BundleSpec, Session, Signer};
+use crate::signer::{encode_bundle, BundleSpec, Session, SignError, Signer, StatementSigner};
+
+/// Why a batch was not built.
+#[derive(Debug, Error)]
+pub enum BatchError {
+    /// Too many bundles for one manifest (or none).
+    #[error("a manifest covers 1 to {MAX_MANIFEST_ENTRIES} bundles: {0}")]
+    Wire(#[from] WireError),
+    /// The signer refused or failed.
+    #[error("manifest not signed: {0}")]
+    Sign(#[from] SignError),
+}
 
 /// A signed manifest and the bundles it covers, in delivery order.
 #[derive(Debug)]
@@ -27,27 +39,54 @@ pub struct Batch {
     pub entries: Vec<[u8; DIGEST_LEN]>,
 }
 
-/// Builds and signs a batch for `items` (at most `MAX_MANIFEST_ENTRIES`, all prefetches).
-pub fn sign_batch(
-    signer: &mut Signer,
-    session: &Session,
-    items: &[BundleSpec<'_>],
-) -> Result<Batch, WireError> {
-    let count = u32::try_from(items.len())
+/// The manifest count for `n` bundles, when one manifest may cover them.
+fn count(n: usize) -> Result<u32, WireError> {
+    u32::try_from(n)
         .ok()
         .filter(|&n| n <= MAX_MANIFEST_ENTRIES)
         .ok_or(WireError::BadValue {
             field: "manifest.count",
-            value: items.len() as u64,
-        })?;
+            value: n as u64,
+        })
+}
+
+/// Builds and signs a batch for `items` (at most `MAX_MANIFEST_ENTRIES`, all prefetches),
+/// taking the manifest's and the bundles' sequence numbers from `signer`.
+pub fn sign_batch(
+    signer: &mut Signer,
+    session: &Session,
+    items: &[BundleSpec<'_>],
+) -> Result<Batch, BatchError> {
+    count(items.len())?;
     let seq = signer.take_seq();
-    let mut bundles = Vec::with_capacity(items.len());
-    let mut entries: Vec<[u8; DIGEST_LEN]> = Vec::with_capacity(items.len());
-    for spec in items {
-        let mut header = signer.header(spec, session);
+    let headers: Vec<(BundleHeader, &[u8])> = items
+        .iter()
+        .map(|spec| {
+            (
+                signer.header(spec, session),
+                spec.resource.content.as_slice(),
+            )
+        })
+        .collect();
+    seal_batch(&*signer, session, seq, headers)
+}
+
+/// Signs a batch whose sequence numbers are already chosen: the manifest's `seq`, and each
+/// bundle's in its header (unsigned; marked IN_MANIFEST here), with its content.
+pub fn seal_batch(
+    signer: &dyn StatementSigner,
+    session: &Session,
+    seq: u64,
+    bundles: Vec<(BundleHeader, &[u8])>,
+) -> Result<Batch, BatchError> {
+    let count = count(bundles.len())?;
+    let mut encoded = Vec::with_capacity(bundles.len());
+    let mut entries: Vec<[u8; DIGEST_LEN]> = Vec::with_capacity(bundles.len());
+    for (mut header, content) in bundles {
         header.flags = header.flags.union(BundleFlags::IN_MANIFEST);
+        header.signature = [0; 96];
         entries.push(Sha384::digest(header.to_be_signed()).into());
-        bundles.push((header, encode_bundle(&header, &spec.resource.content)));
+        encoded.push((header, encode_bundle(&header, content)));
     }
     let mut manifest = ManifestHeader {
         count,
@@ -60,13 +99,13 @@ pub fn sign_batch(
     for entry in &entries {
         statement.extend_from_slice(entry);
     }
-    manifest.signature = signer.sign_statement(&statement);
+    manifest.signature = signer.sign_statement(&statement)?;
     let mut manifest_bytes = vec![0u8; ManifestHeader::LEN + entries.len() * DIGEST_LEN];
     manifest.encode(&entries, &mut manifest_bytes)?;
     Ok(Batch {
         manifest,
         manifest_bytes,
-        bundles,
+        bundles: encoded,
         entries,
     })
 }

@@ -1,6 +1,12 @@
 //! Builds signed bundles: the wire crate's header over a stored resource, bound to the guest's
 //! session and a per-session sequence number, signed with ECDSA P-384 over SHA-384 of the
 //! statement `BundleHeader::to_be_signed` defines.
+//!
+//! Signing sits behind [`StatementSigner`], the one operation that needs the PTO's secret key:
+//! [`LocalSigner`] holds the key in this process; a signer in another process implements the
+//! same trait. Sequence numbers are not the signer's business: the device assigns them in the
+//! order it delivers ([`bundle_header`]), and [`Signer`] pairs a key with a counter for callers
+//! that build and sign in one place (tests, benchmarks).
 
 use p384::{
     ecdsa::{signature::Signer as _, Signature, SigningKey},
@@ -39,6 +45,75 @@ pub fn load_key(path: &std::path::Path) -> Result<SigningKey, KeyError> {
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Format {
         path: path.to_path_buf(),
     })
+}
+
+/// Why a statement was not signed.
+#[derive(Debug, Error)]
+pub enum SignError {
+    /// The signer could not be reached or did not answer (a signer in another process).
+    #[error("the signer did not sign: {0} (is the signer process running?)")]
+    Unavailable(#[from] std::io::Error),
+}
+
+/// Signs statements with the PTO key: ECDSA P-384 over SHA-384 of `statement`, r || s.
+pub trait StatementSigner: Send + Sync {
+    /// Signs `statement` (a bundle's `to_be_signed` or a manifest's statement).
+    fn sign_statement(&self, statement: &[u8]) -> Result<[u8; 96], SignError>;
+}
+
+/// The key in this process.
+pub struct LocalSigner {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LocalSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSigner").finish_non_exhaustive()
+    }
+}
+
+impl LocalSigner {
+    /// A signer holding `key`.
+    pub fn new(key: SigningKey) -> Self {
+        Self { key }
+    }
+}
+
+impl StatementSigner for LocalSigner {
+    fn sign_statement(&self, statement: &[u8]) -> Result<[u8; 96], SignError> {
+        Ok(sign_with(&self.key, statement))
+    }
+}
+
+fn sign_with(key: &SigningKey, statement: &[u8]) -> [u8; 96] {
+    let signature: Signature = key.sign(statement);
+    let mut out = [0u8; 96];
+    out.copy_from_slice(&signature.to_bytes());
+    out
+}
+
+/// The unsigned header of a bundle for `spec` in `session`, with sequence number `seq`.
+pub fn bundle_header(spec: &BundleSpec<'_>, session: &Session, seq: u64) -> BundleHeader {
+    let flags = if spec.demand_cookie == 0 {
+        BundleFlags::PREFETCHED
+    } else {
+        BundleFlags::DEMANDED
+    };
+    BundleHeader {
+        flags,
+        kind: spec.resource.kind,
+        app_id: spec.resource.app_id,
+        task_id: spec.task_id,
+        resource_id: spec.resource.id,
+        resource_version: spec.resource.version,
+        content_len: spec.resource.content.len() as u64,
+        content_sha384: spec.resource.sha384,
+        session_nonce: session.nonce,
+        epoch: session.epoch,
+        seq,
+        demand_cookie: spec.demand_cookie,
+        signature: [0; 96],
+    }
 }
 
 /// The guest session bundles are bound to (from its Hello).
@@ -91,43 +166,15 @@ impl Signer {
         seq
     }
 
-    /// ECDSA P-384 (SHA-384) over `statement` with this signer's key: r || s.
-    pub fn sign_statement(&self, statement: &[u8]) -> [u8; 96] {
-        let signature: Signature = self.key.sign(statement);
-        let mut out = [0u8; 96];
-        out.copy_from_slice(&signature.to_bytes());
-        out
-    }
-
     /// Builds the header (unsigned) of the next bundle and consumes a sequence number.
     pub fn header(&mut self, spec: &BundleSpec<'_>, session: &Session) -> BundleHeader {
         let seq = self.take_seq();
-        let flags = if spec.demand_cookie == 0 {
-            BundleFlags::PREFETCHED
-        } else {
-            BundleFlags::DEMANDED
-        };
-        BundleHeader {
-            flags,
-            kind: spec.resource.kind,
-            app_id: spec.resource.app_id,
-            task_id: spec.task_id,
-            resource_id: spec.resource.id,
-            resource_version: spec.resource.version,
-            content_len: spec.resource.content.len() as u64,
-            content_sha384: spec.resource.sha384,
-            session_nonce: session.nonce,
-            epoch: session.epoch,
-            seq,
-            demand_cookie: spec.demand_cookie,
-            signature: [0; 96],
-        }
+        bundle_header(spec, session, seq)
     }
 
     /// Signs `header` in place with this signer's key.
     pub fn sign(&self, header: &mut BundleHeader) {
-        let signature: Signature = self.key.sign(&header.to_be_signed());
-        header.signature.copy_from_slice(&signature.to_bytes());
+        header.signature = sign_with(&self.key, &header.to_be_signed());
     }
 
     /// The verifying key (SEC1, uncompressed) matching this signer.
@@ -135,6 +182,12 @@ impl Signer {
         p384::PublicKey::from(self.key.verifying_key())
             .to_sec1_bytes()
             .to_vec()
+    }
+}
+
+impl StatementSigner for Signer {
+    fn sign_statement(&self, statement: &[u8]) -> Result<[u8; 96], SignError> {
+        Ok(sign_with(&self.key, statement))
     }
 }
 

@@ -366,6 +366,105 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A store for tests whose fetches of chosen resources block until released.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        sync::{Condvar, Mutex, MutexGuard},
+        time::Duration,
+    };
+
+    use super::{ResourceStore, StoreError, StoredResource};
+
+    #[derive(Default)]
+    struct Gates {
+        resources: BTreeMap<u64, StoredResource>,
+        closed: BTreeSet<u64>,
+        entered: BTreeSet<u64>,
+    }
+
+    /// Resources in memory; `get` of a closed resource waits until it is opened.
+    #[derive(Default)]
+    pub(crate) struct GatedStore {
+        gates: Mutex<Gates>,
+        changed: Condvar,
+    }
+
+    impl GatedStore {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+
+        fn gates(&self) -> MutexGuard<'_, Gates> {
+            self.gates.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        pub(crate) fn add(&self, resource: StoredResource) {
+            self.gates().resources.insert(resource.id, resource);
+        }
+
+        pub(crate) fn close(&self, id: u64) {
+            self.gates().closed.insert(id);
+        }
+
+        pub(crate) fn open(&self, id: u64) {
+            self.gates().closed.remove(&id);
+            self.changed.notify_all();
+        }
+
+        /// Whether a fetch of `id` has started.
+        pub(crate) fn entered(&self, id: u64) -> bool {
+            self.gates().entered.contains(&id)
+        }
+
+        /// Waits until a fetch of `id` has started; panics after `limit` (a hung test).
+        pub(crate) fn wait_entered(&self, id: u64, limit: Duration) {
+            let gates = self.gates();
+            let (_gates, timeout) = self
+                .changed
+                .wait_timeout_while(gates, limit, |g| !g.entered.contains(&id))
+                .unwrap_or_else(|p| p.into_inner());
+            assert!(!timeout.timed_out(), "no fetch of resource {id} started");
+        }
+    }
+
+    impl ResourceStore for GatedStore {
+        fn get(&self, id: u64, min_version: u64) -> Result<StoredResource, StoreError> {
+            let mut gates = self.gates();
+            gates.entered.insert(id);
+            self.changed.notify_all();
+            let gates = self
+                .changed
+                .wait_while(gates, |g| g.closed.contains(&id))
+                .unwrap_or_else(|p| p.into_inner());
+            gates
+                .resources
+                .get(&id)
+                .filter(|r| r.version >= min_version)
+                .cloned()
+                .ok_or(StoreError::Unknown { id, min_version })
+        }
+
+        fn get_version(&self, id: u64, version: u64) -> Result<StoredResource, StoreError> {
+            self.get(id, version)
+                .ok()
+                .filter(|r| r.version == version)
+                .ok_or(StoreError::Unknown {
+                    id,
+                    min_version: version,
+                })
+        }
+
+        fn size_of(&self, id: u64) -> Result<u64, StoreError> {
+            let gates = self.gates();
+            let r = gates.resources.get(&id);
+            r.map(|r| r.content.len() as u64)
+                .ok_or(StoreError::Unknown { id, min_version: 0 })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

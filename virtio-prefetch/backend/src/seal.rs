@@ -1,0 +1,298 @@
+//! The sealing thread: signs bundles and manifests (through a [`StatementSigner`]) and encodes
+//! them, off the device thread.
+//!
+//! The device gives each job its sequence numbers before sending it, in the order it will
+//! deliver, and this one thread seals jobs in the order they come, so results come back in
+//! sequence order and the device delivers them as they arrive. Each result goes back on a
+//! channel, and an eventfd wakes the device thread to take it. The device keeps at most a few
+//! jobs outstanding (see `device::SEAL_AHEAD`), so the channel in stays short.
+
+use std::{
+    sync::{mpsc, Arc},
+    thread,
+};
+
+use log::warn;
+use sha2::{Digest, Sha384};
+use virtio_prefetch_wire::BundleHeader;
+use vmm_sys_util::event::EventNotifier;
+
+#[cfg(feature = "fault-injection")]
+use crate::fault::{Faults, Tamper};
+use crate::{
+    manifest::seal_batch,
+    signer::{encode_bundle, Session, StatementSigner},
+};
+
+/// Work for the sealing thread.
+pub(crate) enum SealJob {
+    /// One bundle with its own signature.
+    Bundle {
+        /// The device's session generation when it was sequenced.
+        generation: u64,
+        /// The unsigned header (sequence number set).
+        header: Box<BundleHeader>,
+        content: Vec<u8>,
+        /// The fault injection in force when it was ordered.
+        #[cfg(feature = "fault-injection")]
+        tamper: Tamper,
+    },
+    /// A manifest (sequence number `seq`) and the bundles it covers.
+    Batch {
+        generation: u64,
+        session: Session,
+        seq: u64,
+        bundles: Vec<(BundleHeader, Vec<u8>)>,
+    },
+}
+
+/// One object ready for stagingq.
+#[derive(Debug)]
+pub(crate) struct SealedObject {
+    pub(crate) bytes: Vec<u8>,
+    /// The header as sent (None for a manifest).
+    pub(crate) header: Option<BundleHeader>,
+    /// The header as signed and the SHA-384 of its statement (None for a manifest).
+    pub(crate) signed: Option<(BundleHeader, [u8; 48])>,
+    /// Rewrite the last staging buffer after delivery (Tamper::RewriteAfterDelivery).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) rewrite: bool,
+}
+
+/// A finished job: its objects in delivery order (none when signing failed).
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub(crate) generation: u64,
+    pub(crate) objects: Vec<SealedObject>,
+}
+
+/// Starts the sealing thread; it ends when `jobs`' sender is dropped.
+pub(crate) fn spawn(
+    signer: Arc<dyn StatementSigner>,
+    jobs: mpsc::Receiver<SealJob>,
+    done: mpsc::Sender<Sealed>,
+    wake: EventNotifier,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("prefetch-seal".into())
+        .spawn(move || {
+            for job in jobs {
+                let sealed = seal(signer.as_ref(), job);
+                if done.send(sealed).is_err() {
+                    return;
+                }
+                if let Err(e) = wake.notify() {
+                    warn!("the sealing thread cannot wake the device: {e}");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn object(bytes: Vec<u8>, header: Option<BundleHeader>) -> SealedObject {
+    SealedObject {
+        bytes,
+        header,
+        signed: header.map(|h| (h, Sha384::digest(h.to_be_signed()).into())),
+        #[cfg(feature = "fault-injection")]
+        rewrite: false,
+    }
+}
+
+/// Signs and encodes one job.
+pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
+    match job {
+        SealJob::Bundle {
+            generation,
+            mut header,
+            content,
+            #[cfg(feature = "fault-injection")]
+            tamper,
+        } => {
+            let objects = match signer.sign_statement(&header.to_be_signed()) {
+                Ok(signature) => {
+                    header.signature = signature;
+                    vec![seal_bundle(
+                        *header,
+                        content,
+                        #[cfg(feature = "fault-injection")]
+                        tamper,
+                    )]
+                }
+                Err(e) => {
+                    warn!(
+                        "bundle seq {} for resource {} dropped: {e}",
+                        header.seq, header.resource_id
+                    );
+                    Vec::new()
+                }
+            };
+            Sealed {
+                generation,
+                objects,
+            }
+        }
+        SealJob::Batch {
+            generation,
+            session,
+            seq,
+            bundles,
+        } => {
+            let parts = bundles.iter().map(|(h, c)| (*h, c.as_slice())).collect();
+            let objects = match seal_batch(signer, &session, seq, parts) {
+                Ok(batch) => {
+                    let mut objects = Vec::with_capacity(batch.bundles.len() + 1);
+                    objects.push(object(batch.manifest_bytes, None));
+                    for ((header, bytes), entry) in batch.bundles.into_iter().zip(batch.entries) {
+                        objects.push(SealedObject {
+                            signed: Some((header, entry)),
+                            ..object(bytes, Some(header))
+                        });
+                    }
+                    objects
+                }
+                Err(e) => {
+                    warn!(
+                        "manifest seq {seq} for {} prefetches dropped: {e}",
+                        bundles.len()
+                    );
+                    Vec::new()
+                }
+            };
+            Sealed {
+                generation,
+                objects,
+            }
+        }
+    }
+}
+
+/// Encodes a signed bundle, applying the fault injection asked for.
+fn seal_bundle(
+    header: BundleHeader,
+    content: Vec<u8>,
+    #[cfg(feature = "fault-injection")] tamper: Tamper,
+) -> SealedObject {
+    #[cfg(feature = "fault-injection")]
+    {
+        let mut header = header;
+        Faults::resign(tamper, &mut header);
+        let signed = Some((header, Sha384::digest(header.to_be_signed()).into()));
+        let content = Faults::corrupt(tamper, &mut header, content);
+        SealedObject {
+            bytes: encode_bundle(&header, &content),
+            header: Some(header),
+            signed,
+            rewrite: tamper == Tamper::RewriteAfterDelivery,
+        }
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    object(encode_bundle(&header, &content), Some(header))
+}
+
+#[cfg(test)]
+mod tests {
+    use p384::ecdsa::{signature::Verifier, Signature, SigningKey, VerifyingKey};
+    use virtio_prefetch_wire::{BundleFlags, ManifestHeader, ResourceKind};
+
+    use super::*;
+    use crate::signer::{bundle_header, BundleSpec, LocalSigner, SignError};
+    use crate::store::StoredResource;
+
+    fn key() -> SigningKey {
+        SigningKey::from_slice(&[7u8; 48]).unwrap()
+    }
+
+    const SESSION: Session = Session {
+        nonce: [3; 32],
+        epoch: 5,
+    };
+
+    fn header(resource: &StoredResource, seq: u64) -> BundleHeader {
+        let spec = BundleSpec {
+            resource,
+            task_id: 2,
+            demand_cookie: 0,
+        };
+        bundle_header(&spec, &SESSION, seq)
+    }
+
+    fn bundle_job(resource: &StoredResource, seq: u64) -> SealJob {
+        SealJob::Bundle {
+            generation: 4,
+            header: Box::new(header(resource, seq)),
+            content: resource.content.clone(),
+            #[cfg(feature = "fault-injection")]
+            tamper: Tamper::None,
+        }
+    }
+
+    #[test]
+    fn jobs_come_back_sealed_in_the_order_sent() {
+        let (jobs_tx, jobs) = mpsc::channel();
+        let (done, results) = mpsc::channel();
+        let (_consumer, wake) = vmm_sys_util::event::new_event_consumer_and_notifier(
+            vmm_sys_util::event::EventFlag::NONBLOCK,
+        )
+        .unwrap();
+        spawn(Arc::new(LocalSigner::new(key())), jobs, done, wake).unwrap();
+        let a = StoredResource::new(1, 1, ResourceKind::Data, 9, vec![1; 300]);
+        let b = StoredResource::new(2, 1, ResourceKind::Code, 9, vec![2; 40]);
+        jobs_tx.send(bundle_job(&a, 1)).unwrap();
+        jobs_tx
+            .send(SealJob::Batch {
+                generation: 4,
+                session: SESSION,
+                seq: 2,
+                bundles: vec![
+                    (header(&a, 3), a.content.clone()),
+                    (header(&b, 4), b.content.clone()),
+                ],
+            })
+            .unwrap();
+        let vk = VerifyingKey::from(&key());
+        let one = results.recv().unwrap();
+        assert_eq!((one.generation, one.objects.len()), (4, 1));
+        let (h, body) = BundleHeader::parse_bundle(&one.objects[0].bytes).unwrap();
+        assert_eq!((h.seq, body), (1, a.content.as_slice()));
+        vk.verify(
+            &h.to_be_signed(),
+            &Signature::from_slice(&h.signature).unwrap(),
+        )
+        .expect("a sealed bundle verifies");
+        let batch = results.recv().unwrap();
+        assert_eq!(batch.objects.len(), 3, "the manifest, then its two bundles");
+        let (m, _) = ManifestHeader::parse_manifest(&batch.objects[0].bytes).unwrap();
+        assert_eq!((m.seq, m.count), (2, 2));
+        let seqs: Vec<u64> = batch.objects[1..]
+            .iter()
+            .map(|o| BundleHeader::parse_bundle(&o.bytes).unwrap().0)
+            .inspect(|h| assert!(h.flags.contains(BundleFlags::IN_MANIFEST)))
+            .map(|h| h.seq)
+            .collect();
+        assert_eq!(seqs, [3, 4]);
+    }
+
+    struct Refusing;
+
+    impl StatementSigner for Refusing {
+        fn sign_statement(&self, _: &[u8]) -> Result<[u8; 96], SignError> {
+            Err(SignError::Unavailable(
+                std::io::ErrorKind::ConnectionRefused.into(),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_failed_signature_sends_nothing() {
+        let a = StoredResource::new(1, 1, ResourceKind::Data, 9, vec![1; 30]);
+        assert!(seal(&Refusing, bundle_job(&a, 1)).objects.is_empty());
+        let batch = SealJob::Batch {
+            generation: 1,
+            session: SESSION,
+            seq: 2,
+            bundles: vec![(header(&a, 3), a.content.clone())],
+        };
+        assert!(seal(&Refusing, batch).objects.is_empty());
+    }
+}
