@@ -10,7 +10,15 @@ use see_pto::audit;
 
 const REQUESTS: usize = 6;
 const REPS: usize = 2;
-const MODES: [&str; 5] = ["reactive", "static", "markov", "learned", "oracle"];
+const MODES: [&str; 7] = [
+    "reactive-nocache",
+    "reactive",
+    "push",
+    "static",
+    "markov",
+    "learned",
+    "oracle",
+];
 
 /// A mode's checked results: (tasks checked, tasks dispatched, wrong), from its line
 /// `<mode> checked N of T tasks  wrong M`.
@@ -48,6 +56,11 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         .arg(see_e2e::daemon_bin())
         .arg("--key")
         .arg(&see_e2e::pto_keys().0)
+        .arg("--audit-key")
+        .arg(see_e2e::audit_keys().0)
+        .arg("--audit-pub")
+        .arg(see_e2e::audit_keys().1)
+        .args(["--modes", &MODES.join(",")])
         .args(["--requests", &REQUESTS.to_string()])
         .args(["--reps", &REPS.to_string()])
         .args([

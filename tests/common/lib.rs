@@ -160,6 +160,15 @@ fn guest_image(variable: &str, feature: Option<&str>) -> PathBuf {
     target.join("x86_64-unknown-none/release/see-kernel")
 }
 
+/// The development audit key pair (secret PEM, public SEC1) that signs and checks the audit
+/// logs' checkpoints; `cargo xtask keys` creates it with the PTO's pair.
+pub fn audit_keys() -> (PathBuf, PathBuf) {
+    // Creates both pairs when either is missing (unless SEE_PTO_SIGNING_KEY names the PTO's).
+    pto_keys();
+    let dir = repo_root().join("target/see-keys");
+    (dir.join("audit.key"), dir.join("audit.pub"))
+}
+
 /// The development key pair the guest image embeds (secret PEM, verifying SEC1), created by
 /// `cargo xtask keys` on first use. `SEE_PTO_SIGNING_KEY` names another secret key; the image
 /// must then have been built with its verifying key.
@@ -171,7 +180,13 @@ pub fn pto_keys() -> &'static (PathBuf, PathBuf) {
         if let Some(secret) = std::env::var_os("SEE_PTO_SIGNING_KEY") {
             return (PathBuf::from(secret), pair.1);
         }
-        if !pair.0.is_file() || !pair.1.is_file() {
+        let files = [
+            &pair.0,
+            &pair.1,
+            &dir.join("audit.key"),
+            &dir.join("audit.pub"),
+        ];
+        if files.iter().any(|f| !f.is_file()) {
             build(
                 "the development keys",
                 cargo()
