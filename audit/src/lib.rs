@@ -37,7 +37,7 @@
 //! closing checkpoint (whole runs removed from the end of a log continued across runs): keep
 //! one log per run, or compare the printed head with one kept elsewhere.
 //!
-//! Parsing is strict ([`strict`]): a record that names a key twice is refused.
+//! Parsing is strict (the `strict` module): a record that names a key twice is refused.
 
 pub mod checkpoint;
 mod event;

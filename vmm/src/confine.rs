@@ -163,9 +163,10 @@ pub enum ThreadKind {
 #[cfg(feature = "test-hooks")]
 pub const FORBIDDEN_SYSCALL_ENV: &str = "SEE_VMM_TEST_FORBIDDEN_SYSCALL";
 
-/// Called by each thread where it installs its filter (also when it has none). With the `test-hooks` feature
-/// and [`FORBIDDEN_SYSCALL_ENV`] naming this kind of thread, it opens a TCP socket, which no
-/// list allows: the process must die with `SIGSYS`. Without the feature it does nothing.
+/// Called by each thread where it installs its filter (also when it has none). With the
+/// `test-hooks` feature and `SEE_VMM_TEST_FORBIDDEN_SYSCALL` naming this kind of thread, it
+/// opens a TCP socket, which no list allows: the process must die with `SIGSYS`. Without the
+/// feature it does nothing.
 pub fn test_hook(thread: ThreadKind) {
     #[cfg(feature = "test-hooks")]
     {
