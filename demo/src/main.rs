@@ -294,7 +294,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         working_set as f64 / a.reps as f64 / 1048576.0
     );
     println!(
-        "origin: {} ms + {} MiB/s (every fetch, on one shared link; the device fetches one resource at a time)",
+        "origin: {} ms + {} MiB/s (every fetch, on one shared link; the daemon's fetch pool overlaps their latencies)",
         a.latency_ms, a.bandwidth_mib
     );
     println!(
