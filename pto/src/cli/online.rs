@@ -11,8 +11,8 @@ use see_pto::{
         origin::OriginModel,
         predictor_for,
         simulate::{
-            first_requests, measure_work_ns_per_byte, run_modes, working_set_bytes, SimConfig,
-            Targets,
+            measure_verify_cost, measure_work_ns_per_byte, rep_groups, replay_modes,
+            working_set_bytes, SimConfig, Targets, VerifyCost,
         },
         Mode, ModeSummary, OnlineError, Orchestrator, Policy,
     },
@@ -110,7 +110,7 @@ pub fn audit_cmd(a: &AuditArgs) -> CliResult<()> {
 }
 
 /// Flags mirror `see-demo`'s one to one where both have them: `--latency-ms`,
-/// `--bandwidth-mib`, `--size-scale`, `--budget-mib`, `--requests`, `--eager-prefetch`,
+/// `--bandwidth-mib`, `--size-scale`, `--budget-mib`, `--requests`, `--reps`, `--eager-prefetch`,
 /// `--threshold`, `--top-k`, `--epochs`, `--modes`; the demo's `--think-ms` is
 /// `--think-cap-ms` here and the demo's `--sessions N --seed S` are
 /// `--workload goal --sessions N --workload-seed S`.
@@ -137,9 +137,16 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 300)]
     pub replay: usize,
     /// Replay the first test sessions holding this many requests, the last one cut short (as
-    /// the demo's --requests does), instead of --replay sessions.
+    /// the demo's --requests does), in each of --reps repetitions, instead of --replay
+    /// sessions once.
     #[arg(long)]
     pub requests: Option<usize>,
+    /// Repetitions of --requests requests, as the demo's --reps: the held-out sessions cut in
+    /// order into disjoint groups, each mode replaying each group from a cold guest cache and
+    /// a fresh predictor; the figure compared with the VM is the median over them of each
+    /// one's p50.
+    #[arg(long, default_value_t = 3, requires = "requests")]
+    pub reps: usize,
     /// Staging budget and the guest's store, MiB.
     #[arg(long, default_value_t = (Policy::default().budget_bytes >> 20) as f64)]
     pub budget_mib: f64,
@@ -180,6 +187,14 @@ pub struct SimulateArgs {
     /// Guest work per byte, ns (default: measure see-workload's process here).
     #[arg(long)]
     pub work_ns_per_byte: Option<f64>,
+    /// The guest's signature check of a bundle, us (default: time the driver's P-384 check
+    /// here, scaled like the work: by --work-ns-per-byte over the work measured here).
+    #[arg(long)]
+    pub verify_sig_us: Option<f64>,
+    /// The guest's hash of a bundle's bytes, ns per byte (default: time SHA-384 here, scaled
+    /// like the signature check).
+    #[arg(long)]
+    pub verify_ns_per_byte: Option<f64>,
     #[command(flatten)]
     pub sweep: SweepArgs,
 }
@@ -255,7 +270,9 @@ pub struct Setup {
     pub split: Split,
     /// Training and validation sessions: what the predictors learn from.
     pub past: Trace,
-    /// The replayed test sessions.
+    /// The replayed test sessions, one group per repetition.
+    pub groups: Vec<Vec<Session>>,
+    /// Every group's sessions, in order.
     pub test: Vec<Session>,
 }
 
@@ -279,10 +296,11 @@ impl Setup {
             vocab: trace.vocab.clone(),
             sessions: past,
         };
-        let test: Vec<Session> = match a.requests {
-            Some(n) => first_requests(&split.test, n),
-            None => split.test.iter().take(a.replay).cloned().collect(),
+        let groups = match a.requests {
+            Some(n) => rep_groups(&split.test, a.reps, n)?,
+            None => vec![split.test.iter().take(a.replay).cloned().collect()],
         };
+        let test: Vec<Session> = groups.iter().flatten().cloned().collect();
         if test.is_empty() {
             return Err(
                 "no test sessions to replay: generate more sessions or raise --test-percent".into(),
@@ -294,8 +312,15 @@ impl Setup {
             desc,
             split,
             past,
+            groups,
             test,
         })
+    }
+
+    /// The sessions of the first repetition: what a budget given as a share of the working
+    /// set is a share of (each repetition starts cold, and the demo is given the same budget).
+    pub fn first_group(&self) -> &[Session] {
+        self.groups.first().map_or(&[], Vec::as_slice)
     }
 
     /// The catalogue scaled by `size_scale`.
@@ -327,6 +352,45 @@ pub fn work_cost(a: &SimulateArgs) -> CliResult<(f64, &'static str)> {
     }
 }
 
+/// The guest's bundle check: given, or timed here and scaled by how much slower the guest
+/// works than this host (a given --work-ns-per-byte over the work measured here); and where it
+/// came from.
+pub fn verify_cost(a: &SimulateArgs, work: f64) -> CliResult<(VerifyCost, String)> {
+    let given = |x: Option<f64>, what: &str| match x {
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+        Some(v) => Err(format!("{what} {v} must be >= 0")),
+        None => Ok(None),
+    };
+    let sig_us = given(a.verify_sig_us, "--verify-sig-us")?;
+    let per_byte = given(a.verify_ns_per_byte, "--verify-ns-per-byte")?;
+    if let (Some(s), Some(b)) = (sig_us, per_byte) {
+        return Ok((
+            VerifyCost {
+                sig_ns: s * 1e3,
+                ns_per_byte: b,
+            },
+            "given".into(),
+        ));
+    }
+    let here = measure_verify_cost()?;
+    let factor = match a.work_ns_per_byte {
+        Some(_) => work / measure_work_ns_per_byte()?.max(1e-9),
+        None => 1.0,
+    };
+    let c = here.scaled(factor);
+    Ok((
+        VerifyCost {
+            sig_ns: sig_us.map_or(c.sig_ns, |s| s * 1e3),
+            ns_per_byte: per_byte.unwrap_or(c.ns_per_byte),
+        },
+        format!(
+            "timed here ({:.0} us + {:.2} ns/byte), times {factor:.2} for the guest's speed",
+            here.sig_ns / 1e3,
+            here.ns_per_byte
+        ),
+    ))
+}
+
 /// The simulated costs of `a` with the origin, budget and think-time cap given.
 pub fn sim_config(
     a: &SimulateArgs,
@@ -334,10 +398,13 @@ pub fn sim_config(
     budget: u64,
     think_ms: f64,
     work: f64,
+    verify: VerifyCost,
 ) -> SimConfig {
     SimConfig {
         origin,
         work_ns_per_byte: work,
+        verify_sig_ns: verify.sig_ns as u64,
+        verify_ns_per_byte: verify.ns_per_byte,
         store_budget: budget,
         think_cap_ms: think_ms,
         session_gap_ms: think_ms,
@@ -394,7 +461,7 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     let setup = Setup::new(a)?;
     let cat = setup.scaled(a.size_scale);
     let test = &setup.test;
-    let working_set = working_set_bytes(&cat, test);
+    let working_set = working_set_bytes(&cat, setup.first_group());
     let budget = match a.budget_share {
         Some(s) => (working_set as f64 * positive("--budget-share", s)?) as u64,
         None => (positive("--budget-mib", a.budget_mib)? * 1024.0 * 1024.0) as u64,
@@ -405,7 +472,8 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         a.bandwidth_mib * 1024.0 * 1024.0,
     )?;
     let (work, work_source) = work_cost(a)?;
-    let cfg = sim_config(a, origin, budget, a.think_cap_ms, work);
+    let (verify, verify_source) = verify_cost(a, work)?;
+    let cfg = sim_config(a, origin, budget, a.think_cap_ms, work, verify);
     let learned = if a.modes.contains(&Mode::Learned) {
         Some(LearnedSource::new(a, &setup.trace, &setup.split)?)
     } else {
@@ -413,13 +481,14 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
     };
     let requests: usize = test.iter().map(|s| s.requests.len()).sum();
     println!(
-        "workload: {}; replaying {} test sessions ({requests} requests), trained on {}",
+        "workload: {}; replaying {} test sessions ({requests} requests) in {} repetitions, each mode and repetition from a cold guest and predictor; trained on {}",
         setup.desc,
         test.len(),
+        setup.groups.len(),
         setup.past.sessions.len()
     );
-    println!("{origin}; guest work {work:.2} ns/byte ({work_source}); claim {} us, demand round trip {} us, bundle check {} us; {} demands outstanding, {} origin fetchers",
-        cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, cfg.verify_ns / 1000, cfg.max_demands, cfg.origin_workers);
+    println!("{origin}; guest work {work:.2} ns/byte ({work_source}); claim {} us, demand round trip {} us, bundle check {:.0} us + {:.2} ns/byte ({verify_source}); {} demands outstanding, {} origin fetchers",
+        cfg.claim_ns / 1000, cfg.demand_rtt_ns / 1000, verify.sig_ns / 1e3, verify.ns_per_byte, cfg.max_demands, cfg.origin_workers);
     let total: u64 = cat.resources.iter().map(|r| r.size).sum();
     println!(
         "catalogue {}: {} request types, {} resources, {:.1} MiB in all (size scale {})",
@@ -430,7 +499,7 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         a.size_scale
     );
     println!(
-        "working set of the replayed requests: {:.1} MiB",
+        "working set of the first repetition's requests: {:.1} MiB",
         working_set as f64 / 1048576.0
     );
     println!(
@@ -442,12 +511,23 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         a.think_cap_ms,
         if a.eager_prefetch { "dispatch" } else { "completion" }
     );
-    let rows = run_modes(&cat, test, &a.modes, &cfg, &mut |m, order| {
+    let replays = replay_modes(&cat, &setup.groups, &a.modes, &cfg, &mut |m, order| {
         orchestrator(m, order, &cat, &policy, &setup.past, learned.as_ref())
     })?;
+    let rows: Vec<ModeSummary> = replays.iter().map(|r| r.summary.clone()).collect();
+    println!("the guest's latencies (from the app's start of a request), every repetition pooled");
     println!("{}", ModeSummary::header());
     for r in &rows {
         println!("{r}");
+    }
+    println!("p50 ms, the median over the repetitions of each one's: at the host (from the request's arrival: push waits included) and in the guest");
+    for r in &replays {
+        println!(
+            "{:<16} host {:>8.2}  guest {:>8.2}",
+            r.summary.mode,
+            r.median_rep_p50_ms(true),
+            r.median_rep_p50_ms(false)
+        );
     }
     if let Some(t) = Targets::from_rows(&rows) {
         println!("{}", t.with_working_set(&rows, working_set));

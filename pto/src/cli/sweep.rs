@@ -20,7 +20,8 @@ use see_pto::{
 
 use super::{
     online::{
-        orchestrator, policy, positive, sim_config, work_cost, LearnedSource, Setup, SimulateArgs,
+        orchestrator, policy, positive, sim_config, verify_cost, work_cost, LearnedSource, Setup,
+        SimulateArgs,
     },
     CliResult,
 };
@@ -82,16 +83,21 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
     base.validate()?;
     let setup = Setup::new(a)?;
     let (work, work_source) = work_cost(a)?;
+    let (verify, verify_source) = verify_cost(a, work)?;
     let learned = if a.modes.contains(&Mode::Learned) {
         Some(LearnedSource::new(a, &setup.trace, &setup.split)?)
     } else {
         None
     };
     let requests: usize = setup.test.iter().map(|t| t.requests.len()).sum();
+    let per_rep: usize = setup.first_group().iter().map(|t| t.requests.len()).sum();
     println!(
-        "workload: {}; replaying {} test sessions ({requests} requests) in every mode at every point; guest work {work:.2} ns/byte ({work_source}); {} demands outstanding, {} origin fetchers; intervals: session-level bootstrap, {} resamples",
+        "workload: {}; replaying {} test sessions ({requests} requests, {} repetitions of {per_rep}, each mode and repetition from a cold guest and predictor) in every mode at every point; guest work {work:.2} ns/byte ({work_source}); bundle check {:.0} us + {:.2} ns/byte ({verify_source}); {} demands outstanding, {} origin fetchers; intervals: session-level bootstrap, {} resamples",
         setup.desc,
         setup.test.len(),
+        setup.groups.len(),
+        verify.sig_ns / 1e3,
+        verify.ns_per_byte,
         a.max_demands,
         a.origin_workers,
         s.resamples
@@ -111,15 +117,15 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
             p.validate()
                 .map_err(|e| format!("{param} point {value}: {e}"))?;
             let cat = setup.scaled(positive("size scale", p.size_scale)?);
-            let working_set = working_set_bytes(&cat, &setup.test);
+            let working_set = working_set_bytes(&cat, setup.first_group());
             let budget = p.budget_bytes(working_set);
             let policy = policy(a, budget)?;
             let origin = OriginModel::new(
                 Duration::from_secs_f64(p.latency_ms / 1e3),
                 p.bandwidth_mib * 1024.0 * 1024.0,
             )?;
-            let cfg = sim_config(a, origin, budget, p.think_ms, work);
-            let replays = replay_modes(&cat, &setup.test, &a.modes, &cfg, &mut |m, order| {
+            let cfg = sim_config(a, origin, budget, p.think_ms, work, verify);
+            let replays = replay_modes(&cat, &setup.groups, &a.modes, &cfg, &mut |m, order| {
                 orchestrator(m, order, &cat, &policy, &setup.past, learned.as_ref())
             })?;
             if s.demo_commands {
@@ -138,7 +144,7 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
         print!("{}", sweep::table(&results));
         let path = s.plot_dir.join(format!("sweep-{param}.png"));
         let title = format!(
-            "simulated: speedup of the best predictor over the best non-predictive mode (p50), by {}",
+            "simulated: speedup of the best predictor over the best non-predictive mode (host p50, push waits included), by {}",
             param.axis()
         );
         plot::sweep::speedup(&results, &title, &path)?;
@@ -147,9 +153,10 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
             for r in &results {
                 let modes: Vec<&str> = a.modes.iter().map(|m| m.name()).collect();
                 println!(
-                    "demo: {param} {} {} --requests {requests} --modes {}",
+                    "demo: {param} {} {} --requests {per_rep} --reps {} --modes {}",
                     r.value(),
                     r.point.demo_flags(r.budget_bytes),
+                    setup.groups.len(),
                     modes.join(",")
                 );
             }
@@ -157,7 +164,7 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
         all.extend(results);
     }
     if let Some(vm) = vm {
-        println!("\nthe simulation beside the VM (guest p50s):");
+        println!("\nthe simulation beside the VM (guest p50s, the median over the repetitions):");
         print!("{}", sweep::compare_vm(&all, &vm));
     }
     Ok(())

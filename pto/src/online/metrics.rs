@@ -82,6 +82,28 @@ pub struct ModeSummary {
 }
 
 impl Metrics {
+    /// Adds `other`'s counters and latencies to these: the figures of several runs pooled
+    /// (the simulation's repetitions, each on a fresh orchestrator).
+    pub fn merge(&mut self, other: &Metrics) {
+        self.latencies_ns.extend_from_slice(&other.latencies_ns);
+        self.hits += other.hits;
+        self.cache_hits += other.cache_hits;
+        self.misses += other.misses;
+        self.prefetched += other.prefetched;
+        self.prefetched_bytes += other.prefetched_bytes;
+        self.useful += other.useful;
+        self.useful_bytes += other.useful_bytes;
+        self.wasted += other.wasted;
+        self.wasted_bytes += other.wasted_bytes;
+        self.demand_fetches += other.demand_fetches;
+        self.demand_bytes += other.demand_bytes;
+        self.rejected += other.rejected;
+        self.skipped_budget += other.skipped_budget;
+        self.readopted += other.readopted;
+        self.failed += other.failed;
+        self.plan_ns += other.plan_ns;
+    }
+
     /// The summary row for `mode`.
     pub fn summary(&self, mode: &str) -> ModeSummary {
         let mut l = self.latencies_ns.clone();

@@ -18,15 +18,28 @@
 //!   the bandwidth.
 //!
 //! Costs: a cached claim costs `claim_ns`; a demand costs the ctrlq round trip
-//! (`demand_rtt_ns`), the origin's latency and transfer and the bundle's check (`verify_ns`,
-//! on the guest's CPU); work costs `work_ns_per_byte` per byte ([`measure_work_ns_per_byte`]
-//! measures the real [`see_workload::process`] on this host). Latencies are the guest's, from
-//! dispatch to completion (the demo's "guest" column).
+//! (`demand_rtt_ns`) and the origin's latency and transfer; every bundle, prefetched or
+//! demanded, costs the guest's check of it ([`SimConfig::verify_cost`]: a signature check and a
+//! hash of its bytes, [`measure_verify_cost`] times the real ones on this host) on the guest's
+//! one CPU, where the driver runs it (see the `guest` module); work costs `work_ns_per_byte`
+//! per byte ([`measure_work_ns_per_byte`] measures the real [`see_workload::process`] on this
+//! host).
+//!
+//! Two latencies are kept per request ([`Replay`]): the guest's, from the moment the app starts
+//! the request to its completion (the demo's "guest" column and the orchestrator's summary),
+//! and the host's, from the request's arrival at the host (which the demo's HTTP client
+//! measures; the simulation leaves out the front door's own cost). They differ by what
+//! happens before the guest starts the request: `push` waits at the host until the request
+//! type's recorded set is staged, and any request waits while the guest's CPU finishes
+//! checking bundles that arrived before it.
+//!
+//! Repetitions ([`rep_groups`], [`replay_modes`]) are run as the demo runs them: the held-out
+//! sessions cut in order into disjoint groups of `requests` requests, and every mode replays
+//! every group on a fresh orchestrator (cold predictor state) and a fresh guest (cold cache).
 //!
 //! The modes differ as on the VM: `reactive-nocache` runs a guest without the cache (a claim
 //! consumes the resource, a demanded bundle is not kept) that demands one resource at a time;
-//! `push` stages the plan's push set before the request runs, which waits for it (that wait
-//! counts in its latency, as the service dispatches it only then).
+//! `push` stages the plan's push set before the request is dispatched.
 
 mod guest;
 pub mod sweep;
@@ -45,9 +58,11 @@ pub struct SimConfig {
     pub claim_ns: u64,
     /// The ctrlq round trip of a demand fetch.
     pub demand_rtt_ns: u64,
-    /// Checking a bundle's signature and digest, per bundle (on the guest's CPU for a demand
-    /// fetch, in the background for a prefetch).
-    pub verify_ns: u64,
+    /// The guest's check of a bundle: its signature, per bundle (on the guest's CPU, like
+    /// [`SimConfig::verify_ns_per_byte`]).
+    pub verify_sig_ns: u64,
+    /// The guest's check of a bundle: the hash of its bytes, per byte.
+    pub verify_ns_per_byte: f64,
     /// Demand fetches a request keeps outstanding at once (the guest driver's `max_demands`).
     pub max_demands: usize,
     /// Origin fetches in progress at once (the backend's pool of fetchers, `fetch_workers`:
@@ -69,12 +84,15 @@ pub struct SimConfig {
 }
 
 impl Default for SimConfig {
+    /// The bundle check's defaults are the guest's figures in BENCHMARKS.md (virtio-prefetch:
+    /// about 0.5 ms per signature, 1.2 ms per MiB hashed); `pto simulate` times them here.
     fn default() -> Self {
         Self {
             origin: OriginModel::default(),
             claim_ns: 20_000,
             demand_rtt_ns: 100_000,
-            verify_ns: 500_000,
+            verify_sig_ns: 500_000,
+            verify_ns_per_byte: 1.2,
             max_demands: 8,
             origin_workers: 4,
             eager_prefetch: false,
@@ -84,6 +102,77 @@ impl Default for SimConfig {
             store_budget: super::Policy::default().budget_bytes,
         }
     }
+}
+
+impl SimConfig {
+    /// The guest's check of a bundle of `bytes` bytes: one signature and the hash of its bytes.
+    pub fn verify_cost(&self, bytes: u64) -> u64 {
+        self.verify_sig_ns + (bytes as f64 * self.verify_ns_per_byte) as u64
+    }
+}
+
+/// What the guest's check of a bundle costs: a signature, and a hash per byte.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VerifyCost {
+    /// One ECDSA P-384 signature check, ns.
+    pub sig_ns: f64,
+    /// SHA-384, ns per byte.
+    pub ns_per_byte: f64,
+}
+
+impl VerifyCost {
+    /// This cost on a CPU `factor` times slower.
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            sig_ns: self.sig_ns * factor,
+            ns_per_byte: self.ns_per_byte * factor,
+        }
+    }
+}
+
+/// Why the guest's check could not be timed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The signature of the timed bundle did not check: a broken check must not turn into a
+    /// made-up cost.
+    #[error("timing the guest's bundle check: {0} (the p384 build is broken)")]
+    Signature(#[from] p384::ecdsa::Error),
+}
+
+/// Times the guest driver's check of a bundle on this host, with the same code the driver runs
+/// (`see-guest-driver`'s verify: an ECDSA P-384 signature over the bundle's signed statement
+/// and a SHA-384 of its content): the best of five signature checks, and a hash of 1 MiB (best
+/// of three).
+pub fn measure_verify_cost() -> Result<VerifyCost, MeasureError> {
+    use p384::ecdsa::{
+        signature::{Signer, Verifier},
+        Signature, SigningKey,
+    };
+    use sha2::{Digest, Sha384};
+    let key = SigningKey::from_slice(&[0x5e; 48])?;
+    // A statement the size of a bundle header's: ids, version, sequence and the digest.
+    let statement = [0xa5u8; 160];
+    let sig: Signature = key.sign(&statement);
+    let verifying = key.verifying_key();
+    let mut sig_ns = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        verifying.verify(std::hint::black_box(&statement), &sig)?;
+        sig_ns = sig_ns.min(start.elapsed().as_nanos() as f64);
+    }
+    let content: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut ns_per_byte = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        std::hint::black_box(Sha384::digest(std::hint::black_box(&content)));
+        ns_per_byte = ns_per_byte.min(start.elapsed().as_nanos() as f64 / content.len() as f64);
+    }
+    Ok(VerifyCost {
+        sig_ns,
+        ns_per_byte,
+    })
 }
 
 /// Measures [`see_workload::process`] on this host: ns per resource byte, over a 1 MiB
@@ -176,13 +265,90 @@ pub fn first_requests(test: &[Session], requests: usize) -> Vec<Session> {
     out
 }
 
-/// One mode's replay: its summary and every request's latency, by session.
+/// Why the held-out sessions cannot be cut into repetitions.
+#[derive(Debug, thiserror::Error)]
+#[error("repetition {rep} needs {requests} held-out requests but only {got} are left: the {sessions} held-out sessions hold {held} requests; generate more sessions, or replay fewer repetitions or requests")]
+pub struct NotEnoughHeldOut {
+    /// The repetition that came up short, from 1.
+    pub rep: usize,
+    /// Requests per repetition.
+    pub requests: usize,
+    /// Requests it found.
+    pub got: usize,
+    /// Held-out sessions.
+    pub sessions: usize,
+    /// Their requests.
+    pub held: usize,
+}
+
+/// Cuts `test` into `reps` disjoint groups of `requests` requests each, in order, as the demo
+/// does: each group is [`first_requests`] of what the groups before it left, and a group's last
+/// session, cut short, is not replayed again.
+pub fn rep_groups(
+    test: &[Session],
+    reps: usize,
+    requests: usize,
+) -> Result<Vec<Vec<Session>>, NotEnoughHeldOut> {
+    let mut groups = Vec::with_capacity(reps);
+    let mut rest = test;
+    for rep in 1..=reps {
+        let group = first_requests(rest, requests);
+        let got: usize = group.iter().map(|s| s.requests.len()).sum();
+        if got < requests {
+            return Err(NotEnoughHeldOut {
+                rep,
+                requests,
+                got,
+                sessions: test.len(),
+                held: test.iter().map(|s| s.requests.len()).sum(),
+            });
+        }
+        rest = &rest[group.len().min(rest.len())..];
+        groups.push(group);
+    }
+    Ok(groups)
+}
+
+/// One mode's replay of one or more repetitions: its summary and every request's latency, by
+/// session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Replay {
-    /// The table row.
+    /// The table row: every repetition's counters and guest latencies pooled.
     pub summary: ModeSummary,
-    /// Latency of each request (ns, in the guest), one list per replayed session, in order.
+    /// The guest's latency of each request (ns, from the app's start of the request to its
+    /// completion), one list per replayed session, in order, repetition after repetition.
     pub sessions: Vec<Vec<u64>>,
+    /// The host's latency of the same requests (ns, from the request's arrival at the host:
+    /// the guest's plus the wait for a push set and for the guest's CPU).
+    pub host: Vec<Vec<u64>>,
+    /// How many of `sessions` each repetition replayed, in order.
+    pub reps: Vec<usize>,
+}
+
+impl Replay {
+    /// Each repetition's p50 (ms, nearest rank), of the host's latencies or the guest's.
+    pub fn rep_p50s_ms(&self, host: bool) -> Vec<f64> {
+        let all = if host { &self.host } else { &self.sessions };
+        let mut at = 0;
+        self.reps
+            .iter()
+            .map(|&n| {
+                let end = (at + n).min(all.len());
+                let mut l: Vec<u64> = all[at..end].iter().flatten().copied().collect();
+                at = end;
+                l.sort_unstable();
+                super::percentile(&l, 0.5) as f64 / 1e6
+            })
+            .collect()
+    }
+
+    /// The median over the repetitions of their p50s (ms): the figure `cargo xtask bench
+    /// sweep` reads from the demo (the upper middle one for an even count, as it takes).
+    pub fn median_rep_p50_ms(&self, host: bool) -> f64 {
+        let mut v = self.rep_p50s_ms(host);
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
 }
 
 /// Replays `sessions` (ids of the catalogue's vocabulary) through `orch` against the
@@ -196,7 +362,7 @@ pub fn simulate(
     replay(orch, catalogue, sessions, cfg).map(|r| r.summary)
 }
 
-/// [`simulate`], keeping every request's latency.
+/// [`simulate`] as one repetition (a fresh guest), keeping every request's latency.
 pub fn replay(
     orch: &mut Orchestrator,
     catalogue: &ServiceCatalogue,
@@ -215,9 +381,11 @@ pub fn replay(
     let primed = orch.prime()?;
     guest.receive(orch, t, &primed)?;
     let mut latencies = Vec::with_capacity(sessions.len());
+    let mut host = Vec::with_capacity(sessions.len());
     for (i, s) in sessions.iter().enumerate() {
         let mut prev_at = None;
         let mut mine = Vec::with_capacity(s.requests.len());
+        let mut mine_host = Vec::with_capacity(s.requests.len());
         for r in &s.requests {
             // A type outside the catalogue cannot be served (Trace::drop_unknown leaves them
             // out before a replay).
@@ -234,21 +402,24 @@ pub fn replay(
             prev_at = Some(r.at_ms);
             t += think;
             let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
-            // The push set goes first and the request is dispatched once it is staged.
+            // The push set goes first and the request is dispatched once it is staged (in the
+            // guest's rings); the guest starts it once its CPU is free.
             guest.receive(orch, t, &plan.push)?;
-            let start = plan
+            let dispatched = plan
                 .push
                 .iter()
-                .filter_map(|o| guest.ready_at(o.resource_id))
+                .filter_map(|o| guest.arrives_at(o.resource_id))
                 .fold(t, u64::max);
+            let start = guest.dispatch(dispatched);
             if cfg.eager_prefetch {
                 guest.receive(orch, start, &plan.prefetch)?;
             }
             let mut c = guest.run(orch, name, plan.dispatch.app_id, start)?;
             c.request_id = plan.dispatch.request_id;
-            c.total_ns += start - t;
-            t += c.total_ns;
             mine.push(c.total_ns);
+            let done = start + c.total_ns;
+            mine_host.push(done - t);
+            t = done;
             let follow = orch.on_completion(&c)?;
             if !cfg.eager_prefetch {
                 guest.receive(orch, t, &plan.prefetch)?;
@@ -256,12 +427,15 @@ pub fn replay(
             guest.receive(orch, t, &follow.prefetch)?;
         }
         latencies.push(mine);
+        host.push(mine_host);
         let follow = orch.end_session(i as u64 + 1)?;
         guest.receive(orch, t, &follow.prefetch)?;
     }
     Ok(Replay {
         summary: orch.finish()?,
+        reps: vec![latencies.len()],
         sessions: latencies,
+        host,
     })
 }
 
@@ -397,36 +571,52 @@ impl std::fmt::Display for Targets {
     }
 }
 
-/// Runs `modes` on `test` sessions, each on a fresh orchestrator; `make` builds the
-/// orchestrator of a mode (the oracle gets the replay order).
+/// Runs `modes` on every repetition's sessions (`groups`, see [`rep_groups`]), each mode and
+/// repetition on a fresh orchestrator and guest; `make` builds the orchestrator of a mode (the
+/// oracle gets the repetition's replay order).
 pub fn run_modes(
     catalogue: &Arc<ServiceCatalogue>,
-    test: &[Session],
+    groups: &[Vec<Session>],
     modes: &[Mode],
     cfg: &SimConfig,
     make: &mut dyn FnMut(Mode, Vec<(u64, String)>) -> Result<Orchestrator, OnlineError>,
 ) -> Result<Vec<ModeSummary>, OnlineError> {
-    Ok(replay_modes(catalogue, test, modes, cfg, make)?
+    Ok(replay_modes(catalogue, groups, modes, cfg, make)?
         .into_iter()
         .map(|r| r.summary)
         .collect())
 }
 
-/// [`run_modes`], keeping every request's latency.
+/// [`run_modes`], keeping every request's latency: one [`Replay`] per mode, its repetitions
+/// pooled in order.
 pub fn replay_modes(
     catalogue: &Arc<ServiceCatalogue>,
-    test: &[Session],
+    groups: &[Vec<Session>],
     modes: &[Mode],
     cfg: &SimConfig,
     make: &mut dyn FnMut(Mode, Vec<(u64, String)>) -> Result<Orchestrator, OnlineError>,
 ) -> Result<Vec<Replay>, OnlineError> {
-    let order = replay_order(test, &catalogue.vocabulary());
+    let vocab = catalogue.vocabulary();
     let mut rows = Vec::new();
     for &m in modes {
-        let mut orch = make(m, order.clone())?;
-        let row = replay(&mut orch, catalogue, test, cfg)?;
-        log::info!("{}", row.summary);
-        rows.push(row);
+        let mut metrics = super::Metrics::default();
+        let mut all = Replay {
+            summary: super::Metrics::default().summary(m.name()),
+            sessions: Vec::new(),
+            host: Vec::new(),
+            reps: Vec::new(),
+        };
+        for group in groups {
+            let mut orch = make(m, replay_order(group, &vocab))?;
+            let r = replay(&mut orch, catalogue, group, cfg)?;
+            metrics.merge(orch.metrics());
+            all.reps.push(r.sessions.len());
+            all.sessions.extend(r.sessions);
+            all.host.extend(r.host);
+        }
+        all.summary = metrics.summary(m.name());
+        log::info!("{}", all.summary);
+        rows.push(all);
     }
     Ok(rows)
 }

@@ -1,5 +1,6 @@
 //! A sweep as a PNG: the speedup of the best predictor over the best non-predictive mode at
-//! each point, with its 95 % interval, beside the oracle's (the most prediction could win).
+//! each point, on the host's p50 (push's wait for its set included), with its 95 % interval,
+//! beside the oracle's (the most prediction could win).
 
 use std::path::Path;
 
@@ -52,7 +53,7 @@ pub fn speedup(points: &[PointResult], title: &str, path: &Path) -> Result<(), P
         .x_labels(n + 1)
         .x_label_formatter(&label)
         .x_desc(first.param.axis())
-        .y_desc("p50 speedup over the best non-predictive mode (x)")
+        .y_desc("host p50 speedup over the best non-predictive mode (x)")
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| err(&e))?;

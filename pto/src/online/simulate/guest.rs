@@ -5,10 +5,16 @@
 //! serve app: the cached ones are claimed (and worked on) first, in request order; then every
 //! missing one is demanded together, at most [`SimConfig::max_demands`] outstanding (the next is
 //! sent when one arrives), and each is verified and worked on as it arrives, in arrival order.
-//! The guest has one CPU: claims, checks and work run one after another, and a bundle that
-//! arrives while the CPU works waits for it. A prefetch still on the link when it is claimed is
-//! a miss (the driver does not know it is coming): it is demanded too, and whichever bundle
-//! arrives first serves the claim.
+//! A prefetch still on the link when it is claimed is a miss (the driver does not know it is
+//! coming): it is demanded too, and whichever bundle arrives first serves the claim.
+//!
+//! The guest has one CPU, and checking a bundle (its signature and the hash of its bytes,
+//! [`SimConfig::verify_cost`]) runs on it, where the driver runs it: in its poll of the rings.
+//! The driver polls while the app idles between requests (so a bundle that arrives then is
+//! checked on arrival, and a request dispatched meanwhile waits for the CPU before it starts),
+//! at every claim (so a bundle that arrived while the app worked is checked in the next claim,
+//! inside the request), and while a request waits for its demands. A bundle is claimable only
+//! once checked.
 //!
 //! Fetches go through the origin [`Pool`]: the backend's bounded pool of fetchers, whose fetches
 //! overlap their latencies and share the link's bandwidth.
@@ -25,8 +31,10 @@ use crate::{
 
 /// A bundle in the simulated guest's verified cache.
 struct Held {
-    /// When it is verified and claimable.
-    ready: u64,
+    /// When it is in the guest's rings (the backend has sent it).
+    arrives: u64,
+    /// Checked by the driver: claimable.
+    verified: bool,
     bytes: u64,
     /// Last use (arrival or claim): the guest evicts the least recently used first.
     stamp: u64,
@@ -76,6 +84,8 @@ pub(super) struct Guest<'a> {
     staged: HashMap<u64, Held>,
     held_bytes: u64,
     stamp: u64,
+    /// When the CPU is done with what it did between requests (checking bundles).
+    cpu_free: u64,
 }
 
 impl<'a> Guest<'a> {
@@ -89,12 +99,43 @@ impl<'a> Guest<'a> {
             staged: HashMap::new(),
             held_bytes: 0,
             stamp: 0,
+            cpu_free: 0,
         }
     }
 
-    /// When the bundle of `resource_id` the cache holds is (or was) claimable, if it holds one.
-    pub(super) fn ready_at(&self, resource_id: u64) -> Option<u64> {
-        self.staged.get(&resource_id).map(|h| h.ready)
+    /// When the bundle of `resource_id` the cache holds is (or was) in the guest's rings, if it
+    /// holds one: when the daemon hears it is staged.
+    pub(super) fn arrives_at(&self, resource_id: u64) -> Option<u64> {
+        self.staged.get(&resource_id).map(|h| h.arrives)
+    }
+
+    /// Checks, on the CPU from `cpu` on, every bundle not yet checked that arrives by `until`,
+    /// in arrival order, each no earlier than its arrival; returns when the CPU is done. With
+    /// `until == cpu` this is one poll of the rings; with `until` later it is the guest waiting
+    /// (idle, or for its demands) and checking each bundle as it comes.
+    fn check_arrived(&mut self, mut cpu: u64, until: u64) -> u64 {
+        let mut due: Vec<(u64, u64, u64)> = self
+            .staged
+            .iter()
+            .filter(|(_, h)| !h.verified && h.arrives <= until)
+            .map(|(&id, h)| (h.arrives, id, h.bytes))
+            .collect();
+        due.sort_unstable();
+        for (arrives, id, bytes) in due {
+            cpu = cpu.max(arrives) + self.cfg.verify_cost(bytes);
+            if let Some(h) = self.staged.get_mut(&id) {
+                h.verified = true;
+            }
+        }
+        cpu
+    }
+
+    /// The request dispatched at `at` (it is in the guest's requestq then): the guest, idle
+    /// since its last request, has checked what arrived meanwhile, and the app starts the
+    /// request once its poll is done. Returns when the request starts (the guest's clock).
+    pub(super) fn dispatch(&mut self, at: u64) -> u64 {
+        self.cpu_free = self.check_arrived(self.cpu_free, at);
+        self.cpu_free.max(at)
     }
 
     /// Puts `held` into the cache as the most recently used entry, as the guest driver's
@@ -170,13 +211,13 @@ impl<'a> Guest<'a> {
             if self
                 .staged
                 .get(&o.resource_id)
-                .is_some_and(|h| h.ready <= now)
+                .is_some_and(|h| h.arrives <= now)
             {
                 continue;
             }
-            let ready = self.origin.prefetch(now, o.bytes) + self.cfg.verify_ns;
             let held = Held {
-                ready,
+                arrives: self.origin.prefetch(now, o.bytes),
+                verified: false,
                 bytes: o.bytes,
                 stamp: 0,
                 app_id: o.app_id,
@@ -234,9 +275,14 @@ impl<'a> Guest<'a> {
                 version: res.version,
                 latency_ns: 0,
             };
+            // Each claim polls the rings first: what arrived while the app worked is checked
+            // now, inside the request.
+            let polled = self.check_arrived(cpu, cpu);
+            let checking = polled - cpu;
+            cpu = polled;
             self.stamp += 1;
             let stamp = self.stamp;
-            match self.staged.get_mut(&id).filter(|h| h.ready <= cpu) {
+            match self.staged.get_mut(&id).filter(|h| h.verified) {
                 Some(held) => {
                     // A claim leaves it cached, most recently used (without a cache it is
                     // consumed, silently, as the guest driver does).
@@ -251,7 +297,7 @@ impl<'a> Guest<'a> {
                         }
                     }
                     cpu += self.cfg.claim_ns;
-                    report.latency_ns = self.cfg.claim_ns;
+                    report.latency_ns = checking + self.cfg.claim_ns;
                     orch.on_report(&report)?;
                     timing.hits += 1;
                     timing.claim_ns += cpu - idle_since;
@@ -285,7 +331,7 @@ impl<'a> Guest<'a> {
                 let mut arrives = self.origin.fetch(cpu + half, cat.resources[r].size) + half;
                 // A prefetch of the same resource still on the link may overtake the demand.
                 if let Some(h) = self.staged.get(&id) {
-                    arrives = arrives.min(h.ready.saturating_sub(self.cfg.verify_ns));
+                    arrives = arrives.min(h.arrives);
                 }
                 inflight.push(InFlight {
                     index,
@@ -294,7 +340,10 @@ impl<'a> Guest<'a> {
                 });
             }
             let first = inflight.iter().map(|f| f.arrives).min().unwrap_or(cpu);
-            cpu = cpu.max(first);
+            // Waiting, the driver polls: prefetches that come meanwhile are checked as they
+            // come, then the poll that finds a demand answered checks what else arrived.
+            cpu = self.check_arrived(cpu, first).max(first);
+            cpu = self.check_arrived(cpu, cpu);
             let (mut done, waiting): (Vec<InFlight>, Vec<InFlight>) =
                 inflight.into_iter().partition(|f| f.arrives <= cpu);
             inflight = waiting;
@@ -303,14 +352,18 @@ impl<'a> Guest<'a> {
                 let (pos, r) = wanted[f.index];
                 let res = &cat.resources[r];
                 let id = WireIds::resource(r);
-                // The guest checks the bundle's signature and digest before handing it over.
-                cpu += self.cfg.verify_ns;
+                // The guest checks the bundle's signature and digest before handing it over,
+                // unless a prefetch of it arrived first and was checked above.
+                if !self.staged.get(&id).is_some_and(|h| h.verified) {
+                    cpu += self.cfg.verify_cost(res.size);
+                }
                 let task_id = tasks[pos].task_id;
                 // The demanded bundle enters the cache (evicting as it must) before the guest
                 // reports the demand served; without a cache it is not kept.
                 if self.quirks.cache {
                     let held = Held {
-                        ready: cpu,
+                        arrives: f.arrives,
+                        verified: true,
                         bytes: res.size,
                         stamp: 0,
                         app_id,
@@ -341,6 +394,8 @@ impl<'a> Guest<'a> {
                 idle_since = cpu;
             }
         }
+        // The completion's poll and the idle loop check what arrived during the last work.
+        self.cpu_free = cpu;
         Ok(Completion {
             request_id: 0,
             status: 0,

@@ -46,7 +46,7 @@ fn rows(modes: &[Mode], policy: &Policy) -> Vec<ModeSummary> {
 
 fn rows_with(modes: &[Mode], policy: &Policy, cfg: &SimConfig) -> Vec<ModeSummary> {
     let (cat, train, test) = setup(150);
-    run_modes(&cat, &test, modes, cfg, &mut |m, order| {
+    run_modes(&cat, std::slice::from_ref(&test), modes, cfg, &mut |m, order| {
         if m == Mode::Oracle {
             Orchestrator::oracle(cat.clone(), policy.clone(), order)
         } else {
@@ -340,7 +340,8 @@ fn origin_only(latency_ms: u64, bandwidth: f64) -> SimConfig {
         origin: OriginModel::new(std::time::Duration::from_millis(latency_ms), bandwidth).unwrap(),
         claim_ns: 0,
         demand_rtt_ns: 0,
-        verify_ns: 0,
+        verify_sig_ns: 0,
+        verify_ns_per_byte: 0.0,
         work_ns_per_byte: 0.0,
         store_budget: 1 << 40,
         ..SimConfig::default()
@@ -539,4 +540,182 @@ fn a_guest_without_its_cache_demands_again_one_at_a_time() {
         serial_demands: true,
     });
     assert!(naive.iter().all(|&t| t >= k * latency), "{naive:?}");
+}
+
+/// Every mode replays every repetition from a cold guest and a fresh predictor, as the demo's
+/// fresh SEE per mode and repetition does: the same group replayed twice gives the same
+/// latencies twice, and moves its working set twice.
+#[test]
+fn every_repetition_starts_cold() {
+    let (cat, train, test) = setup(150);
+    let policy = Policy::default();
+    let cfg = SimConfig {
+        store_budget: 1 << 30,
+        ..SimConfig::default()
+    };
+    let mut make = |m: Mode, order: Vec<(u64, String)>| {
+        if m == Mode::Oracle {
+            Orchestrator::oracle(cat.clone(), policy.clone(), order)
+        } else {
+            let p = predictor_for(m, &cat, &train, None)?;
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&train))
+        }
+    };
+    let modes = [Mode::Reactive, Mode::Markov];
+    let once = replay_modes(&cat, std::slice::from_ref(&test), &modes, &cfg, &mut make).unwrap();
+    let twice = replay_modes(&cat, &[test.clone(), test.clone()], &modes, &cfg, &mut make).unwrap();
+    // One warm run through both copies: the second copy finds the cache full.
+    let mut both = test.clone();
+    both.extend(test.iter().cloned());
+    let warm = replay_modes(&cat, std::slice::from_ref(&both), &modes, &cfg, &mut make).unwrap();
+    for ((one, two), warm) in once.iter().zip(&twice).zip(&warm) {
+        let n = test.len();
+        assert_eq!(two.reps, [n, n]);
+        assert_eq!(two.sessions[..n], two.sessions[n..], "{}", one.summary);
+        assert_eq!(two.sessions[..n], one.sessions[..]);
+        assert_eq!(two.summary.demand_fetches, 2 * one.summary.demand_fetches);
+        assert_eq!(two.summary.requests, 2 * one.summary.requests);
+        assert!(
+            warm.summary.demand_fetches < two.summary.demand_fetches,
+            "warm {}\ncold {}",
+            warm.summary,
+            two.summary
+        );
+        let p50s = two.rep_p50s_ms(false);
+        assert_eq!(p50s.len(), 2);
+        assert_eq!(p50s[0], p50s[1]);
+        assert_eq!(two.median_rep_p50_ms(false), one.median_rep_p50_ms(false));
+    }
+    // Reactive's demands: the first copy demands what it needs once, the second from cold
+    // again; warm, it only hits.
+    assert!(once[0].summary.demand_fetches > 0);
+}
+
+#[test]
+fn repetitions_replay_disjoint_groups_like_the_demo() {
+    let (_, _, test) = setup(150);
+    let n = test[0].requests.len() + 2;
+    let groups = rep_groups(&test, 3, n).unwrap();
+    assert_eq!(groups.len(), 3);
+    for g in &groups {
+        assert_eq!(g.iter().map(|s| s.requests.len()).sum::<usize>(), n);
+    }
+    // Group 2 starts at the session after group 1's last, the one cut short.
+    assert_eq!(groups[0][0].requests, test[0].requests);
+    assert_eq!(groups[1][0].requests[..], test[groups[0].len()].requests[..n.min(test[groups[0].len()].requests.len())]);
+    let held: usize = test.iter().map(|s| s.requests.len()).sum();
+    let e = rep_groups(&test, 2, held).unwrap_err();
+    assert_eq!(e.rep, 2);
+    assert!(e.to_string().contains("generate more sessions"), "{e}");
+    assert!(rep_groups(&test, 0, 5).unwrap().is_empty());
+}
+
+/// Push waits at the host for the request type's recorded set: the host's latency holds that
+/// wait, the guest's (which starts when the app starts the request) does not.
+#[test]
+fn push_waits_count_at_the_host_not_in_the_guest() {
+    let (cat, train, test) = setup(150);
+    let policy = Policy::default();
+    let cfg = SimConfig {
+        origin: OriginModel::new(std::time::Duration::from_millis(20), 100.0 * 1048576.0)
+            .unwrap(),
+        store_budget: policy.budget_bytes,
+        ..SimConfig::default()
+    };
+    let rows = replay_modes(
+        &cat,
+        std::slice::from_ref(&test),
+        &[Mode::Reactive, Mode::Push],
+        &cfg,
+        &mut |m, _| {
+            let p = predictor_for(m, &cat, &train, None)?;
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(&train))
+        },
+    )
+    .unwrap();
+    let (reactive, push) = (&rows[0], &rows[1]);
+    let pairs = |r: &Replay| -> Vec<(u64, u64)> {
+        r.host
+            .iter()
+            .flatten()
+            .copied()
+            .zip(r.sessions.iter().flatten().copied())
+            .collect()
+    };
+    assert!(pairs(push).iter().all(|&(h, g)| h >= g));
+    // Every push that had to fetch waited at least the origin's latency before dispatch.
+    let waited = pairs(push)
+        .iter()
+        .filter(|&&(h, g)| h - g >= 20_000_000)
+        .count();
+    assert!(waited > 0, "push never waited for its set");
+    assert!(push.median_rep_p50_ms(false) < push.median_rep_p50_ms(true));
+    // Reactive pushes nothing: it waits at the host only while the guest's CPU finishes
+    // checking a bundle, which it never receives unasked.
+    assert!(pairs(reactive).iter().all(|&(h, g)| h == g));
+}
+
+/// The guest checks every bundle on its one CPU: a demanded bundle inside the request, a
+/// prefetch that arrives while the guest idles before the request starts (not in the guest's
+/// latency), and one that arrives while the app works in the claim that finds it.
+#[test]
+fn bundle_checks_run_where_the_guest_runs_them() {
+    // A cold demand batch: one latency, then every bundle checked, one after another.
+    let base = origin_only(50, 1e15);
+    let (took, sizes) = cold_first_request(&base);
+    let checked = SimConfig {
+        verify_sig_ns: 300_000,
+        verify_ns_per_byte: 2.0,
+        ..base.clone()
+    };
+    let (took_checked, _) = cold_first_request(&checked);
+    let cost: u64 = sizes.iter().map(|&b| checked.verify_cost(b)).sum();
+    assert_eq!(took_checked, took + cost, "{sizes:?}");
+    // The oracle with time to spare: every prefetch arrives and is checked while the guest
+    // idles, so its latencies do not change.
+    let spare = |verify: bool, think_ms: f64| {
+        let cfg = SimConfig {
+            origin: OriginModel::new(std::time::Duration::from_millis(1), 100.0 * 1048576.0)
+                .unwrap(),
+            think_cap_ms: think_ms,
+            session_gap_ms: think_ms,
+            work_ns_per_byte: 5.0,
+            verify_sig_ns: if verify { 500_000 } else { 0 },
+            verify_ns_per_byte: if verify { 2.0 } else { 0.0 },
+            ..base.clone()
+        };
+        let (cat, _, test) = setup(150);
+        let policy = Policy {
+            budget_bytes: 1 << 40,
+            ..Policy::default()
+        };
+        replay_modes(
+            &cat,
+            std::slice::from_ref(&test),
+            &[Mode::Oracle],
+            &cfg,
+            &mut |_, order| Orchestrator::oracle(cat.clone(), policy.clone(), order),
+        )
+        .unwrap()
+        .remove(0)
+    };
+    let (free, paid) = (spare(false, 2_000.0), spare(true, 2_000.0));
+    assert_eq!(paid.summary.hit_rate, 1.0);
+    assert_eq!(paid.sessions, free.sessions, "checked while idle");
+    // No think time: the next request's prefetches arrive while the app still works on this
+    // one, and are checked in its next claims or the next request's, inside the guest's
+    // latency.
+    let (free, paid) = (spare(false, 0.0), spare(true, 0.0));
+    let sum = |r: &Replay| r.sessions.iter().flatten().sum::<u64>();
+    assert!(sum(&paid) > sum(&free), "{}\n{}", paid.summary, free.summary);
+}
+
+#[test]
+fn the_bundle_check_is_timed_on_this_host() {
+    let c = measure_verify_cost().unwrap();
+    // A P-384 check takes tens of microseconds at least; SHA-384 moves well under 100 ns a byte.
+    assert!(c.sig_ns > 10_000.0 && c.sig_ns < 1e9, "{c:?}");
+    assert!(c.ns_per_byte > 0.01 && c.ns_per_byte < 100.0, "{c:?}");
+    let slow = c.scaled(2.0);
+    assert_eq!((slow.sig_ns, slow.ns_per_byte), (2.0 * c.sig_ns, 2.0 * c.ns_per_byte));
 }
