@@ -196,6 +196,34 @@ mod tests {
     }
 
     #[test]
+    fn merged_runs_pool_their_latencies_and_counters() {
+        let a = Metrics {
+            latencies_ns: vec![1_000_000, 3_000_000],
+            hits: 2,
+            misses: 1,
+            demand_fetches: 1,
+            demand_bytes: 10,
+            ..Metrics::default()
+        };
+        let b = Metrics {
+            latencies_ns: vec![2_000_000],
+            cache_hits: 1,
+            prefetched: 4,
+            prefetched_bytes: 40,
+            useful: 1,
+            ..Metrics::default()
+        };
+        let mut m = a.clone();
+        m.merge(&b);
+        assert_eq!(m.latencies_ns, [1_000_000, 3_000_000, 2_000_000]);
+        let s = m.summary("x");
+        assert_eq!((s.requests, s.p50_ms), (3, 2.0));
+        assert_eq!(s.hit_rate, 0.75);
+        assert_eq!(s.precision, Some(0.25));
+        assert_eq!(s.traffic_bytes, 50);
+    }
+
+    #[test]
     fn summary_rates() {
         let m = Metrics {
             latencies_ns: vec![3_000_000, 1_000_000, 2_000_000],

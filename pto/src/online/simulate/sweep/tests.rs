@@ -287,15 +287,26 @@ fn speedups_are_at_the_host_and_the_vm_check_in_the_guest() {
     // Three repetitions: sessions 1, 2 and 3 each.
     push.reps = vec![1, 1, 1];
     let ppm = fixed("ppm", &[&[20, 20], &[20], &[20, 20]]);
-    let r = analyse(Param::OriginLatency, point(), 1, &[reactive, push, ppm], 100);
-    assert_eq!(r.baseline.as_deref(), Some("reactive"), "push is slower at the host");
+    let r = analyse(
+        Param::OriginLatency,
+        point(),
+        1,
+        &[reactive, push, ppm],
+        100,
+    );
+    assert_eq!(
+        r.baseline.as_deref(),
+        Some("reactive"),
+        "push is slower at the host"
+    );
     let s = r.speedup.unwrap();
     assert!((s.estimate - 1.5).abs() < 1e-9, "{s}");
     let push = &r.modes[1];
     assert!((push.p50.estimate - 37.0).abs() < 1e-9, "{:?}", push.p50);
     // The median of the repetitions' guest p50s (12, 12, 16).
     assert_eq!(push.guest_p50, 12.0);
-    let vm = parse_vm_figures("origin-latency,20,push,12.5\norigin-latency,20,reactive,40").unwrap();
+    let vm =
+        parse_vm_figures("origin-latency,20,push,12.5\norigin-latency,20,reactive,40").unwrap();
     let out = compare_vm(&[r], &vm);
     assert!(out.contains("1 of 2 simulated p50s within 15%"), "{out}");
 }
