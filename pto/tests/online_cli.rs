@@ -246,7 +246,7 @@ fn simulate_the_synthetic_function_platform() {
     // The working set of the replay is larger than the 16 MiB budget.
     let ws: f64 = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("working set of the replayed requests: "))
+        .find_map(|l| l.strip_prefix("working set of the first repetition's requests: "))
         .and_then(|l| l.strip_suffix(" MiB"))
         .unwrap()
         .parse()
@@ -308,7 +308,7 @@ fn simulate_sweeps_print_tables_draw_pngs_and_compare_with_the_vm() {
     );
     assert_eq!(
         stdout
-            .matches("speedup of markov over reactive (p50)")
+            .matches("speedup of markov over reactive (host p50)")
             .count(),
         2,
         "{stdout}"
@@ -321,9 +321,15 @@ fn simulate_sweeps_print_tables_draw_pngs_and_compare_with_the_vm() {
         2
     );
     assert!(
-        stdout.contains("--requests 80 --modes reactive,markov,oracle"),
+        stdout.contains("--requests 80 --reps 3 --modes reactive,markov,oracle"),
         "{stdout}"
     );
+    // Three repetitions of 80 requests, as the demo runs them, each from a cold guest.
+    assert!(
+        stdout.contains("3 repetitions of 80, each mode and repetition from a cold guest"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("guest p50"), "{stdout}");
     // The oracle's 1000 ms is far from anything simulated.
     assert!(
         stdout.contains("of 2 simulated p50s within 15%"),

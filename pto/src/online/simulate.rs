@@ -267,7 +267,7 @@ pub fn first_requests(test: &[Session], requests: usize) -> Vec<Session> {
 
 /// Why the held-out sessions cannot be cut into repetitions.
 #[derive(Debug, thiserror::Error)]
-#[error("repetition {rep} needs {requests} held-out requests but only {got} are left: the {sessions} held-out sessions hold {held} requests; generate more sessions, or replay fewer repetitions or requests")]
+#[error("repetition {rep} needs {requests} held-out requests but only {got} are left: the {sessions} held-out sessions hold {held} requests; raise --sessions or lower --reps or --requests")]
 pub struct NotEnoughHeldOut {
     /// The repetition that came up short, from 1.
     pub rep: usize,

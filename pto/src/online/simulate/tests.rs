@@ -615,7 +615,7 @@ fn repetitions_replay_disjoint_groups_like_the_demo() {
     let held: usize = test.iter().map(|s| s.requests.len()).sum();
     let e = rep_groups(&test, 2, held).unwrap_err();
     assert_eq!(e.rep, 2);
-    assert!(e.to_string().contains("generate more sessions"), "{e}");
+    assert!(e.to_string().contains("raise --sessions"), "{e}");
     assert!(rep_groups(&test, 0, 5).unwrap().is_empty());
 }
 
