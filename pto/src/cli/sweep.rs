@@ -144,7 +144,7 @@ pub fn sweep_cmd(a: &SimulateArgs) -> CliResult<()> {
         print!("{}", sweep::table(&results));
         let path = s.plot_dir.join(format!("sweep-{param}.png"));
         let title = format!(
-            "simulated: speedup of the best predictor over the best non-predictive mode (host p50, push waits included), by {}",
+            "simulated speedup at the host (p50, push waits included), by {}",
             param.axis()
         );
         plot::sweep::speedup(&results, &title, &path)?;
