@@ -52,6 +52,9 @@ pub enum DemoError {
     /// The PTO's training, history or audit log.
     #[error("PTO: {0}")]
     Pto(String),
+    /// Too few held-out requests for the repetitions asked for.
+    #[error(transparent)]
+    HeldOut(#[from] see_pto::online::simulate::NotEnoughHeldOut),
 }
 
 fn predictor_arg(s: &str) -> Result<PredictorKind, String> {

@@ -5,10 +5,6 @@
 //! groups of `requests` requests (a group's last session cut short), and every mode of a
 //! repetition replays the same group.
 
-use see_pto::trace::Session;
-
-use crate::{setup::take_requests, DemoError};
-
 /// The runs in order: (repetition from 1, mode), modes interleaved within each repetition.
 pub fn interleave<T: Clone>(reps: usize, modes: &[T]) -> Vec<(usize, T)> {
     (1..=reps)
@@ -16,38 +12,14 @@ pub fn interleave<T: Clone>(reps: usize, modes: &[T]) -> Vec<(usize, T)> {
         .collect()
 }
 
-/// Cuts `test` into `reps` disjoint groups of `requests` requests each, in order.
-pub fn rep_groups(
-    test: &[Session],
-    reps: usize,
-    requests: usize,
-) -> Result<Vec<Vec<Session>>, DemoError> {
-    let mut groups = Vec::with_capacity(reps);
-    let mut rest = test;
-    for rep in 1..=reps {
-        let group = take_requests(rest, requests);
-        let got: usize = group.iter().map(|s| s.requests.len()).sum();
-        if got < requests {
-            let held: usize = test.iter().map(|s| s.requests.len()).sum();
-            return Err(DemoError::Usage(format!(
-                "repetition {rep} needs {requests} held-out requests but only {got} are left: \
-                 the {} held-out sessions hold {held} requests, and {reps} repetitions of \
-                 {requests} need {}; raise --sessions or lower --reps or --requests",
-                test.len(),
-                reps * requests
-            )));
-        }
-        // Skip every session the group used, the one cut short included.
-        let used = group.len();
-        rest = &rest[used.min(rest.len())..];
-        groups.push(group);
-    }
-    Ok(groups)
-}
+/// Cuts the held-out sessions into `reps` disjoint groups of `requests` requests each, in
+/// order: the same cut `pto simulate` replays, so the two compare like with like.
+pub use see_pto::online::simulate::rep_groups;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use see_pto::trace::Session;
 
     #[test]
     fn modes_are_interleaved_within_each_repetition() {

@@ -73,25 +73,6 @@ pub fn load_sessions(
     Ok((t, desc))
 }
 
-/// The first sessions of `test` holding `requests` requests (the last one cut short).
-pub fn take_requests(test: &[Session], requests: usize) -> Vec<Session> {
-    let mut out = Vec::new();
-    let mut n = 0;
-    for s in test {
-        if n >= requests {
-            break;
-        }
-        let mut s = s.clone();
-        s.requests.truncate(requests - n);
-        s.truth.truncate(s.requests.len());
-        n += s.requests.len();
-        if !s.requests.is_empty() {
-            out.push(s);
-        }
-    }
-    out
-}
-
 /// Trains the LSTM on `train` (early stopping on `val`), fits its mixture with PPM on `val`
 /// as `pto train` does, and saves the checkpoint under `out/model/lstm`; returns its path.
 pub fn train_learned(
@@ -163,19 +144,6 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "s1,home\ns2,search\n"
-        );
-    }
-
-    #[test]
-    fn take_requests_cuts_the_last_session_short() {
-        let s = |n: usize| Session {
-            requests: vec![see_pto::trace::Request { kind: 1, at_ms: 0 }; n],
-            ..Session::default()
-        };
-        let got = take_requests(&[s(3), s(4), s(5)], 5);
-        assert_eq!(
-            got.iter().map(|s| s.requests.len()).collect::<Vec<_>>(),
-            [3, 2]
         );
     }
 }
