@@ -100,7 +100,7 @@ impl ThreadFilters {
     pub fn compile() -> Result<Self, SandboxError> {
         let filters = ThreadKind::ALL
             .into_iter()
-            .map(|k| Ok((k, allow_list(k).compile()?)))
+            .map(|k| -> Result<_, SandboxError> { Ok((k, allow_list(k).compile()?)) })
             .collect::<Result<_, SandboxError>>()?;
         Ok(Self { filters })
     }
@@ -145,9 +145,14 @@ pub fn file_rules(config: &Config) -> FileRules {
         .read_only(&config.store)
         .read_only(&config.key)
         .read_only("/dev/urandom");
-    for path in [&config.audit_key, &config.catalogue, &config.model, &config.oracle_trace]
-        .into_iter()
-        .flatten()
+    for path in [
+        &config.audit_key,
+        &config.catalogue,
+        &config.model,
+        &config.oracle_trace,
+    ]
+    .into_iter()
+    .flatten()
     {
         rules = rules.read_only(path);
     }
@@ -220,7 +225,12 @@ fn common(list: AllowList) -> AllowList {
         // A std HashMap's keys (per thread), ECDSA nonces' extra entropy.
         .allow(&[SYS_getrandom])
         // A thread's end; signal returns; abort() on a fatal error.
-        .allow(&[SYS_sigaltstack, SYS_rt_sigprocmask, SYS_exit, SYS_rt_sigreturn])
+        .allow(&[
+            SYS_sigaltstack,
+            SYS_rt_sigprocmask,
+            SYS_exit,
+            SYS_rt_sigreturn,
+        ])
         .allow(&[SYS_getpid, SYS_gettid, SYS_tgkill])
 }
 
@@ -247,20 +257,46 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
         ThreadKind::Http => list
             // The tokio reactor and the connections it accepts.
             .allow(&[SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_ctl])
-            .allow(&[SYS_accept4, SYS_recvfrom, SYS_sendto, SYS_recvmsg, SYS_sendmsg])
+            .allow(&[
+                SYS_accept4,
+                SYS_recvfrom,
+                SYS_sendto,
+                SYS_recvmsg,
+                SYS_sendmsg,
+            ])
             .allow(&[SYS_shutdown, SYS_setsockopt, SYS_getsockopt])
             .allow(&[SYS_getsockname, SYS_getpeername]),
         ThreadKind::Engine => read_files(list)
             // The SQLite history and the audit log: files and journals in their directories,
             // locks, syncs.
             .allow(&[SYS_pwrite64, SYS_fsync, SYS_fdatasync, SYS_ftruncate])
-            .allow(&[SYS_unlink, SYS_unlinkat, SYS_fchmod, SYS_fchown, SYS_geteuid])
-            .allow(&[SYS_access, SYS_faccessat, SYS_faccessat2, SYS_getcwd, SYS_readlink])
+            .allow(&[
+                SYS_unlink,
+                SYS_unlinkat,
+                SYS_fchmod,
+                SYS_fchown,
+                SYS_geteuid,
+            ])
+            .allow(&[
+                SYS_access,
+                SYS_faccessat,
+                SYS_faccessat2,
+                SYS_getcwd,
+                SYS_readlink,
+            ])
             .allow_arg(
                 SYS_fcntl,
                 1,
-                &[F_SETLK, F_SETLKW, F_GETLK, F_SETFD, F_SETFL, F_OFD_SETLK, F_OFD_GETLK]
-                    .map(|c| c as u64),
+                &[
+                    F_SETLK,
+                    F_SETLKW,
+                    F_GETLK,
+                    F_SETFD,
+                    F_SETFL,
+                    F_OFD_SETLK,
+                    F_OFD_GETLK,
+                ]
+                .map(|c| c as u64),
             ),
         ThreadKind::Events | ThreadKind::Seal | ThreadKind::Device => list
             // The device thread's epoll loop (queue kicks, commands, finished work).
@@ -270,12 +306,24 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
             // Accepts the VMM, then speaks vhost-user: messages with fds, the shared window's
             // memfd mapped (MAP_SHARED, never executable), the queues' eventfds in the device
             // thread's epoll set, the connection closed at the end.
-            .allow(&[SYS_accept4, SYS_accept, SYS_recvmsg, SYS_sendmsg, SYS_shutdown])
+            .allow(&[
+                SYS_accept4,
+                SYS_accept,
+                SYS_recvmsg,
+                SYS_sendmsg,
+                SYS_shutdown,
+            ])
             .allow(&[SYS_epoll_ctl, SYS_fstat, SYS_statx, SYS_newfstatat])
-            .allow_arg(SYS_fcntl, 1, &[F_DUPFD_CLOEXEC as u64, F_SETFL as u64, F_SETFD as u64])
+            .allow_arg(
+                SYS_fcntl,
+                1,
+                &[F_DUPFD_CLOEXEC as u64, F_SETFL as u64, F_SETFD as u64],
+            )
             // The protocol thread, started once the VMM is in: pthread_create and the new
             // thread's set-up (robust list, rseq, its name).
             .allow(&[SYS_clone3, SYS_set_robust_list, SYS_rseq])
+            // std's set_nonblocking on the socket.
+            .allow_arg(SYS_ioctl, 1, &[FIONBIO])
             .allow_arg_with(SYS_clone, 0, CLONE_THREAD as u64)
             .allow_arg(SYS_prctl, 0, &[PR_SET_NAME as u64]),
     }
@@ -294,13 +342,15 @@ pub const READ_PATH_ENV: &str = "SEE_DAEMON_TEST_READ";
 /// the feature it does nothing.
 pub fn test_hook(kind: ThreadKind) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var(FORBIDDEN_SYSCALL_ENV).is_ok_and(|v| v == kind.name()) {
-        log::warn!(
-            "test hook: the {} thread calls socket(), which is off its list",
-            kind.name()
-        );
-        // SAFETY: socket() takes integers only; the fd, if any, is leaked on purpose.
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    {
+        if std::env::var(FORBIDDEN_SYSCALL_ENV).is_ok_and(|v| v == kind.name()) {
+            log::warn!(
+                "test hook: the {} thread calls socket(), which is off its list",
+                kind.name()
+            );
+            // SAFETY: socket() takes integers only; the fd, if any, is leaked on purpose.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        }
     }
     #[cfg(not(feature = "test-hooks"))]
     let _ = kind;
@@ -311,14 +361,16 @@ pub fn test_hook(kind: ThreadKind) {
 /// feature it does nothing.
 pub fn read_hook() {
     #[cfg(feature = "test-hooks")]
-    if let Some(path) = std::env::var_os(READ_PATH_ENV) {
-        match std::fs::read(&path) {
-            Ok(bytes) => log::warn!(
-                "test hook: read {}: {} bytes",
-                Path::new(&path).display(),
-                bytes.len()
-            ),
-            Err(e) => log::warn!("test hook: read {}: {e}", Path::new(&path).display()),
+    {
+        if let Some(path) = std::env::var_os(READ_PATH_ENV) {
+            match std::fs::read(&path) {
+                Ok(bytes) => log::warn!(
+                    "test hook: read {}: {} bytes",
+                    Path::new(&path).display(),
+                    bytes.len()
+                ),
+                Err(e) => log::warn!("test hook: read {}: {e}", Path::new(&path).display()),
+            }
         }
     }
 }

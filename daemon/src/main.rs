@@ -144,8 +144,9 @@ fn serve(args: ServeArgs, sandbox: SandboxArgs) -> Result<(), MainError> {
         see_sandbox::drop_privileges(c)?;
     }
     let mut daemon = see_daemon::start_confined(config, filters.map(Arc::new))?;
-    daemon.confine_main();
+    // Landlock already holds for this thread; its seccomp list (next) allows no open.
     confine::read_hook();
+    daemon.confine_main();
     println!("see-daemon: listening on {}", daemon.address());
     daemon.wait_for_signal()?;
     daemon.shutdown();

@@ -66,9 +66,10 @@ fn wait(child: &mut Child) -> (ExitStatus, String) {
 /// Starts the daemon and waits for its "listening" line; returns the address.
 fn listening(child: &mut Child) -> Option<String> {
     let out = BufReader::new(child.stdout.take().unwrap());
-    out.lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("see-daemon: listening on ").map(str::to_owned))
+    out.lines().map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("see-daemon: listening on ")
+            .map(str::to_owned)
+    })
 }
 
 fn sigterm(child: &Child) {
@@ -107,7 +108,11 @@ fn assert_killed_by_sigsys(kind: &str) {
         .spawn()
         .unwrap();
     let (status, err) = wait(&mut child);
-    assert_eq!(status.signal(), Some(libc::SIGSYS), "{kind}: {status} {err}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSYS),
+        "{kind}: {status} {err}"
+    );
     // The hook logged before its call: the death is the hook's, not a missing list entry.
     assert!(
         err.contains(&format!("test hook: the {kind} thread calls socket()")),
@@ -140,7 +145,10 @@ fn a_path_outside_the_landlock_rules_is_refused() {
         let (status, err) = wait(&mut child);
         assert_eq!(status.code(), Some(0), "{args:?}: {status}: {err}");
         let line = format!("test hook: read {}: {expect}", secret.display());
-        assert!(err.contains(&line), "{args:?}: expected {line:?} in:\n{err}");
+        assert!(
+            err.contains(&line),
+            "{args:?}: expected {line:?} in:\n{err}"
+        );
     }
 }
 
@@ -173,6 +181,9 @@ fn user_without_root_is_refused_before_anything_runs() {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("--user needs the process to start as root"), "{err}");
+    assert!(
+        err.contains("--user needs the process to start as root"),
+        "{err}"
+    );
     assert!(!dir.path().join("store").exists(), "nothing ran: {err}");
 }

@@ -145,7 +145,11 @@ fuzz_target!(|data: &[u8]| {
             2 | 3 => {
                 let slot = input.u16() % QSIZE;
                 let head = input.u16() % (QSIZE + 2);
-                let _ = mocks[q].avail().ring().ref_at(slot.into()).map(|r| r.store(head));
+                let _ = mocks[q]
+                    .avail()
+                    .ring()
+                    .ref_at(slot.into())
+                    .map(|r| r.store(head));
                 avail_idx[q] = if input.byte() % 4 == 0 {
                     input.u16()
                 } else {
@@ -176,7 +180,11 @@ fuzz_target!(|data: &[u8]| {
         for m in &mocks {
             for i in 0..QSIZE {
                 let elem = m.used().ring().ref_at(i.into()).unwrap().load();
-                assert!(elem.id() < u32::from(QSIZE), "used id {} out of the table", elem.id());
+                assert!(
+                    elem.id() < u32::from(QSIZE),
+                    "used id {} out of the table",
+                    elem.id()
+                );
             }
         }
     }

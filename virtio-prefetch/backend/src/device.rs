@@ -76,8 +76,10 @@ use vmm_sys_util::{
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
 use crate::{
+    api::{
+        BackendEvent, BackendThread, Eviction, PrefetchOrder, QueueName, Request, Stats, ThreadHook,
+    },
     limit::{LogLimiter, TokenBucket},
-    api::{BackendEvent, BackendThread, Eviction, PrefetchOrder, QueueName, Request, Stats, ThreadHook},
     pool::{FetchJob, FetchPool, Fetched},
     seal::{self, SealJob, Sealed, SealedObject},
     signer::{bundle_header, BundleSpec, Session, StatementSigner},

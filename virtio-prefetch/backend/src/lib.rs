@@ -59,9 +59,9 @@ pub use api::{
 };
 use device::{Command, Parts, PrefetchDevice, COMMAND_EVENT, WORK_EVENT};
 pub use device::{EVENT_QUEUE, MAX_DEMANDS, MAX_QUEUED_PREFETCHES};
-pub use limit::{DEMAND_BURST, DEMAND_RATE_PER_SEC};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Tamper, FAULT_INJECTION_MARKER};
+pub use limit::{DEMAND_BURST, DEMAND_RATE_PER_SEC};
 pub use pool::{DEFAULT_FETCH_WORKERS, MAX_FETCH_WORKERS};
 use signer::{LocalSigner, StatementSigner};
 use store::ResourceStore;

@@ -18,9 +18,9 @@ use std::{
 use log::warn;
 use vmm_sys_util::event::EventNotifier;
 
+use crate::api::{BackendThread, ThreadHook};
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
-use crate::api::{BackendThread, ThreadHook};
 use crate::store::{ResourceStore, StoreError, StoredResource};
 
 /// Default number of fetch workers.

@@ -102,8 +102,15 @@ fn a_flood_of_demands_and_reports_stays_bounded() {
     let grown = rss_kib().saturating_sub(before);
     let stats = backend.stats();
     eprintln!("answers {answers:?}; RSS grew by {grown} KiB; {stats:?}");
-    assert_eq!(answers.values().sum::<usize>(), FLOOD, "every message answered");
-    assert_eq!(answers.get("Ok").copied().unwrap_or(0) as u64, stats.demands + stats.reports);
+    assert_eq!(
+        answers.values().sum::<usize>(),
+        FLOOD,
+        "every message answered"
+    );
+    assert_eq!(
+        answers.get("Ok").copied().unwrap_or(0) as u64,
+        stats.demands + stats.reports
+    );
     assert_eq!(stats.reports as usize, FLOOD / 2);
     assert_eq!(stats.demands + stats.demands_refused, FLOOD as u64 / 2);
     // Staging never drains, so at most MAX_DEMANDS demands (plus those already delivered into
