@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod confine;
 mod engine;
 pub mod error;
 pub mod guest;
@@ -33,7 +34,9 @@ use std::{
 };
 
 use log::{info, warn};
-use see_prefetch_backend::{signer::load_key, Backend, BackendConfig, BackendHandle};
+use see_prefetch_backend::{
+    signer::load_key, Backend, BackendConfig, BackendHandle, BackendThread,
+};
 use see_pto::{
     audit::{AuditLog, FsyncPolicy, KeySigner},
     history::History,
@@ -44,6 +47,7 @@ pub use config::{Config, Listen, PredictorKind};
 pub use error::{ConfigError, DaemonError};
 
 use crate::{
+    confine::{ThreadFilters, ThreadKind},
     engine::{Engine, EngineSettings, Input},
     origin::OriginStore,
     service::{Shared, State},
@@ -173,10 +177,28 @@ pub struct Daemon {
     backend: Arc<BackendHandle>,
     shared: Arc<Shared>,
     address: String,
+    signals: Signals,
+    filters: Option<Arc<ThreadFilters>>,
 }
 
-/// Starts the daemon described by `config`.
+/// SIGINT and SIGTERM, registered when the daemon starts (before any thread is confined).
+#[derive(Debug)]
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// Starts the daemon described by `config`, unconfined.
 pub fn start(config: Config) -> Result<Daemon, DaemonError> {
+    start_confined(config, None)
+}
+
+/// Starts the daemon; with `filters`, each thread it starts installs the seccomp filter of its
+/// kind first ([`confine`]), and [`Daemon::confine_main`] confines the calling thread.
+pub fn start_confined(
+    config: Config,
+    filters: Option<Arc<ThreadFilters>>,
+) -> Result<Daemon, DaemonError> {
     config.validate()?;
     let cat = Arc::new(config.load_catalogue()?);
     let key = load_key(&config.key)?;
@@ -204,6 +226,10 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
     }
     let mut backend_config = BackendConfig::new(&config.socket, origin.clone(), key);
     backend_config.fetch_workers = config.fetch_workers;
+    let hook_filters = filters.clone();
+    backend_config.on_thread_start = Some(Arc::new(move |t: BackendThread| {
+        confine::enter(hook_filters.as_deref(), t.into())
+    }));
     let backend = Arc::new(Backend::spawn(backend_config)?);
     info!(
         "vhost-user socket {}: waiting for the VMM",
@@ -226,9 +252,13 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
         shared.clone(),
         settings,
     );
+    let engine_filters = filters.clone();
     let engine = thread::Builder::new()
         .name("pto-engine".into())
-        .spawn(move || engine.run(engine_rx))
+        .spawn(move || {
+            confine::enter(engine_filters.as_deref(), ThreadKind::Engine);
+            engine.run(engine_rx)
+        })
         .map_err(|source| DaemonError::Start {
             what: "engine thread",
             source,
@@ -236,17 +266,23 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
     let stop_forwarder = Arc::new(AtomicBool::new(false));
     let forwarder = {
         let (backend, tx, stop) = (backend.clone(), engine_tx.clone(), stop_forwarder.clone());
+        let filters = filters.clone();
         thread::Builder::new()
             .name("device-events".into())
-            .spawn(move || engine::forward_events(backend, tx, stop))
+            .spawn(move || {
+                confine::enter(filters.as_deref(), ThreadKind::Events);
+                engine::forward_events(backend, tx, stop)
+            })
             .map_err(|source| DaemonError::Start {
                 what: "event thread",
                 source,
             })?
     };
+    let http_filters = filters.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("front-door")
+        .on_thread_start(move || confine::enter(http_filters.as_deref(), ThreadKind::Http))
         .enable_all()
         .build()
         .map_err(|source| DaemonError::Start {
@@ -310,6 +346,15 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
         }
     };
     info!("front door: {address}");
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = runtime.enter();
+        let handler = |what| move |source| DaemonError::Start { what, source };
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).map_err(handler("SIGINT handler"))?,
+            terminate: signal(SignalKind::terminate()).map_err(handler("SIGTERM handler"))?,
+        }
+    };
     Ok(Daemon {
         runtime,
         server: Some(server),
@@ -321,6 +366,8 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
         backend,
         shared,
         address,
+        signals,
+        filters,
     })
 }
 
@@ -335,22 +382,26 @@ impl Daemon {
         matches!(self.shared.state(), State::Down(_))
     }
 
+    /// Installs the main thread's seccomp filter on the calling thread, when the daemon was
+    /// started with filters: call it from the thread that started the daemon, which then only
+    /// waits for a signal and stops the daemon.
+    pub fn confine_main(&self) {
+        confine::enter(self.filters.as_deref(), ThreadKind::Main);
+    }
+
     /// Blocks until SIGINT or SIGTERM.
-    pub fn wait_for_signal(&self) -> Result<(), DaemonError> {
+    pub fn wait_for_signal(&mut self) -> Result<(), DaemonError> {
+        let Signals {
+            interrupt,
+            terminate,
+        } = &mut self.signals;
         self.runtime.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(
-                    |source| DaemonError::Start {
-                        what: "SIGTERM handler",
-                        source,
-                    },
-                )?;
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = interrupt.recv() => info!("SIGINT: shutting down"),
+                _ = terminate.recv() => info!("SIGTERM: shutting down"),
             }
-            Ok(())
-        })
+        });
+        Ok(())
     }
 
     /// Stops taking requests, answers or fails each one in flight, flushes the history and

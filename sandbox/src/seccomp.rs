@@ -23,6 +23,8 @@ enum ArgRule {
     OneOf(u8, Vec<u64>),
     /// `arg & mask == 0`.
     MaskClear(u8, u64),
+    /// `arg & mask == mask`.
+    MaskSet(u8, u64),
 }
 
 /// The syscalls one kind of thread may make.
@@ -78,6 +80,16 @@ impl AllowList {
         self
     }
 
+    /// Allows `syscall` only when argument `arg` has every bit of `mask` set (e.g. `clone`
+    /// with `CLONE_THREAD`: a thread, never a new process).
+    pub fn allow_arg_with(mut self, syscall: libc::c_long, arg: u8, mask: u64) -> Self {
+        self.rules
+            .entry(syscall)
+            .or_default()
+            .push(ArgRule::MaskSet(arg, mask));
+        self
+    }
+
     /// Whether `syscall` is on the list (with or without argument conditions).
     pub fn contains(&self, syscall: libc::c_long) -> bool {
         self.rules.contains_key(&syscall)
@@ -119,6 +131,9 @@ fn seccomp_rules(args: &[ArgRule]) -> Result<Vec<SeccompRule>, seccompiler::Back
         match rule {
             ArgRule::MaskClear(arg, mask) => {
                 fixed.push(cond(*arg, SeccompCmpOp::MaskedEq(*mask), 0)?)
+            }
+            ArgRule::MaskSet(arg, mask) => {
+                fixed.push(cond(*arg, SeccompCmpOp::MaskedEq(*mask), *mask)?)
             }
             ArgRule::OneOf(arg, values) => {
                 let mut next = Vec::new();
@@ -196,7 +211,12 @@ mod tests {
             .allow(&[libc::SYS_read])
             .allow_arg(libc::SYS_ioctl, 1, &[1, 2])
             .allow_arg(libc::SYS_ioctl, 1, &[3])
-            .allow_arg_without(libc::SYS_mmap, 2, libc::PROT_EXEC as u64);
+            .allow_arg_without(libc::SYS_mmap, 2, libc::PROT_EXEC as u64)
+            .allow_arg_with(libc::SYS_clone, 0, libc::CLONE_THREAD as u64);
+        assert_eq!(
+            seccomp_rules(&list.rules[&libc::SYS_clone]).unwrap().len(),
+            1
+        );
         assert!(list.contains(libc::SYS_ioctl) && !list.contains(libc::SYS_write));
         assert_eq!(
             seccomp_rules(&list.rules[&libc::SYS_read]).unwrap().len(),

@@ -164,6 +164,11 @@ pub struct Stats {
     pub demands: u64,
     /// Demands for unknown resources or before Hello, or refused `Busy` (too many outstanding).
     pub demands_refused: u64,
+    /// Demands answered `Busy` because the guest exceeded its demand rate (also counted in
+    /// `demands_refused`).
+    pub demands_rate_limited: u64,
+    /// Events dropped because [`crate::EVENT_QUEUE`] events waited for the reader.
+    pub events_dropped: u64,
     /// Prefetch orders dropped because the device's order queue was full.
     pub prefetches_dropped: u64,
     /// Requests dispatched.
@@ -183,3 +188,22 @@ pub struct Stats {
     #[cfg(feature = "fault-injection")]
     pub rewrites: u64,
 }
+
+/// The kinds of thread the backend runs, for a [`ThreadHook`] (e.g. to install a seccomp
+/// filter per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendThread {
+    /// The thread that accepts the frontend; the vhost-user protocol thread it starts
+    /// inherits whatever it set up. Called before `accept`.
+    Vhost,
+    /// The device thread (vhost-user-backend's vring worker, which reads the queues). Called
+    /// on its first event, before it reads anything the guest wrote.
+    Device,
+    /// A fetch pool worker. Called before its first job.
+    Fetch,
+    /// The sealing thread. Called before its first job.
+    Seal,
+}
+
+/// Called by each backend thread as it starts (see [`BackendThread`] for when).
+pub type ThreadHook = std::sync::Arc<dyn Fn(BackendThread) + Send + Sync>;

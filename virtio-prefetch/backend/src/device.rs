@@ -36,12 +36,23 @@
 //!
 //! Every descriptor is checked against the memory the frontend gave (the shared window only)
 //! before it is read or written; a bad one is returned with used length 0, counted and
-//! reported, and the device goes on.
+//! reported, and the device goes on. Its log line is rate-limited (one a second, with the
+//! number suppressed since the last).
+//!
+//! # Events
+//!
+//! Events go to the [`crate::BackendHandle`] through a channel of at most [`EVENT_QUEUE`]
+//! events; the device never waits on it. When the reader falls that far behind, further
+//! events are dropped and counted in `Stats::events_dropped` (with a rate-limited log line),
+//! so a guest that floods ctrlq cannot grow the backend's memory through its events.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     os::fd::{AsRawFd, RawFd},
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        mpsc::{self, TrySendError},
+        Arc, Mutex,
+    },
 };
 
 use log::{debug, info, warn};
@@ -65,7 +76,10 @@ use vmm_sys_util::{
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
 use crate::{
-    api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats},
+    api::{
+        BackendEvent, BackendThread, Eviction, PrefetchOrder, QueueName, Request, Stats, ThreadHook,
+    },
+    limit::{LogLimiter, TokenBucket},
     pool::{FetchJob, FetchPool, Fetched},
     seal::{self, SealJob, Sealed, SealedObject},
     signer::{bundle_header, BundleSpec, Session, StatementSigner},
@@ -94,6 +108,8 @@ pub const MAX_QUEUED_PREFETCHES: usize = 4096;
 /// Most demands outstanding (fetching, or fetched and not yet sequenced); the guest driver
 /// keeps at most 8.
 pub const MAX_DEMANDS: usize = 64;
+/// Most events waiting for the [`crate::BackendHandle`]'s reader; more are dropped and counted.
+pub const EVENT_QUEUE: usize = 4096;
 
 /// A command from the API.
 #[derive(Debug)]
@@ -210,8 +226,16 @@ pub(crate) struct PrefetchDevice {
     commands: Mutex<mpsc::Receiver<Command>>,
     command_fd: EventConsumer,
     exit: Option<(EventConsumer, EventNotifier)>,
-    events: mpsc::Sender<BackendEvent>,
+    events: mpsc::SyncSender<BackendEvent>,
     stats: Arc<Mutex<Stats>>,
+    /// Called once, on the device thread's first event (then taken).
+    device_hook: Option<ThreadHook>,
+    /// The guest's demand budget.
+    demand_bucket: TokenBucket,
+    /// Log lines about refused descriptors.
+    refused_log: Mutex<LogLimiter>,
+    /// Log lines about dropped events.
+    dropped_log: Mutex<LogLimiter>,
     #[cfg(feature = "fault-injection")]
     faults: Faults,
     next_stream: u64,
@@ -239,8 +263,9 @@ pub(crate) struct Parts {
     pub(crate) fetch_workers: usize,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_fd: EventConsumer,
-    pub(crate) events: mpsc::Sender<BackendEvent>,
+    pub(crate) events: mpsc::SyncSender<BackendEvent>,
     pub(crate) stats: Arc<Mutex<Stats>>,
+    pub(crate) hook: Option<ThreadHook>,
 }
 
 impl PrefetchDevice {
@@ -255,10 +280,11 @@ impl PrefetchDevice {
             parts.store.clone(),
             fetched_tx,
             &wake,
+            parts.hook.clone(),
         )?;
         let (seal_jobs, seal_rx) = mpsc::channel();
         let (sealed_tx, sealed) = mpsc::channel();
-        seal::spawn(parts.signer, seal_rx, sealed_tx, wake)?;
+        seal::spawn(parts.signer, seal_rx, sealed_tx, wake, parts.hook.clone())?;
         Ok(Self {
             store: parts.store,
             config: parts.config,
@@ -283,6 +309,10 @@ impl PrefetchDevice {
             exit: Some(exit),
             events: parts.events,
             stats: parts.stats,
+            device_hook: parts.hook,
+            demand_bucket: TokenBucket::for_demands(),
+            refused_log: Mutex::new(LogLimiter::per_second()),
+            dropped_log: Mutex::new(LogLimiter::per_second()),
             #[cfg(feature = "fault-injection")]
             faults: Faults::new()?,
             next_stream: 1,
@@ -315,8 +345,20 @@ impl PrefetchDevice {
     }
 
     fn emit(&self, event: BackendEvent) {
-        // A dropped receiver only means nobody listens.
-        let _ = self.events.send(event);
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            // A dropped receiver only means nobody listens.
+            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(event)) => {
+                self.stat(|s| s.events_dropped += 1);
+                if let Some(suppressed) = limited(&self.dropped_log) {
+                    warn!(
+                        "event dropped: {EVENT_QUEUE} events wait for the reader ({event:?}; \
+                         {suppressed} more dropped since the last line)"
+                    );
+                }
+            }
+        }
     }
 
     fn stat(&self, f: impl FnOnce(&mut Stats)) {
@@ -328,7 +370,12 @@ impl PrefetchDevice {
     }
 
     fn refuse(&self, queue: QueueName, addr: u64, len: u32) {
-        warn!("refused a {queue:?} descriptor at {addr:#x} (+{len}): outside the shared memory or unusable");
+        if let Some(suppressed) = limited(&self.refused_log) {
+            warn!(
+                "refused a {queue:?} descriptor at {addr:#x} (+{len}): outside the shared memory \
+                 or unusable ({suppressed} more refused since the last line)"
+            );
+        }
         self.stat(|s| s.refused_descriptors += 1);
         self.emit(BackendEvent::Refused { queue, addr, len });
     }
@@ -1008,6 +1055,14 @@ impl PrefetchDevice {
                 if header.cookie == 0 {
                     return refuse(self, Status::Malformed);
                 }
+                if !self.demand_bucket.take() {
+                    // No event: a flood must not crowd the others out of the event channel.
+                    self.stat(|s| {
+                        s.demands_refused += 1;
+                        s.demands_rate_limited += 1;
+                    });
+                    return (Status::Busy, 0, header.cookie);
+                }
                 let size = match self.store.size_of(demand.resource_id) {
                     Ok(size) if size <= u64::from(self.config.max_content_len) => size,
                     Ok(_) => return refuse(self, Status::TooLarge),
@@ -1077,6 +1132,11 @@ impl PrefetchDevice {
             }
         }
     }
+}
+
+/// Whether a rate-limited log line may go out now (`Some(suppressed since the last)`).
+fn limited(limiter: &Mutex<LogLimiter>) -> Option<u64> {
+    limiter.lock().unwrap_or_else(|p| p.into_inner()).allow()
 }
 
 impl VhostUserBackendMut for PrefetchDevice {
@@ -1160,6 +1220,9 @@ impl VhostUserBackendMut for PrefetchDevice {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
+        if let Some(hook) = self.device_hook.take() {
+            hook(BackendThread::Device);
+        }
         let [requestq, stagingq, ctrlq] = vrings else {
             return Err(std::io::Error::other(
                 "virtio-prefetch needs exactly three queues",

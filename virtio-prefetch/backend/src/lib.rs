@@ -18,11 +18,16 @@
 //!   host: `Tamper`, `BackendHandle::set_tamper`, `Stats::rewrites` and
 //!   `FAULT_INJECTION_MARKER`, which the device logs when it starts. A build without the
 //!   feature contains none of them.
+//! - `fuzzing` (off by default): `fuzzing::FuzzDevice`, the device without a socket, for
+//!   the fuzz targets in `fuzz/`.
 
 mod api;
 mod device;
 #[cfg(feature = "fault-injection")]
 mod fault;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod limit;
 pub mod manifest;
 mod pool;
 mod seal;
@@ -49,11 +54,14 @@ use vmm_sys_util::{
     event::{new_event_consumer_and_notifier, EventFlag, EventNotifier},
 };
 
-pub use api::{BackendEvent, Eviction, PrefetchOrder, QueueName, Request, Stats};
+pub use api::{
+    BackendEvent, BackendThread, Eviction, PrefetchOrder, QueueName, Request, Stats, ThreadHook,
+};
 use device::{Command, Parts, PrefetchDevice, COMMAND_EVENT, WORK_EVENT};
-pub use device::{MAX_DEMANDS, MAX_QUEUED_PREFETCHES};
+pub use device::{EVENT_QUEUE, MAX_DEMANDS, MAX_QUEUED_PREFETCHES};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Tamper, FAULT_INJECTION_MARKER};
+pub use limit::{DEMAND_BURST, DEMAND_RATE_PER_SEC};
 pub use pool::{DEFAULT_FETCH_WORKERS, MAX_FETCH_WORKERS};
 use signer::{LocalSigner, StatementSigner};
 use store::ResourceStore;
@@ -116,6 +124,8 @@ pub struct BackendConfig {
     /// Cover runs of queued prefetches with one signed manifest each when the driver acked
     /// `F_MANIFEST` (one P-384 signature per batch instead of one per bundle).
     pub batch_manifests: bool,
+    /// Called by each backend thread as it starts (none: nothing is called).
+    pub on_thread_start: Option<ThreadHook>,
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -139,6 +149,7 @@ impl BackendConfig {
             max_chunk_len: 256 * 1024,
             max_content_len: 16 << 20,
             batch_manifests: true,
+            on_thread_start: None,
         }
     }
 }
@@ -177,7 +188,7 @@ impl Backend {
                 error,
             })?;
         let (commands, receiver) = mpsc::channel();
-        let (events_tx, events) = mpsc::channel();
+        let (events_tx, events) = mpsc::sync_channel(EVENT_QUEUE);
         let (command_fd, wake) =
             new_event_consumer_and_notifier(EventFlag::NONBLOCK).map_err(|error| {
                 BackendError::Eventfd {
@@ -204,6 +215,7 @@ impl Backend {
             command_fd,
             events: events_tx,
             stats: stats.clone(),
+            hook: config.on_thread_start.clone(),
         })
         .map_err(BackendError::Workers)?
         .with_batch_manifests(config.batch_manifests);
@@ -229,9 +241,13 @@ impl Backend {
         let shutdown = Arc::new(Mutex::new(None));
         let shutdown_slot = shutdown.clone();
         let socket = config.socket.clone();
+        let hook = config.on_thread_start;
         let thread = thread::Builder::new()
             .name("prefetch-backend".into())
             .spawn(move || {
+                if let Some(hook) = hook {
+                    hook(BackendThread::Vhost);
+                }
                 daemon.start(&mut listener).map_err(BackendError::Daemon)?;
                 info!("frontend connected");
                 if let Ok(mut slot) = shutdown_slot.lock() {

@@ -18,6 +18,7 @@ use std::{
 use log::warn;
 use vmm_sys_util::event::EventNotifier;
 
+use crate::api::{BackendThread, ThreadHook};
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
 use crate::store::{ResourceStore, StoreError, StoredResource};
@@ -99,6 +100,7 @@ impl FetchPool {
         store: Arc<dyn ResourceStore>,
         done: mpsc::Sender<Fetched>,
         wake: &EventNotifier,
+        hook: Option<ThreadHook>,
     ) -> std::io::Result<Self> {
         let workers = workers.clamp(1, MAX_FETCH_WORKERS);
         let shared = Arc::new(Shared {
@@ -116,9 +118,15 @@ impl FetchPool {
             let shared = shared.clone();
             let done = done.clone();
             let wake = wake.try_clone()?;
+            let hook = hook.clone();
             thread::Builder::new()
                 .name(format!("prefetch-fetch-{i}"))
-                .spawn(move || work(&shared, &done, &wake))?;
+                .spawn(move || {
+                    if let Some(hook) = hook {
+                        hook(BackendThread::Fetch);
+                    }
+                    work(&shared, &done, &wake)
+                })?;
         }
         Ok(Self {
             shared,
@@ -246,7 +254,7 @@ mod tests {
         }
         let (tx, rx) = mpsc::channel();
         let (_consumer, wake) = new_event_consumer_and_notifier(EventFlag::NONBLOCK).unwrap();
-        let pool = FetchPool::new(workers, capacity, store.clone(), tx, &wake).unwrap();
+        let pool = FetchPool::new(workers, capacity, store.clone(), tx, &wake, None).unwrap();
         (pool, rx, store)
     }
 

@@ -20,6 +20,7 @@ use vmm_sys_util::event::EventNotifier;
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
 use crate::{
+    api::{BackendThread, ThreadHook},
     manifest::seal_batch,
     signer::{encode_bundle, Session, StatementSigner},
 };
@@ -72,10 +73,14 @@ pub(crate) fn spawn(
     jobs: mpsc::Receiver<SealJob>,
     done: mpsc::Sender<Sealed>,
     wake: EventNotifier,
+    hook: Option<ThreadHook>,
 ) -> std::io::Result<()> {
     thread::Builder::new()
         .name("prefetch-seal".into())
         .spawn(move || {
+            if let Some(hook) = hook {
+                hook(BackendThread::Seal);
+            }
             for job in jobs {
                 let sealed = seal(signer.as_ref(), job);
                 if done.send(sealed).is_err() {
@@ -235,7 +240,7 @@ mod tests {
             vmm_sys_util::event::EventFlag::NONBLOCK,
         )
         .unwrap();
-        spawn(Arc::new(LocalSigner::new(key())), jobs, done, wake).unwrap();
+        spawn(Arc::new(LocalSigner::new(key())), jobs, done, wake, None).unwrap();
         let a = StoredResource::new(1, 1, ResourceKind::Data, 9, vec![1; 300]);
         let b = StoredResource::new(2, 1, ResourceKind::Code, 9, vec![2; 40]);
         jobs_tx.send(bundle_job(&a, 1)).unwrap();
