@@ -61,9 +61,9 @@ pub enum BootError {
     },
     /// The command line is too long or malformed.
     #[error(
-        "kernel command line: {0}; shorten --cmdline (at most {} bytes in all, the VMM's \
+        "kernel command line: {0}; shorten --cmdline (at most {max} bytes in all, the VMM's \
          device entries included)",
-        layout::CMDLINE_MAX - 1
+        max = layout::CMDLINE_MAX - 1
     )]
     Cmdline(String),
     /// Writing boot information failed.
