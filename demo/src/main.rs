@@ -314,13 +314,8 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         .map_err(|e| DemoError::Io(e.to_string()))?;
     let stored: u64 = cat.resources.iter().map(|r| r.size).sum();
 
-    let (trace, desc) = setup::load_sessions(
-        &cat,
-        a.trace.as_deref(),
-        faas.as_ref(),
-        a.sessions,
-        a.seed,
-    )?;
+    let (trace, desc) =
+        setup::load_sessions(&cat, a.trace.as_deref(), faas.as_ref(), a.sessions, a.seed)?;
     let split = SplitSpec::default().split(&trace.sessions);
     let mut past_sessions = split.train.clone();
     past_sessions.extend(split.val.iter().cloned());

@@ -78,12 +78,25 @@ fn the_function_platform_boots_and_serves_in_the_vm() {
         let row = line(&stdout, |w| {
             w.len() == 11 && w[0] == mode && w[1].parse::<u64>().is_ok()
         });
-        assert_eq!(row[1], REQUESTS.to_string(), "{mode} completed every request");
+        assert_eq!(
+            row[1],
+            REQUESTS.to_string(),
+            "{mode} completed every request"
+        );
         // `<mode> checked N of T tasks  wrong M`: every dispatched task checked, none wrong.
-        let r = line(&stdout, |w| w.len() == 8 && w[0] == mode && w[1] == "checked");
+        let r = line(&stdout, |w| {
+            w.len() == 8 && w[0] == mode && w[1] == "checked"
+        });
         let n = |i: usize| r[i].parse::<u64>().unwrap_or_else(|e| panic!("{r:?}: {e}"));
-        assert!(n(4) >= REQUESTS as u64, "{mode}: a task or more per request");
-        assert_eq!((n(2), n(7)), (n(4), 0), "{mode}: every task checked and right");
+        assert!(
+            n(4) >= REQUESTS as u64,
+            "{mode}: a task or more per request"
+        );
+        assert_eq!(
+            (n(2), n(7)),
+            (n(4), 0),
+            "{mode}: every task checked and right"
+        );
     }
     let total = stdout
         .lines()

@@ -346,7 +346,8 @@ mod tests {
         let err = build_cmdline(&long, &[]).unwrap_err();
         assert!(matches!(err, BootError::Cmdline(_)), "{err}");
         assert!(
-            err.to_string().contains(&(layout::CMDLINE_MAX - 1).to_string()),
+            err.to_string()
+                .contains(&(layout::CMDLINE_MAX - 1).to_string()),
             "{err}"
         );
     }
@@ -371,7 +372,10 @@ mod tests {
         .unwrap();
         assert_eq!(map.cmdline().len(), layout::CMDLINE_MAX - 1);
         let line = see_abi::cmdline::Cmdline::new(map.cmdline());
-        assert_eq!(line.get(see_abi::cmdline::ALLOW), Some(&user[10..user.find(' ').unwrap()]));
+        assert_eq!(
+            line.get(see_abi::cmdline::ALLOW),
+            Some(&user[10..user.find(' ').unwrap()])
+        );
         assert_eq!(line.virtio_mmio_devices().count(), 1);
     }
 }

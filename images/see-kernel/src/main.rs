@@ -130,11 +130,7 @@ fn report(map: &memmap::MemoryMap<'_>, heap: heap::HeapInfo, tsc_hz: u64) {
     let line = cmdline.as_str();
     match line.char_indices().nth(CMDLINE_SHOWN) {
         None => println!("see: cmdline: {line:?}"),
-        Some((cut, _)) => println!(
-            "see: cmdline: {:?}... ({} bytes)",
-            &line[..cut],
-            line.len()
-        ),
+        Some((cut, _)) => println!("see: cmdline: {:?}... ({} bytes)", &line[..cut], line.len()),
     }
     for dev in cmdline.virtio_mmio_devices() {
         match dev {

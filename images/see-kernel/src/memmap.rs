@@ -7,10 +7,10 @@ use spin::{
     Once,
 };
 
+use see_abi::bootinfo::MAX_CMDLINE;
 pub use see_abi::bootinfo::{
     BootInfoError, MemoryMap, Region, E820_RAM, E820_SEE_SHARED, MAPPED_LIMIT,
 };
-use see_abi::bootinfo::MAX_CMDLINE;
 
 static MAP: Once<MemoryMap<'static>> = Once::new();
 
@@ -21,11 +21,8 @@ static CMDLINE: SpinMutex<[u8; MAX_CMDLINE]> = SpinMutex::new([0; MAX_CMDLINE]);
 /// Parses the boot information at `start_info` (the EBX of the PVH entry); call it once, at
 /// boot.
 pub fn init(start_info: u64) -> Result<&'static MemoryMap<'static>, BootInfoError> {
-    let cmdline = SpinMutexGuard::leak(
-        CMDLINE
-            .try_lock()
-            .expect("memmap::init runs once, at boot"),
-    );
+    let cmdline =
+        SpinMutexGuard::leak(CMDLINE.try_lock().expect("memmap::init runs once, at boot"));
     let map = see_abi::bootinfo::parse(
         start_info,
         &mut |addr, buf| {
