@@ -42,7 +42,7 @@ fn the_function_platform_boots_and_serves_in_the_vm() {
         .args(["--modes", &MODES.join(",")])
         .args(["--requests", &REQUESTS.to_string(), "--reps", "1"])
         .args(["--sessions", "60", "--size-scale", "0.125"])
-        .args(["--budget-mib", "0.75", "--memory-mib", "128"])
+        .args(["--budget-mib", "0.5", "--memory-mib", "128"])
         .args(["--think-ms", "20", "--timeout-s", "30", "--settle"])
         .arg("--out")
         .arg(out.path())
