@@ -2,7 +2,10 @@
 //! app registry `see.allow` and the store budget), the serve app's request arguments, what a
 //! completion status means, and the store filled with the catalogue's resources.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use see_prefetch_backend::store::{DiskStore, ResourceStore, StoreError};
 use see_pto::{metadata::ServiceCatalogue, online::WireIds};
@@ -23,12 +26,13 @@ pub fn stop_args() -> Vec<u8> {
 pub fn allow_entries(cat: &ServiceCatalogue) -> Vec<(u32, u64, u64)> {
     let ids = WireIds::new(cat);
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for r in &cat.requests {
         let app = ids.app_of(&r.name).unwrap_or(1);
         for &t in &r.tasks {
             for &res in &cat.tasks[t].resources {
                 let e = (app, WireIds::task(t), WireIds::resource(res));
-                if !out.contains(&e) {
+                if seen.insert(e) {
                     out.push(e);
                 }
             }
@@ -78,11 +82,14 @@ pub fn request_apps(cat: &ServiceCatalogue) -> HashMap<String, String> {
 /// the catalogue's origin, owned by the one app whose tasks use it); returns how many were
 /// added and the bytes of all the catalogue's resources.
 pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64), FillError> {
-    let entries = allow_entries(cat);
+    let mut users: HashMap<u64, Vec<u32>> = HashMap::new();
+    for (app, _, res) in allow_entries(cat) {
+        users.entry(res).or_default().push(app);
+    }
     let (mut added, mut total) = (0, 0);
     for (i, r) in cat.resources.iter().enumerate() {
         let id = WireIds::resource(i);
-        let mut apps = entries.iter().filter(|e| e.2 == id).map(|e| e.0);
+        let mut apps = users.get(&id).into_iter().flatten().copied();
         let Some(app) = apps.next() else {
             continue; // no task uses it
         };
@@ -185,6 +192,42 @@ mod tests {
             "{}",
             line.len()
         );
+    }
+
+    #[test]
+    fn the_function_platform_s_registry_fits_the_command_line() {
+        // The synthetic function platform at its default size (40 apps x 6 functions, 320
+        // resources): one registry entry per (app, task, resource), the whole line well
+        // within the guest's bound, and the line grows linearly with the apps.
+        let line = |apps| {
+            let spec = see_pto::faas::FaasSpec {
+                apps,
+                ..see_pto::faas::FaasSpec::default()
+            };
+            let cat = spec.catalogue().unwrap();
+            assert_eq!(allow_entries(&cat).len(), apps * 8);
+            let config = crate::Config {
+                predictor: crate::PredictorKind::ReactiveNocache,
+                ..crate::Config::default()
+            };
+            cmdline_for(&cat, &config)
+        };
+        let default = line(40);
+        log::info!("faas command line: {} bytes", default.len());
+        assert!(
+            (3000..4000).contains(&default.len()),
+            "{}: {default}",
+            default.len()
+        );
+        let wide = line(400);
+        assert!(
+            wide.len() < see_abi::bootinfo::MAX_CMDLINE - 256,
+            "400 apps: {} bytes",
+            wide.len()
+        );
+        let parsed = see_abi::cmdline::Cmdline::new(&wide);
+        let allow = parsed.get(see_abi::cmdline::ALLOW).unwrap_or("");
+        assert_eq!(allow.split(',').count(), 400 * 8);
     }
 
     #[test]

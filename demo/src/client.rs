@@ -53,6 +53,8 @@ pub struct Env {
     pub catalogue: Arc<ServiceCatalogue>,
     /// The audit public key each mode's audit log must be signed with.
     pub audit_pub: PathBuf,
+    /// Guest RAM, MiB.
+    pub memory_mib: u32,
 }
 
 /// One mode's results in one repetition.
@@ -213,7 +215,7 @@ pub fn run_mode(
         vmm_bin: env.vmm.clone(),
         kernel: env.kernel.clone(),
         config,
-        memory_mib: 256,
+        memory_mib: env.memory_mib,
         run_dir,
         ready_timeout: Duration::from_secs(60),
         daemon_log_to_file: true,

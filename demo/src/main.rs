@@ -25,6 +25,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use see_daemon::{config::PredictorKind, Config};
 use see_pto::{
+    faas::FaasSpec,
     metadata::ServiceCatalogue,
     online::{
         simulate::{replay_order, working_set_bytes},
@@ -70,6 +71,15 @@ pub fn mode_name(kind: PredictorKind) -> &'static str {
     }
 }
 
+/// A built-in catalogue generated instead of the shop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CataloguePreset {
+    /// The synthetic function platform (`see_pto::faas`): apps with shared code and
+    /// per-function data, hundreds of resources, Zipf-popular request types; its working set
+    /// exceeds the guest's store.
+    Faas,
+}
+
 /// Replays a workload through the PTO service, a fresh SEE per mode and repetition.
 #[derive(Parser, Debug)]
 #[command(name = "see-demo", version)]
@@ -111,6 +121,17 @@ struct Args {
     /// Replay this trace (CSV or JSON lines, gzip ok) instead of a generated workload.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Serve a generated catalogue instead of the shop (`faas`: the synthetic function
+    /// platform, with its own Zipf-popular sessions unless --trace is given). The daemon
+    /// reads it from `catalogue.toml` in the output directory.
+    #[arg(long, value_enum)]
+    catalogue_preset: Option<CataloguePreset>,
+    /// Apps of the faas preset (6 functions each) [default: 40].
+    #[arg(long, requires = "catalogue_preset")]
+    apps: Option<usize>,
+    /// Zipf exponent of the faas preset's request popularity (0: uniform) [default: 1].
+    #[arg(long, requires = "catalogue_preset", allow_negative_numbers = true)]
+    zipf: Option<f64>,
     /// Sessions of the generated workload (training + test).
     #[arg(long, default_value_t = 600)]
     sessions: usize,
@@ -158,6 +179,10 @@ struct Args {
     /// Staging budget, MiB [default: the policy's 16 MiB times --size-scale].
     #[arg(long)]
     budget_mib: Option<f64>,
+    /// Guest RAM, MiB: the guest's store (the budget) lives on its heap, beside the app's
+    /// working buffers, so it must be at least twice the budget plus 64 MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mib: u32,
     /// Confidence threshold of a prefetch.
     #[arg(long, default_value_t = Policy::default().threshold)]
     threshold: f32,
@@ -250,22 +275,50 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         .budget_mib
         .unwrap_or((Policy::default().budget_bytes >> 20) as f64 * a.size_scale);
     let budget = (budget_mib * 1024.0 * 1024.0) as u64;
-    let mut cat = ServiceCatalogue::default_catalogue();
-    cat.scale_sizes(a.size_scale);
-    let cat = Arc::new(cat);
+    if f64::from(a.memory_mib) < 2.0 * budget_mib + 64.0 {
+        return Err(usage(format!(
+            "--memory-mib {} cannot hold a store of {budget_mib:.1} MiB beside the guest's work: give at least {:.0}",
+            a.memory_mib,
+            (2.0 * budget_mib + 64.0).ceil()
+        )));
+    }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| DemoError::Io(format!("{}: {e}", a.out.display())))?;
     let out = a
         .out
         .canonicalize()
         .map_err(|e| DemoError::Io(format!("{}: {e}", a.out.display())))?;
+    let faas = a.catalogue_preset.map(|CataloguePreset::Faas| {
+        let d = FaasSpec::default();
+        FaasSpec {
+            apps: a.apps.unwrap_or(d.apps),
+            zipf: a.zipf.unwrap_or(d.zipf),
+            sessions: a.sessions,
+            seed: a.seed,
+            ..d
+        }
+    });
+    let (mut cat, catalogue_file) = match &faas {
+        Some(spec) => {
+            let cat = spec.catalogue().map_err(usage)?;
+            let path = out.join("catalogue.toml");
+            let text = cat.to_toml().map_err(|e| DemoError::Io(e.to_string()))?;
+            std::fs::write(&path, text)
+                .map_err(|e| DemoError::Io(format!("{}: {e}", path.display())))?;
+            (cat, Some(path))
+        }
+        None => (ServiceCatalogue::default_catalogue(), None),
+    };
+    cat.scale_sizes(a.size_scale);
+    let cat = Arc::new(cat);
     let store_dir = out.join("store");
     let _ = std::fs::remove_dir_all(&store_dir);
     let store = see_daemon::guest::open_filled(&cat, &store_dir)
         .map_err(|e| DemoError::Io(e.to_string()))?;
     let stored: u64 = cat.resources.iter().map(|r| r.size).sum();
 
-    let (trace, desc) = setup::load_sessions(&cat, a.trace.as_deref(), a.sessions, a.seed)?;
+    let (trace, desc) =
+        setup::load_sessions(&cat, a.trace.as_deref(), faas.as_ref(), a.sessions, a.seed)?;
     let split = SplitSpec::default().split(&trace.sessions);
     let mut past_sessions = split.train.clone();
     past_sessions.extend(split.val.iter().cloned());
@@ -301,8 +354,12 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         a.latency_ms, a.bandwidth_mib
     );
     println!(
-        "policy: budget {budget_mib:.1} MiB (the guest's store), threshold {}, top {}; think time from the trace, at most {} ms; a fresh SEE + see-daemon per mode and repetition",
-        a.threshold, a.top_k, a.think_ms
+        "policy: budget {budget_mib:.1} MiB (the guest's store, {:.0} % of the working set; guest RAM {} MiB), threshold {}, top {}; think time from the trace, at most {} ms; a fresh SEE + see-daemon per mode and repetition",
+        budget as f64 * a.reps as f64 * 100.0 / working_set.max(1) as f64,
+        a.memory_mib,
+        a.threshold,
+        a.top_k,
+        a.think_ms
     );
 
     let model = if a.modes.contains(&PredictorKind::Learned) {
@@ -341,6 +398,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
                 .canonicalize()
                 .map_err(|e| DemoError::Io(format!("{}: {e}", a.audit_key.display())))?,
         ),
+        catalogue: catalogue_file,
         size_scale: a.size_scale,
         model,
         oracle_trace: None,
@@ -367,6 +425,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         think_cap: Duration::from_millis(a.think_ms),
         expected,
         catalogue: cat.clone(),
+        memory_mib: a.memory_mib,
     };
     let bar = ProgressBar::new((requests * a.modes.len() * a.reps) as u64);
     bar.set_style(

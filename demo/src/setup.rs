@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
+    faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec},
     import::{import_path, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
@@ -17,16 +18,18 @@ use see_pto::{
 
 use crate::DemoError;
 
-/// The sessions: a trace file, or a generated goal-directed workload.
+/// The sessions: a trace file, the faas preset's own sessions over `cat` (its catalogue),
+/// or a generated goal-directed workload.
 pub fn load_sessions(
     cat: &ServiceCatalogue,
     trace: Option<&Path>,
+    faas: Option<&FaasSpec>,
     sessions: usize,
     seed: u64,
 ) -> Result<(Trace, String), DemoError> {
     let vocab = cat.vocabulary();
-    let (t, desc) = match trace {
-        Some(p) => {
+    let (t, desc) = match (trace, faas) {
+        (Some(p), _) => {
             let opts = ImportOptions {
                 malformed: Malformed::Skip,
                 ..ImportOptions::default()
@@ -43,7 +46,13 @@ pub fn load_sessions(
                 ),
             )
         }
-        None => {
+        (None, Some(spec)) => {
+            let t = spec
+                .sessions(cat)
+                .map_err(|e| DemoError::Usage(e.to_string()))?;
+            (t, spec.describe())
+        }
+        (None, None) => {
             let spec = WorkloadSpec::preset(Workload::Goal, sessions, seed);
             let t = generate(&vocab, &spec).map_err(|e| DemoError::Usage(e.to_string()))?;
             (

@@ -21,17 +21,26 @@ const BASE: u64 = 0x1000;
 
 fuzz_target!(|data: &[u8]| {
     let mut reads: HashMap<u64, u32> = HashMap::new();
-    let result = bootinfo::parse(BASE, &mut |addr, buf| {
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr + i as u64;
-            *reads.entry(a).or_default() += 1;
-            *b = a
-                .checked_sub(BASE)
-                .and_then(|off| data.get(usize::try_from(off).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
-    });
+    let mut cmdline = vec![0u8; bootinfo::MAX_CMDLINE];
+    let cmdline: &mut [u8; bootinfo::MAX_CMDLINE] = cmdline
+        .as_mut_slice()
+        .try_into()
+        .expect("MAX_CMDLINE bytes");
+    let result = bootinfo::parse(
+        BASE,
+        &mut |addr, buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                *reads.entry(a).or_default() += 1;
+                *b = a
+                    .checked_sub(BASE)
+                    .and_then(|off| data.get(usize::try_from(off).ok()?))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        },
+        cmdline,
+    );
     assert!(reads.values().all(|&n| n == 1), "a byte was read twice");
     assert!(reads.keys().all(|&a| a != 0 && a < bootinfo::MAPPED_LIMIT));
     assert!(reads.keys().all(|&a| !DEVICE_RANGES

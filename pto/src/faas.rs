@@ -15,10 +15,12 @@
 //! request continues its app's workflow. The sessions carry no true distributions (the
 //! evaluation prints no Bayes limit for them).
 //!
-//! Everything here is synthetic and must be reported as such. The catalogue can be simulated
-//! (`pto simulate --catalogue-preset faas`) but not yet booted in the VM: the guest's
-//! `see.allow` command-line entry (see-daemon's `guest::cmdline`) is limited to about 4 KiB,
-//! and hundreds of resources do not fit in it.
+//! Everything here is synthetic and must be reported as such. The catalogue is simulated by
+//! `pto simulate --catalogue-preset faas` and served in the VM by `see-demo
+//! --catalogue-preset faas`, which writes it as metadata for see-daemon
+//! ([`ServiceCatalogue::to_toml`]); its app registry, the guest's `see.allow` command-line entry
+//! (see-daemon's `guest::cmdline`), takes about 3.3 KiB at the default size, well within the
+//! guest's 64 KiB command line.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -169,6 +171,14 @@ impl FaasSpec {
             return Err(FaasError::ThinkTime(self.think_ms));
         }
         Ok(())
+    }
+
+    /// How sessions of this spec are described in reports: always as synthetic.
+    pub fn describe(&self) -> String {
+        format!(
+            "synthetic function-platform workload ({} apps x {} functions, zipf {}, chain {}, {} sessions, seed {})",
+            self.apps, self.functions, self.zipf, self.chain, self.sessions, self.seed
+        )
     }
 
     /// The request type name of function `f` of app `a`.

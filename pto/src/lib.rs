@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub use see_audit as audit;
+pub mod catalogue_toml;
 pub mod eval;
 pub mod faas;
 pub mod generate;

@@ -60,7 +60,11 @@ pub enum BootError {
         ram: u64,
     },
     /// The command line is too long or malformed.
-    #[error("kernel command line: {0}; shorten --cmdline (at most 4095 bytes in all)")]
+    #[error(
+        "kernel command line: {0}; shorten --cmdline (at most {max} bytes in all, the VMM's \
+         device entries included)",
+        max = layout::CMDLINE_MAX - 1
+    )]
     Cmdline(String),
     /// Writing boot information failed.
     #[error("cannot write boot information into guest memory: {0}")]
@@ -314,9 +318,12 @@ mod tests {
         let device = crate::devices::MmioSlots::default().allocate().unwrap();
         let cmdline = build_cmdline("see.selftest=0", &[device.cmdline_entry()]).unwrap();
         let addr = write_boot_info(&mem, &cmdline, 32 << 20, 1 << 20).unwrap();
-        let map = see_abi::bootinfo::parse(addr.0, &mut |at, buf| {
-            mem.read_slice(buf, GuestAddress(at)).unwrap()
-        })
+        let mut buf = Box::new([0u8; see_abi::bootinfo::MAX_CMDLINE]);
+        let map = see_abi::bootinfo::parse(
+            addr.0,
+            &mut |at, buf| mem.read_slice(buf, GuestAddress(at)).unwrap(),
+            &mut buf,
+        )
         .unwrap_or_else(|e| panic!("the guest refuses this VMM's boot information: {e}"));
         let window = map.shared_window().unwrap();
         assert_eq!(
@@ -336,9 +343,39 @@ mod tests {
     #[test]
     fn overlong_cmdline_is_refused() {
         let long = "x".repeat(layout::CMDLINE_MAX);
-        assert!(matches!(
-            build_cmdline(&long, &[]),
-            Err(BootError::Cmdline(_))
-        ));
+        let err = build_cmdline(&long, &[]).unwrap_err();
+        assert!(matches!(err, BootError::Cmdline(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&(layout::CMDLINE_MAX - 1).to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_longest_cmdline_reaches_the_guest_whole() {
+        // An app registry of thousands of entries: the guest's parser reads all of it.
+        let mem = memory();
+        let user = format!("see.allow={}", "1:2:3,".repeat(9000));
+        let device = crate::devices::MmioSlots::default().allocate().unwrap();
+        let entry = device.cmdline_entry();
+        let pad = layout::CMDLINE_MAX - 1 - user.len() - entry.len() - 2;
+        let user = format!("{user} see.pad={}", "p".repeat(pad - "see.pad=".len()));
+        let cmdline = build_cmdline(&user, &[entry]).unwrap();
+        let addr = write_boot_info(&mem, &cmdline, 32 << 20, 1 << 20).unwrap();
+        let mut buf = Box::new([0u8; see_abi::bootinfo::MAX_CMDLINE]);
+        let map = see_abi::bootinfo::parse(
+            addr.0,
+            &mut |at, buf| mem.read_slice(buf, GuestAddress(at)).unwrap(),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(map.cmdline().len(), layout::CMDLINE_MAX - 1);
+        let line = see_abi::cmdline::Cmdline::new(map.cmdline());
+        assert_eq!(
+            line.get(see_abi::cmdline::ALLOW),
+            Some(&user[10..user.find(' ').unwrap()])
+        );
+        assert_eq!(line.virtio_mmio_devices().count(), 1);
     }
 }

@@ -12,8 +12,9 @@ pub const START_INFO_ADDR: u64 = 0x6000;
 pub const MEMMAP_ADDR: u64 = 0x7000;
 /// The kernel command line.
 pub const CMDLINE_ADDR: u64 = 0x2_0000;
-/// Largest command line, NUL included.
-pub const CMDLINE_MAX: usize = 4096;
+/// Largest command line, NUL included: the guest's bound ([`see_abi::bootinfo::MAX_CMDLINE`],
+/// 64 KiB), room for an app registry (`see.allow`) of thousands of entries.
+pub const CMDLINE_MAX: usize = see_abi::bootinfo::MAX_CMDLINE;
 /// End of the low RAM (start of the legacy hole: EBDA, VGA, BIOS).
 pub const LOW_RAM_END: u64 = 0x9_fc00;
 /// The KVM TSS region (needed by Intel VMX, unused by the guest): three pages above the local

@@ -108,7 +108,10 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     exit::exit(Status::Success)
 }
 
-fn report(map: &memmap::MemoryMap, heap: heap::HeapInfo, tsc_hz: u64) {
+/// Most characters of the command line the boot report shows.
+const CMDLINE_SHOWN: usize = 1024;
+
+fn report(map: &memmap::MemoryMap<'_>, heap: heap::HeapInfo, tsc_hz: u64) {
     let cmdline = Cmdline::new(map.cmdline());
     println!(
         "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz ({})",
@@ -122,7 +125,13 @@ fn report(map: &memmap::MemoryMap, heap: heap::HeapInfo, tsc_hz: u64) {
         Some(w) => println!("see: shared window: {} KiB at {:#x}", w.len >> 10, w.start),
         None => println!("see: shared window: none"),
     }
-    println!("see: cmdline: {:?}", cmdline.as_str());
+    // A long command line (an app registry of hundreds of entries) is shown cut short: every
+    // console byte costs a VM exit.
+    let line = cmdline.as_str();
+    match line.char_indices().nth(CMDLINE_SHOWN) {
+        None => println!("see: cmdline: {line:?}"),
+        Some((cut, _)) => println!("see: cmdline: {:?}... ({} bytes)", &line[..cut], line.len()),
+    }
     for dev in cmdline.virtio_mmio_devices() {
         match dev {
             Ok(d) => println!(

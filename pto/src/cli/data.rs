@@ -145,8 +145,8 @@ impl DataArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CataloguePreset {
     /// A synthetic function platform ([`see_pto::faas`]): apps with shared code and
-    /// per-function data, hundreds of resources, Zipf-popular request types. Simulation only:
-    /// its guest allow-list does not fit the VM's command line.
+    /// per-function data, hundreds of resources, Zipf-popular request types (`see-demo
+    /// --catalogue-preset faas` runs it in the VM).
     Faas,
 }
 
@@ -180,10 +180,7 @@ impl FaasArgs {
 
     /// How the sessions of `spec` are described in reports: always as synthetic.
     pub fn describe(spec: &FaasSpec) -> String {
-        format!(
-            "synthetic function-platform workload ({} apps x {} functions, zipf {}, chain {}, {} sessions, seed {})",
-            spec.apps, spec.functions, spec.zipf, spec.chain, spec.sessions, spec.seed
-        )
+        spec.describe()
     }
 }
 

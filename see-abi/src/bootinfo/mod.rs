@@ -3,7 +3,8 @@
 //! The loader (see-vmm, QEMU, Firecracker, Cloud Hypervisor...) is outside the SEE's trust
 //! boundary, so everything it hands over is hostile input: every count, address and length is
 //! bounded before it is used, and each byte is read once (through the caller's reader) and
-//! copied into the returned [`MemoryMap`].
+//! copied into the returned [`MemoryMap`] (the command line into a buffer the caller lends, so
+//! that a long one, such as an app registry of hundreds of entries, never sits on the stack).
 //!
 //! The parser accepts every layout a standard PVH loader produces (QEMU, for one, puts the
 //! command line in reserved low memory) and refuses only what is unsafe to read or to trust:
@@ -27,8 +28,9 @@ pub use crate::memory::{E820_RAM, E820_SEE_SHARED, MAPPED_LIMIT};
 pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 /// Most E820 entries the parser accepts.
 pub const MAX_ENTRIES: usize = 128;
-/// Longest command line, NUL included.
-pub const MAX_CMDLINE: usize = 4096;
+/// Longest command line, NUL included: 64 KiB, room for an app registry (`see.allow`) of
+/// thousands of entries.
+pub const MAX_CMDLINE: usize = 64 * 1024;
 /// Encoded size of `hvm_start_info` (version 1).
 pub const START_INFO_LEN: usize = 56;
 /// Encoded size of one `hvm_memmap_table_entry`.
@@ -57,13 +59,12 @@ impl Region {
     }
 }
 
-/// The parsed boot information.
+/// The parsed boot information; the command line lives in the buffer lent to [`parse`].
 #[derive(Debug)]
-pub struct MemoryMap {
+pub struct MemoryMap<'a> {
     entries: [Region; MAX_ENTRIES],
     count: usize,
-    cmdline: [u8; MAX_CMDLINE],
-    cmdline_len: usize,
+    cmdline: &'a [u8],
 }
 
 /// Why the boot information could not be used.
@@ -211,11 +212,13 @@ fn check_place(
 /// `read(addr, buf)` fills `buf` from physical memory at `addr`. It is only ever called for
 /// ranges that start above 0, end at or below [`MAPPED_LIMIT`] and touch no device range,
 /// each byte at most once; the shared window's bytes are never read once the E820 table has
-/// named it (a start info or table found inside it afterwards is refused).
-pub fn parse(
+/// named it (a start info or table found inside it afterwards is refused). The command line
+/// is copied into `cmdline`, which the returned map borrows.
+pub fn parse<'a>(
     start_info: u64,
     read: &mut dyn FnMut(u64, &mut [u8]),
-) -> Result<MemoryMap, BootInfoError> {
+    cmdline: &'a mut [u8; MAX_CMDLINE],
+) -> Result<MemoryMap<'a>, BootInfoError> {
     let info_len = START_INFO_LEN as u64;
     check_place("hvm_start_info", start_info, info_len, &[])?;
     let mut raw = [0u8; START_INFO_LEN];
@@ -245,8 +248,7 @@ pub fn parse(
     let mut map = MemoryMap {
         entries: [Region::default(); MAX_ENTRIES],
         count,
-        cmdline: [0; MAX_CMDLINE],
-        cmdline_len: 0,
+        cmdline: &[],
     };
     for (i, slot) in map.entries[..count].iter_mut().enumerate() {
         let mut raw = [0u8; MEMMAP_ENTRY_LEN];
@@ -263,15 +265,19 @@ pub fn parse(
         return Err(BootInfoError::Overlap(p.name, "the shared window"));
     }
     if info.cmdline_paddr != 0 {
-        map.cmdline_len = read_cmdline(&mut map, info.cmdline_paddr, &placed, read)?;
+        let len = read_cmdline(&map, cmdline, info.cmdline_paddr, &placed, read)?;
+        map.cmdline = &cmdline[..len];
     }
     Ok(map)
 }
 
-/// Reads the NUL-terminated command line at `addr` byte by byte into `map`, each byte checked
-/// before it is read; returns its length.
+/// Reads the NUL-terminated command line at `addr` byte by byte into `out`, each byte checked
+/// against `map` and `placed` before it is read; returns its length. The checks cost a few
+/// comparisons per byte (`placed`, the device ranges, `map`'s at most [`MAX_ENTRIES`]
+/// entries), bounded by [`MAX_CMDLINE`].
 fn read_cmdline(
-    map: &mut MemoryMap,
+    map: &MemoryMap<'_>,
+    out: &mut [u8; MAX_CMDLINE],
     addr: u64,
     placed: &[Placed],
     read: &mut dyn FnMut(u64, &mut [u8]),
@@ -291,12 +297,12 @@ fn read_cmdline(
         if b[0] == 0 {
             return Ok(i);
         }
-        map.cmdline[i] = b[0];
+        out[i] = b[0];
     }
     Err(BootInfoError::CmdlineTooLong)
 }
 
-impl MemoryMap {
+impl<'a> MemoryMap<'a> {
     /// Every E820 entry, in the order the loader gave them.
     pub fn entries(&self) -> &[Region] {
         &self.entries[..self.count]
@@ -330,21 +336,19 @@ impl MemoryMap {
 
     /// A map with `entries` and `cmdline`, as if parsed (for other modules' unit tests).
     #[cfg(test)]
-    pub(crate) fn from_parts(entries: &[Region], cmdline: &str) -> Self {
+    pub(crate) fn from_parts(entries: &[Region], cmdline: &'a str) -> Self {
         let mut map = Self {
             entries: [Region::default(); MAX_ENTRIES],
             count: entries.len(),
-            cmdline: [0; MAX_CMDLINE],
-            cmdline_len: cmdline.len(),
+            cmdline: cmdline.as_bytes(),
         };
         map.entries[..entries.len()].copy_from_slice(entries);
-        map.cmdline[..cmdline.len()].copy_from_slice(cmdline.as_bytes());
         map
     }
 
     /// The kernel command line (empty if absent or not UTF-8).
-    pub fn cmdline(&self) -> &str {
-        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    pub fn cmdline(&self) -> &'a str {
+        core::str::from_utf8(self.cmdline).unwrap_or("")
     }
 }
 

@@ -10,11 +10,25 @@ const TABLE: u64 = 0x7000;
 const CMDLINE: u64 = 0x2_0000;
 const WINDOW: u64 = 0xc000_0000;
 
-/// Sparse fake physical memory that counts how often each byte is read.
-#[derive(Default)]
+/// Sparse fake physical memory that counts how often each byte is read, and the buffer the
+/// parser copies the command line into.
 struct Phys {
     bytes: HashMap<u64, u8>,
     reads: HashMap<u64, u32>,
+    cmdline: Box<[u8; MAX_CMDLINE]>,
+}
+
+impl Default for Phys {
+    fn default() -> Self {
+        Self {
+            bytes: HashMap::new(),
+            reads: HashMap::new(),
+            cmdline: vec![0; MAX_CMDLINE]
+                .into_boxed_slice()
+                .try_into()
+                .expect("MAX_CMDLINE bytes"),
+        }
+    }
 }
 
 impl Phys {
@@ -24,15 +38,23 @@ impl Phys {
         }
     }
 
-    fn parse(&mut self, at: u64) -> Result<MemoryMap, BootInfoError> {
-        let Phys { bytes, reads } = self;
-        parse(at, &mut |addr, buf| {
-            for (i, b) in buf.iter_mut().enumerate() {
-                let a = addr + i as u64;
-                *reads.entry(a).or_default() += 1;
-                *b = bytes.get(&a).copied().unwrap_or(0);
-            }
-        })
+    fn parse(&mut self, at: u64) -> Result<MemoryMap<'_>, BootInfoError> {
+        let Phys {
+            bytes,
+            reads,
+            cmdline,
+        } = self;
+        parse(
+            at,
+            &mut |addr, buf| {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    let a = addr + i as u64;
+                    *reads.entry(a).or_default() += 1;
+                    *b = bytes.get(&a).copied().unwrap_or(0);
+                }
+            },
+            cmdline,
+        )
     }
 
     /// Every read was of an allowed byte, once.
@@ -289,14 +311,21 @@ fn structures_that_share_bytes_are_refused() {
 
 #[test]
 fn the_command_line_ends_in_time_and_below_4_gib() {
-    // No NUL within 4096 bytes.
+    // No NUL within MAX_CMDLINE bytes.
     let mut p = good();
-    p.put(CMDLINE, &[b'x'; 5000]);
+    p.put(CMDLINE, &vec![b'x'; MAX_CMDLINE + 1000]);
     assert_eq!(p.parse(INFO).err(), Some(BootInfoError::CmdlineTooLong));
     assert!(
-        !p.reads.contains_key(&(CMDLINE + 4096)),
+        !p.reads.contains_key(&(CMDLINE + MAX_CMDLINE as u64)),
         "read past the maximum"
     );
+    // The longest one, NUL included, is read whole.
+    let mut p = good();
+    let mut line = vec![b'y'; MAX_CMDLINE - 1];
+    line.push(0);
+    p.put(CMDLINE, &line);
+    assert_eq!(p.parse(INFO).unwrap().cmdline().len(), MAX_CMDLINE - 1);
+    p.assert_reads_safe();
     // Past the identity-mapped 4 GiB: refused at the limit, never read there.
     let at = MAPPED_LIMIT - 4;
     let mut p = with(TABLE, at);
@@ -326,7 +355,7 @@ fn errors_say_what_and_where() {
     assert!(s.contains("E820 table at 0x1234"), "{s}");
     // A std error on the host, so callers can put it behind `?` and `#[source]`.
     let boxed: Box<dyn std::error::Error> = BootInfoError::CmdlineTooLong.into();
-    assert!(boxed.to_string().contains("4096"));
+    assert!(boxed.to_string().contains(&MAX_CMDLINE.to_string()));
 }
 
 #[test]
@@ -377,7 +406,7 @@ fn mutated_boot_information_never_panics() {
     for _ in 0..3000 {
         let mut p = Phys {
             bytes: base.bytes.clone(),
-            reads: HashMap::new(),
+            ..Phys::default()
         };
         for _ in 0..(next() % 8 + 1) {
             let region = [INFO, TABLE, CMDLINE][(next() % 3) as usize];

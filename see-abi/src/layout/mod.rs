@@ -125,7 +125,7 @@ const MAX_DEVICES: usize = DEVICE_RANGES.len() + 16;
 
 /// Checks the layout of `map` with the kernel image at `kernel` (`start..end`, from the
 /// linker) and returns where the heap goes.
-pub fn check(map: &MemoryMap, kernel: (u64, u64)) -> Result<Span, LayoutError> {
+pub fn check(map: &MemoryMap<'_>, kernel: (u64, u64)) -> Result<Span, LayoutError> {
     let entries = map.entries();
     let kernel = Span {
         name: "the kernel image",
@@ -235,7 +235,7 @@ fn mapped(s: &Span) -> bool {
 
 /// The heap: from the kernel's end (page-aligned) to the end of the RAM entry that holds it,
 /// below [`MAPPED_LIMIT`]; at least two pages.
-fn place_heap(map: &MemoryMap, kernel_end: u64) -> Result<Span, LayoutError> {
+fn place_heap(map: &MemoryMap<'_>, kernel_end: u64) -> Result<Span, LayoutError> {
     let no_room = LayoutError::NoHeapRoom { kernel_end };
     let region = map
         .ram()

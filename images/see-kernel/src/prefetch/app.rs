@@ -42,7 +42,7 @@
 //! `see: claim-failed ...` line; so does a device that breaks (the backend died) or a request
 //! that does not come within `see.idle_ms`.
 
-use alloc::vec::Vec;
+use alloc::{collections::BTreeMap, vec::Vec};
 use core::fmt::Write;
 
 use see_guest_driver::{
@@ -156,8 +156,28 @@ fn print_counters(driver: &mut Drv) {
     super::probe::print_counters(driver);
 }
 
+/// The resources of each (app, task) in `see.allow` order, indexed once at bring-up: a
+/// request's lookups cost O(log n) per task however long the registry is.
+struct TaskResources(BTreeMap<(u32, u64), Vec<u64>>);
+
+impl TaskResources {
+    fn new(allow: &[(u32, u64, u64)]) -> Self {
+        let mut index: BTreeMap<(u32, u64), Vec<u64>> = BTreeMap::new();
+        for &(app, task, res) in allow {
+            index.entry((app, task)).or_default().push(res);
+        }
+        Self(index)
+    }
+
+    /// The resources `app`'s `task` claims (none if the registry does not name it).
+    fn of(&self, app: u32, task: u64) -> impl Iterator<Item = u64> + '_ {
+        self.0.get(&(app, task)).into_iter().flatten().copied()
+    }
+}
+
 /// Serves requests until `OP_STOP`; returns the VM's exit status.
 pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -> Status {
+    let index = TaskResources::new(allow);
     loop {
         let Some(request) = next_request(&mut driver, settings) else {
             match driver.state() {
@@ -179,12 +199,7 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
             }
         };
         let app = request.app_id;
-        let resources = |task: u64| {
-            allow
-                .iter()
-                .filter(move |&&(a, t, _)| a == app && t == task)
-                .map(|&(_, _, r)| r)
-        };
+        let resources = |task: u64| index.of(app, task);
         match op {
             OP_STOP => {
                 print_counters(&mut driver);

@@ -133,7 +133,7 @@ fn driver_config(window: crate::memmap::Region, polling: bool, tuning: Tuning) -
 }
 
 /// Runs the guest app `name`; returns the status the VM ends with.
-pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap) -> Status {
+pub fn run_app(name: &str, cmdline: &Cmdline<'_>, map: &MemoryMap<'_>) -> Status {
     if name != key::APP_SERVE {
         println!("see: no guest app named {name:?} in this image (known: serve)");
         return Status::AppFailure;
