@@ -204,6 +204,7 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
     }
     let mut backend_config = BackendConfig::new(&config.socket, origin.clone(), key);
     backend_config.fetch_workers = config.fetch_workers;
+    backend_config.floors = Arc::new(see_prefetch_backend::floors::Floors::open(&config.floors)?);
     let backend = Arc::new(Backend::spawn(backend_config)?);
     info!(
         "vhost-user socket {}: waiting for the VMM",
