@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Audit log (JSON lines, hash-chained).
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// The version floors file (created if missing; refused if corrupt).
+    #[arg(long)]
+    floors: Option<PathBuf>,
     /// The audit key (P-384, PKCS#8 PEM) that signs the audit log's checkpoints.
     #[arg(long)]
     audit_key: Option<PathBuf>,
@@ -116,6 +119,7 @@ impl TryFrom<ServeArgs> for Config {
             predictor,
             history,
             audit,
+            floors,
             budget,
             threshold,
             top_k,

@@ -176,6 +176,9 @@ pub struct Config {
     pub history_source: String,
     /// The hash-chained audit log (appended).
     pub audit: PathBuf,
+    /// The version floors (JSON; only ever rise): sent signed to every guest session, so
+    /// rollback protection survives a guest reboot (virtio-prefetch SPEC.md section 8).
+    pub floors: PathBuf,
     /// The audit key (P-384, PKCS#8 PEM, `cargo xtask keys` makes `target/see-keys/audit.key`)
     /// that signs the audit log's checkpoints; without one the log is not anchored (a warning
     /// says so) and `pto audit verify` can check its chain only.
@@ -234,6 +237,7 @@ impl Default for Config {
             history: PathBuf::from("target/see/history.sqlite"),
             history_source: "live".into(),
             audit: PathBuf::from("target/see/audit.jsonl"),
+            floors: PathBuf::from("target/see/floors.json"),
             audit_key: None,
             audit_checkpoint_every: 256,
             budget: policy.budget_bytes,

@@ -159,6 +159,7 @@ pub fn file_rules(config: &Config) -> FileRules {
     rules = rules
         .read_write(dir_of(&config.history))
         .read_write(dir_of(&config.audit))
+        .read_write(dir_of(&config.floors))
         .read_write(dir_of(&config.socket));
     if let Listen::Unix(path) = &config.listen {
         rules = rules.read_write(dir_of(path));
@@ -175,6 +176,7 @@ pub fn prepare(config: &Config) -> Result<(), crate::DaemonError> {
     let mut dirs = vec![
         dir_of(&config.history),
         dir_of(&config.audit),
+        dir_of(&config.floors),
         dir_of(&config.socket),
     ];
     if let Listen::Unix(path) = &config.listen {
@@ -298,9 +300,15 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
                 ]
                 .map(|c| c as u64),
             ),
-        ThreadKind::Events | ThreadKind::Seal | ThreadKind::Device => list
+        ThreadKind::Events | ThreadKind::Seal => list
             // The device thread's epoll loop (queue kicks, commands, finished work).
             .allow(&[SYS_epoll_wait, SYS_epoll_pwait]),
+        ThreadKind::Device => read_files(list)
+            .allow(&[SYS_epoll_wait, SYS_epoll_pwait])
+            // Raising a version floor when a version is first signed: the floors file is
+            // rewritten beside itself, synced and renamed over (Landlock limits this to the
+            // floors file's directory).
+            .allow(&[SYS_fsync, SYS_rename, SYS_renameat, SYS_renameat2]),
         ThreadKind::Fetch => read_files(list),
         ThreadKind::Vhost => list
             // Accepts the VMM, then speaks vhost-user: messages with fds, the shared window's
@@ -420,6 +428,7 @@ mod tests {
             audit_key: Some("/k/audit.pem".into()),
             history: "/h/history.sqlite".into(),
             audit: "/a/audit.jsonl".into(),
+            floors: "/f/floors.json".into(),
             socket: "/r/prefetch.sock".into(),
             listen: Listen::Unix("/l/front.sock".into()),
             ..Config::default()
@@ -433,6 +442,7 @@ mod tests {
                 .read_only("/k/audit.pem")
                 .read_write("/h")
                 .read_write("/a")
+                .read_write("/f")
                 .read_write("/r")
                 .read_write("/l")
         );

@@ -62,6 +62,9 @@ pub enum DaemonError {
     /// The vhost-user backend.
     #[error("vhost-user backend: {0}")]
     Backend(Box<see_prefetch_backend::BackendError>),
+    /// The version floors file.
+    #[error(transparent)]
+    Floors(#[from] see_prefetch_backend::floors::FloorsError),
     /// The history database.
     #[error("history {path}: {source}")]
     History {

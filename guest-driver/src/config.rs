@@ -50,6 +50,11 @@ pub struct DriverConfig {
     /// baseline, where a claim consumes the resource (its entry is dropped once handed over)
     /// and a demanded bundle is handed over without being kept.
     pub cache: bool,
+    /// The trusted lower bound on the time, in seconds since the Unix epoch (the kernel takes
+    /// it from `see.min_epoch=` on its measured command line): a floors snapshot that expires
+    /// at or before it is refused (`StaleFloors`, SPEC.md section 8). 0: no bound but the
+    /// snapshots accepted since boot.
+    pub min_time_s: u64,
 }
 
 impl DriverConfig {
@@ -70,6 +75,7 @@ impl DriverConfig {
             demand_timeout_ns: 10_000_000_000,
             max_demands: 8,
             cache: true,
+            min_time_s: 0,
         }
     }
 }

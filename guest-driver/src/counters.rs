@@ -1,8 +1,8 @@
 //! What the driver counts: staged hits, cache hits, misses, rejects by reason, evictions,
 //! malformed input from the device.
 
-/// Number of RejectReason codes (1..=10), indexed by code.
-pub const REJECT_REASONS: usize = 11;
+/// Number of RejectReason codes (1..=12), indexed by code.
+pub const REJECT_REASONS: usize = 13;
 
 /// Counters, readable at any time through [`crate::Driver::counters`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Counters {
     pub evicts_refused: u64,
     /// Manifests verified.
     pub manifests: u64,
+    /// Floors snapshots verified (their floors applied).
+    pub floors_snapshots: u64,
     /// Requests dropped because the embedder did not take them (queue of 256 full).
     pub requests_dropped: u64,
     /// Requests received on requestq.

@@ -22,7 +22,7 @@ use crate::{
     reassembly::Reassembly,
     registry::AppRegistry,
     store::VerifiedStore,
-    verify::Session,
+    verify::{FloorsTrust, Session},
     window::Carver,
 };
 
@@ -136,8 +136,11 @@ pub struct Driver<P: Platform> {
     pub(crate) store: VerifiedStore,
     pub(crate) rings: Option<Rings>,
     pub(crate) session: Session,
-    /// Highest accepted version per resource id; survives resets (rollback across sessions).
+    /// Highest accepted version per resource id, raised by floors snapshots too; survives
+    /// resets (rollback across sessions) and, through the PTO's snapshots, reboots.
     pub(crate) versions: BTreeMap<u64, u64>,
+    /// The floors snapshots' serial and time bound since boot.
+    pub(crate) floors_trust: FloorsTrust,
     pub(crate) reassembly: Reassembly,
     pub(crate) demands: BTreeMap<u32, PendingDemand>,
     pub(crate) next_cookie: u32,
@@ -189,6 +192,7 @@ impl<P: Platform> Driver<P> {
             return Err(InitError::Config("max_chunk_len must be in 1..=16 MiB"));
         }
         let max_content_len = config.max_content_len;
+        let min_time_s = config.min_time_s;
         let mut d = Self {
             p: platform,
             store: VerifiedStore::new(config.store_budget),
@@ -202,6 +206,10 @@ impl<P: Platform> Driver<P> {
             rings: None,
             session: Session::default(),
             versions: BTreeMap::new(),
+            floors_trust: FloorsTrust {
+                serial: None,
+                time_floor: min_time_s,
+            },
             demands: BTreeMap::new(),
             next_cookie: 1,
             requests: VecDeque::new(),

@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 use virtio_prefetch_wire as wire;
 use wire::{Ack, Chunk, Complete, Demand, Hello, Message, Report, TaskTimings};
 pub use wire::{
-    BundleHeader, DeviceConfig, ManifestHeader, MessageHeader, RejectReason, ReportKind, Status,
-    CONFIG_LEN, DEVICE_ID, F_MANIFEST, F_NEEDS_RESET,
+    BundleHeader, DeviceConfig, FloorsHeader, ManifestHeader, MessageHeader, RejectReason,
+    ReportKind, Status, CONFIG_LEN, DEVICE_ID, F_MANIFEST, F_NEEDS_RESET,
 };
 
 use crate::{driver::IncomingRequest, verify::Ids, RequestCompletion};
@@ -15,9 +15,11 @@ use crate::{driver::IncomingRequest, verify::Ids, RequestCompletion};
 /// Header plus fixed chunk fields in front of a chunk's data.
 pub const CHUNK_PREFIX: usize = MessageHeader::LEN + Chunk::FIXED_LEN;
 
-/// The largest object (bundle or manifest) for a content limit.
+/// The largest object (bundle, manifest or floors snapshot) for a content limit.
 pub fn max_object_len(max_content_len: u32) -> u32 {
     let manifest = ManifestHeader::LEN + wire::MAX_MANIFEST_ENTRIES as usize * wire::DIGEST_LEN;
+    let floors = FloorsHeader::LEN + wire::MAX_FLOOR_ENTRIES as usize * wire::FLOOR_ENTRY_LEN;
+    let manifest = manifest.max(floors);
     let bundle = BundleHeader::LEN as u64 + u64::from(max_content_len);
     bundle.max(manifest as u64).min(u64::from(u32::MAX)) as u32
 }

@@ -233,6 +233,7 @@ impl<P: Platform> Driver<P> {
             &self.demands,
             self.max_content_len,
             self.features & msg::F_MANIFEST != 0,
+            self.floors_trust,
         );
         match verdict {
             Ok(Verdict::Bundle(b)) => {
@@ -263,6 +264,22 @@ impl<P: Platform> Driver<P> {
                     self.counters.evicted += 1;
                     self.report_resource(ReportKind::Evict, &old, 0);
                 }
+            }
+            Ok(Verdict::Floors {
+                serial,
+                issued_at,
+                floors,
+            }) => {
+                // Floors only rise; the session may now accept bundles.
+                for f in floors {
+                    let floor = self.versions.entry(f.resource_id).or_insert(0);
+                    *floor = (*floor).max(f.min_version);
+                }
+                let trust = &mut self.floors_trust;
+                trust.serial = Some(trust.serial.map_or(serial, |s| s.max(serial)));
+                trust.time_floor = trust.time_floor.max(issued_at);
+                self.session.has_floors = true;
+                self.counters.floors_snapshots += 1;
             }
             Ok(Verdict::Manifest { seq, digests }) => {
                 self.session.last_seq = Some(seq);

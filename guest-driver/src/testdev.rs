@@ -26,8 +26,8 @@ use std::{
 use p384::ecdsa::{signature::Signer, Signature, SigningKey};
 use sha2::{Digest, Sha384};
 use virtio_prefetch_wire::{
-    self as wire, Ack, BundleFlags, BundleHeader, Chunk, DeviceConfig, ManifestHeader, Message,
-    Request, ResourceKind, Status,
+    self as wire, Ack, BundleFlags, BundleHeader, Chunk, DeviceConfig, Floor, FloorsHeader,
+    ManifestHeader, Message, Request, ResourceKind, Status,
 };
 
 use crate::{
@@ -127,6 +127,12 @@ pub struct Dev {
     pub on_demand: Option<(u32, u64, u64)>,
     /// Answer demands with a prefetch (cookie 0) of the same resource.
     pub demand_as_prefetch: bool,
+    /// Deliver a signed floors snapshot right after each Hello, as the backend does.
+    pub send_floors: bool,
+    /// The floors, serial and expiry (seconds) of those snapshots (issued at `expires - 60`).
+    pub floors: Vec<Floor>,
+    pub floors_serial: u64,
+    pub floors_expires: u64,
 }
 
 /// The platform handed to the driver; tests keep a clone to act as the device. The state is
@@ -195,6 +201,10 @@ impl TestPlatform {
             hello_status: 0,
             on_demand: None,
             demand_as_prefetch: false,
+            send_floors: true,
+            floors: Vec::new(),
+            floors_serial: 1,
+            floors_expires: FLOORS_EXPIRES,
         })))
     }
 
@@ -345,6 +355,7 @@ impl Dev {
     pub fn serve_ctrl(&mut self) {
         let mut demanded_bundles = Vec::new();
         let mut demands = 0;
+        let mut hello = false;
         while let Some((head, chain)) = self.pop_avail(2) {
             let m = chain[0];
             let bytes = self.read(m.addr, m.len as usize).to_vec();
@@ -363,6 +374,7 @@ impl Dev {
                     self.epoch = h.epoch;
                     self.seq = 0;
                     status = Status::from_raw(self.hello_status).unwrap();
+                    hello = true;
                 }
                 Some(Message::Demand(d)) => {
                     demands += 1;
@@ -394,6 +406,10 @@ impl Dev {
                     .build();
                 self.deliver(&b);
             }
+        }
+        if hello && self.send_floors {
+            let snapshot = self.floors_snapshot();
+            self.deliver(&snapshot);
         }
         self.max_demands_per_kick = self.max_demands_per_kick.max(demands);
         if self.reverse_demands {
@@ -609,6 +625,51 @@ impl BundleSpec {
     pub fn statement_digest(&self) -> [u8; 48] {
         Sha384::digest(self.header().to_be_signed()).into()
     }
+}
+
+/// Expiry of the test device's floors snapshots unless a test sets another.
+pub const FLOORS_EXPIRES: u64 = 2_000_000_000;
+
+impl Dev {
+    /// A floors snapshot of `self.floors` for this session, signed with `self.key`.
+    pub fn floors_snapshot(&self) -> Vec<u8> {
+        floors_snapshot(
+            &self.key,
+            self.nonce,
+            self.epoch,
+            self.floors_serial,
+            self.floors_expires,
+            &self.floors,
+        )
+    }
+}
+
+/// A signed floors snapshot (issued 60 s before it expires).
+pub fn floors_snapshot(
+    key: &SigningKey,
+    nonce: [u8; 32],
+    epoch: u64,
+    serial: u64,
+    expires_at: u64,
+    floors: &[Floor],
+) -> Vec<u8> {
+    let mut h = FloorsHeader {
+        count: floors.len() as u32,
+        session_nonce: nonce,
+        epoch,
+        serial,
+        issued_at: expires_at.saturating_sub(60),
+        expires_at,
+        signature: [0; 96],
+    };
+    let mut out = vec![0u8; FloorsHeader::LEN + wire::FLOOR_ENTRY_LEN * floors.len()];
+    h.encode(floors, &mut out).expect("valid floors");
+    let mut statement = h.tbs_prefix().to_vec();
+    statement.extend_from_slice(&out[FloorsHeader::LEN..]);
+    let sig: Signature = key.sign(&statement);
+    h.signature.copy_from_slice(&sig.to_bytes());
+    h.encode(floors, &mut out).expect("valid floors");
+    out
 }
 
 /// A signed manifest over `entries` for the given session and sequence number.

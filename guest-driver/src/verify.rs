@@ -1,5 +1,5 @@
-//! Verification of reassembled objects (bundles and manifests) against the session, the
-//! version floors, the app registry and the embedded key.
+//! Verification of reassembled objects (bundles, manifests and floors snapshots) against the
+//! session, the version floors, the app registry and the embedded key.
 //!
 //! [`check`] only reads: it takes the private copy of an object and the trusted state, and
 //! says what to change. The caller changes trusted state only on `Ok`. Cheap checks run first;
@@ -15,7 +15,8 @@ use p384::ecdsa::{signature::Verifier, Signature, VerifyingKey};
 use sha2::{Digest, Sha384};
 
 use virtio_prefetch_wire::{
-    BundleFlags, BundleHeader, ManifestHeader, RejectReason, WireError, MANIFEST_TBS_PREFIX_LEN,
+    BundleFlags, BundleHeader, Floor, FloorsHeader, ManifestHeader, RejectReason, WireError,
+    FLOORS_TBS_PREFIX_LEN, MANIFEST_TBS_PREFIX_LEN,
 };
 
 use crate::{
@@ -37,6 +38,8 @@ pub(crate) struct Session {
     pub last_seq: Option<u64>,
     pub manifest_digests: BTreeSet<[u8; 48]>,
     pub hello_ack: AckState,
+    /// A floors snapshot of this session was accepted: bundles may be (fail closed before).
+    pub has_floors: bool,
 }
 
 impl Default for Session {
@@ -47,6 +50,7 @@ impl Default for Session {
             last_seq: None,
             manifest_digests: BTreeSet::new(),
             hello_ack: AckState::Pending,
+            has_floors: false,
         }
     }
 }
@@ -100,11 +104,29 @@ pub(crate) struct Accepted {
     pub manifest_digest: Option<[u8; 48]>,
 }
 
+/// What the guest trusts about floors snapshots across its sessions (since boot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FloorsTrust {
+    /// Highest serial accepted since boot.
+    pub serial: Option<u64>,
+    /// Lower bound on the time (seconds since the Unix epoch): the measured minimum, raised to
+    /// the issue time of every snapshot accepted.
+    pub time_floor: u64,
+}
+
 /// What to change after a successful check.
 #[derive(Debug)]
 pub(crate) enum Verdict {
     Bundle(Accepted),
-    Manifest { seq: u64, digests: Vec<[u8; 48]> },
+    Manifest {
+        seq: u64,
+        digests: Vec<[u8; 48]>,
+    },
+    Floors {
+        serial: u64,
+        issued_at: u64,
+        floors: Vec<Floor>,
+    },
 }
 
 /// Checks one reassembled object (private memory). An accepted bundle's content is
@@ -120,12 +142,19 @@ pub(crate) fn check(
     demands: &BTreeMap<u32, PendingDemand>,
     max_content_len: u32,
     manifests: bool,
+    trust: FloorsTrust,
 ) -> Result<Verdict, Reject> {
     let malformed = Reject {
         reason: RejectReason::Malformed,
         ids: Ids::default(),
         demand: None,
     };
+    if FloorsHeader::is_floors(object) {
+        return check_floors(object, key, session, trust).map_err(|reason| Reject {
+            reason,
+            ..malformed
+        });
+    }
     if ManifestHeader::is_manifest(object) {
         let fail = |reason| Reject {
             reason,
@@ -190,6 +219,9 @@ pub(crate) fn check(
     if b.session_nonce != session.nonce || b.epoch != session.epoch {
         return Err(fail(RejectReason::WrongSession));
     }
+    if !session.has_floors {
+        return Err(fail(RejectReason::NoFloors));
+    }
     if !registry.permits(b.app_id, b.task_id, b.resource_id) {
         return Err(fail(RejectReason::WrongTask));
     }
@@ -243,6 +275,40 @@ pub(crate) fn check(
         demand,
         manifest_digest,
     }))
+}
+
+/// Checks a floors snapshot (SPEC.md section 8): structure, session, expiry and serial, then
+/// the signature.
+fn check_floors(
+    object: &[u8],
+    key: &VerifyingKey,
+    session: &Session,
+    trust: FloorsTrust,
+) -> Result<Verdict, RejectReason> {
+    let (f, entries) = FloorsHeader::parse_floors(object).map_err(|_| RejectReason::Malformed)?;
+    if f.session_nonce != session.nonce || f.epoch != session.epoch {
+        return Err(RejectReason::WrongSession);
+    }
+    if f.expires_at <= trust.time_floor || trust.serial.is_some_and(|s| f.serial < s) {
+        return Err(RejectReason::StaleFloors);
+    }
+    let mut statement = Vec::new();
+    statement
+        .try_reserve_exact(FLOORS_TBS_PREFIX_LEN + entries.len())
+        .map_err(|_| RejectReason::TooLarge)?;
+    statement.extend_from_slice(&f.tbs_prefix());
+    statement.extend_from_slice(entries);
+    verify_signature(key, &statement, &f.signature)?;
+    let mut floors = Vec::new();
+    floors
+        .try_reserve_exact(f.count as usize)
+        .map_err(|_| RejectReason::TooLarge)?;
+    floors.extend(FloorsHeader::iter(entries));
+    Ok(Verdict::Floors {
+        serial: f.serial,
+        issued_at: f.issued_at,
+        floors,
+    })
 }
 
 fn verify_signature(

@@ -31,6 +31,10 @@ pub const CACHE: &str = "see.cache";
 /// `see.max_demands=N`: demand fetches outstanding at once (1 to 64; default the driver's);
 /// 1 is the naive baseline's serial demands.
 pub const MAX_DEMANDS: &str = "see.max_demands";
+/// `see.min_epoch=S`: the guest's trusted lower bound on the time, in seconds since the Unix
+/// epoch (the command line is measured): a floors snapshot expiring at or before it is
+/// refused (virtio-prefetch SPEC.md section 8). Absent: 0.
+pub const MIN_EPOCH: &str = "see.min_epoch";
 
 /// `see.insecure_entropy=1`: let the serve app create a session without RDRAND or RDSEED, on
 /// TSC jitter alone (off by default; [`crate::entropy`]).
@@ -52,6 +56,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     STORE_KIB,
     CACHE,
     MAX_DEMANDS,
+    MIN_EPOCH,
     INSECURE_ENTROPY,
 ];
 
@@ -278,7 +283,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(Cmdline::new(&line).unknown_keys().count(), 0);
-        assert_eq!(KNOWN_KEYS.len(), 12);
+        assert_eq!(KNOWN_KEYS.len(), 13);
     }
 
     fn alloc_line(value: &str) -> String {

@@ -13,6 +13,7 @@ use std::{
 use crate::{guest::Guest, pto_keys, Vmm, DEADLINE};
 use see_abi::cmdline as key;
 use see_prefetch_backend::{
+    floors::Floors,
     signer::load_key,
     store::{DiskStore, ResourceStore},
     Backend, BackendConfig, BackendEvent, BackendHandle, PrefetchOrder, Request, Tamper,
@@ -85,6 +86,9 @@ pub struct Options {
     pub cmdline: String,
     /// Boot the test image (feature `test-ops`: the hostile ops) instead of the default one.
     pub test_image: bool,
+    /// The backend's floors file (kept across rigs to model a guest reboot); in memory when
+    /// None.
+    pub floors: Option<PathBuf>,
 }
 
 /// Backend + guest.
@@ -114,8 +118,13 @@ impl Rig {
             .unwrap_or_else(|| pto_keys().0.clone());
         let key = load_key(&key).unwrap_or_else(|e| panic!("signing key: {e}"));
         let store: Arc<dyn ResourceStore> = Arc::new(fill_store(&store, &options.resources));
-        let backend = Backend::spawn(BackendConfig::new(&socket, store, key))
-            .unwrap_or_else(|e| panic!("the backend did not start: {e}"));
+        let mut config = BackendConfig::new(&socket, store, key);
+        if let Some(path) = &options.floors {
+            config.floors =
+                Arc::new(Floors::open(path).unwrap_or_else(|e| panic!("floors file: {e}")));
+        }
+        let backend =
+            Backend::spawn(config).unwrap_or_else(|e| panic!("the backend did not start: {e}"));
         let mut allow: Vec<String> = options
             .resources
             .iter()

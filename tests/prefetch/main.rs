@@ -6,6 +6,7 @@
 mod access;
 mod cabi;
 mod failure;
+mod floors;
 mod private_memory;
 mod staging;
 mod tamper;

@@ -182,16 +182,22 @@ fn a_backend_with_a_foreign_key_cannot_stage_or_serve() {
         signing_key: Some(foreign_key(keydir.path())),
         ..Options::default()
     });
+    // The session's floors snapshot, signed with that key, is refused first; the guest then
+    // accepts no bundle of the session (fail closed, SPEC.md section 8).
+    rig.wait_event("Report Reject BadSignature for the floors snapshot", |e| {
+        is_reject(e, 0, RejectReason::BadSignature)
+    });
     rig.prefetch(&r);
-    rig.wait_event("Report Reject BadSignature", |e| {
-        is_reject(e, r.id, RejectReason::BadSignature)
+    rig.wait_event("Report Reject NoFloors", |e| {
+        is_reject(e, r.id, RejectReason::NoFloors)
     });
     // The task's claim falls back to a demand fetch, whose bundle is refused too: exit 104.
     rig.dispatch(1, OP_RUN, &[7]);
     let out = rig.guest.finish();
     out.assert_code(see_abi::exit::APP_FAILURE)
         .assert_stdout("see: claim-failed app=1 task=7 res=3")
-        .assert_stdout("bad_signature=2");
+        .assert_stdout("bad_signature=1")
+        .assert_stdout("no_floors=2");
     assert!(!out.stdout.contains("see: claim app="), "{}", out.stdout);
 }
 

@@ -3,6 +3,7 @@
 
 mod cache;
 mod device;
+mod floors;
 mod messages;
 mod nocache;
 mod parallel;

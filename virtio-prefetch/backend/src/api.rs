@@ -160,6 +160,8 @@ pub struct Stats {
     pub signatures: u64,
     /// Manifests delivered.
     pub manifests: u64,
+    /// Floors snapshots queued (one after each Hello).
+    pub floors_snapshots: u64,
     /// Demands served.
     pub demands: u64,
     /// Demands for unknown resources or before Hello, or refused `Busy` (too many outstanding).

@@ -59,9 +59,9 @@ use log::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_prefetch_wire::{
-    parse_message, Ack, BundleHeader, Chunk, DeviceConfig, Message, MessageHeader, MessageKind,
-    Status, WireError, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1, NUM_QUEUES,
-    REQUEST_QUEUE, STAGING_QUEUE,
+    parse_message, Ack, BundleHeader, Chunk, DeviceConfig, FloorsHeader, Message, MessageHeader,
+    MessageKind, Status, WireError, CONTROL_QUEUE, DEVICE_FEATURES, F_MANIFEST, F_VERSION_1,
+    NUM_QUEUES, REQUEST_QUEUE, STAGING_QUEUE,
 };
 use virtio_queue::QueueT;
 use vm_memory::{
@@ -79,6 +79,7 @@ use crate::{
     api::{
         BackendEvent, BackendThread, Eviction, PrefetchOrder, QueueName, Request, Stats, ThreadHook,
     },
+    floors::{now_s, Floors},
     limit::{LogLimiter, TokenBucket},
     pool::{FetchJob, FetchPool, Fetched},
     seal::{self, SealJob, Sealed, SealedObject},
@@ -200,6 +201,8 @@ enum Slot {
 /// The device state.
 pub(crate) struct PrefetchDevice {
     store: Arc<dyn ResourceStore>,
+    floors: Arc<Floors>,
+    floors_validity_s: u64,
     config: DeviceConfig,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     session: Option<Session>,
@@ -258,6 +261,8 @@ type Memory = vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>;
 /// What the device is built from.
 pub(crate) struct Parts {
     pub(crate) store: Arc<dyn ResourceStore>,
+    pub(crate) floors: Arc<Floors>,
+    pub(crate) floors_validity_s: u64,
     pub(crate) signer: Arc<dyn StatementSigner>,
     pub(crate) config: DeviceConfig,
     pub(crate) fetch_workers: usize,
@@ -287,6 +292,8 @@ impl PrefetchDevice {
         seal::spawn(parts.signer, seal_rx, sealed_tx, wake, parts.hook.clone())?;
         Ok(Self {
             store: parts.store,
+            floors: parts.floors,
+            floors_validity_s: parts.floors_validity_s,
             config: parts.config,
             mem: None,
             session: None,
@@ -531,6 +538,15 @@ impl PrefetchDevice {
     /// A sealed object, announced and ready to write.
     fn ready(&mut self, object: SealedObject) -> Outgoing {
         if let Some((h, statement)) = object.signed {
+            // A version the PTO signed is a floor from now on, for every later boot too.
+            match self.floors.raise(h.resource_id, h.resource_version) {
+                Ok(true) => debug!(
+                    "floor of resource {} raised to {}",
+                    h.resource_id, h.resource_version
+                ),
+                Ok(false) => {}
+                Err(e) => warn!("{e}"),
+            }
             self.emit(BackendEvent::Signed {
                 resource_id: h.resource_id,
                 version: h.resource_version,
@@ -695,6 +711,29 @@ impl PrefetchDevice {
         let out = self.outgoing(bytes, header);
         self.slots.push_back(Slot::Ready(VecDeque::from([out])));
         Replay::Sent
+    }
+
+    /// Queues the session's floors snapshot as the first object of the session (SPEC.md
+    /// section 8): the guest accepts no bundle before it.
+    fn send_floors(&mut self) {
+        let Some(session) = self.session else { return };
+        let view = self.floors.view();
+        let issued_at = now_s();
+        let header = FloorsHeader {
+            count: view.floors.len() as u32,
+            session_nonce: session.nonce,
+            epoch: session.epoch,
+            serial: view.serial,
+            issued_at,
+            expires_at: issued_at.saturating_add(self.floors_validity_s),
+            signature: [0; 96],
+        };
+        self.stat(|s| s.floors_snapshots += 1);
+        self.send_seal(SealJob::Floors {
+            generation: self.generation,
+            header,
+            floors: view.floors,
+        });
     }
 
     fn send_seal(&mut self, job: SealJob) {
@@ -865,7 +904,9 @@ impl PrefetchDevice {
                 continue;
             }
             let Some(h) = out.header else {
-                self.stat(|s| s.manifests += 1);
+                if !FloorsHeader::is_floors(&out.bytes) {
+                    self.stat(|s| s.manifests += 1);
+                }
                 continue;
             };
             self.stat(|s| {
@@ -1032,6 +1073,7 @@ impl PrefetchDevice {
                 for p in &mut self.prefetches {
                     p.held = false;
                 }
+                self.send_floors();
                 self.emit(BackendEvent::Hello {
                     nonce: hello.nonce,
                     epoch: hello.epoch,

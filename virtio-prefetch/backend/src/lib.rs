@@ -28,6 +28,7 @@ mod fault;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod limit;
+pub mod floors;
 pub mod manifest;
 mod pool;
 mod seal;
@@ -126,6 +127,11 @@ pub struct BackendConfig {
     pub batch_manifests: bool,
     /// Called by each backend thread as it starts (none: nothing is called).
     pub on_thread_start: Option<ThreadHook>,
+    /// The version floors sent to every session (and raised by every bundle signed); open a
+    /// file with [`floors::Floors::open`] so they survive a restart and a guest reboot.
+    pub floors: Arc<floors::Floors>,
+    /// How long a floors snapshot is valid after it is signed.
+    pub floors_validity: Duration,
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -139,7 +145,8 @@ impl std::fmt::Debug for BackendConfig {
 
 impl BackendConfig {
     /// Defaults: 256 KiB chunks, 16 MiB resources, batch manifests when the driver takes them,
-    /// [`DEFAULT_FETCH_WORKERS`] fetch workers, `key` held in this process.
+    /// [`DEFAULT_FETCH_WORKERS`] fetch workers, `key` held in this process, floors kept in
+    /// memory only, snapshots valid for [`DEFAULT_FLOORS_VALIDITY`].
     pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
         Self {
             socket: socket.into(),
@@ -150,9 +157,14 @@ impl BackendConfig {
             max_content_len: 16 << 20,
             batch_manifests: true,
             on_thread_start: None,
+            floors: Arc::new(floors::Floors::in_memory()),
+            floors_validity: DEFAULT_FLOORS_VALIDITY,
         }
     }
 }
+
+/// How long a floors snapshot is valid by default: one day.
+pub const DEFAULT_FLOORS_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// The running backend.
 #[derive(Debug)]
@@ -208,6 +220,8 @@ impl Backend {
         }
         let device = PrefetchDevice::new(Parts {
             store: config.store,
+            floors: config.floors,
+            floors_validity_s: config.floors_validity.as_secs(),
             signer: config.signer,
             config: device_config,
             fetch_workers: config.fetch_workers,

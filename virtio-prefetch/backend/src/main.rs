@@ -1,8 +1,8 @@
 //! `see-prefetch-backend`: the virtio-prefetch vhost-user daemon.
 //!
 //! ```text
-//! see-prefetch-backend --socket /tmp/prefetch.sock --store ./store --key target/see-keys/pto.key [--prefetch FILE] [--no-manifests]
-//! see-prefetch-backend store add --store ./store --id 3 --version 1 --kind data --app 1 --file blob.bin
+//! see-prefetch-backend --socket /tmp/prefetch.sock --store ./store --key target/see-keys/pto.key [--floors FILE] [--prefetch FILE] [--no-manifests]
+//! see-prefetch-backend store add --store ./store --id 3 --version 1 --kind data --app 1 --file blob.bin [--floors floors.json]
 //! ```
 //! Serving ends when the VMM disconnects (exit 0). `--prefetch FILE` lists `app task resource`
 //! per line: prefetch orders sent as soon as the guest says hello. Exit codes: 0 success;
@@ -15,6 +15,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use see_prefetch_backend::{
+    floors::Floors,
     signer::load_key,
     store::{parse_kind, DiskStore},
     Backend, BackendConfig, BackendEvent, PrefetchOrder,
@@ -48,6 +49,10 @@ struct ServeArgs {
     /// Prefetch orders (`app task resource` per line) sent after the guest's hello.
     #[arg(long)]
     prefetch: Option<PathBuf>,
+    /// The version floors file (JSON, only ever rises; created if missing): sent signed to
+    /// every guest session. Without it the floors live in this process only.
+    #[arg(long)]
+    floors: Option<PathBuf>,
     /// Sign every bundle on its own even when the driver takes batch manifests (F_MANIFEST).
     #[arg(long)]
     no_manifests: bool,
@@ -82,6 +87,10 @@ enum StoreCommand {
         app: u32,
         #[arg(long)]
         file: PathBuf,
+        /// The version floors file to raise to the published version (the serving backend's
+        /// `--floors`): guests refuse older versions from now on, across reboots too.
+        #[arg(long)]
+        floors: Option<PathBuf>,
     },
 }
 
@@ -132,6 +141,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let mut config = BackendConfig::new(&socket, Arc::new(store), key);
     config.batch_manifests = !args.no_manifests;
+    if let Some(path) = &args.floors {
+        config.floors = Arc::new(Floors::open(path).map_err(|e| e.to_string())?);
+    }
     config.fetch_workers = args.fetch_workers as usize;
     let backend = Backend::spawn(config).map_err(|e| e.to_string())?;
     log::info!("listening on {}", socket.display());
@@ -163,12 +175,22 @@ fn main() -> ExitCode {
             kind,
             app,
             file,
+            floors,
         })) => (|| {
             let content = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            // A corrupt floors file stops the publication before the store changes.
+            let floors = floors
+                .map(|path| Floors::open(&path))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             let store = DiskStore::open(&store).map_err(|e| e.to_string())?;
             store
                 .add(id, version, kind, app, &content)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            if let Some(floors) = floors {
+                floors.raise(id, version).map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })(),
         None => serve(cli.serve),
     };

@@ -14,7 +14,7 @@ use std::{
 
 use log::warn;
 use sha2::{Digest, Sha384};
-use virtio_prefetch_wire::BundleHeader;
+use virtio_prefetch_wire::{BundleHeader, Floor, FloorsHeader};
 use vmm_sys_util::event::EventNotifier;
 
 #[cfg(feature = "fault-injection")]
@@ -37,6 +37,12 @@ pub(crate) enum SealJob {
         /// The fault injection in force when it was ordered.
         #[cfg(feature = "fault-injection")]
         tamper: Tamper,
+    },
+    /// The session's floors snapshot (header unsigned).
+    Floors {
+        generation: u64,
+        header: FloorsHeader,
+        floors: Vec<Floor>,
     },
     /// A manifest (sequence number `seq`) and the bundles it covers.
     Batch {
@@ -137,6 +143,16 @@ pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
                 objects,
             }
         }
+        SealJob::Floors {
+            generation,
+            header,
+            floors,
+        } => Sealed {
+            generation,
+            objects: seal_floors(signer, header, &floors)
+                .map(|bytes| vec![object(bytes, None)])
+                .unwrap_or_default(),
+        },
         SealJob::Batch {
             generation,
             session,
@@ -168,6 +184,39 @@ pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
                 generation,
                 objects,
             }
+        }
+    }
+}
+
+/// Signs and encodes a floors snapshot; None (logged) when it cannot be.
+fn seal_floors(
+    signer: &dyn StatementSigner,
+    mut header: FloorsHeader,
+    floors: &[Floor],
+) -> Option<Vec<u8>> {
+    let mut out =
+        vec![0u8; FloorsHeader::LEN + floors.len() * virtio_prefetch_wire::FLOOR_ENTRY_LEN];
+    let entries = match FloorsHeader::encode_entries(floors, &mut out[FloorsHeader::LEN..]) {
+        Ok(len) => len,
+        Err(e) => {
+            warn!("floors snapshot not sent: {e}");
+            return None;
+        }
+    };
+    let mut statement = header.tbs_prefix().to_vec();
+    statement.extend_from_slice(&out[FloorsHeader::LEN..FloorsHeader::LEN + entries]);
+    match signer.sign_statement(&statement) {
+        Ok(signature) => header.signature = signature,
+        Err(e) => {
+            warn!("floors snapshot not sent: {e}");
+            return None;
+        }
+    }
+    match header.encode(floors, &mut out) {
+        Ok(_) => Some(out),
+        Err(e) => {
+            warn!("floors snapshot not sent: {e}");
+            None
         }
     }
 }

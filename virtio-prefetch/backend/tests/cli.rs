@@ -150,3 +150,58 @@ fn usage_errors_exit_2_and_bad_input_exit_1_with_a_clear_message() {
         stderr(&out)
     );
 }
+
+#[test]
+fn store_add_with_floors_raises_the_floor_and_a_corrupt_file_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let floors = dir.path().join("floors.json");
+    let file = dir.path().join("blob.bin");
+    std::fs::write(&file, b"resource bytes").unwrap();
+    let add = |version: &str| {
+        run(&[
+            "store",
+            "add",
+            "--store",
+            store.to_str().unwrap(),
+            "--id",
+            "42",
+            "--version",
+            version,
+            "--kind",
+            "data",
+            "--app",
+            "3",
+            "--file",
+            file.to_str().unwrap(),
+            "--floors",
+            floors.to_str().unwrap(),
+        ])
+    };
+    let out = add("4");
+    assert!(out.status.success(), "store add failed: {}", stderr(&out));
+    let view = see_prefetch_backend::floors::Floors::open(&floors)
+        .unwrap()
+        .view();
+    assert_eq!(
+        view.floors,
+        [virtio_prefetch_wire::Floor {
+            resource_id: 42,
+            min_version: 4
+        }]
+    );
+    // A corrupt floors file: a clear error, the store unchanged, the file left as it was.
+    std::fs::write(&floors, b"{\"format\":1,").unwrap();
+    let out = add("5");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("floors.json") && stderr(&out).contains("corrupt"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&floors).unwrap(), b"{\"format\":1,");
+    assert_eq!(
+        DiskStore::open(&store).unwrap().get(42, 0).unwrap().version,
+        4
+    );
+}

@@ -2,7 +2,9 @@
 //! built by hand in a memfd region (what a guest driver would do): hello and a demand fetch
 //! deliver a correctly signed bundle; a prefetch order delivers one; a descriptor outside the
 //! memory the backend was given is refused and the daemon serves the next message; a malformed
-//! ctrlq message gets `Malformed` and the daemon keeps serving.
+//! ctrlq message gets `Malformed` and the daemon keeps serving; every Hello is answered first
+//! by a floors snapshot signed for its nonce, and a floors file raised by a signed bundle
+//! feeds the snapshot of a later backend.
 
 use std::{
     fs::File,
@@ -13,14 +15,16 @@ use std::{
 
 use p384::ecdsa::{signature::Verifier, Signature, SigningKey, VerifyingKey};
 use see_prefetch_backend::{
-    store::DiskStore, Backend, BackendConfig, BackendEvent, BackendHandle, PrefetchOrder, QueueName,
+    floors::Floors, store::DiskStore, Backend, BackendConfig, BackendEvent, BackendHandle,
+    PrefetchOrder, QueueName,
 };
 use vhost::{
     vhost_user::{message::VhostUserProtocolFeatures, Frontend, VhostUserFrontend},
     VhostBackend, VhostUserMemoryRegionInfo, VringConfigData,
 };
 use virtio_prefetch_wire::{
-    parse_message, Ack, BundleHeader, ChunkSequence, Demand, Hello, Message, ResourceKind, Status,
+    parse_message, Ack, BundleHeader, ChunkSequence, Demand, Floor, FloorsHeader, Hello, Message,
+    ResourceKind, Status,
 };
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -261,7 +265,12 @@ fn start() -> (BackendHandle, Driver, tempfile::TempDir, Vec<u8>) {
 }
 
 fn hello(driver: &mut Driver) -> [u8; 32] {
-    let nonce = [0x5E; 32];
+    hello_with_floors(driver, [0x5E; 32]).0
+}
+
+/// Hello with `nonce`, then the floors snapshot that must follow it: signed by the PTO key
+/// for this nonce and epoch, unexpired. Returns the nonce, the header and the floors.
+fn hello_with_floors(driver: &mut Driver, nonce: [u8; 32]) -> ([u8; 32], FloorsHeader, Vec<Floor>) {
     let (ack, _) = driver.control(&encode(
         Message::Hello(Hello {
             nonce,
@@ -272,7 +281,62 @@ fn hello(driver: &mut Driver) -> [u8; 32] {
         0,
     ));
     assert_eq!(ack.status, Status::Ok);
-    nonce
+    let object = driver.receive_object();
+    let (header, entries) = FloorsHeader::parse_floors(&object).expect("a floors snapshot");
+    assert_eq!((header.session_nonce, header.epoch), (nonce, 1));
+    assert!(header.expires_at > header.issued_at);
+    let mut statement = header.tbs_prefix().to_vec();
+    statement.extend_from_slice(entries);
+    VerifyingKey::from(&key())
+        .verify(
+            &statement,
+            &Signature::from_slice(&header.signature).unwrap(),
+        )
+        .expect("the snapshot verifies under the PTO key");
+    (nonce, header, FloorsHeader::iter(entries).collect())
+}
+
+#[test]
+fn a_signed_bundle_raises_the_floors_file_for_the_next_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DiskStore::open(dir.path().join("store")).unwrap());
+    let content = vec![7u8; 3000];
+    store.add(3, 2, ResourceKind::Data, 1, &content).unwrap();
+    let floors_path = dir.path().join("floors.json");
+    let socket = dir.path().join("backend.sock");
+    let serve = |store: Arc<DiskStore>| {
+        let mut config = BackendConfig::new(&socket, store, key());
+        config.floors = Arc::new(Floors::open(&floors_path).unwrap());
+        let backend = Backend::spawn(config).unwrap();
+        let driver = Driver::connect(&socket);
+        (backend, driver)
+    };
+    // First boot: no floors yet; the bundle of version 2 raises resource 3's floor.
+    let (backend, mut driver) = serve(store.clone());
+    let (nonce, header, floors) = hello_with_floors(&mut driver, [1; 32]);
+    assert_eq!((header.serial, floors.len()), (0, 0));
+    backend
+        .prefetch(PrefetchOrder {
+            app_id: 1,
+            task_id: 8,
+            resource_id: 3,
+        })
+        .unwrap();
+    let bundle = check_bundle(&driver.receive_object(), &content, nonce, 8);
+    assert_eq!(bundle.resource_version, 2);
+    backend.shutdown();
+    drop(driver);
+    // Second boot, a new backend over the same file: the snapshot for the new nonce says 2.
+    let (_backend, mut driver) = serve(store);
+    let (_, header, floors) = hello_with_floors(&mut driver, [2; 32]);
+    assert_eq!(header.serial, 1);
+    assert_eq!(
+        floors,
+        [Floor {
+            resource_id: 3,
+            min_version: 2
+        }]
+    );
 }
 
 fn check_bundle(object: &[u8], content: &[u8], nonce: [u8; 32], task: u64) -> BundleHeader {

@@ -34,6 +34,8 @@ pub const MAX_REQUEST_ARGS: u32 = 3072;
 pub const MAX_COMPLETE_TASKS: u32 = 64;
 /// Largest number of entries in one manifest.
 pub const MAX_MANIFEST_ENTRIES: u32 = 1024;
+/// Largest number of entries in one floors snapshot.
+pub const MAX_FLOOR_ENTRIES: u32 = 4096;
 /// Size of a SHA-384 digest.
 pub const DIGEST_LEN: usize = 48;
 /// Size of a session nonce.

@@ -2,7 +2,7 @@
 //!
 //! One `no_std` crate, used by both the vhost-user backend on the host and the guest driver
 //! inside the SEE, so the two sides cannot drift. It holds the device constants, the 16-byte
-//! message header, every message payload, the bundle and manifest formats, the exact bytes a
+//! message header, every message payload, the bundle, manifest and floors-snapshot formats, the exact bytes a
 //! signature covers ([`BundleHeader::to_be_signed`], [`ManifestHeader::tbs_prefix`]), a
 //! chunk-sequence checker ([`ChunkSequence`]) and a one-object-at-a-time reassembler
 //! ([`Reassembler`]) over a caller-provided buffer or, with the `alloc` feature, a
@@ -43,6 +43,7 @@ mod bytes;
 mod chunks;
 mod consts;
 mod error;
+mod floors;
 mod manifest;
 mod message;
 mod reassembler;
@@ -51,6 +52,7 @@ pub use bundle::{BundleFlags, BundleHeader, ResourceKind, BUNDLE_CONTEXT, BUNDLE
 pub use chunks::ChunkSequence;
 pub use consts::*;
 pub use error::WireError;
+pub use floors::{Floor, FloorsHeader, FLOORS_CONTEXT, FLOORS_TBS_PREFIX_LEN, FLOOR_ENTRY_LEN};
 pub use manifest::{ManifestHeader, MANIFEST_CONTEXT, MANIFEST_TBS_PREFIX_LEN};
 pub use message::{
     parse_message, Ack, Chunk, Complete, Demand, Evict, Hello, Message, MessageHeader, MessageKind,

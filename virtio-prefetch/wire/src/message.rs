@@ -121,6 +121,10 @@ wire_enum!(
         NotInManifest = 9,
         /// Not expected now (no pending demand, chunk of an unknown stream, ...).
         Unexpected = 10,
+        /// A bundle before this session has a valid floors snapshot (fail closed).
+        NoFloors = 11,
+        /// A floors snapshot past its expiry, or older than one already accepted.
+        StaleFloors = 12,
     }
 );
 

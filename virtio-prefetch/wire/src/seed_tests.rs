@@ -118,6 +118,28 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
     let mut buf = vec![0u8; ManifestHeader::LEN + 2 * DIGEST_LEN];
     manifest.encode(&[[1; 48], [2; 48]], &mut buf).unwrap();
     out.push(("wire_manifest", "manifest".into(), buf));
+    let floors = FloorsHeader {
+        count: 2,
+        session_nonce: [6; NONCE_LEN],
+        epoch: 1,
+        serial: 3,
+        issued_at: 1_700_000_000,
+        expires_at: 1_700_086_400,
+        signature: [7; SIGNATURE_LEN],
+    };
+    let entries = [
+        Floor {
+            resource_id: 1,
+            min_version: 2,
+        },
+        Floor {
+            resource_id: 5,
+            min_version: 1,
+        },
+    ];
+    let mut buf = vec![0u8; FloorsHeader::LEN + 2 * FLOOR_ENTRY_LEN];
+    floors.encode(&entries, &mut buf).unwrap();
+    out.push(("wire_floors", "floors".into(), buf));
     let config = DeviceConfig {
         max_content_len: 16 << 20,
         max_chunk_len: 64 << 10,
@@ -148,6 +170,7 @@ fn accepted(target: &str, data: &[u8]) -> bool {
         }),
         "wire_bundle" => BundleHeader::parse_bundle(data).is_ok(),
         "wire_manifest" => ManifestHeader::parse_manifest(data).is_ok(),
+        "wire_floors" => FloorsHeader::parse_floors(data).is_ok(),
         "wire_config" => DeviceConfig::parse(data).is_ok(),
         // Decoded into chunks by the target itself; the first chunk must start an object.
         "wire_reassembler" => data.first().is_some_and(|&control| control & 4 != 0),

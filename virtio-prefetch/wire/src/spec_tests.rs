@@ -99,8 +99,8 @@ fn spec_layout_tables_match_the_encoders() {
     let tables = layout_tables();
     assert_eq!(
         tables.len(),
-        13,
-        "config, header, 6 payloads, task entry, ack, evict, bundle, manifest"
+        14,
+        "config, header, 6 payloads, task entry, ack, evict, bundle, manifest, floors"
     );
     let mut buf = [0u8; 512];
 
@@ -389,6 +389,44 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
             ("signature", &[0x74; 96]),
         ],
     );
+
+    let floors = FloorsHeader {
+        count: 1,
+        session_nonce: [0x81; 32],
+        epoch: 0x82,
+        serial: 0x83,
+        issued_at: 0x84,
+        expires_at: 0x85,
+        signature: [0x86; 96],
+    };
+    let floor = Floor {
+        resource_id: 0x87,
+        min_version: 0x88,
+    };
+    let mut buf = [0u8; FloorsHeader::LEN + FLOOR_ENTRY_LEN];
+    floors.encode(&[floor], &mut buf).unwrap();
+    check(
+        &tables[13],
+        "floors",
+        &buf,
+        FloorsHeader::LEN,
+        &[
+            ("magic", &FloorsHeader::MAGIC.to_le_bytes()),
+            ("format_version", &1u16.to_le_bytes()),
+            ("count", &1u32.to_le_bytes()),
+            ("session_nonce", &[0x81; 32]),
+            ("epoch", &0x82u64.to_le_bytes()),
+            ("serial", &0x83u64.to_le_bytes()),
+            ("issued_at", &0x84u64.to_le_bytes()),
+            ("expires_at", &0x85u64.to_le_bytes()),
+            ("signature", &[0x86; 96]),
+        ],
+    );
+    assert_eq!(
+        FLOORS_TBS_PREFIX_LEN - FLOORS_CONTEXT.len(),
+        2 + 4 + 32 + 8 * 4,
+        "the signed fields SPEC.md lists"
+    );
 }
 
 #[test]
@@ -413,6 +451,10 @@ fn spec_names_every_code_with_the_code_value() {
         format!("at most {MAX_REQUEST_ARGS}"),
         format!("at most {MAX_COMPLETE_TASKS}"),
         format!("at most {MAX_MANIFEST_ENTRIES}"),
+        format!("at most {MAX_FLOOR_ENTRIES}"),
+        format!("{:?}", core::str::from_utf8(FLOORS_CONTEXT).unwrap())
+            .trim_matches('"')
+            .into(),
         format!("at most {} MiB", MAX_CONTENT_LEN >> 20),
     ] {
         assert!(SPEC.contains(&item), "SPEC.md lacks `{item}`");

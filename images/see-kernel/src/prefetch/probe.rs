@@ -7,8 +7,8 @@ use super::platform::KernelPlatform;
 
 type Drv = Driver<KernelPlatform>;
 
-/// RejectReason codes 1..=10 (docs: virtio-prefetch/SPEC.md), as printed.
-const REJECT_NAMES: [&str; 10] = [
+/// RejectReason codes 1..=12 (docs: virtio-prefetch/SPEC.md), as printed.
+const REJECT_NAMES: [&str; 12] = [
     "malformed",
     "bad_signature",
     "wrong_session",
@@ -19,15 +19,18 @@ const REJECT_NAMES: [&str; 10] = [
     "too_large",
     "not_in_manifest",
     "unexpected",
+    "no_floors",
+    "stale_floors",
 ];
 
 /// Prints `see: counters ...` and `see: rejects <reason>=<n> ...` (every reason, zeros too).
 pub fn print_counters(driver: &Drv) {
     let c = driver.counters();
     println!(
-        "see: counters accepted={} manifests={} rejected={} malformed={} hits={} cache_hits={} misses={} demands={} demands_failed={} evicted={} host_evicts={} evicts_refused={} interrupts={} notifies={} register_accesses={}",
+        "see: counters accepted={} manifests={} floors={} rejected={} malformed={} hits={} cache_hits={} misses={} demands={} demands_failed={} evicted={} host_evicts={} evicts_refused={} interrupts={} notifies={} register_accesses={}",
         c.accepted,
         c.manifests,
+        c.floors_snapshots,
         c.rejected_total(),
         c.malformed,
         c.hits,

@@ -75,6 +75,13 @@ fn parse_max_demands(value: &str) -> Result<u16, String> {
     }
 }
 
+/// Parses `see.min_epoch=S` (seconds since the Unix epoch).
+fn parse_min_epoch(value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| alloc::format!("see.min_epoch={value:?} is not a number of seconds"))
+}
+
 /// What the command line sets in the driver beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tuning {
@@ -84,6 +91,8 @@ struct Tuning {
     cache: Option<bool>,
     /// `see.max_demands`.
     max_demands: Option<u16>,
+    /// `see.min_epoch`: the measured lower bound on the time for floors snapshots.
+    min_epoch: Option<u64>,
 }
 
 impl Tuning {
@@ -97,6 +106,10 @@ impl Tuning {
             max_demands: cmdline
                 .get(key::MAX_DEMANDS)
                 .map(parse_max_demands)
+                .transpose()?,
+            min_epoch: cmdline
+                .get(key::MIN_EPOCH)
+                .map(parse_min_epoch)
                 .transpose()?,
         })
     }
@@ -121,6 +134,9 @@ fn driver_config(window: crate::memmap::Region, polling: bool, tuning: Tuning) -
     }
     if let Some(n) = tuning.max_demands {
         config.max_demands = n;
+    }
+    if let Some(s) = tuning.min_epoch {
+        config.min_time_s = s;
     }
     config.staging_buffers = 16;
     config.max_chunk_len = 256 * 1024;

@@ -268,6 +268,12 @@ impl Driver {
             staging_buffers: STAGING_BUFFERS as u32,
         });
         assert_eq!(self.control(hello, 0), Status::Ok);
+        // The session's floors snapshot comes first (SPEC.md section 8).
+        let floors = self.receive();
+        assert!(
+            virtio_prefetch_wire::FloorsHeader::is_floors(&floors),
+            "the first object after Hello is the floors snapshot"
+        );
     }
 
     /// Demands `resource_id` and copies its bundle out of the staging buffers (reposting
