@@ -33,7 +33,10 @@ use std::{
 };
 
 use log::{info, warn};
-use see_prefetch_backend::{signer::load_key, Backend, BackendConfig, BackendHandle};
+use see_prefetch_backend::{
+    signer::{load_key, LocalSigner, StatementSigner},
+    Backend, BackendConfig, BackendHandle,
+};
 use see_pto::{
     audit::{AuditLog, FsyncPolicy, KeySigner},
     history::History,
@@ -179,7 +182,14 @@ pub struct Daemon {
 pub fn start(config: Config) -> Result<Daemon, DaemonError> {
     config.validate()?;
     let cat = Arc::new(config.load_catalogue()?);
-    let key = load_key(&config.key)?;
+    // With a signer, the key file is never opened here.
+    let signer: Arc<dyn StatementSigner> = match &config.signer {
+        Some(socket) => {
+            info!("signing through see-signer at {}", socket.display());
+            Arc::new(see_signer::RemoteSigner::new(socket))
+        }
+        None => Arc::new(LocalSigner::new(load_key(&config.key)?)),
+    };
     let disk = guest::open_filled(&cat, &config.store)?;
     let model = if config.origin_latency_ms > 0.0 || config.origin_bandwidth_mib > 0.0 {
         let bandwidth = if config.origin_bandwidth_mib > 0.0 {
@@ -202,7 +212,7 @@ pub fn start(config: Config) -> Result<Daemon, DaemonError> {
             source: e,
         })?;
     }
-    let mut backend_config = BackendConfig::new(&config.socket, origin.clone(), key);
+    let mut backend_config = BackendConfig::with_signer(&config.socket, origin.clone(), signer);
     backend_config.fetch_workers = config.fetch_workers;
     let backend = Arc::new(Backend::spawn(backend_config)?);
     info!(

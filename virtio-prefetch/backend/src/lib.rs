@@ -131,10 +131,19 @@ impl BackendConfig {
     /// Defaults: 256 KiB chunks, 16 MiB resources, batch manifests when the driver takes them,
     /// [`DEFAULT_FETCH_WORKERS`] fetch workers, `key` held in this process.
     pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
+        Self::with_signer(socket, store, Arc::new(LocalSigner::new(key)))
+    }
+
+    /// The defaults of [`BackendConfig::new`], signing through `signer` (another process).
+    pub fn with_signer(
+        socket: impl Into<PathBuf>,
+        store: Arc<dyn ResourceStore>,
+        signer: Arc<dyn StatementSigner>,
+    ) -> Self {
         Self {
             socket: socket.into(),
             store,
-            signer: Arc::new(LocalSigner::new(key)),
+            signer,
             fetch_workers: DEFAULT_FETCH_WORKERS,
             max_chunk_len: 256 * 1024,
             max_content_len: 16 << 20,
