@@ -282,9 +282,10 @@ mod tests {
     use super::*;
 
     fn write_key(dir: &Path, mode: u32) -> (PathBuf, SigningKey) {
-        let key = SigningKey::from_slice(&[0x42; 48]).unwrap();
+        let secret = p384::SecretKey::from_slice(&[0x42; 48]).unwrap();
+        let key = SigningKey::from(&secret);
         let path = dir.join("pto.key");
-        let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
         std::fs::write(&path, pem.as_bytes()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         (path, key)
