@@ -152,8 +152,8 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> std::io::Result<ExitSta
 /// The signer's log in the run directory.
 const SIGNER_LOG: &str = "signer.log";
 
-/// Starts `see-signer` for `config`'s key and store, listening on `socket`; returns once it
-/// accepts connections.
+/// Starts `see-signer` for `config`'s key and store (and audit key, which anchors its audit
+/// log), listening on `socket`; returns once it accepts connections.
 fn start_signer(
     bin: &Path,
     config: &Config,
@@ -165,7 +165,11 @@ fn start_signer(
     let log = std::fs::File::create(&log_path)
         .map_err(io(format!("cannot create {}", log_path.display())))?;
     let _ = std::fs::remove_file(socket);
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(audit_key) = &config.audit_key {
+        cmd.arg("--audit-key").arg(audit_key);
+    }
+    let mut child = cmd
         .process_group(0)
         .arg("--socket")
         .arg(socket)

@@ -127,8 +127,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Binds `path` (replacing a stale socket), readable and writable by its owner only, owned by
-/// `owner` when the signer drops to it.
+/// Binds `path` (replacing a stale socket). Only its owner and group may connect: owned by
+/// `owner`'s user and group when the signer drops to it, so a daemon running as another user
+/// in that group can connect and no one else can.
 fn bind(path: &Path, owner: Option<Credentials>) -> Result<UnixListener, MainError> {
     let err = |source| MainError::Socket {
         path: path.to_path_buf(),
@@ -140,8 +141,14 @@ fn bind(path: &Path, owner: Option<Credentials>) -> Result<UnixListener, MainErr
     }) {
         std::fs::remove_file(path).map_err(err)?;
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    // The socket is created with mode 0660 at once (no window where others may connect).
+    // SAFETY: umask takes and returns an integer.
+    let umask = unsafe { libc::umask(0o117) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(umask) };
+    let listener = bound.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
     if let Some(c) = owner {
         std::os::unix::fs::chown(path, Some(c.uid), Some(c.gid)).map_err(err)?;
     }
