@@ -18,7 +18,8 @@ pub struct ServeArgs {
     /// Resource store directory (filled with the catalogue's resources where missing).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// The PTO's signing key (P-384, PKCS#8 PEM), held in this process (tests, development).
+    /// The PTO's signing key (P-384, PKCS#8 PEM): read by the signer `see up` starts, or by
+    /// the daemon itself when it has no `--signer` (tests, development).
     #[arg(long, env = "SEE_PTO_SIGNING_KEY", conflicts_with = "signer")]
     key: Option<PathBuf>,
     /// Sign through the `see-signer` listening on this socket; the key never enters this

@@ -411,6 +411,20 @@ mod tests {
         assert_eq!(Request::parse(&[]), Err(Refusal::Malformed));
     }
 
+    /// The fuzz target's seeds are what they claim to be: a bundle request, a manifest
+    /// request whose entries match its bundles, a reply.
+    #[test]
+    fn the_fuzz_seeds_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/signer_request");
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let bundle = Request::parse(&read("bundle")).unwrap();
+        assert!(crate::statement::BundleStatement::parse(&bundle.statement).is_ok());
+        let manifest = Request::parse(&read("manifest")).unwrap();
+        let m = crate::statement::ManifestStatement::parse(&manifest.statement).unwrap();
+        assert_eq!(m.check_bundles(&manifest.bundles).unwrap().len(), 2);
+        assert!(Reply::parse(&read("reply")).is_ok());
+    }
+
     #[test]
     fn replies_round_trip_and_frames_are_bounded() {
         let all = [
