@@ -260,13 +260,9 @@ impl Launched {
             None
         };
         let mut signer = match (&spec.signer_bin, &config.signer) {
-            (Some(bin), Some(socket)) => Some(start_signer(
-                bin,
-                &config,
-                &spec.run_dir,
-                socket,
-                deadline,
-            )?),
+            (Some(bin), Some(socket)) => {
+                Some(start_signer(bin, &config, &spec.run_dir, socket, deadline)?)
+            }
             _ => None,
         };
         let mut daemon = match cmd.spawn() {
@@ -502,9 +498,13 @@ impl Launched {
 
     /// Kills them all at once.
     pub fn kill(&mut self) {
-        for child in [Some(&mut self.vmm), Some(&mut self.daemon), self.signer.as_mut()]
-            .into_iter()
-            .flatten()
+        for child in [
+            Some(&mut self.vmm),
+            Some(&mut self.daemon),
+            self.signer.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if matches!(child.try_wait(), Ok(None)) {
                 let _ = child.kill();

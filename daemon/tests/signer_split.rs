@@ -55,7 +55,8 @@ fn key_patterns(secret: &SecretKey) -> Vec<[u8; 48]> {
 /// How many times any of `patterns` occurs in the readable mappings of process `pid`.
 fn count_in_memory(pid: u32, patterns: &[[u8; 48]]) -> usize {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem (needs ptrace rights)");
+    let mut mem =
+        std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem (needs ptrace rights)");
     let mut found = 0;
     let mut scanned = 0u64;
     for line in maps.lines() {
@@ -81,7 +82,10 @@ fn count_in_memory(pid: u32, patterns: &[[u8; 48]]) -> usize {
             .filter(|w| patterns.iter().any(|p| w == p))
             .count();
     }
-    assert!(scanned > 1 << 20, "only {scanned} bytes of {pid} could be read");
+    assert!(
+        scanned > 1 << 20,
+        "only {scanned} bytes of {pid} could be read"
+    );
     found
 }
 
@@ -157,8 +161,18 @@ fn no_key_bytes_in_the_daemons_memory() {
     let patterns = key_patterns(&secret);
     let store = dir.path().join("store");
     let (signer, socket) = start_signer(dir.path(), &key, &store);
-    let split = start_daemon(dir.path(), "split", &store, ["--signer".as_ref(), socket.as_ref()]);
-    let in_process = start_daemon(dir.path(), "in-process", &store, ["--key".as_ref(), key.as_ref()]);
+    let split = start_daemon(
+        dir.path(),
+        "split",
+        &store,
+        ["--signer".as_ref(), socket.as_ref()],
+    );
+    let in_process = start_daemon(
+        dir.path(),
+        "in-process",
+        &store,
+        ["--key".as_ref(), key.as_ref()],
+    );
     assert_eq!(
         count_in_memory(split.0.id(), &patterns),
         0,

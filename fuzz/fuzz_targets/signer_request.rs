@@ -27,10 +27,9 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(m.entries.len(), request.bundles.len());
                         match m.check_bundles(&request.bundles) {
                             Ok(bundles) => assert_eq!(bundles.len(), m.entries.len()),
-                            Err(r) => assert!(matches!(
-                                r,
-                                Refusal::Malformed | Refusal::ManifestMismatch
-                            )),
+                            Err(r) => {
+                                assert!(matches!(r, Refusal::Malformed | Refusal::ManifestMismatch))
+                            }
                         }
                     }
                 }

@@ -37,7 +37,16 @@ fn main() {
     let rounds = args.first().copied().unwrap_or(5).max(1);
     let n = args.get(1).copied().unwrap_or(500).max(1);
     let f = Fixture::new(0o600);
-    let _signer = f.start(&["--rate", "1e9", "--burst", "1e9", "--global-rate", "1e9", "--global-burst", "1e9"]);
+    let _signer = f.start(&[
+        "--rate",
+        "1e9",
+        "--burst",
+        "1e9",
+        "--global-rate",
+        "1e9",
+        "--global-burst",
+        "1e9",
+    ]);
     let remote = RemoteSigner::new(&f.socket);
     let local = LocalSigner::new(f.signing_key());
     let resource = f.resource(3, 2);

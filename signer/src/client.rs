@@ -65,10 +65,7 @@ impl RemoteSigner {
     /// Sends `request`; on a broken connection, reconnects and tries once more.
     pub fn request(&self, request: &Request) -> Result<[u8; 96], SignError> {
         let body = request.encode();
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
         for _ in 0..2 {
             let stream = match connection.as_mut() {

@@ -32,9 +32,18 @@ fn common(list: AllowList) -> AllowList {
         .allow(&[SYS_futex, SYS_clock_gettime])
         // Log lines to stderr; the audit log's records and fsyncs; dropping fds.
         .allow(&[SYS_write, SYS_fsync, SYS_fdatasync, SYS_close])
-        .allow_arg(SYS_fcntl, 1, &[F_GETFD as u64, F_GETFL as u64, F_SETFL as u64])
+        .allow_arg(
+            SYS_fcntl,
+            1,
+            &[F_GETFD as u64, F_GETFL as u64, F_SETFL as u64],
+        )
         // A thread's end, a signal's return, abort().
-        .allow(&[SYS_sigaltstack, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_exit])
+        .allow(&[
+            SYS_sigaltstack,
+            SYS_rt_sigprocmask,
+            SYS_rt_sigreturn,
+            SYS_exit,
+        ])
         .allow(&[SYS_getpid, SYS_gettid, SYS_tgkill])
 }
 
@@ -86,7 +95,6 @@ pub fn confine_process(
         accept: accept_allow_list().compile()?,
     }))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -102,10 +102,7 @@ enum MainError {
     #[error("cannot start the workers: {0}")]
     Workers(std::io::Error),
     #[error("cannot handle signal {signal}: {source}")]
-    Signal {
-        signal: i32,
-        source: std::io::Error,
-    },
+    Signal { signal: i32, source: std::io::Error },
 }
 
 fn main() -> ExitCode {
@@ -168,7 +165,9 @@ fn run(cli: Cli) -> Result<(), MainError> {
     let policy = Policy::open(&cli.store)?;
     let audit = AuditLog::open(&cli.audit, FsyncPolicy::default())?;
     let audit = match &cli.audit_key {
-        Some(path) => audit.with_checkpoints(Box::new(KeySigner::load(path)?), cli.checkpoint_every),
+        Some(path) => {
+            audit.with_checkpoints(Box::new(KeySigner::load(path)?), cli.checkpoint_every)
+        }
         None => audit.with_checkpoints(Box::new(KeyCheckpoints(key.clone())), cli.checkpoint_every),
     };
     let listener = bind(&cli.socket, credentials)?;

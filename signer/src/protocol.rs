@@ -287,15 +287,14 @@ impl Request {
         if statement_len != expected_len || c.0.len() != count as usize * BUNDLE_TBS_LEN {
             return Err(Refusal::Malformed);
         }
-        let bundles = c
-            .0
-            .chunks_exact(BUNDLE_TBS_LEN)
-            .map(|b| {
-                let mut a = [0u8; BUNDLE_TBS_LEN];
-                a.copy_from_slice(b);
-                a
-            })
-            .collect();
+        let bundles =
+            c.0.chunks_exact(BUNDLE_TBS_LEN)
+                .map(|b| {
+                    let mut a = [0u8; BUNDLE_TBS_LEN];
+                    a.copy_from_slice(b);
+                    a
+                })
+                .collect();
         Ok(Self {
             kind,
             statement,
@@ -415,7 +414,8 @@ mod tests {
     /// request whose entries match its bundles, a reply.
     #[test]
     fn the_fuzz_seeds_parse() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/signer_request");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/signer_request");
         let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
         let bundle = Request::parse(&read("bundle")).unwrap();
         assert!(crate::statement::BundleStatement::parse(&bundle.statement).is_ok());

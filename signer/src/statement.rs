@@ -135,7 +135,10 @@ impl ManifestStatement {
 
     /// Checks that `bundles` are exactly the statements the entries name, in order, all of
     /// this manifest's session; returns them parsed.
-    pub fn check_bundles(&self, bundles: &[[u8; BUNDLE_TBS_LEN]]) -> Result<Vec<BundleStatement>, Refusal> {
+    pub fn check_bundles(
+        &self,
+        bundles: &[[u8; BUNDLE_TBS_LEN]],
+    ) -> Result<Vec<BundleStatement>, Refusal> {
         if bundles.len() != self.entries.len() {
             return Err(Refusal::ManifestMismatch);
         }
@@ -184,10 +187,19 @@ mod tests {
         let h = header(6);
         let s = BundleStatement::parse(&h.to_be_signed()).unwrap();
         assert_eq!(
-            (s.kind, s.app_id, s.task_id, s.resource_id, s.resource_version),
+            (
+                s.kind,
+                s.app_id,
+                s.task_id,
+                s.resource_id,
+                s.resource_version
+            ),
             (ResourceKind::Code, 4, 5, 6, 7)
         );
-        assert_eq!((s.content_len, s.content_sha384, s.epoch, s.seq), (8, [9; 48], 11, 12));
+        assert_eq!(
+            (s.content_len, s.content_sha384, s.epoch, s.seq),
+            (8, [9; 48], 11, 12)
+        );
         let mut bad = h.to_be_signed();
         bad[0] ^= 1;
         assert_eq!(BundleStatement::parse(&bad), Err(Refusal::Malformed));
@@ -213,9 +225,18 @@ mod tests {
         assert_eq!(parsed.seq, 1);
         assert_eq!(parsed.check_bundles(&bundles).unwrap().len(), 2);
         let swapped = [bundles[1], bundles[0]];
-        assert_eq!(parsed.check_bundles(&swapped), Err(Refusal::ManifestMismatch));
-        assert_eq!(parsed.check_bundles(&bundles[..1]), Err(Refusal::ManifestMismatch));
+        assert_eq!(
+            parsed.check_bundles(&swapped),
+            Err(Refusal::ManifestMismatch)
+        );
+        assert_eq!(
+            parsed.check_bundles(&bundles[..1]),
+            Err(Refusal::ManifestMismatch)
+        );
         statement.pop();
-        assert_eq!(ManifestStatement::parse(&statement), Err(Refusal::Malformed));
+        assert_eq!(
+            ManifestStatement::parse(&statement),
+            Err(Refusal::Malformed)
+        );
     }
 }

@@ -56,7 +56,8 @@ fn statements_the_store_backs_are_signed_and_audited() {
         .iter()
         .for_each(|e| manifest_statement.extend_from_slice(e));
     let sig = Signature::from_slice(&batch.manifest.signature).unwrap();
-    vk.verify(&manifest_statement, &sig).expect("manifest verifies");
+    vk.verify(&manifest_statement, &sig)
+        .expect("manifest verifies");
 
     let (status, stderr) = signer.stop();
     assert!(status.success(), "{status}: {stderr}");
@@ -67,7 +68,10 @@ fn statements_the_store_backs_are_signed_and_audited() {
     assert_eq!(verified.records, 3, "{verified:?}");
     verified.require_closed().expect("closed at SIGTERM");
     let log = std::fs::read_to_string(&f.audit).unwrap();
-    assert!(log.contains(r#""resource":3"#) && log.contains(r#""version":2"#), "{log}");
+    assert!(
+        log.contains(r#""resource":3"#) && log.contains(r#""version":2"#),
+        "{log}"
+    );
 }
 
 #[test]
@@ -137,7 +141,9 @@ fn the_rate_limit_refuses_past_the_burst() {
     let client = RemoteSigner::new(&f.socket);
     let r = f.resource(7, 1);
     for seq in 1..=3 {
-        client.sign_statement(&statement(&r, seq)).expect("within the burst");
+        client
+            .sign_statement(&statement(&r, seq))
+            .expect("within the burst");
     }
     assert_eq!(
         refusal(client.sign_statement(&statement(&r, 4))),
@@ -164,7 +170,10 @@ fn a_key_file_others_may_read_is_refused() {
     let out = f.command().output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("mode 0644") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("mode 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     assert!(!f.socket.exists(), "it must not listen");
 }
 
@@ -223,7 +232,9 @@ fn the_key_page_is_locked_and_left_out_of_core_dumps() {
     // Its smaps flag the key page `lo` (mlock) and `dd` (MADV_DONTDUMP).
     let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", signer.pid())).unwrap();
     assert!(
-        smaps.lines().any(|l| l.starts_with("VmFlags:") && l.contains(" dd") && l.contains(" lo")),
+        smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.contains(" dd") && l.contains(" lo")),
         "no locked, undumped mapping"
     );
 }

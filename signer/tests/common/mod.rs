@@ -23,7 +23,8 @@ use see_prefetch_backend::{
 use virtio_prefetch_wire::{ResourceKind, BUNDLE_TBS_LEN};
 
 /// The resources in the test store: (id, version, content).
-pub const RESOURCES: &[(u64, u64, &[u8])] = &[(3, 1, b"three v1"), (3, 2, b"three v2"), (7, 1, b"seven")];
+pub const RESOURCES: &[(u64, u64, &[u8])] =
+    &[(3, 1, b"three v1"), (3, 2, b"three v2"), (7, 1, b"seven")];
 
 /// A signer's files.
 pub struct Fixture {
@@ -47,7 +48,8 @@ impl Fixture {
         let store = dir.path().join("store");
         let disk = DiskStore::open(&store).expect("store");
         for &(id, version, content) in RESOURCES {
-            disk.add(id, version, ResourceKind::Data, 1, content).unwrap();
+            disk.add(id, version, ResourceKind::Data, 1, content)
+                .unwrap();
         }
         Self {
             key_path,
@@ -91,7 +93,11 @@ impl Fixture {
     /// Starts the signer with `args` and waits until it accepts connections.
     pub fn start(&self, args: &[&str]) -> SignerProcess {
         let _ = std::fs::remove_file(&self.socket);
-        let child = self.command().args(args).spawn().expect("see-signer starts");
+        let child = self
+            .command()
+            .args(args)
+            .spawn()
+            .expect("see-signer starts");
         let mut process = SignerProcess { child };
         wait_for_socket(&self.socket, &mut process.child);
         process
