@@ -64,7 +64,7 @@ pub fn accept_allow_list() -> AllowList {
     use libc::*;
     common(AllowList::new("signer-accept"))
         .allow(&[SYS_accept4, SYS_poll, SYS_ppoll])
-        .allow_arg(SYS_ioctl, 1, &[FIONBIO as u64])
+        .allow_arg(SYS_ioctl, 1, &[FIONBIO])
         .allow(&[SYS_exit_group])
 }
 
