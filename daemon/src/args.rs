@@ -18,9 +18,14 @@ pub struct ServeArgs {
     /// Resource store directory (filled with the catalogue's resources where missing).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// The PTO's signing key (P-384, PKCS#8 PEM).
-    #[arg(long, env = "SEE_PTO_SIGNING_KEY")]
+    /// The PTO's signing key (P-384, PKCS#8 PEM): read by the signer `see up` starts, or by
+    /// the daemon itself when it has no `--signer` (tests, development).
+    #[arg(long, env = "SEE_PTO_SIGNING_KEY", conflicts_with = "signer")]
     key: Option<PathBuf>,
+    /// Sign through the `see-signer` listening on this socket; the key never enters this
+    /// process.
+    #[arg(long, value_name = "SOCKET")]
+    signer: Option<PathBuf>,
     /// Service metadata (TOML) [default: the embedded shop catalogue].
     #[arg(long)]
     catalogue: Option<PathBuf>,
@@ -142,6 +147,9 @@ impl TryFrom<ServeArgs> for Config {
         }
         if a.audit_key.is_some() {
             c.audit_key = a.audit_key;
+        }
+        if a.signer.is_some() {
+            c.signer = a.signer;
         }
         c.settle |= a.settle;
         c.eager_prefetch |= a.eager_prefetch;

@@ -153,8 +153,13 @@ pub struct Config {
     pub socket: PathBuf,
     /// The content-addressed resource store (a directory).
     pub store: PathBuf,
-    /// The PTO's signing key (P-384, PKCS#8 PEM).
+    /// The PTO's signing key (P-384, PKCS#8 PEM), held in this process: for tests and
+    /// development. Ignored when `signer` is set.
     pub key: PathBuf,
+    /// The signer's socket (`see-signer`): the key stays in that process, and this one never
+    /// reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<PathBuf>,
     /// The service metadata (TOML); `None`: the embedded shop catalogue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<PathBuf>,
@@ -229,6 +234,7 @@ impl Default for Config {
             socket: PathBuf::from("target/see/prefetch.sock"),
             store: PathBuf::from("target/see/store"),
             key: PathBuf::from("target/see-keys/pto.key"),
+            signer: None,
             catalogue: None,
             size_scale: 1.0,
             predictor: PredictorKind::Markov,

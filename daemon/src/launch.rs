@@ -1,8 +1,11 @@
-//! Starting an SEE with its PTO: the daemon and the VMM as two processes, the daemon first
-//! (the VMM connects to its vhost-user socket), then the VMM with the guest's command line for
-//! the daemon's configuration; ready once the guest's driver is up. [`Launched`] watches both:
-//! when either dies the other is stopped and the caller learns which and why; [`Launched::stop`]
-//! stops both cleanly (SIGTERM to the daemon, which tells the guest to stop).
+//! Starting an SEE with its PTO: the signer, the daemon and the VMM as three processes. The
+//! signer first (it alone reads the PTO key; the daemon is pointed at its socket and never
+//! opens the key), then the daemon (the VMM connects to its vhost-user socket), then the VMM
+//! with the guest's command line for the daemon's configuration; ready once the guest's driver
+//! is up. Without a signer binary the daemon holds the key itself (tests, development).
+//! [`Launched`] watches them: when one dies the others are stopped and the caller learns which
+//! and why; [`Launched::stop`] stops them cleanly (SIGTERM to the daemon, which tells the guest
+//! to stop, then to the signer, which closes its audit log).
 
 use std::{
     collections::VecDeque,
@@ -28,6 +31,9 @@ pub struct LaunchSpec {
     pub daemon_bin: PathBuf,
     /// The `see-vmm` binary.
     pub vmm_bin: PathBuf,
+    /// The `see-signer` binary: started with the configuration's key and store, its socket,
+    /// log and audit log in `run_dir`. `None`: the daemon signs with the key itself.
+    pub signer_bin: Option<PathBuf>,
     /// The guest image.
     pub kernel: PathBuf,
     /// The daemon's configuration (its `socket` is replaced by one in `run_dir`).
@@ -61,7 +67,7 @@ pub enum LaunchError {
     /// A process ended (or never got ready).
     #[error("{which} {how}{detail}")]
     Died {
-        /// see-daemon or see-vmm.
+        /// see-signer, see-daemon or see-vmm.
         which: &'static str,
         /// "exited with code N (meaning)", "was killed by signal N" or "is not ready".
         how: String,
@@ -73,6 +79,7 @@ pub enum LaunchError {
 /// A running SEE and its daemon.
 #[derive(Debug)]
 pub struct Launched {
+    signer: Option<Child>,
     daemon: Child,
     vmm: Child,
     address: String,
@@ -142,14 +149,86 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> std::io::Result<ExitSta
     }
 }
 
+/// The signer's log in the run directory.
+const SIGNER_LOG: &str = "signer.log";
+
+/// Starts `see-signer` for `config`'s key and store (and audit key, which anchors its audit
+/// log), listening on `socket`; returns once it accepts connections.
+fn start_signer(
+    bin: &Path,
+    config: &Config,
+    run_dir: &Path,
+    socket: &Path,
+    deadline: Instant,
+) -> Result<Child, LaunchError> {
+    let log_path = run_dir.join(SIGNER_LOG);
+    let log = std::fs::File::create(&log_path)
+        .map_err(io(format!("cannot create {}", log_path.display())))?;
+    let _ = std::fs::remove_file(socket);
+    let mut cmd = Command::new(bin);
+    if let Some(audit_key) = &config.audit_key {
+        cmd.arg("--audit-key").arg(audit_key);
+    }
+    let mut child = cmd
+        .process_group(0)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--key")
+        .arg(&config.key)
+        .arg("--store")
+        .arg(&config.store)
+        .arg("--audit")
+        .arg(run_dir.join("signer-audit.jsonl"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(io(format!(
+            "cannot start {} (build it with `cargo build --release -p see-signer`)",
+            bin.display()
+        )))?;
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(child);
+        }
+        let how = match child.try_wait() {
+            Ok(Some(status)) => describe("see-signer", status),
+            _ if Instant::now() >= deadline => "did not listen in time".into(),
+            _ => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(LaunchError::Died {
+            which: "see-signer",
+            how,
+            detail: format!(":\n{}", tail_of_file(&log_path, 20)),
+        });
+    }
+}
+
+/// SIGTERM to the signer (it closes its audit log), then waits a little for it.
+fn stop_signer(signer: &mut Option<Child>) {
+    if let Some(child) = signer.as_mut() {
+        terminate(child);
+        let _ = wait_or_kill(child, Duration::from_secs(5));
+    }
+}
+
 impl Launched {
-    /// Starts the daemon, then the VMM; returns once the guest is ready.
+    /// Starts the signer (if any), the daemon, then the VMM; returns once the guest is ready.
     pub fn start(spec: &LaunchSpec) -> Result<Self, LaunchError> {
         std::fs::create_dir_all(&spec.run_dir)
             .map_err(io(format!("cannot create {}", spec.run_dir.display())))?;
         let mut config = spec.config.clone();
         config.socket = spec.run_dir.join("prefetch.sock");
         config.validate()?;
+        let deadline = Instant::now() + spec.ready_timeout;
+        if spec.signer_bin.is_some() {
+            config.signer = Some(spec.run_dir.join("signer.sock"));
+        }
         let cat = config.load_catalogue()?;
         let cmdline = guest::cmdline_for(&cat, &config);
         let config_path = spec.run_dir.join("see-daemon.toml");
@@ -180,15 +259,27 @@ impl Launched {
         } else {
             None
         };
-        let mut daemon = cmd.spawn().map_err(io(format!(
-            "cannot start {} (build it with `cargo build --release -p see-daemon`)",
-            spec.daemon_bin.display()
-        )))?;
-        let deadline = Instant::now() + spec.ready_timeout;
+        let mut signer = match (&spec.signer_bin, &config.signer) {
+            (Some(bin), Some(socket)) => {
+                Some(start_signer(bin, &config, &spec.run_dir, socket, deadline)?)
+            }
+            _ => None,
+        };
+        let mut daemon = match cmd.spawn() {
+            Ok(d) => d,
+            Err(e) => {
+                stop_signer(&mut signer);
+                return Err(io(format!(
+                    "cannot start {} (build it with `cargo build --release -p see-daemon`)",
+                    spec.daemon_bin.display()
+                ))(e));
+            }
+        };
         let address = match Self::await_listening(&mut daemon, deadline) {
             Ok(a) => a,
             Err(how) => {
                 let _ = daemon.kill();
+                stop_signer(&mut signer);
                 let status = daemon.wait().ok();
                 return Err(LaunchError::Died {
                     which: "see-daemon",
@@ -220,6 +311,7 @@ impl Launched {
             Err(e) => {
                 terminate(&mut daemon);
                 let _ = wait_or_kill(&mut daemon, Duration::from_secs(10));
+                stop_signer(&mut signer);
                 return Err(io(format!(
                     "cannot start {} (build it with `cargo build --release -p see-vmm`)",
                     spec.vmm_bin.display()
@@ -230,6 +322,7 @@ impl Launched {
         let (ready_tx, ready_rx) = mpsc::channel();
         Self::pump_console(&mut vmm, &spec.run_dir, console.clone(), ready_tx)?;
         let mut launched = Self {
+            signer,
             daemon,
             vmm,
             address,
@@ -340,6 +433,11 @@ impl Launched {
         self.daemon.id()
     }
 
+    /// The signer's process id (None when the daemon holds the key).
+    pub fn signer_pid(&self) -> Option<u32> {
+        self.signer.as_ref().map(Child::id)
+    }
+
     /// The VMM's process id.
     pub fn vmm_pid(&self) -> u32 {
         self.vmm.id()
@@ -367,6 +465,13 @@ impl Launched {
                     .unwrap_or_default(),
             });
         }
+        if let Some(Ok(Some(status))) = self.signer.as_mut().map(Child::try_wait) {
+            return Some(LaunchError::Died {
+                which: "see-signer",
+                how: describe("see-signer", status),
+                detail: format!(":\n{}", tail_of_file(&self.run_dir.join(SIGNER_LOG), 20)),
+            });
+        }
         if let Ok(Some(status)) = self.vmm.try_wait() {
             return Some(LaunchError::Died {
                 which: "see-vmm",
@@ -377,21 +482,30 @@ impl Launched {
         None
     }
 
-    /// Stops both: SIGTERM to the daemon (it finishes the request in the guest, flushes its
-    /// history and audit log and tells the guest to stop), then waits for both (killing what
-    /// does not end within `timeout`). Returns the daemon's and the VMM's exit statuses.
+    /// Stops them: SIGTERM to the daemon (it finishes the request in the guest, flushes its
+    /// history and audit log and tells the guest to stop), then waits for it and the VMM
+    /// (killing what does not end within `timeout`), then stops the signer (SIGTERM: it closes
+    /// its audit log). Returns the daemon's and the VMM's exit statuses.
     pub fn stop(mut self, timeout: Duration) -> Result<(ExitStatus, ExitStatus), LaunchError> {
         terminate(&mut self.daemon);
         let daemon =
             wait_or_kill(&mut self.daemon, timeout).map_err(io("waiting for see-daemon"))?;
         let vmm = wait_or_kill(&mut self.vmm, Duration::from_secs(5))
             .map_err(io("waiting for see-vmm"))?;
+        stop_signer(&mut self.signer);
         Ok((daemon, vmm))
     }
 
-    /// Kills both at once.
+    /// Kills them all at once.
     pub fn kill(&mut self) {
-        for child in [&mut self.vmm, &mut self.daemon] {
+        for child in [
+            Some(&mut self.vmm),
+            Some(&mut self.daemon),
+            self.signer.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if matches!(child.try_wait(), Ok(None)) {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -35,7 +35,8 @@ use std::{
 
 use log::{info, warn};
 use see_prefetch_backend::{
-    signer::load_key, Backend, BackendConfig, BackendHandle, BackendThread,
+    signer::{load_key, LocalSigner, StatementSigner},
+    Backend, BackendConfig, BackendHandle, BackendThread,
 };
 use see_pto::{
     audit::{AuditLog, FsyncPolicy, KeySigner},
@@ -201,7 +202,14 @@ pub fn start_confined(
 ) -> Result<Daemon, DaemonError> {
     config.validate()?;
     let cat = Arc::new(config.load_catalogue()?);
-    let key = load_key(&config.key)?;
+    // With a signer, the key file is never opened here.
+    let signer: Arc<dyn StatementSigner> = match &config.signer {
+        Some(socket) => {
+            info!("signing through see-signer at {}", socket.display());
+            Arc::new(see_signer::RemoteSigner::new(socket))
+        }
+        None => Arc::new(LocalSigner::new(load_key(&config.key)?)),
+    };
     let disk = guest::open_filled(&cat, &config.store)?;
     let model = if config.origin_latency_ms > 0.0 || config.origin_bandwidth_mib > 0.0 {
         let bandwidth = if config.origin_bandwidth_mib > 0.0 {
@@ -224,7 +232,7 @@ pub fn start_confined(
             source: e,
         })?;
     }
-    let mut backend_config = BackendConfig::new(&config.socket, origin.clone(), key);
+    let mut backend_config = BackendConfig::with_signer(&config.socket, origin.clone(), signer);
     backend_config.fetch_workers = config.fetch_workers;
     let hook_filters = filters.clone();
     backend_config.on_thread_start = Some(Arc::new(move |t: BackendThread| {

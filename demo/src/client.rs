@@ -212,6 +212,8 @@ pub fn run_mode(
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = LaunchSpec {
         daemon_bin: env.daemon.clone(),
+        // The signer is built beside the daemon (`cargo build --release`).
+        signer_bin: Some(env.daemon.with_file_name("see-signer")),
         vmm_bin: env.vmm.clone(),
         kernel: env.kernel.clone(),
         config,

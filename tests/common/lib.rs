@@ -112,12 +112,41 @@ pub fn daemon_bin() -> &'static Path {
                 "see-daemon",
             ]),
         );
+        // The demo starts the signer found beside the daemon.
+        signer_bin();
         let target = match std::env::var_os("CARGO_TARGET_DIR") {
             Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
             Some(dir) => repo_root().join(dir),
             None => repo_root().join("target"),
         };
         target.join("release/see-daemon")
+    })
+}
+
+/// The release `see-signer` binary, built alone (it goes beside `see-daemon`, where the demo
+/// looks for it): `SEE_SIGNER_BIN`, or built once with nested cargo.
+pub fn signer_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SEE_SIGNER_BIN") {
+            return PathBuf::from(path);
+        }
+        build(
+            "see-signer",
+            cargo().current_dir(repo_root()).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-signer",
+            ]),
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+            Some(dir) => repo_root().join(dir),
+            None => repo_root().join("target"),
+        };
+        target.join("release/see-signer")
     })
 }
 

@@ -466,7 +466,7 @@ fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
 fn api(args: &[String]) -> Result<(), String> {
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
-    for package in ["see-daemon", "see-demo"] {
+    for package in ["see-daemon", "see-signer", "see-demo"] {
         crate::run_step(
             &format!("build {package} (release)"),
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -63,9 +63,10 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
 }
 
-/// Builds the release daemon (alone, so no test feature leaks into it) and see-demo.
+/// Builds the release daemon (alone, so no test feature leaks into it), its signer and
+/// see-demo.
 fn build_service() -> Result<(), String> {
-    for package in ["see-daemon", "see-demo"] {
+    for package in ["see-daemon", "see-signer", "see-demo"] {
         run_step(
             &format!("build {package} (release)"),
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

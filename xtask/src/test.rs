@@ -114,6 +114,11 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
         "build see-daemon (release)",
         cargo().args(["build", "--release", "--locked", "-p", "see-daemon"]),
     )?;
+    // The signer the daemon's service tests and the demo start beside it.
+    run_step(
+        "build see-signer (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "see-signer"]),
+    )?;
     run_step(
         "cargo test",
         cargo()
@@ -129,6 +134,10 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .env(
                 "SEE_RELEASE_DAEMON_BIN",
                 image::target_dir().join("release/see-daemon"),
+            )
+            .env(
+                "SEE_SIGNER_BIN",
+                image::target_dir().join("release/see-signer"),
             ),
     )?;
     if args.fuzz_seconds > 0 {

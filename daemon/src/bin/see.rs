@@ -49,6 +49,12 @@ struct UpArgs {
     /// see-daemon [default: beside this binary].
     #[arg(long, env = "SEE_DAEMON_BIN")]
     daemon_bin: Option<PathBuf>,
+    /// see-signer, which holds the key [default: beside this binary].
+    #[arg(long, env = "SEE_SIGNER_BIN")]
+    signer_bin: Option<PathBuf>,
+    /// FOR DEVELOPMENT: no signer process; the daemon reads the key and signs itself.
+    #[arg(long, conflicts_with = "signer_bin")]
+    in_process_key: bool,
     /// The guest image.
     #[arg(
         long,
@@ -79,6 +85,8 @@ fn up(a: UpArgs) -> Result<(), String> {
     let spec = LaunchSpec {
         daemon_bin: a.daemon_bin.unwrap_or_else(|| beside_me("see-daemon")),
         vmm_bin: a.vmm.unwrap_or_else(|| beside_me("see-vmm")),
+        signer_bin: (!a.in_process_key)
+            .then(|| a.signer_bin.unwrap_or_else(|| beside_me("see-signer"))),
         kernel: a.kernel,
         config: config.clone(),
         memory_mib: a.memory,

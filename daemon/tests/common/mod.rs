@@ -75,6 +75,7 @@ pub fn start_with(dir: tempfile::TempDir, config: Config) -> TestSee {
     let spec = LaunchSpec {
         daemon_bin: PathBuf::from(env!("CARGO_BIN_EXE_see-daemon")),
         vmm_bin: see_e2e::vmm_bin().to_owned(),
+        signer_bin: Some(see_e2e::signer_bin().to_owned()),
         kernel: see_e2e::kernel_image().to_owned(),
         config: config.clone(),
         memory_mib: 128,

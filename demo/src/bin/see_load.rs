@@ -142,6 +142,8 @@ fn run(a: Args) -> Result<(), String> {
     };
     let spec = LaunchSpec {
         daemon_bin: a.daemon.clone(),
+        // The signer is built beside the daemon (`cargo build --release`).
+        signer_bin: Some(a.daemon.with_file_name("see-signer")),
         vmm_bin: a.vmm.clone(),
         kernel: a.kernel.clone(),
         config,

@@ -25,10 +25,10 @@ mod api;
 mod device;
 #[cfg(feature = "fault-injection")]
 mod fault;
+pub mod floors;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod limit;
-pub mod floors;
 pub mod manifest;
 mod pool;
 mod seal;
@@ -148,10 +148,19 @@ impl BackendConfig {
     /// [`DEFAULT_FETCH_WORKERS`] fetch workers, `key` held in this process, floors kept in
     /// memory only, snapshots valid for [`DEFAULT_FLOORS_VALIDITY`].
     pub fn new(socket: impl Into<PathBuf>, store: Arc<dyn ResourceStore>, key: SigningKey) -> Self {
+        Self::with_signer(socket, store, Arc::new(LocalSigner::new(key)))
+    }
+
+    /// The defaults of [`BackendConfig::new`], signing through `signer` (another process).
+    pub fn with_signer(
+        socket: impl Into<PathBuf>,
+        store: Arc<dyn ResourceStore>,
+        signer: Arc<dyn StatementSigner>,
+    ) -> Self {
         Self {
             socket: socket.into(),
             store,
-            signer: Arc::new(LocalSigner::new(key)),
+            signer,
             fetch_workers: DEFAULT_FETCH_WORKERS,
             max_chunk_len: 256 * 1024,
             max_content_len: 16 << 20,

@@ -82,10 +82,13 @@ pub fn seal_batch(
     let count = count(bundles.len())?;
     let mut encoded = Vec::with_capacity(bundles.len());
     let mut entries: Vec<[u8; DIGEST_LEN]> = Vec::with_capacity(bundles.len());
+    let mut statements = Vec::with_capacity(bundles.len());
     for (mut header, content) in bundles {
         header.flags = header.flags.union(BundleFlags::IN_MANIFEST);
         header.signature = [0; 96];
-        entries.push(Sha384::digest(header.to_be_signed()).into());
+        let tbs = header.to_be_signed();
+        entries.push(Sha384::digest(tbs).into());
+        statements.push(tbs);
         encoded.push((header, encode_bundle(&header, content)));
     }
     let mut manifest = ManifestHeader {
@@ -99,7 +102,7 @@ pub fn seal_batch(
     for entry in &entries {
         statement.extend_from_slice(entry);
     }
-    manifest.signature = signer.sign_statement(&statement)?;
+    manifest.signature = signer.sign_manifest(&statement, &statements)?;
     let mut manifest_bytes = vec![0u8; ManifestHeader::LEN + entries.len() * DIGEST_LEN];
     manifest.encode(&entries, &mut manifest_bytes)?;
     Ok(Batch {

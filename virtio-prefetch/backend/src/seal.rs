@@ -205,7 +205,7 @@ fn seal_floors(
     };
     let mut statement = header.tbs_prefix().to_vec();
     statement.extend_from_slice(&out[FloorsHeader::LEN..FloorsHeader::LEN + entries]);
-    match signer.sign_statement(&statement) {
+    match signer.sign_floors(&statement) {
         Ok(signature) => header.signature = signature,
         Err(e) => {
             warn!("floors snapshot not sent: {e}");

@@ -13,7 +13,7 @@ use p384::{
     pkcs8::DecodePrivateKey,
 };
 use thiserror::Error;
-use virtio_prefetch_wire::{BundleFlags, BundleHeader, NONCE_LEN};
+use virtio_prefetch_wire::{BundleFlags, BundleHeader, BUNDLE_TBS_LEN, NONCE_LEN};
 
 use crate::store::StoredResource;
 
@@ -53,12 +53,35 @@ pub enum SignError {
     /// The signer could not be reached or did not answer (a signer in another process).
     #[error("the signer did not sign: {0} (is the signer process running?)")]
     Unavailable(#[from] std::io::Error),
+    /// The signer answered with a refusal (outside its policy, or over its rate limit); the
+    /// source is the signer's typed reason (`see_signer::Refusal`).
+    #[error("the signer refused: {0}")]
+    Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Signs statements with the PTO key: ECDSA P-384 over SHA-384 of `statement`, r || s.
 pub trait StatementSigner: Send + Sync {
-    /// Signs `statement` (a bundle's `to_be_signed` or a manifest's statement).
+    /// Signs `statement` (a bundle's `to_be_signed`).
     fn sign_statement(&self, statement: &[u8]) -> Result<[u8; 96], SignError>;
+
+    /// Signs a manifest's `statement` (`tbs_prefix() || entries`); `bundles` are the
+    /// `to_be_signed` bytes of the bundles it covers, in order (each entry is their SHA-384).
+    /// A signer that checks what it signs (another process) checks them too; by default the
+    /// statement is signed as is.
+    fn sign_manifest(
+        &self,
+        statement: &[u8],
+        bundles: &[[u8; BUNDLE_TBS_LEN]],
+    ) -> Result<[u8; 96], SignError> {
+        let _ = bundles;
+        self.sign_statement(statement)
+    }
+    /// Signs a floors snapshot's statement (`tbs_prefix || entries`). A signer that checks
+    /// what it signs refuses floors below versions it has signed; by default the statement
+    /// is signed as is.
+    fn sign_floors(&self, statement: &[u8]) -> Result<[u8; 96], SignError> {
+        self.sign_statement(statement)
+    }
 }
 
 /// The key in this process.
