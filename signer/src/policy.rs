@@ -124,9 +124,12 @@ impl Policy {
         if statement.len() < FLOORS_TBS_PREFIX_LEN || !statement.starts_with(FLOORS_CONTEXT) {
             return Err(Refusal::Malformed);
         }
-        let floors: HashMap<u64, u64> = FloorsHeader::iter(&statement[FLOORS_TBS_PREFIX_LEN..])
-            .map(|f| (f.resource_id, f.min_version))
-            .collect();
+        // A BTreeMap: a HashMap's random seed would be a getrandom call, which the confined
+        // worker thread may not make.
+        let floors: std::collections::BTreeMap<u64, u64> =
+            FloorsHeader::iter(&statement[FLOORS_TBS_PREFIX_LEN..])
+                .map(|f| (f.resource_id, f.min_version))
+                .collect();
         for (&resource, &version) in &self.signed {
             if floors.get(&resource).is_none_or(|&floor| floor < version) {
                 return Err(Refusal::Rollback { resource, version });

@@ -238,3 +238,59 @@ fn the_key_page_is_locked_and_left_out_of_core_dumps() {
         "no locked, undumped mapping"
     );
 }
+
+/// A floors snapshot's statement with `floors` (resource, min version) as its entries; the
+/// fields between the context and the entries (nonce, times, serial) do not concern the
+/// signer's policy.
+fn floors_statement(floors: &[(u64, u64)]) -> Vec<u8> {
+    let mut s = virtio_prefetch_wire::FLOORS_CONTEXT.to_vec();
+    s.resize(virtio_prefetch_wire::FLOORS_TBS_PREFIX_LEN, 0);
+    for &(id, version) in floors {
+        s.extend_from_slice(&id.to_le_bytes());
+        s.extend_from_slice(&version.to_le_bytes());
+    }
+    s
+}
+
+#[test]
+fn a_floors_snapshot_below_a_signed_version_is_refused() {
+    let f = Fixture::new(0o600);
+    let signer = f.start(&[]);
+    let client = RemoteSigner::new(&f.socket);
+    // Before anything is signed, any floors are acceptable.
+    if let Err(e) = client.sign_floors(&floors_statement(&[])) {
+        let (status, stderr) = signer.stop();
+        panic!("{e:?}: {status}: {stderr}");
+    }
+    client
+        .sign_statement(&statement(&f.resource(3, 2), 1))
+        .expect("version 2 signed");
+    // Lower than what was signed, or left out: a rollback.
+    let rollback = Refusal::Rollback {
+        resource: 3,
+        version: 2,
+    };
+    assert_eq!(
+        refusal(client.sign_floors(&floors_statement(&[(3, 1)]))),
+        rollback
+    );
+    assert_eq!(
+        refusal(client.sign_floors(&floors_statement(&[(7, 5)]))),
+        rollback
+    );
+    // Not whole entries, or not a floors statement.
+    let mut ragged = floors_statement(&[(3, 2)]);
+    ragged.pop();
+    assert_eq!(refusal(client.sign_floors(&ragged)), Refusal::Malformed);
+    assert_eq!(
+        refusal(client.sign_floors(&statement(&f.resource(3, 2), 1))),
+        Refusal::Malformed
+    );
+    // At or above the signed version: signed, under the PTO key.
+    let good = floors_statement(&[(3, 2), (7, 1)]);
+    let sig = client.sign_floors(&good).expect("floors signed");
+    f.signing_key()
+        .verifying_key()
+        .verify(&good, &Signature::from_slice(&sig).unwrap())
+        .expect("verifies");
+}
