@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub use see_audit as audit;
+pub mod context;
 pub mod eval;
 pub mod faas;
 pub mod generate;

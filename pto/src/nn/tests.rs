@@ -122,7 +122,7 @@ fn long_range(n: usize) -> Vec<Session> {
                 key: format!("s{i}"),
                 requests: kinds
                     .iter()
-                    .map(|&kind| Request { kind, at_ms: 0 })
+                    .map(|&kind| Request::new(kind, 0))
                     .collect(),
                 ..Session::default()
             }

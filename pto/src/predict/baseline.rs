@@ -206,7 +206,7 @@ mod tests {
         Session {
             requests: kinds
                 .iter()
-                .map(|&kind| Request { kind, at_ms: 0 })
+                .map(|&kind| Request::new(kind, 0))
                 .collect(),
             ..Session::default()
         }
