@@ -56,7 +56,10 @@ where
             )
         }
 
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
             use serde::de::Error;
             let text = |s: &str| !s.chars().any(char::is_control);
             let mut out = BTreeMap::new();

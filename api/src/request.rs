@@ -202,24 +202,35 @@ mod tests {
         assert_eq!(r.attributes["platform"], "web");
         assert_eq!(r.attributes["cohort"], "");
         let with = |attrs: serde_json::Value| {
-            serde_json::json!({"session":"s","app":"shop","type":"home","attributes":attrs}).to_string()
+            serde_json::json!({"session":"s","app":"shop","type":"home","attributes":attrs})
+                .to_string()
         };
         let most: serde_json::Map<String, serde_json::Value> = (0..MAX_ATTRIBUTES)
             .map(|i| (format!("a{i}"), "v".into()))
             .collect();
-        assert_eq!(parse(&with(most.clone().into())).unwrap().attributes.len(), MAX_ATTRIBUTES);
+        assert_eq!(
+            parse(&with(most.clone().into())).unwrap().attributes.len(),
+            MAX_ATTRIBUTES
+        );
         let mut over = most;
         over.insert("z".into(), "v".into());
         for (bad, says) in [
             (with(over.into()), "more than"),
             (with(serde_json::json!({"": "v"})), "a name must be"),
-            (with(serde_json::json!({"k".repeat(MAX_ATTRIBUTE_LEN + 1): "v"})), "a name must be"),
-            (with(serde_json::json!({"k": "v".repeat(MAX_ATTRIBUTE_LEN + 1)})), "a value must be"),
-            (with(serde_json::json!({"k": "a\u0007"})), "a value must be"),
+            (
+                with(serde_json::json!({"k".repeat(MAX_ATTRIBUTE_LEN + 1): "v"})),
+                "a name must be",
+            ),
+            (
+                with(serde_json::json!({"k": "v".repeat(MAX_ATTRIBUTE_LEN + 1)})),
+                "a value must be",
+            ),
+            (with(serde_json::json!({"k": "a\u{7}"})), "a value must be"),
             (with(serde_json::json!({"k": 1})), "invalid type"),
             (with(serde_json::json!(["k"])), "a map of at most"),
             (
-                r#"{"session":"s","app":"shop","type":"home","attributes":{"k":"a","k":"b"}}"#.to_owned(),
+                r#"{"session":"s","app":"shop","type":"home","attributes":{"k":"a","k":"b"}}"#
+                    .to_owned(),
                 "appears twice",
             ),
         ] {

@@ -184,7 +184,10 @@ impl Attributes {
 
     /// Values for every attribute from `(name, value)` pairs (an API request's map); names
     /// this schema lacks are ignored, unknown values are 0.
-    pub fn lookup_all<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> AttrValues {
+    pub fn lookup_all<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> AttrValues {
         let mut out = AttrValues::default();
         for (name, value) in pairs {
             if let Some(i) = self.index(name) {
@@ -196,7 +199,9 @@ impl Attributes {
 
     fn classify(&mut self, i: usize, value: Option<&[u8]>) -> Result<ValueId, Bucketed> {
         let raw = value.ok_or(Bucketed::Empty)?;
-        let text = std::str::from_utf8(raw).map_err(|_| Bucketed::NotText)?.trim();
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Bucketed::NotText)?
+            .trim();
         if text.is_empty() {
             return Err(Bucketed::Empty);
         }
@@ -362,7 +367,11 @@ mod tests {
         assert_eq!(a.lookup(1, "v9999"), 0);
         assert_eq!(a.lookup(0, "mobile"), 2);
         let w = a.warnings();
-        assert!(w.iter().any(|w| w.contains("\"cohort\"") && w.contains("identifier")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("\"cohort\"") && w.contains("identifier")),
+            "{w:?}"
+        );
         let v = a.lookup_all([("cohort", "v1"), ("nope", "x"), ("platform", "mobile")]);
         assert_eq!(&v.0[..2], &[2, 2]);
     }
@@ -370,9 +379,18 @@ mod tests {
     #[test]
     fn bad_attribute_names_are_errors() {
         let many: Vec<String> = (0..=MAX_ATTRIBUTES).map(|i| format!("a{i}")).collect();
-        assert_eq!(Attributes::new(&many), Err(AttributeError::TooMany(MAX_ATTRIBUTES + 1)));
-        assert!(matches!(Attributes::new(&[""]), Err(AttributeError::BadName(_))));
-        assert!(matches!(Attributes::new(&["a", "a"]), Err(AttributeError::Duplicate(_))));
+        assert_eq!(
+            Attributes::new(&many),
+            Err(AttributeError::TooMany(MAX_ATTRIBUTES + 1))
+        );
+        assert!(matches!(
+            Attributes::new(&[""]),
+            Err(AttributeError::BadName(_))
+        ));
+        assert!(matches!(
+            Attributes::new(&["a", "a"]),
+            Err(AttributeError::Duplicate(_))
+        ));
     }
 
     #[test]

@@ -382,7 +382,8 @@ pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, Genera
     let mut attributes = Attributes::default();
     if spec.cohorts > 0 {
         // Values c0, c1, ... get ids 1, 2, ...: the ids the sessions carry.
-        attributes = Attributes::new(&["cohort"]).map_err(|_| GenerateError::Cohorts(spec.cohorts))?;
+        attributes =
+            Attributes::new(&["cohort"]).map_err(|_| GenerateError::Cohorts(spec.cohorts))?;
         for c in 0..spec.cohorts {
             attributes.intern(0, Some(format!("c{c}").as_bytes()));
         }
@@ -441,7 +442,15 @@ mod tests {
         assert_eq!(t.attributes.names(), ["cohort"]);
         assert!(t.has_truth());
         let m = Model { spec: &spec, n: 19 };
-        let at = |c, speed| m.next(&[4], Situation { goal: None, cohort: Some((c, speed)) });
+        let at = |c, speed| {
+            m.next(
+                &[4],
+                Situation {
+                    goal: None,
+                    cohort: Some((c, speed)),
+                },
+            )
+        };
         assert_ne!(at(0, 1), at(1, 1), "cohorts differ");
         assert_ne!(at(0, 1), at(0, 2), "speeds differ");
         // Every session carries one cohort on all its requests, and the truth is the
@@ -474,15 +483,39 @@ mod tests {
     fn the_goal_changes_the_transitions() {
         let spec = WorkloadSpec::preset(Workload::Goal, 1, 3);
         let m = Model { spec: &spec, n: 19 };
-        let a = m.next(&[1, 5], Situation { goal: Some(0), cohort: None });
-        let b = m.next(&[2, 5], Situation { goal: Some(1), cohort: None });
+        let a = m.next(
+            &[1, 5],
+            Situation {
+                goal: Some(0),
+                cohort: None,
+            },
+        );
+        let b = m.next(
+            &[2, 5],
+            Situation {
+                goal: Some(1),
+                cohort: None,
+            },
+        );
         assert_ne!(
             a[0], b[0],
             "goal 0 and goal 1 disagree after the same request"
         );
         assert_eq!(
-            m.next(&[1, 5], Situation { goal: Some(0), cohort: None }),
-            m.next(&[3, 5], Situation { goal: Some(0), cohort: None }),
+            m.next(
+                &[1, 5],
+                Situation {
+                    goal: Some(0),
+                    cohort: None
+                }
+            ),
+            m.next(
+                &[3, 5],
+                Situation {
+                    goal: Some(0),
+                    cohort: None
+                }
+            ),
             "order 1 sees only the last"
         );
     }

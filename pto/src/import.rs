@@ -254,7 +254,11 @@ impl<'a> Builder<'a> {
     /// Sets the trace's attributes from the column names; returns the indices into `names`
     /// kept. Named explicitly, every name must be usable; by default an unusable name, a
     /// duplicate or a name past [`crate::context::MAX_ATTRIBUTES`] is left out with a warning.
-    fn set_attributes(&mut self, names: &[&str], explicit: bool) -> Result<Vec<usize>, ImportError> {
+    fn set_attributes(
+        &mut self,
+        names: &[&str],
+        explicit: bool,
+    ) -> Result<Vec<usize>, ImportError> {
         let err = |source| ImportError::Attributes {
             path: self.path.to_owned(),
             source,
@@ -269,7 +273,10 @@ impl<'a> Builder<'a> {
             with.push(n);
             match Attributes::new(&with) {
                 Ok(_) => kept.push(j),
-                Err(e) => self.report.warnings.push(format!("column {n:?} left out: {e}")),
+                Err(e) => self
+                    .report
+                    .warnings
+                    .push(format!("column {n:?} left out: {e}")),
             }
         }
         let chosen: Vec<&str> = kept.iter().map(|&k| names[k]).collect();
@@ -293,7 +300,9 @@ impl<'a> Builder<'a> {
             }
             Err(e) => {
                 if self.report.warnings.len() < 20 {
-                    self.report.warnings.push(format!("key {name:?} left out: {e}"));
+                    self.report
+                        .warnings
+                        .push(format!("key {name:?} left out: {e}"));
                 }
                 None
             }
@@ -351,7 +360,9 @@ impl<'a> Builder<'a> {
         for s in &mut self.trace.sessions {
             s.requests.sort_by_key(|r| r.at_ms);
         }
-        self.report.warnings.extend(self.trace.attributes.warnings());
+        self.report
+            .warnings
+            .extend(self.trace.attributes.warnings());
         Ok((self.trace, self.report))
     }
 }
@@ -428,9 +439,8 @@ fn read_csv(
         AttributeColumns::Named(names) => names
             .iter()
             .map(|n| {
-                find_column(&header, Some(n), &[]).ok_or_else(|| {
-                    missing("attribute", &Some(n.clone()), &[], "attribute-columns")
-                })
+                find_column(&header, Some(n), &[])
+                    .ok_or_else(|| missing("attribute", &Some(n.clone()), &[], "attribute-columns"))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -572,14 +582,19 @@ fn json_attributes(
         match v {
             serde_json::Value::Null => None,
             serde_json::Value::Bool(x) => Some(x.to_string().into_bytes()),
-            other => scalar(other).or_else(|| Some(other.to_string())).map(String::into_bytes),
+            other => scalar(other)
+                .or_else(|| Some(other.to_string()))
+                .map(String::into_bytes),
         }
     };
     if opts.attributes == AttributeColumns::All {
         let key = |given: &Option<String>, cands: &[&str]| -> Option<String> {
             match given {
                 Some(g) => Some(g.clone()),
-                None => cands.iter().find(|c| o.contains_key(**c)).map(|c| (*c).to_owned()),
+                None => cands
+                    .iter()
+                    .find(|c| o.contains_key(**c))
+                    .map(|c| (*c).to_owned()),
             }
         };
         let keys = [

@@ -172,10 +172,7 @@ mod tests {
         let vocab = Vocabulary::from_names(["a"]);
         let session = |kinds: &[TypeId]| Session {
             key: format!("{kinds:?}"),
-            requests: kinds
-                .iter()
-                .map(|&kind| Request::new(kind, 0))
-                .collect(),
+            requests: kinds.iter().map(|&kind| Request::new(kind, 0)).collect(),
             ..Session::default()
         };
         let mut t = Trace {

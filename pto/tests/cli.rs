@@ -471,7 +471,12 @@ fn data_commands_take_the_import_column_options() {
     let err = fails(dir.path(), &["eval", "--input", "t.csv", "--no-train"]);
     assert!(err.contains("--type-column"), "{err}");
     let cols = [
-        "--session-column", "sid", "--type-column", "what", "--time-column", "when",
+        "--session-column",
+        "sid",
+        "--type-column",
+        "what",
+        "--time-column",
+        "when",
     ];
     let args: Vec<&str> = ["eval", "--input", "t.csv", "--no-train"]
         .iter()
@@ -481,15 +486,25 @@ fn data_commands_take_the_import_column_options() {
         .collect();
     let out = ok(dir.path(), &args);
     assert!(out.contains("markov1"), "{out}");
-    let args: Vec<&str> = ["import", "t.csv", "--db", "h.db", "--attribute-columns", "platform"]
-        .iter()
-        .chain(&cols)
-        .copied()
-        .collect();
+    let args: Vec<&str> = [
+        "import",
+        "t.csv",
+        "--db",
+        "h.db",
+        "--attribute-columns",
+        "platform",
+    ]
+    .iter()
+    .chain(&cols)
+    .copied()
+    .collect();
     let out = ok(dir.path(), &args);
     assert!(out.contains("attributes: platform (1 values)"), "{out}");
     // The column options read a file: without --input they are refused, not ignored.
-    let err = fails(dir.path(), &["eval", "--db", "h.db", "--type-column", "what"]);
+    let err = fails(
+        dir.path(),
+        &["eval", "--db", "h.db", "--type-column", "what"],
+    );
     assert!(err.contains("--input"), "{err}");
 }
 
@@ -498,7 +513,15 @@ fn the_cohort_workload_carries_its_attribute() {
     let dir = tempfile::tempdir().unwrap();
     ok(
         dir.path(),
-        &["generate", "--workload", "cohort", "--sessions", "60", "--out", "c.jsonl"],
+        &[
+            "generate",
+            "--workload",
+            "cohort",
+            "--sessions",
+            "60",
+            "--out",
+            "c.jsonl",
+        ],
     );
     let text = std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap();
     assert!(text.lines().all(|l| l.contains("\"cohort\":\"c")), "{text}");

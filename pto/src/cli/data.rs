@@ -95,9 +95,11 @@ impl DataArgs {
             return Ok((t, format!("history {} ({name})", file_name(db))));
         }
         if self.input.is_none() && self.columns.is_given() {
-            return Err("--format, the --*-column options, --no-attributes and --strict read an \
+            return Err(
+                "--format, the --*-column options, --no-attributes and --strict read an \
                  --input file (`pto import` applies them when it fills a history)"
-                .into());
+                    .into(),
+            );
         }
         if let Some(input) = &self.input {
             let (t, report) = import_path(input, &self.columns.options(), vocab)?;

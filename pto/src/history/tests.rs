@@ -288,14 +288,22 @@ fn attributes_round_trip_and_a_version_2_file_is_migrated() {
         c.execute_batch(SCHEMA_V1).unwrap();
         c.execute_batch(MIGRATE_1_TO_2).unwrap();
         let v: String = c
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(v, "2");
     }
     let mut h = History::open(&path).unwrap();
     let version: String = h
         .conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(version, "3");
     // The old sessions load without attributes.
@@ -316,7 +324,12 @@ fn attributes_round_trip_and_a_version_2_file_is_migrated() {
     assert_eq!(back.attributes.names(), ["platform", "cohort"]);
     let name = |s: &Session, r: usize, a: usize| {
         let id = s.requests[r].attrs.get(a);
-        back.attributes.values(a).unwrap().name(u32::from(id)).unwrap().to_owned()
+        back.attributes
+            .values(a)
+            .unwrap()
+            .name(u32::from(id))
+            .unwrap()
+            .to_owned()
     };
     assert_eq!(name(&back.sessions[0], 0, 0), "desktop");
     assert_eq!(name(&back.sessions[0], 1, 1), "c2");

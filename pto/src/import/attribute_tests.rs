@@ -82,14 +82,23 @@ fn over_long_non_utf8_and_high_cardinality_values_are_bucketed() {
     let p = t.attributes.bucketed(0);
     assert_eq!((p.too_long, p.not_text), (1, 1));
     let id = t.attributes.index("id").unwrap();
-    assert_eq!(t.attributes.values(id).unwrap().len(), MAX_ATTRIBUTE_VALUES + 1);
+    assert_eq!(
+        t.attributes.values(id).unwrap().len(),
+        MAX_ATTRIBUTE_VALUES + 1
+    );
     assert_eq!(t.attributes.bucketed(id).overflow, 2 + 50);
     assert!(
-        r.warnings.iter().any(|w| w.contains("\"id\"") && w.contains("identifier")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("\"id\"") && w.contains("identifier")),
         "{:?}",
         r.warnings
     );
-    assert!(r.warnings.iter().any(|w| w.contains("not UTF-8")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("not UTF-8")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
@@ -135,7 +144,12 @@ fn the_shared_ecom_trace_has_its_four_attributes() {
     let (t, r) = import_path(&path, &ImportOptions::default(), Vocabulary::new()).unwrap();
     assert_eq!(
         t.attributes.names(),
-        ["platform", "acquisition_channel", "user_cohort", "user_lifecycle"]
+        [
+            "platform",
+            "acquisition_channel",
+            "user_cohort",
+            "user_lifecycle"
+        ]
     );
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     assert!(t.sessions[0].requests.iter().all(|q| !q.attrs.is_unknown()));
