@@ -107,7 +107,7 @@ fn too_many_columns_keep_the_first_and_warn() {
     let text = format!(
         "session,type,ts,{},\ns,x,1,{}\n",
         extra.join(","),
-        vec!["v"; MAX_ATTRIBUTES + 3].join(",")
+        ["v"; MAX_ATTRIBUTES + 3].join(",")
     );
     let (t, r) = import(text.as_bytes(), Format::Csv, AttributeColumns::All).unwrap();
     assert_eq!(t.attributes.len(), MAX_ATTRIBUTES);
