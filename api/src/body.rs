@@ -1,6 +1,8 @@
 //! The request API's JSON bodies (docs/openapi.json describes the same), shared by the server
 //! and its clients (the demo's load generator, the tests).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Longest session key a client may send, in bytes.
@@ -8,6 +10,12 @@ pub const MAX_SESSION_LEN: usize = 128;
 
 /// Longest app or request type name a client may send, in bytes (checked before any lookup).
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Most attributes a request may carry.
+pub const MAX_ATTRIBUTES: usize = 8;
+
+/// Longest attribute name or value, in bytes (the PTO buckets its longer values anyway).
+pub const MAX_ATTRIBUTE_LEN: usize = 64;
 
 /// `POST /v1/requests`: run one request of `type` for `session` in the SEE.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +28,66 @@ pub struct RunRequest {
     /// The request type, as named in the service metadata.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The request's context for the predictor (platform, channel, cohort, ...): at most
+    /// [`MAX_ATTRIBUTES`] names of 1 to [`MAX_ATTRIBUTE_LEN`] bytes, each once, with values of
+    /// at most [`MAX_ATTRIBUTE_LEN`] bytes, none with control characters. Optional.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "bounded_attributes"
+    )]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Reads the `attributes` map, refusing it as soon as it breaks a bound: the work and memory
+/// stay bounded by [`MAX_ATTRIBUTES`] entries of [`MAX_ATTRIBUTE_LEN`] bytes.
+fn bounded_attributes<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "a map of at most {MAX_ATTRIBUTES} attributes, names of 1 to {MAX_ATTRIBUTE_LEN} bytes and string values of at most {MAX_ATTRIBUTE_LEN} bytes, without control characters"
+            )
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            use serde::de::Error;
+            let text = |s: &str| !s.chars().any(char::is_control);
+            let mut out = BTreeMap::new();
+            while let Some(name) = m.next_key::<String>()? {
+                if out.len() == MAX_ATTRIBUTES {
+                    return Err(A::Error::custom(format_args!(
+                        "field `attributes`: more than {MAX_ATTRIBUTES} attributes"
+                    )));
+                }
+                if name.is_empty() || name.len() > MAX_ATTRIBUTE_LEN || !text(&name) {
+                    return Err(A::Error::custom(format_args!(
+                        "field `attributes`: a name must be 1 to {MAX_ATTRIBUTE_LEN} bytes without control characters"
+                    )));
+                }
+                let value: String = m.next_value()?;
+                if value.len() > MAX_ATTRIBUTE_LEN || !text(&value) {
+                    return Err(A::Error::custom(format_args!(
+                        "field `attributes`: a value must be at most {MAX_ATTRIBUTE_LEN} bytes without control characters"
+                    )));
+                }
+                if out.insert(name, value).is_some() {
+                    return Err(A::Error::custom("field `attributes`: a name appears twice"));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Bounded)
 }
 
 /// One task's outcome.

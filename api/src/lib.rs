@@ -13,6 +13,6 @@ pub mod request;
 
 pub use body::{
     ErrorBody, Health, PrefetchOutcome, RunRequest, RunResponse, Stats, TaskResult, Timings,
-    MAX_NAME_LEN, MAX_SESSION_LEN,
+    MAX_ATTRIBUTES, MAX_ATTRIBUTE_LEN, MAX_NAME_LEN, MAX_SESSION_LEN,
 };
 pub use request::{parse_run_request, RequestError};

@@ -82,6 +82,7 @@ pub fn parse_run_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::{MAX_ATTRIBUTES, MAX_ATTRIBUTE_LEN};
 
     fn types() -> HashMap<String, String> {
         [("home", "shop"), ("cart", "shop"), ("balance", "bank")]
@@ -110,7 +111,8 @@ mod tests {
             RunRequest {
                 session: "s1".into(),
                 app: "shop".into(),
-                kind: "home".into()
+                kind: "home".into(),
+                attributes: Default::default(),
             }
         );
         // Field order and white space do not matter; a multi-byte key within the bound is fine.
@@ -191,6 +193,54 @@ mod tests {
                 format!("field `{field}` must be 1 to 128 bytes without control characters")
             );
         }
+    }
+
+    #[test]
+    fn attributes_are_optional_and_bounded() {
+        let r = parse(r#"{"session":"s","app":"shop","type":"home","attributes":{"platform":"web","cohort":""}}"#)
+            .expect("valid");
+        assert_eq!(r.attributes["platform"], "web");
+        assert_eq!(r.attributes["cohort"], "");
+        let with = |attrs: serde_json::Value| {
+            serde_json::json!({"session":"s","app":"shop","type":"home","attributes":attrs})
+                .to_string()
+        };
+        let most: serde_json::Map<String, serde_json::Value> = (0..MAX_ATTRIBUTES)
+            .map(|i| (format!("a{i}"), "v".into()))
+            .collect();
+        assert_eq!(
+            parse(&with(most.clone().into())).unwrap().attributes.len(),
+            MAX_ATTRIBUTES
+        );
+        let mut over = most;
+        over.insert("z".into(), "v".into());
+        for (bad, says) in [
+            (with(over.into()), "more than"),
+            (with(serde_json::json!({"": "v"})), "a name must be"),
+            (
+                with(serde_json::json!({"k".repeat(MAX_ATTRIBUTE_LEN + 1): "v"})),
+                "a name must be",
+            ),
+            (
+                with(serde_json::json!({"k": "v".repeat(MAX_ATTRIBUTE_LEN + 1)})),
+                "a value must be",
+            ),
+            (with(serde_json::json!({"k": "a\u{7}"})), "a value must be"),
+            (with(serde_json::json!({"k": 1})), "invalid type"),
+            (with(serde_json::json!(["k"])), "a map of at most"),
+            (
+                r#"{"session":"s","app":"shop","type":"home","attributes":{"k":"a","k":"b"}}"#
+                    .to_owned(),
+                "appears twice",
+            ),
+        ] {
+            let m = message(&bad);
+            assert!(m.contains(says), "{bad}: {m}");
+            assert!(m.starts_with("malformed request"), "{m}");
+        }
+        // Without attributes the field is left out of the JSON, as older clients send it.
+        let json = serde_json::to_string(&parse(&body("s", "shop", "home")).unwrap()).unwrap();
+        assert!(!json.contains("attributes"), "{json}");
     }
 
     #[test]

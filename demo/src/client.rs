@@ -262,6 +262,7 @@ pub fn run_mode(
                 session: key.clone(),
                 app,
                 kind: kind.to_owned(),
+                attributes: Default::default(),
             });
             let elapsed = sent.elapsed();
             let response = match response {

@@ -10,7 +10,10 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use see_api::{parse_run_request, RequestError, RunRequest, MAX_NAME_LEN, MAX_SESSION_LEN};
+use see_api::{
+    parse_run_request, RequestError, RunRequest, MAX_ATTRIBUTES, MAX_ATTRIBUTE_LEN, MAX_NAME_LEN,
+    MAX_SESSION_LEN,
+};
 
 /// The shop catalogue's request types (every one belongs to app `shop`), and one of `bank`.
 const TYPES: &[(&str, &str)] = &[
@@ -58,6 +61,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(within(&request.app, MAX_NAME_LEN), "{request:?}");
             assert!(within(&request.kind, MAX_NAME_LEN), "{request:?}");
             assert_eq!(types.get(&request.kind), Some(&request.app));
+            assert!(request.attributes.len() <= MAX_ATTRIBUTES, "{request:?}");
+            for (k, v) in &request.attributes {
+                assert!(within(k, MAX_ATTRIBUTE_LEN), "{request:?}");
+                assert!(v.len() <= MAX_ATTRIBUTE_LEN, "{request:?}");
+                assert!(!v.chars().any(char::is_control), "{request:?}");
+            }
             let json = serde_json::to_vec(&request).expect("serialises");
             let again: RunRequest = serde_json::from_slice(&json).expect("round-trips");
             assert_eq!(again, request);

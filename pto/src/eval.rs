@@ -394,10 +394,7 @@ mod tests {
 
     fn sess(kinds: &[u32]) -> Session {
         Session {
-            requests: kinds
-                .iter()
-                .map(|&kind| Request { kind, at_ms: 0 })
-                .collect(),
+            requests: kinds.iter().map(|&kind| Request::new(kind, 0)).collect(),
             ..Session::default()
         }
     }

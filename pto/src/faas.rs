@@ -311,10 +311,7 @@ impl FaasSpec {
                 if !requests.is_empty() {
                     at += think.sample(&mut rng);
                 }
-                requests.push(Request {
-                    kind,
-                    at_ms: at as i64,
-                });
+                requests.push(Request::new(kind, at as i64));
             }
             sessions.push(Session {
                 key: format!("faas-{s:06}"),
@@ -323,7 +320,11 @@ impl FaasSpec {
                 truth: Vec::new(),
             });
         }
-        Ok(Trace { vocab, sessions })
+        Ok(Trace {
+            vocab,
+            sessions,
+            attributes: Default::default(),
+        })
     }
 }
 

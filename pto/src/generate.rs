@@ -5,6 +5,11 @@
 //! uniform noise. With `goals > 0` the first request names one of `goals` goals (the first
 //! request types of the vocabulary are the entry points) and the goal reshapes every later
 //! transition: a long-range dependency that a Markov model of short order cannot see.
+//! With `cohorts > 0` each session belongs to a cohort, carried as its requests' `cohort`
+//! attribute, and the transitions depend on the cohort and on how fast the last request
+//! followed the one before it (first request, under 4 s, or slower): context that the
+//! request sequence alone shows only partly, and that [`crate::context::Features`] gives a
+//! predictor.
 //! Each session carries its true next-request distributions, so the evaluation can print the
 //! Bayes-optimal accuracy beside every model.
 
@@ -13,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Exp};
 
 use crate::{
+    context::{gap_bucket, AttrValues, Attributes},
     trace::{Distribution, Request, Session, Trace},
     vocab::{TypeId, Vocabulary},
 };
@@ -45,6 +51,9 @@ pub enum GenerateError {
         /// The number of request types.
         types: usize,
     },
+    /// Too many cohorts.
+    #[error("workload parameter cohorts {0} not in 0..={MAX_COHORTS}; fix the option")]
+    Cohorts(usize),
     /// Sessions too short.
     #[error("workload parameter mean length must be >= 2 and max length >= 2; fix the option")]
     Length,
@@ -60,17 +69,20 @@ pub enum Workload {
     Markov,
     /// First-order transitions reshaped by a goal set by the first request (long range).
     Goal,
+    /// First-order transitions reshaped by the session's cohort attribute and the time gap.
+    Cohort,
 }
 
 impl Workload {
     /// Every shape.
-    pub const ALL: [Workload; 2] = [Workload::Markov, Workload::Goal];
+    pub const ALL: [Workload; 3] = [Workload::Markov, Workload::Goal, Workload::Cohort];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Markov => "markov",
             Workload::Goal => "goal",
+            Workload::Cohort => "cohort",
         }
     }
 }
@@ -92,6 +104,9 @@ impl std::str::FromStr for Workload {
 /// The longest context the transitions may depend on ([`WorkloadSpec::order`]).
 pub const MAX_ORDER: usize = 4;
 
+/// The most cohorts ([`WorkloadSpec::cohorts`]).
+pub const MAX_COHORTS: usize = 64;
+
 /// The longest mean think time accepted, in milliseconds (a day): it keeps generated
 /// timestamps far inside the range an import accepts.
 pub const MAX_THINK_MS: f64 = 86_400_000.0;
@@ -111,8 +126,12 @@ pub struct WorkloadSpec {
     pub noise: f32,
     /// Number of goals (0: none); at most the number of request types.
     pub goals: usize,
-    /// Weight of the goal-specific transitions against the shared ones (0 to 1).
+    /// Weight of the goal-, cohort- and gap-specific transitions against the shared ones
+    /// (0 to 1).
     pub goal_strength: f32,
+    /// Number of cohorts (0: none), each session's `cohort` attribute.
+    #[serde(default)]
+    pub cohorts: usize,
     /// Mean session length in requests (at least 2).
     pub mean_length: f32,
     /// Longest session.
@@ -132,6 +151,7 @@ impl WorkloadSpec {
             noise: 0.05,
             goals: 0,
             goal_strength: 0.0,
+            cohorts: 0,
             mean_length: 10.0,
             max_length: 40,
             think_ms: 4000.0,
@@ -143,6 +163,12 @@ impl WorkloadSpec {
                 goals: 4,
                 goal_strength: 0.85,
                 mean_length: 12.0,
+                ..base
+            },
+            Workload::Cohort => Self {
+                order: 1,
+                cohorts: 4,
+                goal_strength: 0.85,
                 ..base
             },
         }
@@ -170,6 +196,9 @@ impl WorkloadSpec {
                 types: n,
             });
         }
+        if self.cohorts > MAX_COHORTS {
+            return Err(GenerateError::Cohorts(self.cohorts));
+        }
         if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
             return Err(GenerateError::Length);
         }
@@ -188,6 +217,41 @@ struct Model<'a> {
 }
 
 const NO_GOAL: u64 = u64::MAX;
+
+/// What the transitions of one step depend on beyond the last requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Situation {
+    goal: Option<usize>,
+    /// The session's cohort, and the speed class of the last request: 0 for the first
+    /// request, 1 when it followed the one before within 4 s, 2 when slower.
+    cohort: Option<(usize, u8)>,
+}
+
+impl Situation {
+    /// The salt of the specific table, `None` when nothing specific applies.
+    fn salt(self) -> Option<u64> {
+        match (self.goal, self.cohort) {
+            (None, None) => None,
+            // The goal workload's tables, as they were before cohorts.
+            (Some(g), None) => Some(g as u64),
+            (g, c) => {
+                let g = g.map_or(0xffff, |g| g as u64);
+                let c = c.map_or(0xffff, |(c, speed)| (c as u64) << 2 | u64::from(speed));
+                Some(g << 20 | c)
+            }
+        }
+    }
+}
+
+/// The speed class of a request at `at` after one at `prev` (see [`Situation`]): from the
+/// same gap buckets the predictors see.
+fn speed(prev: Option<i64>, at: i64) -> u8 {
+    match gap_bucket(prev, at) {
+        0 => 0,
+        1 | 2 => 1,
+        _ => 2,
+    }
+}
 
 impl Model<'_> {
     /// The sparse structured distribution of context `ctx` under `salt` (a goal or none).
@@ -212,17 +276,17 @@ impl Model<'_> {
             .collect()
     }
 
-    /// The true distribution of the next request after `history` (non-empty) under `goal`.
-    fn next(&self, history: &[TypeId], goal: Option<usize>) -> Distribution {
+    /// The true distribution of the next request after `history` (non-empty) in `situation`.
+    fn next(&self, history: &[TypeId], situation: Situation) -> Distribution {
         let start = history.len().saturating_sub(self.spec.order);
         let ctx = &history[start..];
         let mut dense = vec![self.spec.noise / self.n as f32; self.n + 1];
         dense[0] = 0.0;
         let structured = 1.0 - self.spec.noise;
-        match goal {
-            Some(g) => {
+        match situation.salt() {
+            Some(salt) => {
                 let s = self.spec.goal_strength;
-                for (t, p) in self.table(ctx, g as u64) {
+                for (t, p) in self.table(ctx, salt) {
                     dense[t as usize] += structured * s * p;
                 }
                 for (t, p) in self.table(ctx, NO_GOAL) {
@@ -275,22 +339,36 @@ pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, Genera
         } else {
             (None, draw(&mut rng, &model.table(&[], NO_GOAL)))
         };
+        let cohort = (spec.cohorts > 0).then(|| rng.random_range(0..spec.cohorts));
+        let mut attrs = AttrValues::default();
+        if let Some(c) = cohort {
+            attrs.0[0] = (c + 1) as u16;
+        }
         let mut at = s as f64 * 600_000.0;
         let mut kinds = vec![first];
         let mut requests = vec![Request {
             kind: first,
             at_ms: at as i64,
+            attrs,
         }];
+        let mut last_speed = 0;
         let mut truth = Vec::new();
         while kinds.len() < spec.max_length && (kinds.len() < 2 || !rng.random_bool(stop.min(1.0)))
         {
-            let d = model.next(&kinds, goal);
+            let situation = Situation {
+                goal,
+                cohort: cohort.map(|c| (c, last_speed)),
+            };
+            let d = model.next(&kinds, situation);
             let k = draw(&mut rng, &d);
+            let prev = at as i64;
             at += think.sample(&mut rng);
+            last_speed = speed(Some(prev), at as i64);
             kinds.push(k);
             requests.push(Request {
                 kind: k,
                 at_ms: at as i64,
+                attrs,
             });
             truth.push(d);
         }
@@ -301,7 +379,17 @@ pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, Genera
             truth,
         });
     }
+    let mut attributes = Attributes::default();
+    if spec.cohorts > 0 {
+        // Values c0, c1, ... get ids 1, 2, ...: the ids the sessions carry.
+        attributes =
+            Attributes::new(&["cohort"]).map_err(|_| GenerateError::Cohorts(spec.cohorts))?;
+        for c in 0..spec.cohorts {
+            attributes.intern(0, Some(format!("c{c}").as_bytes()));
+        }
+    }
     Ok(Trace {
+        attributes,
         vocab: vocab.clone(),
         sessions,
     })
@@ -347,18 +435,87 @@ mod tests {
     }
 
     #[test]
+    fn the_cohort_and_the_gap_change_the_transitions() {
+        let spec = WorkloadSpec::preset(Workload::Cohort, 300, 5);
+        let t = generate(&vocab(), &spec).unwrap();
+        assert_eq!(t, generate(&vocab(), &spec).unwrap());
+        assert_eq!(t.attributes.names(), ["cohort"]);
+        assert!(t.has_truth());
+        let m = Model { spec: &spec, n: 19 };
+        let at = |c, speed| {
+            m.next(
+                &[4],
+                Situation {
+                    goal: None,
+                    cohort: Some((c, speed)),
+                },
+            )
+        };
+        assert_ne!(at(0, 1), at(1, 1), "cohorts differ");
+        assert_ne!(at(0, 1), at(0, 2), "speeds differ");
+        // Every session carries one cohort on all its requests, and the truth is the
+        // situation's distribution: recomputed from the features a predictor sees.
+        let mut seen = [false; 4];
+        for s in &t.sessions {
+            let c = s.requests[0].attrs.get(0);
+            assert!((1..=4).contains(&c));
+            seen[usize::from(c - 1)] = true;
+            assert!(s.requests.iter().all(|r| r.attrs.get(0) == c));
+            let f = s.features();
+            for (i, d) in s.truth.iter().enumerate() {
+                let speed = match f[i].gap {
+                    0 => 0,
+                    1 | 2 => 1,
+                    _ => 2,
+                };
+                let kinds = s.kinds();
+                let situation = Situation {
+                    goal: None,
+                    cohort: Some((usize::from(c - 1), speed)),
+                };
+                assert_eq!(*d, m.next(&kinds[..=i], situation));
+            }
+        }
+        assert_eq!(seen, [true; 4]);
+    }
+
+    #[test]
     fn the_goal_changes_the_transitions() {
         let spec = WorkloadSpec::preset(Workload::Goal, 1, 3);
         let m = Model { spec: &spec, n: 19 };
-        let a = m.next(&[1, 5], Some(0));
-        let b = m.next(&[2, 5], Some(1));
+        let a = m.next(
+            &[1, 5],
+            Situation {
+                goal: Some(0),
+                cohort: None,
+            },
+        );
+        let b = m.next(
+            &[2, 5],
+            Situation {
+                goal: Some(1),
+                cohort: None,
+            },
+        );
         assert_ne!(
             a[0], b[0],
             "goal 0 and goal 1 disagree after the same request"
         );
         assert_eq!(
-            m.next(&[1, 5], Some(0)),
-            m.next(&[3, 5], Some(0)),
+            m.next(
+                &[1, 5],
+                Situation {
+                    goal: Some(0),
+                    cohort: None
+                }
+            ),
+            m.next(
+                &[3, 5],
+                Situation {
+                    goal: Some(0),
+                    cohort: None
+                }
+            ),
             "order 1 sees only the last"
         );
     }

@@ -10,22 +10,28 @@
 //! `guest_reported = 1`: a compromised guest can write them, so training can leave out every
 //! session that has one ([`LoadOptions::exclude_guest_reported`]).
 //!
-//! Schema versions: 1 had no `guest_reported` columns; [`History::open`] migrates a version 1
-//! file in place (in one transaction), marking the rows version 1 only ever wrote from the
-//! guest's reports (every task execution and prefetch outcome, and the results with a guest
-//! status).
+//! Requests carry attributes ([`crate::context`]) in `request_attributes`, one row per
+//! request and attribute with a known value; the time features are derived from `at_ms` when
+//! a trace is loaded.
+//!
+//! Schema versions: 1 had no `guest_reported` columns, 2 no attribute tables; [`History::open`]
+//! migrates a version 1 or 2 file in place (each step in one transaction). From 1, the rows
+//! version 1 only ever wrote from the guest's reports (every task execution and prefetch
+//! outcome, and the results with a guest status) are marked; from 2, the attribute tables are
+//! added, empty.
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
+    context::{AttrValues, Attributes, MAX_ATTRIBUTES},
     trace::{Request, Session, Trace},
     vocab::Vocabulary,
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrates a version 1 file to version 2.
 const MIGRATE_1_TO_2: &str = "
@@ -37,6 +43,20 @@ ALTER TABLE request_results ADD COLUMN guest_reported INTEGER NOT NULL DEFAULT 0
 UPDATE request_results SET guest_reported = (guest_status IS NOT NULL);
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 ";
+
+/// The attribute tables (version 3).
+const ATTRIBUTE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS attribute_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS request_attributes (
+    request_id INTEGER NOT NULL REFERENCES requests(id),
+    attribute_id INTEGER NOT NULL REFERENCES attribute_names(id),
+    value TEXT NOT NULL,
+    PRIMARY KEY (request_id, attribute_id)
+) WITHOUT ROWID;
+";
+
+/// Migrates a version 2 file to version 3: the attribute tables, empty.
+const MIGRATE_2_TO_3: &str = "UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,7 +122,7 @@ pub enum HistoryError {
     #[error("history database: {0}; check the path, or move a corrupt file away")]
     Sqlite(#[from] rusqlite::Error),
     /// The file was written by another schema version.
-    #[error("history database has schema version {found}, this build reads {SCHEMA_VERSION} (and migrates 1); re-import the traces into a new file")]
+    #[error("history database has schema version {found}, this build reads {SCHEMA_VERSION} (and migrates 1 and 2); re-import the traces into a new file")]
     Schema {
         /// The version found.
         found: String,
@@ -274,6 +294,7 @@ impl History {
     fn init(conn: Connection) -> Result<Self, HistoryError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(ATTRIBUTE_TABLES)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -289,11 +310,14 @@ impl History {
                 )?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) if v == "1" => {
+            Some(v) if v == "1" || v == "2" => {
                 let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(MIGRATE_1_TO_2)?;
+                if v == "1" {
+                    tx.execute_batch(MIGRATE_1_TO_2)?;
+                }
+                tx.execute_batch(MIGRATE_2_TO_3)?;
                 tx.commit()?;
-                log::info!("history: migrated schema version 1 to {SCHEMA_VERSION}");
+                log::info!("history: migrated schema version {v} to {SCHEMA_VERSION}");
             }
             Some(found) => return Err(HistoryError::Schema { found }),
         }
@@ -317,8 +341,18 @@ impl History {
                 .prepare_cached("INSERT INTO request_types (name) VALUES (?1) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id")?
                 .query_row([name], |r| r.get(0))?;
         }
+        let mut attr_ids = Vec::with_capacity(trace.attributes.len());
+        for name in trace.attributes.names() {
+            attr_ids.push(
+                tx.prepare_cached("INSERT INTO attribute_names (name) VALUES (?1) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id")?
+                    .query_row([name], |r| r.get::<_, i64>(0))?,
+            );
+        }
         let mut added = 0;
         {
+            let mut ins_attr = tx.prepare_cached(
+                "INSERT INTO request_attributes (request_id, attribute_id, value) VALUES (?1, ?2, ?3)",
+            )?;
             let mut ins_session = tx.prepare_cached(
                 "INSERT INTO sessions (source, key, user) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING RETURNING id",
             )?;
@@ -342,6 +376,20 @@ impl History {
                         });
                     };
                     ins_request.execute(params![sid, seq as i64, tid, r.at_ms])?;
+                    if r.attrs.is_unknown() {
+                        continue;
+                    }
+                    let rid = tx.last_insert_rowid();
+                    for (i, &aid) in attr_ids.iter().enumerate() {
+                        let value = trace
+                            .attributes
+                            .values(i)
+                            .and_then(|v| v.name(u32::from(r.attrs.get(i))))
+                            .filter(|_| r.attrs.get(i) != 0);
+                        if let Some(value) = value {
+                            ins_attr.execute(params![rid, aid, value])?;
+                        }
+                    }
                 }
             }
         }
@@ -367,7 +415,7 @@ impl History {
         options: LoadOptions,
     ) -> Result<Trace, HistoryError> {
         let mut stmt = self.conn.prepare(
-            "SELECT s.id, s.key, s.user, t.name, r.at_ms FROM sessions s \
+            "SELECT s.id, s.key, s.user, t.name, r.at_ms, r.id FROM sessions s \
              JOIN requests r ON r.session_id = s.id JOIN request_types t ON t.id = r.type_id \
              WHERE (?1 IS NULL OR s.source = ?1) AND NOT (?2 AND s.id IN ( \
                  SELECT q.session_id FROM requests q JOIN task_executions e \
@@ -379,6 +427,11 @@ impl History {
                  UNION SELECT q.session_id FROM requests q JOIN prefetch_outcomes o \
                      ON o.request_id = q.id WHERE o.guest_reported)) \
              ORDER BY s.id, r.seq",
+        )?;
+        let mut attributes = self.attributes_of(source)?;
+        let mut attr_stmt = self.conn.prepare(
+            "SELECT n.name, a.value FROM request_attributes a \
+             JOIN attribute_names n ON n.id = a.attribute_id WHERE a.request_id = ?1",
         )?;
         let mut rows = stmt.query(params![source, options.exclude_guest_reported])?;
         let mut sessions: Vec<Session> = Vec::new();
@@ -395,14 +448,55 @@ impl History {
             }
             let name: String = row.get(3)?;
             let kind = vocab.intern(&name);
+            let mut attrs = AttrValues::default();
+            if !attributes.is_empty() {
+                let mut values = attr_stmt.query([row.get::<_, i64>(5)?])?;
+                while let Some(v) = values.next()? {
+                    let name: String = v.get(0)?;
+                    if let Some(i) = attributes.index(&name) {
+                        let value: String = v.get(1)?;
+                        attrs.0[i] = attributes.intern(i, Some(value.as_bytes()));
+                    }
+                }
+            }
             if let Some(s) = sessions.last_mut() {
                 s.requests.push(Request {
                     kind,
                     at_ms: row.get(4)?,
+                    attrs,
                 });
             }
         }
-        Ok(Trace { vocab, sessions })
+        Ok(Trace {
+            vocab,
+            sessions,
+            attributes,
+        })
+    }
+
+    /// The attributes the requests of `source` (all sources when `None`) carry, in the order
+    /// they were first stored; the first [`MAX_ATTRIBUTES`] when there are more.
+    fn attributes_of(&self, source: Option<&str>) -> Result<Attributes, HistoryError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT n.name FROM attribute_names n WHERE EXISTS ( \
+                 SELECT 1 FROM request_attributes a JOIN requests r ON r.id = a.request_id \
+                 JOIN sessions s ON s.id = r.session_id \
+                 WHERE a.attribute_id = n.id AND (?1 IS NULL OR s.source = ?1)) ORDER BY n.id",
+        )?;
+        let mut names: Vec<String> = stmt
+            .query_map([source], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if names.len() > MAX_ATTRIBUTES {
+            log::warn!(
+                "history: {} attributes stored, the first {MAX_ATTRIBUTES} are used: {}",
+                names.len(),
+                names[..MAX_ATTRIBUTES].join(", ")
+            );
+            names.truncate(MAX_ATTRIBUTES);
+        }
+        // Stored names passed the same check on import; one that does not is left out.
+        names.retain(|n| Attributes::new(&[n]).is_ok());
+        Ok(Attributes::new(&names).unwrap_or_default())
     }
 
     /// The sources stored, with their sizes.

@@ -1,9 +1,12 @@
 //! Importing request traces from CSV or JSON lines, plain or gzip-compressed.
 //!
-//! Each row is one request: a session (or user) key, a request type and a timestamp; other
-//! columns are ignored. Rows are grouped by session in order of first appearance and each
+//! Each row is one request: a session (or user) key, a request type and a timestamp, and
+//! attributes: by default every other column (or JSON key), or the columns named
+//! ([`AttributeColumns`]). Rows are grouped by session in order of first appearance and each
 //! session is sorted by time. A malformed row is skipped and counted, or refused, per
-//! [`Malformed`].
+//! [`Malformed`]. An attribute's value never makes a row malformed: a missing, empty,
+//! over-long or non-UTF-8 value, or a new value past the cardinality limit, is counted in the
+//! unknown bucket ([`crate::context`]).
 
 use std::{
     collections::HashMap,
@@ -15,6 +18,7 @@ use std::{
 use flate2::read::MultiGzDecoder;
 
 use crate::{
+    context::{AttrValues, AttributeError, Attributes},
     trace::{Request, Session, Trace},
     vocab::Vocabulary,
 };
@@ -54,6 +58,14 @@ pub enum ImportError {
         line: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The attribute columns cannot be used.
+    #[error("{path}: {source}")]
+    Attributes {
+        /// The input.
+        path: PathBuf,
+        /// Why.
+        source: AttributeError,
     },
     /// Nothing usable was found.
     #[error("{path}: no valid request rows; check the format (--format) and the column names")]
@@ -109,6 +121,19 @@ pub enum Malformed {
     Refuse,
 }
 
+/// Which columns (or JSON keys) are a request's attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AttributeColumns {
+    /// Every column that is not the session, request type, timestamp or user (the first
+    /// [`crate::context::MAX_ATTRIBUTES`]; the import report warns about the rest).
+    #[default]
+    All,
+    /// None.
+    None,
+    /// These (case-insensitive); a missing one is an error.
+    Named(Vec<String>),
+}
+
 /// Import options; `None` columns are found among common names.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
@@ -122,6 +147,8 @@ pub struct ImportOptions {
     pub time_column: Option<String>,
     /// User column.
     pub user_column: Option<String>,
+    /// Attribute columns.
+    pub attributes: AttributeColumns,
     /// Malformed-row policy.
     pub malformed: Malformed,
 }
@@ -135,6 +162,8 @@ pub struct ImportReport {
     pub skipped: u64,
     /// The first few skipped rows: line and reason.
     pub examples: Vec<(u64, String)>,
+    /// What the report's reader should know: attribute columns left out, values bucketed.
+    pub warnings: Vec<String>,
 }
 
 const SESSION_NAMES: &[&str] = &["session_id", "session", "sessionid", "user_id", "user"];
@@ -195,6 +224,8 @@ struct Row {
     kind: String,
     at_ms: i64,
     user: Option<String>,
+    /// Raw values by attribute index; `None` where absent.
+    attrs: Vec<Option<Vec<u8>>>,
 }
 
 struct Builder<'a> {
@@ -211,11 +242,70 @@ impl<'a> Builder<'a> {
             path,
             policy,
             trace: Trace {
+                attributes: Default::default(),
                 vocab,
                 sessions: Vec::new(),
             },
             by_key: HashMap::new(),
             report: ImportReport::default(),
+        }
+    }
+
+    /// Sets the trace's attributes from the column names; returns the indices into `names`
+    /// kept. Named explicitly, every name must be usable; by default an unusable name, a
+    /// duplicate or a name past [`crate::context::MAX_ATTRIBUTES`] is left out with a warning.
+    fn set_attributes(
+        &mut self,
+        names: &[&str],
+        explicit: bool,
+    ) -> Result<Vec<usize>, ImportError> {
+        let err = |source| ImportError::Attributes {
+            path: self.path.to_owned(),
+            source,
+        };
+        if explicit {
+            self.trace.attributes = Attributes::new(names).map_err(err)?;
+            return Ok((0..names.len()).collect());
+        }
+        let mut kept: Vec<usize> = Vec::new();
+        for (j, n) in names.iter().enumerate() {
+            let mut with: Vec<&str> = kept.iter().map(|&k| names[k]).collect();
+            with.push(n);
+            match Attributes::new(&with) {
+                Ok(_) => kept.push(j),
+                Err(e) => self
+                    .report
+                    .warnings
+                    .push(format!("column {n:?} left out: {e}")),
+            }
+        }
+        let chosen: Vec<&str> = kept.iter().map(|&k| names[k]).collect();
+        self.trace.attributes = Attributes::new(&chosen).map_err(err)?;
+        Ok(kept)
+    }
+
+    /// Adds attribute `name` (JSON lines, found as the rows come) if there is room; its index.
+    fn add_attribute(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.trace.attributes.index(name) {
+            return Some(i);
+        }
+        let mut names: Vec<String> = self.trace.attributes.names().to_vec();
+        names.push(name.to_owned());
+        match Attributes::new(&names) {
+            Ok(mut a) => {
+                // Keep the values interned so far (the new attribute starts empty).
+                a.take_values_from(&self.trace.attributes);
+                self.trace.attributes = a;
+                Some(names.len() - 1)
+            }
+            Err(e) => {
+                if self.report.warnings.len() < 20 {
+                    self.report
+                        .warnings
+                        .push(format!("key {name:?} left out: {e}"));
+                }
+                None
+            }
         }
     }
 
@@ -239,6 +329,11 @@ impl<'a> Builder<'a> {
             }
         };
         let kind = self.trace.vocab.intern(&row.kind);
+        let mut attrs = AttrValues::default();
+        for i in 0..self.trace.attributes.len() {
+            let v = row.attrs.get(i).and_then(Option::as_deref);
+            attrs.0[i] = self.trace.attributes.intern(i, v);
+        }
         let sessions = &mut self.trace.sessions;
         let idx = *self.by_key.entry(row.session.clone()).or_insert_with(|| {
             sessions.push(Session {
@@ -251,6 +346,7 @@ impl<'a> Builder<'a> {
         sessions[idx].requests.push(Request {
             kind,
             at_ms: row.at_ms,
+            attrs,
         });
         Ok(())
     }
@@ -264,6 +360,9 @@ impl<'a> Builder<'a> {
         for s in &mut self.trace.sessions {
             s.requests.sort_by_key(|r| r.at_ms);
         }
+        self.report
+            .warnings
+            .extend(self.trace.attributes.warnings());
         Ok((self.trace, self.report))
     }
 }
@@ -331,22 +430,58 @@ fn read_csv(
     let time_col = find_column(&header, opts.time_column.as_deref(), TIME_NAMES)
         .ok_or_else(|| missing("timestamp", &opts.time_column, TIME_NAMES, "time-column"))?;
     let user_col = find_column(&header, opts.user_column.as_deref(), USER_NAMES);
-    let mut record = csv::StringRecord::new();
+    let keys = [Some(session_col), Some(type_col), Some(time_col), user_col];
+    let attr_cols: Vec<usize> = match &opts.attributes {
+        AttributeColumns::None => Vec::new(),
+        AttributeColumns::All => (0..header.len())
+            .filter(|i| !keys.contains(&Some(*i)))
+            .collect(),
+        AttributeColumns::Named(names) => names
+            .iter()
+            .map(|n| {
+                find_column(&header, Some(n), &[])
+                    .ok_or_else(|| missing("attribute", &Some(n.clone()), &[], "attribute-columns"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let names: Vec<&str> = attr_cols.iter().map(|&i| header[i].trim()).collect();
+    let explicit = matches!(opts.attributes, AttributeColumns::Named(_));
+    let attr_cols: Vec<usize> = b
+        .set_attributes(&names, explicit)?
+        .into_iter()
+        .map(|j| attr_cols[j])
+        .collect();
+    let mut record = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line();
-        match rdr.read_record(&mut record) {
+        match rdr.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let field = |i: usize| record.get(i).map(str::trim);
+                let field = |i: usize| -> Option<Result<&str, String>> {
+                    record.get(i).map(|f| {
+                        std::str::from_utf8(f)
+                            .map(str::trim)
+                            .map_err(|_| "not UTF-8".to_owned())
+                    })
+                };
                 let row = match (field(session_col), field(type_col), field(time_col)) {
-                    (Some(s), Some(k), Some(t)) => {
-                        parse_time(t).map_err(|e| e.to_string()).map(|at_ms| Row {
+                    (Some(s), Some(k), Some(t)) => (|| {
+                        let (s, k, t) = (s?, k?, t?);
+                        let at_ms = parse_time(t).map_err(|e| e.to_string())?;
+                        Ok(Row {
                             session: s.to_owned(),
                             kind: k.to_owned(),
                             at_ms,
-                            user: user_col.and_then(field).map(str::to_owned),
+                            user: user_col
+                                .and_then(field)
+                                .and_then(Result::ok)
+                                .map(str::to_owned),
+                            attrs: attr_cols
+                                .iter()
+                                .map(|&i| record.get(i).map(<[u8]>::to_vec))
+                                .collect(),
                         })
-                    }
+                    })(),
                     _ => Err(format!("{} fields, too few", record.len())),
                 };
                 b.row(line, row)?;
@@ -384,6 +519,10 @@ fn read_jsonl(
             None => cands.iter().find_map(|c| obj.get(*c).cloned()),
         }
     };
+    if let AttributeColumns::Named(names) = &opts.attributes {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        b.set_attributes(&names, true)?;
+    }
     for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
         let line_no = i as u64 + 1;
         let mut bytes = line.map_err(|source| ImportError::Io {
@@ -411,6 +550,7 @@ fn read_jsonl(
                 let k = pick(&o, &opts.type_column, TYPE_NAMES).ok_or("no request type")?;
                 let t = pick(&o, &opts.time_column, TIME_NAMES).ok_or("no timestamp")?;
                 let user = pick(&o, &opts.user_column, USER_NAMES).and_then(|u| scalar(&u));
+                let attrs = json_attributes(&o, opts, b);
                 Ok(Row {
                     session: scalar(&s).ok_or("session is not a string or number")?,
                     kind: scalar(&k).ok_or("request type is not a string")?,
@@ -423,11 +563,58 @@ fn read_jsonl(
                         _ => return Err("timestamp is not a number or string".into()),
                     },
                     user,
+                    attrs,
                 })
             });
         b.row(line_no, row)?;
     }
     Ok(())
+}
+
+/// The raw attribute values of a JSON row, by attribute index; with [`AttributeColumns::All`]
+/// every key that is not a key column becomes an attribute when first seen (while there is room).
+fn json_attributes(
+    o: &serde_json::Map<String, serde_json::Value>,
+    opts: &ImportOptions,
+    b: &mut Builder<'_>,
+) -> Vec<Option<Vec<u8>>> {
+    let value = |v: &serde_json::Value| -> Option<Vec<u8>> {
+        match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::Bool(x) => Some(x.to_string().into_bytes()),
+            other => scalar(other)
+                .or_else(|| Some(other.to_string()))
+                .map(String::into_bytes),
+        }
+    };
+    if opts.attributes == AttributeColumns::All {
+        let key = |given: &Option<String>, cands: &[&str]| -> Option<String> {
+            match given {
+                Some(g) => Some(g.clone()),
+                None => cands
+                    .iter()
+                    .find(|c| o.contains_key(**c))
+                    .map(|c| (*c).to_owned()),
+            }
+        };
+        let keys = [
+            key(&opts.session_column, SESSION_NAMES),
+            key(&opts.type_column, TYPE_NAMES),
+            key(&opts.time_column, TIME_NAMES),
+            key(&opts.user_column, USER_NAMES),
+        ];
+        for k in o.keys() {
+            if !keys.iter().any(|x| x.as_deref() == Some(k.as_str())) {
+                b.add_attribute(k);
+            }
+        }
+    }
+    b.trace
+        .attributes
+        .names()
+        .iter()
+        .map(|n| o.get(n).and_then(value))
+        .collect()
 }
 
 fn scalar(v: &serde_json::Value) -> Option<String> {
@@ -521,6 +708,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
+
+#[cfg(test)]
+mod attribute_tests;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@
 
 pub use see_audit as audit;
 pub mod catalogue_toml;
+pub mod context;
 pub mod eval;
 pub mod faas;
 pub mod generate;

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{TypeId, Vocabulary};
+use crate::{
+    context::{AttrValues, Attributes, Features},
+    vocab::{TypeId, Vocabulary},
+};
 
 /// One request of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +14,20 @@ pub struct Request {
     pub kind: TypeId,
     /// When it arrived, in milliseconds since the Unix epoch (or since the trace's start).
     pub at_ms: i64,
+    /// Its attribute values, by index into its trace's [`Trace::attributes`].
+    #[serde(default, skip_serializing_if = "AttrValues::is_unknown")]
+    pub attrs: AttrValues,
+}
+
+impl Request {
+    /// A request without attributes.
+    pub fn new(kind: TypeId, at_ms: i64) -> Self {
+        Self {
+            kind,
+            at_ms,
+            attrs: AttrValues::default(),
+        }
+    }
 }
 
 /// A probability distribution over the next request type, sparse, most likely first.
@@ -36,6 +53,19 @@ impl Session {
     pub fn kinds(&self) -> Vec<TypeId> {
         self.requests.iter().map(|r| r.kind).collect()
     }
+
+    /// The context of each request: its attributes and its time features.
+    pub fn features(&self) -> Vec<Features> {
+        let mut prev = None;
+        self.requests
+            .iter()
+            .map(|r| {
+                let f = Features::of(prev, r.at_ms, r.attrs);
+                prev = Some(r.at_ms);
+                f
+            })
+            .collect()
+    }
 }
 
 /// A set of sessions over one vocabulary.
@@ -45,6 +75,9 @@ pub struct Trace {
     pub vocab: Vocabulary,
     /// The sessions, in order of first appearance.
     pub sessions: Vec<Session>,
+    /// The attributes its requests carry, with their values.
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 impl Trace {
@@ -74,7 +107,7 @@ impl Trace {
                             .get(r.kind as usize)
                             .copied()
                             .unwrap_or(crate::vocab::UNKNOWN),
-                        at_ms: r.at_ms,
+                        ..*r
                     })
                     .collect(),
                 truth: Vec::new(),
@@ -117,12 +150,13 @@ mod tests {
     #[test]
     fn sessions_are_reinterned_by_name() {
         let trace = Trace {
+            attributes: Default::default(),
             vocab: Vocabulary::from_names(["a", "b", "c"]),
             sessions: vec![Session {
                 key: "s".into(),
                 requests: [1, 2, 3]
                     .iter()
-                    .map(|&kind| Request { kind, at_ms: 5 })
+                    .map(|&kind| Request::new(kind, 5))
                     .collect(),
                 ..Session::default()
             }],
@@ -138,13 +172,11 @@ mod tests {
         let vocab = Vocabulary::from_names(["a"]);
         let session = |kinds: &[TypeId]| Session {
             key: format!("{kinds:?}"),
-            requests: kinds
-                .iter()
-                .map(|&kind| Request { kind, at_ms: 0 })
-                .collect(),
+            requests: kinds.iter().map(|&kind| Request::new(kind, 0)).collect(),
             ..Session::default()
         };
         let mut t = Trace {
+            attributes: Default::default(),
             vocab,
             sessions: vec![session(&[1, 0, 1]), session(&[0, 0]), session(&[1])],
         };

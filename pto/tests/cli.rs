@@ -456,3 +456,75 @@ fn usage_errors_and_missing_data_are_reported() {
     );
     assert!(err.contains("heads = 5 does not divide embed"), "{err}");
 }
+
+#[test]
+fn data_commands_take_the_import_column_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("sid,what,when,platform\n");
+    for s in 0..30 {
+        for (i, k) in ["home", "search", "cart"].iter().enumerate() {
+            csv.push_str(&format!("s{s},{k},{},web\n", s * 100 + i));
+        }
+    }
+    std::fs::write(dir.path().join("t.csv"), &csv).unwrap();
+    // Without the column options the error names the flag, and the flag is accepted.
+    let err = fails(dir.path(), &["eval", "--input", "t.csv", "--no-train"]);
+    assert!(err.contains("--type-column"), "{err}");
+    let cols = [
+        "--session-column",
+        "sid",
+        "--type-column",
+        "what",
+        "--time-column",
+        "when",
+    ];
+    let args: Vec<&str> = ["eval", "--input", "t.csv", "--no-train"]
+        .iter()
+        .chain(&cols)
+        .chain(FEW_CALLS)
+        .copied()
+        .collect();
+    let out = ok(dir.path(), &args);
+    assert!(out.contains("markov1"), "{out}");
+    let args: Vec<&str> = [
+        "import",
+        "t.csv",
+        "--db",
+        "h.db",
+        "--attribute-columns",
+        "platform",
+    ]
+    .iter()
+    .chain(&cols)
+    .copied()
+    .collect();
+    let out = ok(dir.path(), &args);
+    assert!(out.contains("attributes: platform (1 values)"), "{out}");
+    // The column options read a file: without --input they are refused, not ignored.
+    let err = fails(
+        dir.path(),
+        &["eval", "--db", "h.db", "--type-column", "what"],
+    );
+    assert!(err.contains("--input"), "{err}");
+}
+
+#[test]
+fn the_cohort_workload_carries_its_attribute() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate",
+            "--workload",
+            "cohort",
+            "--sessions",
+            "60",
+            "--out",
+            "c.jsonl",
+        ],
+    );
+    let text = std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap();
+    assert!(text.lines().all(|l| l.contains("\"cohort\":\"c")), "{text}");
+    let out = ok(dir.path(), &["import", "c.jsonl", "--db", "h.db"]);
+    assert!(out.contains("attributes: cohort (4 values)"), "{out}");
+}

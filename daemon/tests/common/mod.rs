@@ -147,6 +147,7 @@ impl TestSee {
             session: session.into(),
             app,
             kind: kind.into(),
+            attributes: Default::default(),
         })
         .expect("json");
         let (status, _, text) = self.post_raw(agent, &body);

@@ -163,6 +163,7 @@ fn run(a: Args) -> Result<(), String> {
         session: s,
         app: "shop".into(),
         kind: a.kind.clone(),
+        attributes: Default::default(),
     };
     for i in 0..20 {
         one(&agent, &url, &body(format!("warm{i}")))?;
@@ -215,6 +216,7 @@ fn run(a: Args) -> Result<(), String> {
                                     session: format!("c{rep}-{c}-{i}"),
                                     app: "shop".into(),
                                     kind: kind.clone(),
+                                    attributes: Default::default(),
                                 },
                             )
                         })

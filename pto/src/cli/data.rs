@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use see_pto::{
     faas::FaasSpec,
-    generate::{generate, Workload, WorkloadSpec, MAX_ORDER, MAX_THINK_MS},
+    generate::{generate, Workload, WorkloadSpec, MAX_COHORTS, MAX_ORDER, MAX_THINK_MS},
     history::{History, LoadOptions},
-    import::{import_path, ImportOptions, Malformed},
+    import::{import_path, AttributeColumns, Format, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
     nn::{HyperParams, ModelKind},
     split::SplitSpec,
@@ -33,9 +33,8 @@ pub struct DataArgs {
     /// A trace file: CSV or JSON lines, optionally gzipped.
     #[arg(long, conflicts_with = "workload")]
     pub input: Option<PathBuf>,
-    /// Refuse malformed rows of --input instead of skipping them.
-    #[arg(long, requires = "input")]
-    pub strict: bool,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// A generated workload over the service catalogue.
     #[arg(long, value_parser = super::by_name::<Workload>(Workload::ALL.map(Workload::name)))]
     pub workload: Option<Workload>,
@@ -95,16 +94,15 @@ impl DataArgs {
             let name = self.source.clone().unwrap_or_else(|| "all sources".into());
             return Ok((t, format!("history {} ({name})", file_name(db))));
         }
+        if self.input.is_none() && self.columns.is_given() {
+            return Err(
+                "--format, the --*-column options, --no-attributes and --strict read an \
+                 --input file (`pto import` applies them when it fills a history)"
+                    .into(),
+            );
+        }
         if let Some(input) = &self.input {
-            let opts = ImportOptions {
-                malformed: if self.strict {
-                    Malformed::Refuse
-                } else {
-                    Malformed::Skip
-                },
-                ..ImportOptions::default()
-            };
-            let (t, report) = import_path(input, &opts, vocab)?;
+            let (t, report) = import_path(input, &self.columns.options(), vocab)?;
             if report.skipped > 0 {
                 log::warn!(
                     "{}: skipped {} malformed rows of {}",
@@ -112,6 +110,9 @@ impl DataArgs {
                     report.skipped,
                     report.rows
                 );
+            }
+            for w in &report.warnings {
+                log::warn!("{}: {w}", input.display());
             }
             return Ok((t, format!("trace {}", file_name(input))));
         }
@@ -138,6 +139,71 @@ impl DataArgs {
                 ShapeArgs::describe(&preset, &spec)
             ),
         ))
+    }
+}
+
+/// How a trace file's rows are read: the same options for `pto import` and for `--input`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ColumnArgs {
+    /// Input format; default: from the file name (.jsonl/.ndjson/.json: JSON lines, else CSV).
+    #[arg(long, value_parser = super::by_name::<Format>(Format::ALL.map(Format::name)))]
+    pub format: Option<Format>,
+    /// Column (or JSON key) of the session; default: session_id, session, sessionid, user_id, user.
+    #[arg(long)]
+    pub session_column: Option<String>,
+    /// Column of the request type; default: request_type, event, type, request, event_type.
+    #[arg(long)]
+    pub type_column: Option<String>,
+    /// Column of the timestamp; default: timestamp, time, ts, at.
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Column of the user; default: user_id, user.
+    #[arg(long)]
+    pub user_column: Option<String>,
+    /// Attribute columns, comma-separated; default: every column that is not the session,
+    /// request type, timestamp or user (at most 8).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_attributes")]
+    pub attribute_columns: Option<Vec<String>>,
+    /// Read no attribute column.
+    #[arg(long)]
+    pub no_attributes: bool,
+    /// Refuse the whole file at the first malformed row (default: skip and count).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+impl ColumnArgs {
+    /// True when any option is given.
+    pub fn is_given(&self) -> bool {
+        self.format.is_some()
+            || self.session_column.is_some()
+            || self.type_column.is_some()
+            || self.time_column.is_some()
+            || self.user_column.is_some()
+            || self.attribute_columns.is_some()
+            || self.no_attributes
+            || self.strict
+    }
+
+    /// The import options.
+    pub fn options(&self) -> ImportOptions {
+        ImportOptions {
+            format: self.format,
+            session_column: self.session_column.clone(),
+            type_column: self.type_column.clone(),
+            time_column: self.time_column.clone(),
+            user_column: self.user_column.clone(),
+            attributes: match (&self.attribute_columns, self.no_attributes) {
+                (_, true) => AttributeColumns::None,
+                (Some(names), false) => AttributeColumns::Named(names.clone()),
+                (None, false) => AttributeColumns::All,
+            },
+            malformed: if self.strict {
+                Malformed::Refuse
+            } else {
+                Malformed::Skip
+            },
+        }
     }
 }
 
@@ -205,6 +271,10 @@ pub struct ShapeArgs {
     /// Weight of the goal-specific transitions against the shared ones (0 to 1).
     #[arg(long, allow_negative_numbers = true)]
     pub goal_strength: Option<f32>,
+    /// Cohorts, each session's `cohort` attribute (0: none; at most 64); their transitions
+    /// differ by --goal-strength.
+    #[arg(long)]
+    pub cohorts: Option<usize>,
 }
 
 impl ShapeArgs {
@@ -216,6 +286,7 @@ impl ShapeArgs {
             && self.think_ms.is_none()
             && self.goals.is_none()
             && self.goal_strength.is_none()
+            && self.cohorts.is_none()
     }
 
     /// `preset` with the overrides applied, over `types` request types; an out-of-range
@@ -273,6 +344,12 @@ impl ShapeArgs {
             }
             s.goal_strength = v;
         }
+        if let Some(v) = self.cohorts {
+            if v > MAX_COHORTS {
+                return range("cohorts", v.to_string(), format!("0 to {MAX_COHORTS}"));
+            }
+            s.cohorts = v;
+        }
         if s.goals > 0 && s.goal_strength == 0.0 {
             log::warn!(
                 "{} goals with goal strength 0: the goal sets only the first request",
@@ -307,6 +384,11 @@ impl ShapeArgs {
             "goal strength",
             spec.goal_strength != preset.goal_strength,
             spec.goal_strength.to_string(),
+        );
+        add(
+            "cohorts",
+            spec.cohorts != preset.cohorts,
+            spec.cohorts.to_string(),
         );
         out
     }

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
     generate::{generate, Workload, WorkloadSpec},
     history::History,
-    import::{import_path, Format, ImportOptions, Malformed},
+    import::import_path,
     metadata::ServiceCatalogue,
     nn::{self, HyperParams, ModelKind, Trained},
     predict::{observe_sessions, Ppm, Predictor, SessionContext, StaticGraph},
@@ -23,7 +23,7 @@ use see_pto::{
     vocab::Vocabulary,
 };
 
-pub use data::{DataArgs, FaasArgs, HyperArgs, ShapeArgs, SplitArgs};
+pub use data::{ColumnArgs, DataArgs, FaasArgs, HyperArgs, ShapeArgs, SplitArgs};
 
 /// A command's result; errors are printed by `main`.
 pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -92,39 +92,12 @@ struct ImportArgs {
     /// Source name to file the sessions under; default: the file name.
     #[arg(long)]
     source: Option<String>,
-    /// Input format; default: from the file name (.jsonl/.ndjson/.json: JSON lines, else CSV).
-    #[arg(long, value_parser = by_name::<Format>(Format::ALL.map(Format::name)))]
-    format: Option<Format>,
-    /// Column (or JSON key) of the session; default: session_id, session, user_id, user.
-    #[arg(long)]
-    session_column: Option<String>,
-    /// Column of the request type; default: request_type, event, type, request.
-    #[arg(long)]
-    type_column: Option<String>,
-    /// Column of the timestamp; default: timestamp, time, ts, at.
-    #[arg(long)]
-    time_column: Option<String>,
-    /// Column of the user; default: user_id, user.
-    #[arg(long)]
-    user_column: Option<String>,
-    /// Refuse the whole file at the first malformed row (default: skip and count).
-    #[arg(long)]
-    strict: bool,
+    #[command(flatten)]
+    columns: ColumnArgs,
 }
 
 fn import(a: &ImportArgs) -> CliResult<()> {
-    let opts = ImportOptions {
-        format: a.format,
-        session_column: a.session_column.clone(),
-        type_column: a.type_column.clone(),
-        time_column: a.time_column.clone(),
-        user_column: a.user_column.clone(),
-        malformed: if a.strict {
-            Malformed::Refuse
-        } else {
-            Malformed::Skip
-        },
-    };
+    let opts = a.columns.options();
     let (trace, report) = import_path(&a.input, &opts, Vocabulary::new())?;
     let source = a.source.clone().unwrap_or_else(|| {
         a.input
@@ -147,6 +120,22 @@ fn import(a: &ImportArgs) -> CliResult<()> {
     );
     for (line, reason) in &report.examples {
         println!("  skipped line {line}: {reason}");
+    }
+    if !trace.attributes.is_empty() {
+        let described: Vec<String> = trace
+            .attributes
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let values = trace.attributes.values(i).map_or(0, |v| v.len() - 1);
+                format!("{n} ({values} values)")
+            })
+            .collect();
+        println!("attributes: {}", described.join(", "));
+    }
+    for w in &report.warnings {
+        println!("  warning: {w}");
     }
     Ok(())
 }
@@ -183,8 +172,8 @@ fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
     let t = if let Some(spec) = a.faas.spec(a.sessions, a.seed) {
         if !a.shape.is_empty() {
             return Err(
-                "--order, --branching, --noise, --think-ms, --goals and --goal-strength \
-                        shape the markov and goal workloads, not --catalogue-preset faas"
+                "--order, --branching, --noise, --think-ms, --goals, --goal-strength and \
+                        --cohorts shape the markov, goal and cohort workloads, not --catalogue-preset faas"
                     .into(),
             );
         }
@@ -208,11 +197,19 @@ fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
     };
     for s in &t.sessions {
         for r in &s.requests {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "session": s.key,
                 "request_type": t.vocab.name(r.kind).unwrap_or("<unk>"),
                 "timestamp": r.at_ms,
             });
+            for (i, name) in t.attributes.names().iter().enumerate() {
+                let id = u32::from(r.attrs.get(i));
+                if let Some(v) = t.attributes.values(i).and_then(|v| v.name(id)) {
+                    if id != 0 {
+                        line[name] = v.into();
+                    }
+                }
+            }
             writeln!(out, "{line}")?;
         }
     }

@@ -282,6 +282,7 @@ impl Setup {
         let catalogue = a.data.catalogue()?;
         let (trace, desc) = a.data.load(&catalogue)?;
         let mut trace = Trace {
+            attributes: trace.attributes.clone(),
             sessions: trace.sessions_in(&catalogue.vocabulary()),
             vocab: catalogue.vocabulary(),
         };
@@ -293,6 +294,7 @@ impl Setup {
         let mut past = split.train.clone();
         past.extend(split.val.iter().cloned());
         let past = Trace {
+            attributes: trace.attributes.clone(),
             vocab: trace.vocab.clone(),
             sessions: past,
         };

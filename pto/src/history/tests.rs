@@ -9,14 +9,12 @@ fn trace() -> Trace {
         requests: kinds
             .iter()
             .enumerate()
-            .map(|(i, &kind)| Request {
-                kind,
-                at_ms: i as i64 * 10,
-            })
+            .map(|(i, &kind)| Request::new(kind, i as i64 * 10))
             .collect(),
         truth: Vec::new(),
     };
     Trace {
+        attributes: Default::default(),
         vocab,
         sessions: vec![s("s1", &[1, 2, 1]), s("s2", &[2])],
     }
@@ -277,4 +275,67 @@ fn training_can_leave_out_sessions_with_guest_reported_rows() {
     })
     .unwrap();
     assert_eq!(keys(&h, exclude), ["s1", "s2"]);
+}
+
+#[test]
+fn attributes_round_trip_and_a_version_2_file_is_migrated() {
+    use crate::context::Attributes;
+    // A version 2 file: the version 1 schema with the guest_reported columns, no attributes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_V1).unwrap();
+        c.execute_batch(MIGRATE_1_TO_2).unwrap();
+        let v: String = c
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, "2");
+    }
+    let mut h = History::open(&path).unwrap();
+    let version: String = h
+        .conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "3");
+    // The old sessions load without attributes.
+    let old = h.load_trace(None, Vocabulary::new()).unwrap();
+    assert_eq!(old.sessions.len(), 2);
+    assert!(old.attributes.is_empty());
+    // New sessions with attributes round-trip by name.
+    let mut t = trace();
+    t.attributes = Attributes::new(&["platform", "cohort"]).unwrap();
+    let desktop = t.attributes.intern(0, Some(b"desktop"));
+    let c2 = t.attributes.intern(1, Some(b"c2"));
+    t.sessions[0].requests[0].attrs.0[0] = desktop;
+    t.sessions[0].requests[1].attrs.0[1] = c2;
+    assert_eq!(h.import_trace("new", &t).unwrap(), 2);
+    drop(h);
+    let h = History::open(&path).unwrap();
+    let back = h.load_trace(Some("new"), Vocabulary::new()).unwrap();
+    assert_eq!(back.attributes.names(), ["platform", "cohort"]);
+    let name = |s: &Session, r: usize, a: usize| {
+        let id = s.requests[r].attrs.get(a);
+        back.attributes
+            .values(a)
+            .unwrap()
+            .name(u32::from(id))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(name(&back.sessions[0], 0, 0), "desktop");
+    assert_eq!(name(&back.sessions[0], 1, 1), "c2");
+    assert_eq!(back.sessions[0].requests[1].attrs.get(0), 0);
+    assert!(back.sessions[1].requests[0].attrs.is_unknown());
+    // The old source still carries none.
+    let old = h.load_trace(Some("ecom"), Vocabulary::new()).unwrap();
+    assert!(old.attributes.is_empty());
 }

@@ -120,10 +120,7 @@ fn long_range(n: usize) -> Vec<Session> {
             }
             Session {
                 key: format!("s{i}"),
-                requests: kinds
-                    .iter()
-                    .map(|&kind| Request { kind, at_ms: 0 })
-                    .collect(),
+                requests: kinds.iter().map(|&kind| Request::new(kind, 0)).collect(),
                 ..Session::default()
             }
         })

@@ -391,13 +391,11 @@ fn a_session_end_stages_the_likeliest_start() {
     let session = |first: &str| Session {
         key: first.into(),
         user: None,
-        requests: vec![Request {
-            kind: vocab.get(first).unwrap(),
-            at_ms: 0,
-        }],
+        requests: vec![Request::new(vocab.get(first).unwrap(), 0)],
         truth: Vec::new(),
     };
     let past = Trace {
+        attributes: Default::default(),
         vocab: vocab.clone(),
         sessions: vec![
             session("home"),

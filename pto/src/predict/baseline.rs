@@ -204,10 +204,7 @@ mod tests {
 
     fn session(kinds: &[TypeId]) -> Session {
         Session {
-            requests: kinds
-                .iter()
-                .map(|&kind| Request { kind, at_ms: 0 })
-                .collect(),
+            requests: kinds.iter().map(|&kind| Request::new(kind, 0)).collect(),
             ..Session::default()
         }
     }
