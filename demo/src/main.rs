@@ -325,6 +325,7 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     let past = Trace {
         vocab: trace.vocab.clone(),
         sessions: past_sessions,
+        attributes: trace.attributes.clone(),
     };
     let groups = plan::rep_groups(&split.test, a.reps, a.requests)?;
     let test: Vec<_> = groups.iter().flatten().cloned().collect();

@@ -43,7 +43,14 @@ mod tests {
 
     fn session(n: usize, at: i64) -> Session {
         Session {
-            requests: vec![see_pto::trace::Request { kind: 1, at_ms: at }; n],
+            requests: vec![
+                see_pto::trace::Request {
+                    kind: 1,
+                    at_ms: at,
+                    attrs: Default::default(),
+                };
+                n
+            ],
             ..Session::default()
         }
     }

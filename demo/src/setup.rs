@@ -64,6 +64,7 @@ pub fn load_sessions(
     let mut t = Trace {
         sessions: t.sessions_in(&vocab),
         vocab,
+        attributes: t.attributes.clone(),
     };
     // The catalogue serves only the request types it describes: a trace's other types are
     // left out of the replay (and said so), not sent to the orchestrator.

@@ -11,7 +11,7 @@ const REQUESTS: usize = 10;
 const MODES: [&str; 2] = ["reactive", "oracle"];
 
 /// The first whitespace-split line whose words satisfy `pick`.
-fn line<'a>(stdout: &'a str, pick: impl Fn(&[&str]) -> bool) -> Vec<&'a str> {
+fn line(stdout: &str, pick: impl Fn(&[&str]) -> bool) -> Vec<&str> {
     stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())

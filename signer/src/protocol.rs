@@ -315,7 +315,7 @@ impl Request {
             Kind::Floors
                 if count == 0
                     && (FLOORS_TBS_PREFIX_LEN..=MAX_FLOORS_STATEMENT).contains(&statement_len)
-                    && (statement_len - FLOORS_TBS_PREFIX_LEN) % FLOOR_ENTRY_LEN == 0 =>
+                    && (statement_len - FLOORS_TBS_PREFIX_LEN).is_multiple_of(FLOOR_ENTRY_LEN) =>
             {
                 statement_len
             }

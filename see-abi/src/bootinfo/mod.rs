@@ -283,7 +283,7 @@ fn read_cmdline(
     read: &mut dyn FnMut(u64, &mut [u8]),
 ) -> Result<usize, BootInfoError> {
     const NAME: &str = "command line";
-    for i in 0..MAX_CMDLINE {
+    for (i, slot) in out.iter_mut().enumerate() {
         let at = addr + i as u64;
         check_place(NAME, at, 1, placed).map_err(|e| match e {
             BootInfoError::OutOfRange(..) => BootInfoError::OutOfRange(NAME, addr),
@@ -297,7 +297,7 @@ fn read_cmdline(
         if b[0] == 0 {
             return Ok(i);
         }
-        out[i] = b[0];
+        *slot = b[0];
     }
     Err(BootInfoError::CmdlineTooLong)
 }
