@@ -77,6 +77,25 @@ pub struct Filters {
     pub accept: ThreadFilter,
 }
 
+/// The environment variable that names the thread (`worker` or `accept`) the test hook makes
+/// call a forbidden syscall.
+#[cfg(feature = "test-hooks")]
+pub const FORBIDDEN_SYSCALL_ENV: &str = "SEE_SIGNER_TEST_FORBIDDEN_SYSCALL";
+
+/// Called by each thread right after it installs its filter. With the `test-hooks` feature
+/// and `SEE_SIGNER_TEST_FORBIDDEN_SYSCALL` naming `thread`, it opens a TCP socket, which no
+/// list allows: the process must die with `SIGSYS`. Without the feature it does nothing.
+pub fn test_hook(thread: &str) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var(FORBIDDEN_SYSCALL_ENV).is_ok_and(|v| v == thread) {
+        log::warn!("test hook: the {thread} thread calls socket(), which is off its list");
+        // SAFETY: socket() takes integers only; the fd, if any, is leaked on purpose.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = thread;
+}
+
 /// no_new_privs and Landlock on the process (call while it has one thread); then checks
 /// seccomp and compiles the filters (`None` when the kernel has no seccomp and `mode` lets
 /// the signer run without it).

@@ -207,11 +207,13 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 eprintln!("see-signer: error: {e}");
                 std::process::abort();
             }
+            confine::test_hook("worker");
         }
     })
     .map_err(MainError::Workers)?;
     if let Some(filters) = &filters {
         filters.accept.install()?;
+        confine::test_hook("accept");
     }
     log::info!("listening on {}", cli.socket.display());
     let served = server::accept_loop(&listener, &pool, &stop);

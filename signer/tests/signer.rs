@@ -294,3 +294,28 @@ fn a_floors_snapshot_below_a_signed_version_is_refused() {
         .verify(&good, &Signature::from_slice(&sig).unwrap())
         .expect("verifies");
 }
+
+#[test]
+fn a_forbidden_syscall_on_either_thread_kills_the_signer_with_sigsys() {
+    use std::os::unix::process::ExitStatusExt;
+    for thread in ["worker", "accept"] {
+        let f = Fixture::new(0o600);
+        let mut child = f
+            .command()
+            .env("SEE_SIGNER_TEST_FORBIDDEN_SYSCALL", thread)
+            .spawn()
+            .expect("see-signer starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the {thread} thread's forbidden syscall did not end the signer");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{thread}: {status}");
+    }
+}
