@@ -234,6 +234,9 @@ fn common(list: AllowList) -> AllowList {
             SYS_rt_sigreturn,
         ])
         .allow(&[SYS_getpid, SYS_gettid, SYS_tgkill])
+        // std's available_parallelism (the CPUs this thread may run on), which thread pools
+        // ask as they size themselves: it reads the affinity mask, it cannot change it.
+        .allow(&[SYS_sched_getaffinity])
 }
 
 /// Reading files beneath the Landlock rules.
@@ -255,6 +258,8 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
             // close the vhost-user connection, remove the sockets.
             .allow_arg(SYS_socket, 0, &[AF_UNIX as u64])
             .allow(&[SYS_connect, SYS_shutdown, SYS_unlink, SYS_unlinkat])
+            // What main writes on those Unix sockets (send(), which is sendto).
+            .allow(&[SYS_sendto])
             .allow(&[SYS_exit_group]),
         ThreadKind::Http => list
             // The tokio reactor and the connections it accepts.
@@ -300,9 +305,16 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
                 ]
                 .map(|c| c as u64),
             ),
-        ThreadKind::Events | ThreadKind::Seal => list
+        ThreadKind::Events => list
             // The device thread's epoll loop (queue kicks, commands, finished work).
             .allow(&[SYS_epoll_wait, SYS_epoll_pwait]),
+        ThreadKind::Seal => list
+            .allow(&[SYS_epoll_wait, SYS_epoll_pwait])
+            // The signer's client: a Unix stream to see-signer's socket, (re)connected as
+            // needed, with read and write timeouts.
+            .allow_arg(SYS_socket, 0, &[AF_UNIX as u64])
+            .allow(&[SYS_connect, SYS_sendto, SYS_recvfrom])
+            .allow_arg(SYS_setsockopt, 2, &[SO_RCVTIMEO as u64, SO_SNDTIMEO as u64]),
         ThreadKind::Device => read_files(list)
             .allow(&[SYS_epoll_wait, SYS_epoll_pwait])
             // Raising a version floor when a version is first signed: the floors file is
@@ -322,6 +334,9 @@ pub fn allow_list(kind: ThreadKind) -> AllowList {
                 SYS_shutdown,
             ])
             .allow(&[SYS_epoll_ctl, SYS_fstat, SYS_statx, SYS_newfstatat])
+            // The listener removes its socket file when it drops (Landlock: the socket's
+            // directory only).
+            .allow(&[SYS_unlink, SYS_unlinkat])
             .allow_arg(
                 SYS_fcntl,
                 1,
@@ -408,7 +423,8 @@ mod tests {
                 assert!(!list.contains(libc::SYS_clone3), "{}", list.name());
                 assert!(!list.contains(libc::SYS_clone), "{}", list.name());
             }
-            if kind != ThreadKind::Main {
+            // Main wakes the backend at shutdown; the sealing thread reaches the signer.
+            if kind != ThreadKind::Main && kind != ThreadKind::Seal {
                 assert!(!list.contains(libc::SYS_socket), "{}", list.name());
                 assert!(!list.contains(libc::SYS_connect), "{}", list.name());
             }

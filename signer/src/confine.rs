@@ -28,6 +28,8 @@ fn common(list: AllowList) -> AllowList {
     list.allow_arg_without(SYS_mmap, 2, no_exec)
         .allow_arg_without(SYS_mprotect, 2, no_exec)
         .allow(&[SYS_munmap, SYS_madvise, SYS_mremap, SYS_brk])
+        // At shutdown, whichever thread drops the key last zeroizes and unlocks its page.
+        .allow(&[SYS_munlock])
         // Locks and channels between the threads; the clocks (rate limits, audit times).
         .allow(&[SYS_futex, SYS_clock_gettime])
         // Log lines to stderr; the audit log's records and fsyncs; dropping fds.
