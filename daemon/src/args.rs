@@ -48,7 +48,8 @@ pub struct ServeArgs {
     /// Audit log (JSON lines, hash-chained).
     #[arg(long)]
     audit: Option<PathBuf>,
-    /// The version floors file (created if missing; refused if corrupt).
+    /// The version floors file (created if missing; refused if corrupt); by default
+    /// `<store>.floors/floors.json`, beside the store.
     #[arg(long)]
     floors: Option<PathBuf>,
     /// The audit key (P-384, PKCS#8 PEM) that signs the audit log's checkpoints.

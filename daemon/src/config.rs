@@ -183,6 +183,9 @@ pub struct Config {
     pub audit: PathBuf,
     /// The version floors (JSON; only ever rise): sent signed to every guest session, so
     /// rollback protection survives a guest reboot (virtio-prefetch SPEC.md section 8).
+    /// Empty (the default): [`Config::floors_file`], beside the store, so the floors always
+    /// describe that store's resources (ids are positions in a catalogue: another store's
+    /// floors would demand versions this one never had).
     pub floors: PathBuf,
     /// The audit key (P-384, PKCS#8 PEM, `cargo xtask keys` makes `target/see-keys/audit.key`)
     /// that signs the audit log's checkpoints; without one the log is not anchored (a warning
@@ -243,7 +246,7 @@ impl Default for Config {
             history: PathBuf::from("target/see/history.sqlite"),
             history_source: "live".into(),
             audit: PathBuf::from("target/see/audit.jsonl"),
-            floors: PathBuf::from("target/see/floors.json"),
+            floors: PathBuf::new(),
             audit_key: None,
             audit_checkpoint_every: 256,
             budget: policy.budget_bytes,
@@ -266,6 +269,21 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The floors file: `floors` if set, else `<store>.floors/floors.json`, a directory of its
+    /// own beside the store (the confined daemon may write there, and only read the store).
+    pub fn floors_file(&self) -> PathBuf {
+        if !self.floors.as_os_str().is_empty() {
+            return self.floors.clone();
+        }
+        let mut name = self
+            .store
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "store".into());
+        name.push(".floors");
+        self.store.with_file_name(name).join("floors.json")
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -392,6 +410,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_floors_live_beside_their_store_unless_named() {
+        let mut c = Config {
+            store: "/srv/a/store".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.floors_file(),
+            Path::new("/srv/a/store.floors/floors.json")
+        );
+        // Another store, other floors: ids are positions in a catalogue.
+        c.store = "/srv/b/faas".into();
+        assert_eq!(c.floors_file(), Path::new("/srv/b/faas.floors/floors.json"));
+        c.floors = "/var/lib/see/floors.json".into();
+        assert_eq!(c.floors_file(), Path::new("/var/lib/see/floors.json"));
+    }
 
     #[test]
     fn a_file_overrides_the_defaults_and_unknown_keys_are_refused() {

@@ -159,7 +159,7 @@ pub fn file_rules(config: &Config) -> FileRules {
     rules = rules
         .read_write(dir_of(&config.history))
         .read_write(dir_of(&config.audit))
-        .read_write(dir_of(&config.floors))
+        .read_write(dir_of(&config.floors_file()))
         .read_write(dir_of(&config.socket));
     if let Listen::Unix(path) = &config.listen {
         rules = rules.read_write(dir_of(path));
@@ -176,7 +176,7 @@ pub fn prepare(config: &Config) -> Result<(), crate::DaemonError> {
     let mut dirs = vec![
         dir_of(&config.history),
         dir_of(&config.audit),
-        dir_of(&config.floors),
+        dir_of(&config.floors_file()),
         dir_of(&config.socket),
     ];
     if let Listen::Unix(path) = &config.listen {

@@ -238,7 +238,9 @@ pub fn start_confined(
     backend_config.on_thread_start = Some(Arc::new(move |t: BackendThread| {
         confine::enter(hook_filters.as_deref(), t.into())
     }));
-    backend_config.floors = Arc::new(see_prefetch_backend::floors::Floors::open(&config.floors)?);
+    backend_config.floors = Arc::new(see_prefetch_backend::floors::Floors::open(
+        &config.floors_file(),
+    )?);
     let backend = Arc::new(Backend::spawn(backend_config)?);
     info!(
         "vhost-user socket {}: waiting for the VMM",
