@@ -199,10 +199,12 @@ fn a_daemon_of_another_user_cannot_open_the_key() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // Anyone may walk to the key: only the key's own mode stands in the way.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The directory is the daemon's (its store, floors, history and audit log go there): only
+    // the key's own owner and mode stand in the way.
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let (key, _) = write_key(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_see-daemon"))
+        .current_dir(dir.path())
         .uid(65534)
         .gid(65534)
         .arg("--key")
