@@ -500,12 +500,6 @@ fn data_commands_take_the_import_column_options() {
     .collect();
     let out = ok(dir.path(), &args);
     assert!(out.contains("attributes: platform (1 values)"), "{out}");
-    // The column options read a file: without --input they are refused, not ignored.
-    let err = fails(
-        dir.path(),
-        &["eval", "--db", "h.db", "--type-column", "what"],
-    );
-    assert!(err.contains("--input"), "{err}");
 }
 
 #[test]
