@@ -7,6 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use virtio_prefetch_wire::{FloorsHeader, FLOORS_TBS_PREFIX_LEN, FLOOR_ENTRY_LEN};
 use see_signer::{
     protocol::{Kind, Refusal, Reply, Request, MAX_REQUEST_LEN},
     statement::{BundleStatement, ManifestStatement},
@@ -32,6 +33,17 @@ fuzz_target!(|data: &[u8]| {
                             }
                         }
                     }
+                }
+                Kind::Floors => {
+                    // Parsing bounded the statement to a prefix and whole entries.
+                    assert!(request.bundles.is_empty());
+                    assert!(request.statement.len() >= FLOORS_TBS_PREFIX_LEN);
+                    let entries = &request.statement[FLOORS_TBS_PREFIX_LEN..];
+                    assert_eq!(entries.len() % FLOOR_ENTRY_LEN, 0);
+                    assert_eq!(
+                        FloorsHeader::iter(entries).count(),
+                        entries.len() / FLOOR_ENTRY_LEN
+                    );
                 }
             }
         }

@@ -56,6 +56,8 @@ impl FuzzDevice {
             events: events_tx,
             stats: stats.clone(),
             hook: None,
+            floors: Arc::new(crate::floors::Floors::in_memory()),
+            floors_validity_s: crate::DEFAULT_FLOORS_VALIDITY.as_secs(),
         })?;
         Ok(Self {
             device,
