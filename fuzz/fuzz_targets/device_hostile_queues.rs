@@ -86,10 +86,12 @@ impl Input<'_> {
 }
 
 /// An address: mostly inside the window, sometimes anywhere (outside, across its end, huge).
+/// Never into the rings themselves: a driver that points a device-writable buffer at its own
+/// used ring gets what it asked for, and the check after each step reads the used rings.
 fn address(input: &mut Input) -> u64 {
     let offset = u64::from(input.u16()) * 4;
     match input.byte() % 8 {
-        0 => u64::from(input.u32()) << 16,
+        0 => (BASE + SIZE as u64).saturating_add(u64::from(input.u32()) << 16),
         1 => u64::MAX - offset,
         2 => BASE + SIZE as u64 - (offset % 64),
         3 => 0,
