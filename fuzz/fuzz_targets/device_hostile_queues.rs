@@ -5,9 +5,11 @@
 //! appear), into queues built with virtio-queue's `MockSplitQueue`, then kicks the device's
 //! queues and resets it, in any order.
 //!
-//! Whatever the driver does, the device must not panic or hang, must answer each chain it
-//! takes at most once, must never report a used length larger than the ring allows, and must
-//! keep its event queue and demands within their bounds.
+//! Whatever the driver does, the device must not panic, hang or fail, and must keep its event
+//! queue within its bound. (The used rings are not checked: they live in the shared window,
+//! and a driver that points a device-writable buffer at its own rings, directly or through an
+//! indirect table, gets bundle bytes there, as it asked; the device's own accounting of what it
+//! took is tested in backend/tests/flood.rs and the unit tests.)
 #![no_main]
 
 use std::sync::Arc;
@@ -85,13 +87,12 @@ impl Input<'_> {
     }
 }
 
-/// An address: mostly inside the window, sometimes anywhere (outside, across its end, huge).
-/// Never into the rings themselves: a driver that points a device-writable buffer at its own
-/// used ring gets what it asked for, and the check after each step reads the used rings.
+/// An address: mostly inside the window, sometimes anywhere (outside, across its end, huge,
+/// or onto the rings themselves).
 fn address(input: &mut Input) -> u64 {
     let offset = u64::from(input.u16()) * 4;
     match input.byte() % 8 {
-        0 => (BASE + SIZE as u64).saturating_add(u64::from(input.u32()) << 16),
+        0 => u64::from(input.u32()) << 16,
         1 => u64::MAX - offset,
         2 => BASE + SIZE as u64 - (offset % 64),
         3 => 0,
@@ -168,26 +169,11 @@ fuzz_target!(|data: &[u8]| {
             }
             // Kick a queue.
             5 | 6 => {
-                let used_before = mocks[q].used().idx().load();
                 device.kick(q as u16, &vrings).unwrap();
-                let used_after = mocks[q].used().idx().load();
-                // The device takes at most the chains posted since it last looked.
-                assert!(used_after.wrapping_sub(used_before) <= QSIZE);
                 device.work(&vrings).unwrap();
             }
             // A reset (the driver wrote status 0) and a fresh start of the rings.
             _ => device.reset(),
-        }
-        // Every used element names a descriptor of the table and a length it could hold.
-        for m in &mocks {
-            for i in 0..QSIZE {
-                let elem = m.used().ring().ref_at(i.into()).unwrap().load();
-                assert!(
-                    elem.id() < u32::from(QSIZE),
-                    "used id {} out of the table",
-                    elem.id()
-                );
-            }
         }
     }
     assert!(device.drain_events() <= EVENT_QUEUE);
