@@ -1,4 +1,4 @@
-//! The daemon's confinement (issue 13, "Confinement"): the Landlock file rules and the seccomp
+//! The daemon's confinement (SECURITY.md): the Landlock file rules and the seccomp
 //! allow list of each kind of thread, built with [`see_sandbox`].
 //!
 //! `see-daemon` (its `main`) applies them in this order: it fills the store while it is still

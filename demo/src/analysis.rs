@@ -1,7 +1,7 @@
 //! The demo's figures, computed from the raw records ([`crate::records`]) alone, with
 //! session-level bootstrap intervals ([`crate::bootstrap`]): every mode's latency at the host
 //! (the headline) and in the guest, every mode's speedup over the best non-predictive mode,
-//! and issue 12's targets, each judged on its interval's bound.
+//! and the prediction targets (BENCHMARKS.md), each judged on its interval's bound.
 //!
 //! Modes are handled by name, whatever the list: the non-predictive modes are
 //! [`NON_PREDICTIVE`] (`reactive`, `push`), `reactive-nocache` ([`NAIVE`]) is the naive
@@ -74,7 +74,7 @@ pub struct Analysis {
     res: Resamples,
 }
 
-/// A target of issue 12 judged on its interval.
+/// A target judged on its interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     /// What is measured, in words.
@@ -312,7 +312,7 @@ impl Analysis {
         self.catalogue.starts_with("faas")
     }
 
-    /// Issue 12's targets that these modes allow, and a note for each one they do not.
+    /// The targets that these modes allow, and a note for each one they do not.
     pub fn targets(&self) -> (Vec<Target>, Vec<String>) {
         let (mut t, mut notes) = (Vec::new(), Vec::new());
         let best = self.best_predictor();

@@ -215,7 +215,7 @@ pub fn print_analysis(a: &Analysis) {
     println!();
     let (targets, notes) = a.targets();
     println!(
-        "targets (issue 12), on host latencies; met only when the interval's bound meets the target{}",
+        "targets, on host latencies; met only when the interval's bound meets the target{}",
         a.best_predictor()
             .map(|b| format!("; best predictor: {b} (lowest host p50 as measured)"))
             .unwrap_or_default()

@@ -1,4 +1,4 @@
-//! The claim API under its C-ABI names (issue 3, item 5), in the guest: the serve app's
+//! The claim API under its C-ABI names, in the guest: the serve app's
 //! `OP_C_CLAIM` calls `see_prefetch_available` and `see_claim_prefetch` as `extern "C"`
 //! functions on the driver the kernel installed for them. A prefetched resource comes out byte
 //! for byte; a buffer too small gets `SEE_E_TOO_SMALL` with the length needed and the resource

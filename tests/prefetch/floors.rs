@@ -1,4 +1,4 @@
-//! Rollback protection across a reboot (issue 13, item 8; SPEC.md section 8): the backend's
+//! Rollback protection across a reboot (SPEC.md section 8): the backend's
 //! floors file, raised when it signs a version, reaches a freshly booted guest in a signed
 //! snapshot for its new session, so a host that offers an older version after a reboot is
 //! refused; and an expired snapshot is refused, leaving the guest closed to every bundle.

@@ -1,4 +1,4 @@
-//! The VMM's confinement (issue 13, "Confinement"): what each of its threads may do, in
+//! The VMM's confinement (SECURITY.md): what each of its threads may do, in
 //! Landlock file rules and seccomp allow lists built with [`see_sandbox`].
 //!
 //! The VMM has two kinds of thread. The main thread builds the VM, then runs the event loop

@@ -1,4 +1,4 @@
-//! A guest that misbehaves on purpose, for the end-to-end test of issue 3 item 6e: the backend
+//! A guest that misbehaves on purpose, for the end-to-end test of private memory: the backend
 //! must refuse a staging descriptor that points into private RAM (it was given only the shared
 //! window), and the guest must keep working.
 //!
