@@ -144,8 +144,10 @@ impl Refusal {
         }
     }
 
+    /// The refusal a reply's fields give; `None` for an unknown code, or for fields a code does
+    /// not carry that are not zero (one encoding per refusal).
     fn decode(code: u8, resource: u64, version: u64) -> Option<Self> {
-        Some(match code {
+        let refusal = match code {
             1 => Self::Malformed,
             2 => Self::UnsupportedVersion(u8::try_from(resource).ok()?),
             3 => Self::UnknownResource { resource, version },
@@ -157,7 +159,8 @@ impl Refusal {
             9 => Self::AuditUnavailable,
             10 => Self::Rollback { resource, version },
             _ => return None,
-        })
+        };
+        (refusal.encode() == (code, resource, version)).then_some(refusal)
     }
 }
 
@@ -445,6 +448,19 @@ mod tests {
         body.push(0);
         assert_eq!(Request::parse(&body), Err(Refusal::Malformed));
         assert_eq!(Request::parse(&[]), Err(Refusal::Malformed));
+    }
+
+    #[test]
+    fn a_reply_has_one_encoding() {
+        let limited = Reply::Refused(Refusal::RateLimited).encode();
+        assert_eq!(Reply::parse(&limited).unwrap(), Reply::Refused(Refusal::RateLimited));
+        // The same code with bytes in the fields it does not carry.
+        let mut padded = limited.clone();
+        padded[3] = 7;
+        assert!(matches!(Reply::parse(&padded), Err(ProtocolError::BadReply)));
+        let mut version = Reply::Refused(Refusal::UnsupportedVersion(2)).encode();
+        version[11] = 1;
+        assert!(matches!(Reply::parse(&version), Err(ProtocolError::BadReply)));
     }
 
     /// The fuzz target's seeds are what they claim to be: a bundle request, a manifest
