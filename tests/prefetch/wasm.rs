@@ -15,9 +15,10 @@ use see_e2e::{
     rig::{Options, Res, Rig},
     task_host::run_over_store,
 };
-use see_prefetch_backend::{BackendEvent, Tamper};
+use see_prefetch_backend::{BackendEvent, Eviction, Tamper};
 use see_task::{Limits, Runtime, TaskError};
 use virtio_prefetch_wire::{RejectReason, TaskTiming};
+use virtio_prefetch_wire::{ReportKind, ResourceKind};
 
 const FUEL: u64 = 50_000_000;
 const MEMORY: u64 = 1 << 20;
@@ -87,6 +88,15 @@ fn claim_of(id: u64) -> Vec<u8> {
       (then (return (i32.wrap_i64 (i64.sub (i64.const 100) (local.get $r))))))
     (call $result (local.get $r))
     (i32.const 0)))"#
+    ))
+}
+
+/// Sets `word` as its result.
+fn constant(word: u64) -> Vec<u8> {
+    wasm(&format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (call $result (i64.const {word})) (i32.const 0)))"#
     ))
 }
 
@@ -346,5 +356,74 @@ fn limits_refusals_and_traps_fail_their_request_and_the_app_serves_on() {
     assert_eq!(tasks[0].result, expected.result);
     let line = task_line(&mut rig, 35);
     assert_eq!(field(&line, "status"), "0", "{line}");
+    rig.stop();
+}
+
+#[test]
+fn an_evicted_or_replaced_module_is_never_run_from_a_stale_compile() {
+    if !kvm_available() {
+        return;
+    }
+    let v1 = Res::code(1, 60, 160, 1, constant(1111));
+    let mut rig = Rig::start(&Options {
+        resources: vec![v1.clone()],
+        ..Options::default()
+    });
+    rig.prefetch(&v1);
+    assert_eq!(compiled_ahead(&mut rig, 1, 160), 1);
+    let (status, tasks) = run_wasm(&mut rig, 1, 60, LIMITS);
+    assert_eq!((status, tasks[0].result), (0, 1111));
+    assert_eq!(field_u64(&task_line(&mut rig, 60), "compiled"), 1);
+
+    // The host evicts it: the compiled module goes with it, the next request compiles again.
+    rig.backend
+        .evict(Eviction {
+            app_id: 1,
+            resource_id: 160,
+        })
+        .expect("evict sent");
+    rig.wait_event("Report Evict for 160", |e| {
+        matches!(
+            e,
+            BackendEvent::Report {
+                kind: ReportKind::Evict,
+                resource_id: 160,
+                ..
+            }
+        )
+    });
+    rig.guest.wait_line("wasm-dropped res=160 ver=1", |l| {
+        l.starts_with("see: wasm-dropped app=1 res=160 ver=1")
+    });
+    let (status, tasks) = run_wasm(&mut rig, 1, 60, LIMITS);
+    assert_eq!((status, tasks[0].result), (0, 1111));
+    assert_eq!(
+        (tasks[0].hits, tasks[0].misses),
+        (0, 1),
+        "demand-fetched again"
+    );
+    assert_eq!(field_u64(&task_line(&mut rig, 60), "compiled"), 0);
+
+    // A newer version is published and staged: version 1's module is dropped, version 2's
+    // compiled ahead and run.
+    rig.store
+        .add(160, 2, ResourceKind::Code, 1, &constant(2222))
+        .expect("store add of version 2");
+    rig.prefetch(&v1);
+    rig.guest.wait_line("wasm-dropped res=160 ver=1", |l| {
+        l.starts_with("see: wasm-dropped app=1 res=160 ver=1")
+    });
+    let line = rig.guest.wait_line("wasm-compiled res=160 ver=2", |l| {
+        l.starts_with("see: wasm-compiled app=1 res=160 ver=2 ")
+    });
+    assert_eq!(field_u64(&line, "ok"), 1, "{line}");
+    let (status, tasks) = run_wasm(&mut rig, 1, 60, LIMITS);
+    assert_eq!(
+        (status, tasks[0].result),
+        (0, 2222),
+        "{}",
+        rig.guest.transcript()
+    );
+    assert_eq!(field_u64(&task_line(&mut rig, 60), "compiled"), 1);
     rig.stop();
 }

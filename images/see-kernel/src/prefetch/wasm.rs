@@ -22,8 +22,12 @@
 //! that the next compile starts a new engine and the old one is freed once the modules
 //! compiled into it are gone from the cache.
 //!
+//! A request uses a compiled module only for the verified bytes its claim returned (same
+//! version and digest), whether or not the idle pass has dropped the entries of evicted
+//! resources yet.
+//!
 //! Lines (unless `see.quiet=1`): `see: wasm-compiled app=A res=R ver=V len=N ns=T ok=0|1` per
-//! compile ahead, `see: wasm task=T app=A module=R compiled=0|1 compile_ns=.. run_ns=.. fuel=..
+//! compile ahead, `see: wasm-dropped app=A res=R ver=V` per entry dropped, `see: wasm task=T app=A module=R compiled=0|1 compile_ns=.. run_ns=.. fuel=..
 //! status=S result=X` per task run; always `see: wasm-failed request=Q task=T status=S error=..`
 //! for a failed task and `see: wasm-bad-request ...` for malformed arguments.
 
@@ -187,6 +191,12 @@ impl Wasm {
             .collect();
         for k in stale {
             self.cache.remove(&k);
+            if !quiet {
+                println!(
+                    "see: wasm-dropped app={} res={} ver={}",
+                    k.app, k.resource, k.version
+                );
+            }
         }
         for _ in 0..SCAN_PER_PASS.min(self.allow.len()) {
             let (app, task, res) = self.allow[self.next % self.allow.len()];
