@@ -89,8 +89,6 @@ enum Slot {
 
 struct Entry {
     slot: Slot,
-    /// A task the registry lets the app claim the resource for (to peek at it again).
-    task: u64,
     stamp: u64,
 }
 
@@ -103,6 +101,15 @@ pub struct Wasm {
     /// Every (app, task, resource) of `see.allow`: the candidates for compiling ahead.
     allow: Vec<(u32, u64, u64)>,
     next: usize,
+    /// `see.allow` entries looked at since the last complete round.
+    scanned: usize,
+    /// Every key compiled (ahead or for a request) whose resource is still staged, with a
+    /// task the registry gives it to: not compiled ahead again, even once the cache dropped
+    /// it (no compile loop when more code is staged than the cache holds); a key leaves when
+    /// its resource leaves the verified cache.
+    known: BTreeMap<Key, u64>,
+    /// [`cache_generation`] when a complete round found nothing to do.
+    settled: Option<[u64; 7]>,
 }
 
 /// Why a request could not be served and the VM must end (as `OP_RUN`'s claim failures).
@@ -123,6 +130,9 @@ impl Wasm {
             stamp: 0,
             allow: allow.to_vec(),
             next: 0,
+            scanned: 0,
+            known: BTreeMap::new(),
+            settled: None,
         }
     }
 
@@ -165,10 +175,10 @@ impl Wasm {
             Key::of(r),
             Entry {
                 slot: slot.clone(),
-                task,
                 stamp: self.stamp,
             },
         );
+        self.known.insert(Key::of(r), task);
         (slot, ns)
     }
 
@@ -179,17 +189,24 @@ impl Wasm {
         if driver.state() != DriverState::Ready {
             return false;
         }
+        // Taken before the pass: a bundle that arrives during it changes it, and the next
+        // pass looks again.
+        let generation = cache_generation(driver);
+        if self.settled == Some(generation) {
+            return false;
+        }
         let stale: Vec<Key> = self
-            .cache
+            .known
             .iter()
-            .filter(|(k, e)| {
+            .filter(|(k, &task)| {
                 driver
-                    .peek(k.app, e.task, k.resource)
+                    .peek(k.app, task, k.resource)
                     .is_none_or(|r| Key::of(&r) != **k)
             })
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
+            self.known.remove(&k);
             self.cache.remove(&k);
             if !quiet {
                 println!(
@@ -199,12 +216,13 @@ impl Wasm {
             }
         }
         for _ in 0..SCAN_PER_PASS.min(self.allow.len()) {
-            let (app, task, res) = self.allow[self.next % self.allow.len()];
+            let (app, task, res) = self.allow[self.next];
             self.next = (self.next + 1) % self.allow.len();
+            self.scanned += 1;
             let Some(r) = driver.peek(app, task, res) else {
                 continue;
             };
-            if !r.is_code() || self.cache.contains_key(&Key::of(&r)) {
+            if !r.is_code() || self.known.contains_key(&Key::of(&r)) {
                 continue;
             }
             let (slot, ns) = self.compile(&r, task);
@@ -217,6 +235,12 @@ impl Wasm {
                 );
             }
             return true;
+        }
+        if self.scanned >= self.allow.len() {
+            // A whole round over see.allow found nothing to compile: nothing to do until the
+            // verified cache changes.
+            self.settled = Some(generation);
+            self.scanned = 0;
         }
         false
     }
@@ -403,6 +427,21 @@ impl Wasm {
         }
         (timing, failure)
     }
+}
+
+/// Counters that move whenever the verified cache may have changed (a bundle accepted, an
+/// entry evicted or consumed, a reset, new version floors).
+fn cache_generation(driver: &Drv) -> [u64; 7] {
+    let c = driver.counters();
+    [
+        c.accepted,
+        c.evicted,
+        c.host_evicts,
+        c.hits,
+        c.cache_hits,
+        c.resets,
+        c.floors_snapshots,
+    ]
 }
 
 /// The request status a task error maps to.
