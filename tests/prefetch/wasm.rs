@@ -125,6 +125,19 @@ fn unknown_import() -> Vec<u8> {
     )
 }
 
+/// Recurses a million calls deep: wasmi's call-depth limit (1000) traps it; the guest's native stack
+/// is not involved.
+fn deep_recursion() -> Vec<u8> {
+    wasm(
+        r#"(module (memory (export "memory") 1)
+  (func $down (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (call $down (i32.sub (local.get 0) (i32.const 1))))))
+  (func (export "run") (result i32) (call $down (i32.const 1000000))))"#,
+    )
+}
+
 fn trap() -> Vec<u8> {
     wasm(r#"(module (memory (export "memory") 1) (func (export "run") (result i32) unreachable))"#)
 }
@@ -284,6 +297,7 @@ fn limits_refusals_and_traps_fail_their_request_and_the_app_serves_on() {
         Res::code(1, 31, 131, 1, memory_bomb()),
         Res::code(1, 32, 132, 1, bad),
         Res::code(1, 33, 133, 1, trap()),
+        Res::code(1, 37, 137, 1, deep_recursion()),
         // App 1's module claims app 2's resource 140.
         Res::code(1, 34, 134, 1, claim_of(140)),
         Res::data(2, 40, 140, 1, 4096),
@@ -330,6 +344,9 @@ fn limits_refusals_and_traps_fail_their_request_and_the_app_serves_on() {
     assert!(failed_line(&mut rig, 32).contains("see.exec"));
 
     let (status, _) = run_wasm(&mut rig, 1, 33, LIMITS);
+    assert_eq!(status, STATUS_TASK_TRAPPED, "{}", rig.guest.transcript());
+    assert!(failed_line(&mut rig, 33).contains("unreachable"));
+    let (status, _) = run_wasm(&mut rig, 1, 37, LIMITS);
     assert_eq!(status, STATUS_TASK_TRAPPED, "{}", rig.guest.transcript());
 
     // Access control: the claim is refused (code 101 = 100 - ERR_DENIED), on the host too.
