@@ -298,6 +298,10 @@ fn limits_refusals_and_traps_fail_their_request_and_the_app_serves_on() {
         Res::code(1, 32, 132, 1, bad),
         Res::code(1, 33, 133, 1, trap()),
         Res::code(1, 37, 137, 1, deep_recursion()),
+        // A task with no code resource, and one with two.
+        Res::data(1, 38, 138, 1, 100),
+        Res::code(1, 39, 191, 1, trap()),
+        Res::code(1, 39, 192, 1, trap()),
         // App 1's module claims app 2's resource 140.
         Res::code(1, 34, 134, 1, claim_of(140)),
         Res::data(2, 40, 140, 1, 4096),
@@ -348,6 +352,15 @@ fn limits_refusals_and_traps_fail_their_request_and_the_app_serves_on() {
     assert!(failed_line(&mut rig, 33).contains("unreachable"));
     let (status, _) = run_wasm(&mut rig, 1, 37, LIMITS);
     assert_eq!(status, STATUS_TASK_TRAPPED, "{}", rig.guest.transcript());
+    for (task, n) in [(38, 0), (39, 2)] {
+        let (status, _) = run_wasm(&mut rig, 1, task, LIMITS);
+        assert_eq!(status, STATUS_BAD_MODULE, "{}", rig.guest.transcript());
+        let failed = failed_line(&mut rig, task);
+        assert!(
+            failed.contains(&format!("has {n} code resources")),
+            "{failed}"
+        );
+    }
 
     // Access control: the claim is refused (code 101 = 100 - ERR_DENIED), on the host too.
     let (status, _) = run_wasm(&mut rig, 1, 34, LIMITS);
