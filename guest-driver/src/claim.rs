@@ -40,6 +40,19 @@ impl<P: Platform> Driver<P> {
                 .is_some_and(|r| r.version >= floor)
     }
 
+    /// A share of the cached, verified resource `app_id`'s `task_id` could claim (at its
+    /// version floor), without claiming it: no report, no change to its LRU place or to
+    /// whether its next claim counts as a staged hit. For work the app prepares ahead of the
+    /// request that will claim it (the SEE compiles code resources this way); the access rule
+    /// is the claim's (the registry must give (task, resource) to the app), and the request
+    /// still claims the resource through [`Driver::claim`] before using what was prepared.
+    pub fn peek(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<Resource> {
+        if !self.available(app_id, task_id, resource_id) {
+            return None;
+        }
+        self.store.get(app_id, resource_id).cloned()
+    }
+
     /// Length of the cached resource `app_id` could claim, if any (for callers that size a
     /// buffer first, like the C ABI).
     pub fn staged_len(&mut self, app_id: u32, task_id: u64, resource_id: u64) -> Option<usize> {

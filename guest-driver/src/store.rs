@@ -112,6 +112,13 @@ pub struct Resource {
     pub verified_ns: u64,
 }
 
+impl Resource {
+    /// True for a resource of kind code (a task's module; the signed bundle kind).
+    pub fn is_code(&self) -> bool {
+        self.kind == virtio_prefetch_wire::ResourceKind::Code as u16
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     resource: Resource,
@@ -278,6 +285,14 @@ mod tests {
             source: Source::Prefetched,
             verified_ns: 0,
         }
+    }
+
+    #[test]
+    fn kind_one_is_code() {
+        let mut r = res(1, 1, 1);
+        assert!(!r.is_code());
+        r.kind = 1;
+        assert!(r.is_code());
     }
 
     #[test]

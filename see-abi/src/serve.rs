@@ -24,6 +24,16 @@ pub const OP_BAD_DESCRIPTOR: u32 = 7;
 pub const OP_VICTIM: u32 = 8;
 /// (task, resource, buffer size) triples, each claimed through the C ABI.
 pub const OP_C_CLAIM: u32 = 9;
+/// Run Wasm tasks: per task three words, `task_id`, `fuel` (the instruction budget) and
+/// `memory_limit_bytes`. The task's resources are the ones `see.allow` gives (app, task), in
+/// order: exactly one of kind code (the module), the others of kind data (its inputs,
+/// `see.input(i)`). The completion is [`OP_RUN`]'s, each task's `result` the word the module
+/// set with `see.result`; the status is the first failing task's (`STATUS_TASK_*`, ...).
+pub const OP_RUN_WASM: u32 = 10;
+/// The most tasks one [`OP_RUN_WASM`] request may name (a completion carries 64 at most).
+pub const MAX_WASM_TASKS: usize = 64;
+/// Words per task in [`OP_RUN_WASM`]'s arguments.
+pub const WASM_TASK_WORDS: usize = 3;
 /// Print the counters and end the VM with success.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -32,11 +42,33 @@ pub const STATUS_OK: u32 = 0;
 /// A completion's status when a task's resource failed processing.
 pub const STATUS_WORK_FAILED: u32 = 1;
 
+/// [`OP_RUN_WASM`]: a task's module trapped (unreachable, out-of-bounds access, division by
+/// zero, a host function's trap, ...).
+pub const STATUS_TASK_TRAPPED: u32 = 2;
+/// [`OP_RUN_WASM`]: a task used up its fuel (its instruction budget).
+pub const STATUS_OUT_OF_FUEL: u32 = 3;
+/// [`OP_RUN_WASM`]: a task's memory (initial or grown) would exceed its memory limit.
+pub const STATUS_MEMORY_LIMIT: u32 = 4;
+/// [`OP_RUN_WASM`]: a task's module does not compile (not valid Wasm, an import other than the
+/// task ABI's, a wrong signature, a missing `run`/`memory` export), or the task does not have
+/// exactly one code resource.
+pub const STATUS_BAD_MODULE: u32 = 5;
+/// [`OP_RUN_WASM`]: a task's `run` returned non-zero or set no result, or one of its inputs
+/// could not be claimed.
+pub const STATUS_TASK_FAILED: u32 = 6;
+
 /// What a completion status means, for logs and reports.
 pub fn status_reason(status: u32) -> &'static str {
     match status {
         STATUS_OK => "ok",
         STATUS_WORK_FAILED => "a task's resource failed processing",
+        STATUS_TASK_TRAPPED => "a Wasm task trapped",
+        STATUS_OUT_OF_FUEL => "a Wasm task ran out of fuel",
+        STATUS_MEMORY_LIMIT => "a Wasm task exceeded its memory limit",
+        STATUS_BAD_MODULE => "a Wasm task's module does not compile",
+        STATUS_TASK_FAILED => {
+            "a Wasm task failed (non-zero return, no result, or an input unavailable)"
+        }
         _ => "unknown status",
     }
 }
@@ -169,6 +201,81 @@ pub fn decode_args(bytes: &[u8]) -> Result<(u32, alloc::vec::Vec<u64>), ArgsErro
     Ok((args.op, args.words().collect()))
 }
 
+/// One task of an [`OP_RUN_WASM`] request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WasmTask {
+    /// The task (its resources: `see.allow`'s for (app, task)).
+    pub task_id: u64,
+    /// The instruction budget.
+    pub fuel: u64,
+    /// The most linear memory the task may have, in bytes.
+    pub memory_limit_bytes: u64,
+}
+
+impl WasmTask {
+    /// The task's three argument words.
+    pub fn words(&self) -> [u64; WASM_TASK_WORDS] {
+        [self.task_id, self.fuel, self.memory_limit_bytes]
+    }
+}
+
+/// Why [`OP_RUN_WASM`] words do not name tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmArgsError {
+    /// No task.
+    Empty,
+    /// The word count is not a multiple of [`WASM_TASK_WORDS`].
+    Partial(usize),
+    /// More than [`MAX_WASM_TASKS`] tasks.
+    TooMany(usize),
+}
+
+impl fmt::Display for WasmArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => write!(f, "OP_RUN_WASM names no task"),
+            Self::Partial(n) => write!(
+                f,
+                "OP_RUN_WASM has {n} words, not (task, fuel, memory limit) triples"
+            ),
+            Self::TooMany(n) => write!(
+                f,
+                "OP_RUN_WASM names {n} tasks, more than the limit of {MAX_WASM_TASKS}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for WasmArgsError {}
+
+/// Parses [`OP_RUN_WASM`]'s words into its tasks: 1 to [`MAX_WASM_TASKS`] triples.
+pub fn parse_wasm_tasks(
+    words: &[u64],
+) -> Result<impl ExactSizeIterator<Item = WasmTask> + '_, WasmArgsError> {
+    if words.is_empty() {
+        return Err(WasmArgsError::Empty);
+    }
+    if !words.len().is_multiple_of(WASM_TASK_WORDS) {
+        return Err(WasmArgsError::Partial(words.len()));
+    }
+    let tasks = words.len() / WASM_TASK_WORDS;
+    if tasks > MAX_WASM_TASKS {
+        return Err(WasmArgsError::TooMany(tasks));
+    }
+    Ok(words.chunks_exact(WASM_TASK_WORDS).map(|c| WasmTask {
+        task_id: c[0],
+        fuel: c[1],
+        memory_limit_bytes: c[2],
+    }))
+}
+
+/// Encodes `tasks` as an [`OP_RUN_WASM`] request's arguments.
+#[cfg(feature = "alloc")]
+pub fn encode_wasm_tasks(tasks: &[WasmTask]) -> alloc::vec::Vec<u8> {
+    let words: alloc::vec::Vec<u64> = tasks.iter().flat_map(WasmTask::words).collect();
+    encode_args(OP_RUN_WASM, &words)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,9 +341,58 @@ mod tests {
     }
 
     #[test]
+    fn wasm_tasks_round_trip_and_malformed_ones_are_refused() {
+        let tasks = [
+            WasmTask {
+                task_id: 7,
+                fuel: 1_000_000,
+                memory_limit_bytes: 1 << 20,
+            },
+            WasmTask {
+                task_id: u64::MAX,
+                fuel: 0,
+                memory_limit_bytes: 0,
+            },
+        ];
+        let (op, words) = decode_args(&encode_wasm_tasks(&tasks)).unwrap();
+        assert_eq!(op, OP_RUN_WASM);
+        assert_eq!(parse_wasm_tasks(&words).unwrap().collect::<Vec<_>>(), tasks);
+        assert_eq!(parse_wasm_tasks(&[]).err(), Some(WasmArgsError::Empty));
+        assert_eq!(
+            parse_wasm_tasks(&[1, 2]).err(),
+            Some(WasmArgsError::Partial(2))
+        );
+        let many = vec![1u64; WASM_TASK_WORDS * (MAX_WASM_TASKS + 1)];
+        assert_eq!(
+            parse_wasm_tasks(&many).err(),
+            Some(WasmArgsError::TooMany(MAX_WASM_TASKS + 1))
+        );
+        assert_eq!(
+            parse_wasm_tasks(&many[WASM_TASK_WORDS..]).unwrap().len(),
+            MAX_WASM_TASKS
+        );
+        for e in [
+            WasmArgsError::Empty,
+            WasmArgsError::Partial(4),
+            WasmArgsError::TooMany(65),
+        ] {
+            assert!(format!("{e}").contains("OP_RUN_WASM"));
+        }
+    }
+
+    #[test]
     fn statuses_have_reasons() {
         assert_eq!(status_reason(STATUS_OK), "ok");
         assert!(status_reason(STATUS_WORK_FAILED).contains("failed"));
         assert_eq!(status_reason(77), "unknown status");
+        for s in [
+            STATUS_TASK_TRAPPED,
+            STATUS_OUT_OF_FUEL,
+            STATUS_MEMORY_LIMIT,
+            STATUS_BAD_MODULE,
+            STATUS_TASK_FAILED,
+        ] {
+            assert!(status_reason(s).contains("Wasm task"), "{s}");
+        }
     }
 }

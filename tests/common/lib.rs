@@ -9,6 +9,7 @@
 
 pub mod guest;
 pub mod rig;
+pub mod task_host;
 
 use std::{
     io::Read,

@@ -39,6 +39,8 @@ pub struct Res {
     pub version: u64,
     /// The bytes.
     pub content: Vec<u8>,
+    /// Code (a Wasm task module) or data.
+    pub kind: ResourceKind,
 }
 
 impl Res {
@@ -59,6 +61,19 @@ impl Res {
             id,
             version,
             content,
+            kind: ResourceKind::Data,
+        }
+    }
+
+    /// A code resource: a Wasm task module.
+    pub fn code(app: u32, task: u64, id: u64, version: u64, wasm: Vec<u8>) -> Self {
+        Self {
+            app,
+            task,
+            id,
+            version,
+            content: wasm,
+            kind: ResourceKind::Code,
         }
     }
 
@@ -100,6 +115,8 @@ pub struct Rig {
     pub backend: BackendHandle,
     /// The running VM.
     pub guest: Guest,
+    /// The store the backend serves (for the host's own run of a task over the same bytes).
+    pub store: Arc<DiskStore>,
     /// Every backend event received so far.
     pub seen: Vec<BackendEvent>,
     next_request: u64,
@@ -117,8 +134,9 @@ impl Rig {
             .clone()
             .unwrap_or_else(|| pto_keys().0.clone());
         let key = load_key(&key).unwrap_or_else(|e| panic!("signing key: {e}"));
-        let store: Arc<dyn ResourceStore> = Arc::new(fill_store(&store, &options.resources));
-        let mut config = BackendConfig::new(&socket, store, key);
+        let store = Arc::new(fill_store(&store, &options.resources));
+        let served: Arc<dyn ResourceStore> = store.clone();
+        let mut config = BackendConfig::new(&socket, served, key);
         if let Some(path) = &options.floors {
             config.floors =
                 Arc::new(Floors::open(path).unwrap_or_else(|e| panic!("floors file: {e}")));
@@ -174,6 +192,7 @@ impl Rig {
             dir,
             backend,
             guest,
+            store,
             seen: Vec::new(),
             next_request: 1,
         }
@@ -258,7 +277,7 @@ fn fill_store(dir: &Path, resources: &[Res]) -> DiskStore {
     sorted.sort_by_key(|r| (r.id, r.version));
     for r in sorted {
         store
-            .add(r.id, r.version, ResourceKind::Data, r.app, &r.content)
+            .add(r.id, r.version, r.kind, r.app, &r.content)
             .unwrap_or_else(|e| panic!("store add of resource {} v{}: {e}", r.id, r.version));
     }
     store

@@ -10,3 +10,4 @@ mod floors;
 mod private_memory;
 mod staging;
 mod tamper;
+mod wasm;

@@ -257,3 +257,32 @@ fn a_host_evict_makes_room_before_the_bundle_sent_after_it() {
     let c = d.counters();
     assert_eq!((c.host_evicts, c.evicted), (1, 1));
 }
+
+#[test]
+fn peek_shows_a_staged_resource_without_claiming_it_and_keeps_the_access_rule() {
+    let (dev, mut d) = cache_setup(4 << 20);
+    let data = content(300, 5);
+    stage(&dev, RES, 1, &data);
+    stage_for(&dev, APP_B, TASK_B, RES_B, 1, &content(10, 1));
+    d.poll();
+    let seen = d.peek(APP_A, TASK_A, RES).expect("staged for APP_A");
+    assert_eq!(
+        (seen.content.to_vec(), seen.version, seen.source),
+        (data.clone(), 1, Source::Prefetched)
+    );
+    // Nothing was claimed or reported: the first claim is still a staged hit.
+    d.flush();
+    assert!(dev.dev().report_kinds().is_empty());
+    assert_eq!(d.counters().hits, 0);
+    assert_eq!(
+        d.claim(APP_A, TASK_A, RES).unwrap().source,
+        Source::Prefetched
+    );
+    // Another app's resource, or one the registry does not give the task, is not shown.
+    assert!(d.peek(APP_A, TASK_B, RES_B).is_none());
+    assert!(d.peek(APP_B, TASK_B, RES).is_none());
+    assert!(d.peek(APP_B, TASK_B, RES_B).is_some());
+    // Gone after the host's Evict.
+    evict(&dev, &mut d, APP_A, RES);
+    assert!(d.peek(APP_A, TASK_A, RES).is_none());
+}

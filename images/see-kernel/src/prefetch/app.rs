@@ -36,6 +36,12 @@
 //!   the request's app, `see_prefetch_available` then `see_claim_prefetch` through the C ABI
 //!   (the driver is installed for it at bring-up; the app lets go of its lock meanwhile):
 //!   `see: cabi ... rc=N code=SEE_... len=L sha384=...` ([`super::cabi::claim`]);
+//! - `OP_RUN_WASM` (10): the arguments are (task, fuel, memory limit) triples; claim every
+//!   resource of every task at once as `OP_RUN` does and run each task's Wasm module on its
+//!   inputs ([`super::wasm`]: modules are compiled ahead while the app is idle);
+//!   `see: wasm task=T ... compiled=0|1 ... status=S` per task; a task that traps, runs out of
+//!   fuel, exceeds its memory, does not compile or fails ends its request with its
+//!   `STATUS_*` (`see: wasm-failed ...`), and the app serves the next request;
 //! - `OP_STOP` (0xFFFF): print the driver's counters and end the VM with success.
 //!
 //! A resource the app cannot get or verify ends the VM with an app failure (104) after a
@@ -50,13 +56,14 @@ use see_guest_driver::{
 };
 
 pub use see_abi::serve::{
-    OP_AWAIT, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_STOP, OP_THROUGHPUT,
-    STATUS_WORK_FAILED,
+    OP_AWAIT, OP_BENCH, OP_C_CLAIM, OP_PROBE, OP_RESET, OP_RUN, OP_RUN_WASM, OP_STOP,
+    OP_THROUGHPUT, STATUS_WORK_FAILED,
 };
 #[cfg(feature = "test-ops")]
 pub use see_abi::serve::{OP_BAD_DESCRIPTOR, OP_VICTIM};
 
 use super::platform::{KernelPlatform, DEVICE_INTERRUPT};
+use super::wasm::Wasm;
 use crate::{exit::Status, interrupts, time};
 
 /// How the app behaves (from the command line).
@@ -79,7 +86,8 @@ pub struct Settings {
     pub staging_queue_size: u16,
 }
 
-type Drv = Driver<KernelPlatform>;
+/// The driver the app drives.
+pub(super) type Drv = Driver<KernelPlatform>;
 /// The driver installed for the C ABI, locked (it derefs to [`Drv`]).
 pub type Held = see_guest_driver::ffi::Installed<KernelPlatform>;
 
@@ -112,10 +120,11 @@ struct Arrival {
     resource: Resource,
 }
 
-/// Waits for the next request, sleeping between polls; None after `idle_ns` or when the
-/// device breaks.
+/// Waits for the next request, compiling staged Wasm modules ahead and sleeping between
+/// polls; None after `idle_ns` or when the device breaks.
 fn next_request(
     driver: &mut Drv,
+    wasm: &mut Wasm,
     settings: &Settings,
 ) -> Option<see_guest_driver::IncomingRequest> {
     let deadline = time::monotonic_ns().saturating_add(settings.idle_ns);
@@ -125,6 +134,9 @@ fn next_request(
         }
         if driver.check_device() != DriverState::Ready || time::monotonic_ns() >= deadline {
             return None;
+        }
+        if wasm.prepare(driver, settings.quiet) {
+            continue;
         }
         // Reports of bundles handled while idle (rejects, evictions) go out before sleeping.
         driver.flush();
@@ -158,7 +170,7 @@ fn print_counters(driver: &mut Drv) {
 
 /// The resources of each (app, task) in `see.allow` order, indexed once at bring-up: a
 /// request's lookups cost O(log n) per task however long the registry is.
-struct TaskResources(BTreeMap<(u32, u64), Vec<u64>>);
+pub(super) struct TaskResources(BTreeMap<(u32, u64), Vec<u64>>);
 
 impl TaskResources {
     fn new(allow: &[(u32, u64, u64)]) -> Self {
@@ -170,7 +182,7 @@ impl TaskResources {
     }
 
     /// The resources `app`'s `task` claims (none if the registry does not name it).
-    fn of(&self, app: u32, task: u64) -> impl Iterator<Item = u64> + '_ {
+    pub(super) fn of(&self, app: u32, task: u64) -> impl Iterator<Item = u64> + '_ {
         self.0.get(&(app, task)).into_iter().flatten().copied()
     }
 }
@@ -178,8 +190,9 @@ impl TaskResources {
 /// Serves requests until `OP_STOP`; returns the VM's exit status.
 pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -> Status {
     let index = TaskResources::new(allow);
+    let mut wasm = Wasm::new(allow);
     loop {
-        let Some(request) = next_request(&mut driver, settings) else {
+        let Some(request) = next_request(&mut driver, &mut wasm, settings) else {
             match driver.state() {
                 DriverState::Ready => println!("see: no request within see.idle_ms"),
                 DriverState::Broken(why) => println!("see: prefetch device failed: {why:?}"),
@@ -315,6 +328,20 @@ pub fn serve(mut driver: Held, allow: &[(u32, u64, u64)], settings: &Settings) -
                         &e,
                         &mut driver,
                     );
+                }
+            }
+            OP_RUN_WASM => {
+                match wasm.serve(&mut driver, &request, &tasks, &index, settings.quiet, start) {
+                    Ok(completion) => {
+                        if let Err(e) = driver.complete_request(&completion) {
+                            return fail(
+                                format_args!("completion of request {}", request.request_id),
+                                &e,
+                                &mut driver,
+                            );
+                        }
+                    }
+                    Err(f) => return fail(format_args!("{}", f.what), &f.error, &mut driver),
                 }
             }
             OP_BENCH => {

@@ -19,5 +19,6 @@ mod hostile;
 pub mod platform;
 mod probe;
 mod setup;
+mod wasm;
 
 pub use setup::run_app;
