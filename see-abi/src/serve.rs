@@ -24,6 +24,9 @@ pub const OP_BAD_DESCRIPTOR: u32 = 7;
 pub const OP_VICTIM: u32 = 8;
 /// (task, resource, buffer size) triples, each claimed through the C ABI.
 pub const OP_C_CLAIM: u32 = 9;
+/// Run Wasm tasks: per task, (task id, fuel, memory limit in bytes); the task's code resource
+/// is its module, its data resources are the module's inputs.
+pub const OP_RUN_WASM: u32 = 10;
 /// Print the counters and end the VM with success.
 pub const OP_STOP: u32 = 0xFFFF;
 
@@ -32,11 +35,29 @@ pub const STATUS_OK: u32 = 0;
 /// A completion's status when a task's resource failed processing.
 pub const STATUS_WORK_FAILED: u32 = 1;
 
+/// [`OP_RUN_WASM`]: a task's module trapped.
+pub const STATUS_TASK_TRAPPED: u32 = 2;
+/// [`OP_RUN_WASM`]: a task used up its fuel.
+pub const STATUS_OUT_OF_FUEL: u32 = 3;
+/// [`OP_RUN_WASM`]: a task's memory went past its limit.
+pub const STATUS_MEMORY_LIMIT: u32 = 4;
+/// [`OP_RUN_WASM`]: a task's module did not compile (invalid, a forbidden import, the wrong
+/// interface), or the task has not exactly one code resource.
+pub const STATUS_BAD_MODULE: u32 = 5;
+/// [`OP_RUN_WASM`]: a task's `run` reported a failure, set no result, or could not claim an
+/// input.
+pub const STATUS_TASK_FAILED: u32 = 6;
+
 /// What a completion status means, for logs and reports.
 pub fn status_reason(status: u32) -> &'static str {
     match status {
         STATUS_OK => "ok",
         STATUS_WORK_FAILED => "a task's resource failed processing",
+        STATUS_TASK_TRAPPED => "a task's module trapped",
+        STATUS_OUT_OF_FUEL => "a task ran out of fuel",
+        STATUS_MEMORY_LIMIT => "a task went past its memory limit",
+        STATUS_BAD_MODULE => "a task's module was refused",
+        STATUS_TASK_FAILED => "a task reported a failure",
         _ => "unknown status",
     }
 }
