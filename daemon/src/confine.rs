@@ -151,8 +151,8 @@ pub fn file_rules(config: &Config) -> FileRules {
         &config.oracle_trace,
         &config.task_module,
     ]
-        .into_iter()
-        .flatten()
+    .into_iter()
+    .flatten()
     {
         rules = rules.read_only(path);
     }

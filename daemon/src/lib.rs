@@ -215,7 +215,11 @@ pub fn start_confined(
     if let Some(m) = &module {
         info!(
             "tasks run as Wasm: {} ({} bytes) in every task's code resource",
-            config.task_module.as_deref().unwrap_or(std::path::Path::new("?")).display(),
+            config
+                .task_module
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
             m.bytes().len()
         );
     }

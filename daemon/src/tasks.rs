@@ -173,7 +173,9 @@ impl TaskHost for StoreTaskHost<'_> {
             .claimed
             .get(&resource)
             .ok_or(ClaimRefusal::NotClaimed)?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let n = dst.len().min(bytes.len() - start);
         dst[..n].copy_from_slice(&bytes[start..start + n]);
         Ok(n)
@@ -247,7 +249,8 @@ mod tests {
             let content = m.content(size);
             assert_eq!(content.len() as u64, size, "size {size}");
             assert!(content.starts_with(m.bytes()));
-            rt.check(&content).unwrap_or_else(|e| panic!("size {size}: {e}"));
+            rt.check(&content)
+                .unwrap_or_else(|e| panic!("size {size}: {e}"));
         }
     }
 

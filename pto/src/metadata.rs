@@ -131,7 +131,10 @@ pub enum CatalogueProblem {
     #[error("a task's fuel is at least 1 (instructions its Wasm module may run)")]
     NoFuel,
     /// A task memory limit out of range.
-    #[error("a task's memory_mib is 1 to {} (MiB of Wasm memory)", TaskLimits::MAX_MEMORY_MIB)]
+    #[error(
+        "a task's memory_mib is 1 to {} (MiB of Wasm memory)",
+        TaskLimits::MAX_MEMORY_MIB
+    )]
     BadMemory,
     /// Two tasks with one id.
     #[error("duplicate task id {0:?}")]
