@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// The guest ends after this long without a request, ms.
     #[arg(long)]
     guest_idle_ms: Option<u64>,
+    /// The Wasm module every task runs (`cargo xtask tasks` builds target/tasks/shop.wasm).
+    #[arg(long, conflicts_with = "native_tasks")]
+    task_module: Option<PathBuf>,
+    /// Run the native tasks compiled into the guest image, not a Wasm module (the
+    /// comparison point), whatever the configuration file says.
+    #[arg(long)]
+    native_tasks: bool,
 }
 
 fn predictor_arg(s: &str) -> Result<PredictorKind, ConfigError> {
@@ -151,6 +158,12 @@ impl TryFrom<ServeArgs> for Config {
         }
         if a.signer.is_some() {
             c.signer = a.signer;
+        }
+        if a.task_module.is_some() {
+            c.task_module = a.task_module;
+        }
+        if a.native_tasks {
+            c.task_module = None;
         }
         c.settle |= a.settle;
         c.eager_prefetch |= a.eager_prefetch;

@@ -228,6 +228,12 @@ pub struct Config {
     pub eager_prefetch: bool,
     /// The guest's idle limit, ms: the serve app ends when no request comes for this long.
     pub guest_idle_ms: u64,
+    /// The Wasm module every task runs (`cargo xtask tasks` builds `tasks/shop.c` into
+    /// `target/tasks/shop.wasm`): each task's code resource holds it ([`crate::tasks`]) and
+    /// the guest runs it under the task's limits. `None`: the native tasks compiled into the
+    /// guest image, the comparison point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_module: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -264,6 +270,7 @@ impl Default for Config {
             settle: false,
             eager_prefetch: false,
             guest_idle_ms: 24 * 3600 * 1000,
+            task_module: None,
         }
     }
 }
@@ -404,6 +411,19 @@ impl Config {
             cat.scale_sizes(self.size_scale);
         }
         Ok(cat)
+    }
+
+    /// The task module ([`Config::task_module`]), read and checked, and checked against the
+    /// catalogue `cat` (every task has one code resource to hold it); `None` for native tasks.
+    pub fn load_task_module(
+        &self,
+        cat: &see_pto::metadata::ServiceCatalogue,
+    ) -> Result<Option<crate::tasks::TaskModule>, crate::tasks::TaskModuleError> {
+        let Some(path) = &self.task_module else {
+            return Ok(None);
+        };
+        crate::tasks::check_catalogue(cat)?;
+        crate::tasks::TaskModule::load(path).map(Some)
     }
 }
 

@@ -136,7 +136,7 @@ fn dir_of(path: &Path) -> PathBuf {
 }
 
 /// The paths the daemon may open once Landlock is on. It reads the store, its key, the audit
-/// key and the catalogue, model and oracle files it was given, and `/dev/urandom` (SQLite's
+/// key and the catalogue, model, oracle and task module files it was given, and `/dev/urandom` (SQLite's
 /// seed); it reads and writes the directories of the history (SQLite adds its journal beside
 /// the database), of the audit log, of the vhost-user socket and of a Unix front door (it
 /// creates and removes the sockets there).
@@ -145,9 +145,14 @@ pub fn file_rules(config: &Config) -> FileRules {
         .read_only(&config.store)
         .read_only(&config.key)
         .read_only("/dev/urandom");
-    for path in [&config.audit_key, &config.catalogue, &config.oracle_trace]
-        .into_iter()
-        .flatten()
+    for path in [
+        &config.audit_key,
+        &config.catalogue,
+        &config.oracle_trace,
+        &config.task_module,
+    ]
+    .into_iter()
+    .flatten()
     {
         rules = rules.read_only(path);
     }
@@ -172,7 +177,8 @@ pub fn file_rules(config: &Config) -> FileRules {
 /// creates the directories the rules name.
 pub fn prepare(config: &Config) -> Result<(), crate::DaemonError> {
     let cat = config.load_catalogue()?;
-    crate::guest::open_filled(&cat, &config.store)?;
+    let module = config.load_task_module(&cat)?;
+    crate::guest::open_filled(&cat, &config.store, module.as_ref())?;
     let mut dirs = vec![
         dir_of(&config.history),
         dir_of(&config.audit),

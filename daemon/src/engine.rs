@@ -133,6 +133,7 @@ pub struct Engine {
     max_sessions: usize,
     settle: bool,
     eager_prefetch: bool,
+    wasm_tasks: bool,
     last_expiry: Instant,
 }
 
@@ -149,6 +150,8 @@ pub struct EngineSettings {
     pub settle: bool,
     /// Send prefetch orders at dispatch, not at completion.
     pub eager_prefetch: bool,
+    /// Run the tasks as Wasm modules (`OP_RUN_WASM`), not as the guest's native tasks.
+    pub wasm_tasks: bool,
 }
 
 fn now_us() -> u64 {
@@ -189,6 +192,7 @@ impl Engine {
             session_idle: settings.session_idle,
             max_sessions: settings.max_sessions,
             settle: settings.settle,
+            wasm_tasks: settings.wasm_tasks,
             eager_prefetch: settings.eager_prefetch,
             last_expiry: Instant::now(),
         }
@@ -416,7 +420,11 @@ impl Engine {
             session_id: d.session,
             app_id: d.app_id,
             request_type: d.request_type,
-            args: guest::run_args(&p.tasks),
+            args: if self.wasm_tasks {
+                guest::run_wasm_args(&self.catalogue, &p.tasks)
+            } else {
+                guest::run_args(&p.tasks)
+            },
         };
         if let Err(e) = self.backend.dispatch(request) {
             self.active = Some(Active {

@@ -59,6 +59,9 @@ pub enum DaemonError {
     /// The resource store cannot be opened or filled with the catalogue's resources.
     #[error(transparent)]
     Store(#[from] crate::guest::FillError),
+    /// The Wasm task module cannot be read, does not compile, or does not fit the catalogue.
+    #[error(transparent)]
+    TaskModule(#[from] crate::tasks::TaskModuleError),
     /// The vhost-user backend.
     #[error("vhost-user backend: {0}")]
     Backend(Box<see_prefetch_backend::BackendError>),

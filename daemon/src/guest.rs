@@ -7,14 +7,40 @@ use std::{
     path::Path,
 };
 
+use see_abi::serve::WasmTask;
 use see_prefetch_backend::store::{DiskStore, ResourceStore, StoreError};
 use see_pto::{metadata::ServiceCatalogue, online::WireIds};
+use virtio_prefetch_wire::ResourceKind;
+
+use crate::tasks::TaskModule;
 
 pub use see_abi::serve::{status_reason, STATUS_WORK_FAILED};
 
 /// The arguments of a request that runs `tasks` (wire ids).
 pub fn run_args(tasks: &[u64]) -> Vec<u8> {
     see_abi::serve::encode_args(see_abi::serve::OP_RUN, tasks)
+}
+
+/// The arguments of a request that runs `tasks` (wire ids) as Wasm tasks: per task, its wire
+/// id, fuel and memory limit in bytes (from the catalogue).
+pub fn run_wasm_args(cat: &ServiceCatalogue, tasks: &[u64]) -> Vec<u8> {
+    let tasks: Vec<WasmTask> = tasks
+        .iter()
+        .map(|&task_id| {
+            let limits = task_id
+                .checked_sub(1)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| cat.tasks.get(i))
+                .map(|t| t.limits)
+                .unwrap_or_default();
+            WasmTask {
+                task_id,
+                fuel: limits.fuel,
+                memory_limit_bytes: limits.memory_bytes(),
+            }
+        })
+        .collect();
+    see_abi::serve::encode_wasm_tasks(&tasks)
 }
 
 /// The arguments of the request that stops the guest.
@@ -79,9 +105,16 @@ pub fn request_apps(cat: &ServiceCatalogue) -> HashMap<String, String> {
 }
 
 /// Adds every resource of `cat` that `store` lacks at the catalogue's version (generated from
-/// the catalogue's origin, owned by the one app whose tasks use it); returns how many were
-/// added and the bytes of all the catalogue's resources.
-pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64), FillError> {
+/// the catalogue's origin, owned by the one app whose tasks use it; with a task `module`,
+/// each code resource holds the module, [`crate::tasks`]); returns how many were added and
+/// the bytes of all the catalogue's resources. A resource the store holds at that version
+/// with other content (made for the other kind of task) is an error: the store cannot take a
+/// second content for a version.
+pub fn fill_store(
+    cat: &ServiceCatalogue,
+    store: &DiskStore,
+    module: Option<&TaskModule>,
+) -> Result<(u64, u64), FillError> {
     let mut users: HashMap<u64, Vec<u32>> = HashMap::new();
     for (app, _, res) in allow_entries(cat) {
         users.entry(res).or_default().push(app);
@@ -100,16 +133,30 @@ pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64
             );
         }
         total += r.size;
-        if store
-            .get_version(id, r.version)
-            .is_ok_and(|s| s.content.len() as u64 == r.size)
-        {
-            continue;
+        let wasm = module.filter(|_| r.kind == ResourceKind::Code);
+        if let Ok(stored) = store.get_version(id, r.version) {
+            let fits = match wasm {
+                Some(m) => stored.content == m.content(r.size),
+                None => {
+                    stored.content.len() as u64 == r.size
+                        && !(r.kind == ResourceKind::Code && stored.content.starts_with(b"\0asm"))
+                }
+            };
+            if fits {
+                continue;
+            }
+            return Err(FillError::OtherContent {
+                resource: r.id.clone(),
+                version: r.version,
+            });
         }
-        let content = cat.content(r).map_err(|source| FillError::Content {
-            resource: r.id.clone(),
-            source,
-        })?;
+        let content = match wasm {
+            Some(m) => m.content(r.size),
+            None => cat.content(r).map_err(|source| FillError::Content {
+                resource: r.id.clone(),
+                source,
+            })?,
+        };
         store
             .add(id, r.version, r.kind, app, &content)
             .map_err(|source| FillError::Store {
@@ -121,13 +168,18 @@ pub fn fill_store(cat: &ServiceCatalogue, store: &DiskStore) -> Result<(u64, u64
     Ok((added, total))
 }
 
-/// Opens (creating) the store at `dir` and fills it from `cat`.
-pub fn open_filled(cat: &ServiceCatalogue, dir: &Path) -> Result<DiskStore, FillError> {
+/// Opens (creating) the store at `dir` and fills it from `cat` (code resources holding
+/// `module` when there is one).
+pub fn open_filled(
+    cat: &ServiceCatalogue,
+    dir: &Path,
+    module: Option<&TaskModule>,
+) -> Result<DiskStore, FillError> {
     let store = DiskStore::open(dir).map_err(|source| FillError::Store {
         resource: dir.display().to_string(),
         source,
     })?;
-    let (added, total) = fill_store(cat, &store)?;
+    let (added, total) = fill_store(cat, &store, module)?;
     if added > 0 {
         log::info!(
             "store {}: added {added} resources of the catalogue {} ({:.1} MiB in all)",
@@ -149,6 +201,17 @@ pub enum FillError {
         resource: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// The store holds the resource at this version with other content.
+    #[error(
+        "store: resource {resource} version {version} holds other content (made for the other \
+         kind of task: Wasm or native); use another --store, or remove this one"
+    )]
+    OtherContent {
+        /// The resource.
+        resource: String,
+        /// Its version.
+        version: u64,
     },
     /// The store refused it.
     #[error("store: {resource}: {source}")]
@@ -266,15 +329,32 @@ mod tests {
     }
 
     #[test]
+    fn wasm_args_carry_each_tasks_limits_from_the_catalogue() {
+        let cat = ServiceCatalogue::default_catalogue();
+        let (op, words) = see_abi::serve::decode_args(&run_wasm_args(&cat, &[1, 3])).unwrap();
+        assert_eq!(op, see_abi::serve::OP_RUN_WASM);
+        let tasks: Vec<WasmTask> = see_abi::serve::parse_wasm_tasks(&words).unwrap().collect();
+        assert_eq!(tasks.len(), 2);
+        for (task, index) in tasks.iter().zip([0, 2]) {
+            assert_eq!(task.task_id, index as u64 + 1);
+            assert_eq!(task.fuel, cat.tasks[index].limits.fuel);
+            assert_eq!(
+                task.memory_limit_bytes,
+                cat.tasks[index].limits.memory_bytes()
+            );
+        }
+    }
+
+    #[test]
     fn fill_adds_what_is_missing_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = ServiceCatalogue::default_catalogue();
         cat.scale_sizes(0.01);
         let store = DiskStore::open(dir.path()).unwrap();
-        let (added, total) = fill_store(&cat, &store).unwrap();
+        let (added, total) = fill_store(&cat, &store, None).unwrap();
         assert!(added > 0 && total > 0);
         assert_eq!(
-            fill_store(&cat, &store).unwrap().0,
+            fill_store(&cat, &store, None).unwrap().0,
             0,
             "a second fill adds nothing"
         );

@@ -23,6 +23,7 @@ pub mod launch;
 mod metrics;
 pub mod origin;
 mod service;
+pub mod tasks;
 
 use std::{
     sync::{
@@ -210,7 +211,19 @@ pub fn start_confined(
         }
         None => Arc::new(LocalSigner::new(load_key(&config.key)?)),
     };
-    let disk = guest::open_filled(&cat, &config.store)?;
+    let module = config.load_task_module(&cat)?;
+    if let Some(m) = &module {
+        info!(
+            "tasks run as Wasm: {} ({} bytes) in every task's code resource",
+            config
+                .task_module
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
+            m.bytes().len()
+        );
+    }
+    let disk = guest::open_filled(&cat, &config.store, module.as_ref())?;
     let model = if config.origin_latency_ms > 0.0 || config.origin_bandwidth_mib > 0.0 {
         let bandwidth = if config.origin_bandwidth_mib > 0.0 {
             config.origin_bandwidth_mib * 1048576.0
@@ -254,6 +267,7 @@ pub fn start_confined(
         max_sessions: config.max_sessions,
         settle: config.settle,
         eager_prefetch: config.eager_prefetch,
+        wasm_tasks: module.is_some(),
     };
     let engine = Engine::new(
         orch,

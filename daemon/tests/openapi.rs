@@ -114,7 +114,7 @@ fn every_documented_route_and_status_is_what_the_server_answers() {
     let catalogue = config.load_catalogue().expect("catalogue");
     // "checkout"'s requests fail in the guest: a newer version of one of its workload
     // resources whose bytes do not process.
-    let store = see_daemon::guest::open_filled(&catalogue, &config.store).expect("store");
+    let store = see_daemon::guest::open_filled(&catalogue, &config.store, None).expect("store");
     let failing = catalogue
         .requests
         .iter()

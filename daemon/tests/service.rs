@@ -208,7 +208,7 @@ fn a_task_the_guest_fails_is_a_502_with_its_status_and_the_see_serves_on() {
     let config = common::config(dir.path(), PredictorKind::None);
     let catalogue = config.load_catalogue().expect("catalogue");
     // A newer version of home's first workload resource whose bytes do not process.
-    let store = see_daemon::guest::open_filled(&catalogue, &config.store).expect("store");
+    let store = see_daemon::guest::open_filled(&catalogue, &config.store, None).expect("store");
     let home = catalogue.request("home").expect("home");
     let (index, resource) = home
         .tasks

@@ -1,13 +1,17 @@
 //! The guest's work, checked: every task of every request reports a result (a fold of what its
-//! work computed on each resource, `see_workload::TaskResult`), and the host computes the
-//! result the task must report from the store's bytes (the same `see_workload` code, once per
-//! resource) and compares. A task whose result differs worked on other bytes, or did other
+//! work computed on each resource, `see_workload::TaskResult`; for a Wasm task, what its module
+//! set), and the host computes the result the task must report from the store's bytes (the
+//! same `see_workload` code, once per resource; for a Wasm task, the same module run with the
+//! same engine, `see_task`, over the store) and compares. A task whose result differs worked on other bytes, or did other
 //! work; one whose entry is missing from its completion did not report.
 
 use std::{collections::HashMap, fmt, sync::Mutex};
 
+use see_daemon::tasks::StoreTaskHost;
 use see_prefetch_backend::store::{DiskStore, ResourceStore};
+use see_pto::metadata::{ServiceCatalogue, TaskLimits};
 use see_workload::{resource_word, TaskResult};
+use virtio_prefetch_wire::ResourceKind;
 
 use crate::DemoError;
 
@@ -18,6 +22,15 @@ pub struct Expected {
     /// (app, task, resource) in the guest's `see.allow` order: a task's resources, in order.
     allow: Vec<(u32, u64, u64)>,
     words: Mutex<HashMap<u64, u64>>,
+    /// Wasm tasks: each task's limits (by wire id), the engine, and results by (app, task).
+    wasm: Option<WasmTasks>,
+}
+
+#[derive(Debug)]
+struct WasmTasks {
+    limits: HashMap<u64, TaskLimits>,
+    runtime: see_task::Runtime,
+    results: Mutex<HashMap<(u32, u64), u64>>,
 }
 
 impl Expected {
@@ -28,7 +41,71 @@ impl Expected {
             store,
             allow,
             words: Mutex::new(HashMap::new()),
+            wasm: None,
         }
+    }
+
+    /// The tasks of `cat` run as Wasm modules: a task's result is what its code resource's
+    /// module sets, run over its data resources under the task's limits.
+    pub fn with_wasm_tasks(mut self, cat: &ServiceCatalogue) -> Self {
+        let limits = cat
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (see_pto::online::WireIds::task(i), t.limits))
+            .collect();
+        self.wasm = Some(WasmTasks {
+            limits,
+            runtime: see_task::Runtime::new(),
+            results: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// What `app`'s Wasm task `task` must report: its module run over the store.
+    fn wasm_task(&self, wasm: &WasmTasks, app: u32, task: u64) -> Result<u64, DemoError> {
+        let key = (app, task);
+        if let Some(&r) = wasm
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(r);
+        }
+        let fail =
+            |what: String| DemoError::Io(format!("checking task {task} of app {app}: {what}"));
+        let (mut module, mut inputs) = (None, Vec::new());
+        for &(a, t, r) in &self.allow {
+            if a != app || t != task {
+                continue;
+            }
+            let stored = self.store.get(r, 0).map_err(|e| fail(e.to_string()))?;
+            match stored.kind {
+                ResourceKind::Code => module = Some(stored.content),
+                ResourceKind::Data => inputs.push(r),
+            }
+        }
+        let module = module.ok_or_else(|| fail("no code resource".into()))?;
+        let compiled = wasm
+            .runtime
+            .compile(&module)
+            .map_err(|e| fail(e.to_string()))?;
+        let limits = wasm.limits.get(&task).copied().unwrap_or_default();
+        let mut host = StoreTaskHost::new(&self.store, app, inputs);
+        let limits = see_task::Limits {
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes(),
+        };
+        let outcome = wasm
+            .runtime
+            .run(&compiled, limits, &mut host)
+            .map_err(|e| fail(e.to_string()))?;
+        wasm.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, outcome.result);
+        Ok(outcome.result)
     }
 
     /// The word resource `id` adds to a task's result.
@@ -52,6 +129,9 @@ impl Expected {
 
     /// The result `task` must report when `app` runs it.
     pub fn task(&self, app: u32, task: u64) -> Result<u64, DemoError> {
+        if let Some(wasm) = &self.wasm {
+            return self.wasm_task(wasm, app, task);
+        }
         let mut result = TaskResult::new();
         for &(a, t, r) in &self.allow {
             if a == app && t == task {
@@ -177,6 +257,47 @@ mod tests {
             r.add(w);
         }
         r.value()
+    }
+
+    /// A task module that adds the lengths of its inputs.
+    const INPUT_LENGTHS: &str = r#"(module
+      (import "see" "input" (func $input (param i32) (result i64)))
+      (import "see" "claim" (func $claim (param i64) (result i64)))
+      (import "see" "result" (func $result (param i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32)
+        (local $i i32) (local $id i64) (local $sum i64)
+        (block $done (loop $next
+          (local.set $id (call $input (local.get $i)))
+          (br_if $done (i64.lt_s (local.get $id) (i64.const 0)))
+          (local.set $sum (i64.add (local.get $sum) (call $claim (local.get $id))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $next)))
+        (call $result (local.get $sum))
+        (i32.const 0)))"#;
+
+    #[test]
+    fn a_wasm_tasks_expected_result_is_its_module_run_over_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let module = wat::parse_str(INPUT_LENGTHS).unwrap();
+        store.add(1, 1, ResourceKind::Code, 1, &module).unwrap();
+        store.add(2, 1, ResourceKind::Data, 1, &[0; 300]).unwrap();
+        store.add(3, 1, ResourceKind::Data, 1, &[0; 45]).unwrap();
+        store.add(4, 1, ResourceKind::Data, 2, &[0; 7]).unwrap();
+        // Task 1 reads both of its inputs; task 2's input belongs to app 2, so its claim is
+        // refused and the module adds the refusal code (-1) instead.
+        let allow = vec![(1, 1, 1), (1, 1, 2), (1, 1, 3), (1, 2, 1), (1, 2, 4)];
+        let cat = see_pto::metadata::ServiceCatalogue::default_catalogue();
+        let expected = Expected::new(store, allow).with_wasm_tasks(&cat);
+        assert_eq!(expected.task(1, 1).unwrap(), 345);
+        assert_eq!(expected.task(1, 2).unwrap(), u64::MAX);
+        let mut tally = Tally::default();
+        let wrong = tally
+            .check(&expected, 5, 1, &[1, 2], &[(1, 345), (2, 7)])
+            .unwrap();
+        assert_eq!(wrong.len(), 1);
+        assert_eq!(wrong[0].task_id, 2);
     }
 
     #[test]

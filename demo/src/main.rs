@@ -199,6 +199,10 @@ struct Args {
     /// The daemon sends a request's prefetch orders at dispatch, not at completion.
     #[arg(long)]
     eager_prefetch: bool,
+    /// The Wasm module every task runs (`cargo xtask tasks` builds target/tasks/shop.wasm);
+    /// without it, the native tasks compiled into the guest.
+    #[arg(long, value_name = "FILE")]
+    task_module: Option<PathBuf>,
     /// Output directory: store, requests.csv, latency.png, and per repetition (`rep1/`, ...)
     /// the histories, audit logs and run directories.
     #[arg(long, default_value = "target/see-demo")]
@@ -313,7 +317,13 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     let cat = Arc::new(cat);
     let store_dir = out.join("store");
     let _ = std::fs::remove_dir_all(&store_dir);
-    let store = see_daemon::guest::open_filled(&cat, &store_dir)
+    let module = Config {
+        task_module: a.task_module.clone(),
+        ..Config::default()
+    }
+    .load_task_module(&cat)
+    .map_err(|e| DemoError::Io(e.to_string()))?;
+    let store = see_daemon::guest::open_filled(&cat, &store_dir, module.as_ref())
         .map_err(|e| DemoError::Io(e.to_string()))?;
     let stored: u64 = cat.resources.iter().map(|r| r.size).sum();
 
@@ -387,7 +397,10 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         });
     }
 
-    let expected = check::Expected::new(store, see_daemon::guest::allow_entries(&cat));
+    let mut expected = check::Expected::new(store, see_daemon::guest::allow_entries(&cat));
+    if module.is_some() {
+        expected = expected.with_wasm_tasks(&cat);
+    }
     let base = Config {
         store: store_dir,
         key: a
@@ -414,6 +427,12 @@ fn run(a: &Args) -> Result<bool, DemoError> {
         eager_prefetch: a.eager_prefetch,
         guest_idle_ms: 120_000,
         history_source: "demo".into(),
+        task_module: a
+            .task_module
+            .as_ref()
+            .map(|m| m.canonicalize())
+            .transpose()
+            .map_err(|e| DemoError::Io(format!("task module: {e}")))?,
         ..Config::default()
     };
     let env = client::Env {

@@ -54,6 +54,8 @@ struct Task<'a> {
     id: &'a str,
     after: Vec<&'a str>,
     resources: Vec<&'a str>,
+    fuel: u64,
+    memory_mib: u32,
 }
 
 #[derive(Serialize)]
@@ -100,6 +102,8 @@ impl ServiceCatalogue {
                         .iter()
                         .map(|&r| self.resources[r].id.as_str())
                         .collect(),
+                    fuel: t.limits.fuel,
+                    memory_mib: t.limits.memory_mib,
                 })
                 .collect(),
             resources: self

@@ -29,7 +29,7 @@ use virtio_prefetch_wire::ResourceKind;
 
 use crate::{
     generate::MAX_THINK_MS,
-    metadata::{Origin, RequestType, Resource, ServiceCatalogue, Task},
+    metadata::{Origin, RequestType, Resource, ServiceCatalogue, Task, TaskLimits},
     trace::{Request, Session, Trace},
     vocab::TypeId,
 };
@@ -221,6 +221,7 @@ impl FaasSpec {
                 id: format!("a{a:03}-init"),
                 after: Vec::new(),
                 resources: code,
+                limits: TaskLimits::default(),
             });
             for f in 0..self.functions {
                 let data = (0..self.data_per_function)
@@ -236,6 +237,7 @@ impl FaasSpec {
                     id: format!("a{a:03}-f{f}-handle"),
                     after: vec![init],
                     resources: data,
+                    limits: TaskLimits::default(),
                 });
                 requests.push(RequestType {
                     name: Self::name(a, f),

@@ -16,6 +16,8 @@
 //! id = "render-home"
 //! after = []                        # tasks that must finish first
 //! resources = ["home-code"]
+//! fuel = 2000000000                 # optional: its Wasm module's instruction budget a run
+//! memory_mib = 64                   # optional: its Wasm module's memory limit
 //!
 //! [[resources]]
 //! id = "home-code"
@@ -125,6 +127,15 @@ pub enum CatalogueProblem {
         /// The resource's size.
         size: u64,
     },
+    /// A task with no fuel.
+    #[error("a task's fuel is at least 1 (instructions its Wasm module may run)")]
+    NoFuel,
+    /// A task memory limit out of range.
+    #[error(
+        "a task's memory_mib is 1 to {} (MiB of Wasm memory)",
+        TaskLimits::MAX_MEMORY_MIB
+    )]
+    BadMemory,
     /// Two tasks with one id.
     #[error("duplicate task id {0:?}")]
     DuplicateTask(String),
@@ -197,6 +208,41 @@ pub struct Task {
     pub after: Vec<usize>,
     /// Indices (into [`ServiceCatalogue::resources`]) of the resources it claims.
     pub resources: Vec<usize>,
+    /// What one run of the task's Wasm module may use.
+    pub limits: TaskLimits,
+}
+
+/// The fuel and memory a task's Wasm module may use in one run (`fuel` and `memory_mib` in
+/// the metadata file; the defaults when absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// The instruction budget (about one unit per Wasm instruction).
+    pub fuel: u64,
+    /// The most linear memory, in MiB.
+    pub memory_mib: u32,
+}
+
+impl TaskLimits {
+    /// Fuel when the metadata gives none: room for inflating and parsing tens of MiB.
+    pub const DEFAULT_FUEL: u64 = 20_000_000_000;
+    /// Memory when the metadata gives none.
+    pub const DEFAULT_MEMORY_MIB: u32 = 128;
+    /// The largest memory limit a task may ask for (a 32-bit Wasm memory is 4 GiB at most).
+    pub const MAX_MEMORY_MIB: u32 = 4096;
+
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mib) << 20
+    }
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        Self {
+            fuel: Self::DEFAULT_FUEL,
+            memory_mib: Self::DEFAULT_MEMORY_MIB,
+        }
+    }
 }
 
 /// A request type.
@@ -273,6 +319,8 @@ struct RawTask {
     after: Vec<Spanned<String>>,
     #[serde(default)]
     resources: Vec<Spanned<String>>,
+    fuel: Option<Spanned<u64>>,
+    memory_mib: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -474,10 +522,24 @@ impl ServiceCatalogue {
                 .iter()
                 .map(|r| lookup(&res_idx, r, "tasks.resources", "resource"))
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut limits = TaskLimits::default();
+            if let Some(fuel) = &t.fuel {
+                if *fuel.get_ref() == 0 {
+                    return cx.err(fuel.span(), "tasks.fuel", CatalogueProblem::NoFuel);
+                }
+                limits.fuel = *fuel.get_ref();
+            }
+            if let Some(mib) = &t.memory_mib {
+                if !(1..=TaskLimits::MAX_MEMORY_MIB).contains(mib.get_ref()) {
+                    return cx.err(mib.span(), "tasks.memory_mib", CatalogueProblem::BadMemory);
+                }
+                limits.memory_mib = *mib.get_ref();
+            }
             tasks.push(Task {
                 id: t.id.get_ref().clone(),
                 after,
                 resources: res,
+                limits,
             });
         }
         if let Some(i) = find_cycle(&tasks) {

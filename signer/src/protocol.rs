@@ -453,14 +453,23 @@ mod tests {
     #[test]
     fn a_reply_has_one_encoding() {
         let limited = Reply::Refused(Refusal::RateLimited).encode();
-        assert_eq!(Reply::parse(&limited).unwrap(), Reply::Refused(Refusal::RateLimited));
+        assert_eq!(
+            Reply::parse(&limited).unwrap(),
+            Reply::Refused(Refusal::RateLimited)
+        );
         // The same code with bytes in the fields it does not carry.
         let mut padded = limited.clone();
         padded[3] = 7;
-        assert!(matches!(Reply::parse(&padded), Err(ProtocolError::BadReply)));
+        assert!(matches!(
+            Reply::parse(&padded),
+            Err(ProtocolError::BadReply)
+        ));
         let mut version = Reply::Refused(Refusal::UnsupportedVersion(2)).encode();
         version[11] = 1;
-        assert!(matches!(Reply::parse(&version), Err(ProtocolError::BadReply)));
+        assert!(matches!(
+            Reply::parse(&version),
+            Err(ProtocolError::BadReply)
+        ));
     }
 
     /// The fuzz target's seeds are what they claim to be: a bundle request, a manifest

@@ -1,0 +1,323 @@
+//! Wasm tasks on the daemon's side: the module every task of the catalogue runs, checked
+//! before anything is served, and shaped into each task's code resource.
+//!
+//! With a task module configured ([`crate::Config::task_module`]), each task's one code
+//! resource holds that module, padded with a custom section (`see.padding`, which the Wasm
+//! engine skips) to the catalogue's size for the resource, so the bytes staged and fetched are
+//! the catalogue's; the compile work is the module's own. The guest runs it over the task's
+//! data resources (`OP_RUN_WASM`) under the task's fuel and memory limits
+//! ([`see_pto::metadata::TaskLimits`]).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use see_prefetch_backend::store::ResourceStore;
+use see_pto::metadata::ServiceCatalogue;
+use see_task::{ClaimRefusal, TaskHost};
+use virtio_prefetch_wire::ResourceKind;
+
+/// The name of the padding custom section.
+const PADDING_SECTION: &str = "see.padding";
+
+/// Why the task module cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskModuleError {
+    /// The file cannot be read.
+    #[error("cannot read the task module {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The module does not compile, or imports what tasks may not.
+    #[error("the task module {path} is refused: {source}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: see_task::TaskError,
+    },
+    /// A task has no code resource, or several, so no one module to run.
+    #[error(
+        "task {task:?} has {count} code resources; a Wasm task needs exactly one (its module), \
+         or run the catalogue with native tasks"
+    )]
+    CodeResources {
+        /// The task.
+        task: String,
+        /// How many code resources it has.
+        count: usize,
+    },
+}
+
+/// The module every task runs, checked against the task interface.
+#[derive(Clone, Debug)]
+pub struct TaskModule {
+    bytes: Vec<u8>,
+}
+
+impl TaskModule {
+    /// Reads the module at `path` and checks it compiles with only the allowed imports.
+    pub fn load(path: &Path) -> Result<Self, TaskModuleError> {
+        let bytes = std::fs::read(path).map_err(|source| TaskModuleError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(bytes).map_err(|source| TaskModuleError::Refused {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks `bytes` as a task module.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, see_task::TaskError> {
+        see_task::Runtime::new().check(&bytes)?;
+        Ok(Self { bytes })
+    }
+
+    /// The module's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The content of a code resource of `size` bytes: the module followed by a padding custom
+    /// section that brings it to exactly `size`; the module alone when `size` leaves no room
+    /// for a section (it is then larger than the catalogue says).
+    pub fn content(&self, size: u64) -> Vec<u8> {
+        let mut out = self.bytes.clone();
+        let Some(room) = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_sub(out.len()))
+        else {
+            return out;
+        };
+        let name = PADDING_SECTION.as_bytes();
+        // A section: id 0, its length (LEB128), then the name (LEB128 length, bytes) and the
+        // payload. Find the payload that makes the whole exactly `room` bytes.
+        for len_bytes in 1..=5 {
+            let Some(body) = room.checked_sub(1 + len_bytes) else {
+                break;
+            };
+            if leb128_len(body) != len_bytes || body < 1 + name.len() {
+                continue;
+            }
+            out.push(0);
+            push_leb128(&mut out, body);
+            push_leb128(&mut out, name.len());
+            out.extend_from_slice(name);
+            out.resize(out.len() + body - 1 - name.len(), 0);
+            debug_assert_eq!(out.len(), room + self.bytes.len());
+            return out;
+        }
+        out
+    }
+}
+
+/// A task's view of a store, the host's twin of the guest's claim API: the task's inputs, and
+/// claims of the newest version of any resource of the task's app (another app's are denied).
+/// The host runs a task's module over it to compute the result the guest must report.
+pub struct StoreTaskHost<'s> {
+    store: &'s dyn ResourceStore,
+    app: u32,
+    inputs: Vec<u64>,
+    claimed: BTreeMap<u64, Vec<u8>>,
+}
+
+impl<'s> StoreTaskHost<'s> {
+    /// The view of `app`'s task whose inputs are `inputs` (resource ids, in order).
+    pub fn new(store: &'s dyn ResourceStore, app: u32, inputs: Vec<u64>) -> Self {
+        Self {
+            store,
+            app,
+            inputs,
+            claimed: BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreTaskHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTaskHost")
+            .field("app", &self.app)
+            .field("inputs", &self.inputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskHost for StoreTaskHost<'_> {
+    fn input(&self, index: u32) -> Option<u64> {
+        self.inputs.get(usize::try_from(index).ok()?).copied()
+    }
+
+    fn claim(&mut self, resource: u64) -> Result<u64, ClaimRefusal> {
+        if let Some(bytes) = self.claimed.get(&resource) {
+            return Ok(bytes.len() as u64);
+        }
+        let stored = self
+            .store
+            .get(resource, 0)
+            .map_err(|_| ClaimRefusal::Unavailable)?;
+        if stored.app_id != self.app {
+            return Err(ClaimRefusal::Denied);
+        }
+        let len = stored.content.len() as u64;
+        self.claimed.insert(resource, stored.content);
+        Ok(len)
+    }
+
+    fn read(&mut self, resource: u64, offset: u64, dst: &mut [u8]) -> Result<usize, ClaimRefusal> {
+        let bytes = self
+            .claimed
+            .get(&resource)
+            .ok_or(ClaimRefusal::NotClaimed)?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let n = dst.len().min(bytes.len() - start);
+        dst[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// Checks that every task of `cat` has exactly one code resource (the one its module goes in).
+pub fn check_catalogue(cat: &ServiceCatalogue) -> Result<(), TaskModuleError> {
+    for task in &cat.tasks {
+        let count = task
+            .resources
+            .iter()
+            .filter(|&&r| cat.resources[r].kind == ResourceKind::Code)
+            .count();
+        if count != 1 {
+            return Err(TaskModuleError::CodeResources {
+                task: task.id.clone(),
+                count,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn leb128_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut v: usize) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest task module: no imports, `run` sets no result.
+    fn module() -> Vec<u8> {
+        wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "run") (result i32) (i32.const 0)))"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn padding_gives_the_exact_size_and_the_module_still_compiles() {
+        let m = TaskModule::from_bytes(module()).unwrap();
+        let rt = see_task::Runtime::new();
+        for size in [
+            m.bytes().len() as u64 + 14,
+            m.bytes().len() as u64 + 140,
+            m.bytes().len() as u64 + 127 + 14,
+            m.bytes().len() as u64 + 128 + 14,
+            160 << 10,
+            3 << 20,
+        ] {
+            let content = m.content(size);
+            assert_eq!(content.len() as u64, size, "size {size}");
+            assert!(content.starts_with(m.bytes()));
+            rt.check(&content)
+                .unwrap_or_else(|e| panic!("size {size}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_size_too_small_for_a_section_keeps_the_module_as_it_is() {
+        let m = TaskModule::from_bytes(module()).unwrap();
+        for size in [0, m.bytes().len() as u64, m.bytes().len() as u64 + 5] {
+            assert_eq!(m.content(size), m.bytes());
+        }
+    }
+
+    #[test]
+    fn a_module_with_a_forbidden_import_is_refused() {
+        let bad = wat::parse_str(
+            r#"(module (import "env" "system" (func))
+                 (memory (export "memory") 1)
+                 (func (export "run") (result i32) (i32.const 0)))"#,
+        )
+        .unwrap();
+        let err = TaskModule::from_bytes(bad).unwrap_err();
+        assert!(err.to_string().contains("env.system"), "{err}");
+    }
+
+    /// Adds its inputs' first bytes; returns 9 when a claim is refused.
+    const FIRST_BYTES: &str = r#"(module
+      (import "see" "input" (func $input (param i32) (result i64)))
+      (import "see" "claim" (func $claim (param i64) (result i64)))
+      (import "see" "read" (func $read (param i64 i64 i32 i32) (result i32)))
+      (import "see" "result" (func $result (param i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32)
+        (local $i i32) (local $id i64) (local $sum i64)
+        (block $done (loop $next
+          (local.set $id (call $input (local.get $i)))
+          (br_if $done (i64.lt_s (local.get $id) (i64.const 0)))
+          (if (i64.lt_s (call $claim (local.get $id)) (i64.const 0)) (then (return (i32.const 9))))
+          (drop (call $read (local.get $id) (i64.const 0) (i32.const 0) (i32.const 1)))
+          (local.set $sum (i64.add (local.get $sum) (i64.load8_u (i32.const 0))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $next)))
+        (call $result (local.get $sum))
+        (i32.const 0)))"#;
+
+    #[test]
+    fn a_store_task_host_claims_only_its_apps_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = see_prefetch_backend::store::DiskStore::open(dir.path()).unwrap();
+        store.add(1, 1, ResourceKind::Data, 5, &[10, 0]).unwrap();
+        store.add(2, 1, ResourceKind::Data, 5, &[20]).unwrap();
+        store.add(3, 1, ResourceKind::Data, 6, &[40]).unwrap();
+        let rt = see_task::Runtime::new();
+        let module = rt.compile(&wat::parse_str(FIRST_BYTES).unwrap()).unwrap();
+        let limits = see_task::Limits {
+            fuel: 1_000_000,
+            memory_bytes: 1 << 20,
+        };
+        let mut own = StoreTaskHost::new(&store, 5, vec![1, 2]);
+        assert_eq!(rt.run(&module, limits, &mut own).unwrap().result, 30);
+        let mut foreign = StoreTaskHost::new(&store, 5, vec![1, 3]);
+        assert!(matches!(
+            rt.run(&module, limits, &mut foreign),
+            Err(see_task::TaskError::Failed(9))
+        ));
+    }
+
+    #[test]
+    fn the_shop_catalogue_has_one_code_resource_a_task() {
+        check_catalogue(&ServiceCatalogue::default_catalogue()).unwrap();
+    }
+}
