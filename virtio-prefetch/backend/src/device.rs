@@ -53,6 +53,7 @@ use std::{
         mpsc::{self, TrySendError},
         Arc, Mutex,
     },
+    time::Instant,
 };
 
 use log::{debug, info, warn};
@@ -82,6 +83,7 @@ use crate::{
     floors::{now_s, Floors},
     limit::{LogLimiter, TokenBucket},
     pool::{FetchJob, FetchPool, Fetched},
+    profile::{elapsed_ns, HostProfile},
     seal::{self, SealJob, Sealed, SealedObject},
     signer::{bundle_header, BundleSpec, Session, StatementSigner},
     store::{ResourceStore, StoredResource},
@@ -490,6 +492,7 @@ impl PrefetchDevice {
     }
 
     fn fetch_done(&mut self, done: Fetched) {
+        self.stat(|s| s.profile.add(&done.cost));
         if let Some(order) = self.demands.remove(&done.ticket) {
             match done.result {
                 Ok(resource) => self.fetched_demands.push_back((order, resource)),
@@ -516,6 +519,7 @@ impl PrefetchDevice {
     }
 
     fn seal_done(&mut self, done: Sealed) {
+        self.stat(|s| s.profile.add(&done.cost));
         if done.generation != self.generation {
             return;
         }
@@ -851,6 +855,7 @@ impl PrefetchDevice {
         #[cfg(feature = "fault-injection")]
         self.rewrite_delivered(&mem);
         let mut used_any = false;
+        let mut cost = HostProfile::default();
         while let Some(mut out) = self.next_object() {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
                 self.unsend(out);
@@ -880,6 +885,7 @@ impl PrefetchDevice {
             let room = (desc.len() as usize - MessageHeader::LEN - Chunk::FIXED_LEN)
                 .min(self.config.max_chunk_len as usize);
             let end = (out.offset + room).min(out.bytes.len());
+            let chunk_start = Instant::now();
             let chunk = Message::Chunk(Chunk {
                 stream_id: out.stream_id,
                 total_len: out.bytes.len() as u32,
@@ -895,7 +901,10 @@ impl PrefetchDevice {
                 used_any = true;
                 continue;
             }
+            let ring_start = Instant::now();
+            cost.chunk_ns += ring_start.duration_since(chunk_start).as_nanos() as u64;
             let _ = state.add_used(head, written as u32);
+            cost.ring_ns += elapsed_ns(ring_start);
             used_any = true;
             self.stat(|s| s.chunks += 1);
             out.offset = end;
@@ -927,10 +936,13 @@ impl PrefetchDevice {
             }
         }
         if used_any {
+            let ring_start = Instant::now();
             if let Err(e) = state.signal_used_queue() {
                 warn!("stagingq interrupt: {e}");
             }
+            cost.ring_ns += elapsed_ns(ring_start);
         }
+        self.stat(|s| s.profile.add(&cost));
     }
 
     /// Writes dispatched requests into posted requestq buffers.
