@@ -43,6 +43,14 @@ impl<P: Platform> Driver<P> {
                 self.counters.register_accesses += 1;
                 self.p.mmio_write32(mmio::reg::INTERRUPT_ACK, isr);
             }
+            if let Some(age) = self.p.interrupt_age_ns() {
+                // From the interrupt, or from the end of the last poll if it came while the
+                // rings were being processed, to now: the wake-up and the status registers.
+                let now = self.p.now_ns();
+                let since = now.saturating_sub(age).max(self.last_poll_end);
+                self.profile.notifications += 1;
+                self.profile.notify_ns += now.saturating_sub(since);
+            }
             if isr & irq::CONFIG_CHANGE != 0 {
                 self.check_device();
             }
@@ -95,6 +103,7 @@ impl<P: Platform> Driver<P> {
         }
         self.scratch = used;
         self.kick_reposted();
+        self.last_poll_end = self.p.now_ns();
     }
 
     /// Notifies stagingq and requestq if buffers were reposted on them since their last notify.
@@ -184,10 +193,13 @@ impl<P: Platform> Driver<P> {
     /// A staging buffer came back with `len` bytes: copy them out of the shared window once
     /// into private memory, parse the chunk there, reassemble, and verify a completed object.
     fn on_staging(&mut self, gpa: u64, len: u32) {
+        let start = self.p.now_ns();
         let mut copy = core::mem::take(&mut self.staging_copy);
         copy.clear();
         copy.resize(len as usize, 0);
         self.p.shared_read(gpa, &mut copy);
+        let copied = self.p.now_ns();
+        self.profile.copy_ns += copied.saturating_sub(start);
         let done = match msg::parse_chunk(&copy) {
             None => {
                 self.counters.malformed += 1;
@@ -210,6 +222,7 @@ impl<P: Platform> Driver<P> {
             },
         };
         self.staging_copy = copy;
+        self.profile.reassemble_ns += self.p.now_ns().saturating_sub(copied);
         if let Some(object) = done {
             self.on_object(object);
         }
@@ -224,7 +237,11 @@ impl<P: Platform> Driver<P> {
     /// A reassembled object (private memory): verify, then change trusted state.
     fn on_object(&mut self, mut object: Vec<u8>) {
         let now = self.p.now_ns();
+        let p = &self.p;
+        let clock = || p.now_ns();
+        let mut watch = crate::verify::Stopwatch::new(&clock);
         let verdict = crate::verify::check(
+            &mut watch,
             &object,
             &self.key,
             &self.session,
@@ -235,8 +252,11 @@ impl<P: Platform> Driver<P> {
             self.features & msg::F_MANIFEST != 0,
             self.floors_trust,
         );
+        self.profile.hash_ns += watch.hash_ns;
+        self.profile.signature_ns += watch.signature_ns;
         match verdict {
             Ok(Verdict::Bundle(b)) => {
+                let insert_start = self.p.now_ns();
                 // Every check passed: now, and only now, trusted state changes.
                 self.session.last_seq = Some(b.seq);
                 if let Some(d) = b.manifest_digest {
@@ -260,10 +280,14 @@ impl<P: Platform> Driver<P> {
                         d.arrived = self.counters.accepted;
                     }
                 }
+                let len = r.content.len() as u64;
                 for old in self.store.insert(r) {
                     self.counters.evicted += 1;
                     self.report_resource(ReportKind::Evict, &old, 0);
                 }
+                self.profile.bundles += 1;
+                self.profile.bytes += len;
+                self.profile.insert_ns += self.p.now_ns().saturating_sub(insert_start);
             }
             Ok(Verdict::Floors {
                 serial,

@@ -20,9 +20,9 @@ use log::warn;
 use vmm_sys_util::event::EventNotifier;
 
 use crate::api::{BackendThread, ThreadHook};
-use crate::profile::{elapsed_ns, take_hash_ns, HostProfile};
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
+use crate::profile::{elapsed_ns, take_hash_ns, HostProfile};
 use crate::store::{ResourceStore, StoreError, StoredResource};
 
 /// Default number of fetch workers.
