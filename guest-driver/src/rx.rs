@@ -16,6 +16,7 @@ use crate::{
     msg::{self, RejectReason, ReportKind, RequestqMessage, Status},
     platform::Platform,
     queue::{Segment, UsedFault},
+    store::Content,
     verify::Verdict,
     Completion, Driver,
 };
@@ -235,7 +236,7 @@ impl<P: Platform> Driver<P> {
     }
 
     /// A reassembled object (private memory): verify, then change trusted state.
-    fn on_object(&mut self, mut object: Vec<u8>) {
+    fn on_object(&mut self, object: Vec<u8>) {
         let now = self.p.now_ns();
         let p = &self.p;
         let clock = || p.now_ns();
@@ -267,10 +268,8 @@ impl<P: Platform> Driver<P> {
                 self.counters.accepted += 1;
                 let mut r = b.resource;
                 r.verified_ns = now;
-                // The content moves to the front of the object's own buffer, then into the
-                // shared allocation readers get.
-                object.drain(..msg::BundleHeader::LEN);
-                r.content = object.into();
+                // Readers get the content where it was reassembled, after the header.
+                r.content = Content::from_object(object, msg::BundleHeader::LEN);
                 // Prefetched and demanded bundles both enter the cache (evicting the least
                 // recently used); the demand that asked for one gets a share.
                 if let Some(cookie) = b.demand {

@@ -102,7 +102,8 @@ fn run_mode(polling: bool, rounds: usize, stage_mib: u64) -> ModeResult {
 }
 
 /// Stages `count` resources of `len` bytes and returns both sides' profiles.
-fn run_profile(polling: bool, count: u64, len: usize) -> Result<Run, String> {
+/// Also returns the guest's `counters ...` line.
+fn run_profile(polling: bool, count: u64, len: usize) -> Result<(Run, String), String> {
     let staged: Vec<Res> = (0..count)
         .map(|i| Res::data(1, STAGE_BASE + i, STAGE_BASE + i, 1, len))
         .collect();
@@ -130,12 +131,19 @@ fn run_profile(polling: bool, count: u64, len: usize) -> Result<Run, String> {
         .find(|l| l.starts_with("see: profile "))
         .ok_or("the guest printed no `see: profile` line: rebuild the image")?;
     let guest = GuestProfile::parse(line).map_err(|e| format!("{e}: {line:?}"))?;
-    Ok(Run {
+    let counters = console
+        .lines()
+        .find(|l| l.starts_with("see: counters "))
+        .and_then(|l| l.strip_prefix("see: "))
+        .unwrap_or("counters (missing)")
+        .to_string();
+    let run = Run {
         host: stats.profile,
         host_bytes: stats.bytes,
         guest,
         window,
-    })
+    };
+    Ok((run, counters))
 }
 
 fn profile_main(args: &[String]) -> ExitCode {
@@ -158,12 +166,13 @@ fn profile_main(args: &[String]) -> ExitCode {
     };
     let polling = args.iter().any(|a| a == "--polling");
     match run_profile(polling, count, kib as usize * 1024) {
-        Ok(run) => {
+        Ok((run, counters)) => {
             println!(
                 "virtio-prefetch profile: {count} bundles of {kib} KiB, {} mode; host stages on the backend's threads, guest stages timed with the guest's TSC",
                 if polling { "polling" } else { "interrupt" }
             );
             print!("{}", table(&run));
+            println!("guest {counters}");
             ExitCode::SUCCESS
         }
         Err(e) => {
