@@ -66,7 +66,7 @@ use virtio_prefetch_wire::{
 };
 use virtio_queue::QueueT;
 use vm_memory::{
-    Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    Address, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
     GuestMemoryRegion,
 };
 use vmm_sys_util::{
@@ -886,15 +886,22 @@ impl PrefetchDevice {
                 .min(self.config.max_chunk_len as usize);
             let end = (out.offset + room).min(out.bytes.len());
             let chunk_start = Instant::now();
-            let chunk = Message::Chunk(Chunk {
+            let chunk = Chunk {
                 stream_id: out.stream_id,
                 total_len: out.bytes.len() as u32,
                 offset: out.offset as u32,
                 data: &out.bytes[out.offset..end],
+            };
+            // The head, then the data straight from the sealed object (no message buffer).
+            let written = Chunk::HEAD_LEN + chunk.data.len();
+            let sent = chunk.encode_head(0).is_ok_and(|head| {
+                mem.write_slice(&head, desc.addr()).is_ok()
+                    && desc
+                        .addr()
+                        .checked_add(Chunk::HEAD_LEN as u64)
+                        .is_some_and(|at| mem.write_slice(chunk.data, at).is_ok())
             });
-            let mut message = vec![0u8; chunk.encoded_len()];
-            let written = chunk.encode(0, &mut message).unwrap_or(0);
-            if written == 0 || mem.write_slice(&message[..written], desc.addr()).is_err() {
+            if !sent {
                 self.refuse(QueueName::Staging, desc.addr().0, desc.len());
                 let _ = state.add_used(head, 0);
                 self.unsend(out);
