@@ -31,46 +31,27 @@ pub struct GuestProfile {
 }
 
 /// Why a `see: profile` line was not understood.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
     /// The line does not start with `see: profile `.
+    #[error("not a `see: profile` line")]
     NotAProfileLine,
     /// A field is not `key=value`.
+    #[error("profile field {0:?} is not key=value")]
     NotKeyValue(String),
     /// A value is not an unsigned integer.
+    #[error("profile field {0:?} is not an unsigned integer")]
     NotANumber(String),
     /// A field the parser does not know (a kernel newer than the bench?).
+    #[error("unknown profile field {0:?}: rebuild the bench with the image")]
     UnknownField(String),
     /// A field appears twice.
+    #[error("profile field {0:?} appears twice")]
     Duplicate(String),
     /// A field is missing.
+    #[error("profile field {0:?} is missing: rebuild the image with the bench")]
     Missing(&'static str),
 }
-
-impl std::fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotAProfileLine => write!(f, "not a `see: profile` line"),
-            Self::NotKeyValue(s) => write!(f, "profile field {s:?} is not key=value"),
-            Self::NotANumber(s) => write!(f, "profile field {s:?} is not an unsigned integer"),
-            Self::UnknownField(s) => {
-                write!(
-                    f,
-                    "unknown profile field {s:?}: rebuild the bench with the image"
-                )
-            }
-            Self::Duplicate(s) => write!(f, "profile field {s:?} appears twice"),
-            Self::Missing(s) => {
-                write!(
-                    f,
-                    "profile field {s:?} is missing: rebuild the image with the bench"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for ProfileError {}
 
 const PREFIX: &str = "see: profile ";
 const FIELDS: [&str; 9] = [
