@@ -133,6 +133,7 @@ pub struct Driver<P: Platform> {
     pub(crate) state: DriverState,
     pub(crate) irq: InterruptHandle,
     pub(crate) counters: Counters,
+    pub(crate) profile: crate::Profile,
     pub(crate) store: VerifiedStore,
     pub(crate) rings: Option<Rings>,
     pub(crate) session: Session,
@@ -149,6 +150,9 @@ pub struct Driver<P: Platform> {
     /// Effective limits after reading the device config.
     pub(crate) max_content_len: u32,
     pub(crate) last_status_check: u64,
+    /// `Platform::now_ns` when the last poll finished (the profile's notification stage starts
+    /// no earlier).
+    pub(crate) last_poll_end: u64,
     pub(crate) scratch: Vec<Result<Used, UsedFault>>,
     /// Private copy of one staging buffer (allocation reused).
     pub(crate) staging_copy: Vec<u8>,
@@ -203,6 +207,7 @@ impl<P: Platform> Driver<P> {
             state: DriverState::Broken(BrokenReason::NeedsReset),
             irq: InterruptHandle(Arc::new(IrqShared::default())),
             counters: Counters::default(),
+            profile: crate::Profile::default(),
             rings: None,
             session: Session::default(),
             versions: BTreeMap::new(),
@@ -216,6 +221,7 @@ impl<P: Platform> Driver<P> {
             features: 0,
             max_content_len,
             last_status_check: 0,
+            last_poll_end: 0,
             scratch: Vec::new(),
             staging_copy: Vec::new(),
             bringing_up: false,
@@ -394,6 +400,11 @@ impl<P: Platform> Driver<P> {
     /// The device's state.
     pub fn state(&self) -> DriverState {
         self.state
+    }
+
+    /// Time spent per stage of the receive path so far.
+    pub fn profile(&self) -> crate::Profile {
+        self.profile
     }
 
     /// The counters (interrupts included).

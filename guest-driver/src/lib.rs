@@ -85,6 +85,7 @@ pub mod ffi;
 pub mod mmio;
 mod msg;
 mod platform;
+pub mod profile;
 pub mod queue;
 pub mod reassembly;
 pub mod registry;
@@ -104,5 +105,6 @@ pub use driver::{
     InitError, InterruptHandle, RequestCompletion, Resource, Source, TaskTiming,
 };
 pub use platform::Platform;
+pub use profile::Profile;
 pub use registry::AppRegistry;
 pub use store::Content;

@@ -26,4 +26,10 @@ pub trait Platform {
     fn wait_for_event(&mut self, deadline_ns: u64);
     /// Fills `buf` with unpredictable bytes (the session nonce).
     fn fill_random(&mut self, buf: &mut [u8]);
+    /// How long ago (as [`Platform::now_ns`]) the embedder took the device interrupt the driver
+    /// is handling, if it records that; called once per interrupt handled, after the interrupt
+    /// status is read and acknowledged. Only the profile uses it ([`crate::Profile`]).
+    fn interrupt_age_ns(&mut self) -> Option<u64> {
+        None
+    }
 }

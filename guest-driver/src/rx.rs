@@ -16,6 +16,7 @@ use crate::{
     msg::{self, RejectReason, ReportKind, RequestqMessage, Status},
     platform::Platform,
     queue::{Segment, UsedFault},
+    store::Content,
     verify::Verdict,
     Completion, Driver,
 };
@@ -42,6 +43,14 @@ impl<P: Platform> Driver<P> {
             if isr != 0 {
                 self.counters.register_accesses += 1;
                 self.p.mmio_write32(mmio::reg::INTERRUPT_ACK, isr);
+            }
+            if let Some(age) = self.p.interrupt_age_ns() {
+                // From the interrupt, or from the end of the last poll if it came while the
+                // rings were being processed, to now: the wake-up and the status registers.
+                let now = self.p.now_ns();
+                let since = now.saturating_sub(age).max(self.last_poll_end);
+                self.profile.notifications += 1;
+                self.profile.notify_ns += now.saturating_sub(since);
             }
             if isr & irq::CONFIG_CHANGE != 0 {
                 self.check_device();
@@ -95,6 +104,7 @@ impl<P: Platform> Driver<P> {
         }
         self.scratch = used;
         self.kick_reposted();
+        self.last_poll_end = self.p.now_ns();
     }
 
     /// Notifies stagingq and requestq if buffers were reposted on them since their last notify.
@@ -184,10 +194,13 @@ impl<P: Platform> Driver<P> {
     /// A staging buffer came back with `len` bytes: copy them out of the shared window once
     /// into private memory, parse the chunk there, reassemble, and verify a completed object.
     fn on_staging(&mut self, gpa: u64, len: u32) {
+        let start = self.p.now_ns();
         let mut copy = core::mem::take(&mut self.staging_copy);
         copy.clear();
         copy.resize(len as usize, 0);
         self.p.shared_read(gpa, &mut copy);
+        let copied = self.p.now_ns();
+        self.profile.copy_ns += copied.saturating_sub(start);
         let done = match msg::parse_chunk(&copy) {
             None => {
                 self.counters.malformed += 1;
@@ -210,6 +223,7 @@ impl<P: Platform> Driver<P> {
             },
         };
         self.staging_copy = copy;
+        self.profile.reassemble_ns += self.p.now_ns().saturating_sub(copied);
         if let Some(object) = done {
             self.on_object(object);
         }
@@ -222,9 +236,13 @@ impl<P: Platform> Driver<P> {
     }
 
     /// A reassembled object (private memory): verify, then change trusted state.
-    fn on_object(&mut self, mut object: Vec<u8>) {
+    fn on_object(&mut self, object: Vec<u8>) {
         let now = self.p.now_ns();
+        let p = &self.p;
+        let clock = || p.now_ns();
+        let mut watch = crate::verify::Stopwatch::new(&clock);
         let verdict = crate::verify::check(
+            &mut watch,
             &object,
             &self.key,
             &self.session,
@@ -235,8 +253,11 @@ impl<P: Platform> Driver<P> {
             self.features & msg::F_MANIFEST != 0,
             self.floors_trust,
         );
+        self.profile.hash_ns += watch.hash_ns;
+        self.profile.signature_ns += watch.signature_ns;
         match verdict {
             Ok(Verdict::Bundle(b)) => {
+                let insert_start = self.p.now_ns();
                 // Every check passed: now, and only now, trusted state changes.
                 self.session.last_seq = Some(b.seq);
                 if let Some(d) = b.manifest_digest {
@@ -247,10 +268,8 @@ impl<P: Platform> Driver<P> {
                 self.counters.accepted += 1;
                 let mut r = b.resource;
                 r.verified_ns = now;
-                // The content moves to the front of the object's own buffer, then into the
-                // shared allocation readers get.
-                object.drain(..msg::BundleHeader::LEN);
-                r.content = object.into();
+                // Readers get the content where it was reassembled, after the header.
+                r.content = Content::from_object(object, msg::BundleHeader::LEN);
                 // Prefetched and demanded bundles both enter the cache (evicting the least
                 // recently used); the demand that asked for one gets a share.
                 if let Some(cookie) = b.demand {
@@ -260,10 +279,14 @@ impl<P: Platform> Driver<P> {
                         d.arrived = self.counters.accepted;
                     }
                 }
+                let len = r.content.len() as u64;
                 for old in self.store.insert(r) {
                     self.counters.evicted += 1;
                     self.report_resource(ReportKind::Evict, &old, 0);
                 }
+                self.profile.bundles += 1;
+                self.profile.bytes += len;
+                self.profile.insert_ns += self.p.now_ns().saturating_sub(insert_start);
             }
             Ok(Verdict::Floors {
                 serial,

@@ -24,67 +24,91 @@ pub enum Source {
 }
 
 /// Verified content: a read-only share of the cached bytes (cloning is a reference count).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Content(Arc<[u8]>);
+///
+/// The bytes stay in the allocation they were reassembled in (a bundle's content after its
+/// header): verifying and caching a bundle copies nothing.
+#[derive(Clone)]
+pub struct Content {
+    object: Arc<Vec<u8>>,
+    /// Where the content starts in `object` (at most its length).
+    start: usize,
+}
 
 impl Content {
+    /// The bytes of `object` from `start` on (none if `start` is past its end), without a copy.
+    pub fn from_object(object: Vec<u8>, start: usize) -> Self {
+        let start = start.min(object.len());
+        Self {
+            object: Arc::new(object),
+            start,
+        }
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.0
+        self.object.get(self.start..).unwrap_or_default()
     }
 
     /// Shares of these bytes alive (the cache's included, if it still holds them).
     pub fn shares(&self) -> usize {
-        Arc::strong_count(&self.0)
+        Arc::strong_count(&self.object)
     }
 }
 
 impl core::fmt::Debug for Content {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Content({} bytes)", self.0.len())
+        write!(f, "Content({} bytes)", self.as_slice().len())
     }
 }
 
 impl Deref for Content {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl AsRef<[u8]> for Content {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl From<Vec<u8>> for Content {
     fn from(v: Vec<u8>) -> Self {
-        Self(v.into())
+        Self::from_object(v, 0)
     }
 }
 
 impl Default for Content {
     fn default() -> Self {
-        Self(Arc::from(&[][..]))
+        Self::from(Vec::new())
     }
 }
 
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Content {}
+
 impl PartialEq<Vec<u8>> for Content {
     fn eq(&self, other: &Vec<u8>) -> bool {
-        *self.0 == **other
+        self.as_slice() == other.as_slice()
     }
 }
 
 impl PartialEq<[u8]> for Content {
     fn eq(&self, other: &[u8]) -> bool {
-        *self.0 == *other
+        self.as_slice() == other
     }
 }
 
 impl PartialEq<&[u8]> for Content {
     fn eq(&self, other: &&[u8]) -> bool {
-        *self.0 == **other
+        self.as_slice() == *other
     }
 }
 
@@ -315,6 +339,24 @@ mod tests {
         assert_eq!((s.len(), s.bytes()), (1, 150));
         assert_eq!(s.clear(), 1);
         assert!(s.is_empty() && s.lru_order().is_empty());
+    }
+
+    #[test]
+    fn content_is_the_object_after_its_header_without_a_copy() {
+        let object: Vec<u8> = (0..10).collect();
+        let at = object.as_ptr() as usize;
+        let c = Content::from_object(object, 4);
+        assert_eq!(c.as_slice(), &[4, 5, 6, 7, 8, 9]);
+        assert_eq!(c.as_ptr() as usize, at + 4, "the same allocation");
+        assert_eq!(c, Content::from(vec![4u8, 5, 6, 7, 8, 9]));
+        assert_ne!(c, Content::from(vec![4u8, 5, 6]));
+        let share = c.clone();
+        assert_eq!((c.shares(), share.len()), (2, 6));
+        assert!(
+            Content::from_object(vec![1, 2], 3).is_empty(),
+            "past the end: empty"
+        );
+        assert!(Content::default().is_empty());
     }
 
     #[test]

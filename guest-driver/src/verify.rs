@@ -129,11 +129,39 @@ pub(crate) enum Verdict {
     },
 }
 
+/// Times the costly checks for the profile ([`crate::Profile`]).
+pub(crate) struct Stopwatch<'a> {
+    now: &'a dyn Fn() -> u64,
+    /// Nanoseconds hashing content.
+    pub hash_ns: u64,
+    /// Nanoseconds checking signatures (or manifest entries).
+    pub signature_ns: u64,
+}
+
+impl<'a> Stopwatch<'a> {
+    /// A stopwatch reading `now` (nanoseconds).
+    pub fn new(now: &'a dyn Fn() -> u64) -> Self {
+        Self {
+            now,
+            hash_ns: 0,
+            signature_ns: 0,
+        }
+    }
+
+    /// Runs `f`, returning its result and the nanoseconds it took.
+    fn time<T>(&self, f: impl FnOnce() -> T) -> (T, u64) {
+        let start = (self.now)();
+        let out = f();
+        (out, (self.now)().saturating_sub(start))
+    }
+}
+
 /// Checks one reassembled object (private memory). An accepted bundle's content is
 /// `object[BundleHeader::LEN..]`; the returned resource's `content` is left empty for the caller
 /// to fill from the object it owns.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
+    watch: &mut Stopwatch<'_>,
     object: &[u8],
     key: &VerifyingKey,
     session: &Session,
@@ -178,7 +206,9 @@ pub(crate) fn check(
             .map_err(|_| fail(RejectReason::TooLarge))?;
         statement.extend_from_slice(&m.tbs_prefix());
         statement.extend_from_slice(entries);
-        verify_signature(key, &statement, &m.signature).map_err(fail)?;
+        let (verified, ns) = watch.time(|| verify_signature(key, &statement, &m.signature));
+        watch.signature_ns += ns;
+        verified.map_err(fail)?;
         let digests = (0..m.count as usize)
             .filter_map(|i| ManifestHeader::entry(entries, i).copied())
             .collect();
@@ -243,21 +273,26 @@ pub(crate) fn check(
     if b.resource_version < floor.max(demanded_floor) {
         return Err(fail(RejectReason::Rollback));
     }
-    let digest: [u8; 48] = Sha384::digest(content).into();
+    let (digest, ns) = watch.time(|| -> [u8; 48] { Sha384::digest(content).into() });
+    watch.hash_ns += ns;
     if digest != b.content_sha384 {
         return Err(fail(RejectReason::DigestMismatch));
     }
     let statement = b.to_be_signed();
-    let manifest_digest = if b.flags.contains(BundleFlags::IN_MANIFEST) {
-        let d: [u8; 48] = Sha384::digest(statement).into();
-        if !session.manifest_digests.contains(&d) {
-            return Err(fail(RejectReason::NotInManifest));
+    let (manifest_digest, ns) = watch.time(|| {
+        if b.flags.contains(BundleFlags::IN_MANIFEST) {
+            let d: [u8; 48] = Sha384::digest(statement).into();
+            if !session.manifest_digests.contains(&d) {
+                return Err(fail(RejectReason::NotInManifest));
+            }
+            Ok(Some(d))
+        } else {
+            verify_signature(key, &statement, &b.signature).map_err(fail)?;
+            Ok(None)
         }
-        Some(d)
-    } else {
-        verify_signature(key, &statement, &b.signature).map_err(fail)?;
-        None
-    };
+    });
+    watch.signature_ns += ns;
+    let manifest_digest = manifest_digest?;
     Ok(Verdict::Bundle(Accepted {
         resource: Resource {
             app_id: b.app_id,

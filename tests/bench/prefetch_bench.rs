@@ -3,13 +3,20 @@
 //! resource against a demand fetch of the same resource (4 KiB, 64 KiB, 1 MiB) and the staging
 //! throughput (verified MiB/s arriving in the guest), in interrupt and in polling mode.
 //!
-//! Usage: `see-prefetch-bench [--rounds N] [--stage-mib M]` with `SEE_VMM_BIN` and
-//! `SEE_KERNEL_IMAGE` set (xtask does). Prints one table on stdout.
+//! With `--profile`, it instead stages `--bundles N` resources of `--bundle-kib K` each (in
+//! interrupt mode, or polling with `--polling`) and prints where a MiB's time goes, per stage on
+//! the host (the backend's `Stats::profile`) and in the guest (its `see: profile` line), next
+//! to the end-to-end MiB/s ([`see_e2e::profile::table`]).
+//!
+//! Usage: `see-prefetch-bench [--rounds N] [--stage-mib M]` or `see-prefetch-bench --profile
+//! [--bundles N] [--bundle-kib K] [--polling]` with `SEE_VMM_BIN` and `SEE_KERNEL_IMAGE` set
+//! (xtask does). Prints one table on stdout.
 
 use std::process::ExitCode;
 
 use see_e2e::{
     guest::field_u64,
+    profile::{table, GuestProfile, Run},
     rig::{Options, Res, Rig, OP_BENCH, OP_THROUGHPUT},
 };
 
@@ -94,6 +101,87 @@ fn run_mode(polling: bool, rounds: usize, stage_mib: u64) -> ModeResult {
     }
 }
 
+/// Stages `count` resources of `len` bytes and returns both sides' profiles.
+/// Also returns the guest's `counters ...` line.
+fn run_profile(polling: bool, count: u64, len: usize) -> Result<(Run, String), String> {
+    let staged: Vec<Res> = (0..count)
+        .map(|i| Res::data(1, STAGE_BASE + i, STAGE_BASE + i, 1, len))
+        .collect();
+    let mut rig = Rig::start(&Options {
+        resources: staged.clone(),
+        polling,
+        ..Options::default()
+    });
+    let tasks: Vec<u64> = staged.iter().map(|r| r.task).collect();
+    rig.dispatch(1, OP_THROUGHPUT, &tasks);
+    rig.guest.wait_line("throughput waiting", |l| {
+        l.starts_with("see: throughput waiting")
+    });
+    for r in &staged {
+        rig.prefetch(r);
+    }
+    let line = rig
+        .guest
+        .wait_line("staged bytes=", |l| l.starts_with("see: staged bytes="));
+    let window = (field_u64(&line, "bytes"), field_u64(&line, "ns"));
+    let stats = rig.backend.stats();
+    let console = rig.stop();
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("see: profile "))
+        .ok_or("the guest printed no `see: profile` line: rebuild the image")?;
+    let guest = GuestProfile::parse(line).map_err(|e| format!("{e}: {line:?}"))?;
+    let counters = console
+        .lines()
+        .find(|l| l.starts_with("see: counters "))
+        .and_then(|l| l.strip_prefix("see: "))
+        .unwrap_or("counters (missing)")
+        .to_string();
+    let run = Run {
+        host: stats.profile,
+        host_bytes: stats.bytes,
+        guest,
+        window,
+    };
+    Ok((run, counters))
+}
+
+fn profile_main(args: &[String]) -> ExitCode {
+    let (count, kib) = match (arg(args, "--bundles", 32), arg(args, "--bundle-kib", 1024)) {
+        (Ok(n), Ok(k))
+            if (1..=256).contains(&n) && (1..=16384).contains(&k) && n * k <= 48 * 1024 =>
+        {
+            (n, k)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("see-prefetch-bench: {e}");
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprintln!(
+                "see-prefetch-bench: --bundles must be 1..=256, --bundle-kib 1..=16384, and at most 48 MiB in all"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let polling = args.iter().any(|a| a == "--polling");
+    match run_profile(polling, count, kib as usize * 1024) {
+        Ok((run, counters)) => {
+            println!(
+                "virtio-prefetch profile: {count} bundles of {kib} KiB, {} mode; host stages on the backend's threads, guest stages timed with the guest's TSC",
+                if polling { "polling" } else { "interrupt" }
+            );
+            print!("{}", table(&run));
+            println!("guest {counters}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("see-prefetch-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn mib_s(bytes: u64, ns: u64) -> f64 {
     if ns == 0 {
         return f64::NAN;
@@ -113,6 +201,13 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--profile") {
+        if !see_e2e::kvm_available() {
+            eprintln!("see-prefetch-bench: /dev/kvm is needed");
+            return ExitCode::FAILURE;
+        }
+        return profile_main(&args);
+    }
     let (rounds, stage_mib) = match (arg(&args, "--rounds", 5), arg(&args, "--stage-mib", 32)) {
         (Ok(r), Ok(s)) if r >= 1 && (1..=48).contains(&s) => (r as usize, s),
         (Err(e), _) | (_, Err(e)) => {

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod guest;
+pub mod profile;
 pub mod rig;
 pub mod task_host;
 

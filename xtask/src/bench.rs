@@ -55,6 +55,19 @@ struct PrefetchArgs {
     /// MiB staged (1 MiB resources) for the throughput figure.
     #[arg(long, default_value_t = 32)]
     stage_mib: u32,
+    /// Instead: where a MiB's time goes, per stage on the host and in the guest, for one
+    /// staging run of `--bundles` resources of `--bundle-kib`.
+    #[arg(long)]
+    profile: bool,
+    /// With --profile: resources staged.
+    #[arg(long, default_value_t = 32)]
+    bundles: u32,
+    /// With --profile: size of each, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    bundle_kib: u32,
+    /// With --profile: polled completion in the guest instead of interrupts.
+    #[arg(long)]
+    polling: bool,
 }
 
 /// Options of `cargo xtask bench boot`.
@@ -447,9 +460,21 @@ fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
             ]),
     )?;
     println!("machine: {}", machine());
-    let status = Command::new(image::target_dir().join("release/see-prefetch-bench"))
-        .args(["--rounds", &args.rounds.to_string()])
-        .args(["--stage-mib", &args.stage_mib.to_string()])
+    let mut bench = Command::new(image::target_dir().join("release/see-prefetch-bench"));
+    if args.profile {
+        bench
+            .arg("--profile")
+            .args(["--bundles", &args.bundles.to_string()])
+            .args(["--bundle-kib", &args.bundle_kib.to_string()]);
+        if args.polling {
+            bench.arg("--polling");
+        }
+    } else {
+        bench
+            .args(["--rounds", &args.rounds.to_string()])
+            .args(["--stage-mib", &args.stage_mib.to_string()]);
+    }
+    let status = bench
         .env("SEE_VMM_BIN", vmm)
         .env("SEE_KERNEL_IMAGE", kernel)
         .env("SEE_PTO_SIGNING_KEY", crate::keys::secret_key_path())

@@ -189,6 +189,8 @@ pub struct Stats {
     /// when the write is done.
     #[cfg(feature = "fault-injection")]
     pub rewrites: u64,
+    /// Time spent per stage of the staging path.
+    pub profile: crate::profile::HostProfile,
 }
 
 /// The kinds of thread the backend runs, for a [`ThreadHook`] (e.g. to install a seccomp

@@ -53,6 +53,7 @@ use std::{
         mpsc::{self, TrySendError},
         Arc, Mutex,
     },
+    time::Instant,
 };
 
 use log::{debug, info, warn};
@@ -65,7 +66,7 @@ use virtio_prefetch_wire::{
 };
 use virtio_queue::QueueT;
 use vm_memory::{
-    Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    Address, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
     GuestMemoryRegion,
 };
 use vmm_sys_util::{
@@ -82,6 +83,7 @@ use crate::{
     floors::{now_s, Floors},
     limit::{LogLimiter, TokenBucket},
     pool::{FetchJob, FetchPool, Fetched},
+    profile::{elapsed_ns, HostProfile},
     seal::{self, SealJob, Sealed, SealedObject},
     signer::{bundle_header, BundleSpec, Session, StatementSigner},
     store::{ResourceStore, StoredResource},
@@ -490,6 +492,7 @@ impl PrefetchDevice {
     }
 
     fn fetch_done(&mut self, done: Fetched) {
+        self.stat(|s| s.profile.add(&done.cost));
         if let Some(order) = self.demands.remove(&done.ticket) {
             match done.result {
                 Ok(resource) => self.fetched_demands.push_back((order, resource)),
@@ -516,6 +519,7 @@ impl PrefetchDevice {
     }
 
     fn seal_done(&mut self, done: Sealed) {
+        self.stat(|s| s.profile.add(&done.cost));
         if done.generation != self.generation {
             return;
         }
@@ -851,6 +855,7 @@ impl PrefetchDevice {
         #[cfg(feature = "fault-injection")]
         self.rewrite_delivered(&mem);
         let mut used_any = false;
+        let mut cost = HostProfile::default();
         while let Some(mut out) = self.next_object() {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
                 self.unsend(out);
@@ -880,22 +885,33 @@ impl PrefetchDevice {
             let room = (desc.len() as usize - MessageHeader::LEN - Chunk::FIXED_LEN)
                 .min(self.config.max_chunk_len as usize);
             let end = (out.offset + room).min(out.bytes.len());
-            let chunk = Message::Chunk(Chunk {
+            let chunk_start = Instant::now();
+            let chunk = Chunk {
                 stream_id: out.stream_id,
                 total_len: out.bytes.len() as u32,
                 offset: out.offset as u32,
                 data: &out.bytes[out.offset..end],
+            };
+            // The head, then the data straight from the sealed object (no message buffer).
+            let written = Chunk::HEAD_LEN + chunk.data.len();
+            let sent = chunk.encode_head(0).is_ok_and(|head| {
+                mem.write_slice(&head, desc.addr()).is_ok()
+                    && desc
+                        .addr()
+                        .checked_add(Chunk::HEAD_LEN as u64)
+                        .is_some_and(|at| mem.write_slice(chunk.data, at).is_ok())
             });
-            let mut message = vec![0u8; chunk.encoded_len()];
-            let written = chunk.encode(0, &mut message).unwrap_or(0);
-            if written == 0 || mem.write_slice(&message[..written], desc.addr()).is_err() {
+            if !sent {
                 self.refuse(QueueName::Staging, desc.addr().0, desc.len());
                 let _ = state.add_used(head, 0);
                 self.unsend(out);
                 used_any = true;
                 continue;
             }
+            let ring_start = Instant::now();
+            cost.chunk_ns += ring_start.duration_since(chunk_start).as_nanos() as u64;
             let _ = state.add_used(head, written as u32);
+            cost.ring_ns += elapsed_ns(ring_start);
             used_any = true;
             self.stat(|s| s.chunks += 1);
             out.offset = end;
@@ -927,10 +943,13 @@ impl PrefetchDevice {
             }
         }
         if used_any {
+            let ring_start = Instant::now();
             if let Err(e) = state.signal_used_queue() {
                 warn!("stagingq interrupt: {e}");
             }
+            cost.ring_ns += elapsed_ns(ring_start);
         }
+        self.stat(|s| s.profile.add(&cost));
     }
 
     /// Writes dispatched requests into posted requestq buffers.

@@ -31,6 +31,7 @@ pub mod fuzzing;
 mod limit;
 pub mod manifest;
 mod pool;
+pub mod profile;
 mod seal;
 pub mod signer;
 pub mod store;

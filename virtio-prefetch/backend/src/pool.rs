@@ -13,6 +13,7 @@ use std::{
     collections::VecDeque,
     sync::{mpsc, Arc, Condvar, Mutex, MutexGuard},
     thread,
+    time::Instant,
 };
 
 use log::warn;
@@ -21,6 +22,7 @@ use vmm_sys_util::event::EventNotifier;
 use crate::api::{BackendThread, ThreadHook};
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Faults, Tamper};
+use crate::profile::{elapsed_ns, take_hash_ns, HostProfile};
 use crate::store::{ResourceStore, StoreError, StoredResource};
 
 /// Default number of fetch workers.
@@ -47,6 +49,8 @@ pub(crate) struct FetchJob {
 pub(crate) struct Fetched {
     pub(crate) ticket: u64,
     pub(crate) result: Result<StoredResource, StoreError>,
+    /// Its reading and hashing time (for the profile).
+    pub(crate) cost: HostProfile,
 }
 
 /// The waiting list for this kind of job is full; try again when a fetch finishes.
@@ -187,7 +191,16 @@ fn next_job(shared: &Shared) -> Option<FetchJob> {
 
 fn work(shared: &Shared, done: &mpsc::Sender<Fetched>, wake: &EventNotifier) {
     while let Some(job) = next_job(shared) {
+        let _ = take_hash_ns();
+        let start = Instant::now();
         let result = fetch(shared.store.as_ref(), &job);
+        let total = elapsed_ns(start);
+        let hash_ns = take_hash_ns();
+        let cost = HostProfile {
+            read_ns: total.saturating_sub(hash_ns),
+            hash_ns,
+            ..HostProfile::default()
+        };
         if !job.demand {
             shared.lists().running_prefetches -= 1;
             // A prefetch slot is free: a waiting worker may take the next one.
@@ -197,6 +210,7 @@ fn work(shared: &Shared, done: &mpsc::Sender<Fetched>, wake: &EventNotifier) {
             .send(Fetched {
                 ticket: job.ticket,
                 result,
+                cost,
             })
             .is_err()
         {

@@ -8,13 +8,17 @@
 //! jobs outstanding (see `device::SEAL_AHEAD`), so the channel in stays short.
 
 use std::{
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
     thread,
+    time::Instant,
 };
 
 use log::warn;
 use sha2::{Digest, Sha384};
-use virtio_prefetch_wire::{BundleHeader, Floor, FloorsHeader};
+use virtio_prefetch_wire::{BundleHeader, Floor, FloorsHeader, BUNDLE_TBS_LEN};
 use vmm_sys_util::event::EventNotifier;
 
 #[cfg(feature = "fault-injection")]
@@ -22,7 +26,8 @@ use crate::fault::{Faults, Tamper};
 use crate::{
     api::{BackendThread, ThreadHook},
     manifest::seal_batch,
-    signer::{encode_bundle, Session, StatementSigner},
+    profile::{elapsed_ns, HostProfile},
+    signer::{encode_bundle, Session, SignError, StatementSigner},
 };
 
 /// Work for the sealing thread.
@@ -71,6 +76,8 @@ pub(crate) struct SealedObject {
 pub(crate) struct Sealed {
     pub(crate) generation: u64,
     pub(crate) objects: Vec<SealedObject>,
+    /// Its signing and encoding time (for the profile).
+    pub(crate) cost: HostProfile,
 }
 
 /// Starts the sealing thread; it ends when `jobs`' sender is dropped.
@@ -110,8 +117,59 @@ fn object(bytes: Vec<u8>, header: Option<BundleHeader>) -> SealedObject {
     }
 }
 
-/// Signs and encodes one job.
+/// A signer that counts the time its signatures take.
+struct Timed<'a> {
+    inner: &'a dyn StatementSigner,
+    ns: AtomicU64,
+}
+
+impl Timed<'_> {
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.ns.fetch_add(elapsed_ns(start), Ordering::Relaxed);
+        out
+    }
+}
+
+impl StatementSigner for Timed<'_> {
+    fn sign_statement(&self, statement: &[u8]) -> Result<[u8; 96], SignError> {
+        self.time(|| self.inner.sign_statement(statement))
+    }
+
+    fn sign_manifest(
+        &self,
+        statement: &[u8],
+        bundles: &[[u8; BUNDLE_TBS_LEN]],
+    ) -> Result<[u8; 96], SignError> {
+        self.time(|| self.inner.sign_manifest(statement, bundles))
+    }
+
+    fn sign_floors(&self, statement: &[u8]) -> Result<[u8; 96], SignError> {
+        self.time(|| self.inner.sign_floors(statement))
+    }
+}
+
+/// Signs and encodes one job; its cost says how long signing took and how long the rest
+/// (encoding) did.
 pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
+    let start = Instant::now();
+    let timed = Timed {
+        inner: signer,
+        ns: AtomicU64::new(0),
+    };
+    let mut sealed = seal_untimed(&timed, job);
+    let total = elapsed_ns(start);
+    let sign_ns = timed.ns.load(Ordering::Relaxed);
+    sealed.cost = HostProfile {
+        sign_ns,
+        chunk_ns: total.saturating_sub(sign_ns),
+        ..HostProfile::default()
+    };
+    sealed
+}
+
+fn seal_untimed(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
     match job {
         SealJob::Bundle {
             generation,
@@ -141,6 +199,7 @@ pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
             Sealed {
                 generation,
                 objects,
+                cost: HostProfile::default(),
             }
         }
         SealJob::Floors {
@@ -152,6 +211,7 @@ pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
             objects: seal_floors(signer, header, &floors)
                 .map(|bytes| vec![object(bytes, None)])
                 .unwrap_or_default(),
+            cost: HostProfile::default(),
         },
         SealJob::Batch {
             generation,
@@ -183,6 +243,7 @@ pub(crate) fn seal(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
             Sealed {
                 generation,
                 objects,
+                cost: HostProfile::default(),
             }
         }
     }

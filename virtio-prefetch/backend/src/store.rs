@@ -125,7 +125,7 @@ pub struct StoredResource {
 impl StoredResource {
     /// A resource whose digest is computed from `content`.
     pub fn new(id: u64, version: u64, kind: ResourceKind, app_id: u32, content: Vec<u8>) -> Self {
-        let sha384 = Sha384::digest(&content).into();
+        let sha384 = crate::profile::sha384(&content);
         Self {
             id,
             version,
@@ -307,7 +307,7 @@ impl DiskStore {
     ) -> Result<StoredResource, StoreError> {
         let path = self.dir.join("objects").join(&v.digest);
         let content = fs::read(&path).map_err(io(&path))?;
-        let sha384: [u8; 48] = Sha384::digest(&content).into();
+        let sha384 = crate::profile::sha384(&content);
         if hex(&sha384) != v.digest {
             return Err(StoreError::CorruptObject {
                 id,

@@ -220,6 +220,9 @@ pub struct Request<'a> {
     pub args: &'a [u8],
 }
 
+/// [`Chunk::HEAD_LEN`].
+const CHUNK_HEAD_LEN: usize = MessageHeader::LEN + 24;
+
 /// One chunk of a bundle or manifest (stagingq).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk<'a> {
@@ -236,6 +239,32 @@ pub struct Chunk<'a> {
 impl Chunk<'_> {
     /// Size of the fixed part of the payload.
     pub const FIXED_LEN: usize = 24;
+    /// Bytes of a Chunk message before its data: the message header and the fixed part.
+    pub const HEAD_LEN: usize = CHUNK_HEAD_LEN;
+
+    /// The first [`Chunk::HEAD_LEN`] bytes of this chunk's message, exactly as
+    /// [`Message::encode`] writes them before the data: a sender writes `data` after them from
+    /// where it lies, without copying it into a message buffer first. Refuses what `encode`
+    /// refuses.
+    pub fn encode_head(&self, cookie: u32) -> Result<[u8; CHUNK_HEAD_LEN], WireError> {
+        let message = Message::Chunk(*self);
+        message.check_limits()?;
+        let mut out = [0u8; CHUNK_HEAD_LEN];
+        let mut w = Writer::new(&mut out, CHUNK_HEAD_LEN)?;
+        MessageHeader {
+            kind: MessageKind::Chunk,
+            flags: 0,
+            len: message.payload_len() as u32,
+            cookie,
+        }
+        .write(&mut w);
+        w.u64(self.stream_id);
+        w.u32(self.total_len);
+        w.u32(self.offset);
+        w.u32(self.data.len() as u32);
+        w.u32(0);
+        Ok(out)
+    }
 }
 
 /// The driver's session announcement (ctrlq).

@@ -473,3 +473,40 @@ fn mutated_inputs_never_panic_and_accepted_ones_are_canonical() {
         }
     }
 }
+
+#[test]
+fn a_chunk_head_is_what_encode_writes_before_the_data() {
+    let mut data = [0u8; 200];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    for (offset, len) in [(0u32, 1usize), (0, 200), (50, 100), (199, 1)] {
+        let chunk = Chunk {
+            stream_id: 0x0102_0304_0506_0708,
+            total_len: 250,
+            offset,
+            data: &data[..len],
+        };
+        let mut whole = [0u8; 300];
+        let n = Message::Chunk(chunk).encode(9, &mut whole).unwrap();
+        let head = chunk.encode_head(9).unwrap();
+        assert_eq!(
+            &whole[..Chunk::HEAD_LEN],
+            &head[..],
+            "offset {offset} len {len}"
+        );
+        assert_eq!(&whole[Chunk::HEAD_LEN..n], chunk.data);
+        assert_eq!(parse_message(&whole[..n]).unwrap().1, Message::Chunk(chunk));
+    }
+    // Past its object: refused, as encode refuses it.
+    let beyond = Chunk {
+        stream_id: 1,
+        total_len: 3,
+        offset: 1,
+        data: b"abc",
+    };
+    assert!(matches!(
+        beyond.encode_head(0),
+        Err(WireError::TooLarge { .. })
+    ));
+}

@@ -18,6 +18,7 @@ pub mod entropy;
 mod hostile;
 pub mod platform;
 mod probe;
+mod profile;
 mod setup;
 mod wasm;
 

@@ -99,4 +99,8 @@ impl see_guest_driver::Platform for KernelPlatform {
     fn fill_random(&mut self, buf: &mut [u8]) {
         super::entropy::fill(buf);
     }
+
+    fn interrupt_age_ns(&mut self) -> Option<u64> {
+        super::profile::interrupt_age_ns()
+    }
 }

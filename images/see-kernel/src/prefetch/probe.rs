@@ -23,7 +23,8 @@ const REJECT_NAMES: [&str; 12] = [
     "stale_floors",
 ];
 
-/// Prints `see: counters ...` and `see: rejects <reason>=<n> ...` (every reason, zeros too).
+/// Prints `see: counters ...`, `see: rejects <reason>=<n> ...` (every reason, zeros too) and
+/// `see: profile ...` ([`super::profile::print`]).
 pub fn print_counters(driver: &Drv) {
     let c = driver.counters();
     println!(
@@ -51,6 +52,7 @@ pub fn print_counters(driver: &Drv) {
         line.push_str(&alloc::format!(" {name}={n}"));
     }
     println!("{line}");
+    super::profile::print(driver);
 }
 
 /// One word for a claim's outcome, as printed by [`probe`].

@@ -20,6 +20,7 @@ use crate::{exit::Status, interrupts, keys, memmap::MemoryMap, usermode};
 static IRQ_HANDLE: Once<InterruptHandle> = Once::new();
 
 fn on_device_interrupt() {
+    super::profile::on_interrupt();
     if let Some(handle) = IRQ_HANDLE.get() {
         handle.on_interrupt();
     }
