@@ -23,6 +23,7 @@ pub mod launch;
 mod metrics;
 pub mod origin;
 mod service;
+pub mod wasm_task;
 
 use std::{
     sync::{

@@ -48,6 +48,11 @@ const LIMITS: Limits = Limits {
 
 /// tasks/shop.c, built and compiled; None when the toolchain is missing and not required.
 fn shop(rt: &Runtime) -> Option<Compiled> {
+    task(rt, "shop")
+}
+
+/// tasks/NAME.c, built and compiled; None when the toolchain is missing and not required.
+fn task(rt: &Runtime, name: &str) -> Option<Compiled> {
     let Some(toolchain) =
         Toolchain::find_or_skip().expect("clang-19 and lld-19 (SEE_REQUIRE_CLANG is set)")
     else {
@@ -55,10 +60,10 @@ fn shop(rt: &Runtime) -> Option<Compiled> {
         return None;
     };
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tasks");
-    let wasm = toolchain.build("shop", &out).expect("tasks/shop.c builds");
+    let wasm = toolchain.build(name, &out).expect("the task builds");
     Some(
         rt.compile(&wasm)
-            .expect("shop.wasm passes the task interface"),
+            .expect("the module passes the task interface"),
     )
 }
 
