@@ -93,6 +93,15 @@ fn run(rt: &Runtime, shop: &Compiled, resources: &[(u64, Vec<u8>)]) -> Result<u6
     rt.run(shop, LIMITS, &mut host).map(|o| o.result)
 }
 
+/// The README's example task.
+#[test]
+fn the_readme_sum_task_sums_its_first_input() {
+    let rt = Runtime::new();
+    let Some(sum) = task(&rt, "sum") else { return };
+    assert_eq!(run(&rt, &sum, &[(8, vec![1, 2, 3, 250])]).unwrap(), 256);
+    assert!(matches!(run(&rt, &sum, &[]), Err(TaskError::Failed(1))));
+}
+
 #[test]
 fn shop_in_c_matches_the_native_work() {
     let rt = Runtime::new();

@@ -116,7 +116,10 @@ impl Toolchain {
                 source: e,
             })?;
         }
-        let tmp = out.with_extension(format!("wasm.{}.tmp", std::process::id()));
+        // Unique per process and per call: tests build the same module from several threads.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out.with_extension(format!("wasm.{}.{n}.tmp", std::process::id()));
         let status = Command::new(&self.clang)
             .args([
                 "--target=wasm32",
