@@ -15,8 +15,10 @@ use see_prefetch_backend::store::{ResourceStore, StoreError, StoredResource};
 use see_task::{ClaimRefusal, Limits, Outcome, Runtime, TaskError, TaskHost};
 use virtio_prefetch_wire::ResourceKind;
 
-/// The fuel of a task whose catalogue entry sets none (about a billion instructions).
-pub const DEFAULT_FUEL: u64 = 1_000_000_000;
+/// The fuel of a task whose catalogue entry sets none: ten billion units, a few seconds of
+/// wasmi. Fuel counts wasmi's charges, not instructions executed: `tasks/shop.c` (clang -O2)
+/// is charged about 1.6 billion per MiB of see-workload resource.
+pub const DEFAULT_FUEL: u64 = 10_000_000_000;
 /// The memory limit of a task whose catalogue entry sets none.
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
 
