@@ -205,3 +205,34 @@ fn forged_corruption_is_judged_like_the_native_work() {
         "{failed} of {checked} failed"
     );
 }
+
+/// The shop task under limits too small for its input: a clean MemoryLimit or OutOfFuel,
+/// and the next run with enough is served.
+#[test]
+fn the_shop_task_stops_at_its_limits() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let big = data(20, 1 << 20);
+    let input = |bytes: &Vec<u8>| Host {
+        inputs: vec![20],
+        resources: [(20, bytes.clone())].into(),
+    };
+    let tight_memory = Limits {
+        memory_bytes: 2 << 20,
+        ..LIMITS
+    };
+    assert!(matches!(
+        rt.run(&shop, tight_memory, &mut input(&big)),
+        Err(TaskError::MemoryLimit { limit }) if limit == 2 << 20
+    ));
+    let little_fuel = Limits {
+        fuel: 1_000_000,
+        ..LIMITS
+    };
+    assert!(matches!(
+        rt.run(&shop, little_fuel, &mut input(&big)),
+        Err(TaskError::OutOfFuel { fuel: 1_000_000 })
+    ));
+    let served = rt.run(&shop, LIMITS, &mut input(&big)).unwrap();
+    assert_eq!(served.result, native(&[&big]));
+}
