@@ -24,6 +24,7 @@ mod metrics;
 pub mod origin;
 mod service;
 pub mod tasks;
+pub mod wasm_task;
 
 use std::{
     sync::{

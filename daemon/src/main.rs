@@ -3,6 +3,7 @@
 //! ```text
 //! see-daemon [--config see.toml] [--socket PATH] [--store DIR] [--key FILE] [--predictor KIND] ...
 //! see-daemon store add --store DIR --id 3 --version 1 --kind data --app 1 --file blob.bin
+//! see-daemon store publish --store DIR --id 40 --version 1 --app 1 [--fuel F] [--memory-mib M] task.wasm
 //! see-daemon guest-cmdline [--config see.toml] ...
 //! ```
 //! Flags override the TOML file, which overrides the defaults (`Config`). Once the front door
@@ -22,7 +23,7 @@ mod args;
 
 use args::ServeArgs;
 use clap::{Parser, Subcommand};
-use see_daemon::{confine, Config, ConfigError};
+use see_daemon::{confine, wasm_task, Config, ConfigError};
 use see_prefetch_backend::store::{parse_kind, DiskStore};
 use see_sandbox::{Enforcement, SandboxError, UserSpec};
 use virtio_prefetch_wire::ResourceKind;
@@ -93,6 +94,31 @@ enum StoreCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Check a Wasm task module against the task interface and add it as a code resource;
+    /// a module that fails the check is refused with the reason.
+    Publish {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// Resource wire id of the module.
+        #[arg(long)]
+        id: u64,
+        /// Version (newer versions supersede older ones).
+        #[arg(long)]
+        version: u64,
+        /// The app whose tasks run it.
+        #[arg(long)]
+        app: u32,
+        /// The task's fuel (instruction budget), for its catalogue entry.
+        #[arg(long, default_value_t = wasm_task::DEFAULT_FUEL)]
+        fuel: u64,
+        /// The task's memory limit in MiB, for its catalogue entry: the module's initial
+        /// memory must fit.
+        #[arg(long, default_value_t = wasm_task::DEFAULT_MEMORY_MIB)]
+        memory_mib: u32,
+        /// The module (`cargo xtask tasks` builds tasks/NAME.c into target/tasks/NAME.wasm).
+        module: PathBuf,
+    },
 }
 
 fn kind_arg(name: &str) -> Result<ResourceKind, String> {
@@ -115,6 +141,11 @@ enum MainError {
     Store(#[from] see_prefetch_backend::store::StoreError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error("{path} refused: {source}")]
+    Module {
+        path: PathBuf,
+        source: wasm_task::ModuleError,
+    },
 }
 
 impl From<see_daemon::DaemonError> for MainError {
@@ -175,6 +206,35 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 source,
             })?;
             DiskStore::open(&store)?.add(id, version, kind, app, &content)?;
+            Ok(())
+        }
+        Some(Command::Store(StoreCommand::Publish {
+            store,
+            id,
+            version,
+            app,
+            fuel,
+            memory_mib,
+            module,
+        })) => {
+            let wasm = std::fs::read(&module).map_err(|source| MainError::Read {
+                path: module.clone(),
+                source,
+            })?;
+            let runtime = see_task::Runtime::new();
+            wasm_task::check_module(&runtime, &wasm, u64::from(memory_mib) << 20).map_err(
+                |source| MainError::Module {
+                    path: module.clone(),
+                    source,
+                },
+            )?;
+            DiskStore::open(&store)?.add(id, version, ResourceKind::Code, app, &wasm)?;
+            println!(
+                "published {}: resource {id} version {version} (code, app {app}, {} bytes); \
+                 its task's catalogue entry: fuel = {fuel}, memory_mib = {memory_mib}",
+                module.display(),
+                wasm.len()
+            );
             Ok(())
         }
     }

@@ -8,14 +8,9 @@
 //! data resources (`OP_RUN_WASM`) under the task's fuel and memory limits
 //! ([`see_pto::metadata::TaskLimits`]).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use see_prefetch_backend::store::ResourceStore;
 use see_pto::metadata::ServiceCatalogue;
-use see_task::{ClaimRefusal, TaskHost};
 use virtio_prefetch_wire::ResourceKind;
 
 /// The name of the padding custom section.
@@ -116,72 +111,6 @@ impl TaskModule {
     }
 }
 
-/// A task's view of a store, the host's twin of the guest's claim API: the task's inputs, and
-/// claims of the newest version of any resource of the task's app (another app's are denied).
-/// The host runs a task's module over it to compute the result the guest must report.
-pub struct StoreTaskHost<'s> {
-    store: &'s dyn ResourceStore,
-    app: u32,
-    inputs: Vec<u64>,
-    claimed: BTreeMap<u64, Vec<u8>>,
-}
-
-impl<'s> StoreTaskHost<'s> {
-    /// The view of `app`'s task whose inputs are `inputs` (resource ids, in order).
-    pub fn new(store: &'s dyn ResourceStore, app: u32, inputs: Vec<u64>) -> Self {
-        Self {
-            store,
-            app,
-            inputs,
-            claimed: BTreeMap::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for StoreTaskHost<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreTaskHost")
-            .field("app", &self.app)
-            .field("inputs", &self.inputs)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TaskHost for StoreTaskHost<'_> {
-    fn input(&self, index: u32) -> Option<u64> {
-        self.inputs.get(usize::try_from(index).ok()?).copied()
-    }
-
-    fn claim(&mut self, resource: u64) -> Result<u64, ClaimRefusal> {
-        if let Some(bytes) = self.claimed.get(&resource) {
-            return Ok(bytes.len() as u64);
-        }
-        let stored = self
-            .store
-            .get(resource, 0)
-            .map_err(|_| ClaimRefusal::Unavailable)?;
-        if stored.app_id != self.app {
-            return Err(ClaimRefusal::Denied);
-        }
-        let len = stored.content.len() as u64;
-        self.claimed.insert(resource, stored.content);
-        Ok(len)
-    }
-
-    fn read(&mut self, resource: u64, offset: u64, dst: &mut [u8]) -> Result<usize, ClaimRefusal> {
-        let bytes = self
-            .claimed
-            .get(&resource)
-            .ok_or(ClaimRefusal::NotClaimed)?;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let n = dst.len().min(bytes.len() - start);
-        dst[..n].copy_from_slice(&bytes[start..start + n]);
-        Ok(n)
-    }
-}
-
 /// Checks that every task of `cat` has exactly one code resource (the one its module goes in).
 pub fn check_catalogue(cat: &ServiceCatalogue) -> Result<(), TaskModuleError> {
     for task in &cat.tasks {
@@ -272,48 +201,6 @@ mod tests {
         .unwrap();
         let err = TaskModule::from_bytes(bad).unwrap_err();
         assert!(err.to_string().contains("env.system"), "{err}");
-    }
-
-    /// Adds its inputs' first bytes; returns 9 when a claim is refused.
-    const FIRST_BYTES: &str = r#"(module
-      (import "see" "input" (func $input (param i32) (result i64)))
-      (import "see" "claim" (func $claim (param i64) (result i64)))
-      (import "see" "read" (func $read (param i64 i64 i32 i32) (result i32)))
-      (import "see" "result" (func $result (param i64)))
-      (memory (export "memory") 1)
-      (func (export "run") (result i32)
-        (local $i i32) (local $id i64) (local $sum i64)
-        (block $done (loop $next
-          (local.set $id (call $input (local.get $i)))
-          (br_if $done (i64.lt_s (local.get $id) (i64.const 0)))
-          (if (i64.lt_s (call $claim (local.get $id)) (i64.const 0)) (then (return (i32.const 9))))
-          (drop (call $read (local.get $id) (i64.const 0) (i32.const 0) (i32.const 1)))
-          (local.set $sum (i64.add (local.get $sum) (i64.load8_u (i32.const 0))))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $next)))
-        (call $result (local.get $sum))
-        (i32.const 0)))"#;
-
-    #[test]
-    fn a_store_task_host_claims_only_its_apps_resources() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = see_prefetch_backend::store::DiskStore::open(dir.path()).unwrap();
-        store.add(1, 1, ResourceKind::Data, 5, &[10, 0]).unwrap();
-        store.add(2, 1, ResourceKind::Data, 5, &[20]).unwrap();
-        store.add(3, 1, ResourceKind::Data, 6, &[40]).unwrap();
-        let rt = see_task::Runtime::new();
-        let module = rt.compile(&wat::parse_str(FIRST_BYTES).unwrap()).unwrap();
-        let limits = see_task::Limits {
-            fuel: 1_000_000,
-            memory_bytes: 1 << 20,
-        };
-        let mut own = StoreTaskHost::new(&store, 5, vec![1, 2]);
-        assert_eq!(rt.run(&module, limits, &mut own).unwrap().result, 30);
-        let mut foreign = StoreTaskHost::new(&store, 5, vec![1, 3]);
-        assert!(matches!(
-            rt.run(&module, limits, &mut foreign),
-            Err(see_task::TaskError::Failed(9))
-        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, fmt, sync::Mutex};
 
-use see_daemon::tasks::StoreTaskHost;
+use see_daemon::wasm_task::StoreTaskHost;
 use see_prefetch_backend::store::{DiskStore, ResourceStore};
 use see_pto::metadata::{ServiceCatalogue, TaskLimits};
 use see_workload::{resource_word, TaskResult};

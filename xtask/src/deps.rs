@@ -1,6 +1,7 @@
 //! System packages the tests and benches need, installed when missing, so that a fresh
 //! machine needs nothing by hand: QEMU (Debian's `qemu-system-x86`), which boots the guest
-//! image on a second PVH loader in tests/qemu.rs.
+//! image on a second PVH loader in tests/qemu.rs, and Debian's `clang-19` and `lld-19`, which
+//! compile the C task modules in tasks/ to Wasm.
 //!
 //! Installation goes through the distribution's own client (`apt-get`, as root: the CI
 //! machines run as root); `apt-get update` runs at most once per xtask run.
@@ -74,9 +75,31 @@ pub fn ensure_qemu() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{QEMU_PACKAGE} is installed but {QEMU_BIN} is not on the PATH"))
 }
 
+/// The Debian packages of the C-to-Wasm toolchain: the compiler and `wasm-ld`.
+const WASM_TOOLCHAIN_PACKAGES: [&str; 2] = ["clang-19", "lld-19"];
+
+/// The path of `clang-19` able to link Wasm (with `wasm-ld` from lld-19), installing the
+/// packages first when either is missing.
+pub fn ensure_wasm_toolchain() -> Result<PathBuf, String> {
+    if let Ok(toolchain) = see_task_c::Toolchain::find() {
+        return Ok(toolchain.clang().to_path_buf());
+    }
+    apt_install(&WASM_TOOLCHAIN_PACKAGES)?;
+    see_task_c::Toolchain::find()
+        .map(|t| t.clang().to_path_buf())
+        .map_err(|e| {
+            format!(
+                "{} are installed but: {e}",
+                WASM_TOOLCHAIN_PACKAGES.join(", ")
+            )
+        })
+}
+
 /// `cargo xtask deps`: installs whatever is missing and says where it is.
 pub fn run() -> Result<(), String> {
     let qemu = ensure_qemu()?;
     eprintln!("xtask: {QEMU_BIN}: {}", qemu.display());
+    let clang = ensure_wasm_toolchain()?;
+    eprintln!("xtask: clang-19: {}", clang.display());
     Ok(())
 }

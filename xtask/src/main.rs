@@ -9,6 +9,7 @@ mod fuzz;
 mod image;
 mod keys;
 mod run;
+mod tasks;
 mod test;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -42,8 +43,11 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Run the whole test suite: format, lints, docs, unit and end-to-end tests (what CI runs).
     Test(test::TestArgs),
-    /// Install the system packages the tests and benches need (QEMU) when they are missing.
+    /// Install the system packages the tests and benches need (QEMU, clang-19, lld-19) when
+    /// they are missing.
     Deps,
+    /// Build the C task modules tasks/*.c into target/tasks/*.wasm and check each.
+    Tasks,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Deps => deps::run(),
+        Command::Tasks => tasks::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

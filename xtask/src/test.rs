@@ -93,6 +93,9 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
     )?;
     // tests/qemu.rs boots the image on QEMU too.
     let qemu = crate::deps::ensure_qemu()?;
+    // The C task modules: built and checked here; the tests that run them build them again
+    // and, with SEE_REQUIRE_CLANG set, fail rather than skip without the toolchain.
+    crate::tasks::build()?;
     // The end-to-end tests boot the release VMM on the guest image: build both first.
     let kernel = image::build_image()?;
     let test_kernel = image::build_test_image()?;
@@ -127,6 +130,7 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             .env("SEE_KERNEL_IMAGE", kernel)
             .env("SEE_TEST_KERNEL_IMAGE", test_kernel)
             .env("SEE_QEMU_BIN", qemu)
+            .env(see_task_c::REQUIRE_ENV, "1")
             .env(
                 "SEE_BACKEND_BIN",
                 image::target_dir().join("release/see-prefetch-backend"),

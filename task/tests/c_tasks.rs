@@ -1,0 +1,238 @@
+//! The C tasks of tasks/ (built with clang-19 by the same function as `cargo xtask tasks`)
+//! against the native work they port: tasks/shop.c must report exactly the fold of
+//! `see_workload::resource_word` over its inputs, and fail (never trap, hang or agree with a
+//! corrupt resource) where `see_workload::process` fails.
+//!
+//! Skips only when clang-19/lld-19 are missing and SEE_REQUIRE_CLANG is unset; `cargo xtask
+//! test` (CI) installs them and sets it.
+
+use std::{collections::BTreeMap, path::Path};
+
+use see_task::{ClaimRefusal, Compiled, Limits, Runtime, TaskError, TaskHost};
+use see_task_c::Toolchain;
+use see_workload::{generate, process, Header, Kind, Spec, TaskResult, HEADER_LEN};
+
+/// Resources by id, every one the task's app's; inputs in order.
+struct Host {
+    inputs: Vec<u64>,
+    resources: BTreeMap<u64, Vec<u8>>,
+}
+
+impl TaskHost for Host {
+    fn input(&self, index: u32) -> Option<u64> {
+        self.inputs.get(index as usize).copied()
+    }
+    fn claim(&mut self, resource: u64) -> Result<u64, ClaimRefusal> {
+        let bytes = self
+            .resources
+            .get(&resource)
+            .ok_or(ClaimRefusal::Unavailable)?;
+        Ok(bytes.len() as u64)
+    }
+    fn read(&mut self, resource: u64, offset: u64, dst: &mut [u8]) -> Result<usize, ClaimRefusal> {
+        let bytes = self
+            .resources
+            .get(&resource)
+            .ok_or(ClaimRefusal::NotClaimed)?;
+        let start = usize::try_from(offset).map_or(bytes.len(), |o| o.min(bytes.len()));
+        let n = dst.len().min(bytes.len() - start);
+        dst[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+}
+
+const LIMITS: Limits = Limits {
+    fuel: 20_000_000_000,
+    memory_bytes: 64 << 20,
+};
+
+/// tasks/shop.c, built and compiled; None when the toolchain is missing and not required.
+fn shop(rt: &Runtime) -> Option<Compiled> {
+    task(rt, "shop")
+}
+
+/// tasks/NAME.c, built and compiled; None when the toolchain is missing and not required.
+fn task(rt: &Runtime, name: &str) -> Option<Compiled> {
+    let Some(toolchain) =
+        Toolchain::find_or_skip().expect("clang-19 and lld-19 (SEE_REQUIRE_CLANG is set)")
+    else {
+        eprintln!("SKIPPED: clang-19/lld-19 are not installed (`cargo xtask deps`)");
+        return None;
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tasks");
+    let wasm = toolchain.build(name, &out).expect("the task builds");
+    Some(
+        rt.compile(&wasm)
+            .expect("the module passes the task interface"),
+    )
+}
+
+fn data(id: u64, size: u64) -> Vec<u8> {
+    generate(&Spec {
+        resource_id: id,
+        version: 2,
+        size,
+        kind: Kind::Data,
+    })
+    .unwrap()
+}
+
+fn native(resources: &[&[u8]]) -> u64 {
+    let mut fold = TaskResult::new();
+    for r in resources {
+        fold.add(process(r).expect("generated resources process").digest);
+    }
+    fold.value()
+}
+
+fn run(rt: &Runtime, shop: &Compiled, resources: &[(u64, Vec<u8>)]) -> Result<u64, TaskError> {
+    let mut host = Host {
+        inputs: resources.iter().map(|(id, _)| *id).collect(),
+        resources: resources.iter().cloned().collect(),
+    };
+    rt.run(shop, LIMITS, &mut host).map(|o| o.result)
+}
+
+/// The README's example task.
+#[test]
+fn the_readme_sum_task_sums_its_first_input() {
+    let rt = Runtime::new();
+    let Some(sum) = task(&rt, "sum") else { return };
+    assert_eq!(run(&rt, &sum, &[(8, vec![1, 2, 3, 250])]).unwrap(), 256);
+    assert!(matches!(run(&rt, &sum, &[]), Err(TaskError::Failed(1))));
+}
+
+#[test]
+fn shop_in_c_matches_the_native_work() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let sizes = [256u64, 4 << 10, 64 << 10, 300 << 10, 1 << 20];
+    let all: Vec<(u64, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| (10 + i as u64, data(10 + i as u64, size)))
+        .collect();
+    for one in &all {
+        let want = native(&[&one.1]);
+        assert_eq!(
+            run(&rt, &shop, std::slice::from_ref(one)).unwrap(),
+            want,
+            "{} bytes",
+            one.1.len()
+        );
+    }
+    let want = native(&all.iter().map(|(_, b)| b.as_slice()).collect::<Vec<_>>());
+    assert_eq!(run(&rt, &shop, &all).unwrap(), want, "all inputs, in order");
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_ne!(
+        run(&rt, &shop, &reversed).unwrap(),
+        want,
+        "the fold keeps the order"
+    );
+    // No inputs: the fold's seed, as TaskResult::new().
+    assert_eq!(run(&rt, &shop, &[]).unwrap(), TaskResult::new().value());
+}
+
+#[test]
+fn a_corrupt_resource_fails_the_task() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let good = data(3, 16 << 10);
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    // 11: the CRC-32 over header and body.
+    assert!(matches!(
+        run(&rt, &shop, &[(3, good.clone()), (4, bad)]),
+        Err(TaskError::Failed(11))
+    ));
+    // Not a workload resource at all.
+    assert!(matches!(
+        run(&rt, &shop, &[(5, vec![7; 100])]),
+        Err(TaskError::Failed(5))
+    ));
+    // A refused claim (the host has no resource 9).
+    let mut host = Host {
+        inputs: vec![9],
+        resources: BTreeMap::new(),
+    };
+    assert!(matches!(
+        rt.run(&shop, LIMITS, &mut host),
+        Err(TaskError::Failed(2))
+    ));
+}
+
+/// Damage past the CRC (a forged header CRC): the C inflate and record checks must agree with
+/// the native ones: both fail, or both give the same digest. Never a trap or a runaway loop.
+#[test]
+fn forged_corruption_is_judged_like_the_native_work() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let good = data(6, 8 << 10);
+    let h = Header::parse(&good).unwrap();
+    let stream_end = HEADER_LEN + h.deflate_len as usize;
+    let (mut failed, mut checked) = (0, 0);
+    for (i, flip) in (HEADER_LEN..stream_end)
+        .step_by(17)
+        .zip([0x01u8, 0x10, 0x80, 0xff].iter().cycle())
+    {
+        let mut bad = good.clone();
+        bad[i] ^= flip;
+        let forged = Header {
+            crc: h.checksum(&bad[HEADER_LEN..]),
+            ..h
+        };
+        bad[..HEADER_LEN].copy_from_slice(&forged.encode());
+        let native = process(&bad).map(|s| {
+            let mut fold = TaskResult::new();
+            fold.add(s.digest);
+            fold.value()
+        });
+        let wasm = run(&rt, &shop, &[(1, bad)]);
+        checked += 1;
+        match (native, wasm) {
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "flip at {i}"),
+            (Err(_), Err(TaskError::Failed(code))) => {
+                assert!((10..=14).contains(&code), "flip at {i}: code {code}");
+                failed += 1;
+            }
+            (n, w) => panic!("flip at {i}: native {n:?}, wasm {w:?}"),
+        }
+    }
+    assert!(
+        checked > 100 && failed > checked / 2,
+        "{failed} of {checked} failed"
+    );
+}
+
+/// The shop task under limits too small for its input: a clean MemoryLimit or OutOfFuel,
+/// and the next run with enough is served.
+#[test]
+fn the_shop_task_stops_at_its_limits() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let big = data(20, 1 << 20);
+    let input = |bytes: &Vec<u8>| Host {
+        inputs: vec![20],
+        resources: [(20, bytes.clone())].into(),
+    };
+    let tight_memory = Limits {
+        memory_bytes: 2 << 20,
+        ..LIMITS
+    };
+    assert!(matches!(
+        rt.run(&shop, tight_memory, &mut input(&big)),
+        Err(TaskError::MemoryLimit { limit }) if limit == 2 << 20
+    ));
+    let little_fuel = Limits {
+        fuel: 1_000_000,
+        ..LIMITS
+    };
+    assert!(matches!(
+        rt.run(&shop, little_fuel, &mut input(&big)),
+        Err(TaskError::OutOfFuel { fuel: 1_000_000 })
+    ));
+    let served = rt.run(&shop, LIMITS, &mut input(&big)).unwrap();
+    assert_eq!(served.result, native(&[&big]));
+}
