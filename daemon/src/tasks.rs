@@ -38,7 +38,7 @@ pub enum TaskModuleError {
     /// A task has no code resource, or several, so no one module to run.
     #[error(
         "task {task:?} has {count} code resources; a Wasm task needs exactly one (its module), \
-         or run the catalogue with native tasks"
+         or run the catalogue with native tasks (--native-tasks)"
     )]
     CodeResources {
         /// The task.

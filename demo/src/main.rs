@@ -199,10 +199,14 @@ struct Args {
     /// The daemon sends a request's prefetch orders at dispatch, not at completion.
     #[arg(long)]
     eager_prefetch: bool,
-    /// The Wasm module every task runs (`cargo xtask tasks` builds target/tasks/shop.wasm);
-    /// without it, the native tasks compiled into the guest.
-    #[arg(long, value_name = "FILE")]
+    /// The Wasm module every task runs (`cargo xtask tasks` builds target/tasks/shop.wasm;
+    /// `cargo xtask run` passes it unless told `--native-tasks`).
+    #[arg(long, value_name = "FILE", conflicts_with = "native_tasks")]
     task_module: Option<PathBuf>,
+    /// The native tasks compiled into the guest image (the comparison point for Wasm tasks;
+    /// also what runs when no --task-module is given).
+    #[arg(long)]
+    native_tasks: bool,
     /// Output directory: store, requests.csv, latency.png, and per repetition (`rep1/`, ...)
     /// the histories, audit logs and run directories.
     #[arg(long, default_value = "target/see-demo")]

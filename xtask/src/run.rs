@@ -77,10 +77,30 @@ fn build_service() -> Result<(), String> {
     Ok(())
 }
 
+/// The arguments that make the demo or the service run the tasks as Wasm modules: the shop
+/// task built from `tasks/shop.c`, unless `args` choose the native tasks or a module already.
+fn wasm_task_args(args: &[String]) -> Result<Vec<String>, String> {
+    let chosen = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if chosen("--native-tasks") || chosen("--task-module") {
+        return Ok(Vec::new());
+    }
+    let modules = crate::tasks::build()?;
+    let shop = modules
+        .into_iter()
+        .find(|m| m.file_stem().is_some_and(|s| s == "shop"))
+        .ok_or("tasks/shop.c did not build into shop.wasm")?;
+    Ok(vec!["--task-module".into(), shop.display().to_string()])
+}
+
 /// Builds the release see-demo and runs it with the image, the VMM, the daemon and the
-/// development key.
+/// development key; the tasks run as Wasm modules unless `--native-tasks` is among the
+/// demo's arguments.
 fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
     build_service()?;
+    let tasks = wasm_task_args(demo_args)?;
     let bin = image::target_dir().join("release/see-demo");
     eprintln!("xtask: == run {}", bin.display());
     let status = Command::new(&bin)
@@ -97,6 +117,7 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
         .arg(keys::audit_key_path())
         .arg("--audit-pub")
         .arg(keys::audit_public_path())
+        .args(tasks)
         .args(demo_args)
         .status()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
@@ -128,6 +149,7 @@ pub fn serve(args: &[String]) -> Result<(), String> {
     if args.is_empty() {
         cmd.args(["--listen", "127.0.0.1:8080"]);
     }
+    cmd.args(wasm_task_args(args)?);
     eprintln!("xtask: == run {} up", see.display());
     let status = cmd
         .args(args)
