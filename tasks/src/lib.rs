@@ -19,6 +19,8 @@
 //! the toolchain may skip when it is missing only while [`REQUIRE_ENV`] is unset: `cargo xtask
 //! test` (CI) installs it and sets the variable, so CI cannot skip silently.
 
+pub mod synthetic;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -44,6 +44,13 @@ enum BenchCommand {
     },
     /// The simulated sweeps (`pto simulate --sweep`) and their cross-check against see-demo.
     Sweep(sweep::SweepArgs),
+    /// Wasm task code: a prefetched, compiled module against demand fetch and compile, at
+    /// three module sizes, in the VM.
+    Wasm {
+        /// Rounds (each with fresh modules; the two cases alternate order).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 /// Options of `cargo xtask bench prefetch`.
@@ -86,6 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     match &args.what {
         BenchCommand::Boot(a) => boot(a),
         BenchCommand::Prefetch(a) => prefetch(a),
+        BenchCommand::Wasm { rounds } => wasm(*rounds),
         BenchCommand::Api { args } => api(args),
         BenchCommand::Sweep(a) => sweep::run(a),
     }
@@ -442,6 +450,39 @@ fn peer_table(see: &[Sample], qemu: &[Sample], memory: u32) {
 
 /// Builds the image, the VMM and the benchmark driver (tests/bench/prefetch_bench.rs, which
 /// runs the backend in-process), then runs it.
+/// `bench wasm`: see-wasm-bench (tests/bench/wasm_bench.rs) against the image and the VMM.
+fn wasm(rounds: usize) -> Result<(), String> {
+    let kernel = image::build_image()?;
+    let vmm = image::build_vmm()?;
+    crate::run_step(
+        "build see-wasm-bench (release)",
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(crate::repo_root())
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "see-e2e",
+                "--bin",
+                "see-wasm-bench",
+            ]),
+    )?;
+    println!("machine: {}", machine());
+    let status = Command::new(image::target_dir().join("release/see-wasm-bench"))
+        .args(["--rounds", &rounds.to_string()])
+        .env("SEE_VMM_BIN", vmm)
+        .env("SEE_KERNEL_IMAGE", kernel)
+        .env("SEE_PTO_SIGNING_KEY", crate::keys::secret_key_path())
+        .status()
+        .map_err(|e| format!("cannot run see-wasm-bench: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see-wasm-bench failed ({status})"))
+    }
+}
+
 fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
