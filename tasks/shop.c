@@ -137,18 +137,9 @@ typedef struct {
     u32 padding; /* zero bytes fed past the end */
 } bits_t;
 
-/* Tops the buffer up to at least 56 bits. Away from the end one unaligned 8-byte load does it:
- * the buffer's bits above `count` are always the stream's next bits (or zero), so OR-ing the
- * load over them changes nothing but the bits below. Near the end, a byte at a time. */
-__attribute__((always_inline)) static inline void refill(bits_t *b) {
-    if (b->count > 56)
-        return;
-    if (b->len - b->pos >= 8) {
-        b->buf |= le64(b->in + b->pos) << b->count;
-        b->pos += (63 - b->count) >> 3;
-        b->count |= 56;
-        return;
-    }
+/* Tops the buffer up to at least 57 bits, a byte at a time; past the end of the input it feeds
+ * zero bytes and counts them. (Block headers and code lengths only; inflate_codes has its own.) */
+static void refill(bits_t *b) {
     while (b->count <= 56) {
         u64 c = 0;
         if (b->pos < b->len)
@@ -233,6 +224,23 @@ static int huff_build(huff_t *h, const u8 *len, u32 n) {
     return 0;
 }
 
+/* huff_decode for a code longer than FAST_BITS (rare; out of line, on a copy of the bits so
+ * the caller's reader stays in locals): length << 16 | symbol, or -1. Walks the canonical code
+ * one bit at a time: at length l, codes first..first+count-1 are symbols index..index+count-1. */
+__attribute__((noinline)) static int huff_decode_slow(u64 buf, const huff_t *h) {
+    u32 code = 0, first = 0, index = 0;
+    for (u32 l = 1; l <= MAX_BITS; l++) {
+        code |= (u32)(buf >> (l - 1)) & 1;
+        u32 count = h->count[l];
+        if (code - first < count)
+            return (int)(l << 16 | h->symbol[index + code - first]);
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return -1;
+}
+
 /* The next symbol of code h, or -1 for a code the stream's code does not have. The caller has
  * refilled (at least 15 bits). */
 __attribute__((always_inline)) static inline int huff_decode(bits_t *b, const huff_t *h) {
@@ -241,21 +249,11 @@ __attribute__((always_inline)) static inline int huff_decode(bits_t *b, const hu
         take(b, e >> 9);
         return (int)(e & 0x1ff);
     }
-    /* Walk the canonical code one bit at a time: at length l, codes first..first+count-1
-     * are the symbols index..index+count-1. */
-    u32 code = 0, first = 0, index = 0;
-    for (u32 l = 1; l <= MAX_BITS; l++) {
-        code |= (u32)(b->buf >> (l - 1)) & 1;
-        u32 count = h->count[l];
-        if (code - first < count) {
-            take(b, l);
-            return h->symbol[index + code - first];
-        }
-        index += count;
-        first = (first + count) << 1;
-        code <<= 1;
-    }
-    return -1;
+    int r = huff_decode_slow(b->buf, h);
+    if (r < 0)
+        return -1;
+    take(b, (u32)r >> 16);
+    return r & 0xffff;
 }
 
 static const u16 LEN_BASE[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
@@ -296,46 +294,89 @@ __attribute__((always_inline)) static inline void copy_match(u8 *to, u32 back, u
     }
 }
 
+/* One symbol of a Huffman-coded block into out[*pos..cap): 0 for more, 1 at the block's end,
+ * -1 when corrupt. The caller has refilled: a literal/length code, its extra bits, a distance
+ * code and its extra bits take at most 15 + 5 + 15 + 13 = 48 bits, and a refill leaves 57. */
+__attribute__((always_inline)) static inline int inflate_symbol(bits_t *b, u8 *out, u32 cap,
+                                                                u32 *pos, const huff_t *lit,
+                                                                const huff_t *dist) {
+    int s = huff_decode(b, lit);
+    if (s < 256) {
+        if (s < 0 || *pos >= cap)
+            return -1;
+        out[(*pos)++] = (u8)s;
+        return 0;
+    }
+    if (s == 256)
+        return 1;
+    s -= 257;
+    if (s >= 29)
+        return -1;
+    u32 n = LEN_BASE[s] + take(b, LEN_EXTRA[s]);
+    int d = huff_decode(b, dist);
+    if (d < 0 || d >= 30)
+        return -1;
+    u32 back = DIST_BASE[d] + take(b, DIST_EXTRA[d]);
+    if (back > *pos || n > cap - *pos)
+        return -1;
+    copy_match(out + *pos, back, n);
+    *pos += n;
+    return 0;
+}
+
+/* The end of a block within the input's last 8 bytes: refilled a byte at a time. Out of line:
+ * wasmi charges a Wasm block's instructions on entering it, so code inlined into the hot loop
+ * would cost even when skipped. */
+__attribute__((noinline)) static int inflate_codes_tail(bits_t *b, out_t *o, const huff_t *lit,
+                                                        const huff_t *dist) {
+    int r;
+    do {
+        while (b->count <= 56) {
+            u64 c = 0;
+            if (b->pos < b->len)
+                c = b->in[b->pos++];
+            else
+                b->padding++;
+            b->buf |= c << b->count;
+            b->count += 8;
+        }
+        r = inflate_symbol(b, o->out, o->cap, &o->pos, lit, dist);
+    } while (r == 0);
+    return r;
+}
+
 /* Decodes one Huffman-coded block's symbols into o. The reader and the output position live in
- * locals here (the struct is copied in and out) so the loop keeps them out of memory. One
- * refill per symbol is enough: a literal/length code, its extra bits, a distance code and its
- * extra bits take at most 15 + 5 + 15 + 13 = 48 bits, and a refill leaves at least 57. */
+ * locals (the struct is copied in and out) so the loop keeps them out of memory; it refills
+ * with one unaligned 8-byte load per symbol (the buffer's bits above `count` are always the
+ * stream's next bits, so OR-ing the load over them changes only the bits below) until the
+ * input's last 8 bytes, which inflate_codes_tail reads. Every step writes output or ends, so
+ * the loop is bounded by the output's size. */
 static int inflate_codes(bits_t *bp, out_t *op, const huff_t *lit, const huff_t *dist) {
     bits_t b = *bp;
     u8 *out = op->out;
     u32 cap = op->cap, pos = op->pos;
-    int r = -1;
+    int r;
     for (;;) {
-        refill(&b);
-        int s = huff_decode(&b, lit);
-        if (s < 256) {
-            if (s < 0 || pos >= cap)
+        if (b.count <= 56) {
+            if (b.len - b.pos < 8) {
+                r = 0;
                 break;
-            out[pos++] = (u8)s;
-            continue;
+            }
+            b.buf |= le64(b.in + b.pos) << b.count;
+            b.pos += (63 - b.count) >> 3;
+            b.count |= 56;
         }
-        if (s == 256) {
-            r = 0;
+        r = inflate_symbol(&b, out, cap, &pos, lit, dist);
+        if (r != 0)
             break;
-        }
-        s -= 257;
-        if (s >= 29)
-            break;
-        u32 n = LEN_BASE[s] + take(&b, LEN_EXTRA[s]);
-        int d = huff_decode(&b, dist);
-        if (d < 0 || d >= 30)
-            break;
-        u32 back = DIST_BASE[d] + take(&b, DIST_EXTRA[d]);
-        if (back > pos || n > cap - pos)
-            break;
-        copy_match(out + pos, back, n);
-        pos += n;
     }
     *bp = b;
     op->pos = pos;
-    /* Bits taken past the end fail the stream here (the excess only grows, so checking once
-     * per block is enough; the loop above is bounded by the output's size). */
-    return r < 0 || overrun(&b) ? -1 : 0;
+    if (r == 0)
+        r = inflate_codes_tail(bp, op, lit, dist);
+    /* Bits taken past the end fail the stream (the excess only grows once zero bytes are
+     * fed, so checking once per block is enough). */
+    return r < 0 || overrun(bp) ? -1 : 0;
 }
 
 static huff_t lit_code, dist_code, cl_code;
