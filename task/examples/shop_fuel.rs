@@ -43,7 +43,9 @@ fn main() {
     }
     let toolchain = see_task_c::Toolchain::find().expect("clang-19 and lld-19");
     let out = std::env::temp_dir().join(format!("shop_fuel_{}.wasm", std::process::id()));
-    toolchain.compile(Path::new(&source), &out).expect("the C file builds");
+    toolchain
+        .compile(Path::new(&source), &out)
+        .expect("the C file builds");
     let wasm = std::fs::read(&out).expect("the module was written");
     let _ = std::fs::remove_file(&out);
     let rt = Runtime::new();
