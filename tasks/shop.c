@@ -357,19 +357,34 @@ static int inflate_codes(bits_t *bp, out_t *op, const huff_t *lit, const huff_t 
     u32 cap = op->cap, pos = op->pos;
     int r;
     for (;;) {
-        if (b.count <= 56) {
-            if (b.len - b.pos < 8) {
-                r = 0;
-                break;
+        /* Literals with codes of at most FAST_BITS bits, in a loop of their own (wasmi charges
+         * a loop's instructions per iteration, so this one stays short). */
+        for (;;) {
+            if (b.count <= 56) {
+                if (b.len - b.pos < 8) {
+                    r = 0;
+                    goto out;
+                }
+                b.buf |= le64(b.in + b.pos) << b.count;
+                b.pos += (63 - b.count) >> 3;
+                b.count |= 56;
             }
-            b.buf |= le64(b.in + b.pos) << b.count;
-            b.pos += (63 - b.count) >> 3;
-            b.count |= 56;
+            u32 e = lit->fast[b.buf & ((1u << FAST_BITS) - 1)];
+            if (e == 0 || (e & 0x1ff) >= 256)
+                break;
+            if (pos >= cap) {
+                r = -1;
+                goto out;
+            }
+            out[pos++] = (u8)e;
+            take(&b, e >> 9);
         }
+        /* Anything else, refilled. */
         r = inflate_symbol(&b, out, cap, &pos, lit, dist);
         if (r != 0)
             break;
     }
+out:
     *bp = b;
     op->pos = pos;
     if (r == 0)
