@@ -248,7 +248,7 @@ impl Bits {
     /// `n` bits of `v`, low bit first (header fields and extra bits).
     fn put(&mut self, v: u32, n: u32) {
         for i in 0..n {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             let last = self.bytes.len() - 1;
