@@ -428,3 +428,45 @@ fn malicious_deflate_streams_fail_the_task() {
         }
     }
 }
+
+/// Random deflate streams (block types, code lengths and symbols all random) behind a valid
+/// header CRC: the task agrees with the native work on every one (both fail, or both give the
+/// same digest), and never traps, hangs or runs out of fuel.
+#[test]
+fn random_deflate_streams_are_judged_like_the_native_work() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut failed, mut dynamic) = (0, 0);
+    for case in 0..400 {
+        let len = 1 + (next() % 600) as usize;
+        let mut stream: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of them start a final dynamic-code block, the richest header to get wrong.
+        if case % 2 == 0 {
+            stream[0] = (stream[0] & !0b111) | 0b101;
+            dynamic += 1;
+        }
+        let raw_len = (next() % 4096) as u32;
+        let bytes = resource_with_stream(&stream, raw_len, 0);
+        let native = process(&bytes).map(|s| {
+            let mut fold = TaskResult::new();
+            fold.add(s.digest);
+            fold.value()
+        });
+        match (native, run(&rt, &shop, &[(1, bytes)])) {
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "case {case}"),
+            (Err(_), Err(TaskError::Failed(code))) => {
+                assert!((10..=14).contains(&code), "case {case}: code {code}");
+                failed += 1;
+            }
+            (n, w) => panic!("case {case}: native {n:?}, wasm {w:?}"),
+        }
+    }
+    assert!(dynamic == 200 && failed > 300, "{failed} of 400 failed");
+}
