@@ -72,27 +72,60 @@ static void *heap_alloc(u64 n) {
     return (void *)(uintptr_t)start;
 }
 
-static u32 le16(const u8 *p) { return (u32)p[0] | (u32)p[1] << 8; }
-static u32 le32(const u8 *p) { return le16(p) | le16(p + 2) << 16; }
+/* Unaligned little-endian loads (Wasm is little-endian): one load instruction each. */
+static u32 le16(const u8 *p) {
+    u16 v;
+    __builtin_memcpy(&v, p, 2);
+    return v;
+}
+static u32 le32(const u8 *p) {
+    u32 v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+static u64 le64(const u8 *p) {
+    u64 v;
+    __builtin_memcpy(&v, p, 8);
+    return v;
+}
 
-/* ---- CRC-32 (IEEE, reflected), table-driven ---- */
+/* ---- CRC-32 (IEEE, reflected), slice-by-4 ---- */
 
-static u32 crc_table[256];
+/* crc_table[0] is the byte-at-a-time table; crc_table[k][i] is the CRC of byte i followed by k
+ * zero bytes, so four bytes fold with four lookups and no per-byte shift chain. (Slice-by-8
+ * was charged the same fuel and ran slower on wasmi.) */
+static u32 crc_table[4][256];
 
 static void crc_init(void) {
     for (u32 i = 0; i < 256; i++) {
         u32 c = i;
         for (int k = 0; k < 8; k++)
             c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (u32 i = 0; i < 256; i++)
+        for (u32 k = 1; k < 4; k++)
+            crc_table[k][i] =
+                (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xff];
+}
+
+/* Four bytes into crc. */
+__attribute__((always_inline)) static inline u32 crc_word(u32 crc, const u8 *p) {
+    u32 a = le32(p) ^ crc;
+    return crc_table[3][a & 0xff] ^ crc_table[2][(a >> 8) & 0xff] ^
+           crc_table[1][(a >> 16) & 0xff] ^ crc_table[0][a >> 24];
 }
 
 /* Continues a CRC: start with 0, feed pieces in order. */
 static u32 crc_update(u32 crc, const u8 *p, u32 n) {
     crc = ~crc;
-    for (u32 i = 0; i < n; i++)
-        crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    const u8 *end8 = p + (n & ~7u);
+    while (p != end8) {
+        crc = crc_word(crc_word(crc, p), p + 4);
+        p += 8;
+    }
+    for (u32 i = 0; i < (n & 7u); i++)
+        crc = crc_table[0][(crc ^ p[i]) & 0xff] ^ (crc >> 8);
     return ~crc;
 }
 
@@ -108,6 +141,8 @@ typedef struct {
     u32 padding; /* zero bytes fed past the end */
 } bits_t;
 
+/* Tops the buffer up to at least 57 bits, a byte at a time; past the end of the input it feeds
+ * zero bytes and counts them. (Block headers and code lengths only; inflate_codes has its own.) */
 static void refill(bits_t *b) {
     while (b->count <= 56) {
         u64 c = 0;
@@ -121,7 +156,7 @@ static void refill(bits_t *b) {
 }
 
 /* Takes n (<= 32) bits; the caller has refilled. */
-static u32 take(bits_t *b, u32 n) {
+__attribute__((always_inline)) static inline u32 take(bits_t *b, u32 n) {
     u32 v = (u32)(b->buf & ((1ull << n) - 1));
     b->buf >>= n;
     b->count -= n;
@@ -193,29 +228,36 @@ static int huff_build(huff_t *h, const u8 *len, u32 n) {
     return 0;
 }
 
-/* The next symbol of code h, or -1 for a code the stream's code does not have. */
-static int huff_decode(bits_t *b, const huff_t *h) {
-    refill(b);
-    u32 e = h->fast[b->buf & ((1u << FAST_BITS) - 1)];
-    if (e != 0) {
-        take(b, e >> 9);
-        return (int)(e & 0x1ff);
-    }
-    /* Walk the canonical code one bit at a time: at length l, codes first..first+count-1
-     * are the symbols index..index+count-1. */
+/* huff_decode for a code longer than FAST_BITS (rare; out of line, on a copy of the bits so
+ * the caller's reader stays in locals): length << 16 | symbol, or -1. Walks the canonical code
+ * one bit at a time: at length l, codes first..first+count-1 are symbols index..index+count-1. */
+__attribute__((noinline)) static int huff_decode_slow(u64 buf, const huff_t *h) {
     u32 code = 0, first = 0, index = 0;
     for (u32 l = 1; l <= MAX_BITS; l++) {
-        code |= (u32)(b->buf >> (l - 1)) & 1;
+        code |= (u32)(buf >> (l - 1)) & 1;
         u32 count = h->count[l];
-        if (code - first < count) {
-            take(b, l);
-            return h->symbol[index + code - first];
-        }
+        if (code - first < count)
+            return (int)(l << 16 | h->symbol[index + code - first]);
         index += count;
         first = (first + count) << 1;
         code <<= 1;
     }
     return -1;
+}
+
+/* The next symbol of code h, or -1 for a code the stream's code does not have. The caller has
+ * refilled (at least 15 bits). */
+__attribute__((always_inline)) static inline int huff_decode(bits_t *b, const huff_t *h) {
+    u32 e = h->fast[b->buf & ((1u << FAST_BITS) - 1)];
+    if (e != 0) {
+        take(b, e >> 9);
+        return (int)(e & 0x1ff);
+    }
+    int r = huff_decode_slow(b->buf, h);
+    if (r < 0)
+        return -1;
+    take(b, (u32)r >> 16);
+    return r & 0xffff;
 }
 
 static const u16 LEN_BASE[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
@@ -234,36 +276,126 @@ typedef struct {
     u32 cap, pos;
 } out_t;
 
-/* Decodes one Huffman-coded block's symbols into o. */
-static int inflate_codes(bits_t *b, out_t *o, const huff_t *lit, const huff_t *dist) {
-    for (;;) {
-        int s = huff_decode(b, lit);
-        if (s < 0 || overrun(b))
-            return -1;
-        if (s < 256) {
-            if (o->pos >= o->cap)
-                return -1;
-            o->out[o->pos++] = (u8)s;
-            continue;
+/* Copies a match of n bytes from back bytes behind to (back >= 1, the bytes are in bounds). The
+ * source and destination overlap when back < n: the output then repeats with period back, so
+ * it is copied in non-overlapping pieces that double in size. */
+__attribute__((always_inline)) static inline void copy_match(u8 *to, u32 back, u32 n) {
+    const u8 *from = to - back;
+    if (back >= n) {
+        __builtin_memcpy(to, from, n);
+    } else if (back == 1) {
+        __builtin_memset(to, from[0], n);
+    } else {
+        /* to[0..done) repeats from[]; so does from[0..back + done), which ends at to + done. */
+        u32 done = 0;
+        while (done < n) {
+            u32 piece = back + done;
+            if (piece > n - done)
+                piece = n - done;
+            __builtin_memcpy(to + done, from, piece);
+            done += piece;
         }
-        if (s == 256)
-            return 0;
-        s -= 257;
-        if (s >= 29)
-            return -1;
-        u32 n = LEN_BASE[s] + get(b, LEN_EXTRA[s]);
-        int d = huff_decode(b, dist);
-        if (d < 0 || d >= 30)
-            return -1;
-        u32 back = DIST_BASE[d] + get(b, DIST_EXTRA[d]);
-        if (overrun(b) || back > o->pos || n > o->cap - o->pos)
-            return -1;
-        u8 *to = o->out + o->pos;
-        const u8 *from = to - back;
-        for (u32 i = 0; i < n; i++)
-            to[i] = from[i];
-        o->pos += n;
     }
+}
+
+/* One symbol of a Huffman-coded block into out[*pos..cap): 0 for more, 1 at the block's end,
+ * -1 when corrupt. The caller has refilled: a literal/length code, its extra bits, a distance
+ * code and its extra bits take at most 15 + 5 + 15 + 13 = 48 bits, and a refill leaves 57. */
+__attribute__((always_inline)) static inline int inflate_symbol(bits_t *b, u8 *out, u32 cap,
+                                                                u32 *pos, const huff_t *lit,
+                                                                const huff_t *dist) {
+    int s = huff_decode(b, lit);
+    if (s < 256) {
+        if (s < 0 || *pos >= cap)
+            return -1;
+        out[(*pos)++] = (u8)s;
+        return 0;
+    }
+    if (s == 256)
+        return 1;
+    s -= 257;
+    if (s >= 29)
+        return -1;
+    u32 n = LEN_BASE[s] + take(b, LEN_EXTRA[s]);
+    int d = huff_decode(b, dist);
+    if (d < 0 || d >= 30)
+        return -1;
+    u32 back = DIST_BASE[d] + take(b, DIST_EXTRA[d]);
+    if (back > *pos || n > cap - *pos)
+        return -1;
+    copy_match(out + *pos, back, n);
+    *pos += n;
+    return 0;
+}
+
+/* The end of a block within the input's last 8 bytes: refilled a byte at a time. Out of line:
+ * wasmi charges a Wasm block's instructions on entering it, so code inlined into the hot loop
+ * would cost even when skipped. */
+__attribute__((noinline)) static int inflate_codes_tail(bits_t *b, out_t *o, const huff_t *lit,
+                                                        const huff_t *dist) {
+    int r;
+    do {
+        while (b->count <= 56) {
+            u64 c = 0;
+            if (b->pos < b->len)
+                c = b->in[b->pos++];
+            else
+                b->padding++;
+            b->buf |= c << b->count;
+            b->count += 8;
+        }
+        r = inflate_symbol(b, o->out, o->cap, &o->pos, lit, dist);
+    } while (r == 0);
+    return r;
+}
+
+/* Decodes one Huffman-coded block's symbols into o. The reader and the output position live in
+ * locals (the struct is copied in and out) so the loop keeps them out of memory; it refills
+ * with one unaligned 8-byte load per symbol (the buffer's bits above `count` are always the
+ * stream's next bits, so OR-ing the load over them changes only the bits below) until the
+ * input's last 8 bytes, which inflate_codes_tail reads. Every step writes output or ends, so
+ * the loop is bounded by the output's size. */
+static int inflate_codes(bits_t *bp, out_t *op, const huff_t *lit, const huff_t *dist) {
+    bits_t b = *bp;
+    u8 *out = op->out;
+    u32 cap = op->cap, pos = op->pos;
+    int r;
+    for (;;) {
+        /* Literals with codes of at most FAST_BITS bits, in a loop of their own (wasmi charges
+         * a loop's instructions per iteration, so this one stays short). */
+        for (;;) {
+            if (b.count <= 56) {
+                if (b.len - b.pos < 8) {
+                    r = 0;
+                    goto out;
+                }
+                b.buf |= le64(b.in + b.pos) << b.count;
+                b.pos += (63 - b.count) >> 3;
+                b.count |= 56;
+            }
+            u32 e = lit->fast[b.buf & ((1u << FAST_BITS) - 1)];
+            if (e == 0 || (e & 0x1ff) >= 256)
+                break;
+            if (pos >= cap) {
+                r = -1;
+                goto out;
+            }
+            out[pos++] = (u8)e;
+            take(&b, e >> 9);
+        }
+        /* Anything else, refilled. */
+        r = inflate_symbol(&b, out, cap, &pos, lit, dist);
+        if (r != 0)
+            break;
+    }
+out:
+    *bp = b;
+    op->pos = pos;
+    if (r == 0)
+        r = inflate_codes_tail(bp, op, lit, dist);
+    /* Bits taken past the end fail the stream (the excess only grows once zero bytes are
+     * fed, so checking once per block is enough). */
+    return r < 0 || overrun(bp) ? -1 : 0;
 }
 
 static huff_t lit_code, dist_code, cl_code;
@@ -298,6 +430,7 @@ static int inflate_dynamic(bits_t *b, out_t *o) {
         return -1;
     u32 i = 0;
     while (i < nlit + ndist) {
+        refill(b);
         int s = huff_decode(b, &cl_code);
         if (s < 0 || overrun(b))
             return -1;
@@ -363,42 +496,57 @@ static int64_t inflate(const u8 *in, u32 len, u8 *out, u32 cap) {
 static u64 fold(u64 h, u64 v) { return (h ^ v) * FNV_PRIME; }
 static u64 rotl5(u64 x) { return x << 5 | x >> 59; }
 
+/* What a text byte is: part of a field, a field's end, or not allowed. */
+enum { CH_FIELD = 0, CH_END = 1, CH_BAD = 2 };
+static u8 char_class[256];
+
+static void char_class_init(void) {
+    for (u32 c = 0; c < 256; c++)
+        char_class[c] = c >= 0x21 && c <= 0x7e ? CH_FIELD : CH_BAD;
+    char_class[','] = CH_END;
+    char_class[' '] = CH_END;
+    char_class['\n'] = CH_END;
+}
+
 /* One record's text: lines of fields separated by ',' or ' '; all digits (at most 19) is a
- * number, summed; any other printable field is hashed. Folds each field into *digest. */
+ * number, summed; any other printable field is hashed. Folds each field into *digest.
+ * The text ends with '\n', a field's end, so the scans below stop inside it without checking
+ * the length. A field is first read as a number; only one that turns out not to be all
+ * digits is hashed, from its start. */
 static int parse_text(const u8 *text, u32 n, u64 *digest, u64 *sum) {
     if (n == 0 || text[n - 1] != '\n')
         return -1;
-    u64 len = 0, num = 0, h = 0;
-    int digits = 1;
-    for (u32 i = 0; i < n; i++) {
-        u8 c = text[i];
-        if (c >= '0' && c <= '9') {
-            num = num * 10 + (u64)(c - '0');
-            h = rotl5(h) ^ c;
-            len++;
-        } else if (c == ',' || c == ' ' || c == '\n') {
-            if (len == 0)
-                return -1;
-            u64 value = h;
-            if (digits) {
-                if (len > 19)
-                    return -1;
-                *sum += num;
-                value = num;
-            }
-            *digest = fold(*digest, value);
-            len = 0;
-            digits = 1;
-            num = 0;
-            h = 0;
-        } else if (c >= 0x21 && c <= 0x7e) {
-            h = rotl5(h) ^ c;
-            digits = 0;
-            len++;
-        } else {
-            return -1;
+    u64 h = *digest, total = *sum;
+    const u8 *p = text, *end = text + n;
+    while (p != end) {
+        const u8 *start = p;
+        u64 num = 0;
+        u32 d;
+        while ((d = (u32)*p - '0') <= 9) {
+            num = num * 10 + d;
+            p++;
         }
+        u64 value;
+        if (char_class[*p] == CH_END) {
+            u32 len = (u32)(p - start);
+            if (len == 0 || len > 19)
+                return -1;
+            total += num;
+            value = num;
+        } else {
+            u64 word = 0;
+            u32 c;
+            for (p = start; char_class[c = *p] == CH_FIELD; p++)
+                word = rotl5(word) ^ c;
+            if (char_class[c] != CH_END)
+                return -1;
+            value = word;
+        }
+        h = fold(h, value);
+        p++; /* the field's end */
     }
+    *digest = h;
+    *sum = total;
     return 0;
 }
 
@@ -476,6 +624,7 @@ static int load(int64_t id, const u8 **bytes, u64 *n) {
 
 SEE_RUN {
     crc_init();
+    char_class_init();
     u64 result = FNV_SEED;
     for (int32_t i = 0;; i++) {
         int64_t id = see_input(i);

@@ -16,8 +16,8 @@ use see_task::{ClaimRefusal, Limits, Outcome, Runtime, TaskError, TaskHost};
 use virtio_prefetch_wire::ResourceKind;
 
 /// The fuel of a task whose catalogue entry sets none (the catalogue's default). Fuel counts
-/// wasmi's charges, not instructions executed: `tasks/shop.c` (clang -O2) is charged about 1.6
-/// billion per MiB of see-workload resource.
+/// wasmi's charges, not instructions executed: `tasks/shop.c` (clang -O2) is charged about 340
+/// million per MiB of see-workload resource.
 pub const DEFAULT_FUEL: u64 = see_pto::metadata::TaskLimits::DEFAULT_FUEL;
 /// The memory limit of a task whose catalogue entry sets none (the catalogue's default).
 pub const DEFAULT_MEMORY_MIB: u32 = see_pto::metadata::TaskLimits::DEFAULT_MEMORY_MIB;

@@ -223,8 +223,8 @@ pub struct TaskLimits {
 }
 
 impl TaskLimits {
-    /// Fuel when the metadata gives none: wasmi charges the shop task about 1.6 billion a
-    /// MiB of workload resource, so room for about 12 MiB.
+    /// Fuel when the metadata gives none: wasmi charges the shop task (`tasks/shop.c`) about
+    /// 340 million a MiB of workload resource, so room for about 55 MiB.
     pub const DEFAULT_FUEL: u64 = 20_000_000_000;
     /// Memory when the metadata gives none.
     pub const DEFAULT_MEMORY_MIB: u32 = 128;

@@ -236,3 +236,237 @@ fn the_shop_task_stops_at_its_limits() {
     let served = rt.run(&shop, LIMITS, &mut input(&big)).unwrap();
     assert_eq!(served.result, native(&[&big]));
 }
+
+/// Deflate bits, least significant first (RFC 1951 3.1.1).
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl Bits {
+    /// `n` bits of `v`, low bit first (header fields and extra bits).
+    fn put(&mut self, v: u32, n: u32) {
+        for i in 0..n {
+            if self.used.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= (((v >> i) & 1) as u8) << (self.used % 8);
+            self.used += 1;
+        }
+    }
+    /// A Huffman code of `n` bits, most significant bit first.
+    fn code(&mut self, code: u32, n: u32) {
+        for i in (0..n).rev() {
+            self.put((code >> i) & 1, 1);
+        }
+    }
+    /// A symbol of the fixed literal/length code (RFC 1951 3.2.6).
+    fn fixed(&mut self, sym: u32) {
+        match sym {
+            0..=143 => self.code(0x30 + sym, 8),
+            144..=255 => self.code(0x190 + sym - 144, 9),
+            256..=279 => self.code(sym - 256, 7),
+            _ => self.code(0xc0 + sym - 280, 8),
+        }
+    }
+}
+
+/// A see-workload resource whose body is `stream`, with a valid header CRC.
+fn resource_with_stream(stream: &[u8], raw_len: u32, records: u32) -> Vec<u8> {
+    let mut h = Header {
+        kind: Kind::Data,
+        resource_id: 1,
+        version: 1,
+        records,
+        raw_len,
+        deflate_len: stream.len() as u32,
+        crc: 0,
+    };
+    h.crc = h.checksum(stream);
+    let mut bytes = h.encode().to_vec();
+    bytes.extend_from_slice(stream);
+    bytes
+}
+
+/// Hand-made malicious deflate streams behind a valid header CRC: a match reaching before the
+/// output's start, distance codes 30 and 31, length codes 286 and 287, an over-subscribed and
+/// an incomplete code, a stream that ends without its end-of-block code, a 258-byte match
+/// overlapping its source and one longer than the output. Each fails the task with a
+/// corruption code where the native work fails too; none traps, hangs or succeeds.
+#[test]
+fn malicious_deflate_streams_fail_the_task() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let fixed_block = |body: &dyn Fn(&mut Bits)| {
+        let mut b = Bits::default();
+        b.put(1, 1); // final block
+        b.put(1, 2); // fixed codes
+        body(&mut b);
+        b.bytes
+    };
+    let mut cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        (
+            "a match before the output's start",
+            fixed_block(&|b| {
+                b.fixed(257); // length 3
+                b.code(0, 5); // distance 1, with no output yet
+                b.fixed(256);
+            }),
+            3,
+        ),
+        (
+            "a match 5 back after 1 byte",
+            fixed_block(&|b| {
+                b.fixed(b'7' as u32);
+                b.fixed(257);
+                b.code(4, 5); // distance 5..6
+                b.put(0, 1);
+                b.fixed(256);
+            }),
+            4,
+        ),
+        (
+            "a match longer than the output",
+            fixed_block(&|b| {
+                b.fixed(b'7' as u32);
+                b.fixed(285); // length 258
+                b.code(0, 5);
+                b.fixed(256);
+            }),
+            100,
+        ),
+        (
+            "a 258-byte overlapping match (valid deflate, not records)",
+            fixed_block(&|b| {
+                b.fixed(b'7' as u32);
+                b.fixed(b'8' as u32);
+                b.fixed(285);
+                b.code(1, 5); // distance 2
+                b.fixed(256);
+            }),
+            260,
+        ),
+        (
+            "no end-of-block code before the input ends",
+            fixed_block(&|b| {
+                for _ in 0..20 {
+                    b.fixed(0x30 + 0x40);
+                }
+            }),
+            400,
+        ),
+    ];
+    for (name, dist) in [("distance code 30", 30), ("distance code 31", 31)] {
+        cases.push((
+            name,
+            fixed_block(&|b| {
+                b.fixed(b'7' as u32);
+                b.fixed(257);
+                b.code(dist, 5);
+                b.put(0, 13);
+                b.fixed(256);
+            }),
+            4,
+        ));
+    }
+    for (name, sym) in [("length code 286", 286), ("length code 287", 287)] {
+        cases.push((
+            name,
+            fixed_block(&|b| {
+                b.fixed(b'7' as u32);
+                b.fixed(sym);
+                b.code(0, 5);
+                b.fixed(256);
+            }),
+            4,
+        ));
+    }
+    // Dynamic blocks: 257 literal/length and 1 distance code lengths, 19 code-length codes.
+    let dynamic = |cl_lengths: [u32; 19], body: &dyn Fn(&mut Bits)| {
+        let mut b = Bits::default();
+        b.put(1, 1);
+        b.put(2, 2);
+        b.put(0, 5);
+        b.put(0, 5);
+        b.put(15, 4);
+        for l in cl_lengths {
+            b.put(l, 3);
+        }
+        body(&mut b);
+        b.bytes
+    };
+    cases.push((
+        "an over-subscribed code-length code",
+        dynamic([1; 19], &|_| {}),
+        4,
+    ));
+    // Code-length code: only symbol 1 (stored order position 17), one bit: an incomplete code
+    // whose unused code (bit 1) comes next.
+    let mut incomplete = [0u32; 19];
+    incomplete[17] = 1;
+    cases.push((
+        "an incomplete code's unused code",
+        dynamic(incomplete, &|b| b.code(1, 1)),
+        4,
+    ));
+    for (name, stream, raw_len) in cases {
+        let bytes = resource_with_stream(&stream, raw_len, 0);
+        assert!(
+            process(&bytes).is_err(),
+            "{name}: the native work refuses it"
+        );
+        match run(&rt, &shop, &[(1, bytes)]) {
+            Err(TaskError::Failed(code)) => {
+                assert!(
+                    (12..=13).contains(&code),
+                    "{name}: code {code}, not an inflate or record failure"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+/// Random deflate streams (block types, code lengths and symbols all random) behind a valid
+/// header CRC: the task agrees with the native work on every one (both fail, or both give the
+/// same digest), and never traps, hangs or runs out of fuel.
+#[test]
+fn random_deflate_streams_are_judged_like_the_native_work() {
+    let rt = Runtime::new();
+    let Some(shop) = shop(&rt) else { return };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut failed, mut dynamic) = (0, 0);
+    for case in 0..400 {
+        let len = 1 + (next() % 600) as usize;
+        let mut stream: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of them start a final dynamic-code block, the richest header to get wrong.
+        if case % 2 == 0 {
+            stream[0] = (stream[0] & !0b111) | 0b101;
+            dynamic += 1;
+        }
+        let raw_len = (next() % 4096) as u32;
+        let bytes = resource_with_stream(&stream, raw_len, 0);
+        let native = process(&bytes).map(|s| {
+            let mut fold = TaskResult::new();
+            fold.add(s.digest);
+            fold.value()
+        });
+        match (native, run(&rt, &shop, &[(1, bytes)])) {
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "case {case}"),
+            (Err(_), Err(TaskError::Failed(code))) => {
+                assert!((10..=14).contains(&code), "case {case}: code {code}");
+                failed += 1;
+            }
+            (n, w) => panic!("case {case}: native {n:?}, wasm {w:?}"),
+        }
+    }
+    assert!(dynamic == 200 && failed > 300, "{failed} of 400 failed");
+}
