@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     // Per size: (prefetched ns, demanded ns, demanded compile ns) of every round.
     let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); SIZES.len()];
     for round in 0..rounds {
-        for s in 0..SIZES.len() {
+        for (s, sample) in samples.iter_mut().enumerate() {
             let cases = if round % 2 == 0 {
                 [true, false]
             } else {
@@ -123,10 +123,10 @@ fn main() -> ExitCode {
                 );
                 let ns = total_ns(&t) as f64;
                 if prefetched {
-                    samples[s].0.push(ns);
+                    sample.0.push(ns);
                 } else {
-                    samples[s].1.push(ns);
-                    samples[s].2.push(field_u64(&line, "compile_ns") as f64);
+                    sample.1.push(ns);
+                    sample.2.push(field_u64(&line, "compile_ns") as f64);
                 }
             }
         }
