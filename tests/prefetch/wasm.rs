@@ -1,4 +1,4 @@
-//! Wasm tasks end to end (issue 14): modules written in WAT, stored as signed code resources,
+//! Wasm tasks end to end: modules written in WAT, stored as signed code resources,
 //! run by the guest's `OP_RUN_WASM`. The host computes each expected result by running the same
 //! module with see-task over the store's bytes (`see_e2e::task_host`).
 //!
