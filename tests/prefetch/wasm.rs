@@ -100,10 +100,24 @@ fn constant(word: u64) -> Vec<u8> {
     ))
 }
 
+/// Loops until its fuel runs out, with integer and float arithmetic whose intermediate values
+/// wasmi keeps in its registers. It guards the guest's Wasm dispatch: the handlers that write
+/// those registers are the ones that call the next handler unless tail calls are guaranteed
+/// (see-task's `tail-dispatch`), and `FUEL` runs millions of them, so with such calls the 1 MiB
+/// ring-3 stack would overflow after some tens of thousands (the VM triple faults and the test
+/// fails) instead of the task running out of fuel.
 fn infinite_loop() -> Vec<u8> {
     wasm(
         r#"(module (memory (export "memory") 1)
-  (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+  (func (export "run") (result i32)
+    (local $i i32) (local $j i64) (local $f f32) (local $d f64)
+    (loop $l
+      (local.set $i (i32.add (i32.mul (local.get $i) (i32.const 3)) (i32.const 1)))
+      (local.set $j (i64.add (i64.mul (local.get $j) (i64.const 5)) (i64.const 7)))
+      (local.set $f (f32.add (f32.mul (local.get $f) (f32.const 0.5)) (f32.const 1)))
+      (local.set $d (f64.add (f64.mul (local.get $d) (f64.const 0.5)) (f64.const 1)))
+      (br $l))
+    (i32.const 0)))"#,
     )
 }
 
