@@ -100,10 +100,24 @@ fn constant(word: u64) -> Vec<u8> {
     ))
 }
 
+/// Loops until its fuel runs out, with integer and float arithmetic whose intermediate values
+/// wasmi keeps in its registers. It guards the guest's Wasm dispatch: the handlers that write
+/// those registers are the ones that call the next handler unless tail calls are guaranteed
+/// (see-task's `tail-dispatch`), and `FUEL` runs millions of them, so with such calls the 1 MiB
+/// ring-3 stack would overflow after some tens of thousands (the VM triple faults and the test
+/// fails) instead of the task running out of fuel.
 fn infinite_loop() -> Vec<u8> {
     wasm(
         r#"(module (memory (export "memory") 1)
-  (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+  (func (export "run") (result i32)
+    (local $i i32) (local $j i64) (local $f f32) (local $d f64)
+    (loop $l
+      (local.set $i (i32.add (i32.mul (local.get $i) (i32.const 3)) (i32.const 1)))
+      (local.set $j (i64.add (i64.mul (local.get $j) (i64.const 5)) (i64.const 7)))
+      (local.set $f (f32.add (f32.mul (local.get $f) (f32.const 0.5)) (f32.const 1)))
+      (local.set $d (f64.add (f64.mul (local.get $d) (f64.const 0.5)) (f64.const 1)))
+      (br $l))
+    (i32.const 0)))"#,
     )
 }
 
@@ -456,4 +470,53 @@ fn an_evicted_or_replaced_module_is_never_run_from_a_stale_compile() {
     );
     assert_eq!(field_u64(&task_line(&mut rig, 60), "compiled"), 1);
     rig.stop();
+}
+
+/// The guest's Wasm speed against the host's, on the same module and input (hashing 1 MB):
+/// prints both run times, min and median of 12 runs each (the guest's is its `run_ns`). A
+/// measurement, not run by default: `SEE_REQUIRE_KVM=1 cargo test -p see-e2e --test prefetch
+/// guest_wasm_speed -- --ignored --nocapture` (a few seconds).
+#[test]
+#[ignore = "a measurement"]
+fn guest_wasm_speed() {
+    if !kvm_available() {
+        return;
+    }
+    let resources = vec![
+        Res::code(1, 20, 100, 1, hash_inputs()),
+        Res::data(1, 20, 101, 1, 1_000_000),
+    ];
+    let mut rig = Rig::start(&Options {
+        resources: resources.clone(),
+        ..Options::default()
+    });
+    let limits = Limits {
+        fuel: 1 << 40,
+        memory_bytes: MEMORY,
+    };
+    let expected = run_over_store(&*rig.store, 1, 100, vec![101], limits).expect("host run");
+    let mut guest = Vec::new();
+    for _ in 0..12 {
+        let (status, tasks) = run_wasm(&mut rig, 1, 20, limits);
+        assert_eq!(status, 0, "{}", rig.guest.transcript());
+        assert_eq!(tasks[0].result, expected.result, "guest and host disagree");
+        guest.push(field_u64(&task_line(&mut rig, 20), "run_ns"));
+    }
+    let mut host = Vec::new();
+    for _ in 0..12 {
+        let t = std::time::Instant::now();
+        run_over_store(&*rig.store, 1, 100, vec![101], limits).expect("host run");
+        host.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    rig.stop();
+    guest.sort_unstable();
+    host.sort_unstable();
+    eprintln!(
+        "guest_wasm_speed: fuel={} guest run_ns min={} median={}, host ns min={} median={}",
+        expected.fuel_used,
+        guest[0],
+        guest[guest.len() / 2],
+        host[0],
+        host[host.len() / 2]
+    );
 }

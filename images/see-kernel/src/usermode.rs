@@ -97,10 +97,10 @@ extern "C" {
 }
 
 /// The ring-3 stack. 1 MiB is enough for the Wasm engine too: wasmi keeps a task's values and
-/// Wasm call frames on the heap, and with its loop dispatch (see-task's `portable-dispatch`,
-/// which the kernel enables) each executed instruction returns to the loop, so a run takes a
-/// few native frames however long it runs or deep it recurses (the end-to-end test runs a
-/// recursion past wasmi's call-depth limit, which wasmi stops with a trap).
+/// Wasm call frames on the heap, and its handlers jump to one another (see-task's
+/// `tail-dispatch`, which the kernel enables), so a run takes a few native frames however long
+/// it runs or deep it recurses (the end-to-end tests run a loop of tens of millions of
+/// instructions, and a recursion past wasmi's call-depth limit, which wasmi stops with a trap).
 const USER_STACK_SIZE: usize = 1 << 20;
 
 /// Only its address is used: ring-3 code runs on it.
