@@ -113,10 +113,11 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
     let mut acc = Acc::default();
     let mut ctx = SessionContext::new();
     for s in sessions {
-        ctx.requests.clear();
+        ctx.clear();
         let mut state = SessionState::default();
         acc.session_positions
             .push(u32::try_from(s.requests.len().saturating_sub(1)).unwrap_or(u32::MAX));
+        let features = s.features();
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let start = Instant::now();
@@ -145,7 +146,7 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
                 acc.staged += staged.len() as f64;
                 acc.hits += f64::from(u8::from(staged.iter().any(|x| x.kind == r.kind)));
             }
-            ctx.push(r.kind);
+            ctx.push_with(r.kind, features[t]);
         }
     }
     acc.finish(p.name(), true)

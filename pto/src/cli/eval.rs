@@ -7,7 +7,7 @@ use see_pto::{
     eval::{bayes_optimal, comparison, evaluate, latency_by_context, table, EvalConfig, Metrics},
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
-    predict::{observe_sessions, Ppm, Predictor, Reactive, StaticGraph},
+    predict::{observe_sessions, ContextPpm, Ppm, Predictor, Reactive, StaticGraph},
 };
 
 use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
@@ -83,6 +83,27 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         observe_sessions(&mut p, &fit);
         predictors.push(Box::new(p));
     }
+    // The context-aware count baseline: the conditioning is chosen on the validation split
+    // (trained on the training split), then refitted on training and validation.
+    let (chosen, tried) = ContextPpm::select(
+        vocab.clone(),
+        &trace.attributes,
+        a.ppm_order,
+        &split.train,
+        &split.val,
+    );
+    eprintln!(
+        "context-aware PPM, validation top-1 by conditioning: {}",
+        tried
+            .iter()
+            .map(|(n, s)| format!("{n} {:.1} %", 100.0 * s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut ctx_ppm = chosen.fresh();
+    observe_sessions(&mut ctx_ppm, &fit);
+    let ctx_ppm_name = ctx_ppm.name().to_owned();
+    predictors.push(Box::new(ctx_ppm));
     let mut learned = Vec::new();
     if !a.no_train {
         for &kind in &a.models {
@@ -167,6 +188,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         "popularity",
         "markov1",
         ppm_train.name(),
+        &ctx_ppm_name,
     ];
     let versus = comparison(&rows, &baselines);
     if !versus.is_empty() {
