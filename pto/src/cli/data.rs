@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use see_pto::{
+    context::Attributes,
     faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec, MAX_COHORTS, MAX_ORDER, MAX_THINK_MS},
     history::{History, LoadOptions},
     import::{import_path, AttributeColumns, Format, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
-    nn::{HyperParams, ModelKind},
+    nn::{ContextShape, HyperParams, ModelKind},
     split::SplitSpec,
     trace::Trace,
 };
@@ -470,9 +471,26 @@ pub struct HyperArgs {
     /// Seed of initialisation and shuffling.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Feed the learned models no request context (attributes and time features): the
+    /// request types only.
+    #[arg(long)]
+    pub no_context: bool,
 }
 
 impl HyperArgs {
+    /// [`HyperArgs::params`] reading the context of a trace with `attrs` (every attribute
+    /// and the time features) unless --no-context.
+    pub fn params_for(&self, kind: ModelKind, attrs: &Attributes) -> HyperParams {
+        HyperParams {
+            context: if self.no_context {
+                ContextShape::default()
+            } else {
+                ContextShape::of(attrs, true)
+            },
+            ..self.params(kind)
+        }
+    }
+
     /// The defaults of `kind` with the overrides applied.
     pub fn params(&self, kind: ModelKind) -> HyperParams {
         let d = HyperParams::default_for(kind);

@@ -107,8 +107,14 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let mut learned = Vec::new();
     if !a.no_train {
         for &kind in &a.models {
-            let hp = a.hyper.params(kind);
-            let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+            let hp = a.hyper.params_for(kind, &trace.attributes);
+            let trained = train_with_bar(
+                &hp,
+                vocab.clone(),
+                &trace.attributes,
+                &split.train,
+                &split.val,
+            )?;
             if let Some(dir) = &a.save_dir {
                 std::fs::create_dir_all(dir)?;
                 let (w, _) = nn::save(&trained, &dir.join(kind.name()), Some(spec), &desc, None)?;

@@ -13,6 +13,7 @@ use clap::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
+    context::Attributes,
     generate::{generate, Workload, WorkloadSpec},
     history::History,
     import::import_path,
@@ -240,6 +241,7 @@ struct TrainArgs {
 pub fn train_with_bar(
     hp: &HyperParams,
     vocab: Arc<Vocabulary>,
+    attrs: &Attributes,
     train: &[Session],
     val: &[Session],
 ) -> CliResult<Trained> {
@@ -250,7 +252,7 @@ pub fn train_with_bar(
     );
     bar.set_prefix(hp.kind.name());
     let mut val_loss = f32::NAN;
-    let trained = nn::train(hp, vocab, train, val, &mut |p| {
+    let trained = nn::train_with_context(hp, vocab, attrs, train, val, &mut |p| {
         bar.set_length((p.epochs * p.steps) as u64);
         bar.set_position(((p.epoch - 1) * p.steps + p.step) as u64);
         if let Some(v) = p.val_loss {
@@ -280,9 +282,15 @@ fn train_cmd(a: &TrainArgs) -> CliResult<()> {
     let (trace, desc) = a.data.load(&cat)?;
     let spec = a.split.spec()?;
     let split = spec.split(&trace.sessions);
-    let hp = a.hyper.params(a.model);
+    let hp = a.hyper.params_for(a.model, &trace.attributes);
     let vocab = Arc::new(trace.vocab.clone());
-    let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+    let trained = train_with_bar(
+        &hp,
+        vocab.clone(),
+        &trace.attributes,
+        &split.train,
+        &split.val,
+    )?;
     // The online mixture with PPM: weights fitted on the validation split.
     let mut ppm = Ppm::new(vocab, a.ppm_order);
     observe_sessions(&mut ppm, &split.train);

@@ -222,8 +222,14 @@ impl LearnedSource {
             return Ok(Self::Checkpoint(m.clone()));
         }
         let vocab = Arc::new(trace.vocab.clone());
-        let hp = a.hyper.params(ModelKind::Lstm);
-        let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+        let hp = a.hyper.params_for(ModelKind::Lstm, &trace.attributes);
+        let trained = train_with_bar(
+            &hp,
+            vocab.clone(),
+            &trace.attributes,
+            &split.train,
+            &split.val,
+        )?;
         let model = nn::NeuralPredictor::new(&trained)?;
         let mut ppm = Ppm::new(vocab, 4);
         observe_sessions(&mut ppm, &split.train);

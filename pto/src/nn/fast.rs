@@ -10,9 +10,10 @@ use candle_core::Tensor;
 
 use super::{
     layers::LN_EPS,
-    model::{pair_buckets, pair_id, HyperParams, ModelKind},
+    model::{pair_buckets, pair_id, ContextShape, HyperParams, ModelKind},
     NnError,
 };
+use crate::context::{Features, TIME_FEATURES};
 
 /// Named weights, as in a checkpoint.
 pub type Weights = HashMap<String, Tensor>;
@@ -84,6 +85,90 @@ fn layer_norm(x: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The context's share of one position's input, already projected into what reads it (the
+/// LSTM's gates, the Transformer's width): per attribute and value a precomputed vector,
+/// and the matrix of the time features.
+#[derive(Clone, Debug, Default)]
+struct CtxProj {
+    shape: ContextShape,
+    out: usize,
+    /// Per attribute: `values × out`.
+    attrs: Vec<Vec<f32>>,
+    /// `out × TIME_FEATURES`, row-major; empty without time features.
+    time: Vec<f32>,
+    /// Added whenever there is context (the Transformer's projection bias); may be empty.
+    bias: Vec<f32>,
+}
+
+impl CtxProj {
+    /// From the `out × cols` matrix `m` whose columns `from..from + shape.width()` read the
+    /// context vector, with the attribute embeddings of `w`.
+    fn new(
+        shape: &ContextShape,
+        m: &[f32],
+        cols: usize,
+        from: usize,
+        out: usize,
+        w: &Weights,
+    ) -> Result<Self, NnError> {
+        let ae = shape.attr_embed;
+        let attrs = shape
+            .attribute_values
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let emb = take(w, &format!("ctx.attr{i}.weight"), &[n, ae])?;
+                let mut proj = vec![0f32; n * out];
+                for v in 0..n {
+                    for r in 0..out {
+                        let row = &m[r * cols + from + i * ae..][..ae];
+                        proj[v * out + r] = dot(row, &emb[v * ae..][..ae]);
+                    }
+                }
+                Ok(proj)
+            })
+            .collect::<Result<_, NnError>>()?;
+        let time = if shape.time {
+            let at = from + shape.attribute_values.len() * ae;
+            (0..out)
+                .flat_map(|r| m[r * cols + at..][..TIME_FEATURES].iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            shape: shape.clone(),
+            out,
+            attrs,
+            time,
+            bias: Vec::new(),
+        })
+    }
+
+    /// Adds the projected context `f` to `acc` (`out` values).
+    fn add(&self, f: &Features, acc: &mut [f32]) {
+        if self.shape.is_empty() {
+            return;
+        }
+        let out = self.out;
+        for (i, proj) in self.attrs.iter().enumerate() {
+            let id = self.shape.attr_id(&f.attrs, i) as usize;
+            for (a, p) in acc.iter_mut().zip(&proj[id * out..][..out]) {
+                *a += p;
+            }
+        }
+        if !self.time.is_empty() {
+            let t = f.time_vector();
+            for (r, a) in acc.iter_mut().enumerate().take(out) {
+                *a += dot(&self.time[r * TIME_FEATURES..][..TIME_FEATURES], &t);
+            }
+        }
+        for (a, b) in acc.iter_mut().zip(&self.bias) {
+            *a += b;
+        }
+    }
+}
+
 /// An LSTM ready for inference.
 #[derive(Clone, Debug)]
 pub struct FastLstm {
@@ -93,6 +178,8 @@ pub struct FastLstm {
     proj: Vec<f32>,
     /// Per pair bucket: `W_ih · pair[p]`, `4h` values; empty without pair features.
     pair_proj: Vec<f32>,
+    /// The context's share of the gates.
+    ctx: CtxProj,
     vin: usize,
     w_hh: Vec<f32>,
     head_w: Vec<f32>,
@@ -119,6 +206,8 @@ pub struct FastTransformer {
     tok: Vec<f32>,
     /// Pair embeddings; empty without pair features.
     pair: Vec<f32>,
+    /// The context's share of the input.
+    ctx: CtxProj,
     pos: Vec<f32>,
     blocks: Vec<FastBlock>,
     ln_f: (Vec<f32>, Vec<f32>),
@@ -142,8 +231,14 @@ impl FastModel {
         Ok(match hp.kind {
             ModelKind::Lstm => {
                 let (e, h) = (hp.embed, hp.hidden);
+                let cols = e + hp.context.width();
                 let embed = take(w, "embed.weight", &[vin, e])?;
-                let w_ih = take(w, "lstm.weight_ih_l0", &[4 * h, e])?;
+                let w_full = take(w, "lstm.weight_ih_l0", &[4 * h, cols])?;
+                let ctx = CtxProj::new(&hp.context, &w_full, cols, e, 4 * h, w)?;
+                // The columns that read the token (and pair) embedding.
+                let w_ih: Vec<f32> = (0..4 * h)
+                    .flat_map(|r| w_full[r * cols..][..e].iter().copied())
+                    .collect();
                 let b_ih = take(w, "lstm.bias_ih_l0", &[4 * h])?;
                 let b_hh = take(w, "lstm.bias_hh_l0", &[4 * h])?;
                 let bias: Vec<f32> = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
@@ -176,6 +271,7 @@ impl FastModel {
                     h,
                     proj,
                     pair_proj,
+                    ctx,
                     vin,
                     w_hh: take(w, "lstm.weight_hh_l0", &[4 * h, h])?,
                     head_w: take(w, "head.weight", &[v, h])?,
@@ -213,7 +309,18 @@ impl FastModel {
                     })
                     .collect::<Result<_, NnError>>()?;
                 let (head_w, head_b) = pair("head", v, Some(d))?;
+                let ctx = if hp.context.is_empty() {
+                    CtxProj::default()
+                } else {
+                    let c = hp.context.width();
+                    let (m, bias) = pair("ctx_in", d, Some(c))?;
+                    CtxProj {
+                        bias,
+                        ..CtxProj::new(&hp.context, &m, c, 0, d, w)?
+                    }
+                };
                 FastModel::Transformer(FastTransformer {
+                    ctx,
                     d,
                     heads: hp.heads,
                     vin,
@@ -234,19 +341,27 @@ impl FastModel {
     }
 
     /// Next-request logits after `tokens` (non-empty, start token first; every token `< V + 1`; for the
-    /// Transformer at most `max_len` tokens).
-    pub(crate) fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    /// Transformer at most `max_len` tokens) with each token's context `features` (unknown
+    /// where shorter).
+    pub(crate) fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         match self {
-            FastModel::Lstm(m) => m.logits(tokens),
-            FastModel::Transformer(m) => m.logits(tokens),
+            FastModel::Lstm(m) => m.logits(tokens, features),
+            FastModel::Transformer(m) => m.logits(tokens, features),
         }
     }
 }
 
 impl FastLstm {
-    /// Runs `tokens[from..]` through the cell from the state `(h, c)` (each `hidden`
-    /// values); `tokens[0]` is the start token.
-    pub(crate) fn advance(&self, hs: &mut [f32], c: &mut [f32], tokens: &[u32], from: usize) {
+    /// Runs `tokens[from..]` (with their context `features`) through the cell from the state
+    /// `(h, c)` (each `hidden` values); `tokens[0]` is the start token.
+    pub(crate) fn advance(
+        &self,
+        hs: &mut [f32],
+        c: &mut [f32],
+        tokens: &[u32],
+        features: &[Features],
+        from: usize,
+    ) {
         let h = self.h;
         let bos = (self.vin - 1) as u32;
         let mut g = vec![0f32; 4 * h];
@@ -267,6 +382,8 @@ impl FastLstm {
                     *x += y;
                 }
             }
+            self.ctx
+                .add(&features.get(i).copied().unwrap_or_default(), &mut g);
             for j in 0..h {
                 let i_g = sigmoid(g[j]);
                 let f_g = sigmoid(g[h + j]);
@@ -290,15 +407,15 @@ impl FastLstm {
         self.h
     }
 
-    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         let (mut hs, mut c) = (vec![0f32; self.h], vec![0f32; self.h]);
-        self.advance(&mut hs, &mut c, tokens, 0);
+        self.advance(&mut hs, &mut c, tokens, features, 0);
         self.head(&hs)
     }
 }
 
 impl FastTransformer {
-    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         let (d, t_len) = (self.d, tokens.len());
         let dh = d / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
@@ -315,6 +432,10 @@ impl FastTransformer {
                     *a += b;
                 }
             }
+            self.ctx.add(
+                &features.get(i).copied().unwrap_or_default(),
+                &mut x[i * d..][..d],
+            );
         }
         let mut a = vec![0f32; d];
         let mut qkv = vec![0f32; t_len * 3 * d];

@@ -200,6 +200,10 @@ impl Predictor for Hybrid {
         self.model.vocabulary()
     }
 
+    fn attributes(&self) -> Option<&crate::context::Attributes> {
+        self.model.attributes()
+    }
+
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {
         top_k(&self.distribution(context), k)
     }
