@@ -197,6 +197,22 @@ impl Attributes {
         out
     }
 
+    /// `v`, whose ids refer to this schema, with its ids in `to` (matched by attribute and
+    /// value name; what `to` lacks is unknown).
+    pub fn translate(&self, v: &AttrValues, to: &Attributes) -> AttrValues {
+        let mut out = AttrValues::default();
+        for (i, name) in self.names.iter().enumerate() {
+            let (Some(j), Some(value)) = (to.index(name), self.values[i].name(u32::from(v.get(i))))
+            else {
+                continue;
+            };
+            if v.get(i) != 0 {
+                out.0[j] = to.lookup(j, value);
+            }
+        }
+        out
+    }
+
     fn classify(&mut self, i: usize, value: Option<&[u8]>) -> Result<ValueId, Bucketed> {
         let raw = value.ok_or(Bucketed::Empty)?;
         let text = std::str::from_utf8(raw)
@@ -409,6 +425,12 @@ mod tests {
         );
         let v = a.lookup_all([("cohort", "v1"), ("nope", "x"), ("platform", "mobile")]);
         assert_eq!(&v.0[..2], &[2, 2]);
+        // Into a schema of other order and ids: by name; what it lacks is unknown.
+        let mut b = Attributes::new(&["cohort", "other"]).unwrap();
+        b.intern(0, Some(b"v5"));
+        b.intern(0, Some(b"v1"));
+        assert_eq!(&a.translate(&v, &b).0[..3], &[2, 0, 0]);
+        assert_eq!(b.translate(&b.lookup_all([("cohort", "v5")]), &a).0[1], 6);
     }
 
     #[test]

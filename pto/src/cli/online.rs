@@ -458,11 +458,15 @@ pub fn orchestrator(
         Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
         Mode::Learned => {
             let p = learned.ok_or(OnlineError::NoCheckpoint)?.make(cat, past)?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?
+                .with_starts(past)
+                .with_trace_attributes(&past.attributes))
         }
         _ => {
             let p = predictor_for(m, cat, past, None)?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?
+                .with_starts(past)
+                .with_trace_attributes(&past.attributes))
         }
     }
 }
