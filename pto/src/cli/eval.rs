@@ -8,6 +8,7 @@ use see_pto::{
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
     predict::{observe_sessions, ContextPpm, Ppm, Predictor, Reactive, StaticGraph},
+    protocol::{chronological, with_end, Protocol},
 };
 
 use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
@@ -20,6 +21,16 @@ pub struct EvalArgs {
     split: SplitArgs,
     #[command(flatten)]
     hyper: HyperArgs,
+    /// Evaluation protocol: `random` splits sessions by a hash of their key (--split-seed,
+    /// --test-percent, --val-percent); `process-mining` is Tax et al. (2017): the first two
+    /// thirds of sessions by start time train (the last fifth of them validates), the last
+    /// third is tested, the end of a session is a class, and every prefix is scored.
+    #[arg(
+        long,
+        value_parser = super::by_name::<Protocol>(Protocol::ALL.map(Protocol::name)),
+        default_value_t = Protocol::Random
+    )]
+    protocol: Protocol,
     /// Learned models to train on the training split (validation split for early stopping).
     #[arg(
         long,
@@ -61,7 +72,20 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let cat = a.data.catalogue()?;
     let (trace, desc) = a.data.load(&cat)?;
     let spec = a.split.spec()?;
-    let split = spec.split(&trace.sessions);
+    let (trace, split, saved_split) = match a.protocol {
+        Protocol::Random => {
+            let split = spec.split(&trace.sessions);
+            (trace, split, Some(spec))
+        }
+        Protocol::ProcessMining => {
+            if !a.load.is_empty() {
+                return Err("--load with --protocol process-mining: a checkpoint was trained without the end-of-session class; train here instead".into());
+            }
+            let t = with_end(&trace);
+            let split = chronological(&t.sessions);
+            (t, split, None)
+        }
+    };
     if split.test.is_empty() || split.train.is_empty() {
         return Err("the split leaves no training or no test session; use more data or other --test-percent".into());
     }
@@ -117,7 +141,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
             )?;
             if let Some(dir) = &a.save_dir {
                 std::fs::create_dir_all(dir)?;
-                let (w, _) = nn::save(&trained, &dir.join(kind.name()), Some(spec), &desc, None)?;
+                let (w, _) = nn::save(&trained, &dir.join(kind.name()), saved_split, &desc, None)?;
                 eprintln!("saved {}", w.display());
             }
             learned.push(NeuralPredictor::new(&trained)?);
@@ -175,13 +199,19 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     if let Some(b) = bayes_optimal(&split.test, cfg) {
         rows.push(b);
     }
+    let how = match a.protocol {
+        Protocol::Random => format!("split seed {}", spec.seed),
+        Protocol::ProcessMining => {
+            "process-mining protocol: chronological split, end of session a class, every prefix"
+                .into()
+        }
+    };
     println!(
-        "data: {desc}; {} request types; sessions: {} train, {} validation, {} test (split seed {}); {} test positions; budget K = {}, threshold {}",
+        "data: {desc}; {} request types; sessions: {} train, {} validation, {} test ({how}); {} test positions; budget K = {}, threshold {}",
         vocab.len() - 1,
         split.train.len(),
         split.val.len(),
         split.test.len(),
-        spec.seed,
         rows[0].positions,
         cfg.budget,
         cfg.threshold
