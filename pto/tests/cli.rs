@@ -500,6 +500,32 @@ fn data_commands_take_the_import_column_options() {
     .collect();
     let out = ok(dir.path(), &args);
     assert!(out.contains("attributes: platform (1 values)"), "{out}");
+    // Column options without --input are refused, whatever the sessions' source, by every
+    // command that takes them.
+    for source in [
+        &["--db", "h.db"][..],
+        &["--workload", "markov", "--sessions", "30"][..],
+    ] {
+        for cmd in [
+            &["eval", "--no-train"][..],
+            &["train", "--model", "lstm", "--out", "m", "--epochs", "1"][..],
+        ] {
+            let args: Vec<&str> = cmd
+                .iter()
+                .chain(source)
+                .chain(&["--type-column", "what"])
+                .copied()
+                .collect();
+            let err = fails(dir.path(), &args);
+            assert!(err.contains("read an --input file"), "{args:?}: {err}");
+        }
+    }
+    // `pto predict` with a count model and no data at all.
+    let err = fails(
+        dir.path(),
+        &["predict", "--predictor", "static-graph", "--strict", "home"],
+    );
+    assert!(err.contains("read an --input file"), "{err}");
 }
 
 #[test]

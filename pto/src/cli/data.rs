@@ -66,6 +66,19 @@ impl DataArgs {
         })
     }
 
+    /// Refuses the column options without an --input file to read them on: a command must
+    /// not accept them and then ignore them.
+    pub fn check_columns(&self) -> CliResult<()> {
+        if self.input.is_none() && self.columns.is_given() {
+            return Err(
+                "--format, the --*-column options, --no-attributes and --strict read an \
+                 --input file (`pto import` applies them when it fills a history)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Loads the sessions; returns them with a one-line description of where they came from.
     pub fn load(&self, catalogue: &ServiceCatalogue) -> CliResult<(Trace, String)> {
         let vocab = catalogue.vocabulary();
@@ -76,6 +89,8 @@ impl DataArgs {
                     .into(),
             );
         }
+        // Checked first: a history or a generated workload would silently ignore them.
+        self.check_columns()?;
         if let Some(db) = &self.db {
             let h = History::open(db)?;
             let options = LoadOptions {
@@ -94,13 +109,6 @@ impl DataArgs {
             }
             let name = self.source.clone().unwrap_or_else(|| "all sources".into());
             return Ok((t, format!("history {} ({name})", file_name(db))));
-        }
-        if self.input.is_none() && self.columns.is_given() {
-            return Err(
-                "--format, the --*-column options, --no-attributes and --strict read an \
-                 --input file (`pto import` applies them when it fills a history)"
-                    .into(),
-            );
         }
         if let Some(input) = &self.input {
             let (t, report) = import_path(input, &self.columns.options(), vocab)?;

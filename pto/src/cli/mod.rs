@@ -332,6 +332,7 @@ struct PredictArgs {
 }
 
 fn predict(a: &PredictArgs) -> CliResult<()> {
+    a.data.check_columns()?;
     let cat = a.data.catalogue()?;
     let baseline = || -> CliResult<Box<dyn Predictor>> {
         if a.predictor == "static-graph" {
