@@ -414,12 +414,18 @@ fn eval_on_a_generated_workload_trains_both_models_and_prints_the_limit() {
         "| transformer |",
         "| transformer+ppm4 |",
         "| bayes-optimal (limit) |",
+        "| ctx-ppm4[",
+        "against the Bayes limit's top-1",
     ] {
         assert!(out.contains(row), "{row} missing: {out}");
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("e.json")).unwrap()).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 10);
+    assert_eq!(
+        json.as_array().unwrap().len(),
+        11,
+        "the context-aware PPM included"
+    );
 }
 
 #[test]

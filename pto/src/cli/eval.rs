@@ -4,7 +4,10 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::Args;
 use see_pto::{
-    eval::{bayes_optimal, comparison, evaluate, latency_by_context, table, EvalConfig, Metrics},
+    eval::{
+        bayes_optimal, comparison, evaluate, latency_by_context, table, versus_limit, EvalConfig,
+        Metrics,
+    },
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
     predict::{observe_sessions, ContextPpm, Ppm, Predictor, Reactive, StaticGraph},
@@ -232,6 +235,23 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
             "\nagainst the best count-based baseline, paired on the same positions (95 % intervals, sessions resampled):"
         );
         print!("{versus}");
+    }
+    if let Some(limit) = rows.iter().find(|m| !m.expected_top1.is_empty()) {
+        println!(
+            "\nagainst the Bayes limit's top-1, paired on the same positions (95 % intervals, sessions resampled):"
+        );
+        println!("| predictor | top-1 points vs the limit (95 % CI) |");
+        println!("| --- | ---: |");
+        for m in &rows {
+            if let Some(d) = versus_limit(m, limit) {
+                println!(
+                    "| {} | {:+.1} ± {:.1} |",
+                    m.name,
+                    100.0 * d.mean,
+                    100.0 * d.ci95
+                );
+            }
+        }
     }
     let lengths = [1, 8, 24, 47];
     println!(
