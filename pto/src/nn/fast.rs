@@ -94,7 +94,8 @@ struct CtxProj {
     out: usize,
     /// Per attribute: `values × out`.
     attrs: Vec<Vec<f32>>,
-    /// `out × TIME_FEATURES`, row-major; empty without time features.
+    /// `TIME_FEATURES × out`: per time feature, its column of the matrix (so that adding
+    /// it is one vectorised pass, skipped when the feature is 0); empty without time features.
     time: Vec<f32>,
     /// Added whenever there is context (the Transformer's projection bias); may be empty.
     bias: Vec<f32>,
@@ -130,8 +131,8 @@ impl CtxProj {
             .collect::<Result<_, NnError>>()?;
         let time = if shape.time {
             let at = from + shape.attribute_values.len() * ae;
-            (0..out)
-                .flat_map(|r| m[r * cols + at..][..TIME_FEATURES].iter().copied())
+            (0..TIME_FEATURES)
+                .flat_map(|k| (0..out).map(move |r| m[r * cols + at + k]))
                 .collect()
         } else {
             Vec::new()
@@ -158,9 +159,12 @@ impl CtxProj {
             }
         }
         if !self.time.is_empty() {
-            let t = f.time_vector();
-            for (r, a) in acc.iter_mut().enumerate().take(out) {
-                *a += dot(&self.time[r * TIME_FEATURES..][..TIME_FEATURES], &t);
+            for (k, x) in f.time_vector().into_iter().enumerate() {
+                if x != 0.0 {
+                    for (a, w) in acc.iter_mut().zip(&self.time[k * out..][..out]) {
+                        *a += x * w;
+                    }
+                }
             }
         }
         for (a, b) in acc.iter_mut().zip(&self.bias) {
