@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 use super::{
     layers::LN_EPS,
-    model::{pair_buckets, pair_id, ContextShape, HyperParams, ModelKind},
+    model::{cross_buckets, cross_id, pair_buckets, pair_id, ContextShape, HyperParams, ModelKind},
     NnError,
 };
 use crate::context::{Features, TIME_FEATURES};
@@ -173,6 +173,71 @@ impl CtxProj {
     }
 }
 
+/// The cross embeddings of (token, attribute value, gap bucket), per attribute.
+#[derive(Clone, Debug, Default)]
+struct Cross {
+    shape: ContextShape,
+    vin: usize,
+    e: usize,
+    /// Per attribute: `buckets × e`.
+    tables: Vec<Vec<f32>>,
+}
+
+impl Cross {
+    fn new(shape: &ContextShape, vin: usize, e: usize, w: &Weights) -> Result<Self, NnError> {
+        let tables = if shape.cross {
+            shape
+                .attribute_values
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    take(
+                        w,
+                        &format!("ctx.cross{i}.weight"),
+                        &[cross_buckets(vin, n), e],
+                    )
+                })
+                .collect::<Result<_, NnError>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            shape: shape.clone(),
+            vin,
+            e,
+            tables,
+        })
+    }
+
+    /// The same tables projected by the `out × e` matrix `m` (the LSTM's input columns):
+    /// each bucket's share of the gates, computed once.
+    fn projected(mut self, m: &[f32], out: usize) -> Self {
+        let e = self.e;
+        for t in &mut self.tables {
+            let buckets = t.len() / e.max(1);
+            let mut p = vec![0f32; buckets * out];
+            for b in 0..buckets {
+                matvec(m, None, &t[b * e..][..e], &mut p[b * out..][..out]);
+            }
+            *t = p;
+        }
+        self.e = out;
+        self
+    }
+
+    /// Adds the cross embeddings (or their projections) of `token` in context `f` to `acc`
+    /// (`e` values).
+    fn add(&self, token: u32, f: &Features, acc: &mut [f32]) {
+        for (i, table) in self.tables.iter().enumerate() {
+            let n = self.shape.attribute_values[i];
+            let id = cross_id(token, self.shape.attr_id(&f.attrs, i), f.gap, self.vin, n) as usize;
+            for (a, x) in acc.iter_mut().zip(&table[id * self.e..][..self.e]) {
+                *a += x;
+            }
+        }
+    }
+}
+
 /// An LSTM ready for inference.
 #[derive(Clone, Debug)]
 pub struct FastLstm {
@@ -184,6 +249,8 @@ pub struct FastLstm {
     pair_proj: Vec<f32>,
     /// The context's share of the gates.
     ctx: CtxProj,
+    /// Per cross bucket, its share of the gates (`W_ih · cross[b]`, `4h` values).
+    cross: Cross,
     vin: usize,
     w_hh: Vec<f32>,
     head_w: Vec<f32>,
@@ -212,6 +279,7 @@ pub struct FastTransformer {
     pair: Vec<f32>,
     /// The context's share of the input.
     ctx: CtxProj,
+    cross: Cross,
     pos: Vec<f32>,
     blocks: Vec<FastBlock>,
     ln_f: (Vec<f32>, Vec<f32>),
@@ -276,6 +344,7 @@ impl FastModel {
                     proj,
                     pair_proj,
                     ctx,
+                    cross: Cross::new(&hp.context, vin, e, w)?.projected(&w_ih, 4 * h),
                     vin,
                     w_hh: take(w, "lstm.weight_hh_l0", &[4 * h, h])?,
                     head_w: take(w, "head.weight", &[v, h])?,
@@ -325,6 +394,7 @@ impl FastModel {
                 };
                 FastModel::Transformer(FastTransformer {
                     ctx,
+                    cross: Cross::new(&hp.context, vin, d, w)?,
                     d,
                     heads: hp.heads,
                     vin,
@@ -386,8 +456,9 @@ impl FastLstm {
                     *x += y;
                 }
             }
-            self.ctx
-                .add(&features.get(i).copied().unwrap_or_default(), &mut g);
+            let f = features.get(i).copied().unwrap_or_default();
+            self.ctx.add(&f, &mut g);
+            self.cross.add(t, &f, &mut g);
             for j in 0..h {
                 let i_g = sigmoid(g[j]);
                 let f_g = sigmoid(g[h + j]);
@@ -436,10 +507,9 @@ impl FastTransformer {
                     *a += b;
                 }
             }
-            self.ctx.add(
-                &features.get(i).copied().unwrap_or_default(),
-                &mut x[i * d..][..d],
-            );
+            let f = features.get(i).copied().unwrap_or_default();
+            self.ctx.add(&f, &mut x[i * d..][..d]);
+            self.cross.add(t, &f, &mut x[i * d..][..d]);
         }
         let mut a = vec![0f32; d];
         let mut qkv = vec![0f32; t_len * 3 * d];

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{causal_mask, softmax_last, LayerNorm};
 use crate::context::{
-    AttrValues, Attributes, Features, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES, TIME_FEATURES,
+    AttrValues, Attributes, Features, GAP_BUCKETS, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES,
+    TIME_FEATURES,
 };
 
 /// Which network.
@@ -113,6 +114,25 @@ pub struct ContextShape {
     pub attr_embed: usize,
     /// Read the numeric time features.
     pub time: bool,
+    /// Add, per attribute, an embedding of the (token, attribute value, gap bucket) triple
+    /// to the token embedding (hashed into at most [`MAX_CROSS_BUCKETS`]): a sparse feature
+    /// that lets the network learn per-context transitions as sharply as counting does.
+    #[serde(default)]
+    pub cross: bool,
+}
+
+/// Most buckets of one cross embedding.
+pub const MAX_CROSS_BUCKETS: usize = 4096;
+
+/// Buckets of the cross embedding of an attribute of `values` values, for `vin` tokens.
+pub fn cross_buckets(vin: usize, values: usize) -> usize {
+    (vin * values * GAP_BUCKETS).clamp(1, MAX_CROSS_BUCKETS)
+}
+
+/// The cross bucket of `token` with attribute value `value` and gap bucket `gap`.
+pub fn cross_id(token: u32, value: u32, gap: u8, vin: usize, values: usize) -> u32 {
+    let v = (token as usize * values + value as usize) * GAP_BUCKETS + usize::from(gap);
+    (v % cross_buckets(vin, values)) as u32
 }
 
 /// Default width of an attribute embedding.
@@ -127,6 +147,7 @@ impl ContextShape {
                 .collect(),
             attr_embed: if attrs.is_empty() { 0 } else { ATTR_EMBED },
             time,
+            cross: !attrs.is_empty(),
         }
     }
 
@@ -159,15 +180,19 @@ pub struct ContextBatch {
     pub attrs: Vec<Tensor>,
     /// Time features.
     pub time: Option<Tensor>,
+    /// Cross-embedding ids, one `(B, T)` tensor per attribute when the shape asks for them.
+    pub cross: Vec<Tensor>,
 }
 
 impl ContextBatch {
-    /// The batch of `rows` (each aligned with its token row, padded to `t` positions with
-    /// unknown context) under `shape`.
+    /// The batch of `rows` (each aligned with its token row of `tokens`, padded to `t`
+    /// positions with unknown context) under `shape`, for `vin` input tokens.
     pub fn new(
         shape: &ContextShape,
+        tokens: &[&[u32]],
         rows: &[&[Features]],
         t: usize,
+        vin: usize,
         dev: &candle_core::Device,
     ) -> Result<Self> {
         let b = rows.len();
@@ -190,7 +215,28 @@ impl ContextBatch {
         } else {
             None
         };
-        Ok(Self { attrs, time })
+        let cross = if shape.cross {
+            (0..shape.attribute_values.len())
+                .map(|i| {
+                    let n = shape.attribute_values[i];
+                    let ids: Vec<u32> = tokens
+                        .iter()
+                        .zip(rows)
+                        .flat_map(|(tk, r)| {
+                            (0..t).map(move |j| {
+                                let f = at(r, j);
+                                let tok = tk.get(j).copied().unwrap_or(0);
+                                cross_id(tok, shape.attr_id(&f.attrs, i), f.gap, vin, n)
+                            })
+                        })
+                        .collect();
+                    Tensor::from_vec(ids, (b, t), dev)
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self { attrs, time, cross })
     }
 }
 
@@ -225,6 +271,7 @@ struct Input {
     tok: Embedding,
     pair: Option<Embedding>,
     attrs: Vec<Embedding>,
+    cross: Vec<Embedding>,
     vin: usize,
 }
 
@@ -251,17 +298,36 @@ impl Input {
                     candle_nn::embedding(n, hp.context.attr_embed, vb.pp(format!("ctx.attr{i}")))
                 })
                 .collect::<Result<_>>()?,
+            cross: if hp.context.cross {
+                hp.context
+                    .attribute_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        candle_nn::embedding(
+                            cross_buckets(vin, n),
+                            hp.embed,
+                            vb.pp(format!("ctx.cross{i}")),
+                        )
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
             vin,
         })
     }
 
-    /// The token (and pair) embedding, `(B, T, E)`.
-    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let x = self.tok.forward(tokens)?;
-        match &self.pair {
-            Some(p) => x + p.forward(&pair_tensor(tokens, self.vin)?)?,
-            None => Ok(x),
+    /// The token (and pair, and cross) embedding, `(B, T, E)`.
+    fn forward(&self, tokens: &Tensor, ctx: &ContextBatch) -> Result<Tensor> {
+        let mut x = self.tok.forward(tokens)?;
+        if let Some(p) = &self.pair {
+            x = (x + p.forward(&pair_tensor(tokens, self.vin)?)?)?;
         }
+        for (e, ids) in self.cross.iter().zip(&ctx.cross) {
+            x = (x + e.forward(ids)?)?;
+        }
+        Ok(x)
     }
 
     /// The context vector `(B, T, C)`: attribute embeddings and time features; `None` for a
@@ -490,7 +556,7 @@ impl Net for LstmNet {
         ctx: &ContextBatch,
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
-        let mut x = self.embed.forward(tokens)?;
+        let mut x = self.embed.forward(tokens, ctx)?;
         if let Some(c) = self.embed.context(ctx)? {
             x = Tensor::cat(&[x, c], D::Minus1)?;
         }
@@ -596,7 +662,7 @@ impl Net for TransformerNet {
         let positions = Tensor::arange(0u32, t as u32, tokens.device())?;
         let mut x = self
             .tok
-            .forward(tokens)?
+            .forward(tokens, ctx)?
             .broadcast_add(&self.pos.forward(&positions)?)?;
         if let (Some(p), Some(c)) = (&self.ctx_in, self.tok.context(ctx)?) {
             x = (x + p.forward(&c)?)?;

@@ -35,6 +35,7 @@ fn ctx_shape() -> ContextShape {
         attribute_values: vec![3, 4],
         attr_embed: 3,
         time: true,
+        cross: true,
     }
 }
 
@@ -83,7 +84,7 @@ fn every_parameter_receives_a_non_zero_gradient() {
             seq(vec![6, 2, 2, 2, 1, 3, 5], context),
         ];
         let refs: Vec<&Seq> = seqs.iter().collect();
-        let (i, t, m, c) = batch(&refs, &hp.context, &Device::Cpu).unwrap();
+        let (i, t, m, c) = batch(&refs, &hp.context, 7, &Device::Cpu).unwrap();
         let mut d = Dropout::new(0.1, 3);
         let (l, n) = loss(net.as_ref(), &i, &c, &t, &m, Some(&mut d)).unwrap();
         assert_eq!(n, 12.0);
@@ -92,15 +93,17 @@ fn every_parameter_receives_a_non_zero_gradient() {
         let base = if kind == ModelKind::Lstm { 7 } else { 30 };
         let extra = match (context, kind) {
             (false, _) => 0,
-            (true, ModelKind::Lstm) => 2,
-            (true, ModelKind::Transformer) => 4,
+            (true, ModelKind::Lstm) => 4,
+            (true, ModelKind::Transformer) => 6,
         };
         assert!(data.len() >= base + extra, "{kind:?}: {} vars", data.len());
-        assert_eq!(
-            data.contains_key("ctx.attr1.weight"),
-            context,
-            "{kind:?}: the context embeddings exist exactly when asked for"
-        );
+        for name in ["ctx.attr1.weight", "ctx.cross1.weight"] {
+            assert_eq!(
+                data.contains_key(name),
+                context,
+                "{kind:?}: {name} exists exactly when asked for"
+            );
+        }
         for (name, var) in data.iter() {
             let g = grads
                 .get(var.as_tensor())
@@ -116,10 +119,11 @@ fn every_parameter_receives_a_non_zero_gradient() {
         }
         if context {
             // The time features reach the output too: other times, other logits.
-            let (i, _, _, c) = batch(&refs, &hp.context, &Device::Cpu).unwrap();
+            let (i, _, _, c) = batch(&refs, &hp.context, 7, &Device::Cpu).unwrap();
             let zero_time = ContextBatch {
                 attrs: c.attrs.clone(),
                 time: c.time.as_ref().map(|t| t.zeros_like().unwrap()),
+                cross: c.cross.clone(),
             };
             let a = net.forward(&i, &c, None).unwrap();
             let b = net.forward(&i, &zero_time, None).unwrap();
@@ -169,8 +173,15 @@ fn the_fast_path_agrees_with_the_candle_graph() {
         ] {
             let s = seq(tokens.clone(), context);
             // The context of every position, the last included.
-            let c_all =
-                ContextBatch::new(&hp.context, &[&s.features], tokens.len(), &Device::Cpu).unwrap();
+            let c_all = ContextBatch::new(
+                &hp.context,
+                &[&s.tokens],
+                &[&s.features],
+                tokens.len(),
+                7,
+                &Device::Cpu,
+            )
+            .unwrap();
             let t = Tensor::from_vec(tokens.clone(), (1, tokens.len()), &Device::Cpu).unwrap();
             let all = net
                 .forward(&t, &c_all, None)

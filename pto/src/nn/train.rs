@@ -124,6 +124,7 @@ pub(crate) fn sequences(sessions: &[Session], vocab_len: usize, max_len: usize) 
 pub(crate) fn batch(
     seqs: &[&Seq],
     shape: &ContextShape,
+    vin: usize,
     dev: &Device,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor, ContextBatch)> {
     let t = seqs
@@ -143,11 +144,12 @@ pub(crate) fn batch(
         }
     }
     let rows: Vec<&[Features]> = seqs.iter().map(|s| s.features.as_slice()).collect();
+    let toks: Vec<&[u32]> = seqs.iter().map(|s| s.tokens.as_slice()).collect();
     Ok((
         Tensor::from_vec(inp, (b, t), dev)?,
         Tensor::from_vec(tgt, b * t, dev)?,
         Tensor::from_vec(mask, b * t, dev)?,
-        ContextBatch::new(shape, &rows, t, dev)?,
+        ContextBatch::new(shape, &toks, &rows, t, vin, dev)?,
     ))
 }
 
@@ -179,13 +181,14 @@ fn mean_loss(
     net: &dyn Net,
     seqs: &[Seq],
     shape: &ContextShape,
+    vin: usize,
     batch_size: usize,
     dev: &Device,
 ) -> Result<f32, NnError> {
     let (mut total, mut count) = (0f64, 0f64);
     for chunk in seqs.chunks(batch_size) {
         let refs: Vec<&Seq> = chunk.iter().collect();
-        let (i, t, m, c) = batch(&refs, shape, dev)?;
+        let (i, t, m, c) = batch(&refs, shape, vin, dev)?;
         let (l, n) = loss(net, &i, &c, &t, &m, None)?;
         total += f64::from(l.to_scalar::<f32>()?) * f64::from(n);
         count += f64::from(n);
@@ -266,7 +269,7 @@ pub fn train_with_context(
         let (mut sum, mut n_sum) = (0f64, 0f64);
         for (step, idx) in order.chunks(hp.batch).enumerate() {
             let refs: Vec<&Seq> = idx.iter().map(|&i| &train_seqs[i]).collect();
-            let (i, t, m, c) = batch(&refs, shape, &dev)?;
+            let (i, t, m, c) = batch(&refs, shape, v + 1, &dev)?;
             let (l, n) = loss(net.as_ref(), &i, &c, &t, &m, Some(&mut dropout))?;
             opt.backward_step(&l)?;
             let lv = l.to_scalar::<f32>()?;
@@ -285,7 +288,14 @@ pub fn train_with_context(
             });
         }
         train_loss = (sum / n_sum.max(1.0)) as f32;
-        let val_loss = mean_loss(net.as_ref(), &val_seqs, shape, hp.batch.max(64), &dev)?;
+        let val_loss = mean_loss(
+            net.as_ref(),
+            &val_seqs,
+            shape,
+            v + 1,
+            hp.batch.max(64),
+            &dev,
+        )?;
         progress(&Progress {
             epoch,
             epochs: hp.epochs,
