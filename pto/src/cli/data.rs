@@ -480,7 +480,8 @@ pub struct HyperArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Feed the learned models no request context (attributes and time features): the
-    /// request types only.
+    /// request types only. By default a model is trained with and without context and the
+    /// one with the lower validation loss is kept.
     #[arg(long)]
     pub no_context: bool,
 }

@@ -237,8 +237,42 @@ struct TrainArgs {
     ppm_order: usize,
 }
 
-/// Trains with a progress bar on stderr.
+/// Trains with a progress bar on stderr. A model that reads context is trained a second time
+/// without it, and the one with the lower validation loss is kept: context that carries no
+/// signal only gives the network more to overfit.
 pub fn train_with_bar(
+    hp: &HyperParams,
+    vocab: Arc<Vocabulary>,
+    attrs: &Attributes,
+    train: &[Session],
+    val: &[Session],
+) -> CliResult<Trained> {
+    let with = train_one(hp, vocab.clone(), attrs, train, val)?;
+    if hp.context.is_empty() {
+        return Ok(with);
+    }
+    let blind_hp = HyperParams {
+        context: nn::ContextShape::default(),
+        ..hp.clone()
+    };
+    let blind = train_one(&blind_hp, vocab, attrs, train, val)?;
+    let (a, b) = (with.report.best_val_loss, blind.report.best_val_loss);
+    if b < a {
+        eprintln!(
+            "{}: the context-free model has the lower validation loss ({b:.4} against {a:.4} with context): kept",
+            hp.kind.name()
+        );
+        Ok(blind)
+    } else {
+        eprintln!(
+            "{}: the model with context has the lower validation loss ({a:.4} against {b:.4} without): kept",
+            hp.kind.name()
+        );
+        Ok(with)
+    }
+}
+
+fn train_one(
     hp: &HyperParams,
     vocab: Arc<Vocabulary>,
     attrs: &Attributes,
