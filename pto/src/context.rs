@@ -197,6 +197,22 @@ impl Attributes {
         out
     }
 
+    /// `v`, whose ids refer to this schema, with its ids in `to` (matched by attribute and
+    /// value name; what `to` lacks is unknown).
+    pub fn translate(&self, v: &AttrValues, to: &Attributes) -> AttrValues {
+        let mut out = AttrValues::default();
+        for (i, name) in self.names.iter().enumerate() {
+            let (Some(j), Some(value)) = (to.index(name), self.values[i].name(u32::from(v.get(i))))
+            else {
+                continue;
+            };
+            if v.get(i) != 0 {
+                out.0[j] = to.lookup(j, value);
+            }
+        }
+        out
+    }
+
     fn classify(&mut self, i: usize, value: Option<&[u8]>) -> Result<ValueId, Bucketed> {
         let raw = value.ok_or(Bucketed::Empty)?;
         let text = std::str::from_utf8(raw)
@@ -284,16 +300,51 @@ pub struct Features {
     pub gap: u8,
     /// Its hour bucket ([`hour_bucket`]).
     pub hour: u8,
+    /// Milliseconds since the previous request of its session (0 for the first).
+    pub gap_ms: i64,
+    /// Milliseconds since its session's first request.
+    pub since_start_ms: i64,
+    /// When it arrived (ms since the epoch, or since the trace's start).
+    pub at_ms: i64,
 }
 
+/// Numeric time features per request ([`Features::time_vector`]).
+pub const TIME_FEATURES: usize = 6;
+
 impl Features {
-    /// The features of a request at `at_ms` with `attrs`, after one at `prev_ms`.
-    pub fn of(prev_ms: Option<i64>, at_ms: i64, attrs: AttrValues) -> Self {
+    /// The features of a request at `at_ms` with `attrs`, after one at `prev_ms`, in a
+    /// session that began at `start_ms`.
+    pub fn of(start_ms: i64, prev_ms: Option<i64>, at_ms: i64, attrs: AttrValues) -> Self {
         Self {
             attrs,
             gap: gap_bucket(prev_ms, at_ms),
             hour: hour_bucket(at_ms),
+            gap_ms: prev_ms.map_or(0, |p| at_ms.saturating_sub(p).max(0)),
+            since_start_ms: at_ms.saturating_sub(start_ms).max(0),
+            at_ms,
         }
+    }
+
+    /// The scaled numeric time features a learned model reads: the gap since the previous
+    /// request and the time since the session began (log seconds, scaled to about 0..1), and
+    /// the time of day and of week as sine and cosine (all 0 for a relative timestamp).
+    pub fn time_vector(&self) -> [f32; TIME_FEATURES] {
+        let log_s = |ms: i64| ((ms.max(0) as f64 / 1000.0).ln_1p() / 10.0) as f32;
+        let mut out = [0f32; TIME_FEATURES];
+        out[0] = log_s(self.gap_ms);
+        out[1] = log_s(self.since_start_ms);
+        if self.at_ms >= WALL_CLOCK_FROM_MS {
+            let tau = std::f64::consts::TAU;
+            let day = self.at_ms.rem_euclid(86_400_000) as f64 / 86_400_000.0;
+            // 1970-01-01 was a Thursday: shift so that the week starts on Monday.
+            let week = (self.at_ms + 3 * 86_400_000).rem_euclid(7 * 86_400_000) as f64
+                / (7.0 * 86_400_000.0);
+            out[2] = (tau * day).sin() as f32;
+            out[3] = (tau * day).cos() as f32;
+            out[4] = (tau * week).sin() as f32;
+            out[5] = (tau * week).cos() as f32;
+        }
+        out
     }
 }
 
@@ -374,6 +425,12 @@ mod tests {
         );
         let v = a.lookup_all([("cohort", "v1"), ("nope", "x"), ("platform", "mobile")]);
         assert_eq!(&v.0[..2], &[2, 2]);
+        // Into a schema of other order and ids: by name; what it lacks is unknown.
+        let mut b = Attributes::new(&["cohort", "other"]).unwrap();
+        b.intern(0, Some(b"v5"));
+        b.intern(0, Some(b"v1"));
+        assert_eq!(&a.translate(&v, &b).0[..3], &[2, 0, 0]);
+        assert_eq!(b.translate(&b.lookup_all([("cohort", "v5")]), &a).0[1], 6);
     }
 
     #[test]
@@ -405,5 +462,18 @@ mod tests {
         assert_eq!(hour_bucket(1_000), 0);
         // 2024-03-13 10:21:14 UTC.
         assert_eq!(hour_bucket(1_710_325_274_000), 11);
+        let f = Features::of(1_000, Some(2_000), 5_000, AttrValues::default());
+        assert_eq!((f.gap_ms, f.since_start_ms, f.gap), (3_000, 4_000, 2));
+        let t = f.time_vector();
+        assert!((t[0] - (4f32.ln() / 10.0)).abs() < 1e-6, "{t:?}");
+        assert_eq!(&t[2..], &[0.0; 4], "no wall clock, no time of day");
+        // Monday 2024-03-11 06:00 UTC: a quarter of the day, 1/28 of the week.
+        let w = Features::of(0, None, 1_710_136_800_000, AttrValues::default()).time_vector();
+        assert!((w[2] - 1.0).abs() < 1e-5 && w[3].abs() < 1e-5, "{w:?}");
+        let week = std::f32::consts::TAU / 28.0;
+        assert!(
+            (w[4] - week.sin()).abs() < 1e-4 && (w[5] - week.cos()).abs() < 1e-4,
+            "{w:?}"
+        );
     }
 }

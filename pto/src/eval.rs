@@ -67,6 +67,10 @@ pub struct Metrics {
     /// clusters [`paired`] resamples. Empty: every position is its own cluster.
     #[serde(skip)]
     pub session_positions: Vec<u32>,
+    /// Per position, the probability that the Bayes-optimal top-1 guess is right (only for
+    /// the Bayes limit): what [`versus_limit`] pairs a predictor's outcomes with.
+    #[serde(skip)]
+    pub expected_top1: Vec<f32>,
 }
 
 impl Metrics {
@@ -86,6 +90,7 @@ struct Acc {
     nanos: u128,
     outcomes: Vec<u8>,
     session_positions: Vec<u32>,
+    expected_top1: Vec<f32>,
 }
 
 impl Acc {
@@ -104,6 +109,7 @@ impl Acc {
             us_per_request: timed.then(|| self.nanos as f64 / 1e3 / n),
             outcomes: self.outcomes,
             session_positions: self.session_positions,
+            expected_top1: self.expected_top1,
         }
     }
 }
@@ -113,10 +119,11 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
     let mut acc = Acc::default();
     let mut ctx = SessionContext::new();
     for s in sessions {
-        ctx.requests.clear();
+        ctx.clear();
         let mut state = SessionState::default();
         acc.session_positions
             .push(u32::try_from(s.requests.len().saturating_sub(1)).unwrap_or(u32::MAX));
+        let features = s.features();
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let start = Instant::now();
@@ -145,7 +152,7 @@ pub fn evaluate(p: &dyn Predictor, sessions: &[Session], cfg: EvalConfig) -> Met
                 acc.staged += staged.len() as f64;
                 acc.hits += f64::from(u8::from(staged.iter().any(|x| x.kind == r.kind)));
             }
-            ctx.push(r.kind);
+            ctx.push_with(r.kind, features[t]);
         }
     }
     acc.finish(p.name(), true)
@@ -159,8 +166,12 @@ pub fn bayes_optimal(sessions: &[Session], cfg: EvalConfig) -> Option<Metrics> {
         if s.truth.len() + 1 < s.requests.len() {
             return None;
         }
-        for d in s.truth.iter().take(s.requests.len().saturating_sub(1)) {
+        let positions = s.requests.len().saturating_sub(1);
+        acc.session_positions
+            .push(u32::try_from(positions).unwrap_or(u32::MAX));
+        for d in s.truth.iter().take(positions) {
             acc.n += 1;
+            acc.expected_top1.push(d.first().map_or(0.0, |x| x.1));
             for (i, &(_, p)) in d.iter().enumerate().take(RANK_DEPTH) {
                 let p = f64::from(p);
                 acc.mrr += p / (i + 1) as f64;
@@ -233,12 +244,17 @@ impl Difference {
     /// The difference of bit `bit` of `a` over `b`, clustered by `sessions` (positions per
     /// session, summing to the outcomes' length; empty: one cluster per position).
     fn of(a: &[u8], b: &[u8], bit: u8, sessions: &[u32]) -> Self {
-        use rand::{Rng, SeedableRng};
-
         let d = a
             .iter()
             .zip(b)
             .map(|(x, y)| f64::from(x >> bit & 1) - f64::from(y >> bit & 1));
+        Self::of_differences(d, sessions)
+    }
+
+    /// The mean of the per-position differences `d`, clustered by `sessions`.
+    fn of_differences(d: impl Iterator<Item = f64>, sessions: &[u32]) -> Self {
+        use rand::{Rng, SeedableRng};
+
         // (sum of differences, positions) per cluster.
         let clusters: Vec<(f64, f64)> = if sessions.is_empty() {
             d.map(|x| (x, 1.0)).collect()
@@ -302,6 +318,29 @@ pub fn paired(a: &Metrics, b: &Metrics) -> Option<(Difference, Difference)> {
             Difference::of(&a.outcomes, &b.outcomes, 0, sessions),
             Difference::of(&a.outcomes, &b.outcomes, 1, sessions),
         )
+    })
+}
+
+/// The top-1 difference of `a` over the Bayes limit `limit` (its expected top-1 accuracy per
+/// position), paired position by position and resampled by session; `None` unless `limit`
+/// is a Bayes limit over the same positions of the same sessions.
+pub fn versus_limit(a: &Metrics, limit: &Metrics) -> Option<Difference> {
+    let n = a.outcomes.len();
+    let same = n > 0
+        && limit.expected_top1.len() == n
+        && a.session_positions == limit.session_positions
+        && a.session_positions
+            .iter()
+            .map(|&x| x as usize)
+            .sum::<usize>()
+            == n;
+    same.then(|| {
+        let d = a
+            .outcomes
+            .iter()
+            .zip(&limit.expected_top1)
+            .map(|(o, p)| f64::from(o & 1) - f64::from(*p));
+        Difference::of_differences(d, &a.session_positions)
     })
 }
 
@@ -464,6 +503,7 @@ mod tests {
             us_per_request: None,
             outcomes,
             session_positions: Vec::new(),
+            expected_top1: Vec::new(),
         };
         // 1000 positions: a is right on 600, b on 500 of them, b's a subset of a's.
         let a = m(
@@ -509,6 +549,7 @@ mod tests {
             us_per_request: None,
             outcomes,
             session_positions: vec![50; 20],
+            expected_top1: Vec::new(),
         };
         let a = m("a", vec![0b11; 1000]);
         let b = m(
@@ -564,6 +605,15 @@ mod tests {
             "an order-2 model nearly reaches it: {} vs {}",
             got.top1,
             limit.top1
+        );
+        // Paired with the limit position by position: the same mean gap, with an interval.
+        let d = versus_limit(&got, &limit).unwrap();
+        assert!((d.mean - (got.top1 - limit.top1)).abs() < 1e-6, "{d:?}");
+        assert!(d.ci95 > 0.0 && d.ci95 < 0.05, "{d:?}");
+        assert_ne!(d.verdict(), "better", "{d:?}");
+        assert!(
+            versus_limit(&got, &got).is_none(),
+            "only a limit is a limit"
         );
     }
 }

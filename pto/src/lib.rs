@@ -25,6 +25,7 @@ pub mod nn;
 pub mod online;
 pub mod plot;
 pub mod predict;
+pub mod protocol;
 pub mod split;
 pub mod trace;
 pub mod vocab;

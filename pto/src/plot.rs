@@ -178,6 +178,7 @@ mod tests {
             us_per_request: us,
             outcomes: Vec::new(),
             session_positions: Vec::new(),
+            expected_top1: Vec::new(),
         }
     }
 

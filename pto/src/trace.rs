@@ -57,10 +57,11 @@ impl Session {
     /// The context of each request: its attributes and its time features.
     pub fn features(&self) -> Vec<Features> {
         let mut prev = None;
+        let start = self.requests.first().map_or(0, |r| r.at_ms);
         self.requests
             .iter()
             .map(|r| {
-                let f = Features::of(prev, r.at_ms, r.attrs);
+                let f = Features::of(start, prev, r.at_ms, r.attrs);
                 prev = Some(r.at_ms);
                 f
             })

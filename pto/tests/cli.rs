@@ -414,12 +414,18 @@ fn eval_on_a_generated_workload_trains_both_models_and_prints_the_limit() {
         "| transformer |",
         "| transformer+ppm4 |",
         "| bayes-optimal (limit) |",
+        "| ctx-ppm4[",
+        "against the Bayes limit's top-1",
     ] {
         assert!(out.contains(row), "{row} missing: {out}");
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("e.json")).unwrap()).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 10);
+    assert_eq!(
+        json.as_array().unwrap().len(),
+        11,
+        "the context-aware PPM included"
+    );
 }
 
 #[test]
@@ -500,6 +506,32 @@ fn data_commands_take_the_import_column_options() {
     .collect();
     let out = ok(dir.path(), &args);
     assert!(out.contains("attributes: platform (1 values)"), "{out}");
+    // Column options without --input are refused, whatever the sessions' source, by every
+    // command that takes them.
+    for source in [
+        &["--db", "h.db"][..],
+        &["--workload", "markov", "--sessions", "30"][..],
+    ] {
+        for cmd in [
+            &["eval", "--no-train"][..],
+            &["train", "--model", "lstm", "--out", "m", "--epochs", "1"][..],
+        ] {
+            let args: Vec<&str> = cmd
+                .iter()
+                .chain(source)
+                .chain(&["--type-column", "what"])
+                .copied()
+                .collect();
+            let err = fails(dir.path(), &args);
+            assert!(err.contains("read an --input file"), "{args:?}: {err}");
+        }
+    }
+    // `pto predict` with a count model and no data at all.
+    let err = fails(
+        dir.path(),
+        &["predict", "--predictor", "static-graph", "--strict", "home"],
+    );
+    assert!(err.contains("read an --input file"), "{err}");
 }
 
 #[test]

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use see_pto::{
+    context::Attributes,
     faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec, MAX_COHORTS, MAX_ORDER, MAX_THINK_MS},
     history::{History, LoadOptions},
     import::{import_path, AttributeColumns, Format, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
-    nn::{HyperParams, ModelKind},
+    nn::{ContextShape, HyperParams, ModelKind},
     split::SplitSpec,
     trace::Trace,
 };
@@ -65,6 +66,19 @@ impl DataArgs {
         })
     }
 
+    /// Refuses the column options without an --input file to read them on: a command must
+    /// not accept them and then ignore them.
+    pub fn check_columns(&self) -> CliResult<()> {
+        if self.input.is_none() && self.columns.is_given() {
+            return Err(
+                "--format, the --*-column options, --no-attributes and --strict read an \
+                 --input file (`pto import` applies them when it fills a history)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Loads the sessions; returns them with a one-line description of where they came from.
     pub fn load(&self, catalogue: &ServiceCatalogue) -> CliResult<(Trace, String)> {
         let vocab = catalogue.vocabulary();
@@ -75,6 +89,8 @@ impl DataArgs {
                     .into(),
             );
         }
+        // Checked first: a history or a generated workload would silently ignore them.
+        self.check_columns()?;
         if let Some(db) = &self.db {
             let h = History::open(db)?;
             let options = LoadOptions {
@@ -93,13 +109,6 @@ impl DataArgs {
             }
             let name = self.source.clone().unwrap_or_else(|| "all sources".into());
             return Ok((t, format!("history {} ({name})", file_name(db))));
-        }
-        if self.input.is_none() && self.columns.is_given() {
-            return Err(
-                "--format, the --*-column options, --no-attributes and --strict read an \
-                 --input file (`pto import` applies them when it fills a history)"
-                    .into(),
-            );
         }
         if let Some(input) = &self.input {
             let (t, report) = import_path(input, &self.columns.options(), vocab)?;
@@ -470,9 +479,27 @@ pub struct HyperArgs {
     /// Seed of initialisation and shuffling.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Feed the learned models no request context (attributes and time features): the
+    /// request types only. By default a model is trained with and without context and the
+    /// one with the lower validation loss is kept.
+    #[arg(long)]
+    pub no_context: bool,
 }
 
 impl HyperArgs {
+    /// [`HyperArgs::params`] reading the context of a trace with `attrs` (every attribute
+    /// and the time features) unless --no-context.
+    pub fn params_for(&self, kind: ModelKind, attrs: &Attributes) -> HyperParams {
+        HyperParams {
+            context: if self.no_context {
+                ContextShape::default()
+            } else {
+                ContextShape::of(attrs, true)
+            },
+            ..self.params(kind)
+        }
+    }
+
     /// The defaults of `kind` with the overrides applied.
     pub fn params(&self, kind: ModelKind) -> HyperParams {
         let d = HyperParams::default_for(kind);

@@ -4,10 +4,14 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::Args;
 use see_pto::{
-    eval::{bayes_optimal, comparison, evaluate, latency_by_context, table, EvalConfig, Metrics},
+    eval::{
+        bayes_optimal, comparison, evaluate, latency_by_context, table, versus_limit, EvalConfig,
+        Metrics,
+    },
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
-    predict::{observe_sessions, Ppm, Predictor, Reactive, StaticGraph},
+    predict::{observe_sessions, ContextPpm, Ppm, Predictor, Reactive, StaticGraph},
+    protocol::{chronological, with_end, Protocol},
 };
 
 use super::{train_with_bar, CliResult, DataArgs, HyperArgs, SplitArgs};
@@ -20,6 +24,16 @@ pub struct EvalArgs {
     split: SplitArgs,
     #[command(flatten)]
     hyper: HyperArgs,
+    /// Evaluation protocol: `random` splits sessions by a hash of their key (--split-seed,
+    /// --test-percent, --val-percent); `process-mining` is Tax et al. (2017): the first two
+    /// thirds of sessions by start time train (the last fifth of them validates), the last
+    /// third is tested, the end of a session is a class, and every prefix is scored.
+    #[arg(
+        long,
+        value_parser = super::by_name::<Protocol>(Protocol::ALL.map(Protocol::name)),
+        default_value_t = Protocol::Random
+    )]
+    protocol: Protocol,
     /// Learned models to train on the training split (validation split for early stopping).
     #[arg(
         long,
@@ -61,7 +75,20 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let cat = a.data.catalogue()?;
     let (trace, desc) = a.data.load(&cat)?;
     let spec = a.split.spec()?;
-    let split = spec.split(&trace.sessions);
+    let (trace, split, saved_split) = match a.protocol {
+        Protocol::Random => {
+            let split = spec.split(&trace.sessions);
+            (trace, split, Some(spec))
+        }
+        Protocol::ProcessMining => {
+            if !a.load.is_empty() {
+                return Err("--load with --protocol process-mining: a checkpoint was trained without the end-of-session class; train here instead".into());
+            }
+            let t = with_end(&trace);
+            let split = chronological(&t.sessions);
+            (t, split, None)
+        }
+    };
     if split.test.is_empty() || split.train.is_empty() {
         return Err("the split leaves no training or no test session; use more data or other --test-percent".into());
     }
@@ -83,14 +110,41 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         observe_sessions(&mut p, &fit);
         predictors.push(Box::new(p));
     }
+    // The context-aware count baseline: the conditioning is chosen on the validation split
+    // (trained on the training split), then refitted on training and validation.
+    let (chosen, tried) = ContextPpm::select(
+        vocab.clone(),
+        &trace.attributes,
+        a.ppm_order,
+        &split.train,
+        &split.val,
+    );
+    eprintln!(
+        "context-aware PPM, validation top-1 by conditioning: {}",
+        tried
+            .iter()
+            .map(|(n, s)| format!("{n} {:.1} %", 100.0 * s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut ctx_ppm = chosen.fresh();
+    observe_sessions(&mut ctx_ppm, &fit);
+    let ctx_ppm_name = ctx_ppm.name().to_owned();
+    predictors.push(Box::new(ctx_ppm));
     let mut learned = Vec::new();
     if !a.no_train {
         for &kind in &a.models {
-            let hp = a.hyper.params(kind);
-            let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+            let hp = a.hyper.params_for(kind, &trace.attributes);
+            let trained = train_with_bar(
+                &hp,
+                vocab.clone(),
+                &trace.attributes,
+                &split.train,
+                &split.val,
+            )?;
             if let Some(dir) = &a.save_dir {
                 std::fs::create_dir_all(dir)?;
-                let (w, _) = nn::save(&trained, &dir.join(kind.name()), Some(spec), &desc, None)?;
+                let (w, _) = nn::save(&trained, &dir.join(kind.name()), saved_split, &desc, None)?;
                 eprintln!("saved {}", w.display());
             }
             learned.push(NeuralPredictor::new(&trained)?);
@@ -148,13 +202,19 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     if let Some(b) = bayes_optimal(&split.test, cfg) {
         rows.push(b);
     }
+    let how = match a.protocol {
+        Protocol::Random => format!("split seed {}", spec.seed),
+        Protocol::ProcessMining => {
+            "process-mining protocol: chronological split, end of session a class, every prefix"
+                .into()
+        }
+    };
     println!(
-        "data: {desc}; {} request types; sessions: {} train, {} validation, {} test (split seed {}); {} test positions; budget K = {}, threshold {}",
+        "data: {desc}; {} request types; sessions: {} train, {} validation, {} test ({how}); {} test positions; budget K = {}, threshold {}",
         vocab.len() - 1,
         split.train.len(),
         split.val.len(),
         split.test.len(),
-        spec.seed,
         rows[0].positions,
         cfg.budget,
         cfg.threshold
@@ -167,6 +227,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         "popularity",
         "markov1",
         ppm_train.name(),
+        &ctx_ppm_name,
     ];
     let versus = comparison(&rows, &baselines);
     if !versus.is_empty() {
@@ -174,6 +235,23 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
             "\nagainst the best count-based baseline, paired on the same positions (95 % intervals, sessions resampled):"
         );
         print!("{versus}");
+    }
+    if let Some(limit) = rows.iter().find(|m| !m.expected_top1.is_empty()) {
+        println!(
+            "\nagainst the Bayes limit's top-1, paired on the same positions (95 % intervals, sessions resampled):"
+        );
+        println!("| predictor | top-1 points vs the limit (95 % CI) |");
+        println!("| --- | ---: |");
+        for m in &rows {
+            if let Some(d) = versus_limit(m, limit) {
+                println!(
+                    "| {} | {:+.1} ± {:.1} |",
+                    m.name,
+                    100.0 * d.mean,
+                    100.0 * d.ci95
+                );
+            }
+        }
     }
     let lengths = [1, 8, 24, 47];
     println!(

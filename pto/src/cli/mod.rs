@@ -13,6 +13,7 @@ use clap::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
+    context::Attributes,
     generate::{generate, Workload, WorkloadSpec},
     history::History,
     import::import_path,
@@ -236,10 +237,45 @@ struct TrainArgs {
     ppm_order: usize,
 }
 
-/// Trains with a progress bar on stderr.
+/// Trains with a progress bar on stderr. A model that reads context is trained a second time
+/// without it, and the one with the lower validation loss is kept: context that carries no
+/// signal only gives the network more to overfit.
 pub fn train_with_bar(
     hp: &HyperParams,
     vocab: Arc<Vocabulary>,
+    attrs: &Attributes,
+    train: &[Session],
+    val: &[Session],
+) -> CliResult<Trained> {
+    let with = train_one(hp, vocab.clone(), attrs, train, val)?;
+    if hp.context.is_empty() {
+        return Ok(with);
+    }
+    let blind_hp = HyperParams {
+        context: nn::ContextShape::default(),
+        ..hp.clone()
+    };
+    let blind = train_one(&blind_hp, vocab, attrs, train, val)?;
+    let (a, b) = (with.report.best_val_loss, blind.report.best_val_loss);
+    if b < a {
+        eprintln!(
+            "{}: the context-free model has the lower validation loss ({b:.4} against {a:.4} with context): kept",
+            hp.kind.name()
+        );
+        Ok(blind)
+    } else {
+        eprintln!(
+            "{}: the model with context has the lower validation loss ({a:.4} against {b:.4} without): kept",
+            hp.kind.name()
+        );
+        Ok(with)
+    }
+}
+
+fn train_one(
+    hp: &HyperParams,
+    vocab: Arc<Vocabulary>,
+    attrs: &Attributes,
     train: &[Session],
     val: &[Session],
 ) -> CliResult<Trained> {
@@ -250,7 +286,7 @@ pub fn train_with_bar(
     );
     bar.set_prefix(hp.kind.name());
     let mut val_loss = f32::NAN;
-    let trained = nn::train(hp, vocab, train, val, &mut |p| {
+    let trained = nn::train_with_context(hp, vocab, attrs, train, val, &mut |p| {
         bar.set_length((p.epochs * p.steps) as u64);
         bar.set_position(((p.epoch - 1) * p.steps + p.step) as u64);
         if let Some(v) = p.val_loss {
@@ -280,9 +316,15 @@ fn train_cmd(a: &TrainArgs) -> CliResult<()> {
     let (trace, desc) = a.data.load(&cat)?;
     let spec = a.split.spec()?;
     let split = spec.split(&trace.sessions);
-    let hp = a.hyper.params(a.model);
+    let hp = a.hyper.params_for(a.model, &trace.attributes);
     let vocab = Arc::new(trace.vocab.clone());
-    let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+    let trained = train_with_bar(
+        &hp,
+        vocab.clone(),
+        &trace.attributes,
+        &split.train,
+        &split.val,
+    )?;
     // The online mixture with PPM: weights fitted on the validation split.
     let mut ppm = Ppm::new(vocab, a.ppm_order);
     observe_sessions(&mut ppm, &split.train);
@@ -324,6 +366,7 @@ struct PredictArgs {
 }
 
 fn predict(a: &PredictArgs) -> CliResult<()> {
+    a.data.check_columns()?;
     let cat = a.data.catalogue()?;
     let baseline = || -> CliResult<Box<dyn Predictor>> {
         if a.predictor == "static-graph" {

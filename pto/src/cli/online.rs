@@ -222,8 +222,14 @@ impl LearnedSource {
             return Ok(Self::Checkpoint(m.clone()));
         }
         let vocab = Arc::new(trace.vocab.clone());
-        let hp = a.hyper.params(ModelKind::Lstm);
-        let trained = train_with_bar(&hp, vocab.clone(), &split.train, &split.val)?;
+        let hp = a.hyper.params_for(ModelKind::Lstm, &trace.attributes);
+        let trained = train_with_bar(
+            &hp,
+            vocab.clone(),
+            &trace.attributes,
+            &split.train,
+            &split.val,
+        )?;
         let model = nn::NeuralPredictor::new(&trained)?;
         let mut ppm = Ppm::new(vocab, 4);
         observe_sessions(&mut ppm, &split.train);
@@ -452,11 +458,15 @@ pub fn orchestrator(
         Mode::Oracle => Orchestrator::oracle(cat.clone(), policy.clone(), order),
         Mode::Learned => {
             let p = learned.ok_or(OnlineError::NoCheckpoint)?.make(cat, past)?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?
+                .with_starts(past)
+                .with_trace_attributes(&past.attributes))
         }
         _ => {
             let p = predictor_for(m, cat, past, None)?;
-            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?.with_starts(past))
+            Ok(Orchestrator::new(cat.clone(), m, p, policy.clone())?
+                .with_starts(past)
+                .with_trace_attributes(&past.attributes))
         }
     }
 }

@@ -13,6 +13,7 @@ use super::{
     model::HyperParams, Hybrid, MixWeights, NeuralPredictor, NnError, TrainReport, Trained,
 };
 use crate::{
+    context::{Attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES},
     predict::{observe_sessions, Ppm, Predictor},
     split::SplitSpec,
     trace::Session,
@@ -49,6 +50,9 @@ pub struct Sidecar {
     /// How to mix the model with a PPM model online ([`super::Hybrid`]), if fitted.
     #[serde(default)]
     pub mix: Option<MixSpec>,
+    /// The attribute schema the model's context ids refer to (empty without attributes).
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 /// The PPM order and weights of a [`super::Hybrid`] fitted at training time.
@@ -97,6 +101,7 @@ pub fn save(
         weights_sha256: hex(&Sha256::digest(&bytes)),
         report: trained.report.clone(),
         mix,
+        attributes: trained.attributes.clone(),
     };
     let json = serde_json::to_string_pretty(&sidecar).map_err(|error| NnError::SidecarEncode {
         path: spath.display().to_string(),
@@ -135,6 +140,38 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
             path: path(),
             error,
         })?;
+    // The attribute schema is read from the file: bounded like an imported one.
+    let attrs = &sidecar.attributes;
+    let largest = (0..attrs.len())
+        .map(|i| attrs.values(i).map_or(0, |v| v.len()))
+        .max()
+        .unwrap_or(0);
+    for (name, value, hi) in [
+        ("attributes", attrs.len(), MAX_ATTRIBUTES),
+        ("attribute values", largest, MAX_ATTRIBUTE_VALUES + 1),
+        (
+            "context attributes beyond the schema",
+            sidecar
+                .hyper
+                .context
+                .attribute_values
+                .len()
+                .saturating_sub(attrs.len()),
+            0,
+        ),
+    ] {
+        if value > hi {
+            return Err(NnError::SidecarHyper {
+                path: path(),
+                error: super::HyperError::OutOfRange {
+                    name,
+                    value,
+                    lo: 0,
+                    hi,
+                },
+            });
+        }
+    }
     Ok(sidecar)
 }
 
@@ -178,6 +215,7 @@ pub fn load(path: &Path) -> Result<(Sidecar, Trained), NnError> {
         vocab: Arc::new(sidecar.vocabulary.clone()),
         weights,
         report: sidecar.report.clone(),
+        attributes: sidecar.attributes.clone(),
     };
     Ok((sidecar, trained))
 }

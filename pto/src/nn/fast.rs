@@ -10,9 +10,10 @@ use candle_core::Tensor;
 
 use super::{
     layers::LN_EPS,
-    model::{pair_buckets, pair_id, HyperParams, ModelKind},
+    model::{cross_buckets, cross_id, pair_buckets, pair_id, ContextShape, HyperParams, ModelKind},
     NnError,
 };
+use crate::context::{Features, TIME_FEATURES};
 
 /// Named weights, as in a checkpoint.
 pub type Weights = HashMap<String, Tensor>;
@@ -84,6 +85,159 @@ fn layer_norm(x: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The context's share of one position's input, already projected into what reads it (the
+/// LSTM's gates, the Transformer's width): per attribute and value a precomputed vector,
+/// and the matrix of the time features.
+#[derive(Clone, Debug, Default)]
+struct CtxProj {
+    shape: ContextShape,
+    out: usize,
+    /// Per attribute: `values × out`.
+    attrs: Vec<Vec<f32>>,
+    /// `TIME_FEATURES × out`: per time feature, its column of the matrix (so that adding
+    /// it is one vectorised pass, skipped when the feature is 0); empty without time features.
+    time: Vec<f32>,
+    /// Added whenever there is context (the Transformer's projection bias); may be empty.
+    bias: Vec<f32>,
+}
+
+impl CtxProj {
+    /// From the `out × cols` matrix `m` whose columns `from..from + shape.width()` read the
+    /// context vector, with the attribute embeddings of `w`.
+    fn new(
+        shape: &ContextShape,
+        m: &[f32],
+        cols: usize,
+        from: usize,
+        out: usize,
+        w: &Weights,
+    ) -> Result<Self, NnError> {
+        let ae = shape.attr_embed;
+        let attrs = shape
+            .attribute_values
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let emb = take(w, &format!("ctx.attr{i}.weight"), &[n, ae])?;
+                let mut proj = vec![0f32; n * out];
+                for v in 0..n {
+                    for r in 0..out {
+                        let row = &m[r * cols + from + i * ae..][..ae];
+                        proj[v * out + r] = dot(row, &emb[v * ae..][..ae]);
+                    }
+                }
+                Ok(proj)
+            })
+            .collect::<Result<_, NnError>>()?;
+        let time = if shape.time {
+            let at = from + shape.attribute_values.len() * ae;
+            (0..TIME_FEATURES)
+                .flat_map(|k| (0..out).map(move |r| m[r * cols + at + k]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            shape: shape.clone(),
+            out,
+            attrs,
+            time,
+            bias: Vec::new(),
+        })
+    }
+
+    /// Adds the projected context `f` to `acc` (`out` values).
+    fn add(&self, f: &Features, acc: &mut [f32]) {
+        if self.shape.is_empty() {
+            return;
+        }
+        let out = self.out;
+        for (i, proj) in self.attrs.iter().enumerate() {
+            let id = self.shape.attr_id(&f.attrs, i) as usize;
+            for (a, p) in acc.iter_mut().zip(&proj[id * out..][..out]) {
+                *a += p;
+            }
+        }
+        if !self.time.is_empty() {
+            for (k, x) in f.time_vector().into_iter().enumerate() {
+                if x != 0.0 {
+                    for (a, w) in acc.iter_mut().zip(&self.time[k * out..][..out]) {
+                        *a += x * w;
+                    }
+                }
+            }
+        }
+        for (a, b) in acc.iter_mut().zip(&self.bias) {
+            *a += b;
+        }
+    }
+}
+
+/// The cross embeddings of (token, attribute value, gap bucket), per attribute.
+#[derive(Clone, Debug, Default)]
+struct Cross {
+    shape: ContextShape,
+    vin: usize,
+    e: usize,
+    /// Per attribute: `buckets × e`.
+    tables: Vec<Vec<f32>>,
+}
+
+impl Cross {
+    fn new(shape: &ContextShape, vin: usize, e: usize, w: &Weights) -> Result<Self, NnError> {
+        let tables = if shape.cross {
+            shape
+                .attribute_values
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    take(
+                        w,
+                        &format!("ctx.cross{i}.weight"),
+                        &[cross_buckets(vin, n), e],
+                    )
+                })
+                .collect::<Result<_, NnError>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            shape: shape.clone(),
+            vin,
+            e,
+            tables,
+        })
+    }
+
+    /// The same tables projected by the `out × e` matrix `m` (the LSTM's input columns):
+    /// each bucket's share of the gates, computed once.
+    fn projected(mut self, m: &[f32], out: usize) -> Self {
+        let e = self.e;
+        for t in &mut self.tables {
+            let buckets = t.len() / e.max(1);
+            let mut p = vec![0f32; buckets * out];
+            for b in 0..buckets {
+                matvec(m, None, &t[b * e..][..e], &mut p[b * out..][..out]);
+            }
+            *t = p;
+        }
+        self.e = out;
+        self
+    }
+
+    /// Adds the cross embeddings (or their projections) of `token` in context `f` to `acc`
+    /// (`e` values).
+    fn add(&self, token: u32, f: &Features, acc: &mut [f32]) {
+        for (i, table) in self.tables.iter().enumerate() {
+            let n = self.shape.attribute_values[i];
+            let id = cross_id(token, self.shape.attr_id(&f.attrs, i), f.gap, self.vin, n) as usize;
+            for (a, x) in acc.iter_mut().zip(&table[id * self.e..][..self.e]) {
+                *a += x;
+            }
+        }
+    }
+}
+
 /// An LSTM ready for inference.
 #[derive(Clone, Debug)]
 pub struct FastLstm {
@@ -93,6 +247,10 @@ pub struct FastLstm {
     proj: Vec<f32>,
     /// Per pair bucket: `W_ih · pair[p]`, `4h` values; empty without pair features.
     pair_proj: Vec<f32>,
+    /// The context's share of the gates.
+    ctx: CtxProj,
+    /// Per cross bucket, its share of the gates (`W_ih · cross[b]`, `4h` values).
+    cross: Cross,
     vin: usize,
     w_hh: Vec<f32>,
     head_w: Vec<f32>,
@@ -119,6 +277,9 @@ pub struct FastTransformer {
     tok: Vec<f32>,
     /// Pair embeddings; empty without pair features.
     pair: Vec<f32>,
+    /// The context's share of the input.
+    ctx: CtxProj,
+    cross: Cross,
     pos: Vec<f32>,
     blocks: Vec<FastBlock>,
     ln_f: (Vec<f32>, Vec<f32>),
@@ -142,8 +303,14 @@ impl FastModel {
         Ok(match hp.kind {
             ModelKind::Lstm => {
                 let (e, h) = (hp.embed, hp.hidden);
+                let cols = e + hp.context.width();
                 let embed = take(w, "embed.weight", &[vin, e])?;
-                let w_ih = take(w, "lstm.weight_ih_l0", &[4 * h, e])?;
+                let w_full = take(w, "lstm.weight_ih_l0", &[4 * h, cols])?;
+                let ctx = CtxProj::new(&hp.context, &w_full, cols, e, 4 * h, w)?;
+                // The columns that read the token (and pair) embedding.
+                let w_ih: Vec<f32> = (0..4 * h)
+                    .flat_map(|r| w_full[r * cols..][..e].iter().copied())
+                    .collect();
                 let b_ih = take(w, "lstm.bias_ih_l0", &[4 * h])?;
                 let b_hh = take(w, "lstm.bias_hh_l0", &[4 * h])?;
                 let bias: Vec<f32> = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
@@ -176,6 +343,8 @@ impl FastModel {
                     h,
                     proj,
                     pair_proj,
+                    ctx,
+                    cross: Cross::new(&hp.context, vin, e, w)?.projected(&w_ih, 4 * h),
                     vin,
                     w_hh: take(w, "lstm.weight_hh_l0", &[4 * h, h])?,
                     head_w: take(w, "head.weight", &[v, h])?,
@@ -213,7 +382,19 @@ impl FastModel {
                     })
                     .collect::<Result<_, NnError>>()?;
                 let (head_w, head_b) = pair("head", v, Some(d))?;
+                let ctx = if hp.context.is_empty() {
+                    CtxProj::default()
+                } else {
+                    let c = hp.context.width();
+                    let (m, bias) = pair("ctx_in", d, Some(c))?;
+                    CtxProj {
+                        bias,
+                        ..CtxProj::new(&hp.context, &m, c, 0, d, w)?
+                    }
+                };
                 FastModel::Transformer(FastTransformer {
+                    ctx,
+                    cross: Cross::new(&hp.context, vin, d, w)?,
                     d,
                     heads: hp.heads,
                     vin,
@@ -234,19 +415,27 @@ impl FastModel {
     }
 
     /// Next-request logits after `tokens` (non-empty, start token first; every token `< V + 1`; for the
-    /// Transformer at most `max_len` tokens).
-    pub(crate) fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    /// Transformer at most `max_len` tokens) with each token's context `features` (unknown
+    /// where shorter).
+    pub(crate) fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         match self {
-            FastModel::Lstm(m) => m.logits(tokens),
-            FastModel::Transformer(m) => m.logits(tokens),
+            FastModel::Lstm(m) => m.logits(tokens, features),
+            FastModel::Transformer(m) => m.logits(tokens, features),
         }
     }
 }
 
 impl FastLstm {
-    /// Runs `tokens[from..]` through the cell from the state `(h, c)` (each `hidden`
-    /// values); `tokens[0]` is the start token.
-    pub(crate) fn advance(&self, hs: &mut [f32], c: &mut [f32], tokens: &[u32], from: usize) {
+    /// Runs `tokens[from..]` (with their context `features`) through the cell from the state
+    /// `(h, c)` (each `hidden` values); `tokens[0]` is the start token.
+    pub(crate) fn advance(
+        &self,
+        hs: &mut [f32],
+        c: &mut [f32],
+        tokens: &[u32],
+        features: &[Features],
+        from: usize,
+    ) {
         let h = self.h;
         let bos = (self.vin - 1) as u32;
         let mut g = vec![0f32; 4 * h];
@@ -267,6 +456,9 @@ impl FastLstm {
                     *x += y;
                 }
             }
+            let f = features.get(i).copied().unwrap_or_default();
+            self.ctx.add(&f, &mut g);
+            self.cross.add(t, &f, &mut g);
             for j in 0..h {
                 let i_g = sigmoid(g[j]);
                 let f_g = sigmoid(g[h + j]);
@@ -290,15 +482,15 @@ impl FastLstm {
         self.h
     }
 
-    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         let (mut hs, mut c) = (vec![0f32; self.h], vec![0f32; self.h]);
-        self.advance(&mut hs, &mut c, tokens, 0);
+        self.advance(&mut hs, &mut c, tokens, features, 0);
         self.head(&hs)
     }
 }
 
 impl FastTransformer {
-    fn logits(&self, tokens: &[u32]) -> Vec<f32> {
+    fn logits(&self, tokens: &[u32], features: &[Features]) -> Vec<f32> {
         let (d, t_len) = (self.d, tokens.len());
         let dh = d / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
@@ -315,6 +507,9 @@ impl FastTransformer {
                     *a += b;
                 }
             }
+            let f = features.get(i).copied().unwrap_or_default();
+            self.ctx.add(&f, &mut x[i * d..][..d]);
+            self.cross.add(t, &f, &mut x[i * d..][..d]);
         }
         let mut a = vec![0f32; d];
         let mut qkv = vec![0f32; t_len * 3 * d];

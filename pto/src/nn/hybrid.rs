@@ -128,7 +128,8 @@ fn fit(
     let mut seen = [0u32; 6];
     let mut ctx = SessionContext::new();
     for s in val {
-        ctx.requests.clear();
+        ctx.clear();
+        let features = s.features();
         for (t, r) in s.requests.iter().enumerate() {
             if t > 0 {
                 let k = r.kind as usize;
@@ -155,7 +156,7 @@ fn fit(
                     }
                 }
             }
-            ctx.push(r.kind);
+            ctx.push_with(r.kind, features[t]);
         }
     }
     let argmax = |row: &[f64; GRID]| {
@@ -197,6 +198,10 @@ impl Predictor for Hybrid {
 
     fn vocabulary(&self) -> &Arc<Vocabulary> {
         self.model.vocabulary()
+    }
+
+    fn attributes(&self) -> Option<&crate::context::Attributes> {
+        self.model.attributes()
     }
 
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {

@@ -22,10 +22,13 @@ pub use checkpoint::{
 };
 pub use fast::{FastModel, Weights};
 pub use hybrid::{fit_weights, Hybrid, MixWeights};
-pub use model::{build, Dropout, HyperError, HyperParams, ModelKind, Net};
-pub use train::{train, Progress, TrainReport, Trained};
+pub use model::{
+    build, ContextBatch, ContextShape, Dropout, HyperError, HyperParams, ModelKind, Net, ATTR_EMBED,
+};
+pub use train::{train, train_with_context, Progress, TrainReport, Trained};
 
 use crate::{
+    context::{Attributes, Features},
     predict::{top_k, Prediction, Predictor, SessionContext, SessionState},
     vocab::{TypeId, Vocabulary, UNKNOWN},
 };
@@ -197,6 +200,7 @@ pub struct NeuralPredictor {
     vocab: Arc<Vocabulary>,
     hp: HyperParams,
     model: FastModel,
+    attributes: Attributes,
 }
 
 impl NeuralPredictor {
@@ -207,6 +211,7 @@ impl NeuralPredictor {
             vocab: trained.vocab.clone(),
             hp: trained.hp.clone(),
             model: FastModel::from_weights(&trained.hp, trained.vocab.len(), &trained.weights)?,
+            attributes: trained.attributes.clone(),
         })
     }
 
@@ -216,24 +221,36 @@ impl NeuralPredictor {
     }
 
     /// The model's input: the start token and the last `max_len - 1` requests, unknown ids
-    /// mapped to [`UNKNOWN`].
-    fn tokens(&self, context: &SessionContext) -> Vec<u32> {
+    /// mapped to [`UNKNOWN`]; and their context (the start token's unknown).
+    fn tokens(&self, context: &SessionContext) -> (Vec<u32>, Vec<Features>) {
         let v = self.vocab.len();
         let keep = self.hp.max_len - 1;
         let h = &context.requests;
-        let tail = &h[h.len().saturating_sub(keep)..];
+        let from = h.len().saturating_sub(keep);
+        let tail = &h[from..];
         let mut t = Vec::with_capacity(tail.len() + 1);
         t.push(v as u32);
         t.extend(
             tail.iter()
                 .map(|&x| if (x as usize) < v { x } else { UNKNOWN }),
         );
-        t
+        let mut f = Vec::with_capacity(t.len());
+        f.push(Features::default());
+        if !self.hp.context.is_empty() {
+            f.extend((from..h.len()).map(|i| context.feature(i)));
+        }
+        (t, f)
+    }
+
+    /// The attribute schema its context ids refer to.
+    pub fn attribute_schema(&self) -> &Attributes {
+        &self.attributes
     }
 
     /// The full next-request distribution (softmax over known types; [`UNKNOWN`] gets 0).
     pub fn distribution(&self, context: &SessionContext) -> Vec<f32> {
-        softmax_known(self.model.logits(&self.tokens(context)))
+        let (t, f) = self.tokens(context);
+        softmax_known(self.model.logits(&t, &f))
     }
 
     /// [`Self::distribution`], carrying an LSTM's state in `state` from one request of a live
@@ -258,9 +275,9 @@ impl NeuralPredictor {
             state.values = vec![0f32; 2 * h];
             state.consumed = 0;
         }
-        let tokens = self.tokens(context);
+        let (tokens, features) = self.tokens(context);
         let (hs, c) = state.values.split_at_mut(h);
-        m.advance(hs, c, &tokens, state.consumed);
+        m.advance(hs, c, &tokens, &features, state.consumed);
         state.consumed = tokens.len();
         softmax_known(m.head(hs))
     }
@@ -291,6 +308,10 @@ impl Predictor for NeuralPredictor {
 
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {
         top_k(&self.distribution(context), k)
+    }
+
+    fn attributes(&self) -> Option<&Attributes> {
+        (!self.hp.context.attribute_values.is_empty()).then_some(&self.attributes)
     }
 
     fn predict_session(

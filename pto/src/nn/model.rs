@@ -6,6 +6,13 @@
 //! start token followed by the session's requests. With `pairs`, each position's input also
 //! adds an embedding of the (previous, current) token pair: a bigram feature that lets the
 //! network learn sparse short contexts as sharply as counting does, from the same data.
+//!
+//! With a [`ContextShape`], each position's input also reads the request's context: one
+//! embedding per attribute and the scaled numeric time features
+//! ([`crate::context::Features::time_vector`]), concatenated to the token embedding (the
+//! LSTM reads the concatenation; the Transformer projects the context part into its width
+//! and adds it, which is a linear map of the concatenation). The start token's context is
+//! all unknown and zero.
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::{rnn::LSTMConfig, Embedding, Linear, Module, VarBuilder, LSTM, RNN};
@@ -14,6 +21,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{causal_mask, softmax_last, LayerNorm};
+use crate::context::{
+    AttrValues, Attributes, Features, GAP_BUCKETS, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES,
+    TIME_FEATURES,
+};
 
 /// Which network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +98,146 @@ pub struct HyperParams {
     /// Add an embedding of each (previous, current) request pair to the input.
     #[serde(default)]
     pub pairs: bool,
+    /// The request context the model reads beside the request types (none by default).
+    #[serde(default)]
+    pub context: ContextShape,
+}
+
+/// What context a model reads: its attributes' vocabulary sizes and the time features.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextShape {
+    /// Per attribute, the size of its value vocabulary (the unknown bucket included); ids at
+    /// or past it read as unknown.
+    pub attribute_values: Vec<usize>,
+    /// Width of each attribute's embedding.
+    pub attr_embed: usize,
+    /// Read the numeric time features.
+    pub time: bool,
+    /// Add, per attribute, an embedding of the (token, attribute value, gap bucket) triple
+    /// to the token embedding (hashed into at most [`MAX_CROSS_BUCKETS`]): a sparse feature
+    /// that lets the network learn per-context transitions as sharply as counting does.
+    #[serde(default)]
+    pub cross: bool,
+}
+
+/// Most buckets of one cross embedding.
+pub const MAX_CROSS_BUCKETS: usize = 4096;
+
+/// Buckets of the cross embedding of an attribute of `values` values, for `vin` tokens.
+pub fn cross_buckets(vin: usize, values: usize) -> usize {
+    (vin * values * GAP_BUCKETS).clamp(1, MAX_CROSS_BUCKETS)
+}
+
+/// The cross bucket of `token` with attribute value `value` and gap bucket `gap`.
+pub fn cross_id(token: u32, value: u32, gap: u8, vin: usize, values: usize) -> u32 {
+    let v = (token as usize * values + value as usize) * GAP_BUCKETS + usize::from(gap);
+    (v % cross_buckets(vin, values)) as u32
+}
+
+/// Default width of an attribute embedding.
+pub const ATTR_EMBED: usize = 8;
+
+impl ContextShape {
+    /// Every attribute of `attrs`, and the time features when `time`.
+    pub fn of(attrs: &Attributes, time: bool) -> Self {
+        Self {
+            attribute_values: (0..attrs.len())
+                .map(|i| attrs.values(i).map_or(1, |v| v.len()).max(1))
+                .collect(),
+            attr_embed: if attrs.is_empty() { 0 } else { ATTR_EMBED },
+            time,
+            cross: !attrs.is_empty(),
+        }
+    }
+
+    /// True when the model reads no context.
+    pub fn is_empty(&self) -> bool {
+        self.width() == 0
+    }
+
+    /// Width of the context vector concatenated to each input.
+    pub fn width(&self) -> usize {
+        self.attribute_values.len() * self.attr_embed + if self.time { TIME_FEATURES } else { 0 }
+    }
+
+    /// The id of attribute `i` in `a` as the model reads it (unknown when out of range).
+    pub fn attr_id(&self, a: &AttrValues, i: usize) -> u32 {
+        let v = usize::from(a.get(i));
+        if v < self.attribute_values.get(i).copied().unwrap_or(0) {
+            v as u32
+        } else {
+            0
+        }
+    }
+}
+
+/// The context of a batch `(B, T)`: one `(B, T)` id tensor per attribute and the `(B, T, 6)`
+/// time features, as the shape asks (empty for a model without context).
+#[derive(Debug, Default)]
+pub struct ContextBatch {
+    /// Attribute ids, one tensor per attribute.
+    pub attrs: Vec<Tensor>,
+    /// Time features.
+    pub time: Option<Tensor>,
+    /// Cross-embedding ids, one `(B, T)` tensor per attribute when the shape asks for them.
+    pub cross: Vec<Tensor>,
+}
+
+impl ContextBatch {
+    /// The batch of `rows` (each aligned with its token row of `tokens`, padded to `t`
+    /// positions with unknown context) under `shape`, for `vin` input tokens.
+    pub fn new(
+        shape: &ContextShape,
+        tokens: &[&[u32]],
+        rows: &[&[Features]],
+        t: usize,
+        vin: usize,
+        dev: &candle_core::Device,
+    ) -> Result<Self> {
+        let b = rows.len();
+        let at = |r: &[Features], j: usize| r.get(j).copied().unwrap_or_default();
+        let attrs = (0..shape.attribute_values.len())
+            .map(|i| {
+                let ids: Vec<u32> = rows
+                    .iter()
+                    .flat_map(|r| (0..t).map(move |j| shape.attr_id(&at(r, j).attrs, i)))
+                    .collect();
+                Tensor::from_vec(ids, (b, t), dev)
+            })
+            .collect::<Result<_>>()?;
+        let time = if shape.time {
+            let v: Vec<f32> = rows
+                .iter()
+                .flat_map(|r| (0..t).flat_map(move |j| at(r, j).time_vector()))
+                .collect();
+            Some(Tensor::from_vec(v, (b, t, TIME_FEATURES), dev)?)
+        } else {
+            None
+        };
+        let cross = if shape.cross {
+            (0..shape.attribute_values.len())
+                .map(|i| {
+                    let n = shape.attribute_values[i];
+                    let ids: Vec<u32> = tokens
+                        .iter()
+                        .zip(rows)
+                        .flat_map(|(tk, r)| {
+                            (0..t).map(move |j| {
+                                let f = at(r, j);
+                                let tok = tk.get(j).copied().unwrap_or(0);
+                                cross_id(tok, shape.attr_id(&f.attrs, i), f.gap, vin, n)
+                            })
+                        })
+                        .collect();
+                    Tensor::from_vec(ids, (b, t), dev)
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self { attrs, time, cross })
+    }
 }
 
 /// Most pair embeddings; pairs beyond are hashed into this many buckets.
@@ -115,10 +266,12 @@ fn pair_tensor(tokens: &Tensor, vin: usize) -> Result<Tensor> {
     Tensor::from_vec(ids, tokens.dims2()?, tokens.device())
 }
 
-/// The input embedding: token, plus pair when enabled.
+/// The input embedding: token, plus pair when enabled, and the context embeddings.
 struct Input {
     tok: Embedding,
     pair: Option<Embedding>,
+    attrs: Vec<Embedding>,
+    cross: Vec<Embedding>,
     vin: usize,
 }
 
@@ -136,16 +289,61 @@ impl Input {
             } else {
                 None
             },
+            attrs: hp
+                .context
+                .attribute_values
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    candle_nn::embedding(n, hp.context.attr_embed, vb.pp(format!("ctx.attr{i}")))
+                })
+                .collect::<Result<_>>()?,
+            cross: if hp.context.cross {
+                hp.context
+                    .attribute_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        candle_nn::embedding(
+                            cross_buckets(vin, n),
+                            hp.embed,
+                            vb.pp(format!("ctx.cross{i}")),
+                        )
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
             vin,
         })
     }
 
-    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let x = self.tok.forward(tokens)?;
-        match &self.pair {
-            Some(p) => x + p.forward(&pair_tensor(tokens, self.vin)?)?,
-            None => Ok(x),
+    /// The token (and pair, and cross) embedding, `(B, T, E)`.
+    fn forward(&self, tokens: &Tensor, ctx: &ContextBatch) -> Result<Tensor> {
+        let mut x = self.tok.forward(tokens)?;
+        if let Some(p) = &self.pair {
+            x = (x + p.forward(&pair_tensor(tokens, self.vin)?)?)?;
         }
+        for (e, ids) in self.cross.iter().zip(&ctx.cross) {
+            x = (x + e.forward(ids)?)?;
+        }
+        Ok(x)
+    }
+
+    /// The context vector `(B, T, C)`: attribute embeddings and time features; `None` for a
+    /// model without context.
+    fn context(&self, ctx: &ContextBatch) -> Result<Option<Tensor>> {
+        let mut parts = self
+            .attrs
+            .iter()
+            .zip(&ctx.attrs)
+            .map(|(e, ids)| e.forward(ids))
+            .collect::<Result<Vec<_>>>()?;
+        parts.extend(ctx.time.clone());
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        Tensor::cat(&parts, D::Minus1).map(Some)
     }
 }
 
@@ -167,6 +365,7 @@ impl HyperParams {
             seed: 1,
             dropout: 0.1,
             pairs: true,
+            context: ContextShape::default(),
         };
         match kind {
             ModelKind::Lstm => base,
@@ -200,6 +399,19 @@ impl HyperParams {
                 heads: self.heads,
                 embed: self.embed,
             });
+        }
+        let c = &self.context;
+        fits(
+            c.attribute_values.len(),
+            0,
+            MAX_ATTRIBUTES,
+            "context attributes",
+        )?;
+        for &n in &c.attribute_values {
+            fits(n, 1, MAX_ATTRIBUTE_VALUES + 1, "context attribute values")?;
+        }
+        if !c.attribute_values.is_empty() {
+            fits(c.attr_embed, 1, 256, "context attr_embed")?;
         }
         let lr_ok = self.learning_rate > 0.0 && self.learning_rate < 1.0;
         if !(0.0..0.9).contains(&self.dropout) {
@@ -254,10 +466,15 @@ pub enum HyperError {
     },
 }
 
-/// A network that maps `(B, T)` tokens to `(B, T, V)` logits.
+/// A network that maps `(B, T)` tokens and their context to `(B, T, V)` logits.
 pub trait Net {
     /// The forward pass; `dropout` only while training.
-    fn forward(&self, tokens: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor>;
+    fn forward(
+        &self,
+        tokens: &Tensor,
+        ctx: &ContextBatch,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor>;
 }
 
 /// Inverted dropout with a seeded mask (candle's CPU random generator cannot be seeded).
@@ -321,15 +538,29 @@ impl LstmNet {
     fn new(hp: &HyperParams, v: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             embed: Input::new(hp, v, "embed", &vb)?,
-            lstm: candle_nn::lstm(hp.embed, hp.hidden, LSTMConfig::default(), vb.pp("lstm"))?,
+            lstm: candle_nn::lstm(
+                hp.embed + hp.context.width(),
+                hp.hidden,
+                LSTMConfig::default(),
+                vb.pp("lstm"),
+            )?,
             head: candle_nn::linear(hp.hidden, v, vb.pp("head"))?,
         })
     }
 }
 
 impl Net for LstmNet {
-    fn forward(&self, tokens: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        let x = drop(&mut dropout, self.embed.forward(tokens)?)?;
+    fn forward(
+        &self,
+        tokens: &Tensor,
+        ctx: &ContextBatch,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let mut x = self.embed.forward(tokens, ctx)?;
+        if let Some(c) = self.embed.context(ctx)? {
+            x = Tensor::cat(&[x, c], D::Minus1)?;
+        }
+        let x = drop(&mut dropout, x)?;
         let states = self.lstm.seq(&x)?;
         let h = drop(&mut dropout, self.lstm.states_to_tensor(&states)?)?;
         self.head.forward(&h)
@@ -388,6 +619,8 @@ impl Block {
 
 struct TransformerNet {
     tok: Input,
+    /// Projects the context vector into the model width.
+    ctx_in: Option<Linear>,
     pos: Embedding,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -401,6 +634,15 @@ impl TransformerNet {
             .collect::<Result<_>>()?;
         Ok(Self {
             tok: Input::new(hp, v, "tok", &vb)?,
+            ctx_in: if hp.context.is_empty() {
+                None
+            } else {
+                Some(candle_nn::linear(
+                    hp.context.width(),
+                    hp.embed,
+                    vb.pp("ctx_in"),
+                )?)
+            },
             pos: candle_nn::embedding(hp.max_len, hp.embed, vb.pp("pos"))?,
             blocks,
             ln_f: LayerNorm::new(hp.embed, vb.pp("ln_f"))?,
@@ -410,13 +652,21 @@ impl TransformerNet {
 }
 
 impl Net for TransformerNet {
-    fn forward(&self, tokens: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        tokens: &Tensor,
+        ctx: &ContextBatch,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         let (_, t) = tokens.dims2()?;
         let positions = Tensor::arange(0u32, t as u32, tokens.device())?;
         let mut x = self
             .tok
-            .forward(tokens)?
+            .forward(tokens, ctx)?
             .broadcast_add(&self.pos.forward(&positions)?)?;
+        if let (Some(p), Some(c)) = (&self.ctx_in, self.tok.context(ctx)?) {
+            x = (x + p.forward(&c)?)?;
+        }
         let mask = causal_mask(t, tokens.device())?;
         for b in &self.blocks {
             x = b.forward(&x, &mask, &mut dropout)?;

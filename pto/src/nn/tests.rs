@@ -3,10 +3,11 @@ use std::{path::Path, sync::Arc};
 use candle_core::{Device, Tensor};
 
 use super::{
-    train::{batch, init, loss},
+    train::{batch, init, loss, Seq},
     *,
 };
 use crate::{
+    context::{AttrValues, Features},
     predict::{Ppm, Predictor, SessionContext},
     trace::{Request, Session},
 };
@@ -28,27 +29,81 @@ fn tiny(kind: ModelKind) -> HyperParams {
 
 const KINDS: [ModelKind; 2] = [ModelKind::Lstm, ModelKind::Transformer];
 
+/// A context of two attributes (3 and 4 values, the unknown included) and the time features.
+fn ctx_shape() -> ContextShape {
+    ContextShape {
+        attribute_values: vec![3, 4],
+        attr_embed: 3,
+        time: true,
+        cross: true,
+    }
+}
+
+/// The context of `seq`'s tokens: attribute values that vary with the position and real gaps
+/// (the start token's unknown).
+fn features_of(seq: &[u32]) -> Vec<Features> {
+    let mut out = vec![Features::default()];
+    let mut prev = None;
+    for (j, &tok) in seq.iter().enumerate().skip(1) {
+        let mut a = AttrValues::default();
+        a.0[0] = (j % 3) as u16;
+        a.0[1] = ((j + tok as usize) % 5) as u16; // 4 is past the vocabulary: unknown
+        let at = 1_710_136_800_000 + (j * j * 1_700) as i64;
+        out.push(Features::of(1_710_136_800_000, prev, at, a));
+        prev = Some(at);
+    }
+    out
+}
+
+fn seq(tokens: Vec<u32>, context: bool) -> Seq {
+    if context {
+        Seq {
+            features: features_of(&tokens),
+            tokens,
+        }
+    } else {
+        Seq::plain(tokens)
+    }
+}
+
 #[test]
 fn every_parameter_receives_a_non_zero_gradient() {
-    for kind in KINDS {
-        let (vm, net) = init(&tiny(kind), 6).unwrap();
+    for (kind, context) in KINDS.into_iter().flat_map(|k| [(k, false), (k, true)]) {
+        let hp = HyperParams {
+            context: if context {
+                ctx_shape()
+            } else {
+                ContextShape::default()
+            },
+            ..tiny(kind)
+        };
+        let (vm, net) = init(&hp, 6).unwrap();
         let seqs = [
-            vec![6u32, 1, 2, 3, 4],
-            vec![6, 5, 0],
-            vec![6, 2, 2, 2, 1, 3, 5],
+            seq(vec![6u32, 1, 2, 3, 4], context),
+            seq(vec![6, 5, 0], context),
+            seq(vec![6, 2, 2, 2, 1, 3, 5], context),
         ];
-        let refs: Vec<&Vec<u32>> = seqs.iter().collect();
-        let (i, t, m) = batch(&refs, &Device::Cpu).unwrap();
+        let refs: Vec<&Seq> = seqs.iter().collect();
+        let (i, t, m, c) = batch(&refs, &hp.context, 7, &Device::Cpu).unwrap();
         let mut d = Dropout::new(0.1, 3);
-        let (l, n) = loss(net.as_ref(), &i, &t, &m, Some(&mut d)).unwrap();
+        let (l, n) = loss(net.as_ref(), &i, &c, &t, &m, Some(&mut d)).unwrap();
         assert_eq!(n, 12.0);
         let grads = l.backward().unwrap();
         let data = vm.data().lock().unwrap();
-        assert!(
-            data.len() >= if kind == ModelKind::Lstm { 7 } else { 30 },
-            "{kind:?}: {} vars",
-            data.len()
-        );
+        let base = if kind == ModelKind::Lstm { 7 } else { 30 };
+        let extra = match (context, kind) {
+            (false, _) => 0,
+            (true, ModelKind::Lstm) => 4,
+            (true, ModelKind::Transformer) => 6,
+        };
+        assert!(data.len() >= base + extra, "{kind:?}: {} vars", data.len());
+        for name in ["ctx.attr1.weight", "ctx.cross1.weight"] {
+            assert_eq!(
+                data.contains_key(name),
+                context,
+                "{kind:?}: {name} exists exactly when asked for"
+            );
+        }
         for (name, var) in data.iter() {
             let g = grads
                 .get(var.as_tensor())
@@ -62,14 +117,42 @@ fn every_parameter_receives_a_non_zero_gradient() {
                 .unwrap();
             assert!(size > 0.0, "{kind:?}: the gradient of {name} is zero");
         }
+        if context {
+            // The time features reach the output too: other times, other logits.
+            let (i, _, _, c) = batch(&refs, &hp.context, 7, &Device::Cpu).unwrap();
+            let zero_time = ContextBatch {
+                attrs: c.attrs.clone(),
+                time: c.time.as_ref().map(|t| t.zeros_like().unwrap()),
+                cross: c.cross.clone(),
+            };
+            let a = net.forward(&i, &c, None).unwrap();
+            let b = net.forward(&i, &zero_time, None).unwrap();
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff > 1e-4, "{kind:?}: the time features are not read");
+        }
     }
 }
 
 #[test]
 fn the_fast_path_agrees_with_the_candle_graph() {
-    for (kind, pairs) in KINDS.into_iter().flat_map(|k| [(k, true), (k, false)]) {
+    let combos = KINDS
+        .into_iter()
+        .flat_map(|k| [(k, true, false), (k, false, false), (k, true, true)]);
+    for (kind, pairs, context) in combos {
         let hp = HyperParams {
             pairs,
+            context: if context {
+                ctx_shape()
+            } else {
+                ContextShape::default()
+            },
             ..tiny(kind)
         };
         let (vm, net) = init(&hp, 6).unwrap();
@@ -83,25 +166,36 @@ fn the_fast_path_agrees_with_the_candle_graph() {
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
         let fast = FastModel::from_weights(&hp, 6, &weights).unwrap();
-        for seq in [
+        for tokens in [
             vec![6u32],
             vec![6, 1, 2],
             vec![6, 5, 4, 3, 2, 1, 0, 1, 2, 3],
         ] {
-            let t = Tensor::from_vec(seq.clone(), (1, seq.len()), &Device::Cpu).unwrap();
+            let s = seq(tokens.clone(), context);
+            // The context of every position, the last included.
+            let c_all = ContextBatch::new(
+                &hp.context,
+                &[&s.tokens],
+                &[&s.features],
+                tokens.len(),
+                7,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let t = Tensor::from_vec(tokens.clone(), (1, tokens.len()), &Device::Cpu).unwrap();
             let all = net
-                .forward(&t, None)
+                .forward(&t, &c_all, None)
                 .unwrap()
                 .squeeze(0)
                 .unwrap()
                 .to_vec2::<f32>()
                 .unwrap();
             let want = all.last().unwrap();
-            let got = fast.logits(&seq);
+            let got = fast.logits(&tokens, &s.features);
             for (a, b) in want.iter().zip(&got) {
                 assert!(
                     (a - b).abs() < 1e-4,
-                    "{kind:?} {seq:?}: {want:?} vs {got:?}"
+                    "{kind:?} {tokens:?}: {want:?} vs {got:?}"
                 );
             }
         }
@@ -172,15 +266,90 @@ fn training_learns_a_long_range_pattern_and_is_deterministic() {
     }
 }
 
+/// Sessions of 6 requests over 5 types whose `group` attribute decides every step: after x
+/// comes x + 1 in group 1 and x + 2 in group 2 (mod 5). The sequence alone cannot tell.
+fn grouped(n: usize) -> (Vec<Session>, crate::context::Attributes) {
+    let mut attrs = crate::context::Attributes::new(&["group"]).unwrap();
+    attrs.intern(0, Some(b"one"));
+    attrs.intern(0, Some(b"two"));
+    let sessions = (0..n)
+        .map(|i| {
+            let group = 1 + (i % 2) as u16;
+            let mut a = AttrValues::default();
+            a.0[0] = group;
+            let mut kind = 1 + (i / 2 % 5) as u32;
+            let requests = (0..6)
+                .map(|j| {
+                    let r = Request {
+                        kind,
+                        at_ms: j * 2_000,
+                        attrs: a,
+                    };
+                    kind = (kind - 1 + u32::from(group)) % 5 + 1;
+                    r
+                })
+                .collect();
+            Session {
+                key: format!("g{i}"),
+                requests,
+                ..Session::default()
+            }
+        })
+        .collect();
+    (sessions, attrs)
+}
+
+#[test]
+fn training_with_context_is_deterministic_and_reads_the_attribute() {
+    for kind in KINDS {
+        let (data, attrs) = grouped(96);
+        let hp = HyperParams {
+            context: ContextShape::of(&attrs, true),
+            ..tiny(kind)
+        };
+        let run = || {
+            train_with_context(&hp, vocab(), &attrs, &data[..80], &data[80..], &mut |_| {}).unwrap()
+        };
+        let (t1, t2) = (run(), run());
+        assert!(t1.weights.contains_key("ctx.attr0.weight"));
+        for (n, a) in &t1.weights {
+            let same = a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == t2.weights[n]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+            assert!(same, "{kind:?}: {n} differs between two runs with one seed");
+        }
+        assert_eq!(t1.attributes, attrs, "the schema travels with the model");
+        let p = NeuralPredictor::new(&t1).unwrap();
+        assert!(p.attributes().is_some());
+        let at = |group: u16| {
+            let mut a = AttrValues::default();
+            a.0[0] = group;
+            SessionContext::with_features(&[3], &[Features::of(0, None, 0, a)])
+        };
+        // The same first request, another group, another answer: 3 -> 4 or 3 -> 5.
+        let (one, two) = (p.predict(&at(1), 1), p.predict(&at(2), 1));
+        assert_eq!(
+            (one[0].kind, two[0].kind),
+            (4, 5),
+            "{kind:?}: {:?}",
+            t1.report
+        );
+    }
+}
+
 /// Mean negative log-likelihood per request of `sessions` under `weights`, computed apart from
 /// training (the fast path, no dropout).
 fn nll(hp: &HyperParams, weights: &Weights, sessions: &[Session]) -> f32 {
     let v = vocab().len();
     let fast = FastModel::from_weights(hp, v, weights).unwrap();
     let (mut total, mut n) = (0f64, 0f64);
-    for seq in super::train::sequences(sessions, v, hp.max_len) {
+    for s in super::train::sequences(sessions, v, hp.max_len) {
+        let seq = &s.tokens;
         for j in 0..seq.len() - 1 {
-            let logits = fast.logits(&seq[..=j]);
+            let logits = fast.logits(&seq[..=j], &s.features[..=j]);
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
             total += f64::from(log_z - logits[seq[j + 1] as usize]);
@@ -262,6 +431,7 @@ fn predictions_survive_odd_contexts() {
         vocab: vocab(),
         weights,
         report: report(),
+        attributes: Default::default(),
     };
     let p = NeuralPredictor::new(&trained).unwrap();
     let long: Vec<u32> = (0..100).map(|i| i % 7).collect();
@@ -426,6 +596,7 @@ fn incremental_session_predictions_equal_full_passes() {
             vocab: vocab(),
             weights,
             report: report(),
+            attributes: Default::default(),
         };
         let p = NeuralPredictor::new(&trained).unwrap();
         let mut ppm = Ppm::new(vocab(), 2);

@@ -12,10 +12,14 @@ use serde::{Deserialize, Serialize};
 use super::{
     fast::Weights,
     layers::seeded_init,
-    model::{build, Dropout, HyperParams, Net},
+    model::{build, ContextBatch, ContextShape, Dropout, HyperParams, Net},
     NnError,
 };
-use crate::{trace::Session, vocab::Vocabulary};
+use crate::{
+    context::{Attributes, Features},
+    trace::Session,
+    vocab::Vocabulary,
+};
 
 /// Where training is, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,16 +70,37 @@ pub struct Trained {
     pub weights: Weights,
     /// What training did.
     pub report: TrainReport,
+    /// The attribute schema the model's context ids refer to (empty without attributes).
+    pub attributes: Attributes,
 }
 
-/// Token sequences: the start token, then the session's requests, cut at `max_len` tokens.
-pub(crate) fn sequences(sessions: &[Session], vocab_len: usize, max_len: usize) -> Vec<Vec<u32>> {
+/// A training sequence: the start token, then the session's requests, with each token's
+/// context (the start token's is unknown).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Seq {
+    pub tokens: Vec<u32>,
+    pub features: Vec<Features>,
+}
+
+impl Seq {
+    /// Tokens without context.
+    #[cfg(test)]
+    pub fn plain(tokens: Vec<u32>) -> Self {
+        Self {
+            features: vec![Features::default(); tokens.len()],
+            tokens,
+        }
+    }
+}
+
+/// The sequences of `sessions`, cut at `max_len + 1` tokens.
+pub(crate) fn sequences(sessions: &[Session], vocab_len: usize, max_len: usize) -> Vec<Seq> {
     let bos = vocab_len as u32;
     sessions
         .iter()
         .filter(|s| !s.requests.is_empty())
         .map(|s| {
-            std::iter::once(bos)
+            let tokens = std::iter::once(bos)
                 .chain(s.requests.iter().map(|r| {
                     if (r.kind as usize) < vocab_len {
                         r.kind
@@ -84,30 +109,47 @@ pub(crate) fn sequences(sessions: &[Session], vocab_len: usize, max_len: usize) 
                     }
                 }))
                 .take(max_len + 1)
-                .collect()
+                .collect::<Vec<_>>();
+            let features = std::iter::once(Features::default())
+                .chain(s.features())
+                .take(tokens.len())
+                .collect();
+            Seq { tokens, features }
         })
         .collect()
 }
 
-/// A padded batch: inputs `(B, T)`, targets `(B*T)` and a mask `(B*T)` of real positions.
+/// A padded batch: inputs `(B, T)`, targets `(B*T)`, a mask `(B*T)` of real positions and
+/// the inputs' context under `shape`.
 pub(crate) fn batch(
-    seqs: &[&Vec<u32>],
+    seqs: &[&Seq],
+    shape: &ContextShape,
+    vin: usize,
     dev: &Device,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let t = seqs.iter().map(|s| s.len() - 1).max().unwrap_or(1).max(1);
+) -> candle_core::Result<(Tensor, Tensor, Tensor, ContextBatch)> {
+    let t = seqs
+        .iter()
+        .map(|s| s.tokens.len() - 1)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let b = seqs.len();
     let (mut inp, mut tgt, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0f32; b * t]);
     for (i, s) in seqs.iter().enumerate() {
+        let s = &s.tokens;
         for j in 0..s.len() - 1 {
             inp[i * t + j] = s[j];
             tgt[i * t + j] = s[j + 1];
             mask[i * t + j] = 1.0;
         }
     }
+    let rows: Vec<&[Features]> = seqs.iter().map(|s| s.features.as_slice()).collect();
+    let toks: Vec<&[u32]> = seqs.iter().map(|s| s.tokens.as_slice()).collect();
     Ok((
         Tensor::from_vec(inp, (b, t), dev)?,
         Tensor::from_vec(tgt, b * t, dev)?,
         Tensor::from_vec(mask, b * t, dev)?,
+        ContextBatch::new(shape, &toks, &rows, t, vin, dev)?,
     ))
 }
 
@@ -115,11 +157,12 @@ pub(crate) fn batch(
 pub(crate) fn loss(
     net: &dyn Net,
     inp: &Tensor,
+    ctx: &ContextBatch,
     tgt: &Tensor,
     mask: &Tensor,
     dropout: Option<&mut Dropout>,
 ) -> candle_core::Result<(Tensor, f32)> {
-    let logits = net.forward(inp, dropout)?;
+    let logits = net.forward(inp, ctx, dropout)?;
     let (b, t, v) = logits.dims3()?;
     let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v))?, D::Minus1)?;
     let picked = logp.gather(&tgt.unsqueeze(1)?, 1)?.squeeze(1)?;
@@ -136,15 +179,17 @@ fn snapshot(vm: &VarMap) -> Result<Weights, NnError> {
 
 fn mean_loss(
     net: &dyn Net,
-    seqs: &[Vec<u32>],
+    seqs: &[Seq],
+    shape: &ContextShape,
+    vin: usize,
     batch_size: usize,
     dev: &Device,
 ) -> Result<f32, NnError> {
     let (mut total, mut count) = (0f64, 0f64);
     for chunk in seqs.chunks(batch_size) {
-        let refs: Vec<&Vec<u32>> = chunk.iter().collect();
-        let (i, t, m) = batch(&refs, dev)?;
-        let (l, n) = loss(net, &i, &t, &m, None)?;
+        let refs: Vec<&Seq> = chunk.iter().collect();
+        let (i, t, m, c) = batch(&refs, shape, vin, dev)?;
+        let (l, n) = loss(net, &i, &c, &t, &m, None)?;
         total += f64::from(l.to_scalar::<f32>()?) * f64::from(n);
         count += f64::from(n);
     }
@@ -162,10 +207,24 @@ pub(crate) fn init(hp: &HyperParams, vocab_len: usize) -> Result<(VarMap, Box<dy
 }
 
 /// Trains a model of `hp` on `train`, stopping early on `val` (on `train` when `val` is
-/// empty). `progress` is called after every step.
+/// empty). `progress` is called after every step. The model reads no attribute (the time
+/// features only if `hp.context` asks for them).
 pub fn train(
     hp: &HyperParams,
     vocab: Arc<Vocabulary>,
+    train: &[Session],
+    val: &[Session],
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained, NnError> {
+    train_with_context(hp, vocab, &Attributes::default(), train, val, progress)
+}
+
+/// [`train`] for sessions whose attribute ids refer to `attrs`; `hp.context` says which of
+/// them (by index, up to its length) and whether the time features are read.
+pub fn train_with_context(
+    hp: &HyperParams,
+    vocab: Arc<Vocabulary>,
+    attrs: &Attributes,
     train: &[Session],
     val: &[Session],
     progress: &mut dyn FnMut(&Progress),
@@ -175,13 +234,14 @@ pub fn train(
     let v = vocab.len();
     let (vm, net) = init(hp, v)?;
     let mut train_seqs = sequences(train, v, hp.max_len);
-    train_seqs.retain(|s| s.len() >= 2);
+    train_seqs.retain(|s| s.tokens.len() >= 2);
     if train_seqs.is_empty() {
         return Err(NnError::NoTrainingData);
     }
-    let val_seqs: Vec<Vec<u32>> = {
+    let shape = &hp.context;
+    let val_seqs: Vec<Seq> = {
         let mut s = sequences(val, v, hp.max_len);
-        s.retain(|s| s.len() >= 2);
+        s.retain(|s| s.tokens.len() >= 2);
         if s.is_empty() {
             log::warn!("empty validation split: early stopping watches the training loss");
             train_seqs.clone()
@@ -208,9 +268,9 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut sum, mut n_sum) = (0f64, 0f64);
         for (step, idx) in order.chunks(hp.batch).enumerate() {
-            let refs: Vec<&Vec<u32>> = idx.iter().map(|&i| &train_seqs[i]).collect();
-            let (i, t, m) = batch(&refs, &dev)?;
-            let (l, n) = loss(net.as_ref(), &i, &t, &m, Some(&mut dropout))?;
+            let refs: Vec<&Seq> = idx.iter().map(|&i| &train_seqs[i]).collect();
+            let (i, t, m, c) = batch(&refs, shape, v + 1, &dev)?;
+            let (l, n) = loss(net.as_ref(), &i, &c, &t, &m, Some(&mut dropout))?;
             opt.backward_step(&l)?;
             let lv = l.to_scalar::<f32>()?;
             if !lv.is_finite() {
@@ -228,7 +288,14 @@ pub fn train(
             });
         }
         train_loss = (sum / n_sum.max(1.0)) as f32;
-        let val_loss = mean_loss(net.as_ref(), &val_seqs, hp.batch.max(64), &dev)?;
+        let val_loss = mean_loss(
+            net.as_ref(),
+            &val_seqs,
+            shape,
+            v + 1,
+            hp.batch.max(64),
+            &dev,
+        )?;
         progress(&Progress {
             epoch,
             epochs: hp.epochs,
@@ -261,5 +328,6 @@ pub fn train(
             train_sessions: train.len(),
             val_sessions: val.len(),
         },
+        attributes: attrs.clone(),
     })
 }

@@ -18,6 +18,7 @@ use virtio_prefetch_wire::{RejectReason, ReportKind};
 
 use crate::{
     audit::{AuditEvent, AuditLog},
+    context::{AttrValues, Attributes, Features},
     history::{History, Outcome, PrefetchOutcome, RequestRow, SessionRow, TaskExecution},
     metadata::ServiceCatalogue,
     nn,
@@ -33,6 +34,11 @@ struct Live {
     ctx: SessionContext,
     state: SessionState,
     row: Option<SessionRow>,
+    /// When its first and its last request arrived, ms.
+    start_ms: i64,
+    prev_ms: Option<i64>,
+    /// What its last request predicted: (request type, probability), likeliest first.
+    predicted: Vec<(String, f32)>,
 }
 
 #[derive(Debug)]
@@ -95,6 +101,8 @@ pub struct Orchestrator {
     recorded: HashMap<String, Vec<(usize, usize)>>,
     /// Guest reports that could not be true, counted.
     guest_faults: GuestFaults,
+    /// The attribute schema of a replayed trace ([`Orchestrator::on_request_replayed`]).
+    trace_attributes: Attributes,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -177,6 +185,7 @@ impl Orchestrator {
             session_keys: HashMap::new(),
             recorded: HashMap::new(),
             guest_faults: GuestFaults::default(),
+            trace_attributes: Attributes::default(),
         })
     }
 
@@ -480,19 +489,71 @@ impl Orchestrator {
 
     /// A request of `request_type` arrived for `session` at `now_us`: returns what to evict,
     /// the request to dispatch and what to prefetch for the session's predicted next requests.
+    /// The request carries no attributes (its time features are still read).
     pub fn on_request(
         &mut self,
         session: u64,
         request_type: &str,
         now_us: u64,
     ) -> Result<Plan, OnlineError> {
+        self.on_request_with(session, request_type, now_us, &[])
+    }
+
+    /// [`Orchestrator::on_request`] for a request with `attributes` (name, value pairs, as
+    /// the API's request body carries them): the predictor reads them with the request's time
+    /// features. Names and values the predictor does not know read as unknown.
+    pub fn on_request_with(
+        &mut self,
+        session: u64,
+        request_type: &str,
+        now_us: u64,
+        attributes: &[(&str, &str)],
+    ) -> Result<Plan, OnlineError> {
+        let attrs = self
+            .predictor
+            .attributes()
+            .map(|a| a.lookup_all(attributes.iter().copied()))
+            .unwrap_or_default();
+        self.timed_plan(session, request_type, now_us, attrs)
+    }
+
+    /// [`Orchestrator::on_request`] for a request of a replayed trace, whose attribute ids
+    /// refer to the schema given by [`Orchestrator::with_trace_attributes`].
+    pub fn on_request_replayed(
+        &mut self,
+        session: u64,
+        request_type: &str,
+        now_us: u64,
+        attrs: &AttrValues,
+    ) -> Result<Plan, OnlineError> {
+        let attrs = match self.predictor.attributes() {
+            Some(a) if *a == self.trace_attributes => *attrs,
+            Some(a) => self.trace_attributes.translate(attrs, a),
+            None => AttrValues::default(),
+        };
+        self.timed_plan(session, request_type, now_us, attrs)
+    }
+
+    fn timed_plan(
+        &mut self,
+        session: u64,
+        request_type: &str,
+        now_us: u64,
+        attrs: AttrValues,
+    ) -> Result<Plan, OnlineError> {
         let start = Instant::now();
-        let plan = self.plan(session, request_type, now_us);
+        let plan = self.plan(session, request_type, now_us, attrs);
         self.metrics.plan_ns += start.elapsed().as_nanos() as u64;
         plan
     }
 
-    fn plan(&mut self, session: u64, request_type: &str, now_us: u64) -> Result<Plan, OnlineError> {
+    fn plan(
+        &mut self,
+        session: u64,
+        request_type: &str,
+        now_us: u64,
+        attrs: AttrValues,
+    ) -> Result<Plan, OnlineError> {
         let req = self
             .catalogue
             .request(request_type)
@@ -509,16 +570,22 @@ impl Orchestrator {
         let request_id = self.next_request;
         self.next_request += 1;
 
+        let now_ms = i64::try_from(now_us / 1000).unwrap_or(i64::MAX);
         let mut live = match self.sessions.remove(&session) {
             Some(l) => l,
             None => {
                 *self.starts.entry(request_type.to_owned()).or_default() += 1;
-                Live::default()
+                Live {
+                    start_ms: now_ms,
+                    ..Live::default()
+                }
             }
         };
         let kind = self.predictor.vocabulary().id_or_unknown(request_type);
         self.predictor.observe(&live.ctx, kind);
-        live.ctx.push(kind);
+        let features = Features::of(live.start_ms, live.prev_ms, now_ms, attrs);
+        live.prev_ms = Some(now_ms);
+        live.ctx.push_with(kind, features);
         let mut row = None;
         if let Some((h, source)) = &mut self.history {
             let sid = match live.row {
@@ -560,6 +627,10 @@ impl Orchestrator {
                     .collect()
             }
         };
+        live.predicted = predictions
+            .iter()
+            .map(|(_, n, p)| (n.clone(), *p))
+            .collect();
         self.sessions.insert(session, live);
 
         let mut seen = HashSet::new();
@@ -881,6 +952,19 @@ impl Orchestrator {
             prefetch.extend(self.admit_all(w, *session, c.request_id, &keep, &mut evict)?);
         }
         Ok(FollowUp { prefetch, evict })
+    }
+
+    /// What the last request of live `session` predicted (request type, probability), the
+    /// likeliest first, after the policy's top-k and threshold: for logs and metrics.
+    pub fn predictions(&self, session: u64) -> Option<&[(String, f32)]> {
+        self.sessions.get(&session).map(|l| l.predicted.as_slice())
+    }
+
+    /// The attribute schema of the trace whose requests [`Orchestrator::on_request_replayed`]
+    /// receives.
+    pub fn with_trace_attributes(mut self, schema: &Attributes) -> Self {
+        self.trace_attributes = schema.clone();
+        self
     }
 
     /// Counts how the sessions of `past` started: what [`Orchestrator::end_session`] stages

@@ -401,7 +401,7 @@ pub fn replay(
             };
             prev_at = Some(r.at_ms);
             t += think;
-            let plan = orch.on_request(i as u64 + 1, name, t / 1000)?;
+            let plan = orch.on_request_replayed(i as u64 + 1, name, t / 1000, &r.attrs)?;
             // The push set goes first and the request is dispatched once it is staged (in the
             // guest's rings); the guest starts it once its CPU is free.
             guest.receive(orch, t, &plan.push)?;

@@ -575,3 +575,94 @@ fn without_the_guest_cache_nothing_stays_in_the_mirror() {
         "reactive and push"
     );
 }
+
+/// On a generated cohort workload the next request depends on the session's cohort and on
+/// the last gap. The orchestrator must hand both to the predictor: with them its top
+/// prediction is the true distribution's likeliest type nearly always; without the
+/// attributes (or with the context dropped anywhere on the way) it cannot be.
+#[test]
+fn the_request_context_reaches_the_predictor_online() {
+    use crate::{
+        context::ContextKey,
+        generate::{generate, Workload, WorkloadSpec},
+        predict::{observe_sessions, ContextPpm},
+    };
+
+    let cat = cat();
+    let trace = generate(
+        &cat.vocabulary(),
+        &WorkloadSpec::preset(Workload::Cohort, 3000, 11),
+    )
+    .unwrap();
+    let (train, test) = trace.sessions.split_at(2800);
+    let vocab = Arc::new(trace.vocab.clone());
+    let keys = [ContextKey::Attribute(0), ContextKey::Gap];
+    let mut model = ContextPpm::new(vocab.clone(), &trace.attributes, 2, &keys);
+    observe_sessions(&mut model, train);
+    let policy = Policy {
+        threshold: 0.0,
+        ..Policy::default()
+    };
+    // Fraction of positions whose top online prediction is the truth's likeliest type; and
+    // the number of request types whose first-request prediction differs between cohorts.
+    let run = |with_attributes: bool| {
+        let p = Box::new(model.clone());
+        let mut o = Orchestrator::new(cat.clone(), Mode::Learned, p, policy.clone()).unwrap();
+        let (mut agree, mut n) = (0, 0);
+        for (i, s) in test.iter().enumerate() {
+            let cohort = trace
+                .attributes
+                .values(0)
+                .unwrap()
+                .name(u32::from(s.requests[0].attrs.get(0)))
+                .unwrap()
+                .to_owned();
+            for (t, r) in s.requests.iter().enumerate().take(s.truth.len()) {
+                let name = trace.vocab.name(r.kind).unwrap();
+                let now_us = (r.at_ms * 1000) as u64;
+                let session = i as u64 + 1;
+                if with_attributes {
+                    o.on_request_with(session, name, now_us, &[("cohort", &cohort)])
+                        .unwrap();
+                } else {
+                    o.on_request(session, name, now_us).unwrap();
+                }
+                let top = o.predictions(session).unwrap()[0].0.clone();
+                let truth = trace.vocab.name(s.truth[t][0].0).unwrap();
+                n += 1;
+                agree += usize::from(top == truth);
+            }
+        }
+        let mut varies = 0;
+        let mut session = 1_000_000;
+        for kind in 1..trace.vocab.len() as u32 {
+            let name = trace.vocab.name(kind).unwrap();
+            let mut tops = HashSet::new();
+            for c in 0..4 {
+                session += 1;
+                let cohort = format!("c{c}");
+                if with_attributes {
+                    o.on_request_with(session, name, 0, &[("cohort", &cohort)])
+                        .unwrap();
+                } else {
+                    o.on_request(session, name, 0).unwrap();
+                }
+                tops.insert(o.predictions(session).unwrap()[0].0.clone());
+            }
+            varies += usize::from(tops.len() > 1);
+        }
+        (agree as f64 / n as f64, varies)
+    };
+    let (with, varies_with) = run(true);
+    let (without, varies_without) = run(false);
+    assert!(with > 0.8, "with the context: {with}");
+    assert!(without < with - 0.25, "{without} vs {with}");
+    assert!(
+        varies_with > 5,
+        "the same first request, other cohorts, other predictions: {varies_with}"
+    );
+    assert_eq!(
+        varies_without, 0,
+        "without attributes the cohort cannot matter"
+    );
+}

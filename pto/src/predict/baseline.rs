@@ -145,15 +145,40 @@ impl Ppm {
                 }
             }
         }
+        self.blend(&mut p, context, 1, 0.0);
+        p[UNKNOWN as usize] = 0.0;
+        p
+    }
+
+    /// `base` (a distribution dense over the vocabulary) refined by this model's counts of
+    /// every order from 0, each blended in with its Witten-Bell weight plus `prior` pseudo
+    /// counts on the side of what came before: where this model has seen little, `base`
+    /// stays. How a context-conditioned model backs off to a blind one.
+    pub fn distribution_over(
+        &self,
+        mut base: Vec<f32>,
+        context: &SessionContext,
+        prior: f32,
+    ) -> Vec<f32> {
+        base.resize(self.vocab.len(), 0.0);
+        self.blend(&mut base, context, 0, prior.max(0.0));
+        if let Some(x) = base.get_mut(UNKNOWN as usize) {
+            *x = 0.0;
+        }
+        base
+    }
+
+    /// Blends the counts of orders `from..=max_order` into `p`, shortest first.
+    fn blend(&self, p: &mut [f32], context: &SessionContext, from: usize, prior: f32) {
         let h = &context.requests;
-        for o in 1..=self.max_order.min(h.len()) {
+        for o in from..=self.max_order.min(h.len()) {
             let Some(c) = self.orders[o].get(&context_key(&h[h.len() - o..])) else {
                 break; // a longer context containing an unseen one is unseen too
             };
-            let distinct = c.next.len() as f32;
-            let denom = c.total as f32 + distinct;
+            let escape = c.next.len() as f32 + prior;
+            let denom = c.total as f32 + escape;
             for x in p.iter_mut() {
-                *x *= distinct / denom;
+                *x *= escape / denom;
             }
             for &(t, n) in &c.next {
                 if let Some(x) = p.get_mut(t as usize) {
@@ -161,8 +186,11 @@ impl Ppm {
                 }
             }
         }
-        p[UNKNOWN as usize] = 0.0;
-        p
+    }
+
+    /// True before anything was observed.
+    pub fn is_empty(&self) -> bool {
+        self.orders[0].is_empty()
     }
 }
 

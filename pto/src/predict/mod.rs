@@ -7,23 +7,30 @@
 //! [`Predictor::observe`].
 
 mod baseline;
+mod context_ppm;
 mod static_graph;
 
 use std::sync::Arc;
 
 pub use baseline::{Markov1, Popularity, Ppm, Reactive};
+pub use context_ppm::ContextPpm;
 pub use static_graph::StaticGraph;
 
 use crate::{
+    context::{Attributes, Features},
     trace::Session,
     vocab::{TypeId, Vocabulary, UNKNOWN},
 };
 
-/// The session so far: its request types, oldest first.
+/// The session so far: its request types, oldest first, and each request's context
+/// (attributes and time features; all unknown where the caller has none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionContext {
     /// Request types of the session so far; [`UNKNOWN`] for types the vocabulary lacks.
     pub requests: Vec<TypeId>,
+    /// The context of each request of `requests` (same length when filled by the methods
+    /// here; a shorter list reads as unknown context for the rest).
+    pub features: Vec<Features>,
 }
 
 impl SessionContext {
@@ -36,22 +43,58 @@ impl SessionContext {
     pub fn from_ids(requests: &[TypeId]) -> Self {
         Self {
             requests: requests.to_vec(),
+            features: vec![Features::default(); requests.len()],
         }
+    }
+
+    /// A session holding `requests` with their contexts `features` (same length).
+    pub fn with_features(requests: &[TypeId], features: &[Features]) -> Self {
+        let mut c = Self::new();
+        for (i, &r) in requests.iter().enumerate() {
+            c.push_with(r, features.get(i).copied().unwrap_or_default());
+        }
+        c
     }
 
     /// A session of named request types; unknown names become [`UNKNOWN`].
     pub fn from_names<S: AsRef<str>>(vocab: &Vocabulary, names: &[S]) -> Self {
-        Self {
-            requests: names
-                .iter()
-                .map(|n| vocab.id_or_unknown(n.as_ref()))
-                .collect(),
-        }
+        let ids: Vec<TypeId> = names
+            .iter()
+            .map(|n| vocab.id_or_unknown(n.as_ref()))
+            .collect();
+        Self::from_ids(&ids)
     }
 
-    /// Appends the request that just arrived.
+    /// Appends the request that just arrived, without context.
     pub fn push(&mut self, kind: TypeId) {
+        self.push_with(kind, Features::default());
+    }
+
+    /// Appends the request that just arrived with its context.
+    pub fn push_with(&mut self, kind: TypeId, features: Features) {
+        self.features
+            .resize(self.requests.len(), Features::default());
         self.requests.push(kind);
+        self.features.push(features);
+    }
+
+    /// Empties it, for the next session.
+    pub fn clear(&mut self) {
+        self.requests.clear();
+        self.features.clear();
+    }
+
+    /// The context of request `i` (unknown when not given).
+    pub fn feature(&self, i: usize) -> Features {
+        self.features.get(i).copied().unwrap_or_default()
+    }
+
+    /// The context of the last request (unknown for an empty session).
+    pub fn last_features(&self) -> Features {
+        self.requests
+            .len()
+            .checked_sub(1)
+            .map_or_else(Features::default, |i| self.feature(i))
     }
 
     /// The last request, if any.
@@ -105,6 +148,12 @@ pub trait Predictor: Send {
         self.predict(context, k)
     }
 
+    /// The attribute schema its context ids refer to, for a predictor that reads attributes
+    /// (the online path maps a request's attribute names and values through it).
+    fn attributes(&self) -> Option<&Attributes> {
+        None
+    }
+
     /// Learns online that `next` followed `context`. The default ignores it.
     fn observe(&mut self, context: &SessionContext, next: TypeId) {
         let _ = (context, next);
@@ -115,10 +164,10 @@ pub trait Predictor: Send {
 pub fn observe_sessions(p: &mut dyn Predictor, sessions: &[Session]) {
     let mut ctx = SessionContext::new();
     for s in sessions {
-        ctx.requests.clear();
-        for r in &s.requests {
+        ctx.clear();
+        for (r, f) in s.requests.iter().zip(s.features()) {
             p.observe(&ctx, r.kind);
-            ctx.push(r.kind);
+            ctx.push_with(r.kind, f);
         }
     }
 }
