@@ -355,7 +355,17 @@ impl Engine {
         }
         let session = self.session_id(&job.request.session);
         let started = Instant::now();
-        let plan = self.orch.on_request(session, &job.request.kind, now_us());
+        // The request's attributes are its context: a context-aware predictor conditions on
+        // them (one without context ignores them).
+        let attributes: Vec<(&str, &str)> = job
+            .request
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let plan = self
+            .orch
+            .on_request_with(session, &job.request.kind, now_us(), &attributes);
         self.shared
             .metrics
             .prediction

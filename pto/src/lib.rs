@@ -2,7 +2,7 @@
 //! history, next-request predictors (count-based baselines and learned candle-nn models),
 //! their training and their evaluation.
 //!
-//! The online path (issue 5) uses [`predict::Predictor`] on a [`predict::SessionContext`],
+//! The online path uses [`predict::Predictor`] on a [`predict::SessionContext`],
 //! loads a trained model with [`nn::load_predictor`] (or [`nn::load_or_fallback`]), expands
 //! a predicted request type into tasks and resources with [`metadata::ServiceCatalogue`], and
 //! records what happened with [`history::History`]. [`online::Orchestrator`] puts these
