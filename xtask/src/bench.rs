@@ -448,14 +448,13 @@ fn peer_table(see: &[Sample], qemu: &[Sample], memory: u32) {
     }
 }
 
-/// Builds the image, the VMM and the benchmark driver (tests/bench/prefetch_bench.rs, which
-/// runs the backend in-process), then runs it.
-/// `bench wasm`: see-wasm-bench (tests/bench/wasm_bench.rs) against the image and the VMM.
-fn wasm(rounds: usize) -> Result<(), String> {
+/// Builds the image, the VMM and the benchmark driver `bin` of see-e2e (tests/bench/, which runs
+/// the backend in-process), then runs it with `args`.
+fn vm_bench(bin: &str, args: &[String]) -> Result<(), String> {
     let kernel = image::build_image()?;
     let vmm = image::build_vmm()?;
     crate::run_step(
-        "build see-wasm-bench (release)",
+        &format!("build {bin} (release)"),
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(crate::repo_root())
             .args([
@@ -465,67 +464,49 @@ fn wasm(rounds: usize) -> Result<(), String> {
                 "-p",
                 "see-e2e",
                 "--bin",
-                "see-wasm-bench",
+                bin,
             ]),
     )?;
     println!("machine: {}", machine());
-    let status = Command::new(image::target_dir().join("release/see-wasm-bench"))
-        .args(["--rounds", &rounds.to_string()])
+    let status = Command::new(image::target_dir().join("release").join(bin))
+        .args(args)
         .env("SEE_VMM_BIN", vmm)
         .env("SEE_KERNEL_IMAGE", kernel)
         .env("SEE_PTO_SIGNING_KEY", crate::keys::secret_key_path())
         .status()
-        .map_err(|e| format!("cannot run see-wasm-bench: {e}"))?;
+        .map_err(|e| format!("cannot run {bin}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("see-wasm-bench failed ({status})"))
+        Err(format!("{bin} failed ({status})"))
     }
 }
 
+/// `bench wasm`: see-wasm-bench (tests/bench/wasm_bench.rs), prefetched and compiled task code
+/// against demand fetch and compile.
+fn wasm(rounds: usize) -> Result<(), String> {
+    vm_bench("see-wasm-bench", &["--rounds".into(), rounds.to_string()])
+}
+
+/// `bench prefetch`: see-prefetch-bench (tests/bench/prefetch_bench.rs), staged claims against
+/// demand fetches and the staging throughput, or with `--profile` where a MiB's time goes.
 fn prefetch(args: &PrefetchArgs) -> Result<(), String> {
-    let kernel = image::build_image()?;
-    let vmm = image::build_vmm()?;
-    crate::run_step(
-        "build see-prefetch-bench (release)",
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(crate::repo_root())
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "see-e2e",
-                "--bin",
-                "see-prefetch-bench",
-            ]),
-    )?;
-    println!("machine: {}", machine());
-    let mut bench = Command::new(image::target_dir().join("release/see-prefetch-bench"));
+    let mut bench: Vec<String> = Vec::new();
     if args.profile {
-        bench
-            .arg("--profile")
-            .args(["--bundles", &args.bundles.to_string()])
-            .args(["--bundle-kib", &args.bundle_kib.to_string()]);
+        bench.extend([
+            "--profile".into(),
+            "--bundles".into(),
+            args.bundles.to_string(),
+        ]);
+        bench.extend(["--bundle-kib".into(), args.bundle_kib.to_string()]);
         if args.polling {
-            bench.arg("--polling");
+            bench.push("--polling".into());
         }
     } else {
-        bench
-            .args(["--rounds", &args.rounds.to_string()])
-            .args(["--stage-mib", &args.stage_mib.to_string()]);
+        bench.extend(["--rounds".into(), args.rounds.to_string()]);
+        bench.extend(["--stage-mib".into(), args.stage_mib.to_string()]);
     }
-    let status = bench
-        .env("SEE_VMM_BIN", vmm)
-        .env("SEE_KERNEL_IMAGE", kernel)
-        .env("SEE_PTO_SIGNING_KEY", crate::keys::secret_key_path())
-        .status()
-        .map_err(|e| format!("cannot run see-prefetch-bench: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("see-prefetch-bench failed ({status})"))
-    }
+    vm_bench("see-prefetch-bench", &bench)
 }
 
 /// `bench api`: the release daemon and see-load, against the image and the release VMM.
