@@ -67,7 +67,7 @@ const FIELDS: [&str; 9] = [
 ];
 
 impl GuestProfile {
-    /// Parses `see: profile key=value ...` (every field of [`FIELDS`] exactly once, in any
+    /// Parses `see: profile key=value ...` (every field of `FIELDS` exactly once, in any
     /// order). Anything else is an error, never a panic: the line comes from the guest.
     pub fn parse(line: &str) -> Result<Self, ProfileError> {
         let rest = line

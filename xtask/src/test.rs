@@ -89,6 +89,8 @@ pub fn run(args: &TestArgs) -> Result<(), String> {
             "see-workload",
             "-p",
             "see-abi",
+            "-p",
+            "see-task",
         ]),
     )?;
     // tests/qemu.rs boots the image on QEMU too.

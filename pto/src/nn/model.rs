@@ -115,7 +115,7 @@ pub struct ContextShape {
     /// Read the numeric time features.
     pub time: bool,
     /// Add, per attribute, an embedding of the (token, attribute value, gap bucket) triple
-    /// to the token embedding (hashed into at most [`MAX_CROSS_BUCKETS`]): a sparse feature
+    /// to the token embedding (hashed into at most `MAX_CROSS_BUCKETS`): a sparse feature
     /// that lets the network learn per-context transitions as sharply as counting does.
     #[serde(default)]
     pub cross: bool,

@@ -43,7 +43,7 @@ thread_local! {
     static HASH_NS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// SHA-384 of `content`, its time counted for this thread's [`take_hash_ns`]: stores hash
+/// SHA-384 of `content`, its time counted for this thread's `take_hash_ns`: stores hash
 /// through it so a fetch worker can tell hashing from reading.
 pub fn sha384(content: &[u8]) -> [u8; 48] {
     let start = Instant::now();
