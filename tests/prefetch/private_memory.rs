@@ -17,10 +17,19 @@ fn a_descriptor_into_private_ram_is_refused_and_the_guest_keeps_working() {
         return;
     }
     let r = Res::data(1, 7, 3, 1, 100 * 1024);
+    let warm_up = Res::data(1, 7, 2, 1, 1024);
     let mut rig = Rig::start(&Options {
-        resources: vec![r.clone()],
+        resources: vec![r.clone(), warm_up.clone()],
         test_image: true,
         ..Options::default()
+    });
+    // The session's floors snapshot takes the first staging buffer; a bundle staged and
+    // verified after it means the device holds no buffer in flight, so the buffer the guest
+    // corrupts next is the one the device takes next.
+    rig.prefetch(&warm_up);
+    rig.dispatch(1, OP_AWAIT, &[7, 2]);
+    rig.guest.wait_line("staged res=2", |l| {
+        l.starts_with("see: staged app=1 task=7 res=2")
     });
     rig.dispatch(1, OP_BAD_DESCRIPTOR, &[]);
     let line = rig
