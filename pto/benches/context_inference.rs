@@ -1,4 +1,4 @@
-//! The stateful inference cost per request with request context (issue 16's online target:
+//! The stateful inference cost per request with request context (the online target:
 //! 50 us or less per request on one core).
 //!
 //! Trains a small LSTM and Transformer (defaults, a few epochs: the cost does not depend on
