@@ -684,10 +684,12 @@ impl Engine {
         } else {
             (502, "guest_failed")
         };
-        self.shared.release();
-        let _ = p.job.reply.send(reply);
+        // Counted before the answer goes out, so a client that has its answer finds it in
+        // `/v1/stats` (the count is a lock and a few adds).
         self.shared
             .count_outcome(outcome, Some((host_us, guest_us)));
+        self.shared.release();
+        let _ = p.job.reply.send(reply);
         let completion = Completion {
             request_id,
             status,
