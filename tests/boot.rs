@@ -164,3 +164,61 @@ fn boots_at_the_smallest_and_largest_memory_sizes() {
         );
     }
 }
+
+/// Guest RAM is populated in the background once the guest is ready, unless `--prefault off`,
+/// with or without huge pages; the guest boots and passes its self-tests either way. The VMM
+/// stops and joins the thread before it measures memory, so what the thread reports having
+/// populated is resident at the end; turned off, it starts no thread and the guest's RAM is
+/// only what it touched.
+#[test]
+fn prefault_populates_guest_ram_and_can_be_turned_off() {
+    if !kvm_available() {
+        return;
+    }
+    let run = |prefault: &str, huge_pages: &str| {
+        let out = Vmm::boot()
+            .env("RUST_LOG", "warn,see_vmm::prefault=debug")
+            .args(["--memory", "32", "--boot-report", "--serial", "off"])
+            .args(["--prefault", prefault, "--huge-pages", huge_pages])
+            .run();
+        out.assert_code(see_abi::exit::SUCCESS);
+        let guest_kib = boot_report_field(&out.stderr, "guest_kib");
+        (out.stderr, guest_kib)
+    };
+    let (log, off_kib) = run("off", "off");
+    assert!(!log.contains("prefault:"), "no prefault thread: {log}");
+    assert!(off_kib < 32 << 10, "the guest touched all its RAM: {log}");
+    for huge_pages in ["off", "on"] {
+        let (log, kib) = run("on", huge_pages);
+        if log.contains("no MADV_POPULATE_WRITE") {
+            continue; // a host before Linux 5.14
+        }
+        // "prefault: 32 MiB in N ms", or "prefault: stopped after N MiB" if the guest ended
+        // the VM first.
+        let mib = log
+            .lines()
+            .find_map(|l| {
+                let rest = l.split("prefault: ").nth(1)?;
+                let mib = rest.strip_prefix("stopped after ").unwrap_or(rest);
+                mib.split(" MiB").next()?.parse::<u64>().ok()
+            })
+            .unwrap_or_else(|| panic!("the prefault thread reports: {log}"));
+        assert!(mib <= 32, "{log}");
+        assert!(
+            kib >= mib << 10,
+            "{mib} MiB populated, {kib} KiB resident: {log}"
+        );
+    }
+}
+
+/// A `key=value` field of the `boot-report` line in `stderr`.
+fn boot_report_field(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("boot-report"))
+        .expect("a boot-report line");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing in {line}"))
+}

@@ -361,6 +361,12 @@ impl Vmm {
         self
     }
 
+    /// Sets an environment variable of the VMM (e.g. `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
     /// Adds arguments.
     pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.cmd.args(args);

@@ -70,6 +70,10 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
     /// Measure the VMM's resident memory at exit (read from /proc/self/smaps).
     pub measure_memory: bool,
+    /// Populate guest RAM on a background thread once the guest is ready ([`crate::prefault`]).
+    pub prefault: bool,
+    /// Ask the host for transparent huge pages under guest RAM (`MADV_HUGEPAGE`).
+    pub huge_pages: bool,
 }
 
 /// A configuration value out of range.
@@ -104,6 +108,8 @@ impl VmConfig {
             serial: SerialOutput::Stdout,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             measure_memory: false,
+            prefault: true,
+            huge_pages: true,
         }
     }
 

@@ -1,12 +1,13 @@
 //! The VMM's confinement (SECURITY.md): what each of its threads may do, in
 //! Landlock file rules and seccomp allow lists built with [`see_sandbox`].
 //!
-//! The VMM has two kinds of thread. The main thread builds the VM, then runs the event loop
+//! The VMM has three kinds of thread. The main thread builds the VM, then runs the event loop
 //! (the exit event and the vhost-user socket's hang-up) and at the end stops the vCPUs,
 //! flushes the serial console and measures memory. Each vCPU thread runs `KVM_RUN` and emulates
 //! the port I/O and MMIO the guest does, including the virtio-mmio transport, whose register
 //! writes turn into vhost-user requests to the backend (the device's data path runs in the
-//! backend process: the VMM has no device thread).
+//! backend process: the VMM has no device thread). The prefault thread, unless `--prefault
+//! off`, populates guest RAM with `madvise` and ends ([`crate::prefault`]).
 //!
 //! The lists were found by running the VMM under `strace -f` on the guest image with and
 //! without the prefetch device, and each group of syscalls says why it is there.
@@ -39,14 +40,17 @@ pub struct ThreadFilters {
     pub vcpu: ThreadFilter,
     /// Installed by the main thread once every vCPU thread has started.
     pub main: ThreadFilter,
+    /// Installed by the prefault thread before it touches guest memory.
+    pub prefault: ThreadFilter,
 }
 
 impl ThreadFilters {
-    /// Compiles both allow lists.
+    /// Compiles the allow lists.
     pub fn compile() -> Result<Self, SandboxError> {
         Ok(Self {
             vcpu: vcpu_allow_list().compile()?,
             main: main_allow_list().compile()?,
+            prefault: prefault_allow_list().compile()?,
         })
     }
 }
@@ -115,6 +119,12 @@ pub fn vcpu_allow_list() -> AllowList {
         // vhost-user requests when the guest's driver brings the device up or resets it
         // (eventfds and the shared window's memfd go as SCM_RIGHTS), and their replies.
         .allow(&[SYS_sendmsg, SYS_recvmsg])
+}
+
+/// What the prefault thread may do ([`crate::prefault`]): `madvise` on guest RAM and its own
+/// end, which the common list covers, and nothing more.
+pub fn prefault_allow_list() -> AllowList {
+    common(AllowList::new("prefault"))
 }
 
 /// What the main thread may do once the vCPUs run.
@@ -201,7 +211,7 @@ mod tests {
             libc::SYS_clone3,
             libc::SYS_memfd_create,
         ];
-        for list in [vcpu_allow_list(), main_allow_list()] {
+        for list in [vcpu_allow_list(), main_allow_list(), prefault_allow_list()] {
             for nr in forbidden {
                 assert!(!list.contains(nr), "{} allows syscall {nr}", list.name());
             }
@@ -209,6 +219,10 @@ mod tests {
         // Only vCPU threads touch KVM, only the main thread opens files.
         assert!(!main_allow_list().contains(libc::SYS_ioctl));
         assert!(!vcpu_allow_list().contains(libc::SYS_openat));
+        for nr in [libc::SYS_ioctl, libc::SYS_openat, libc::SYS_sendmsg] {
+            assert!(!prefault_allow_list().contains(nr), "prefault allows {nr}");
+        }
+        assert!(prefault_allow_list().contains(libc::SYS_madvise));
         ThreadFilters::compile().unwrap();
     }
 

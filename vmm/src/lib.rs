@@ -20,6 +20,7 @@ pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod prefault;
 pub mod report;
 pub mod vcpu;
 pub mod virtio;

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
+use clap::{builder::BoolishValueParser, ArgAction, Parser};
 use see_sandbox::{Enforcement, UserSpec};
 use see_vmm::{
     config::{DEFAULT_KVM_DEVICE, DEFAULT_MEMORY_MIB, DEFAULT_SHARED_MIB},
@@ -57,6 +57,17 @@ struct Cli {
     /// How long to retry connecting to the prefetch backend, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000, hide = true)]
     prefetch_connect_ms: u64,
+    /// Populate guest RAM in the background once the guest reports ready, so that its first
+    /// touch of a page does not wait for the host to allocate it (at the cost of all of
+    /// --memory being resident): on or off.
+    #[arg(long, value_name = "on|off", default_value = "on", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    prefault: bool,
+    /// Back guest RAM with transparent huge pages where the host allows (MADV_HUGEPAGE), so
+    /// that a first touch costs one fault per 2 MiB instead of one per 4 KiB: on or off.
+    #[arg(long, value_name = "on|off", default_value = "on", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    huge_pages: bool,
     /// Print boot times and memory use to stderr at exit, as one `boot-report` line.
     #[arg(long)]
     boot_report: bool,
@@ -96,6 +107,8 @@ fn main() -> ExitCode {
         serial: cli.serial,
         kvm_device: cli.kvm_device,
         measure_memory: cli.boot_report,
+        prefault: cli.prefault,
+        huge_pages: cli.huge_pages,
     };
     // Names are looked up before Landlock hides the user database.
     let credentials = match cli.user.as_ref().map(UserSpec::resolve).transpose() {

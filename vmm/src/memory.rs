@@ -106,6 +106,23 @@ fn create_memfd(size: u64) -> Result<File, MemoryError> {
     Ok(file)
 }
 
+/// Asks the host to back the private RAM (the first region of `memory`) with transparent huge
+/// pages (`MADV_HUGEPAGE`), before anything touches it. Best effort: a host without THP, or
+/// with THP off, leaves the pages as they were, with a debug log.
+pub fn advise_huge_pages(memory: &GuestMemoryMmap) {
+    let Some((addr, len)) = memory.iter().next().and_then(|r| {
+        let host = r.get_host_address(vm_memory::MemoryRegionAddress(0)).ok()?;
+        Some((host, r.len() as usize))
+    }) else {
+        return;
+    };
+    // SAFETY: `[addr, addr + len)` is the private RAM mapping, owned by `memory`; the advice
+    // changes how the host backs it, never its contents.
+    if unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) } != 0 {
+        log::debug!("MADV_HUGEPAGE on guest RAM: {}", io::Error::last_os_error());
+    }
+}
+
 /// Maps `ram` bytes of private RAM at 0 and a shared window of `shared` bytes at
 /// [`SHARED_WINDOW_BASE`]. Pages are allocated on first touch.
 pub fn create(ram: u64, shared: u64) -> Result<(GuestMemoryMmap, SharedWindow), MemoryError> {

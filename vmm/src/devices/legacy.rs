@@ -1,7 +1,7 @@
 //! The exit port (0x501) and the boot progress port (0x80).
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{mpsc::SyncSender, Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -61,6 +61,7 @@ pub struct ProgressEvent {
 pub struct BootProgress {
     start: Instant,
     events: Arc<Mutex<Vec<ProgressEvent>>>,
+    on_ready: Option<SyncSender<()>>,
 }
 
 impl BootProgress {
@@ -69,7 +70,13 @@ impl BootProgress {
         Self {
             start,
             events: Arc::default(),
+            on_ready: None,
         }
+    }
+
+    /// Sends on `tx` (without blocking) when the guest reports [`PROGRESS_READY`].
+    pub fn notify_ready(&mut self, tx: SyncSender<()>) {
+        self.on_ready = Some(tx);
     }
 
     /// The events recorded so far, shared with the device.
@@ -91,6 +98,12 @@ impl BusDevice for BootProgress {
             // A misbehaving guest cannot grow this without bound.
             if events.len() < 1024 {
                 events.push(ProgressEvent { code, at });
+            }
+            if code == PROGRESS_READY {
+                // Once: whoever waits needs one word, and a full or closed channel is fine.
+                if let Some(tx) = self.on_ready.take() {
+                    let _ = tx.try_send(());
+                }
             }
         }
     }
@@ -120,5 +133,19 @@ mod tests {
             [PROGRESS_ENTRY, PROGRESS_READY]
         );
         assert!(e[0].at <= e[1].at);
+    }
+
+    #[test]
+    fn ready_is_announced_once() {
+        let mut p = BootProgress::new(Instant::now());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        p.notify_ready(tx);
+        p.write(0, &[PROGRESS_ENTRY]);
+        assert!(rx.try_recv().is_err(), "not ready yet");
+        p.write(0, &[PROGRESS_READY]);
+        assert_eq!(rx.try_recv(), Ok(()));
+        p.write(0, &[PROGRESS_READY]);
+        // The sender went with the first announcement.
+        assert_eq!(rx.recv(), Err(std::sync::mpsc::RecvError));
     }
 }

@@ -7,7 +7,7 @@ use std::{
     ffi::CString,
     os::unix::ffi::OsStrExt,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{mpsc, Arc, Mutex},
     time::Instant,
 };
 
@@ -56,6 +56,9 @@ pub struct Vm {
     /// The serial console's irqfd, registered with KVM for the VM's lifetime.
     _serial_irq: EventFd,
     progress: Arc<Mutex<Vec<ProgressEvent>>>,
+    /// Receives once the guest reports ready, for the prefault thread, with a sender of its
+    /// own to wake the thread at the end of the run.
+    ready: Option<(mpsc::SyncSender<()>, mpsc::Receiver<()>)>,
     exit: Arc<ExitSignal>,
     events: VmEventManager,
     filters: Option<ThreadFilters>,
@@ -97,6 +100,9 @@ impl Vm {
         // Everything about the kernel file is checked before KVM is touched.
         let mut kernel_file = boot::open_kernel(&config.kernel)?;
         let (memory, shared) = memory::create(config.memory_bytes(), config.shared_bytes())?;
+        if config.huge_pages {
+            memory::advise_huge_pages(&memory);
+        }
         let kernel = boot::load_kernel(
             &memory,
             config.memory_bytes(),
@@ -147,8 +153,13 @@ impl Vm {
             .register_irqfd(&serial_irq, COM1_GSI)
             .map_err(kvm_err("KVM_IRQFD (serial)"))?;
         let serial = Arc::new(Mutex::new(serial));
-        let progress_dev = BootProgress::new(start);
+        let mut progress_dev = BootProgress::new(start);
         let progress = progress_dev.events();
+        let ready = config.prefault.then(|| {
+            let (tx, rx) = mpsc::sync_channel(1);
+            progress_dev.notify_ready(tx.clone());
+            (tx, rx)
+        });
 
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1_BASE), u64::from(COM1_LEN), serial.clone())?;
@@ -181,6 +192,7 @@ impl Vm {
             serial,
             _serial_irq: serial_irq,
             progress,
+            ready,
             exit,
             events,
             filters: None,

@@ -19,6 +19,7 @@ use crate::{
     cpu::{self, BootEntry},
     devices::ProgressEvent,
     exit::{ExitReason, ExitSignal},
+    prefault::Prefaulter,
     report::{self, MemoryUsage},
     vcpu::{self, VcpuContext},
 };
@@ -125,6 +126,13 @@ impl Vm {
             handles.len(),
             self.start.elapsed().as_micros()
         );
+        // Before the main filter, which forbids making threads; it waits for the guest's ready.
+        let prefaulter = self.ready.take().and_then(|(wake, ready)| {
+            let filter = self.filters.as_ref().map(|f| f.prefault.clone());
+            Prefaulter::spawn(&self.memory, filter, ready, wake)
+                .inspect_err(|e| log::debug!("cannot start the prefault thread: {e}"))
+                .ok()
+        });
         // The main filter goes on last: a thread inherits its creator's filter.
         if let Some(filters) = &self.filters {
             if let Err(e) = filters.main.install() {
@@ -143,9 +151,16 @@ impl Vm {
             }
         };
         let ended_at = self.start.elapsed();
+        if let Some(p) = &prefaulter {
+            p.stop();
+        }
         let stuck = vcpu::stop_all(handles, &stop, &exited, Duration::from_secs(1));
         if stuck > 0 {
             log::warn!("{stuck} vCPU thread(s) did not stop");
+        }
+        // At most one slice's wait (it was asked to stop with the vCPUs).
+        if let Some(p) = prefaulter {
+            p.join();
         }
         loop_result?;
         if let Err(e) = self
