@@ -179,8 +179,13 @@ fn shop_in_c_matches_the_native_work_on_any_content() {
     // Against a known digest, not only against the native code: SHA-384("abc") starts
     // cb 00 75 3f 45 a3 5e 8b (FIPS 180-2, appendix D.1).
     let mut fold = TaskResult::new();
-    fold.add(u64::from_le_bytes([0xcb, 0x00, 0x75, 0x3f, 0x45, 0xa3, 0x5e, 0x8b]));
-    assert_eq!(run(&rt, &shop, &[(1, b"abc".to_vec())]).unwrap(), fold.value());
+    fold.add(u64::from_le_bytes([
+        0xcb, 0x00, 0x75, 0x3f, 0x45, 0xa3, 0x5e, 0x8b,
+    ]));
+    assert_eq!(
+        run(&rt, &shop, &[(1, b"abc".to_vec())]).unwrap(),
+        fold.value()
+    );
     // Workload and other resources mixed in one task, in order.
     let mixed: Vec<(u64, Vec<u8>)> = vec![
         (1, data(1, 4 << 10)),
