@@ -8,9 +8,11 @@
  * resource's 64-bit digest. The digests are folded in input order exactly like
  * see_workload::TaskResult, and the fold is the task's result.
  *
- * Only see-workload resources are worked on: one without the "SEEW" magic fails the task
- * (RUN_NOT_WORKLOAD; the native path would use its SHA-384 prefix instead). Any corruption
- * fails the task with a non-zero code; every loop is bounded by the input or the output size.
+ * A resource without the "SEEW" magic is not worked on: like see_workload::resource_word, it
+ * contributes the first 8 bytes of its SHA-384, read as a little-endian word (hashed as it is
+ * read, in pieces, so its size is bounded only by the fuel). Any corruption of a see-workload
+ * resource fails the task with a non-zero code; every loop is bounded by the input or the
+ * output size.
  */
 #include "see_task.h"
 
@@ -28,7 +30,6 @@ enum {
     RUN_CLAIM = 2,        /* a claim was refused */
     RUN_READ = 3,         /* a read failed or came up short */
     RUN_MEMORY = 4,       /* the resource or its records do not fit in memory */
-    RUN_NOT_WORKLOAD = 5, /* no "SEEW" magic */
     RUN_HEADER = 10,      /* header out of range */
     RUN_CHECKSUM = 11,    /* CRC-32 over header and body */
     RUN_INFLATE = 12,     /* corrupt deflate stream, or not raw_len bytes */
@@ -491,6 +492,128 @@ static int64_t inflate(const u8 *in, u32 len, u8 *out, u32 cap) {
     return o.pos;
 }
 
+/* ---- SHA-384 (FIPS 180-4: SHA-512's compression, its own initial value) ---- */
+
+static const u64 SHA512_K[80] = {
+    0x428a2f98d728ae22ull, 0x7137449123ef65cdull, 0xb5c0fbcfec4d3b2full, 0xe9b5dba58189dbbcull,
+    0x3956c25bf348b538ull, 0x59f111f1b605d019ull, 0x923f82a4af194f9bull, 0xab1c5ed5da6d8118ull,
+    0xd807aa98a3030242ull, 0x12835b0145706fbeull, 0x243185be4ee4b28cull, 0x550c7dc3d5ffb4e2ull,
+    0x72be5d74f27b896full, 0x80deb1fe3b1696b1ull, 0x9bdc06a725c71235ull, 0xc19bf174cf692694ull,
+    0xe49b69c19ef14ad2ull, 0xefbe4786384f25e3ull, 0x0fc19dc68b8cd5b5ull, 0x240ca1cc77ac9c65ull,
+    0x2de92c6f592b0275ull, 0x4a7484aa6ea6e483ull, 0x5cb0a9dcbd41fbd4ull, 0x76f988da831153b5ull,
+    0x983e5152ee66dfabull, 0xa831c66d2db43210ull, 0xb00327c898fb213full, 0xbf597fc7beef0ee4ull,
+    0xc6e00bf33da88fc2ull, 0xd5a79147930aa725ull, 0x06ca6351e003826full, 0x142929670a0e6e70ull,
+    0x27b70a8546d22ffcull, 0x2e1b21385c26c926ull, 0x4d2c6dfc5ac42aedull, 0x53380d139d95b3dfull,
+    0x650a73548baf63deull, 0x766a0abb3c77b2a8ull, 0x81c2c92e47edaee6ull, 0x92722c851482353bull,
+    0xa2bfe8a14cf10364ull, 0xa81a664bbc423001ull, 0xc24b8b70d0f89791ull, 0xc76c51a30654be30ull,
+    0xd192e819d6ef5218ull, 0xd69906245565a910ull, 0xf40e35855771202aull, 0x106aa07032bbd1b8ull,
+    0x19a4c116b8d2d0c8ull, 0x1e376c085141ab53ull, 0x2748774cdf8eeb99ull, 0x34b0bcb5e19b48a8ull,
+    0x391c0cb3c5c95a63ull, 0x4ed8aa4ae3418acbull, 0x5b9cca4f7763e373ull, 0x682e6ff3d6b2b8a3ull,
+    0x748f82ee5defb2fcull, 0x78a5636f43172f60ull, 0x84c87814a1f0ab72ull, 0x8cc702081a6439ecull,
+    0x90befffa23631e28ull, 0xa4506cebde82bde9ull, 0xbef9a3f7b2c67915ull, 0xc67178f2e372532bull,
+    0xca273eceea26619cull, 0xd186b8c721c0c207ull, 0xeada7dd6cde0eb1eull, 0xf57d4f7fee6ed178ull,
+    0x06f067aa72176fbaull, 0x0a637dc5a2c898a6ull, 0x113f9804bef90daeull, 0x1b710b35131c471bull,
+    0x28db77f523047d84ull, 0x32caab7b40c72493ull, 0x3c9ebe0a15c9bebcull, 0x431d67c49c100d4cull,
+    0x4cc5d4becb3e42b6ull, 0x597f299cfc657e2aull, 0x5fcb6fab3ad6faecull, 0x6c44198c4a475817ull,
+};
+
+static const u64 SHA384_IV[8] = {
+    0xcbbb9d5dc1059ed8ull, 0x629a292a367cd507ull, 0x9159015a3070dd17ull, 0x152fecd8f70e5939ull,
+    0x67332667ffc00b31ull, 0x8eb44a8768581511ull, 0xdb0c2e0d64f98fa7ull, 0x47b5481dbefa4fa4ull,
+};
+
+typedef struct {
+    u64 h[8];
+    u8 block[128];
+    u32 fill;  /* bytes in block */
+    u64 total; /* bytes hashed */
+} sha384_t;
+
+static u64 rotr(u64 x, u32 n) { return x >> n | x << (64 - n); }
+
+/* One 128-byte block into the state. */
+static void sha512_block(u64 *state, const u8 *p) {
+    u64 w[80];
+    for (u32 i = 0; i < 16; i++)
+        w[i] = __builtin_bswap64(le64(p + 8 * i));
+    for (u32 i = 16; i < 80; i++) {
+        u64 s0 = rotr(w[i - 15], 1) ^ rotr(w[i - 15], 8) ^ (w[i - 15] >> 7);
+        u64 s1 = rotr(w[i - 2], 19) ^ rotr(w[i - 2], 61) ^ (w[i - 2] >> 6);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    u64 a = state[0], b = state[1], c = state[2], d = state[3];
+    u64 e = state[4], f = state[5], g = state[6], h = state[7];
+    for (u32 i = 0; i < 80; i++) {
+        u64 t1 = h + (rotr(e, 14) ^ rotr(e, 18) ^ rotr(e, 41)) + ((e & f) ^ (~e & g)) +
+                 SHA512_K[i] + w[i];
+        u64 t2 = (rotr(a, 28) ^ rotr(a, 34) ^ rotr(a, 39)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+}
+
+static void sha384_init(sha384_t *s) {
+    for (u32 i = 0; i < 8; i++)
+        s->h[i] = SHA384_IV[i];
+    s->fill = 0;
+    s->total = 0;
+}
+
+static void sha384_update(sha384_t *s, const u8 *p, u64 n) {
+    s->total += n;
+    while (n > 0) {
+        if (s->fill == 0 && n >= 128) {
+            sha512_block(s->h, p);
+            p += 128;
+            n -= 128;
+            continue;
+        }
+        u32 take_n = 128 - s->fill;
+        if (take_n > n)
+            take_n = (u32)n;
+        __builtin_memcpy(s->block + s->fill, p, take_n);
+        s->fill += take_n;
+        p += take_n;
+        n -= take_n;
+        if (s->fill == 128) {
+            sha512_block(s->h, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+/* Pads and finishes; the digest's first 8 bytes as a little-endian word (resource_word's). */
+static u64 sha384_word(sha384_t *s) {
+    u64 bits = s->total << 3;
+    s->block[s->fill++] = 0x80;
+    if (s->fill > 112) {
+        __builtin_memset(s->block + s->fill, 0, 128 - s->fill);
+        sha512_block(s->h, s->block);
+        s->fill = 0;
+    }
+    __builtin_memset(s->block + s->fill, 0, 112 - s->fill);
+    u64 high = __builtin_bswap64(s->total >> 61), low = __builtin_bswap64(bits);
+    __builtin_memcpy(s->block + 112, &high, 8);
+    __builtin_memcpy(s->block + 120, &low, 8);
+    sha512_block(s->h, s->block);
+    /* Byte 0 of the digest is h[0]'s most significant byte. */
+    return __builtin_bswap64(s->h[0]);
+}
+
 /* ---- the work on one resource ---- */
 
 static u64 fold(u64 h, u64 v) { return (h ^ v) * FNV_PRIME; }
@@ -550,10 +673,9 @@ static int parse_text(const u8 *text, u32 n, u64 *digest, u64 *sum) {
     return 0;
 }
 
-/* see_workload::process's digest of the resource bytes[0..n), or a RUN_* code. */
+/* see_workload::process's digest of the see-workload resource bytes[0..n) (its magic
+ * checked by the caller), or a RUN_* code. */
 static int process(const u8 *bytes, u64 n, u64 *digest) {
-    if (n < 4 || le32(bytes) != MAGIC)
-        return RUN_NOT_WORKLOAD;
     if (n < HEADER_LEN || le16(bytes + 4) != 1)
         return RUN_HEADER;
     u32 kind = le16(bytes + 6);
@@ -597,29 +719,64 @@ static int process(const u8 *bytes, u64 n, u64 *digest) {
     return RUN_OK;
 }
 
-/* Claims resource id and reads it whole into fresh memory. */
-static int load(int64_t id, const u8 **bytes, u64 *n) {
+/* Reads resource id's bytes [off, off + n) into dst; RUN_READ when they are not all there. */
+static int read_exact(int64_t id, u64 off, u8 *dst, u64 n) {
+    u64 done = 0;
+    while (done < n) {
+        u64 want = n - done;
+        if (want > (1u << 20))
+            want = 1u << 20;
+        int32_t got = see_read(id, (int64_t)(off + done), dst + done, (int32_t)want);
+        if (got <= 0)
+            return RUN_READ;
+        done += (u64)got;
+    }
+    return RUN_OK;
+}
+
+/* How much of a non-workload resource is read (and hashed) at once. */
+#define HASH_PIECE (64u << 10)
+
+/* The SHA-384 word of resource id's len bytes, read a piece at a time. */
+static int hash_resource(int64_t id, u64 len, u64 *word) {
+    u8 *piece = heap_alloc(HASH_PIECE);
+    if (piece == 0)
+        return RUN_MEMORY;
+    static sha384_t sha;
+    sha384_init(&sha);
+    for (u64 off = 0; off < len;) {
+        u64 n = len - off < HASH_PIECE ? len - off : HASH_PIECE;
+        int r = read_exact(id, off, piece, n);
+        if (r != RUN_OK)
+            return r;
+        sha384_update(&sha, piece, n);
+        off += n;
+    }
+    *word = sha384_word(&sha);
+    return RUN_OK;
+}
+
+/* The word resource id adds to the result (see_workload::resource_word): a see-workload
+ * resource, read whole into fresh memory, gives its digest; anything else its SHA-384 word. */
+static int resource_word(int64_t id, u64 *word) {
     int64_t len = see_claim(id);
     if (len < 0)
         return RUN_CLAIM;
+    u8 magic[4];
+    int r = len < 4 ? RUN_OK : read_exact(id, 0, magic, 4);
+    if (r != RUN_OK)
+        return r;
+    if (len < 4 || le32(magic) != MAGIC)
+        return hash_resource(id, (u64)len, word);
     if ((u64)len > MAX_SIZE)
         return RUN_HEADER;
     u8 *buf = heap_alloc((u64)len);
     if (buf == 0)
         return RUN_MEMORY;
-    u64 off = 0;
-    while (off < (u64)len) {
-        u64 want = (u64)len - off;
-        if (want > (1u << 20))
-            want = 1u << 20;
-        int32_t got = see_read(id, (int64_t)off, buf + off, (int32_t)want);
-        if (got <= 0)
-            return RUN_READ;
-        off += (u64)got;
-    }
-    *bytes = buf;
-    *n = (u64)len;
-    return RUN_OK;
+    r = read_exact(id, 0, buf, (u64)len);
+    if (r != RUN_OK)
+        return r;
+    return process(buf, (u64)len, word);
 }
 
 SEE_RUN {
@@ -631,14 +788,11 @@ SEE_RUN {
         if (id < 0)
             break;
         heap_reset();
-        const u8 *bytes;
-        u64 n, digest;
-        int r = load(id, &bytes, &n);
-        if (r == RUN_OK)
-            r = process(bytes, n, &digest);
+        u64 word;
+        int r = resource_word(id, &word);
         if (r != RUN_OK)
             return r;
-        result = fold(result, digest);
+        result = fold(result, word);
     }
     see_result((int64_t)result);
     return RUN_OK;

@@ -291,6 +291,15 @@ mod tests {
         let parsed = see_abi::cmdline::Cmdline::new(&wide);
         let allow = parsed.get(see_abi::cmdline::ALLOW).unwrap_or("");
         assert_eq!(allow.split(',').count(), 400 * 8);
+        // Its Wasm shape (a module per function besides the data) at the default size.
+        let cat = see_pto::faas::FaasSpec::default().wasm_catalogue().unwrap();
+        assert_eq!(allow_entries(&cat).len(), 40 * 14);
+        let wasm = cmdline_for(&cat, &crate::Config::default());
+        assert!(
+            wasm.len() < see_abi::bootinfo::MAX_CMDLINE / 4,
+            "{} bytes",
+            wasm.len()
+        );
     }
 
     #[test]

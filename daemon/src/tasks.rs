@@ -207,4 +207,17 @@ mod tests {
     fn the_shop_catalogue_has_one_code_resource_a_task() {
         check_catalogue(&ServiceCatalogue::default_catalogue()).unwrap();
     }
+
+    #[test]
+    fn the_function_platform_runs_wasm_tasks_in_its_wasm_shape_only() {
+        let spec = see_pto::faas::FaasSpec::default();
+        check_catalogue(&spec.wasm_catalogue().unwrap()).unwrap();
+        // The native shape: the init holds two shared code resources, a handler none.
+        let err = check_catalogue(&spec.catalogue().unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, TaskModuleError::CodeResources { task, count: 2 } if task == "a000-init"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--native-tasks"), "{err}");
+    }
 }

@@ -76,7 +76,8 @@ pub fn mode_name(kind: PredictorKind) -> &'static str {
 enum CataloguePreset {
     /// The synthetic function platform (`see_pto::faas`): apps with shared code and
     /// per-function data, hundreds of resources, Zipf-popular request types; its working set
-    /// exceeds the guest's store.
+    /// exceeds the guest's store. With `--task-module`, its Wasm shape
+    /// (`FaasSpec::wasm_catalogue`): every task runs a module of its own over its data.
     Faas,
 }
 
@@ -308,7 +309,13 @@ fn run(a: &Args) -> Result<bool, DemoError> {
     });
     let (mut cat, catalogue_file) = match &faas {
         Some(spec) => {
-            let cat = spec.catalogue().map_err(usage)?;
+            // Wasm tasks need one code resource (the module) per task: the platform's Wasm shape.
+            let cat = if a.task_module.is_some() {
+                spec.wasm_catalogue()
+            } else {
+                spec.catalogue()
+            }
+            .map_err(usage)?;
             let path = out.join("catalogue.toml");
             let text = cat.to_toml().map_err(|e| DemoError::Io(e.to_string()))?;
             std::fs::write(&path, text)

@@ -96,9 +96,9 @@ fn wasm_tasks_run_in_the_guest_and_their_results_check_out() {
 }
 
 #[test]
-fn a_catalogue_whose_tasks_lack_one_code_resource_is_refused_for_wasm_tasks() {
-    // The faas preset's handler tasks hold data only: no module to run. The demo says so and
-    // names the way out before it starts anything.
+fn a_module_that_is_not_a_task_is_refused_before_anything_starts() {
+    // The faas preset takes its Wasm shape (one module per task), then the module itself is
+    // checked: an empty module exports no `run`. The demo says so before it starts anything.
     let out = tempfile::tempdir().expect("tempdir");
     std::fs::write(out.path().join("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let run = demo()
@@ -111,7 +111,7 @@ fn a_catalogue_whose_tasks_lack_one_code_resource_is_refused_for_wasm_tasks() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(
-        stderr.contains("code resources") && stderr.contains("--native-tasks"),
+        stderr.contains("m.wasm is refused") && !stderr.contains("code resources"),
         "{stderr}"
     );
 }

@@ -9,6 +9,13 @@
 //! above a 16 MiB staging budget. Each function links (`next`) to the following function of
 //! its app, its workflow.
 //!
+//! [`FaasSpec::wasm_catalogue`] is the same platform shaped for Wasm tasks, where every task
+//! runs the one code resource it has (its module) over its data: an app's first shared code
+//! resource is its init's module and the rest of its shared code (its libraries) are the
+//! init's inputs; every function gets a small module of its own, which its handler runs over
+//! the function's data. Each task's fuel and memory limits follow the largest inputs the spec
+//! can give it.
+//!
 //! [`FaasSpec::sessions`] draws sessions over that catalogue: the first request, and each
 //! later one with probability `1 - chain`, comes from a Zipf law over the request types
 //! (exponent `zipf`, ranks in a seeded order), so popularity has a long tail; otherwise the
@@ -33,6 +40,10 @@ use crate::{
     trace::{Request, Session, Trace},
     vocab::TypeId,
 };
+
+/// Smallest and largest function module of [`FaasSpec::wasm_catalogue`], bytes: a module such
+/// as `tasks/shop.c`'s (about 24 KiB) padded to its size.
+pub const FUNCTION_MODULE_BYTES: (u64, u64) = (32 << 10, 128 << 10);
 
 /// The most request types a spec may make.
 pub const MAX_FUNCTIONS: usize = 10_000;
@@ -189,7 +200,50 @@ impl FaasSpec {
     /// The catalogue (named `faas-synthetic`): every app's init task claims its shared code,
     /// every function's handler claims its own data after the init.
     pub fn catalogue(&self) -> Result<ServiceCatalogue, FaasError> {
+        self.build(false)
+    }
+
+    /// The catalogue for Wasm tasks (named `faas-synthetic-wasm`): every task has exactly one
+    /// code resource, its module. The app's shared code and the functions' data are those of
+    /// [`FaasSpec::catalogue`] (same ids, sizes and order), except that an app's shared code
+    /// after the first is data (`aNNN-libC`, the libraries the init's module reads); each
+    /// function adds its module `aNNN-fF-code` ([`FUNCTION_MODULE_BYTES`]) to its handler.
+    /// Limits: [`FaasSpec::wasm_limits`].
+    pub fn wasm_catalogue(&self) -> Result<ServiceCatalogue, FaasError> {
+        self.build(true)
+    }
+
+    /// The fuel and memory of a Wasm task whose inputs (workload resources, worked on one at a
+    /// time) total at most `input_bytes`, the largest being at most `largest`: three times the
+    /// fuel the shop task (`tasks/shop.c`) is charged, about 340 per input byte, and room for the
+    /// largest resource read whole and inflated (about 3x), with slack for the module's own
+    /// memory.
+    pub fn wasm_limits(input_bytes: u64, largest: u64) -> TaskLimits {
+        const FUEL_PER_BYTE: u64 = 1_000;
+        const FUEL_FLOOR: u64 = 100_000_000;
+        const MEMORY_SLACK_MIB: u64 = 8;
+        let memory = (largest.saturating_mul(4) >> 20) + MEMORY_SLACK_MIB + 1;
+        TaskLimits {
+            fuel: input_bytes
+                .saturating_mul(FUEL_PER_BYTE)
+                .saturating_add(FUEL_FLOOR),
+            memory_mib: u32::try_from(memory)
+                .unwrap_or(u32::MAX)
+                .min(TaskLimits::MAX_MEMORY_MIB),
+        }
+    }
+
+    /// [`FaasSpec::catalogue`], or with `wasm` [`FaasSpec::wasm_catalogue`].
+    fn build(&self, wasm: bool) -> Result<ServiceCatalogue, FaasError> {
         self.check()?;
+        // The function modules' sizes come from a generator of their own, so the shared code
+        // and the data have the same sizes in both shapes.
+        let mut module_rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x3a5b_0d01_e000_0000);
+        let mut module_size = move || {
+            let (lo, hi) = FUNCTION_MODULE_BYTES;
+            let (l, h) = ((lo as f64).ln(), (hi as f64).ln());
+            ((l + module_rng.random::<f64>() * (h - l)).exp().round() as u64).clamp(lo, hi)
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xfaa5_ca7a_1095_0000);
         let mut size = |(lo, hi): (u64, u64)| {
             let (l, h) = ((lo as f64).ln(), (hi as f64).ln());
@@ -206,14 +260,28 @@ impl FaasSpec {
             });
             resources.len() - 1
         };
+        let (init_limits, handler_limits) = if wasm {
+            let libraries = self.code_per_app as u64 - 1;
+            let data = self.data_per_function as u64;
+            (
+                Self::wasm_limits(
+                    libraries.saturating_mul(self.code_bytes.1),
+                    self.code_bytes.1,
+                ),
+                Self::wasm_limits(data.saturating_mul(self.data_bytes.1), self.data_bytes.1),
+            )
+        } else {
+            (TaskLimits::default(), TaskLimits::default())
+        };
         for a in 0..self.apps {
             let code = (0..self.code_per_app)
                 .map(|c| {
-                    resource(
-                        format!("a{a:03}-code{c}"),
-                        ResourceKind::Code,
-                        size(self.code_bytes),
-                    )
+                    let size = size(self.code_bytes);
+                    if wasm && c > 0 {
+                        resource(format!("a{a:03}-lib{c}"), ResourceKind::Data, size)
+                    } else {
+                        resource(format!("a{a:03}-code{c}"), ResourceKind::Code, size)
+                    }
                 })
                 .collect();
             let init = tasks.len();
@@ -221,10 +289,10 @@ impl FaasSpec {
                 id: format!("a{a:03}-init"),
                 after: Vec::new(),
                 resources: code,
-                limits: TaskLimits::default(),
+                limits: init_limits,
             });
             for f in 0..self.functions {
-                let data = (0..self.data_per_function)
+                let mut data: Vec<usize> = (0..self.data_per_function)
                     .map(|d| {
                         resource(
                             format!("a{a:03}-f{f}-data{d}"),
@@ -233,11 +301,19 @@ impl FaasSpec {
                         )
                     })
                     .collect();
+                if wasm {
+                    let module = resource(
+                        format!("a{a:03}-f{f}-code"),
+                        ResourceKind::Code,
+                        module_size(),
+                    );
+                    data.insert(0, module);
+                }
                 tasks.push(Task {
                     id: format!("a{a:03}-f{f}-handle"),
                     after: vec![init],
                     resources: data,
-                    limits: TaskLimits::default(),
+                    limits: handler_limits,
                 });
                 requests.push(RequestType {
                     name: Self::name(a, f),
@@ -248,7 +324,11 @@ impl FaasSpec {
             }
         }
         Ok(ServiceCatalogue::from_parts(
-            "faas-synthetic",
+            if wasm {
+                "faas-synthetic-wasm"
+            } else {
+                "faas-synthetic"
+            },
             requests,
             tasks,
             resources,
@@ -383,6 +463,60 @@ mod tests {
             };
             assert!((want.0..=want.1).contains(&r.size), "{r:?}");
         }
+    }
+
+    #[test]
+    fn the_wasm_catalogue_gives_every_task_one_module_and_the_same_other_bytes() {
+        let spec = FaasSpec::default();
+        let (cat, wasm) = (spec.catalogue().unwrap(), spec.wasm_catalogue().unwrap());
+        assert_eq!(wasm.name, "faas-synthetic-wasm");
+        assert_eq!(wasm.requests.len(), cat.requests.len());
+        assert_eq!(wasm.resources.len(), cat.resources.len() + 240);
+        for task in &wasm.tasks {
+            let kinds: Vec<_> = task
+                .resources
+                .iter()
+                .map(|&r| wasm.resources[r].kind)
+                .collect();
+            let code = kinds.iter().filter(|&&k| k == ResourceKind::Code).count();
+            assert_eq!(code, 1, "{}: {kinds:?}", task.id);
+        }
+        // Every resource of the native shape is there with its size, in its app's and
+        // function's order; only the shared code after the first became data.
+        let by_size = |c: &ServiceCatalogue, name: &str| -> Vec<(u64, ResourceKind)> {
+            c.resources_of(name)
+                .iter()
+                .filter(|r| !r.id.ends_with("-code"))
+                .map(|r| (r.size, r.kind))
+                .collect()
+        };
+        for name in ["a000-f0", "a017-f3", "a039-f5"] {
+            let (native, shaped) = (by_size(&cat, name), by_size(&wasm, name));
+            assert_eq!(native.len(), shaped.len(), "{name}");
+            for (i, (n, w)) in native.iter().zip(&shaped).enumerate() {
+                assert_eq!(n.0, w.0, "{name} resource {i}");
+                let kind = if i == 1 { ResourceKind::Data } else { n.1 };
+                assert_eq!(kind, w.1, "{name} resource {i}");
+            }
+        }
+        for r in wasm.resources.iter().filter(|r| r.id.ends_with("-code")) {
+            let (lo, hi) = FUNCTION_MODULE_BYTES;
+            assert!((lo..=hi).contains(&r.size), "{r:?}");
+        }
+        // Limits: fuel for three times the shop task's work on the largest inputs, memory for
+        // the largest input inflated; the native catalogue keeps the defaults.
+        let init = wasm.tasks_of("a000-f0")[0].limits;
+        assert_eq!(init.fuel, (2 << 20) * 1_000 + 100_000_000);
+        assert_eq!(init.memory_mib, 8 + 8 + 1);
+        let handler = wasm.tasks_of("a000-f0")[1].limits;
+        assert_eq!(handler.fuel, (1 << 20) * 1_000 + 100_000_000);
+        assert!(
+            handler.fuel > (3 * 340) << 20,
+            "three times the shop task's fuel a MiB"
+        );
+        assert_eq!(handler.memory_mib, 4 + 8 + 1);
+        assert!(cat.tasks.iter().all(|t| t.limits == TaskLimits::default()));
+        assert_eq!(spec.sessions(&wasm).unwrap(), spec.sessions(&cat).unwrap());
     }
 
     #[test]
