@@ -54,6 +54,7 @@ struct Cluster {
 }
 
 /// One mode and kind's kept clusters, as the bootstrap reads them.
+#[derive(Debug)]
 struct Columns {
     host: Vec<Vec<u64>>,
     guest: Vec<Vec<u64>>,
@@ -198,12 +199,12 @@ pub fn compare(
     let ms = |i: usize| res.interval(|s| s[i] / 1e6);
     let mut rows = Vec::new();
     for (mi, mode) in modes.iter().enumerate() {
-        for (fi, figure) in FIGURES.iter().enumerate() {
+        for (fi, &figure) in FIGURES.iter().enumerate() {
             let at = |k: usize| (mi * KINDS.len() + k) * STATS + fi;
             let (n, w) = (at(0), at(1));
             rows.push(Row {
                 mode: mode.clone(),
-                figure: *figure,
+                figure,
                 native: ms(n),
                 wasm: ms(w),
                 ratio: res.interval(|s| s[w] / s[n]),
