@@ -7,13 +7,15 @@
 //! session-level bootstrap intervals ([`bootstrap`]), the guest's breakdown beside it, the
 //! speedups and targets judged on their intervals, the prefetch figures and a PNG of the
 //! latency distributions. `--from-csv FILE` recomputes the interval figures from such a file
-//! alone. Every task's reported result is checked against the host's own work on the store's
-//! bytes ([`check`]), and every audit log is verified.
+//! alone; `--compare-tasks DIR` compares Wasm with native tasks ([`kinds`]) from the files
+//! `cargo xtask bench tasks` wrote. Every task's reported result is checked against the host's
+//! own work on the store's bytes ([`check`]), and every audit log is verified.
 
 mod analysis;
 mod bootstrap;
 mod check;
 mod client;
+mod kinds;
 mod plan;
 mod records;
 mod report;
@@ -152,6 +154,11 @@ struct Args {
     /// (`target/see-demo/requests.csv`), without starting any SEE.
     #[arg(long, value_name = "FILE")]
     from_csv: Option<PathBuf>,
+    /// Compare Wasm tasks with native tasks from the requests files `cargo xtask bench tasks`
+    /// wrote in DIR (`roundN/native/requests.csv`, `roundN/wasm/requests.csv`), without
+    /// starting any SEE: every mode's p50 and p95 of each kind and their ratio, with intervals.
+    #[arg(long, value_name = "DIR", conflicts_with = "from_csv")]
+    compare_tasks: Option<PathBuf>,
     /// Modes to run: reactive-nocache (the naive baseline), reactive and push (the
     /// non-predictive baselines), static, markov, ppm, learned, oracle. The headline compares
     /// the best predictor with the better of reactive and push.
@@ -255,6 +262,9 @@ fn from_csv(path: &std::path::Path) -> Result<bool, DemoError> {
 fn run(a: &Args) -> Result<bool, DemoError> {
     if let Some(csv) = &a.from_csv {
         return from_csv(csv);
+    }
+    if let Some(dir) = &a.compare_tasks {
+        return kinds::run(dir);
     }
     if !(a.size_scale.is_finite() && a.size_scale > 0.0) {
         return Err(usage(format!(

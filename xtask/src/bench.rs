@@ -3,7 +3,8 @@
 //! beyond guest memory, over many boots, and boots the same image under a peer, QEMU's
 //! `microvm` machine with KVM, interleaved with see-vmm's boots (one each, repeated), for a
 //! side-by-side table with bootstrap intervals of the medians and of their ratio. `sweep`
-//! runs the simulated sweeps and checks them against the VM ([`sweep`]).
+//! runs the simulated sweeps and checks them against the VM ([`sweep`]). `tasks` runs the demo
+//! with Wasm and with native tasks, interleaved, and compares their latencies ([`tasks`]).
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -21,6 +22,7 @@ use see_abi::{
 use crate::{deps, image};
 
 mod sweep;
+mod tasks;
 
 /// Options of `cargo xtask bench`.
 #[derive(Args, Debug)]
@@ -51,6 +53,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// The demo's p50 and p95 with Wasm tasks against native tasks, in the best predictor and
+    /// the best non-predictive mode, the kinds interleaved round by round.
+    Tasks(tasks::TasksArgs),
 }
 
 /// Options of `cargo xtask bench prefetch`.
@@ -96,6 +101,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         BenchCommand::Wasm { rounds } => wasm(*rounds),
         BenchCommand::Api { args } => api(args),
         BenchCommand::Sweep(a) => sweep::run(a),
+        BenchCommand::Tasks(a) => tasks::run(a),
     }
 }
 

@@ -4,7 +4,10 @@
 //! `--demo`, it boots the image directly with those see-vmm arguments and reports how the VM
 //! ended (as before the demo existed).
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use clap::Args;
 
@@ -65,7 +68,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
 /// Builds the release daemon (alone, so no test feature leaks into it), its signer and
 /// see-demo.
-fn build_service() -> Result<(), String> {
+pub fn build_service() -> Result<(), String> {
     for package in ["see-daemon", "see-signer", "see-demo"] {
         run_step(
             &format!("build {package} (release)"),
@@ -87,12 +90,18 @@ fn wasm_task_args(args: &[String]) -> Result<Vec<String>, String> {
     if chosen("--native-tasks") || chosen("--task-module") {
         return Ok(Vec::new());
     }
-    let modules = crate::tasks::build()?;
-    let shop = modules
+    Ok(vec![
+        "--task-module".into(),
+        shop_module()?.display().to_string(),
+    ])
+}
+
+/// Builds the task modules and returns the shop task's, built from `tasks/shop.c`.
+pub fn shop_module() -> Result<PathBuf, String> {
+    crate::tasks::build()?
         .into_iter()
         .find(|m| m.file_stem().is_some_and(|s| s == "shop"))
-        .ok_or("tasks/shop.c did not build into shop.wasm")?;
-    Ok(vec!["--task-module".into(), shop.display().to_string()])
+        .ok_or_else(|| "tasks/shop.c did not build into shop.wasm".into())
 }
 
 /// Builds the release see-demo and runs it with the image, the VMM, the daemon and the
@@ -103,8 +112,23 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
     let tasks = wasm_task_args(demo_args)?;
     let bin = image::target_dir().join("release/see-demo");
     eprintln!("xtask: == run {}", bin.display());
-    let status = Command::new(&bin)
-        .current_dir(repo_root())
+    let status = demo_command(kernel, vmm)
+        .args(tasks)
+        .args(demo_args)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("see-demo failed ({status})"))
+    }
+}
+
+/// The release see-demo (built by [`build_service`]) with the image, the VMM, the release
+/// daemon and the development keys, run from the repository root.
+pub fn demo_command(kernel: &Path, vmm: &Path) -> Command {
+    let mut cmd = Command::new(image::target_dir().join("release/see-demo"));
+    cmd.current_dir(repo_root())
         .arg("--vmm")
         .arg(vmm)
         .arg("--kernel")
@@ -116,16 +140,8 @@ fn demo(kernel: &Path, vmm: &Path, demo_args: &[String]) -> Result<(), String> {
         .arg("--audit-key")
         .arg(keys::audit_key_path())
         .arg("--audit-pub")
-        .arg(keys::audit_public_path())
-        .args(tasks)
-        .args(demo_args)
-        .status()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("see-demo failed ({status})"))
-    }
+        .arg(keys::audit_public_path());
+    cmd
 }
 
 /// `cargo xtask serve`: builds everything and runs `see up` with the arguments after `--`
