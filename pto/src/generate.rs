@@ -60,7 +60,9 @@ pub enum GenerateError {
     #[error("workload parameter cohorts {0} not in 0..={MAX_COHORTS}; fix the option")]
     Cohorts(usize),
     /// More segments than cohorts, or segments without cohorts.
-    #[error("workload parameter segments {segments} not in 0..={cohorts} (the cohorts); fix the option")]
+    #[error(
+        "workload parameter segments {segments} not in 0..={cohorts} (the cohorts); fix the option"
+    )]
     Segments {
         /// The value given.
         segments: usize,
@@ -593,8 +595,14 @@ mod tests {
         let (by_cohort, _) = counted_top1(&t, &cohort);
         let (by_speed, _) = counted_top1(&t, &speed);
         let (blind, _) = counted_top1(&t, &|_| 0);
-        assert!((joint - limit).abs() < 0.015, "joint {joint} vs limit {limit}");
-        assert!(by_cohort < limit - 0.08, "cohort alone {by_cohort} vs {limit}");
+        assert!(
+            (joint - limit).abs() < 0.015,
+            "joint {joint} vs limit {limit}"
+        );
+        assert!(
+            by_cohort < limit - 0.08,
+            "cohort alone {by_cohort} vs {limit}"
+        );
         assert!(by_speed < limit - 0.08, "speed alone {by_speed} vs {limit}");
         assert!(blind < by_cohort.min(by_speed), "blind {blind}");
     }
