@@ -504,6 +504,10 @@ pub struct HyperArgs {
     /// one with the lower validation loss is kept.
     #[arg(long)]
     pub no_context: bool,
+    /// Leave out the (request, attribute value, gap bucket) cross embeddings of a model with
+    /// context: it then learns the attributes only through their own embeddings.
+    #[arg(long)]
+    pub no_cross: bool,
 }
 
 impl HyperArgs {
@@ -514,7 +518,10 @@ impl HyperArgs {
             context: if self.no_context {
                 ContextShape::default()
             } else {
-                ContextShape::of(attrs, true)
+                ContextShape {
+                    cross: !self.no_cross && !attrs.is_empty(),
+                    ..ContextShape::of(attrs, true)
+                }
             },
             ..self.params(kind)
         }
