@@ -10,6 +10,11 @@
 //! followed the one before it (first request, under 4 s, or slower): context that the
 //! request sequence alone shows only partly, and that [`crate::context::Features`] gives a
 //! predictor.
+//! With `segments > 0` as well, the cohorts fall into that many hidden behaviour segments
+//! (cohort `c` into segment `c % segments`) and the transitions depend on the segment instead
+//! of the cohort: many attribute values that share a few behaviours, jointly with the gap.
+//! A count model has to learn each cohort's transitions from that cohort's sessions alone; a
+//! model that embeds the cohort can pool them across the segment.
 //! Each session carries its true next-request distributions, so the evaluation can print the
 //! Bayes-optimal accuracy beside every model.
 
@@ -54,6 +59,16 @@ pub enum GenerateError {
     /// Too many cohorts.
     #[error("workload parameter cohorts {0} not in 0..={MAX_COHORTS}; fix the option")]
     Cohorts(usize),
+    /// More segments than cohorts, or segments without cohorts.
+    #[error(
+        "workload parameter segments {segments} not in 0..={cohorts} (the cohorts); fix the option"
+    )]
+    Segments {
+        /// The value given.
+        segments: usize,
+        /// The number of cohorts.
+        cohorts: usize,
+    },
     /// Sessions too short.
     #[error("workload parameter mean length must be >= 2 and max length >= 2; fix the option")]
     Length,
@@ -71,11 +86,19 @@ pub enum Workload {
     Goal,
     /// First-order transitions reshaped by the session's cohort attribute and the time gap.
     Cohort,
+    /// First-order transitions reshaped jointly by the time gap and by a hidden segment that
+    /// many cohorts share.
+    Segments,
 }
 
 impl Workload {
     /// Every shape.
-    pub const ALL: [Workload; 3] = [Workload::Markov, Workload::Goal, Workload::Cohort];
+    pub const ALL: [Workload; 4] = [
+        Workload::Markov,
+        Workload::Goal,
+        Workload::Cohort,
+        Workload::Segments,
+    ];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -83,6 +106,7 @@ impl Workload {
             Workload::Markov => "markov",
             Workload::Goal => "goal",
             Workload::Cohort => "cohort",
+            Workload::Segments => "segments",
         }
     }
 }
@@ -132,6 +156,10 @@ pub struct WorkloadSpec {
     /// Number of cohorts (0: none), each session's `cohort` attribute.
     #[serde(default)]
     pub cohorts: usize,
+    /// Hidden segments the cohorts fall into (0: none, each cohort behaves on its own); at
+    /// most the number of cohorts.
+    #[serde(default)]
+    pub segments: usize,
     /// Mean session length in requests (at least 2).
     pub mean_length: f32,
     /// Longest session.
@@ -152,6 +180,7 @@ impl WorkloadSpec {
             goals: 0,
             goal_strength: 0.0,
             cohorts: 0,
+            segments: 0,
             mean_length: 10.0,
             max_length: 40,
             think_ms: 4000.0,
@@ -168,6 +197,13 @@ impl WorkloadSpec {
             Workload::Cohort => Self {
                 order: 1,
                 cohorts: 4,
+                goal_strength: 0.85,
+                ..base
+            },
+            Workload::Segments => Self {
+                order: 1,
+                cohorts: 48,
+                segments: 4,
                 goal_strength: 0.85,
                 ..base
             },
@@ -199,6 +235,12 @@ impl WorkloadSpec {
         if self.cohorts > MAX_COHORTS {
             return Err(GenerateError::Cohorts(self.cohorts));
         }
+        if self.segments > self.cohorts {
+            return Err(GenerateError::Segments {
+                segments: self.segments,
+                cohorts: self.cohorts,
+            });
+        }
         if self.mean_length.is_nan() || self.mean_length < 2.0 || self.max_length < 2 {
             return Err(GenerateError::Length);
         }
@@ -222,8 +264,9 @@ const NO_GOAL: u64 = u64::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Situation {
     goal: Option<usize>,
-    /// The session's cohort, and the speed class of the last request: 0 for the first
-    /// request, 1 when it followed the one before within 4 s, 2 when slower.
+    /// The session's behaviour class (its cohort, or the cohort's segment), and the speed
+    /// class of the last request: 0 for the first request, 1 when it followed the one before
+    /// within 4 s, 2 when slower.
     cohort: Option<(usize, u8)>,
 }
 
@@ -254,6 +297,15 @@ fn speed(prev: Option<i64>, at: i64) -> u8 {
 }
 
 impl Model<'_> {
+    /// The behaviour class of cohort `c`: its segment when the spec has segments.
+    fn class(&self, c: usize) -> usize {
+        if self.spec.segments > 0 {
+            c % self.spec.segments
+        } else {
+            c
+        }
+    }
+
     /// The sparse structured distribution of context `ctx` under `salt` (a goal or none).
     fn table(&self, ctx: &[TypeId], salt: u64) -> Vec<(TypeId, f32)> {
         let mut h =
@@ -357,7 +409,7 @@ pub fn generate(vocab: &Vocabulary, spec: &WorkloadSpec) -> Result<Trace, Genera
         {
             let situation = Situation {
                 goal,
-                cohort: cohort.map(|c| (c, last_speed)),
+                cohort: cohort.map(|c| (model.class(c), last_speed)),
             };
             let d = model.next(&kinds, situation);
             let k = draw(&mut rng, &d);
@@ -479,6 +531,82 @@ mod tests {
         assert_eq!(seen, [true; 4]);
     }
 
+    /// Top-1 on the last fifth of `t`'s sessions of counting, on the first four fifths, the
+    /// next request by the last one and `key` of its features; and the Bayes limit's top-1 on
+    /// the same positions.
+    fn counted_top1(t: &Trace, key: &dyn Fn(&crate::context::Features) -> u32) -> (f64, f64) {
+        use std::collections::HashMap;
+        let cut = t.sessions.len() * 4 / 5;
+        let mut counts: HashMap<(TypeId, u32), HashMap<TypeId, u32>> = HashMap::new();
+        let (mut hits, mut limit, mut n) = (0.0, 0.0, 0.0);
+        for (j, s) in t.sessions.iter().enumerate() {
+            let f = s.features();
+            for (i, d) in s.truth.iter().enumerate() {
+                let at = (s.requests[i].kind, key(&f[i]));
+                let next = s.requests[i + 1].kind;
+                if j < cut {
+                    *counts.entry(at).or_default().entry(next).or_default() += 1;
+                    continue;
+                }
+                let guess = counts.get(&at).and_then(|c| {
+                    c.iter()
+                        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                        .map(|x| *x.0)
+                });
+                hits += f64::from(u8::from(guess == Some(next)));
+                limit += f64::from(d[0].1);
+                n += 1.0;
+            }
+        }
+        (hits / n, limit / n)
+    }
+
+    #[test]
+    fn the_segments_workload_needs_the_cohort_and_the_gap_together() {
+        let spec = WorkloadSpec::preset(Workload::Segments, 12_000, 3);
+        let t = generate(&vocab(), &spec).unwrap();
+        assert_eq!(t.attributes.values(0).unwrap().len(), 48 + 1);
+        let m = Model { spec: &spec, n: 19 };
+        let at = |c, speed| {
+            m.next(
+                &[4],
+                Situation {
+                    goal: None,
+                    cohort: Some((m.class(c), speed)),
+                },
+            )
+        };
+        assert_eq!(at(1, 1), at(5, 1), "cohorts 1 and 5 share segment 1");
+        assert_eq!(at(2, 2), at(46, 2), "cohorts 2 and 46 share segment 2");
+        assert_ne!(at(1, 1), at(2, 1), "segments differ");
+        assert_ne!(at(1, 1), at(1, 2), "speeds differ");
+        // The features a predictor sees: the cohort's id is its index plus one, and the
+        // speed is read from the gap bucket (under 4 s: buckets 1 and 2).
+        let speed = |f: &crate::context::Features| match f.gap {
+            0 => 0,
+            1 | 2 => 1,
+            _ => 2,
+        };
+        let cohort = |f: &crate::context::Features| u32::from(f.attrs.get(0));
+        let segment = |f: &crate::context::Features| (cohort(f) - 1) % 4;
+        // Counting by the segment and the speed together reaches the limit: the truth is
+        // what the generator says it is. Either context alone stays far below it.
+        let (joint, limit) = counted_top1(&t, &|f| segment(f) << 2 | speed(f));
+        let (by_cohort, _) = counted_top1(&t, &cohort);
+        let (by_speed, _) = counted_top1(&t, &speed);
+        let (blind, _) = counted_top1(&t, &|_| 0);
+        assert!(
+            (joint - limit).abs() < 0.015,
+            "joint {joint} vs limit {limit}"
+        );
+        assert!(
+            by_cohort < limit - 0.08,
+            "cohort alone {by_cohort} vs {limit}"
+        );
+        assert!(by_speed < limit - 0.08, "speed alone {by_speed} vs {limit}");
+        assert!(blind < by_cohort.min(by_speed), "blind {blind}");
+    }
+
     #[test]
     fn the_goal_changes_the_transitions() {
         let spec = WorkloadSpec::preset(Workload::Goal, 1, 3);
@@ -561,6 +689,10 @@ mod tests {
             },
             WorkloadSpec {
                 goals: 50,
+                ..ok.clone()
+            },
+            WorkloadSpec {
+                segments: 2,
                 ..ok.clone()
             },
             WorkloadSpec {

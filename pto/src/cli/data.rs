@@ -84,8 +84,8 @@ impl DataArgs {
         let vocab = catalogue.vocabulary();
         if self.workload.is_none() && !self.shape.is_empty() {
             return Err(
-                "--order, --branching, --noise, --think-ms, --goals and --goal-strength shape a \
-                 generated workload: use them with --workload"
+                "--order, --branching, --noise, --think-ms, --goals, --goal-strength, --cohorts \
+                 and --segments shape a generated workload: use them with --workload"
                     .into(),
             );
         }
@@ -284,6 +284,10 @@ pub struct ShapeArgs {
     /// differ by --goal-strength.
     #[arg(long)]
     pub cohorts: Option<usize>,
+    /// Hidden segments the cohorts fall into (0: none; at most --cohorts): cohort c behaves
+    /// as segment c mod the segments.
+    #[arg(long)]
+    pub segments: Option<usize>,
 }
 
 impl ShapeArgs {
@@ -296,6 +300,7 @@ impl ShapeArgs {
             && self.goals.is_none()
             && self.goal_strength.is_none()
             && self.cohorts.is_none()
+            && self.segments.is_none()
     }
 
     /// `preset` with the overrides applied, over `types` request types; an out-of-range
@@ -359,6 +364,16 @@ impl ShapeArgs {
             }
             s.cohorts = v;
         }
+        if let Some(v) = self.segments {
+            s.segments = v;
+        }
+        if s.segments > s.cohorts {
+            return range(
+                "segments",
+                s.segments.to_string(),
+                format!("0 to {} (the cohorts)", s.cohorts),
+            );
+        }
         if s.goals > 0 && s.goal_strength == 0.0 {
             log::warn!(
                 "{} goals with goal strength 0: the goal sets only the first request",
@@ -398,6 +413,11 @@ impl ShapeArgs {
             "cohorts",
             spec.cohorts != preset.cohorts,
             spec.cohorts.to_string(),
+        );
+        add(
+            "segments",
+            spec.segments != preset.segments,
+            spec.segments.to_string(),
         );
         out
     }
@@ -484,6 +504,10 @@ pub struct HyperArgs {
     /// one with the lower validation loss is kept.
     #[arg(long)]
     pub no_context: bool,
+    /// Leave out the (request, attribute value, gap bucket) cross embeddings of a model with
+    /// context: it then learns the attributes only through their own embeddings.
+    #[arg(long)]
+    pub no_cross: bool,
 }
 
 impl HyperArgs {
@@ -494,7 +518,10 @@ impl HyperArgs {
             context: if self.no_context {
                 ContextShape::default()
             } else {
-                ContextShape::of(attrs, true)
+                ContextShape {
+                    cross: !self.no_cross && !attrs.is_empty(),
+                    ..ContextShape::of(attrs, true)
+                }
             },
             ..self.params(kind)
         }

@@ -173,8 +173,8 @@ fn generate_cmd(a: &GenerateArgs) -> CliResult<()> {
     let t = if let Some(spec) = a.faas.spec(a.sessions, a.seed) {
         if !a.shape.is_empty() {
             return Err(
-                "--order, --branching, --noise, --think-ms, --goals, --goal-strength and \
-                        --cohorts shape the markov, goal and cohort workloads, not --catalogue-preset faas"
+                "--order, --branching, --noise, --think-ms, --goals, --goal-strength, \
+                        --cohorts and --segments shape the generated workloads, not --catalogue-preset faas"
                     .into(),
             );
         }
