@@ -8,6 +8,9 @@ use std::process::Command;
 
 use see_pto::audit;
 
+mod common;
+use common::results;
+
 const REQUESTS: usize = 6;
 const REPS: usize = 2;
 const MODES: [&str; 7] = [
@@ -19,18 +22,6 @@ const MODES: [&str; 7] = [
     "learned",
     "oracle",
 ];
-
-/// A mode's checked results: (tasks checked, tasks dispatched, wrong), from its line
-/// `<mode> checked N of T tasks  wrong M`.
-fn results(stdout: &str, mode: &str) -> (u64, u64, u64) {
-    let w = stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.len() == 8 && w[0] == mode && w[1] == "checked")
-        .unwrap_or_else(|| panic!("no results line for {mode} in:\n{stdout}"));
-    let n = |i: usize| w[i].parse::<u64>().unwrap_or_else(|e| panic!("{w:?}: {e}"));
-    (n(2), n(4), n(7))
-}
 
 /// A table row: mode, then the numbers of `ModeSummary`'s columns.
 fn row<'a>(stdout: &'a str, mode: &str) -> Vec<&'a str> {
@@ -47,19 +38,7 @@ fn every_mode_completes_every_request_and_the_audit_logs_hold() {
         return;
     }
     let out = tempfile::tempdir().expect("tempdir");
-    let run = Command::new(env!("CARGO_BIN_EXE_see-demo"))
-        .arg("--vmm")
-        .arg(see_e2e::vmm_bin())
-        .arg("--kernel")
-        .arg(see_e2e::kernel_image())
-        .arg("--daemon")
-        .arg(see_e2e::daemon_bin())
-        .arg("--key")
-        .arg(&see_e2e::pto_keys().0)
-        .arg("--audit-key")
-        .arg(see_e2e::audit_keys().0)
-        .arg("--audit-pub")
-        .arg(see_e2e::audit_keys().1)
+    let run = common::demo()
         .args(["--modes", &MODES.join(",")])
         .args(["--requests", &REQUESTS.to_string()])
         .args(["--reps", &REPS.to_string()])

@@ -9,7 +9,7 @@
 //! native work instead would report other results). Skipped without /dev/kvm unless
 //! SEE_REQUIRE_KVM is set, and the Wasm run without clang-19 unless SEE_REQUIRE_CLANG is set.
 
-use std::process::Command;
+mod common;
 
 const REQUESTS: usize = 10;
 const MODES: [&str; 2] = ["reactive", "oracle"];
@@ -26,19 +26,7 @@ fn line(stdout: &str, pick: impl Fn(&[&str]) -> bool) -> Vec<&str> {
 /// Runs see-demo on the faas preset with `tasks` (the task arguments) and checks that it
 /// served every request with every result right; its stdout.
 fn serve(tasks: &[&std::ffi::OsStr], out: &std::path::Path) -> String {
-    let run = Command::new(env!("CARGO_BIN_EXE_see-demo"))
-        .arg("--vmm")
-        .arg(see_e2e::vmm_bin())
-        .arg("--kernel")
-        .arg(see_e2e::kernel_image())
-        .arg("--daemon")
-        .arg(see_e2e::daemon_bin())
-        .arg("--key")
-        .arg(&see_e2e::pto_keys().0)
-        .arg("--audit-key")
-        .arg(see_e2e::audit_keys().0)
-        .arg("--audit-pub")
-        .arg(see_e2e::audit_keys().1)
+    let run = common::demo()
         .args(tasks)
         .args(["--catalogue-preset", "faas", "--apps", "4"])
         .args(["--modes", &MODES.join(",")])
@@ -122,17 +110,10 @@ fn the_function_platform_serves_wasm_tasks_in_the_vm() {
     if !see_e2e::kvm_available() {
         return;
     }
-    let Some(toolchain) = see_task_c::Toolchain::find_or_skip()
-        .expect("clang-19 and lld-19 (SEE_REQUIRE_CLANG is set)")
-    else {
-        eprintln!("SKIPPED: clang-19/lld-19 are not installed (`cargo xtask deps`)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(module) = common::shop_module(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    toolchain
-        .build("shop", dir.path())
-        .expect("tasks/shop.c builds");
-    let module = dir.path().join("shop.wasm");
     let out = dir.path().join("demo");
     let stdout = serve(&["--task-module".as_ref(), module.as_os_str()], &out);
     // Every function has its module beside the apps' shared code and the functions' data.

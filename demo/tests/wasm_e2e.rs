@@ -6,56 +6,21 @@
 //! shows the modules ran. Skipped without /dev/kvm unless SEE_REQUIRE_KVM is set, and without
 //! clang-19 unless SEE_REQUIRE_CLANG is set.
 
-use std::process::Command;
+mod common;
+use common::{demo, results};
 
 const MODES: [&str; 2] = ["reactive", "oracle"];
 const REQUESTS: usize = 4;
-
-/// `<mode> checked N of T tasks  wrong M`: (N, T, M).
-fn results(stdout: &str, mode: &str) -> (u64, u64, u64) {
-    let w = stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.len() == 8 && w[0] == mode && w[1] == "checked")
-        .unwrap_or_else(|| panic!("no results line for {mode} in:\n{stdout}"));
-    let n = |i: usize| w[i].parse::<u64>().unwrap_or_else(|e| panic!("{w:?}: {e}"));
-    (n(2), n(4), n(7))
-}
-
-/// see-demo with the VM, daemon and keys the tests build.
-fn demo() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_see-demo"));
-    c.arg("--vmm")
-        .arg(see_e2e::vmm_bin())
-        .arg("--kernel")
-        .arg(see_e2e::kernel_image())
-        .arg("--daemon")
-        .arg(see_e2e::daemon_bin())
-        .arg("--key")
-        .arg(&see_e2e::pto_keys().0)
-        .arg("--audit-key")
-        .arg(see_e2e::audit_keys().0)
-        .arg("--audit-pub")
-        .arg(see_e2e::audit_keys().1);
-    c
-}
 
 #[test]
 fn wasm_tasks_run_in_the_guest_and_their_results_check_out() {
     if !see_e2e::kvm_available() {
         return;
     }
-    let Some(toolchain) = see_task_c::Toolchain::find_or_skip()
-        .expect("clang-19 and lld-19 (SEE_REQUIRE_CLANG is set)")
-    else {
-        eprintln!("SKIPPED: clang-19/lld-19 are not installed (`cargo xtask deps`)");
+    let out = tempfile::tempdir().expect("tempdir");
+    let Some(module) = common::shop_module(out.path()) else {
         return;
     };
-    let out = tempfile::tempdir().expect("tempdir");
-    toolchain
-        .build("shop", out.path())
-        .expect("tasks/shop.c builds");
-    let module = out.path().join("shop.wasm");
     let run = demo()
         .arg("--task-module")
         .arg(&module)
