@@ -90,6 +90,7 @@ pub mod queue;
 pub mod reassembly;
 pub mod registry;
 mod rx;
+pub mod sha256;
 pub mod store;
 mod verify;
 pub mod window;
