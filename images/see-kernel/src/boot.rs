@@ -5,7 +5,11 @@
 //! mode with paging off and EBX holding the physical address of `hvm_start_info`. The code below
 //! records the TSC at entry, enables PAE and long mode with static page tables (assembled as
 //! data: 2 MiB pages; the range from 0xD000_0000 up, where devices live, is mapped uncached),
-//! loads a boot GDT and calls [`kernel_main`](crate::kernel_main) with the start-info address.
+//! enables SSE state (CR4.OSFXSR and OSXMMEXCPT, CR0.MP set and CR0.EM clear; not AVX or
+//! XSAVE), loads a boot GDT and calls [`kernel_main`](crate::kernel_main) with the start-info
+//! address. The kernel's own code is soft-float and never touches the SSE registers; only the
+//! SHA-NI function of `see_guest_driver::sha256` does, so no interrupt or context switch needs
+//! to save them.
 //! The page tables are never changed.
 
 core::arch::global_asm!(
@@ -33,7 +37,7 @@ pvh_start32:
     mov esp, offset boot_stack_top
 
     mov eax, cr4
-    or eax, 0x20                  /* PAE */
+    or eax, 0x620                 /* PAE | OSFXSR | OSXMMEXCPT: SSE usable (sha256.rs) */
     mov cr4, eax
     mov eax, offset boot_pml4
     mov cr3, eax
@@ -42,7 +46,8 @@ pvh_start32:
     or eax, 0x100                 /* LME */
     wrmsr
     mov eax, cr0
-    or eax, 0x80000001            /* PG | PE */
+    and eax, 0xfffffffb           /* clear EM: SSE instructions do not fault */
+    or eax, 0x80000003            /* PG | MP | PE */
     mov cr0, eax
     lgdt [boot_gdt_ptr]
     mov eax, offset long_mode_entry

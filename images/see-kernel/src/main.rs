@@ -64,6 +64,11 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     });
     let heap = heap::init(heap_span);
     let tsc_hz = time::init().unwrap_or_else(|e| panic!("clock: {e}"));
+    // SAFETY: the boot code enabled SSE state (CR4.OSFXSR set, CR0.EM clear). This kernel is
+    // soft-float: no code of its own (interrupt handlers and the switches to and from ring 3
+    // included) keeps values in xmm registers, so the SHA-NI function may overwrite them; and
+    // it runs on one CPU.
+    let sha256 = unsafe { see_guest_driver::sha256::enable_hardware() };
 
     println!(
         "SEE kernel {} (x86_64, PVH boot, ABI {})",
@@ -73,7 +78,7 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     exit::progress(Progress::Ready);
     println!("see: ready in {} us", time::since_entry_us());
 
-    report(map, heap, tsc_hz);
+    report(map, heap, tsc_hz, sha256);
     let cmdline = Cmdline::new(map.cmdline());
     match cmdline.get(key::TEST) {
         Some("panic") => panic!("see.test=panic: panicking on request"),
@@ -111,15 +116,22 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
 /// Most characters of the command line the boot report shows.
 const CMDLINE_SHOWN: usize = 1024;
 
-fn report(map: &memmap::MemoryMap<'_>, heap: heap::HeapInfo, tsc_hz: u64) {
+fn report(
+    map: &memmap::MemoryMap<'_>,
+    heap: heap::HeapInfo,
+    tsc_hz: u64,
+    sha256: see_guest_driver::sha256::Backend,
+) {
     let cmdline = Cmdline::new(map.cmdline());
+    // The SHA-256 backend rides on this line: every console byte costs a VM exit.
     println!(
-        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz ({})",
+        "see: memory: {} KiB RAM, heap {} KiB at {:#x}, TSC {} kHz ({}), sha256 {}",
         map.ram_bytes() >> 10,
         heap.size >> 10,
         heap.start,
         tsc_hz / 1000,
-        time::source().name()
+        time::source().name(),
+        sha256_name(sha256)
     );
     match map.shared_window() {
         Some(w) => println!("see: shared window: {} KiB at {:#x}", w.len >> 10, w.start),
@@ -143,6 +155,14 @@ fn report(map: &memmap::MemoryMap<'_>, heap: heap::HeapInfo, tsc_hz: u64) {
     }
     for key in cmdline.unknown_keys() {
         println!("see: ignoring unknown command-line key {key:?}");
+    }
+}
+
+/// How the boot report and the self-tests name a SHA-256 backend.
+fn sha256_name(backend: see_guest_driver::sha256::Backend) -> &'static str {
+    match backend {
+        see_guest_driver::sha256::Backend::ShaNi => "SHA-NI",
+        see_guest_driver::sha256::Backend::Software => "software",
     }
 }
 
