@@ -22,9 +22,11 @@
 //! # Under `kvm_pvm`
 //!
 //! Ring 0 of a guest runs in KVM's instruction emulator there (docs/ARCHITECTURE.md), which
-//! knows no SHA instructions: with [`Backend::ShaNi`] selected, hash from ring 3 only (the SEE
-//! kernel runs its apps, and so all its hashing, in ring 3). Software SHA-256 in emulated
-//! ring 0 works but runs at kilobytes a second.
+//! emulates neither the SHA instructions nor `pshufd`: a SHA-NI hash in ring 0 ends the VM
+//! with a KVM internal error (tried: "could not emulate a guest instruction" at the first
+//! `pshufd`). With [`Backend::ShaNi`] selected, hash from ring 3 only (the SEE kernel runs its
+//! apps and the driver, and so all its hashing, in ring 3). Software SHA-256 in emulated ring
+//! 0 works but runs at kilobytes a second.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 

@@ -67,7 +67,8 @@ extern "C" fn kernel_main(start_info: u64) -> ! {
     // SAFETY: the boot code enabled SSE state (CR4.OSFXSR set, CR0.EM clear). This kernel is
     // soft-float: no code of its own (interrupt handlers and the switches to and from ring 3
     // included) keeps values in xmm registers, so the SHA-NI function may overwrite them; and
-    // it runs on one CPU.
+    // it runs on one CPU. (Under kvm_pvm, hash in ring 3 only from here on: the ring-0
+    // emulator cannot run SHA-NI code and ends the VM; see see_guest_driver::sha256.)
     let sha256 = unsafe { see_guest_driver::sha256::enable_hardware() };
 
     println!(
