@@ -77,6 +77,7 @@
 
 extern crate alloc;
 
+pub mod chunk_hash;
 mod claim;
 mod config;
 pub mod counters;

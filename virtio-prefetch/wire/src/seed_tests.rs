@@ -97,16 +97,18 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
         resource_id: 3,
         resource_version: 4,
         content_len: 4,
-        content_sha384: [5; DIGEST_LEN],
+        tree_root: [5; DIGEST_LEN],
         session_nonce: [6; NONCE_LEN],
         epoch: 1,
         seq: 1,
         demand_cookie: 0,
         signature: [7; SIGNATURE_LEN],
     };
-    let mut buf = vec![0u8; BundleHeader::LEN + 4];
+    // Header, the one-chunk digest list, content (the digest is not checked by the parser).
+    let mut buf = vec![0u8; BundleHeader::LEN + TREE_DIGEST_LEN + 4];
     bundle.encode(&mut buf).unwrap();
-    buf[BundleHeader::LEN..].copy_from_slice(b"data");
+    buf[BundleHeader::LEN..BundleHeader::LEN + TREE_DIGEST_LEN].fill(8);
+    buf[BundleHeader::LEN + TREE_DIGEST_LEN..].copy_from_slice(b"data");
     out.push(("wire_bundle", "bundle".into(), buf));
     let manifest = ManifestHeader {
         count: 2,
