@@ -460,3 +460,30 @@ fn spec_names_every_code_with_the_code_value() {
         assert!(SPEC.contains(&item), "SPEC.md lacks `{item}`");
     }
 }
+
+#[test]
+fn spec_states_the_chunk_tree_constants_the_code_uses() {
+    // The context strings as the spec writes them (`\0` for the trailing NUL).
+    let written = |context: &[u8]| {
+        let text = core::str::from_utf8(&context[..context.len() - 1]).unwrap();
+        std::format!("\"{text}\\0\"")
+    };
+    for context in [TREE_CONTEXT, BUNDLE_CONTEXT] {
+        assert_eq!(context.last(), Some(&0));
+        assert!(SPEC.contains(&written(context)), "{context:?}");
+    }
+    assert!(SPEC.contains(&std::format!(
+        "{} bytes",
+        TREE_CONTEXT.len()
+    )));
+    assert_eq!(TREE_CHUNK_LEN, 65536);
+    assert!(SPEC.contains("Tree chunks are fixed at 64 KiB"));
+    assert!(SPEC.contains(&std::format!("chunk_size u64 ({TREE_CHUNK_LEN})")));
+    assert!(SPEC.contains(&std::format!(
+        "format_version = {}",
+        BundleHeader::FORMAT_VERSION
+    )));
+    assert!(SPEC.contains(&std::format!("at most {MAX_TREE_CHUNKS}\nchunks")));
+    assert_eq!(TREE_DIGEST_LEN, 32);
+    assert_eq!(TREE_ROOT_PREFIX_LEN, TREE_CONTEXT.len() + 16);
+}
