@@ -22,8 +22,8 @@ use alloc::vec::Vec;
 
 use sha2::{Digest, Sha384};
 use virtio_prefetch_wire::{
-    tree_root_prefix, BundleHeader, Chunk, ChunkSequence, ChunkVerifier, HeapBuffer,
-    Reassembler, RejectReason, WireError, DIGEST_LEN,
+    tree_root_prefix, BundleHeader, Chunk, ChunkSequence, ChunkVerifier, HeapBuffer, Reassembler,
+    RejectReason, WireError, DIGEST_LEN,
 };
 
 use crate::chunk_hash::ChunkHasher;
@@ -328,12 +328,18 @@ mod tests {
             Err(ChunkError::TooLarge(101))
         );
         assert!(acc(&mut r, &chunk(1, 10, 0, b"")).is_err());
-        assert!(acc(&mut r, &chunk(1, 10, 4, b"a")).is_err(), "no object open");
+        assert!(
+            acc(&mut r, &chunk(1, 10, 4, b"a")).is_err(),
+            "no object open"
+        );
         acc(&mut r, &chunk(1, 10, 0, b"abcd")).unwrap();
         assert!(acc(&mut r, &chunk(1, 10, 5, b"a")).is_err(), "gap");
         assert!(!r.in_progress(), "a bad chunk drops the object");
         acc(&mut r, &chunk(1, 10, 0, b"abcd")).unwrap();
-        assert!(acc(&mut r, &chunk(1, 12, 4, b"a")).is_err(), "total changed");
+        assert!(
+            acc(&mut r, &chunk(1, 12, 4, b"a")).is_err(),
+            "total changed"
+        );
         acc(&mut r, &chunk(1, 10, 0, b"abcd")).unwrap();
         assert!(
             acc(&mut r, &chunk(1, 10, 4, b"abcdefg")).is_err(),

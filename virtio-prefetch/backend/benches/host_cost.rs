@@ -105,7 +105,11 @@ fn parts(size: usize, label: &str) {
         runs,
         size,
         || {
-            black_box(encode_bundle(&header, &resource.tree.list, &resource.content));
+            black_box(encode_bundle(
+                &header,
+                &resource.tree.list,
+                &resource.content,
+            ));
         },
     );
     let bundle = encode_bundle(&header, &resource.tree.list, &resource.content);
@@ -141,7 +145,11 @@ fn parts(size: usize, label: &str) {
         || {
             let mut header = signer.header(&spec, &session);
             signer.sign(&mut header);
-            black_box(encode_bundle(&header, &resource.tree.list, &resource.content));
+            black_box(encode_bundle(
+                &header,
+                &resource.tree.list,
+                &resource.content,
+            ));
         },
     );
 }

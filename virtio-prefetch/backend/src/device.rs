@@ -1153,9 +1153,7 @@ impl PrefetchDevice {
                 });
                 (
                     Status::Ok,
-                    (size
-                        + BundleHeader::LEN as u64
-                        + virtio_prefetch_wire::digest_list_len(size))
+                    (size + BundleHeader::LEN as u64 + virtio_prefetch_wire::digest_list_len(size))
                         as u32,
                     header.cookie,
                 )

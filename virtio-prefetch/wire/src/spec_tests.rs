@@ -472,10 +472,7 @@ fn spec_states_the_chunk_tree_constants_the_code_uses() {
         assert_eq!(context.last(), Some(&0));
         assert!(SPEC.contains(&written(context)), "{context:?}");
     }
-    assert!(SPEC.contains(&std::format!(
-        "{} bytes",
-        TREE_CONTEXT.len()
-    )));
+    assert!(SPEC.contains(&std::format!("{} bytes", TREE_CONTEXT.len())));
     assert_eq!(TREE_CHUNK_LEN, 65536);
     assert!(SPEC.contains("Tree chunks are fixed at 64 KiB"));
     assert!(SPEC.contains(&std::format!("chunk_size u64 ({TREE_CHUNK_LEN})")));

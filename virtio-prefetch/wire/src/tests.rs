@@ -269,7 +269,11 @@ fn bundle_round_trips_and_checks_its_content_length() {
     let (_, list, content) = BundleHeader::parse_tree(&buf).unwrap();
     assert_eq!((list, content), (&[0xd1; 32][..], &b"hello"[..]));
     assert_eq!(
-        (header.digest_list_len(), header.content_offset(), header.object_len()),
+        (
+            header.digest_list_len(),
+            header.content_offset(),
+            header.object_len()
+        ),
         (32, 288, 293)
     );
     assert!(matches!(
