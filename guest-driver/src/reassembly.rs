@@ -18,7 +18,7 @@
 //! chunks are then discarded quietly. A completed bundle comes back with the root its list and
 //! every chunk were checked against; the verifier accepts no bundle without it.
 
-use alloc::vec::Vec;
+use alloc::{boxed::Box, vec::Vec};
 
 use sha2::{Digest, Sha384};
 use virtio_prefetch_wire::{
@@ -29,7 +29,7 @@ use virtio_prefetch_wire::{
 use crate::chunk_hash::ChunkHasher;
 
 /// Why a chunk was dropped (the object being reassembled, if any, is dropped with it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
     /// The object is larger than the driver accepts.
     #[error("object of {0} bytes is larger than the driver accepts")]
@@ -48,7 +48,7 @@ pub enum ChunkError {
         /// Why (`Malformed`, `TooLarge` or `DigestMismatch`).
         reason: RejectReason,
         /// The bundle's header, when it parsed (unverified: for the report only).
-        header: Option<BundleHeader>,
+        header: Option<Box<BundleHeader>>,
     },
 }
 
@@ -72,7 +72,7 @@ enum TreeState {
     /// A bundle: its header (parsed, lengths consistent with the object) and, once the list
     /// matched the root, the chunk check.
     Bundle {
-        header: BundleHeader,
+        header: Box<BundleHeader>,
         chunks: Option<ChunkVerifier<ChunkHasher>>,
     },
 }
@@ -180,9 +180,11 @@ impl Reassembly {
         };
         self.hash_ns += now().saturating_sub(start);
         if let Err(reason) = checked {
-            let header = match self.tree {
-                TreeState::Bundle { header, .. } => Some(header),
-                _ => BundleHeader::parse(self.inner.buffer().filled()).ok(),
+            let header = match &self.tree {
+                TreeState::Bundle { header, .. } => Some(header.clone()),
+                _ => BundleHeader::parse(self.inner.buffer().filled())
+                    .ok()
+                    .map(Box::new),
             };
             if pushed.is_none() {
                 self.refused = self.inner.in_progress().copied();
@@ -230,7 +232,7 @@ impl Reassembly {
                 return Err(RejectReason::Malformed);
             }
             *tree = TreeState::Bundle {
-                header,
+                header: Box::new(header),
                 chunks: None,
             };
         }

@@ -242,7 +242,7 @@ impl<P: Platform> Driver<P> {
             .saturating_sub(copied)
             .saturating_sub(hash_ns);
         if let Some((reason, header)) = refused {
-            let rej = crate::verify::reject_for(header.as_ref(), &self.demands, reason);
+            let rej = crate::verify::reject_for(header.as_deref(), &self.demands, reason);
             self.on_reject(rej);
         }
         if let Some(object) = done {

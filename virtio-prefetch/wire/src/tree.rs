@@ -121,7 +121,7 @@ impl<H: ChunkDigest> ChunkVerifier<H> {
                 self.hasher.get_or_insert_with(H::new).update(now);
                 self.fed += now.len() as u64;
                 bytes = later;
-                if self.fed % chunk == 0 || self.fed == self.content_len {
+                if self.fed.is_multiple_of(chunk) || self.fed == self.content_len {
                     let index = (self.fed - 1) / chunk;
                     let digest = self.hasher.take().map(H::finalize);
                     let at = index as usize * TREE_DIGEST_LEN;
