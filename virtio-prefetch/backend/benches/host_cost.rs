@@ -1,5 +1,5 @@
 //! Host-side cost of one bundle at 4 KiB, 64 KiB and 1 MiB: the parts (SHA-384 of the content,
-//! the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
+//! its chunk tree, the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
 //! a memfd-backed region), 16 bundles under one batch manifest (F_MANIFEST), and the whole path
 //! through the real daemon (a vhost-user frontend over a socket, a demand on ctrlq, the
 //! bundle's chunks through stagingq, waiting on the call eventfd).
