@@ -361,7 +361,13 @@ mod tests {
         )
         .unwrap();
         spawn(Arc::new(LocalSigner::new(key())), jobs, done, wake, None).unwrap();
-        let a = StoredResource::new(1, 1, ResourceKind::Data, 9, vec![1; 300]);
+        let a = StoredResource::new(
+            1,
+            1,
+            ResourceKind::Data,
+            9,
+            (0..200_000).map(|i| i as u8).collect(),
+        );
         let b = StoredResource::new(2, 1, ResourceKind::Code, 9, vec![2; 40]);
         jobs_tx.send(bundle_job(&a, 1)).unwrap();
         jobs_tx
@@ -378,8 +384,14 @@ mod tests {
         let vk = VerifyingKey::from(&key());
         let one = results.recv().unwrap();
         assert_eq!((one.generation, one.objects.len()), (4, 1));
-        let (h, body) = BundleHeader::parse_bundle(&one.objects[0].bytes).unwrap();
+        let (h, list, body) = BundleHeader::parse_tree(&one.objects[0].bytes).unwrap();
         assert_eq!((h.seq, body), (1, a.content.as_slice()));
+        // The digest list between header and content, and its root under the signature.
+        assert_eq!(list, a.tree.list.as_slice());
+        assert_eq!(
+            h.tree_root,
+            crate::tree::ChunkTree::root_of(body.len() as u64, list)
+        );
         vk.verify(
             &h.to_be_signed(),
             &Signature::from_slice(&h.signature).unwrap(),
