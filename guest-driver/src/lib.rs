@@ -6,8 +6,9 @@
 //! writes as hostile: each used id, used length and used-index advance is checked against the
 //! driver's private record of what it posted; each staging buffer is copied out of the shared
 //! window exactly once into private memory, and only the private copy is parsed, reassembled
-//! and verified (P-384 ECDSA over the signed statement, SHA-384 of the content, session nonce
-//! and epoch, sequence number, per-resource version, the app registry). Verified resources sit
+//! and verified (P-384 ECDSA over the signed statement, the content's chunk tree: SHA-256 of
+//! each 64 KiB chunk as it lands, against a digest list checked against the signed SHA-384
+//! root, session nonce and epoch, sequence number, per-resource version, the app registry). Verified resources sit
 //! in a store indexed by (task id, resource id); a claim checks the claiming app.
 //!
 //! # Why not `virtio-drivers`
@@ -77,6 +78,7 @@
 
 extern crate alloc;
 
+pub mod chunk_hash;
 mod claim;
 mod config;
 pub mod counters;

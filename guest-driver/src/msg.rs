@@ -20,7 +20,10 @@ pub fn max_object_len(max_content_len: u32) -> u32 {
     let manifest = ManifestHeader::LEN + wire::MAX_MANIFEST_ENTRIES as usize * wire::DIGEST_LEN;
     let floors = FloorsHeader::LEN + wire::MAX_FLOOR_ENTRIES as usize * wire::FLOOR_ENTRY_LEN;
     let manifest = manifest.max(floors);
-    let bundle = BundleHeader::LEN as u64 + u64::from(max_content_len);
+    // Header, digest list, content.
+    let bundle = BundleHeader::LEN as u64
+        + wire::digest_list_len(max_content_len.into())
+        + u64::from(max_content_len);
     bundle.max(manifest as u64).min(u64::from(u32::MAX)) as u32
 }
 

@@ -20,9 +20,11 @@ pub struct Profile {
     pub notify_ns: u64,
     /// Copying staging buffers out of the shared window into private memory.
     pub copy_ns: u64,
-    /// Parsing chunks and putting their bytes in place in the object being reassembled.
+    /// Parsing chunks and putting their bytes in place in the object being reassembled (the
+    /// tree check's hashing left out: it is `hash_ns`).
     pub reassemble_ns: u64,
-    /// SHA-384 of bundle contents.
+    /// The chunk-tree check of bundles as they arrive: SHA-384 of the digest list against the
+    /// signed root, and SHA-256 of each tree chunk of the content (in the private copy).
     pub hash_ns: u64,
     /// Signature checks (ECDSA P-384; a manifest's, or the lookup of a bundle in one).
     pub signature_ns: u64,

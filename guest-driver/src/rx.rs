@@ -2,7 +2,6 @@
 //! record (queue.rs), every buffer is copied out of the shared window once, then parsed,
 //! reassembled and verified in private memory; trusted state changes only after every check.
 
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use log::{debug, warn};
@@ -201,13 +200,24 @@ impl<P: Platform> Driver<P> {
         self.p.shared_read(gpa, &mut copy);
         let copied = self.p.now_ns();
         self.profile.copy_ns += copied.saturating_sub(start);
+        let p = &self.p;
+        let clock = || p.now_ns();
+        let mut refused = None;
         let done = match msg::parse_chunk(&copy) {
             None => {
                 self.counters.malformed += 1;
                 None
             }
-            Some(chunk) => match self.reassembly.accept(&chunk) {
+            Some(chunk) => match self.reassembly.accept(&chunk, &clock) {
                 Ok(done) => done,
+                Err(crate::reassembly::ChunkError::Tree { reason, header }) => {
+                    debug!(
+                        "virtio-prefetch: bundle of stream {} refused as it arrived: {reason:?}",
+                        chunk.stream_id
+                    );
+                    refused = Some((reason, header));
+                    None
+                }
                 Err(e) => {
                     debug!(
                         "virtio-prefetch: chunk of stream {} dropped: {e}",
@@ -223,7 +233,18 @@ impl<P: Platform> Driver<P> {
             },
         };
         self.staging_copy = copy;
-        self.profile.reassemble_ns += self.p.now_ns().saturating_sub(copied);
+        // The tree check (the list against the root, each chunk's hash) is the hash stage.
+        let hash_ns = self.reassembly.take_hash_ns();
+        self.profile.hash_ns += hash_ns;
+        self.profile.reassemble_ns += self
+            .p
+            .now_ns()
+            .saturating_sub(copied)
+            .saturating_sub(hash_ns);
+        if let Some((reason, header)) = refused {
+            let rej = crate::verify::reject_for(header.as_deref(), &self.demands, reason);
+            self.on_reject(rej);
+        }
         if let Some(object) = done {
             self.on_object(object);
         }
@@ -236,7 +257,11 @@ impl<P: Platform> Driver<P> {
     }
 
     /// A reassembled object (private memory): verify, then change trusted state.
-    fn on_object(&mut self, object: Vec<u8>) {
+    fn on_object(&mut self, object: crate::reassembly::Object) {
+        let crate::reassembly::Object {
+            bytes: object,
+            tree_root,
+        } = object;
         let now = self.p.now_ns();
         let p = &self.p;
         let clock = || p.now_ns();
@@ -244,6 +269,7 @@ impl<P: Platform> Driver<P> {
         let verdict = crate::verify::check(
             &mut watch,
             &object,
+            tree_root,
             &self.key,
             &self.session,
             &self.versions,
@@ -253,7 +279,6 @@ impl<P: Platform> Driver<P> {
             self.features & msg::F_MANIFEST != 0,
             self.floors_trust,
         );
-        self.profile.hash_ns += watch.hash_ns;
         self.profile.signature_ns += watch.signature_ns;
         match verdict {
             Ok(Verdict::Bundle(b)) => {
@@ -269,7 +294,8 @@ impl<P: Platform> Driver<P> {
                 let mut r = b.resource;
                 r.verified_ns = now;
                 // Readers get the content where it was reassembled, after the header.
-                r.content = Content::from_object(object, msg::BundleHeader::LEN);
+                let offset = b.content_offset;
+                r.content = Content::from_object(object, offset);
                 // Prefetched and demanded bundles both enter the cache (evicting the least
                 // recently used); the demand that asked for one gets a share.
                 if let Some(cookie) = b.demand {
@@ -309,17 +335,21 @@ impl<P: Platform> Driver<P> {
                 self.session.add_manifest(digests);
                 self.counters.manifests += 1;
             }
-            Err(rej) => {
-                debug!("virtio-prefetch: object rejected: {:?}", rej.reason);
-                self.count_reject(rej.reason);
-                if let Some(cookie) = rej.demand {
-                    if let Some(d) = self.demands.get_mut(&cookie) {
-                        d.outcome.get_or_insert(Err(rej.reason));
-                    }
-                }
-                self.report(ReportKind::Reject, Some(rej.reason), rej.ids, 0);
+            Err(rej) => self.on_reject(rej),
+        }
+    }
+
+    /// A refused object: counted by reason, its demand (if it named one) failed at once, and
+    /// reported. Trusted state does not change.
+    fn on_reject(&mut self, rej: crate::verify::Reject) {
+        debug!("virtio-prefetch: object rejected: {:?}", rej.reason);
+        self.count_reject(rej.reason);
+        if let Some(cookie) = rej.demand {
+            if let Some(d) = self.demands.get_mut(&cookie) {
+                d.outcome.get_or_insert(Err(rej.reason));
             }
         }
+        self.report(ReportKind::Reject, Some(rej.reason), rej.ids, 0);
     }
 
     fn on_request(&mut self, gpa: u64, len: u32) {

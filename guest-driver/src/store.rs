@@ -125,11 +125,12 @@ pub struct Resource {
     pub version: u64,
     /// Bundle kind (1 code, 2 data; signed).
     pub kind: u16,
-    /// The content, verified against the signed SHA-384 (a read-only share).
+    /// The content, verified chunk by chunk against the signed tree root (a read-only share).
     pub content: Content,
-    /// The SHA-384 of `content`, checked against the signed header: users need not hash the
-    /// bytes again.
-    pub content_sha384: [u8; 48],
+    /// The root of the content's chunk tree (SPEC.md section 6), checked against the signed
+    /// header: it names these exact bytes (equal roots, equal content), so users need not hash
+    /// them again to tell contents apart.
+    pub tree_root: [u8; 48],
     /// How it reached the cache; in what a claim returns, how that claim was served.
     pub source: Source,
     /// `Platform::now_ns` when it was verified.
@@ -305,7 +306,7 @@ mod tests {
             version: 1,
             kind: 2,
             content: vec![id as u8; len].into(),
-            content_sha384: [0; 48],
+            tree_root: [0; 48],
             source: Source::Prefetched,
             verified_ns: 0,
         }

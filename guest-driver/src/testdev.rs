@@ -592,7 +592,7 @@ impl BundleSpec {
             resource_id: self.res,
             resource_version: self.version,
             content_len: self.content.len() as u64,
-            content_sha384: Sha384::digest(&self.content).into(),
+            tree_root: tree_root(self.content.len() as u64, &tree_list(&self.content)),
             session_nonce: self.nonce,
             epoch: self.epoch,
             seq: self.seq,
@@ -606,7 +606,7 @@ impl BundleSpec {
         h
     }
 
-    /// Header bytes then content.
+    /// Header bytes, the digest list, then content.
     pub fn build(&self) -> Vec<u8> {
         self.build_with(|_| {})
     }
@@ -617,6 +617,7 @@ impl BundleSpec {
         tamper(&mut h);
         let mut out = vec![0u8; BundleHeader::LEN];
         h.encode(&mut out).expect("a valid header");
+        out.extend_from_slice(&tree_list(&self.content));
         out.extend_from_slice(&self.content);
         out
     }
@@ -625,6 +626,22 @@ impl BundleSpec {
     pub fn statement_digest(&self) -> [u8; 48] {
         Sha384::digest(self.header().to_be_signed()).into()
     }
+}
+
+/// The digest list of `content`: SHA-256 of each tree chunk, in order (SPEC.md section 6).
+pub fn tree_list(content: &[u8]) -> Vec<u8> {
+    content
+        .chunks(virtio_prefetch_wire::TREE_CHUNK_LEN)
+        .flat_map(|c| <[u8; 32]>::from(sha2::Sha256::digest(c)))
+        .collect()
+}
+
+/// The tree root of `content_len` bytes of content with digest list `list`.
+pub fn tree_root(content_len: u64, list: &[u8]) -> [u8; 48] {
+    let mut h = Sha384::new();
+    h.update(virtio_prefetch_wire::tree_root_prefix(content_len));
+    h.update(list);
+    h.finalize().into()
 }
 
 /// Expiry of the test device's floors snapshots unless a test sets another.

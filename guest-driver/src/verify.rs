@@ -3,8 +3,10 @@
 //!
 //! [`check`] only reads: it takes the private copy of an object and the trusted state, and
 //! says what to change. The caller changes trusted state only on `Ok`. Cheap checks run first;
-//! the SHA-384 and the ECDSA verification run last, so a flood of stale or foreign bundles
-//! costs little. Replay state is keyed on the signed sequence number, never on signature bytes.
+//! the content check and the ECDSA verification run last, so a flood of stale or foreign
+//! bundles costs little. A bundle's content is hashed as it arrives ([`crate::reassembly`]):
+//! here it passes only with the tree root that reassembly checked its digest list and every
+//! chunk against, and that root must be the signed header's. Replay state is keyed on the signed sequence number, never on signature bytes.
 
 use alloc::{
     collections::{BTreeMap, BTreeSet},
@@ -99,6 +101,8 @@ pub(crate) struct Reject {
 #[derive(Debug)]
 pub(crate) struct Accepted {
     pub resource: Resource,
+    /// Where the content starts in the object (after the header and the digest list).
+    pub content_offset: usize,
     pub seq: u64,
     pub demand: Option<u32>,
     pub manifest_digest: Option<[u8; 48]>,
@@ -132,8 +136,6 @@ pub(crate) enum Verdict {
 /// Times the costly checks for the profile ([`crate::Profile`]).
 pub(crate) struct Stopwatch<'a> {
     now: &'a dyn Fn() -> u64,
-    /// Nanoseconds hashing content.
-    pub hash_ns: u64,
     /// Nanoseconds checking signatures (or manifest entries).
     pub signature_ns: u64,
 }
@@ -143,7 +145,6 @@ impl<'a> Stopwatch<'a> {
     pub fn new(now: &'a dyn Fn() -> u64) -> Self {
         Self {
             now,
-            hash_ns: 0,
             signature_ns: 0,
         }
     }
@@ -156,13 +157,44 @@ impl<'a> Stopwatch<'a> {
     }
 }
 
-/// Checks one reassembled object (private memory). An accepted bundle's content is
-/// `object[BundleHeader::LEN..]`; the returned resource's `content` is left empty for the caller
+/// The refusal of a bundle with header `header` (None: it did not parse), for `reason`: the
+/// ids it claimed (unverified, for the report) and the pending demand it named, if any.
+pub(crate) fn reject_for(
+    header: Option<&BundleHeader>,
+    demands: &BTreeMap<u32, PendingDemand>,
+    reason: RejectReason,
+) -> Reject {
+    let Some(b) = header else {
+        return Reject {
+            reason,
+            ids: Ids::default(),
+            demand: None,
+        };
+    };
+    Reject {
+        reason,
+        ids: Ids {
+            app_id: b.app_id,
+            task_id: b.task_id,
+            resource_id: b.resource_id,
+            version: b.resource_version,
+        },
+        demand: (b.demand_cookie != 0)
+            .then_some(b.demand_cookie)
+            .filter(|c| demands.contains_key(c)),
+    }
+}
+
+/// Checks one reassembled object (private memory). `tree_root` is the root reassembly checked
+/// a bundle's digest list and every content chunk against as they arrived (None: not
+/// checked, and no bundle passes). An accepted bundle's content is
+/// `object[content_offset..]`; the returned resource's `content` is left empty for the caller
 /// to fill from the object it owns.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
     watch: &mut Stopwatch<'_>,
     object: &[u8],
+    tree_root: Option<[u8; 48]>,
     key: &VerifyingKey,
     session: &Session,
     versions: &BTreeMap<u64, u64>,
@@ -273,9 +305,9 @@ pub(crate) fn check(
     if b.resource_version < floor.max(demanded_floor) {
         return Err(fail(RejectReason::Rollback));
     }
-    let (digest, ns) = watch.time(|| -> [u8; 48] { Sha384::digest(content).into() });
-    watch.hash_ns += ns;
-    if digest != b.content_sha384 {
+    // Content: reassembly checked the digest list against this root and every chunk against
+    // the list, in the private copy, as they arrived; without that, nothing passes.
+    if tree_root != Some(b.tree_root) || content.len() as u64 != b.content_len {
         return Err(fail(RejectReason::DigestMismatch));
     }
     let statement = b.to_be_signed();
@@ -302,10 +334,11 @@ pub(crate) fn check(
             kind: b.kind as u16,
             // Filled by the caller from the object it owns (no second copy).
             content: Default::default(),
-            content_sha384: digest,
+            tree_root: b.tree_root,
             source: Source::Prefetched,
             verified_ns: 0,
         },
+        content_offset: b.content_offset(),
         seq: b.seq,
         demand,
         manifest_digest,

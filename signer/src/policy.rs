@@ -1,7 +1,7 @@
 //! The signer's policy: what it agrees to sign. A bundle statement must name a resource
 //! version that is in the signer's own read-only view of the store, with the kind, app,
-//! length and SHA-384 the store holds (the digest recomputed from the object's bytes the
-//! first time that version is asked for). A manifest statement must list exactly the digests
+//! length the store holds and the chunk-tree root of its bytes (the store's SHA-384 and the
+//! tree recomputed from the object's bytes the first time that version is asked for). A manifest statement must list exactly the digests
 //! of the bundle statements sent with it, all of its session, each passing the bundle check.
 //!
 //! The store's index is re-read when its file changes, so resources published after the
@@ -33,7 +33,8 @@ struct Published {
     kind: ResourceKind,
     app_id: u32,
     len: u64,
-    sha384: [u8; DIGEST_LEN],
+    /// The chunk-tree root of the content (SPEC.md section 6), what a bundle signs.
+    tree_root: [u8; DIGEST_LEN],
 }
 
 /// What a checked request signs, for the audit log.
@@ -141,7 +142,7 @@ impl Policy {
     fn check_bundle(&mut self, s: &BundleStatement) -> Result<(), Refusal> {
         let (resource, version) = (s.resource_id, s.resource_version);
         let published = self.published(resource, version)?;
-        if published.len != s.content_len || published.sha384 != s.content_sha384 {
+        if published.len != s.content_len || published.tree_root != s.tree_root {
             return Err(Refusal::HashMismatch { resource, version });
         }
         if published.kind != s.kind || published.app_id != s.app_id {
@@ -171,12 +172,13 @@ impl Policy {
                 Refusal::StoreUnavailable
             }
         })?;
-        // `get_version` recomputed the digest from the bytes and refused a mismatch.
+        // `get_version` recomputed the digest from the bytes and refused a mismatch, and
+        // computed the chunk tree from the same bytes.
         let p = Published {
             kind: stored.kind,
             app_id: stored.app_id,
             len: stored.content.len() as u64,
-            sha384: stored.sha384,
+            tree_root: stored.tree.root,
         };
         if self.verified.len() >= MAX_CACHED {
             self.verified.clear();

@@ -27,8 +27,8 @@ pub struct BundleStatement {
     pub resource_version: u64,
     /// Content length.
     pub content_len: u64,
-    /// Content digest.
-    pub content_sha384: [u8; DIGEST_LEN],
+    /// The content's chunk-tree root.
+    pub tree_root: [u8; DIGEST_LEN],
     /// Guest session nonce.
     pub session_nonce: [u8; NONCE_LEN],
     /// Guest session epoch.
@@ -92,7 +92,7 @@ impl BundleStatement {
             resource_id: f.u64(),
             resource_version: f.u64(),
             content_len: f.u64(),
-            content_sha384: f.array(),
+            tree_root: f.array(),
             session_nonce: f.array(),
             epoch: f.u64(),
             seq: f.u64(),
@@ -173,7 +173,7 @@ mod tests {
             resource_id,
             resource_version: 7,
             content_len: 8,
-            content_sha384: [9; 48],
+            tree_root: [9; 48],
             session_nonce: [10; 32],
             epoch: 11,
             seq: 12,
@@ -197,7 +197,7 @@ mod tests {
             (ResourceKind::Code, 4, 5, 6, 7)
         );
         assert_eq!(
-            (s.content_len, s.content_sha384, s.epoch, s.seq),
+            (s.content_len, s.tree_root, s.epoch, s.seq),
             (8, [9; 48], 11, 12)
         );
         let mut bad = h.to_be_signed();

@@ -37,7 +37,7 @@ fn statements_the_store_backs_are_signed_and_audited() {
         .expect("verifies under the PTO key");
     // A manifest over two bundles, built as the device builds it.
     let (a, b) = (f.resource(3, 1), f.resource(7, 1));
-    let headers: Vec<(BundleHeader, &[u8])> = [&a, &b]
+    let headers: Vec<(BundleHeader, &[u8], &[u8])> = [&a, &b]
         .iter()
         .zip(3..)
         .map(|(r, seq)| {
@@ -46,7 +46,11 @@ fn statements_the_store_backs_are_signed_and_audited() {
                 task_id: 9,
                 demand_cookie: 0,
             };
-            (bundle_header(&spec, &SESSION, seq), r.content.as_slice())
+            (
+                bundle_header(&spec, &SESSION, seq),
+                r.tree.list.as_slice(),
+                r.content.as_slice(),
+            )
         })
         .collect();
     let batch = seal_batch(&client, &SESSION, 2, headers).expect("manifest signed");
@@ -80,9 +84,9 @@ fn statements_outside_the_policy_are_refused_with_their_reason() {
     let _signer = f.start(&[]);
     let client = RemoteSigner::new(&f.socket);
     let r = f.resource(3, 2);
-    // Content the store does not hold under that name.
+    // Content the store does not hold under that name: a tree root that is not its bytes'.
     let mut forged = r.clone();
-    forged.sha384[0] ^= 1;
+    forged.tree.root[0] ^= 1;
     assert_eq!(
         refusal(client.sign_statement(&statement(&forged, 1))),
         Refusal::HashMismatch {

@@ -22,7 +22,8 @@ pub struct GuestProfile {
     pub copy_ns: u64,
     /// Chunk parsing and reassembly.
     pub reassemble_ns: u64,
-    /// Content hashing.
+    /// Content hashing: the chunk-tree check as bundles arrive (the digest list against the
+    /// signed root, SHA-256 of each tree chunk).
     pub hash_ns: u64,
     /// Signature checks.
     pub signature_ns: u64,

@@ -103,9 +103,10 @@ fn replayed_bundle_is_rejected() {
     let b = stage(&dev, RES, 1, &data);
     let claimed = d.claim(APP_A, TASK_A, RES).unwrap();
     assert_eq!(claimed.content, data);
-    // The digest the driver verified comes with it: apps need not hash the bytes again.
-    let digest: [u8; 48] = <sha2::Sha384 as sha2::Digest>::digest(&data).into();
-    assert_eq!(claimed.content_sha384, digest);
+    // The tree root the driver verified comes with it: apps need not hash the bytes again.
+    let list = crate::testdev::tree_list(&data);
+    let root = crate::testdev::tree_root(data.len() as u64, &list);
+    assert_eq!(claimed.tree_root, root);
     dev.dev().deliver(&b);
     assert_eq!(rejected(&mut d, RejectReason::Replay), 1);
     // The claimed copy stays cached, untouched by the replay.

@@ -8,6 +8,7 @@ mod messages;
 mod nocache;
 mod parallel;
 mod rings;
+mod tree;
 
 use std::vec::Vec;
 

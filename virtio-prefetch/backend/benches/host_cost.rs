@@ -1,5 +1,5 @@
 //! Host-side cost of one bundle at 4 KiB, 64 KiB and 1 MiB: the parts (SHA-384 of the content,
-//! the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
+//! its chunk tree, the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
 //! a memfd-backed region), 16 bundles under one batch manifest (F_MANIFEST), and the whole path
 //! through the real daemon (a vhost-user frontend over a socket, a demand on ctrlq, the
 //! bundle's chunks through stagingq, waiting on the call eventfd).
@@ -86,6 +86,16 @@ fn parts(size: usize, label: &str) {
             black_box(Sha384::digest(black_box(&resource.content)));
         },
     );
+    measure(
+        &format!("{label}: chunk tree (SHA-256 per 64 KiB, SHA-384 root)"),
+        runs,
+        size,
+        || {
+            black_box(see_prefetch_backend::tree::ChunkTree::of(black_box(
+                &resource.content,
+            )));
+        },
+    );
     let mut header = signer.header(&spec, &session);
     measure(&format!("{label}: ECDSA P-384 sign"), 41, 0, || {
         signer.sign(black_box(&mut header));
@@ -95,10 +105,14 @@ fn parts(size: usize, label: &str) {
         runs,
         size,
         || {
-            black_box(encode_bundle(&header, &resource.content));
+            black_box(encode_bundle(
+                &header,
+                &resource.tree.list,
+                &resource.content,
+            ));
         },
     );
-    let bundle = encode_bundle(&header, &resource.content);
+    let bundle = encode_bundle(&header, &resource.tree.list, &resource.content);
     let mem = driver::shared_memory();
     let mut message = vec![0u8; MessageHeader::LEN + Chunk::FIXED_LEN + CHUNK];
     measure(
@@ -131,7 +145,11 @@ fn parts(size: usize, label: &str) {
         || {
             let mut header = signer.header(&spec, &session);
             signer.sign(&mut header);
-            black_box(encode_bundle(&header, &resource.content));
+            black_box(encode_bundle(
+                &header,
+                &resource.tree.list,
+                &resource.content,
+            ));
         },
     );
 }

@@ -763,6 +763,7 @@ impl PrefetchDevice {
         self.send_seal(SealJob::Bundle {
             generation: self.generation,
             header: Box::new(header),
+            list: resource.tree.list,
             content: resource.content,
             #[cfg(feature = "fault-injection")]
             tamper: order.tamper,
@@ -783,7 +784,7 @@ impl PrefetchDevice {
                 demand_cookie: 0,
             };
             let header = bundle_header(&spec, &session, self.take_seq());
-            bundles.push((header, resource.content));
+            bundles.push((header, resource.tree.list, resource.content));
         }
         debug!("manifest seq {seq} covers {} bundles", bundles.len());
         self.send_seal(SealJob::Batch {
@@ -1152,7 +1153,8 @@ impl PrefetchDevice {
                 });
                 (
                     Status::Ok,
-                    (size + BundleHeader::LEN as u64) as u32,
+                    (size + BundleHeader::LEN as u64 + virtio_prefetch_wire::digest_list_len(size))
+                        as u32,
                     header.cookie,
                 )
             }

@@ -35,6 +35,7 @@ pub mod profile;
 mod seal;
 pub mod signer;
 pub mod store;
+pub mod tree;
 
 use std::{
     os::unix::net::UnixStream,

@@ -5,7 +5,7 @@
 //! takes one sequence number for the manifest, then one per bundle (manifests and bundles share
 //! the session's sequence), marks each bundle `IN_MANIFEST` with a zero signature, and signs
 //! the manifest over `tbs_prefix() || entries`, each entry the SHA-384 of one bundle's
-//! `to_be_signed` bytes. The manifest must reach the guest before the bundles it lists.
+//! `to_be_signed` bytes (which hold the bundle's tree root, so an entry binds the content). The manifest must reach the guest before the bundles it lists.
 
 use sha2::{Digest, Sha384};
 use thiserror::Error;
@@ -59,11 +59,12 @@ pub fn sign_batch(
 ) -> Result<Batch, BatchError> {
     count(items.len())?;
     let seq = signer.take_seq();
-    let headers: Vec<(BundleHeader, &[u8])> = items
+    let headers: Vec<(BundleHeader, &[u8], &[u8])> = items
         .iter()
         .map(|spec| {
             (
                 signer.header(spec, session),
+                spec.resource.tree.list.as_slice(),
                 spec.resource.content.as_slice(),
             )
         })
@@ -72,24 +73,25 @@ pub fn sign_batch(
 }
 
 /// Signs a batch whose sequence numbers are already chosen: the manifest's `seq`, and each
-/// bundle's in its header (unsigned; marked IN_MANIFEST here), with its content.
+/// bundle's in its header (unsigned; marked IN_MANIFEST here), with its digest list and its
+/// content.
 pub fn seal_batch(
     signer: &dyn StatementSigner,
     session: &Session,
     seq: u64,
-    bundles: Vec<(BundleHeader, &[u8])>,
+    bundles: Vec<(BundleHeader, &[u8], &[u8])>,
 ) -> Result<Batch, BatchError> {
     let count = count(bundles.len())?;
     let mut encoded = Vec::with_capacity(bundles.len());
     let mut entries: Vec<[u8; DIGEST_LEN]> = Vec::with_capacity(bundles.len());
     let mut statements = Vec::with_capacity(bundles.len());
-    for (mut header, content) in bundles {
+    for (mut header, list, content) in bundles {
         header.flags = header.flags.union(BundleFlags::IN_MANIFEST);
         header.signature = [0; 96];
         let tbs = header.to_be_signed();
         entries.push(Sha384::digest(tbs).into());
         statements.push(tbs);
-        encoded.push((header, encode_bundle(&header, content)));
+        encoded.push((header, encode_bundle(&header, list, content)));
     }
     let mut manifest = ManifestHeader {
         count,
@@ -163,6 +165,12 @@ mod tests {
             let (bundle, content) = BundleHeader::parse_bundle(bytes).unwrap();
             assert_eq!(&bundle, header);
             assert_eq!(content, resources[i].content.as_slice());
+            // The entry binds the tree root, and so the content.
+            assert_eq!(bundle.tree_root, resources[i].tree.root);
+            let mut other_root = bundle;
+            other_root.tree_root[0] ^= 1;
+            let other: [u8; 48] = Sha384::digest(other_root.to_be_signed()).into();
+            assert_ne!(ManifestHeader::entry(entries, i), Some(&other));
             assert_eq!(
                 bundle.seq,
                 2 + i as u64,

@@ -15,8 +15,8 @@ pub struct HostProfile {
     /// Fetch workers: getting content from the store (file reads, a remote origin), its hash
     /// left out.
     pub read_ns: u64,
-    /// Fetch workers: the SHA-384 of the content (the store checks its objects by it, and the
-    /// bundle header carries it).
+    /// Fetch workers: hashing the content: its SHA-384 (the store checks its objects by it)
+    /// and its chunk tree (SHA-256 per tree chunk and the root the bundle header carries).
     pub hash_ns: u64,
     /// Sealing thread: ECDSA P-384 signatures (bundles, manifests, floors snapshots).
     pub sign_ns: u64,
@@ -51,6 +51,16 @@ pub fn sha384(content: &[u8]) -> [u8; 48] {
     let ns = elapsed_ns(start);
     HASH_NS.with(|h| h.set(h.get().saturating_add(ns)));
     digest
+}
+
+/// The chunk tree of `content`, its time counted for this thread's `take_hash_ns` like
+/// [`sha384`]'s.
+pub fn chunk_tree(content: &[u8]) -> crate::tree::ChunkTree {
+    let start = Instant::now();
+    let tree = crate::tree::ChunkTree::of(content);
+    let ns = elapsed_ns(start);
+    HASH_NS.with(|h| h.set(h.get().saturating_add(ns)));
+    tree
 }
 
 /// Hashing time counted on this thread by [`sha384`] since the last call.

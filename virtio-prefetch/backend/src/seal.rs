@@ -38,6 +38,8 @@ pub(crate) enum SealJob {
         generation: u64,
         /// The unsigned header (sequence number set).
         header: Box<BundleHeader>,
+        /// The digest list of the content's chunk tree (computed by the fetch worker).
+        list: Vec<u8>,
         content: Vec<u8>,
         /// The fault injection in force when it was ordered.
         #[cfg(feature = "fault-injection")]
@@ -49,12 +51,13 @@ pub(crate) enum SealJob {
         header: FloorsHeader,
         floors: Vec<Floor>,
     },
-    /// A manifest (sequence number `seq`) and the bundles it covers.
+    /// A manifest (sequence number `seq`) and the bundles it covers: header, digest list,
+    /// content.
     Batch {
         generation: u64,
         session: Session,
         seq: u64,
-        bundles: Vec<(BundleHeader, Vec<u8>)>,
+        bundles: Vec<(BundleHeader, Vec<u8>, Vec<u8>)>,
     },
 }
 
@@ -174,6 +177,7 @@ fn seal_untimed(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
         SealJob::Bundle {
             generation,
             mut header,
+            list,
             content,
             #[cfg(feature = "fault-injection")]
             tamper,
@@ -183,6 +187,7 @@ fn seal_untimed(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
                     header.signature = signature;
                     vec![seal_bundle(
                         *header,
+                        &list,
                         content,
                         #[cfg(feature = "fault-injection")]
                         tamper,
@@ -219,7 +224,10 @@ fn seal_untimed(signer: &dyn StatementSigner, job: SealJob) -> Sealed {
             seq,
             bundles,
         } => {
-            let parts = bundles.iter().map(|(h, c)| (*h, c.as_slice())).collect();
+            let parts = bundles
+                .iter()
+                .map(|(h, l, c)| (*h, l.as_slice(), c.as_slice()))
+                .collect();
             let objects = match seal_batch(signer, &session, seq, parts) {
                 Ok(batch) => {
                     let mut objects = Vec::with_capacity(batch.bundles.len() + 1);
@@ -285,6 +293,7 @@ fn seal_floors(
 /// Encodes a signed bundle, applying the fault injection asked for.
 fn seal_bundle(
     header: BundleHeader,
+    list: &[u8],
     content: Vec<u8>,
     #[cfg(feature = "fault-injection")] tamper: Tamper,
 ) -> SealedObject {
@@ -295,14 +304,14 @@ fn seal_bundle(
         let signed = Some((header, Sha384::digest(header.to_be_signed()).into()));
         let content = Faults::corrupt(tamper, &mut header, content);
         SealedObject {
-            bytes: encode_bundle(&header, &content),
+            bytes: encode_bundle(&header, list, &content),
             header: Some(header),
             signed,
             rewrite: tamper == Tamper::RewriteAfterDelivery,
         }
     }
     #[cfg(not(feature = "fault-injection"))]
-    object(encode_bundle(&header, &content), Some(header))
+    object(encode_bundle(&header, list, &content), Some(header))
 }
 
 #[cfg(test)]
@@ -336,6 +345,7 @@ mod tests {
         SealJob::Bundle {
             generation: 4,
             header: Box::new(header(resource, seq)),
+            list: resource.tree.list.clone(),
             content: resource.content.clone(),
             #[cfg(feature = "fault-injection")]
             tamper: Tamper::None,
@@ -351,7 +361,13 @@ mod tests {
         )
         .unwrap();
         spawn(Arc::new(LocalSigner::new(key())), jobs, done, wake, None).unwrap();
-        let a = StoredResource::new(1, 1, ResourceKind::Data, 9, vec![1; 300]);
+        let a = StoredResource::new(
+            1,
+            1,
+            ResourceKind::Data,
+            9,
+            (0..200_000).map(|i| i as u8).collect(),
+        );
         let b = StoredResource::new(2, 1, ResourceKind::Code, 9, vec![2; 40]);
         jobs_tx.send(bundle_job(&a, 1)).unwrap();
         jobs_tx
@@ -360,16 +376,22 @@ mod tests {
                 session: SESSION,
                 seq: 2,
                 bundles: vec![
-                    (header(&a, 3), a.content.clone()),
-                    (header(&b, 4), b.content.clone()),
+                    (header(&a, 3), a.tree.list.clone(), a.content.clone()),
+                    (header(&b, 4), b.tree.list.clone(), b.content.clone()),
                 ],
             })
             .unwrap();
         let vk = VerifyingKey::from(&key());
         let one = results.recv().unwrap();
         assert_eq!((one.generation, one.objects.len()), (4, 1));
-        let (h, body) = BundleHeader::parse_bundle(&one.objects[0].bytes).unwrap();
+        let (h, list, body) = BundleHeader::parse_tree(&one.objects[0].bytes).unwrap();
         assert_eq!((h.seq, body), (1, a.content.as_slice()));
+        // The digest list between header and content, and its root under the signature.
+        assert_eq!(list, a.tree.list.as_slice());
+        assert_eq!(
+            h.tree_root,
+            crate::tree::ChunkTree::root_of(body.len() as u64, list)
+        );
         vk.verify(
             &h.to_be_signed(),
             &Signature::from_slice(&h.signature).unwrap(),
@@ -406,7 +428,7 @@ mod tests {
             generation: 1,
             session: SESSION,
             seq: 2,
-            bundles: vec![(header(&a, 3), a.content.clone())],
+            bundles: vec![(header(&a, 3), a.tree.list.clone(), a.content.clone())],
         };
         assert!(seal(&Refusing, batch).objects.is_empty());
     }

@@ -130,7 +130,7 @@ pub fn bundle_header(spec: &BundleSpec<'_>, session: &Session, seq: u64) -> Bund
         resource_id: spec.resource.id,
         resource_version: spec.resource.version,
         content_len: spec.resource.content.len() as u64,
-        content_sha384: spec.resource.sha384,
+        tree_root: spec.resource.tree.root,
         session_nonce: session.nonce,
         epoch: session.epoch,
         seq,
@@ -214,16 +214,19 @@ impl StatementSigner for Signer {
     }
 }
 
-/// Serialises a whole bundle: header then content.
-pub fn encode_bundle(header: &BundleHeader, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; BundleHeader::LEN + content.len()];
+/// Serialises a whole bundle: header, the digest list of the content's chunk tree (`list`,
+/// [`crate::tree::ChunkTree::list`]), then content.
+pub fn encode_bundle(header: &BundleHeader, list: &[u8], content: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; BundleHeader::LEN + list.len() + content.len()];
     // The header was built from this content; its length is within the wire limit, checked
     // when the store handed it out.
     if header.encode(&mut out).is_err() {
         out.truncate(0);
         return out;
     }
-    out[BundleHeader::LEN..].copy_from_slice(content);
+    let (list_out, content_out) = out[BundleHeader::LEN..].split_at_mut(list.len());
+    list_out.copy_from_slice(list);
+    content_out.copy_from_slice(content);
     out
 }
 
@@ -257,7 +260,7 @@ mod tests {
         signer.sign(&mut header);
         assert_eq!(header.seq, 1);
         assert_eq!(signer.next_seq(), 2);
-        let bytes = encode_bundle(&header, &resource.content);
+        let bytes = encode_bundle(&header, &resource.tree.list, &resource.content);
         let (parsed, content) = BundleHeader::parse_bundle(&bytes).unwrap();
         assert_eq!(content, b"payload");
         let vk = VerifyingKey::from_sec1_bytes(&signer.verifying_key_sec1()).unwrap();

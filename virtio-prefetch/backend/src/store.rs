@@ -117,15 +117,19 @@ pub struct StoredResource {
     pub app_id: u32,
     /// The bytes.
     pub content: Vec<u8>,
-    /// SHA-384 of `content` (the store's name for it; the signer puts it in the bundle as is,
-    /// so a store must hand out content and digest that match: the guest checks them).
+    /// SHA-384 of `content` (the store's name for it, by which it checks its objects).
     pub sha384: [u8; 48],
+    /// The chunk tree of `content` (the bundle carries its list, and its root under the
+    /// signature, as is: a store must hand out content and tree that match, the guest checks
+    /// them).
+    pub tree: crate::tree::ChunkTree,
 }
 
 impl StoredResource {
     /// A resource whose digest is computed from `content`.
     pub fn new(id: u64, version: u64, kind: ResourceKind, app_id: u32, content: Vec<u8>) -> Self {
         let sha384 = crate::profile::sha384(&content);
+        let tree = crate::profile::chunk_tree(&content);
         Self {
             id,
             version,
@@ -133,6 +137,7 @@ impl StoredResource {
             app_id,
             content,
             sha384,
+            tree,
         }
     }
 }
@@ -314,6 +319,7 @@ impl DiskStore {
                 digest: v.digest.clone(),
             });
         }
+        let tree = crate::profile::chunk_tree(&content);
         Ok(StoredResource {
             id,
             version: v.version,
@@ -321,6 +327,7 @@ impl DiskStore {
             app_id: entry.app,
             content,
             sha384,
+            tree,
         })
     }
 }

@@ -1,15 +1,18 @@
-//! The signed bundle: a 256-byte header, then the resource content.
+//! The signed bundle: a 256-byte header, the chunk tree's digest list, then the resource
+//! content (SPEC.md section 6; the tree is [`crate::tree`]'s).
 //!
 //! The signature covers [`BundleHeader::to_be_signed`]: a domain-separation context followed by
-//! every field that a security decision in the guest depends on. `flags` and `demand_cookie`
+//! every field that a security decision in the guest depends on, the chunk tree's root among
+//! them. `flags` and `demand_cookie`
 //! are deliberately not covered: they only route a bundle to a pending demand, and the guest
 //! re-checks every routed bundle against the signed fields.
 
 use crate::bytes::{Reader, Writer};
+use crate::tree::digest_list_len;
 use crate::{WireError, DIGEST_LEN, MAX_CONTENT_LEN, NONCE_LEN, SIGNATURE_LEN};
 
 /// Domain-separation context in front of every signed bundle statement.
-pub const BUNDLE_CONTEXT: &[u8] = b"SEE-PTO virtio-prefetch bundle v1\0";
+pub const BUNDLE_CONTEXT: &[u8] = b"SEE-PTO virtio-prefetch bundle v2\0";
 /// Length of [`BundleHeader::to_be_signed`].
 pub const BUNDLE_TBS_LEN: usize = BUNDLE_CONTEXT.len() + 136;
 
@@ -93,10 +96,11 @@ pub struct BundleHeader {
     pub resource_id: u64,
     /// The resource's version (rollback protection).
     pub resource_version: u64,
-    /// Bytes of content after the header.
+    /// Bytes of content (after the header and the digest list).
     pub content_len: u64,
-    /// SHA-384 of the content.
-    pub content_sha384: [u8; DIGEST_LEN],
+    /// The root of the content's chunk tree: SHA-384 of `tree_root_prefix(content_len)` and
+    /// the digest list.
+    pub tree_root: [u8; DIGEST_LEN],
     /// The guest session's nonce (from its Hello).
     pub session_nonce: [u8; NONCE_LEN],
     /// The guest session's epoch.
@@ -114,21 +118,47 @@ impl BundleHeader {
     pub const LEN: usize = 256;
     /// "SEEB" in little-endian ASCII.
     pub const MAGIC: u32 = 0x4245_4553;
-    /// The format version this build speaks.
-    pub const FORMAT_VERSION: u16 = 1;
+    /// The format version this build speaks (2: the chunk tree; version 1 is refused).
+    pub const FORMAT_VERSION: u16 = 2;
 
-    /// Parses a whole bundle: the header, and exactly `content_len` bytes of content after it.
+    /// Bytes of this bundle's digest list (32 per tree chunk).
+    pub fn digest_list_len(&self) -> usize {
+        digest_list_len(self.content_len) as usize
+    }
+
+    /// Where the content starts in the bundle: after the header and the digest list.
+    pub fn content_offset(&self) -> usize {
+        Self::LEN + self.digest_list_len()
+    }
+
+    /// Bytes of the whole bundle: header, digest list and content.
+    pub fn object_len(&self) -> u64 {
+        self.content_offset() as u64 + self.content_len
+    }
+
+    /// Parses a whole bundle and returns the header and its content (the digest list between
+    /// them is [`Self::parse_tree`]'s).
     pub fn parse_bundle(buf: &[u8]) -> Result<(Self, &[u8]), WireError> {
+        Self::parse_tree(buf).map(|(header, _, content)| (header, content))
+    }
+
+    /// Parses a whole bundle: the header, exactly `32 x ceil(content_len / TREE_CHUNK_LEN)`
+    /// bytes of digest list, then exactly `content_len` bytes of content. Returns the header,
+    /// the digest list and the content. Checks structure only: the list against the root and
+    /// the content against the list are the receiver's (it has the hashes).
+    pub fn parse_tree(buf: &[u8]) -> Result<(Self, &[u8], &[u8]), WireError> {
         let header = Self::parse(buf)?;
-        let content = buf.get(Self::LEN..).unwrap_or(&[]);
-        if content.len() as u64 != header.content_len {
+        let rest = buf.get(Self::LEN..).unwrap_or(&[]);
+        let declared = header.object_len() - Self::LEN as u64;
+        if rest.len() as u64 != declared {
             return Err(WireError::LengthMismatch {
-                what: "bundle content",
-                declared: header.content_len,
-                actual: content.len() as u64,
+                what: "bundle digest list and content",
+                declared,
+                actual: rest.len() as u64,
             });
         }
-        Ok((header, content))
+        let (list, content) = rest.split_at(header.digest_list_len());
+        Ok((header, list, content))
     }
 
     /// Parses the 256-byte header at the start of `buf`.
@@ -162,7 +192,7 @@ impl BundleHeader {
                 limit: MAX_CONTENT_LEN,
             });
         }
-        let content_sha384 = r.array()?;
+        let tree_root = r.array()?;
         let session_nonce = r.array()?;
         let (epoch, seq) = (r.u64()?, r.u64()?);
         let demand_cookie = r.u32()?;
@@ -179,7 +209,7 @@ impl BundleHeader {
             resource_id,
             resource_version,
             content_len,
-            content_sha384,
+            tree_root,
             session_nonce,
             epoch,
             seq,
@@ -208,7 +238,7 @@ impl BundleHeader {
         w.u64(self.resource_id);
         w.u64(self.resource_version);
         w.u64(self.content_len);
-        w.bytes(&self.content_sha384);
+        w.bytes(&self.tree_root);
         w.bytes(&self.session_nonce);
         w.u64(self.epoch);
         w.u64(self.seq);
@@ -221,7 +251,7 @@ impl BundleHeader {
 
     /// The exact bytes the signature covers (the signer hashes them with SHA-384):
     /// [`BUNDLE_CONTEXT`], then format version, kind, app, task, resource, version, content
-    /// length, content digest, session nonce, epoch and sequence number, little-endian.
+    /// length, tree root, session nonce, epoch and sequence number, little-endian.
     pub fn to_be_signed(&self) -> [u8; BUNDLE_TBS_LEN] {
         let mut out = [0u8; BUNDLE_TBS_LEN];
         // The buffer has exactly the right size, so the writer always exists.
@@ -236,7 +266,7 @@ impl BundleHeader {
         w.u64(self.resource_id);
         w.u64(self.resource_version);
         w.u64(self.content_len);
-        w.bytes(&self.content_sha384);
+        w.bytes(&self.tree_root);
         w.bytes(&self.session_nonce);
         w.u64(self.epoch);
         w.u64(self.seq);

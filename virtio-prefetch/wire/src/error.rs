@@ -69,6 +69,12 @@ pub enum WireError {
     /// A chunk does not continue the object being reassembled.
     #[error("chunk out of sequence: {0}")]
     OutOfSequence(&'static str),
+    /// A tree chunk of a bundle's content does not hash to its entry in the digest list.
+    #[error("tree chunk {index} does not match its digest")]
+    ChunkDigest {
+        /// The chunk's index in the content (0 is the first).
+        index: u64,
+    },
     /// No memory could be reserved for a reassembled object (the allocation failed).
     #[error("no memory for a reassembled object of {need} bytes")]
     NoMemory {

@@ -2,7 +2,7 @@
 //!
 //! One `no_std` crate, used by both the vhost-user backend on the host and the guest driver
 //! inside the SEE, so the two sides cannot drift. It holds the device constants, the 16-byte
-//! message header, every message payload, the bundle, manifest and floors-snapshot formats, the exact bytes a
+//! message header, every message payload, the bundle (with its chunk tree), manifest and floors-snapshot formats, the exact bytes a
 //! signature covers ([`BundleHeader::to_be_signed`], [`ManifestHeader::tbs_prefix`]), a
 //! chunk-sequence checker ([`ChunkSequence`]) and a one-object-at-a-time reassembler
 //! ([`Reassembler`]) over a caller-provided buffer or, with the `alloc` feature, a
@@ -14,8 +14,9 @@
 //! into a caller-provided buffer and return the number of bytes written.
 //!
 //! The crate does no cryptography and has no dependency but `thiserror` (without `std`):
-//! callers compute SHA-384 digests and ECDSA P-384 signatures over the byte strings this crate
-//! defines (the backend with `p384::ecdsa::SigningKey`, the guest driver with `VerifyingKey`),
+//! callers compute SHA-256 chunk digests, SHA-384 digests and ECDSA P-384 signatures over the
+//! byte strings this crate defines (the incremental chunk check, [`ChunkVerifier`], takes the
+//! SHA-256 as a [`ChunkDigest`]) (the backend with `p384::ecdsa::SigningKey`, the guest driver with `VerifyingKey`),
 //! so the wire format stays small, auditable and free of a crypto version choice.
 //!
 //! # Example
@@ -47,6 +48,7 @@ mod floors;
 mod manifest;
 mod message;
 mod reassembler;
+mod tree;
 
 pub use bundle::{BundleFlags, BundleHeader, ResourceKind, BUNDLE_CONTEXT, BUNDLE_TBS_LEN};
 pub use chunks::ChunkSequence;
@@ -61,6 +63,10 @@ pub use message::{
 #[cfg(any(test, feature = "alloc"))]
 pub use reassembler::HeapBuffer;
 pub use reassembler::{ObjectBuffer, Reassembler};
+pub use tree::{
+    digest_list_len, tree_chunks, tree_root_prefix, ChunkDigest, ChunkVerifier, MAX_TREE_CHUNKS,
+    TREE_CHUNK_LEN, TREE_CONTEXT, TREE_DIGEST_LEN, TREE_ROOT_PREFIX_LEN,
+};
 
 #[cfg(test)]
 mod malformed_tests;
@@ -72,3 +78,5 @@ mod seed_tests;
 mod spec_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

@@ -163,7 +163,7 @@ fn bundle() -> BundleHeader {
         resource_id: 3,
         resource_version: 4,
         content_len: 3,
-        content_sha384: [6; 48],
+        tree_root: [6; 48],
         session_nonce: [7; 32],
         epoch: 8,
         seq: 9,
@@ -174,7 +174,7 @@ fn bundle() -> BundleHeader {
 
 #[test]
 fn bundle_faults_have_their_own_errors() {
-    let mut buf = [0u8; BundleHeader::LEN + 3];
+    let mut buf = [0u8; BundleHeader::LEN + 32 + 3];
     bundle().encode(&mut buf).unwrap();
     assert_eq!(
         BundleHeader::parse_bundle(&buf[..255]),
@@ -193,12 +193,13 @@ fn bundle_faults_have_their_own_errors() {
                 found: u32::from_le_bytes(*b"XEEB"),
             },
         ),
+        // Version 1 (the bundle without a chunk tree) is no longer accepted.
         (
             4,
-            2,
+            1,
             WireError::BadVersion {
                 what: "bundle",
-                found: 2,
+                found: 1,
             },
         ),
         (
@@ -300,7 +301,7 @@ fn rng(mut state: u64) -> impl FnMut() -> u64 {
 #[test]
 fn mutated_bundles_and_manifests_never_panic_and_stay_canonical() {
     let mut next = rng(0xB0_4D1E);
-    let mut bundle_buf = [0u8; BundleHeader::LEN + 3];
+    let mut bundle_buf = [0u8; BundleHeader::LEN + 32 + 3];
     bundle().encode(&mut bundle_buf).unwrap();
     let mut manifest_buf = [0u8; ManifestHeader::LEN + 2 * DIGEST_LEN];
     ManifestHeader {

@@ -142,7 +142,7 @@ fn random_bundles_and_manifests_round_trip() {
             resource_id: rng.u64(),
             resource_version: rng.u64(),
             content_len: rng.u64() % (MAX_CONTENT_LEN + 1),
-            content_sha384: rng.bytes(),
+            tree_root: rng.bytes(),
             session_nonce: rng.bytes(),
             epoch: rng.u64(),
             seq: rng.u64(),

@@ -126,6 +126,12 @@ impl HeapBuffer {
     pub fn reserved(&self) -> usize {
         self.bytes.capacity()
     }
+
+    /// The bytes of the object in progress received so far (its prefix, in order), for a
+    /// receiver that checks an object as it arrives.
+    pub fn filled(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 #[cfg(any(test, feature = "alloc"))]

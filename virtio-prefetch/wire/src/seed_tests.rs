@@ -97,16 +97,18 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
         resource_id: 3,
         resource_version: 4,
         content_len: 4,
-        content_sha384: [5; DIGEST_LEN],
+        tree_root: [5; DIGEST_LEN],
         session_nonce: [6; NONCE_LEN],
         epoch: 1,
         seq: 1,
         demand_cookie: 0,
         signature: [7; SIGNATURE_LEN],
     };
-    let mut buf = vec![0u8; BundleHeader::LEN + 4];
+    // Header, the one-chunk digest list, content (the digest is not checked by the parser).
+    let mut buf = vec![0u8; BundleHeader::LEN + TREE_DIGEST_LEN + 4];
     bundle.encode(&mut buf).unwrap();
-    buf[BundleHeader::LEN..].copy_from_slice(b"data");
+    buf[BundleHeader::LEN..BundleHeader::LEN + TREE_DIGEST_LEN].fill(8);
+    buf[BundleHeader::LEN + TREE_DIGEST_LEN..].copy_from_slice(b"data");
     out.push(("wire_bundle", "bundle".into(), buf));
     let manifest = ManifestHeader {
         count: 2,
@@ -156,6 +158,15 @@ fn seeds() -> Vec<(&'static str, std::string::String, Vec<u8>)> {
     // one chunk (control 44: a total, an explicit offset 0, salt 0, run to the end).
     let interleaved = [4u8, 8, 0, 0, 4, 1, 0, 4, 44, 8, 0, 0, 0, 0].to_vec();
     out.push(("wire_reassembler", "interleaved".into(), interleaved));
+    // The chunk tree: control bytes (content length 0x020005 = two tree chunks and 5 bytes,
+    // transport pieces of 1 + 250 x 4 bytes, an operation, where it applies), then the bytes
+    // the content is stretched from. Operation 0 leaves the bundle intact, 1 flips a bit,
+    // 3 swaps the first two chunks.
+    for (name, op) in [("intact", 0u8), ("flipped_bit", 1), ("swapped", 3)] {
+        let mut tree = [5u8, 0, 2, 250, 0, op, 7, 0].to_vec();
+        tree.extend_from_slice(b"SEE-PTO chunk tree seed");
+        out.push(("wire_tree", name.into(), tree));
+    }
     out
 }
 
@@ -172,6 +183,8 @@ fn accepted(target: &str, data: &[u8]) -> bool {
         "wire_manifest" => ManifestHeader::parse_manifest(data).is_ok(),
         "wire_floors" => FloorsHeader::parse_floors(data).is_ok(),
         "wire_config" => DeviceConfig::parse(data).is_ok(),
+        // Control bytes, then content: any input of at least 8 bytes is a case.
+        "wire_tree" => data.len() >= 8,
         // Decoded into chunks by the target itself; the first chunk must start an object.
         "wire_reassembler" => data.first().is_some_and(|&control| control & 4 != 0),
         other => panic!("no parser known for fuzz target {other}"),

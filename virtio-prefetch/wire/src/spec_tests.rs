@@ -325,7 +325,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
         resource_id: 0x63,
         resource_version: 0x64,
         content_len: 0x65,
-        content_sha384: [0x66; 48],
+        tree_root: [0x66; 48],
         session_nonce: [0x67; 32],
         epoch: 0x68,
         seq: 0x69,
@@ -341,7 +341,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
         BundleHeader::LEN,
         &[
             ("magic", &BundleHeader::MAGIC.to_le_bytes()),
-            ("format_version", &1u16.to_le_bytes()),
+            ("format_version", &2u16.to_le_bytes()),
             ("flags", &2u16.to_le_bytes()),
             ("kind", &1u16.to_le_bytes()),
             ("app_id", &0x61u32.to_le_bytes()),
@@ -349,7 +349,7 @@ fn spec_bundle_and_manifest_tables_match_the_encoders() {
             ("resource_id", &0x63u64.to_le_bytes()),
             ("resource_version", &0x64u64.to_le_bytes()),
             ("content_len", &0x65u64.to_le_bytes()),
-            ("content_sha384", &[0x66; 48]),
+            ("tree_root", &[0x66; 48]),
             ("session_nonce", &[0x67; 32]),
             ("epoch", &0x68u64.to_le_bytes()),
             ("seq", &0x69u64.to_le_bytes()),
@@ -459,4 +459,28 @@ fn spec_names_every_code_with_the_code_value() {
     ] {
         assert!(SPEC.contains(&item), "SPEC.md lacks `{item}`");
     }
+}
+
+#[test]
+fn spec_states_the_chunk_tree_constants_the_code_uses() {
+    // The context strings as the spec writes them (`\0` for the trailing NUL).
+    let written = |context: &[u8]| {
+        let text = core::str::from_utf8(&context[..context.len() - 1]).unwrap();
+        std::format!("\"{text}\\0\"")
+    };
+    for context in [TREE_CONTEXT, BUNDLE_CONTEXT] {
+        assert_eq!(context.last(), Some(&0));
+        assert!(SPEC.contains(&written(context)), "{context:?}");
+    }
+    assert!(SPEC.contains(&std::format!("{} bytes", TREE_CONTEXT.len())));
+    assert_eq!(TREE_CHUNK_LEN, 65536);
+    assert!(SPEC.contains("Tree chunks are fixed at 64 KiB"));
+    assert!(SPEC.contains(&std::format!("chunk_size u64 ({TREE_CHUNK_LEN})")));
+    assert!(SPEC.contains(&std::format!(
+        "format_version = {}",
+        BundleHeader::FORMAT_VERSION
+    )));
+    assert!(SPEC.contains(&std::format!("at most {MAX_TREE_CHUNKS}\nchunks")));
+    assert_eq!(TREE_DIGEST_LEN, 32);
+    assert_eq!(TREE_ROOT_PREFIX_LEN, TREE_CONTEXT.len() + 16);
 }

@@ -247,7 +247,7 @@ fn bundle() -> BundleHeader {
         resource_id: 3,
         resource_version: 4,
         content_len: 5,
-        content_sha384: [6; 48],
+        tree_root: [6; 48],
         session_nonce: [7; 32],
         epoch: 8,
         seq: 9,
@@ -259,17 +259,37 @@ fn bundle() -> BundleHeader {
 #[test]
 fn bundle_round_trips_and_checks_its_content_length() {
     let header = bundle();
-    let mut buf = [0u8; BundleHeader::LEN + 5];
+    // Header, one digest (5 bytes is one tree chunk), content.
+    let mut buf = [0u8; BundleHeader::LEN + 32 + 5];
     assert_eq!(header.encode(&mut buf).unwrap(), 256);
-    buf[256..].copy_from_slice(b"hello");
+    buf[256..288].copy_from_slice(&[0xd1; 32]);
+    buf[288..].copy_from_slice(b"hello");
     let (parsed, content) = BundleHeader::parse_bundle(&buf).unwrap();
     assert_eq!((parsed, content), (header, &b"hello"[..]));
+    let (_, list, content) = BundleHeader::parse_tree(&buf).unwrap();
+    assert_eq!((list, content), (&[0xd1; 32][..], &b"hello"[..]));
+    assert_eq!(
+        (
+            header.digest_list_len(),
+            header.content_offset(),
+            header.object_len()
+        ),
+        (32, 288, 293)
+    );
     assert!(matches!(
-        BundleHeader::parse_bundle(&buf[..260]),
+        BundleHeader::parse_bundle(&buf[..292]),
         Err(WireError::LengthMismatch { .. })
     ));
-    let mut long = [0u8; BundleHeader::LEN + 6];
-    long[..261].copy_from_slice(&buf);
+    // Without its digest list, the bytes are too short.
+    let mut v1_layout = [0u8; BundleHeader::LEN + 5];
+    v1_layout[..256].copy_from_slice(&buf[..256]);
+    v1_layout[256..].copy_from_slice(b"hello");
+    assert!(matches!(
+        BundleHeader::parse_bundle(&v1_layout),
+        Err(WireError::LengthMismatch { .. })
+    ));
+    let mut long = [0u8; BundleHeader::LEN + 32 + 6];
+    long[..293].copy_from_slice(&buf);
     assert!(matches!(
         BundleHeader::parse_bundle(&long),
         Err(WireError::LengthMismatch { .. })
@@ -308,7 +328,7 @@ fn the_signed_statement_covers_every_security_field_and_not_the_routing_ones() {
         |b| b.resource_id += 1,
         |b| b.resource_version += 1,
         |b| b.content_len += 1,
-        |b| b.content_sha384[47] ^= 1,
+        |b| b.tree_root[47] ^= 1,
         |b| b.session_nonce[0] ^= 1,
         |b| b.epoch += 1,
         |b| b.seq += 1,

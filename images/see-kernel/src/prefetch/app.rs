@@ -102,10 +102,11 @@ fn hex(bytes: &[u8]) -> alloc::string::String {
 /// The work a task does on a resource: a see-workload resource is inflated, parsed and
 /// checksummed (`see_workload::process`); anything else contributes its SHA-384. Returns the
 /// SHA-384 to print and the word the resource adds to its task's result
-/// (`see_workload::resource_word`). The digest is the one the driver checked against the
-/// signed bundle header: the bytes are not hashed a second time.
+/// (`see_workload::resource_word`). The driver checked the content chunk by chunk against the
+/// signed tree root (SHA-256 chunks, not one SHA-384 of the whole), so this SHA-384 is the
+/// task's work, computed here over the verified private copy.
 fn work(resource: &Resource) -> Result<([u8; 48], u64), alloc::string::String> {
-    let digest = resource.content_sha384;
+    let digest: [u8; 48] = <sha2::Sha384 as sha2::Digest>::digest(&resource.content).into();
     let word = see_workload::resource_word(&resource.content, &digest)
         .map_err(|e| alloc::format!("resource {} failed processing: {e}", resource.resource_id))?;
     Ok((digest, word))

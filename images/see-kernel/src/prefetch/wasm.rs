@@ -74,7 +74,7 @@ impl Key {
             app: r.app_id,
             resource: r.resource_id,
             version: r.version,
-            digest: r.content_sha384,
+            digest: r.tree_root,
         }
     }
 }
