@@ -1,10 +1,10 @@
 //! The guest's chunk hash: SHA-256 of one tree chunk of a bundle's content (SPEC.md section 6).
 //!
-//! Every chunk digest the driver computes goes through [`ChunkHasher`], so the implementation
-//! can be swapped in one place (for one using the CPU's SHA extensions). For now it is
-//! `sha2::Sha256` (portable software in the guest, which has no SSE/AVX state for ring 3).
+//! Every chunk digest the driver computes goes through [`ChunkHasher`]: the crate's
+//! [`crate::sha256::Sha256`], which uses the CPU's SHA extensions once the kernel has enabled
+//! them ([`crate::sha256::enable_hardware`]) and portable software otherwise.
 
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 use virtio_prefetch_wire::{ChunkDigest, TREE_DIGEST_LEN};
 
 /// An incremental SHA-256.
@@ -30,7 +30,7 @@ impl ChunkHasher {
 
     /// The digest of everything given.
     pub fn finalize(self) -> [u8; TREE_DIGEST_LEN] {
-        self.0.finalize().into()
+        self.0.finalize()
     }
 }
 
