@@ -508,6 +508,13 @@ pub struct HyperArgs {
     /// context: it then learns the attributes only through their own embeddings.
     #[arg(long)]
     pub no_cross: bool,
+    /// Width of each attribute's embedding in a model with context (default 8).
+    #[arg(long)]
+    pub attr_embed: Option<usize>,
+    /// Width of the gap bucket's embedding in a model with context (default 4; 0: none, the
+    /// gap then reaches the model only as a log-scaled number).
+    #[arg(long)]
+    pub gap_embed: Option<usize>,
 }
 
 impl HyperArgs {
@@ -518,9 +525,16 @@ impl HyperArgs {
             context: if self.no_context {
                 ContextShape::default()
             } else {
+                let d = ContextShape::of(attrs, true);
                 ContextShape {
                     cross: !self.no_cross && !attrs.is_empty(),
-                    ..ContextShape::of(attrs, true)
+                    attr_embed: if attrs.is_empty() {
+                        0
+                    } else {
+                        self.attr_embed.unwrap_or(d.attr_embed)
+                    },
+                    gap_embed: self.gap_embed.unwrap_or(d.gap_embed),
+                    ..d
                 }
             },
             ..self.params(kind)
