@@ -505,7 +505,9 @@ pub struct HyperArgs {
     #[arg(long)]
     pub no_context: bool,
     /// Leave out the (request, attribute value, gap bucket) cross embeddings of a model with
-    /// context: it then learns the attributes only through their own embeddings.
+    /// context: it then learns the attributes only through their own embeddings. By default
+    /// the model with context is trained with and without them, and the one with the lower
+    /// validation loss is kept.
     #[arg(long)]
     pub no_cross: bool,
     /// Width of each attribute's embedding in a model with context (default 8).
