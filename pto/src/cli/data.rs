@@ -505,9 +505,18 @@ pub struct HyperArgs {
     #[arg(long)]
     pub no_context: bool,
     /// Leave out the (request, attribute value, gap bucket) cross embeddings of a model with
-    /// context: it then learns the attributes only through their own embeddings.
+    /// context: it then learns the attributes only through their own embeddings. By default
+    /// the model with context is trained with and without them, and the one with the lower
+    /// validation loss is kept.
     #[arg(long)]
     pub no_cross: bool,
+    /// Width of each attribute's embedding in a model with context (default 8).
+    #[arg(long)]
+    pub attr_embed: Option<usize>,
+    /// Width of the gap bucket's embedding in a model with context (default 4; 0: none, the
+    /// gap then reaches the model only as a log-scaled number).
+    #[arg(long)]
+    pub gap_embed: Option<usize>,
 }
 
 impl HyperArgs {
@@ -518,9 +527,16 @@ impl HyperArgs {
             context: if self.no_context {
                 ContextShape::default()
             } else {
+                let d = ContextShape::of(attrs, true);
                 ContextShape {
                     cross: !self.no_cross && !attrs.is_empty(),
-                    ..ContextShape::of(attrs, true)
+                    attr_embed: if attrs.is_empty() {
+                        0
+                    } else {
+                        self.attr_embed.unwrap_or(d.attr_embed)
+                    },
+                    gap_embed: self.gap_embed.unwrap_or(d.gap_embed),
+                    ..d
                 }
             },
             ..self.params(kind)

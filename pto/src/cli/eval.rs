@@ -10,7 +10,7 @@ use see_pto::{
     },
     nn::{self, fit_weights, Hybrid, ModelKind, NeuralPredictor},
     plot::plot,
-    predict::{observe_sessions, ContextPpm, Ppm, Predictor, Reactive, StaticGraph},
+    predict::{observe_sessions, ContextPpm, CountModel, Ppm, Predictor, Reactive, StaticGraph},
     protocol::{chronological, with_end, Protocol},
 };
 
@@ -127,7 +127,22 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // The count model the learned models are mixed with: the best count model on the
+    // validation split (the context-aware PPM included), fitted like the weights on the
+    // training split, then refitted on training and validation for the mixture.
+    let ppm_name = Ppm::new(vocab.clone(), a.ppm_order).name().to_owned();
     let mut ctx_ppm = chosen.fresh();
+    let (mix_counts, mix_tried) =
+        CountModel::select(vocab.clone(), chosen, a.ppm_order, &split.train, &split.val);
+    eprintln!(
+        "count model for the mixtures, validation top-1: {} (chosen: {})",
+        mix_tried
+            .iter()
+            .map(|(n, s)| format!("{n} {:.1} %", 100.0 * s))
+            .collect::<Vec<_>>()
+            .join(", "),
+        mix_counts.name()
+    );
     observe_sessions(&mut ctx_ppm, &fit);
     let ctx_ppm_name = ctx_ppm.name().to_owned();
     predictors.push(Box::new(ctx_ppm));
@@ -176,17 +191,16 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         }
         learned.push(NeuralPredictor::new(&trained)?);
     }
-    // Each learned model alone, then mixed with PPM (weight fitted on the validation split
-    // against a PPM counted on the training split; the mixture uses the train+val PPM).
-    let mut ppm_train = Ppm::new(vocab.clone(), a.ppm_order);
-    observe_sessions(&mut ppm_train, &split.train);
+    // Each learned model alone, then mixed with the chosen count model (weight fitted on the
+    // validation split against the count model counted on the training split; the mixture
+    // uses the one counted on training and validation).
     let mut hybrids: Vec<Box<dyn Predictor>> = Vec::new();
     for m in learned {
-        let w = fit_weights(&m, &ppm_train, &split.val);
-        let mut ppm = Ppm::new(vocab.clone(), a.ppm_order);
+        let w = fit_weights(&m, &mix_counts, &split.val);
+        let mut ppm = mix_counts.fresh();
         observe_sessions(&mut ppm, &fit);
         eprintln!(
-            "{}+{}: weights {:?} on the learned model by PPM evidence 0, 1-3, 4-15, 16-63, 64-255, 256+ (fitted on the validation split)",
+            "{}+{}: weights {:?} on the learned model by count evidence 0, 1-3, 4-15, 16-63, 64-255, 256+ (fitted on the validation split)",
             m.name(),
             ppm.name(),
             w.0
@@ -226,7 +240,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
         "static-graph",
         "popularity",
         "markov1",
-        ppm_train.name(),
+        &ppm_name,
         &ctx_ppm_name,
     ];
     let versus = comparison(&rows, &baselines);

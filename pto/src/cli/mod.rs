@@ -251,12 +251,34 @@ pub fn train_with_bar(
     if hp.context.is_empty() {
         return Ok(with);
     }
+    // The cross embeddings learn each (request, attribute value, gap bucket) apart, as a count
+    // model does; where many attribute values share a behaviour (the segments workload) the
+    // attribute embeddings alone pool them better. Which one holds is decided on validation.
+    let mut kept = (with, "with context");
+    if hp.context.cross {
+        let plain_hp = HyperParams {
+            context: nn::ContextShape {
+                cross: false,
+                ..hp.context.clone()
+            },
+            ..hp.clone()
+        };
+        let plain = train_one(&plain_hp, vocab.clone(), attrs, train, val)?;
+        let (a, b) = (kept.0.report.best_val_loss, plain.report.best_val_loss);
+        eprintln!(
+            "{}: validation loss {b:.4} with context but no cross embedding, {a:.4} with them",
+            hp.kind.name()
+        );
+        if b < a {
+            kept = (plain, "with context, no cross embedding");
+        }
+    }
     let blind_hp = HyperParams {
         context: nn::ContextShape::default(),
         ..hp.clone()
     };
     let blind = train_one(&blind_hp, vocab, attrs, train, val)?;
-    let (a, b) = (with.report.best_val_loss, blind.report.best_val_loss);
+    let (a, b) = (kept.0.report.best_val_loss, blind.report.best_val_loss);
     if b < a {
         eprintln!(
             "{}: the context-free model has the lower validation loss ({b:.4} against {a:.4} with context): kept",
@@ -265,10 +287,11 @@ pub fn train_with_bar(
         Ok(blind)
     } else {
         eprintln!(
-            "{}: the model with context has the lower validation loss ({a:.4} against {b:.4} without): kept",
-            hp.kind.name()
+            "{}: the model {} has the lower validation loss ({a:.4} against {b:.4} without): kept",
+            hp.kind.name(),
+            kept.1
         );
-        Ok(with)
+        Ok(kept.0)
     }
 }
 

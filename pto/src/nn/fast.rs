@@ -13,7 +13,7 @@ use super::{
     model::{cross_buckets, cross_id, pair_buckets, pair_id, ContextShape, HyperParams, ModelKind},
     NnError,
 };
-use crate::context::{Features, TIME_FEATURES};
+use crate::context::{Features, GAP_BUCKETS, TIME_FEATURES};
 
 /// Named weights, as in a checkpoint.
 pub type Weights = HashMap<String, Tensor>;
@@ -94,6 +94,8 @@ struct CtxProj {
     out: usize,
     /// Per attribute: `values × out`.
     attrs: Vec<Vec<f32>>,
+    /// `GAP_BUCKETS × out`: the gap bucket's embedding, projected; empty without one.
+    gap: Vec<f32>,
     /// `TIME_FEATURES × out`: per time feature, its column of the matrix (so that adding
     /// it is one vectorised pass, skipped when the feature is 0); empty without time features.
     time: Vec<f32>,
@@ -129,8 +131,23 @@ impl CtxProj {
                 Ok(proj)
             })
             .collect::<Result<_, NnError>>()?;
+        let gap_at = from + shape.attribute_values.len() * ae;
+        let ge = shape.gap_embed;
+        let gap = if ge > 0 {
+            let emb = take(w, "ctx.gap.weight", &[GAP_BUCKETS, ge])?;
+            let mut proj = vec![0f32; GAP_BUCKETS * out];
+            for v in 0..GAP_BUCKETS {
+                for r in 0..out {
+                    let row = &m[r * cols + gap_at..][..ge];
+                    proj[v * out + r] = dot(row, &emb[v * ge..][..ge]);
+                }
+            }
+            proj
+        } else {
+            Vec::new()
+        };
         let time = if shape.time {
-            let at = from + shape.attribute_values.len() * ae;
+            let at = gap_at + ge;
             (0..TIME_FEATURES)
                 .flat_map(|k| (0..out).map(move |r| m[r * cols + at + k]))
                 .collect()
@@ -141,6 +158,7 @@ impl CtxProj {
             shape: shape.clone(),
             out,
             attrs,
+            gap,
             time,
             bias: Vec::new(),
         })
@@ -155,6 +173,12 @@ impl CtxProj {
         for (i, proj) in self.attrs.iter().enumerate() {
             let id = self.shape.attr_id(&f.attrs, i) as usize;
             for (a, p) in acc.iter_mut().zip(&proj[id * out..][..out]) {
+                *a += p;
+            }
+        }
+        if !self.gap.is_empty() {
+            let id = usize::from(f.gap).min(GAP_BUCKETS - 1);
+            for (a, p) in acc.iter_mut().zip(&self.gap[id * out..][..out]) {
                 *a += p;
             }
         }

@@ -1,5 +1,8 @@
-//! A learned model interpolated with the PPM baseline: `w * p_model + (1 - w) * p_ppm`, where
-//! the weight `w` depends on how much evidence PPM has for the context.
+//! A learned model interpolated with a count baseline: `w * p_model + (1 - w) * p_count`,
+//! where the weight `w` depends on how much evidence the count model has for the context.
+//! The count model is a [`CountModel`]: the context-blind PPM, or the context-aware PPM where
+//! it is the best count model on validation ([`CountModel::select`]), so that the mixture
+//! falls back to it where the context decides the next request.
 //!
 //! Neural models learn long-range structure that counts cannot see, but where a short context
 //! has been seen often the counts are sharper than a model trained on the same data. The
@@ -13,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{NeuralPredictor, NnError};
 use crate::{
-    predict::{top_k, Ppm, Prediction, Predictor, SessionContext, SessionState},
+    predict::{
+        top_k, CountDistribution, CountModel, Prediction, Predictor, SessionContext, SessionState,
+    },
     trace::Session,
     vocab::{TypeId, Vocabulary},
 };
@@ -40,18 +45,25 @@ impl MixWeights {
     }
 }
 
-/// A learned model mixed with a PPM model.
+/// A learned model mixed with a count model.
 #[derive(Clone, Debug)]
 pub struct Hybrid {
     name: String,
     model: NeuralPredictor,
-    ppm: Ppm,
+    ppm: CountModel,
     weights: MixWeights,
 }
 
 impl Hybrid {
-    /// Mixes `model` and `ppm` with `weights` on the model; both must use one vocabulary.
-    pub fn new(model: NeuralPredictor, ppm: Ppm, weights: MixWeights) -> Result<Self, NnError> {
+    /// Mixes `model` and the count model `ppm` (a [`crate::predict::Ppm`] or a
+    /// [`crate::predict::ContextPpm`]) with `weights` on the model; both must use one
+    /// vocabulary.
+    pub fn new(
+        model: NeuralPredictor,
+        ppm: impl Into<CountModel>,
+        weights: MixWeights,
+    ) -> Result<Self, NnError> {
+        let ppm = ppm.into();
         if model.vocabulary() != ppm.vocabulary() {
             return Err(NnError::Vocabulary);
         }
@@ -66,6 +78,11 @@ impl Hybrid {
     /// The weights on the learned model.
     pub fn weights(&self) -> MixWeights {
         self.weights
+    }
+
+    /// The count model it mixes with.
+    pub fn counts(&self) -> &CountModel {
+        &self.ppm
     }
 
     /// The full mixed distribution.
@@ -84,7 +101,8 @@ impl Hybrid {
 }
 
 /// The weights in `0, 0.05, .., 1` (per evidence bucket) that maximise the log-likelihood of
-/// `val` under the mixture of `model` and `ppm` (which must not have seen `val`). A bucket
+/// `val` under the mixture of `model` and the count model `ppm` (a [`crate::predict::Ppm`],
+/// [`crate::predict::ContextPpm`] or [`CountModel`], which must not have seen `val`). A bucket
 /// without validation positions gets the overall best weight.
 ///
 /// The mixture must never score below its better component: the better of the model alone
@@ -92,7 +110,11 @@ impl Hybrid {
 /// then top-3 hits, then log-likelihood; unless the fitted weights beat it there (as many
 /// top-1 and top-3 hits or more, and more of one, or the same and a higher likelihood), its
 /// weights are returned instead.
-pub fn fit_weights(model: &NeuralPredictor, ppm: &Ppm, val: &[Session]) -> MixWeights {
+pub fn fit_weights<C: CountDistribution + ?Sized>(
+    model: &NeuralPredictor,
+    ppm: &C,
+    val: &[Session],
+) -> MixWeights {
     fit(
         &|ctx| model.distribution(ctx),
         &|ctx| (ppm.distribution(ctx), ppm.support(ctx)),
@@ -201,7 +223,7 @@ impl Predictor for Hybrid {
     }
 
     fn attributes(&self) -> Option<&crate::context::Attributes> {
-        self.model.attributes()
+        self.model.attributes().or_else(|| self.ppm.attributes())
     }
 
     fn predict(&self, context: &SessionContext, k: usize) -> Vec<Prediction> {
@@ -227,7 +249,13 @@ impl Predictor for Hybrid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Request;
+    use crate::{
+        generate::{generate, Workload, WorkloadSpec},
+        metadata::ServiceCatalogue,
+        predict::{observe_sessions, ContextPpm, Ppm},
+        split::SplitSpec,
+        trace::Request,
+    };
 
     fn sess(kinds: &[TypeId]) -> Session {
         Session {
@@ -307,5 +335,88 @@ mod tests {
         let mut val: Vec<Session> = (0..5).map(|_| sess(&[1, 3])).collect();
         val.push(sess(&[2, 4]));
         assert_eq!(fit(&model, &ppm, &val), MixWeights([0.0; 6]));
+    }
+
+    /// Top-1 accuracy on `sessions` of the mixture of `model` and `counts` under `w`.
+    fn mixed_top1(
+        model: &dyn Fn(&SessionContext) -> Vec<f32>,
+        counts: &CountModel,
+        w: MixWeights,
+        sessions: &[Session],
+    ) -> f64 {
+        let (mut hit, mut n) = (0u32, 0u32);
+        for s in sessions {
+            let features = s.features();
+            let mut ctx = SessionContext::new();
+            for (t, r) in s.requests.iter().enumerate() {
+                if t > 0 {
+                    let wt = w.weight(counts.support(&ctx));
+                    let mixed: Vec<f32> = model(&ctx)
+                        .iter()
+                        .zip(counts.distribution(&ctx))
+                        .map(|(a, b)| wt * a + (1.0 - wt) * b)
+                        .collect();
+                    n += 1;
+                    hit += u32::from(top_k(&mixed, 1).first().map(|p| p.kind) == Some(r.kind));
+                }
+                ctx.push_with(r.kind, features[t]);
+            }
+        }
+        f64::from(hit) / f64::from(n.max(1))
+    }
+
+    /// On a segments trace the next request depends on the cohort and the gap: the
+    /// context-aware PPM is the best count model there. A learned model that reads no context
+    /// (the blind PPM stands in for it) must not drag the mixture below that count model: the
+    /// mixture has to be built with the context-aware PPM, chosen on validation, and fall back
+    /// to it. With the blind PPM as the count model (as before) it scores far below.
+    #[test]
+    fn the_mixture_falls_back_to_the_context_aware_count_model_where_it_wins() {
+        let cat = ServiceCatalogue::default_catalogue();
+        let spec = WorkloadSpec::preset(Workload::Segments, 1500, 3);
+        let trace = generate(&cat.vocabulary(), &spec).unwrap();
+        let split = SplitSpec::default().split(&trace.sessions);
+        let vocab = Arc::new(trace.vocab.clone());
+        let (ctx, _) = ContextPpm::select(
+            vocab.clone(),
+            &trace.attributes,
+            4,
+            &split.train,
+            &split.val,
+        );
+        let (counts, tried) = CountModel::select(vocab.clone(), ctx, 4, &split.train, &split.val);
+        assert!(
+            matches!(counts, CountModel::Context(_)),
+            "the context-aware PPM wins on validation: {tried:?}"
+        );
+        let mut blind = Ppm::new(vocab, 4);
+        observe_sessions(&mut blind, &split.train);
+        let w = fit(
+            &|c| blind.distribution(c),
+            &|c| (counts.distribution(c), counts.support(c)),
+            &split.val,
+        );
+        // Refitted on training and validation, scored on test.
+        let all: Vec<Session> = split.train.iter().chain(&split.val).cloned().collect();
+        let mut counts_all = counts.fresh();
+        observe_sessions(&mut counts_all, &all);
+        let mut blind_all = blind.fresh();
+        observe_sessions(&mut blind_all, &all);
+        let model = |c: &SessionContext| blind_all.distribution(c);
+        let mix = mixed_top1(&model, &counts_all, w, &split.test);
+        let ctx_alone = mixed_top1(&model, &counts_all, MixWeights([0.0; 6]), &split.test);
+        let blind_alone = mixed_top1(&model, &counts_all, MixWeights([1.0; 6]), &split.test);
+        assert!(
+            ctx_alone > blind_alone + 0.05,
+            "{ctx_alone} vs {blind_alone}"
+        );
+        assert!(
+            mix >= ctx_alone - 0.005,
+            "the mixture {mix} falls below the context-aware PPM {ctx_alone} (weights {w:?})"
+        );
+        // The old mixture, with the blind PPM as its count model, cannot reach it.
+        let old_counts = CountModel::from(blind_all.clone());
+        let old = mixed_top1(&model, &old_counts, MixWeights([0.5; 6]), &split.test);
+        assert!(old < ctx_alone - 0.05, "{old} vs {ctx_alone}");
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! With a [`ContextShape`], each position's input also reads the request's context: one
 //! embedding per attribute and the scaled numeric time features
-//! ([`crate::context::Features::time_vector`]), concatenated to the token embedding (the
+//! ([`crate::context::Features::time_vector`]) with an embedding of the gap bucket, concatenated to the token embedding (the
 //! LSTM reads the concatenation; the Transformer projects the context part into its width
 //! and adds it, which is a linear map of the concatenation). The start token's context is
 //! all unknown and zero.
@@ -114,6 +114,12 @@ pub struct ContextShape {
     pub attr_embed: usize,
     /// Read the numeric time features.
     pub time: bool,
+    /// Width of an embedding of the gap bucket ([`Features::gap`], whose bounds match the
+    /// generated workloads' speed classes) read beside the numeric time features (0: none):
+    /// a gap threshold a learned model would otherwise have to carve out of one log-scaled
+    /// number.
+    #[serde(default)]
+    pub gap_embed: usize,
     /// Add, per attribute, an embedding of the (token, attribute value, gap bucket) triple
     /// to the token embedding (hashed into at most `MAX_CROSS_BUCKETS`): a sparse feature
     /// that lets the network learn per-context transitions as sharply as counting does.
@@ -137,6 +143,8 @@ pub fn cross_id(token: u32, value: u32, gap: u8, vin: usize, values: usize) -> u
 
 /// Default width of an attribute embedding.
 pub const ATTR_EMBED: usize = 8;
+/// Default width of the gap bucket's embedding (with the time features).
+pub const GAP_EMBED: usize = 4;
 
 impl ContextShape {
     /// Every attribute of `attrs`, and the time features when `time`.
@@ -147,6 +155,7 @@ impl ContextShape {
                 .collect(),
             attr_embed: if attrs.is_empty() { 0 } else { ATTR_EMBED },
             time,
+            gap_embed: if time { GAP_EMBED } else { 0 },
             cross: !attrs.is_empty(),
         }
     }
@@ -158,7 +167,9 @@ impl ContextShape {
 
     /// Width of the context vector concatenated to each input.
     pub fn width(&self) -> usize {
-        self.attribute_values.len() * self.attr_embed + if self.time { TIME_FEATURES } else { 0 }
+        self.attribute_values.len() * self.attr_embed
+            + self.gap_embed
+            + if self.time { TIME_FEATURES } else { 0 }
     }
 
     /// The id of attribute `i` in `a` as the model reads it (unknown when out of range).
@@ -178,6 +189,8 @@ impl ContextShape {
 pub struct ContextBatch {
     /// Attribute ids, one tensor per attribute.
     pub attrs: Vec<Tensor>,
+    /// Gap bucket ids `(B, T)`, when the shape embeds them.
+    pub gap: Option<Tensor>,
     /// Time features.
     pub time: Option<Tensor>,
     /// Cross-embedding ids, one `(B, T)` tensor per attribute when the shape asks for them.
@@ -206,6 +219,17 @@ impl ContextBatch {
                 Tensor::from_vec(ids, (b, t), dev)
             })
             .collect::<Result<_>>()?;
+        let gap = if shape.gap_embed > 0 {
+            let ids: Vec<u32> = rows
+                .iter()
+                .flat_map(|r| {
+                    (0..t).map(move |j| u32::from(at(r, j).gap).min(GAP_BUCKETS as u32 - 1))
+                })
+                .collect();
+            Some(Tensor::from_vec(ids, (b, t), dev)?)
+        } else {
+            None
+        };
         let time = if shape.time {
             let v: Vec<f32> = rows
                 .iter()
@@ -236,7 +260,12 @@ impl ContextBatch {
         } else {
             Vec::new()
         };
-        Ok(Self { attrs, time, cross })
+        Ok(Self {
+            attrs,
+            gap,
+            time,
+            cross,
+        })
     }
 }
 
@@ -271,6 +300,7 @@ struct Input {
     tok: Embedding,
     pair: Option<Embedding>,
     attrs: Vec<Embedding>,
+    gap: Option<Embedding>,
     cross: Vec<Embedding>,
     vin: usize,
 }
@@ -298,6 +328,15 @@ impl Input {
                     candle_nn::embedding(n, hp.context.attr_embed, vb.pp(format!("ctx.attr{i}")))
                 })
                 .collect::<Result<_>>()?,
+            gap: if hp.context.gap_embed > 0 {
+                Some(candle_nn::embedding(
+                    GAP_BUCKETS,
+                    hp.context.gap_embed,
+                    vb.pp("ctx.gap"),
+                )?)
+            } else {
+                None
+            },
             cross: if hp.context.cross {
                 hp.context
                     .attribute_values
@@ -339,6 +378,9 @@ impl Input {
             .zip(&ctx.attrs)
             .map(|(e, ids)| e.forward(ids))
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(e), Some(ids)) = (&self.gap, &ctx.gap) {
+            parts.push(e.forward(ids)?);
+        }
         parts.extend(ctx.time.clone());
         if parts.is_empty() {
             return Ok(None);
@@ -413,6 +455,7 @@ impl HyperParams {
         if !c.attribute_values.is_empty() {
             fits(c.attr_embed, 1, 256, "context attr_embed")?;
         }
+        fits(c.gap_embed, 0, 256, "context gap_embed")?;
         let lr_ok = self.learning_rate > 0.0 && self.learning_rate < 1.0;
         if !(0.0..0.9).contains(&self.dropout) {
             return Err(HyperError::Dropout(self.dropout));

@@ -35,6 +35,7 @@ fn ctx_shape() -> ContextShape {
         attribute_values: vec![3, 4],
         attr_embed: 3,
         time: true,
+        gap_embed: 2,
         cross: true,
     }
 }
@@ -122,6 +123,7 @@ fn every_parameter_receives_a_non_zero_gradient() {
             let (i, _, _, c) = batch(&refs, &hp.context, 7, &Device::Cpu).unwrap();
             let zero_time = ContextBatch {
                 attrs: c.attrs.clone(),
+                gap: c.gap.clone(),
                 time: c.time.as_ref().map(|t| t.zeros_like().unwrap()),
                 cross: c.cross.clone(),
             };

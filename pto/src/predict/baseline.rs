@@ -106,6 +106,16 @@ impl Ppm {
         }
     }
 
+    /// The same model (name and order), untrained: to refit it on more data.
+    pub fn fresh(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            vocab: self.vocab.clone(),
+            max_order: self.max_order,
+            orders: vec![HashMap::new(); self.max_order + 1],
+        }
+    }
+
     /// The longest context used.
     pub fn max_order(&self) -> usize {
         self.max_order

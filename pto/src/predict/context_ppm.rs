@@ -137,6 +137,22 @@ impl ContextPpm {
         Self::new(self.vocab.clone(), &self.attrs, self.order, &self.keys)
     }
 
+    /// The evidence behind the answer for `context`: [`Ppm::support`] of the model of the
+    /// last request's context value, or of the blind model when that value was never seen
+    /// (or nothing is conditioned on).
+    pub fn support(&self, context: &SessionContext) -> u32 {
+        if self.keys.is_empty() {
+            return self.blind.support(context);
+        }
+        match self
+            .by_value
+            .get(&bucket(&self.keys, &context.last_features()))
+        {
+            Some(m) => m.support(context),
+            None => self.blind.support(context),
+        }
+    }
+
     /// The full next-request distribution, dense over the vocabulary.
     pub fn distribution(&self, context: &SessionContext) -> Vec<f32> {
         let base = self.blind.distribution(context);
@@ -154,7 +170,7 @@ impl ContextPpm {
 }
 
 /// Top-1 accuracy of `p` over every position after the first of `sessions`.
-fn top1(p: &dyn Predictor, sessions: &[Session]) -> f64 {
+pub(crate) fn top1(p: &dyn Predictor, sessions: &[Session]) -> f64 {
     let (mut hit, mut n) = (0u64, 0u64);
     for s in sessions {
         let features = s.features();

@@ -8,12 +8,14 @@
 
 mod baseline;
 mod context_ppm;
+mod counts;
 mod static_graph;
 
 use std::sync::Arc;
 
 pub use baseline::{Markov1, Popularity, Ppm, Reactive};
 pub use context_ppm::ContextPpm;
+pub use counts::{CountDistribution, CountModel};
 pub use static_graph::StaticGraph;
 
 use crate::{
