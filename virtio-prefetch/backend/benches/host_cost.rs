@@ -1,5 +1,5 @@
 //! Host-side cost of one bundle at 4 KiB, 64 KiB and 1 MiB: the parts (SHA-384 of the content,
-//! its chunk tree, the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
+//! its chunk tree, reading the object and a whole store read, the ECDSA P-384 signature, serialising the bundle, chunking it into 64 KiB staging buffers of
 //! a memfd-backed region), 16 bundles under one batch manifest (F_MANIFEST), and the whole path
 //! through the real daemon (a vhost-user frontend over a socket, a demand on ctrlq, the
 //! bundle's chunks through stagingq, waiting on the call eventfd).
@@ -20,7 +20,7 @@ use p384::ecdsa::SigningKey;
 use see_prefetch_backend::{
     manifest::sign_batch,
     signer::{encode_bundle, BundleSpec, Session, Signer},
-    store::{DiskStore, StoredResource},
+    store::{DiskStore, ResourceStore, StoredResource},
     Backend, BackendConfig,
 };
 use sha2::{Digest, Sha384};
@@ -94,6 +94,31 @@ fn parts(size: usize, label: &str) {
             black_box(see_prefetch_backend::tree::ChunkTree::of(black_box(
                 &resource.content,
             )));
+        },
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = DiskStore::open(dir.path()).expect("a store");
+    store
+        .add(1, 1, ResourceKind::Data, 1, &resource.content)
+        .expect("added");
+    let object = dir
+        .path()
+        .join("objects")
+        .join(see_prefetch_backend::store::hex(&resource.sha384));
+    measure(
+        &format!("{label}: read the object (page cache)"),
+        runs,
+        size,
+        || {
+            black_box(std::fs::read(black_box(&object)).expect("read"));
+        },
+    );
+    measure(
+        &format!("{label}: store get (read, tree, checked)"),
+        runs,
+        size,
+        || {
+            black_box(store.get(1, 0).expect("got"));
         },
     );
     let mut header = signer.header(&spec, &session);

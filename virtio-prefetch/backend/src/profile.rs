@@ -13,10 +13,12 @@ use sha2::{Digest, Sha384};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostProfile {
     /// Fetch workers: getting content from the store (file reads, a remote origin), its hash
-    /// left out.
+    /// left out. Wall time: a worker waiting for a CPU (or, in a store that has one, a lock)
+    /// counts here.
     pub read_ns: u64,
-    /// Fetch workers: hashing the content: its SHA-384 (the store checks its objects by it)
-    /// and its chunk tree (SHA-256 per tree chunk and the root the bundle header carries).
+    /// Fetch workers: hashing the content: its chunk tree (SHA-256 per tree chunk and the root
+    /// the bundle header carries; the disk store checks objects by the root), and its SHA-384
+    /// only where a store has no root to check against (an index from before the tree).
     pub hash_ns: u64,
     /// Sealing thread: ECDSA P-384 signatures (bundles, manifests, floors snapshots).
     pub sign_ns: u64,

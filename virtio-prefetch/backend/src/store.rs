@@ -5,6 +5,15 @@
 //! of content-addressed objects (`objects/<sha384 hex>`) and an index (`index.json`) of every
 //! resource's versions. Writes are atomic (temporary file, then rename), so a crash never
 //! leaves a half-written object or index behind.
+//!
+//! Each version's index entry holds the object's SHA-384 (its name) and, since the chunk tree,
+//! the root of its chunk tree (SPEC.md section 6), both computed once when it is added. A read
+//! hashes the content once: it computes the chunk tree (the bundle needs it anyway; SHA-256,
+//! SHA-NI where the CPU has it) and checks its root against the index's, which binds the bytes
+//! and their length as the SHA-384 does; the SHA-384 handed out is the index's. An entry
+//! written before roots were recorded (no `root`) is checked by its SHA-384 instead; its root
+//! is then kept in memory and written to the index with the next `add`, so an old store keeps
+//! working and upgrades without a reader ever writing the index.
 
 use std::{
     collections::BTreeMap,
@@ -56,15 +65,18 @@ pub enum StoreError {
         /// The error.
         error: serde_json::Error,
     },
-    /// An object's bytes do not hash to its name.
+    /// An object's bytes do not match the index (their chunk tree root, or for an entry
+    /// without a root their SHA-384, differs from the index's).
     #[error(
-        "object {digest} of resource {id} is corrupt (its SHA-384 differs); re-add the resource"
+        "object {digest} of resource {id} is corrupt (its {check} differs from the index's); re-add the resource"
     )]
     CorruptObject {
         /// The resource.
         id: u64,
-        /// The expected digest.
+        /// The object's name (its SHA-384 as the index records it).
         digest: String,
+        /// What was compared: "chunk tree root" or "SHA-384".
+        check: &'static str,
     },
     /// A version that is not above the current one.
     #[error("resource {id} already has version {current}; a new version must be higher")]
@@ -99,6 +111,12 @@ pub enum IndexProblem {
     /// A digest that is not 96 hex digits.
     #[error("resource {id}: a digest is not 96 hex digits")]
     Digest {
+        /// The resource.
+        id: u64,
+    },
+    /// A chunk tree root that is not 96 hex digits.
+    #[error("resource {id}: a chunk tree root is not 96 hex digits")]
+    Root {
         /// The resource.
         id: u64,
     },
@@ -155,8 +173,13 @@ pub trait ResourceStore: Send + Sync {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct VersionEntry {
     version: u64,
+    /// SHA-384 of the content, lower-case hex: the object's name.
     digest: String,
     len: u64,
+    /// Root of the content's chunk tree, lower-case hex (absent in indexes written before
+    /// the chunk tree: such a version is checked by `digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -238,10 +261,15 @@ impl DiskStore {
                     {
                         return Err(bad(IndexProblem::Versions { id }));
                     }
-                    if entry.versions.iter().any(|v| {
-                        v.digest.len() != 96 || !v.digest.bytes().all(|b| b.is_ascii_hexdigit())
-                    }) {
+                    if entry.versions.iter().any(|v| unhex48(&v.digest).is_none()) {
                         return Err(bad(IndexProblem::Digest { id }));
+                    }
+                    if entry
+                        .versions
+                        .iter()
+                        .any(|v| v.root.as_deref().is_some_and(|r| unhex48(r).is_none()))
+                    {
+                        return Err(bad(IndexProblem::Root { id }));
                     }
                 }
                 index
@@ -280,6 +308,7 @@ impl DiskStore {
             }
         }
         let digest = hex(&Sha384::digest(content));
+        let root = hex(&crate::tree::ChunkTree::of(content).root);
         let object = self.dir.join("objects").join(&digest);
         if !object.exists() {
             write_atomic(&object, content)?;
@@ -295,6 +324,7 @@ impl DiskStore {
             version,
             digest,
             len: content.len() as u64,
+            root: Some(root),
         });
         let bytes =
             serde_json::to_vec_pretty(&*index).map_err(|error| StoreError::EncodeIndex {
@@ -304,59 +334,96 @@ impl DiskStore {
         write_atomic(&self.dir.join("index.json"), &bytes)
     }
 
+    /// Reads version `v` of resource `id` and checks it against the index (without holding
+    /// the index's lock: fetch workers read and hash in parallel).
     fn load(
         &self,
         id: u64,
-        entry: &ResourceEntry,
+        kind: ResourceKind,
+        app_id: u32,
         v: &VersionEntry,
     ) -> Result<StoredResource, StoreError> {
         let path = self.dir.join("objects").join(&v.digest);
         let content = fs::read(&path).map_err(io(&path))?;
-        let sha384 = crate::profile::sha384(&content);
-        if hex(&sha384) != v.digest {
-            return Err(StoreError::CorruptObject {
-                id,
-                digest: v.digest.clone(),
-            });
-        }
+        let corrupt = |check| StoreError::CorruptObject {
+            id,
+            digest: v.digest.clone(),
+            check,
+        };
+        // Checked by `open`; an unparsable name is a corrupt index, not a corrupt object.
+        let named = unhex48(&v.digest).ok_or_else(|| corrupt("SHA-384"))?;
         let tree = crate::profile::chunk_tree(&content);
+        let sha384 = match v.root.as_deref().and_then(unhex48) {
+            Some(root) if root == tree.root => named,
+            Some(_) => return Err(corrupt("chunk tree root")),
+            None => {
+                // An entry from before the chunk tree: check by the SHA-384, and keep the
+                // root (for this process, and for the index's next write).
+                if crate::profile::sha384(&content) != named {
+                    return Err(corrupt("SHA-384"));
+                }
+                self.remember_root(id, v, &tree.root);
+                named
+            }
+        };
         Ok(StoredResource {
             id,
             version: v.version,
-            kind: parse_kind(&entry.kind).unwrap_or(ResourceKind::Data),
-            app_id: entry.app,
+            kind,
+            app_id,
             content,
             sha384,
             tree,
         })
     }
-}
 
-impl ResourceStore for DiskStore {
-    fn get(&self, id: u64, min_version: u64) -> Result<StoredResource, StoreError> {
+    /// Records `root` for version `v` of `id` in the in-memory index (if the entry is still
+    /// the one read), so later reads check it and the next `add` writes it.
+    fn remember_root(&self, id: u64, v: &VersionEntry, root: &[u8; 48]) {
+        let mut index = self.index();
+        let entry = index.resources.get_mut(&id);
+        let found = entry.and_then(|e| {
+            e.versions
+                .iter_mut()
+                .find(|x| x.version == v.version && x.digest == v.digest)
+        });
+        if let Some(found) = found {
+            found.root.get_or_insert_with(|| hex(root));
+        }
+    }
+
+    /// The kind, app and entry of the version `pick` chooses, copied out of the index so the
+    /// lock is not held while reading.
+    fn entry(
+        &self,
+        id: u64,
+        min_version: u64,
+        pick: impl Fn(&[VersionEntry]) -> Option<&VersionEntry>,
+    ) -> Result<(ResourceKind, u32, VersionEntry), StoreError> {
         let index = self.index();
         let entry = index
             .resources
             .get(&id)
             .ok_or(StoreError::Unknown { id, min_version })?;
-        let newest = entry.versions.last().filter(|v| v.version >= min_version);
-        let newest = newest.ok_or(StoreError::Unknown { id, min_version })?;
-        self.load(id, entry, newest)
+        let v = pick(&entry.versions).ok_or(StoreError::Unknown { id, min_version })?;
+        let kind = parse_kind(&entry.kind).unwrap_or(ResourceKind::Data);
+        Ok((kind, entry.app, v.clone()))
+    }
+}
+
+impl ResourceStore for DiskStore {
+    fn get(&self, id: u64, min_version: u64) -> Result<StoredResource, StoreError> {
+        let (kind, app, v) = self.entry(id, min_version, |versions| {
+            versions.last().filter(|v| v.version >= min_version)
+        })?;
+        self.load(id, kind, app, &v)
     }
 
     fn get_version(&self, id: u64, version: u64) -> Result<StoredResource, StoreError> {
-        let index = self.index();
-        let unknown = StoreError::Unknown {
-            id,
-            min_version: version,
-        };
-        let entry = index.resources.get(&id).ok_or(unknown)?;
-        let found = entry.versions.iter().find(|v| v.version == version);
-        let found = found.ok_or(StoreError::Unknown {
-            id,
-            min_version: version,
+        let (kind, app, v) = self.entry(id, version, |versions| {
+            versions.iter().find(|v| v.version == version)
         })?;
-        self.load(id, entry, found)
+        self.load(id, kind, app, &v)
     }
 
     fn size_of(&self, id: u64) -> Result<u64, StoreError> {
@@ -371,6 +438,20 @@ impl ResourceStore for DiskStore {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 48 bytes that 96 hex digits (either case) spell, or None.
+fn unhex48(text: &str) -> Option<[u8; 48]> {
+    let text = text.as_bytes();
+    if text.len() != 96 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 48];
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 /// A store for tests whose fetches of chosen resources block until released.
@@ -519,6 +600,17 @@ mod tests {
             store.get(1, 0),
             Err(StoreError::CorruptObject { .. })
         ));
+        let index = fs::read_to_string(dir.path().join("index.json")).unwrap();
+        let bad_root = index.replace(&hex(&crate::tree::ChunkTree::of(b"bytes").root), "zz");
+        assert_ne!(bad_root, index, "the index records the root");
+        fs::write(dir.path().join("index.json"), bad_root).unwrap();
+        assert!(matches!(
+            DiskStore::open(dir.path()),
+            Err(StoreError::CorruptIndex {
+                problem: IndexProblem::Root { id: 1 },
+                ..
+            })
+        ));
         fs::write(dir.path().join("index.json"), b"{ not json").unwrap();
         assert!(matches!(
             DiskStore::open(dir.path()),
@@ -534,4 +626,117 @@ mod tests {
             Err(StoreError::CorruptIndex { .. })
         ));
     }
+
+    /// Three tree chunks and a bit, none alike.
+    fn multi_chunk() -> Vec<u8> {
+        let len = 3 * virtio_prefetch_wire::TREE_CHUNK_LEN + 100;
+        (0..len).map(|i| (i * 7 % 253) as u8).collect()
+    }
+
+    fn flip_byte(dir: &Path, content: &[u8], at: usize) {
+        let object = dir.join("objects").join(hex(&Sha384::digest(content)));
+        let mut bytes = fs::read(&object).unwrap();
+        bytes[at] ^= 0x01;
+        fs::write(&object, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_in_an_object_is_refused_by_its_tree_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let content = multi_chunk();
+        store.add(5, 1, ResourceKind::Data, 1, &content).unwrap();
+        let read = store.get(5, 0).unwrap();
+        assert_eq!(read.tree, crate::tree::ChunkTree::of(&content));
+        assert_eq!(read.sha384, <[u8; 48]>::from(Sha384::digest(&content)));
+        flip_byte(
+            dir.path(),
+            &content,
+            2 * virtio_prefetch_wire::TREE_CHUNK_LEN + 5,
+        );
+        let err = store.get(5, 0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::CorruptObject {
+                    id: 5,
+                    check: "chunk tree root",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    /// An index written before chunk tree roots were recorded.
+    fn strip_roots(dir: &Path) {
+        let path = dir.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for entry in index["resources"].as_object_mut().unwrap().values_mut() {
+            for v in entry["versions"].as_array_mut().unwrap() {
+                assert!(v.as_object_mut().unwrap().remove("root").is_some());
+            }
+        }
+        fs::write(&path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_old_index_without_roots_is_read_checked_and_upgraded_on_the_next_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = multi_chunk();
+        DiskStore::open(dir.path())
+            .unwrap()
+            .add(6, 1, ResourceKind::Code, 2, &content)
+            .unwrap();
+        strip_roots(dir.path());
+        let old_index = fs::read(dir.path().join("index.json")).unwrap();
+        assert!(!String::from_utf8_lossy(&old_index).contains("root"));
+
+        // Read: checked by its SHA-384, tree computed, nothing written by the reader.
+        let store = DiskStore::open(dir.path()).unwrap();
+        let read = store.get(6, 1).unwrap();
+        assert_eq!(
+            read,
+            StoredResource::new(6, 1, ResourceKind::Code, 2, content.clone())
+        );
+        assert_eq!(fs::read(dir.path().join("index.json")).unwrap(), old_index);
+
+        // A tampered object under the old index is refused by its SHA-384 ...
+        let fresh = DiskStore::open(dir.path()).unwrap();
+        flip_byte(dir.path(), &content, 10);
+        let err = fresh.get(6, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::CorruptObject {
+                    check: "SHA-384",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // ... and, once a read has learnt the root, by the root.
+        let err = store.get(6, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::CorruptObject {
+                    check: "chunk tree root",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        flip_byte(dir.path(), &content, 10);
+
+        // The next add writes the learnt root along with the new version: no version lost.
+        store.add(6, 2, ResourceKind::Code, 2, b"two").unwrap();
+        let index = fs::read_to_string(dir.path().join("index.json")).unwrap();
+        assert!(index.contains(&hex(&crate::tree::ChunkTree::of(&content).root)));
+        let again = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(again.get_version(6, 1).unwrap().content, content);
+        assert_eq!(again.get(6, 0).unwrap().content, b"two");
+    }
 }
+
