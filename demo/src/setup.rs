@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use see_pto::{
+    context::Attributes,
     faas::FaasSpec,
     generate::{generate, Workload, WorkloadSpec},
     import::{import_path, ImportOptions, Malformed},
     metadata::ServiceCatalogue,
     nn::{self, HyperParams, MixSpec, ModelKind},
-    predict::{observe_sessions, Ppm},
     split::SplitSpec,
     trace::{Session, Trace},
     vocab::Vocabulary,
@@ -83,8 +83,8 @@ pub fn load_sessions(
     Ok((t, desc))
 }
 
-/// Trains the LSTM on `train` (early stopping on `val`), fits its mixture with PPM on `val`
-/// as `pto train` does, and saves the checkpoint under `out/model/lstm`; returns its path.
+/// Trains the LSTM on `train` (early stopping on `val`), chooses its mixture's count model
+/// and weights on `val` as `pto train` does, and saves the checkpoint under `out/model/lstm`; returns its path.
 pub fn train_learned(
     vocab: &Vocabulary,
     train: &[Session],
@@ -104,7 +104,7 @@ pub fn train_learned(
             .progress_chars("=> "),
     );
     bar.set_prefix("train lstm");
-    let trained = nn::train(&hp, vocab.clone(), train, val, &mut |p| {
+    let trained = nn::train(&hp, vocab, train, val, &mut |p| {
         bar.set_length((p.epochs * p.steps) as u64);
         bar.set_position(((p.epoch - 1) * p.steps + p.step) as u64);
         bar.set_message(format!("epoch {}/{} loss {:.3}", p.epoch, p.epochs, p.loss));
@@ -112,9 +112,9 @@ pub fn train_learned(
     .map_err(|e| DemoError::Pto(e.to_string()))?;
     bar.finish_and_clear();
     let model = nn::NeuralPredictor::new(&trained).map_err(|e| DemoError::Pto(e.to_string()))?;
-    let mut ppm = Ppm::new(vocab, 4);
-    observe_sessions(&mut ppm, train);
-    let weights = nn::fit_weights(&model, &ppm, val);
+    // The count model chosen on validation, as `pto train` chooses it (the demo's model
+    // reads no attributes; the count model may still condition on the gap or hour bucket).
+    let (counts, weights, _) = nn::choose_mixture(&model, &Attributes::default(), 4, train, val);
     let dir = out.join("model");
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Io(format!("{}: {e}", dir.display())))?;
     let path = dir.join("lstm");
@@ -124,7 +124,7 @@ pub fn train_learned(
         Some(SplitSpec::default()),
         "the demo's training split",
         Some(MixSpec {
-            ppm_order: 4,
+            counts: counts.spec(),
             weights,
         }),
     )

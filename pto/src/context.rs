@@ -92,6 +92,12 @@ fn is_text(s: &str) -> bool {
 }
 
 impl Attributes {
+    /// Whether ids of this schema mean the same as ids of `other`: the same attribute names
+    /// and values in the same order (what was bucketed on import aside).
+    pub fn same_ids(&self, other: &Attributes) -> bool {
+        self.names == other.names && self.values == other.values
+    }
+
     /// Attributes of these names, each with an empty vocabulary.
     pub fn new<S: AsRef<str>>(names: &[S]) -> Result<Self, AttributeError> {
         if names.len() > MAX_ATTRIBUTES {
@@ -348,8 +354,10 @@ impl Features {
     }
 }
 
-/// One feature of the context a count model may condition on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// One feature of the context a count model may condition on (in a checkpoint: `"gap"`,
+/// `"hour"` or `{"attribute": i}`, `i` indexing the checkpoint's attribute schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ContextKey {
     /// Attribute `i`'s value.
     Attribute(usize),

@@ -324,8 +324,18 @@ fn generate_import_train_predict_and_eval_a_checkpoint() {
         d,
         &["predict", "--model", "m", "--db", "h.db", "home", "catalog"],
     );
+    // The hybrid over the history, with the count model `pto train` chose on validation.
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
+    let counts = &side["mix"]["counts"];
+    let name = match counts["kind"].as_str() {
+        Some("ppm") => format!("ppm{}", counts["order"]),
+        Some("markov1") => "markov1".into(),
+        Some("context-ppm") => format!("ctx-ppm{}[", counts["order"]),
+        _ => panic!("no count model recorded: {side}"),
+    };
     assert!(
-        out.starts_with("predictor lstm+ppm4:"),
+        out.starts_with(&format!("predictor lstm+{name}")),
         "the hybrid over the history: {out}"
     );
     let out = pto(d, &["predict", "--model", "m", "home", "no-such-page"]);

@@ -350,3 +350,65 @@ fn simulate_sweeps_print_tables_draw_pngs_and_compare_with_the_vm() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be positive"));
 }
+
+/// On the segments workload the next request depends on the cohort and the gap: the
+/// context-aware PPM is the best count model there. `pto train` must record it as the
+/// checkpoint's mixture's count model, and `pto simulate` must mix with it, from that
+/// checkpoint and when it trains the model itself, even where the learned model reads no
+/// context (as with --no-context): a mixture with the context-blind PPM fails here.
+#[test]
+fn train_and_simulate_mix_with_the_context_aware_count_model_where_it_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ["--workload", "segments", "--sessions", "800"];
+    let tiny = [
+        "--no-context",
+        "--epochs",
+        "1",
+        "--embed",
+        "8",
+        "--hidden",
+        "8",
+    ];
+    let train = [
+        &["train", "--model", "lstm", "--out", "m"][..],
+        &data,
+        &tiny,
+    ]
+    .concat();
+    let out = pto(dir.path(), &train);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(chosen: ctx-ppm4["), "{stderr}");
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.json")).unwrap()).unwrap();
+    let counts = &side["mix"]["counts"];
+    assert_eq!(counts["kind"], "context-ppm", "{counts}");
+    assert!(
+        counts["on"]
+            .as_array()
+            .is_some_and(|on| on.iter().any(|k| k == "gap")),
+        "{counts}"
+    );
+    let simulate = [
+        "simulate",
+        "--modes",
+        "learned",
+        "--work-ns-per-byte",
+        "2",
+        "--replay",
+        "10",
+    ];
+    for how in [&["--model", "m"][..], &tiny[..]] {
+        let out = pto(dir.path(), &[&simulate[..], &data, how].concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{how:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("the learned mode's predictor: lstm+ctx-ppm4["),
+            "{how:?}: {stdout}"
+        );
+    }
+}

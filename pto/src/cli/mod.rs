@@ -19,7 +19,7 @@ use see_pto::{
     import::import_path,
     metadata::ServiceCatalogue,
     nn::{self, HyperParams, ModelKind, Trained},
-    predict::{observe_sessions, Ppm, Predictor, SessionContext, StaticGraph},
+    predict::{observe_sessions, CountModel, Ppm, Predictor, SessionContext, StaticGraph},
     trace::Session,
     vocab::Vocabulary,
 };
@@ -232,9 +232,24 @@ struct TrainArgs {
     split: SplitArgs,
     #[command(flatten)]
     hyper: HyperArgs,
-    /// Longest context of the PPM model the checkpoint is mixed with online.
+    /// Longest context of the count models the checkpoint may be mixed with online (the
+    /// context-blind PPM, the context-aware PPM and first-order Markov: the best on the
+    /// validation split is kept, as `pto eval` keeps it).
     #[arg(long, default_value_t = 4)]
     ppm_order: usize,
+}
+
+/// Prints the count models compared for a mixture and the one chosen.
+pub fn report_mixture(counts: &CountModel, tried: &[(String, f64)]) {
+    eprintln!(
+        "count model for the mixture, validation top-1: {} (chosen: {})",
+        tried
+            .iter()
+            .map(|(n, s)| format!("{n} {:.1} %", 100.0 * s))
+            .collect::<Vec<_>>()
+            .join(", "),
+        counts.name()
+    );
 }
 
 /// Trains with a progress bar on stderr. A model that reads context is trained a second time
@@ -341,19 +356,20 @@ fn train_cmd(a: &TrainArgs) -> CliResult<()> {
     let split = spec.split(&trace.sessions);
     let hp = a.hyper.params_for(a.model, &trace.attributes);
     let vocab = Arc::new(trace.vocab.clone());
-    let trained = train_with_bar(
-        &hp,
-        vocab.clone(),
+    let trained = train_with_bar(&hp, vocab, &trace.attributes, &split.train, &split.val)?;
+    // The online mixture: the count model and the weights chosen on the validation split (the
+    // context-aware PPM where it wins), as `pto eval` chooses them.
+    let model = nn::NeuralPredictor::new(&trained)?;
+    let (counts, weights, tried) = nn::choose_mixture(
+        &model,
         &trace.attributes,
+        a.ppm_order,
         &split.train,
         &split.val,
-    )?;
-    // The online mixture with PPM: weights fitted on the validation split.
-    let mut ppm = Ppm::new(vocab, a.ppm_order);
-    observe_sessions(&mut ppm, &split.train);
-    let weights = nn::fit_weights(&nn::NeuralPredictor::new(&trained)?, &ppm, &split.val);
+    );
+    report_mixture(&counts, &tried);
     let mix = nn::MixSpec {
-        ppm_order: a.ppm_order,
+        counts: counts.spec(),
         weights,
     };
     let (w, s) = nn::save(&trained, &a.out, Some(spec), &desc, Some(mix))?;
@@ -419,7 +435,11 @@ fn predict(a: &PredictArgs) -> CliResult<()> {
         // With history: the online predictor, the model mixed with PPM over that history.
         let vocab = nn::read_sidecar(path)?.vocabulary;
         let (trace, _) = a.data.load(&cat)?;
-        Ok(Box::new(nn::load_hybrid(path, &trace.sessions_in(&vocab))?))
+        Ok(Box::new(nn::load_hybrid(
+            path,
+            &trace.sessions_in(&vocab),
+            &trace.attributes,
+        )?))
     };
     let p: Box<dyn Predictor> = match &a.model {
         Some(path) => match learned(path) {

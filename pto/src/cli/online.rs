@@ -16,7 +16,7 @@ use see_pto::{
         },
         Mode, ModeSummary, OnlineError, Orchestrator, Policy,
     },
-    predict::{observe_sessions, Ppm, Predictor},
+    predict::{observe_sessions, CountModel, Predictor},
     split::Split,
     trace::{Session, Trace},
 };
@@ -200,7 +200,8 @@ pub struct SimulateArgs {
 }
 
 /// Builds a fresh learned predictor for each run: from the checkpoint, or from one LSTM
-/// trained here on the training split and mixed with PPM as `pto train` does.
+/// trained here on the training split and mixed with the count model chosen on validation as
+/// `pto train` does.
 pub enum LearnedSource {
     /// A checkpoint on disk.
     Checkpoint(PathBuf),
@@ -208,8 +209,8 @@ pub enum LearnedSource {
     Trained {
         /// The LSTM.
         trained: Box<nn::Trained>,
-        /// PPM over the training and validation sessions.
-        ppm: Ppm,
+        /// The count model chosen on validation, over the training and validation sessions.
+        counts: Box<CountModel>,
         /// The mixture's weights, fitted on validation.
         weights: nn::MixWeights,
     },
@@ -223,21 +224,15 @@ impl LearnedSource {
         }
         let vocab = Arc::new(trace.vocab.clone());
         let hp = a.hyper.params_for(ModelKind::Lstm, &trace.attributes);
-        let trained = train_with_bar(
-            &hp,
-            vocab.clone(),
-            &trace.attributes,
-            &split.train,
-            &split.val,
-        )?;
+        let trained = train_with_bar(&hp, vocab, &trace.attributes, &split.train, &split.val)?;
         let model = nn::NeuralPredictor::new(&trained)?;
-        let mut ppm = Ppm::new(vocab, 4);
-        observe_sessions(&mut ppm, &split.train);
-        let weights = nn::fit_weights(&model, &ppm, &split.val);
-        observe_sessions(&mut ppm, &split.val);
+        let (mut counts, weights, tried) =
+            nn::choose_mixture(&model, &trace.attributes, 4, &split.train, &split.val);
+        super::report_mixture(&counts, &tried);
+        observe_sessions(&mut counts, &split.val);
         Ok(Self::Trained {
             trained: Box::new(trained),
-            ppm,
+            counts: Box::new(counts),
             weights,
         })
     }
@@ -252,12 +247,13 @@ impl LearnedSource {
             Self::Checkpoint(m) => predictor_for(Mode::Learned, cat, trace, Some(m)),
             Self::Trained {
                 trained,
-                ppm,
+                counts,
                 weights,
             } => {
                 let model = nn::NeuralPredictor::new(trained).map_err(OnlineError::Model)?;
                 Ok(Box::new(
-                    nn::Hybrid::new(model, ppm.clone(), *weights).map_err(OnlineError::Model)?,
+                    nn::Hybrid::new(model, (**counts).clone(), *weights)
+                        .map_err(OnlineError::Model)?,
                 ))
             }
         }
@@ -502,6 +498,12 @@ pub fn simulate_cmd(a: &SimulateArgs) -> CliResult<()> {
         None
     };
     let requests: usize = test.iter().map(|s| s.requests.len()).sum();
+    if let Some(l) = &learned {
+        println!(
+            "the learned mode's predictor: {}",
+            l.make(&cat, &setup.past)?.name()
+        );
+    }
     println!(
         "workload: {}; replaying {} test sessions ({requests} requests) in {} repetitions, each mode and repetition from a cold guest and predictor; trained on {}",
         setup.desc,

@@ -14,16 +14,19 @@ use super::{
 };
 use crate::{
     context::{Attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES},
-    predict::{observe_sessions, Ppm, Predictor},
+    predict::{observe_sessions, CountModel, CountSpec, Predictor},
     split::SplitSpec,
-    trace::Session,
+    trace::{Request, Session},
     vocab::Vocabulary,
 };
 
 /// The sidecar's `format` field.
 pub const FORMAT: &str = "see-pto-model";
-/// The sidecar's `version` field this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The sidecar's `version` field this build writes. Version 1 (the mixture's count model
+/// always the context-blind PPM, recorded as `ppm_order`) is still read, and migrated
+/// ([`read_sidecar`]); version 2 records the count model chosen on validation
+/// ([`MixSpec::counts`]).
+pub const FORMAT_VERSION: u32 = 2;
 /// The largest weights file accepted (256 MiB).
 const MAX_WEIGHTS: u64 = 256 << 20;
 
@@ -55,14 +58,43 @@ pub struct Sidecar {
     pub attributes: Attributes,
 }
 
-/// The PPM order and weights of a [`super::Hybrid`] fitted at training time.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// The count model and weights of a [`super::Hybrid`] chosen at training time
+/// ([`super::choose_mixture`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixSpec {
-    /// Longest PPM context.
-    pub ppm_order: usize,
+    /// The count model (its attribute keys index the sidecar's `attributes`), counted online
+    /// over the history.
+    pub counts: CountSpec,
     /// Weights on the learned model.
     pub weights: MixWeights,
+}
+
+/// The oldest sidecar version [`read_sidecar`] still reads (and migrates).
+const OLDEST_VERSION: u32 = 1;
+
+/// A version-1 sidecar's mixture: always the context-blind PPM, of this order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MixSpecV1 {
+    ppm_order: usize,
+    weights: MixWeights,
+}
+
+/// Rewrites a version-1 sidecar as version 2: its mixture's `ppm_order` becomes a
+/// context-blind PPM count model of that order, which is what version 1 meant.
+fn migrate_v1(v: &mut serde_json::Value) -> Result<(), serde_json::Error> {
+    if let Some(mix) = v.get_mut("mix").filter(|m| !m.is_null()) {
+        let old: MixSpecV1 = serde_json::from_value(mix.take())?;
+        *mix = serde_json::to_value(MixSpec {
+            counts: CountSpec::Ppm {
+                order: old.ppm_order,
+            },
+            weights: old.weights,
+        })?;
+    }
+    v["version"] = FORMAT_VERSION.into();
+    Ok(())
 }
 
 fn paths(path: &Path) -> (PathBuf, PathBuf) {
@@ -120,19 +152,31 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
         path: path(),
         error,
     })?;
-    let sidecar: Sidecar = serde_json::from_str(&text).map_err(|error| NnError::SidecarParse {
+    let parse_error = |error| NnError::SidecarParse {
         path: path(),
         error,
-    })?;
-    if sidecar.format != FORMAT || sidecar.version != FORMAT_VERSION {
-        return Err(NnError::SidecarFormat {
-            path: path(),
-            format: sidecar.format,
-            version: sidecar.version,
-            expected_format: FORMAT,
-            expected_version: FORMAT_VERSION,
-        });
+    };
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
+    // The format and version first: another format or version is named as such, not as a
+    // shape error.
+    let format = value.get("format").and_then(serde_json::Value::as_str);
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if let (Some(format), Some(version)) = (format, version) {
+        let known = u64::from(OLDEST_VERSION)..=u64::from(FORMAT_VERSION);
+        if format != FORMAT || !known.contains(&version) {
+            return Err(NnError::SidecarFormat {
+                path: path(),
+                format: format.to_owned(),
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+                expected_format: FORMAT,
+                expected_version: FORMAT_VERSION,
+            });
+        }
+        if version == 1 {
+            migrate_v1(&mut value).map_err(parse_error)?;
+        }
     }
+    let sidecar: Sidecar = serde_json::from_value(value).map_err(parse_error)?;
     sidecar
         .hyper
         .validate()
@@ -171,6 +215,14 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, NnError> {
                 },
             });
         }
+    }
+    if let Some(mix) = &sidecar.mix {
+        mix.counts
+            .validate(attrs)
+            .map_err(|error| NnError::SidecarMix {
+                path: path(),
+                error,
+            })?;
     }
     Ok(sidecar)
 }
@@ -226,20 +278,53 @@ pub fn load_predictor(path: &Path) -> Result<NeuralPredictor, NnError> {
     NeuralPredictor::new(&trained)
 }
 
-/// Loads the checkpoint at `path` as the online [`Hybrid`]: the model mixed with a PPM model
-/// counted over `history` (sessions whose ids are in the model's vocabulary, e.g. from
-/// `History::load_trace(None, model_vocabulary)`), with the weights fitted at training time.
-/// A checkpoint without fitted weights serves the model alone (weight 1).
-pub fn load_hybrid(path: &Path, history: &[Session]) -> Result<Hybrid, NnError> {
+/// Loads the checkpoint at `path` as the online [`Hybrid`]: the model mixed with the count
+/// model chosen at training time (the context-aware PPM where it won on validation) counted
+/// over `history` (sessions whose ids are in the model's vocabulary, e.g. from
+/// `History::load_trace(None, model_vocabulary)`; their attribute ids refer to
+/// `history_attributes`, translated here to the checkpoint's schema), with the weights fitted
+/// at training time. A checkpoint without a mixture serves the model alone (weight 1).
+pub fn load_hybrid(
+    path: &Path,
+    history: &[Session],
+    history_attributes: &Attributes,
+) -> Result<Hybrid, NnError> {
     let (side, trained) = load(path)?;
     let model = NeuralPredictor::new(&trained)?;
     let mix = side.mix.unwrap_or(MixSpec {
-        ppm_order: 4,
+        counts: CountSpec::Ppm { order: 4 },
         weights: MixWeights([1.0; 6]),
     });
-    let mut ppm = Ppm::new(trained.vocab.clone(), mix.ppm_order);
-    observe_sessions(&mut ppm, history);
-    Hybrid::new(model, ppm, mix.weights)
+    let mut counts = mix
+        .counts
+        .build(trained.vocab.clone(), &trained.attributes)
+        .map_err(|error| NnError::SidecarMix {
+            path: paths(path).1.display().to_string(),
+            error,
+        })?;
+    if matches!(counts, CountModel::Context(_)) && !history_attributes.same_ids(&trained.attributes)
+    {
+        let translated: Vec<Session> = history
+            .iter()
+            .map(|s| Session {
+                requests: s
+                    .requests
+                    .iter()
+                    .map(|r| Request {
+                        attrs: history_attributes.translate(&r.attrs, &trained.attributes),
+                        ..*r
+                    })
+                    .collect(),
+                key: s.key.clone(),
+                user: s.user.clone(),
+                truth: Vec::new(),
+            })
+            .collect();
+        observe_sessions(&mut counts, &translated);
+    } else {
+        observe_sessions(&mut counts, history);
+    }
+    Hybrid::new(model, counts, mix.weights)
 }
 
 /// Loads the checkpoint at `path`, or, if it is missing, corrupt or mismatched, logs why and

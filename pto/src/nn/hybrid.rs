@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{NeuralPredictor, NnError};
 use crate::{
+    context::Attributes,
     predict::{
-        top_k, CountDistribution, CountModel, Prediction, Predictor, SessionContext, SessionState,
+        top_k, ContextPpm, CountDistribution, CountModel, Prediction, Predictor, SessionContext,
+        SessionState,
     },
     trace::Session,
     vocab::{TypeId, Vocabulary},
@@ -66,6 +68,13 @@ impl Hybrid {
         let ppm = ppm.into();
         if model.vocabulary() != ppm.vocabulary() {
             return Err(NnError::Vocabulary);
+        }
+        // Online, the request's attribute ids are translated to the one schema the mixture
+        // reports ([`Predictor::attributes`]): both parts must read them alike.
+        if let (Some(a), Some(b)) = (model.attributes(), ppm.attributes()) {
+            if !a.same_ids(b) {
+                return Err(NnError::AttributeSchema);
+            }
         }
         Ok(Self {
             name: format!("{}+{}", model.name(), ppm.name()),
@@ -120,6 +129,27 @@ pub fn fit_weights<C: CountDistribution + ?Sized>(
         &|ctx| (ppm.distribution(ctx), ppm.support(ctx)),
         val,
     )
+}
+
+/// The count model and weights to mix `model` with, as `pto eval`, `pto train` and
+/// `pto simulate` choose them: the context-aware PPM's conditioning chosen on `val`
+/// ([`ContextPpm::select`], over the attributes `attrs`), then the best count model on `val`
+/// among it, the context-blind PPM of `order` and first-order Markov ([`CountModel::select`]),
+/// then the weights fitted on `val` ([`fit_weights`]). Every count model is counted on `train`
+/// only, the one returned too (count the validation sessions into it before serving); with
+/// the validation top-1 of the count models compared.
+pub fn choose_mixture(
+    model: &NeuralPredictor,
+    attrs: &Attributes,
+    order: usize,
+    train: &[Session],
+    val: &[Session],
+) -> (CountModel, MixWeights, Vec<(String, f64)>) {
+    let vocab = model.vocabulary().clone();
+    let (ctx, _) = ContextPpm::select(vocab.clone(), attrs, order, train, val);
+    let (counts, tried) = CountModel::select(vocab, ctx, order, train, val);
+    let weights = fit_weights(model, &counts, val);
+    (counts, weights, tried)
 }
 
 const GRID: usize = 21;

@@ -21,7 +21,7 @@ pub use checkpoint::{
     FORMAT, FORMAT_VERSION,
 };
 pub use fast::{FastModel, Weights};
-pub use hybrid::{fit_weights, Hybrid, MixWeights};
+pub use hybrid::{choose_mixture, fit_weights, Hybrid, MixWeights};
 pub use model::{
     build, ContextBatch, ContextShape, Dropout, HyperError, HyperParams, ModelKind, Net, ATTR_EMBED,
 };
@@ -174,6 +174,20 @@ pub enum NnError {
          model's vocabulary"
     )]
     Vocabulary,
+    /// The learned model and its count model read attribute ids of different schemas.
+    #[error(
+        "the count model reads another attribute schema than the learned model; build it over \
+         the model's schema"
+    )]
+    AttributeSchema,
+    /// The sidecar's mixture records a count model that cannot be built.
+    #[error("model sidecar {path}: its mixture's count model: {error}; retrain with `pto train`")]
+    SidecarMix {
+        /// The sidecar file.
+        path: String,
+        /// What is wrong.
+        error: crate::predict::CountSpecError,
+    },
     /// Bad hyper-parameters.
     #[error("bad hyper-parameters: {0}")]
     Hyper(HyperError),

@@ -7,8 +7,8 @@ use super::{
     *,
 };
 use crate::{
-    context::{AttrValues, Features},
-    predict::{Ppm, Predictor, SessionContext},
+    context::{AttrValues, Attributes, ContextKey, Features},
+    predict::{CountSpec, Ppm, Predictor, SessionContext},
     trace::{Request, Session},
 };
 
@@ -471,10 +471,10 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     let stem = dir.path().join("m");
     let split = Some(crate::split::SplitSpec::default());
     let mix = Some(MixSpec {
-        ppm_order: 2,
+        counts: CountSpec::Ppm { order: 2 },
         weights: MixWeights([0.5; 6]),
     });
-    let (wpath, spath) = save(&t, &stem, split, "test", mix).unwrap();
+    let (wpath, spath) = save(&t, &stem, split, "test", mix.clone()).unwrap();
     assert!(wpath.ends_with("m.safetensors") && spath.ends_with("m.json"));
     let (side, _) = load(&wpath).unwrap();
     assert_eq!(
@@ -486,7 +486,7 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     assert_eq!(load_predictor(&spath).unwrap().predict(&ctx, 4), original);
     assert_eq!(side.mix, mix);
     assert_eq!(read_sidecar(&stem).unwrap(), side);
-    let hybrid = load_hybrid(&stem, &data).unwrap();
+    let hybrid = load_hybrid(&stem, &data, &Attributes::default()).unwrap();
     assert_eq!(
         (hybrid.name(), hybrid.weights()),
         ("lstm+ppm2", MixWeights([0.5; 6]))
@@ -519,8 +519,45 @@ fn checkpoints_round_trip_and_bad_ones_are_refused_or_fall_back() {
     expect("other hyper-parameters", "shape");
     std::fs::write(&spath, good_s.replace("\"f\"\n", "\"f\",\n    \"g\"\n")).unwrap();
     expect("a longer vocabulary", "shape");
-    std::fs::write(&spath, good_s.replace("\"version\": 1", "\"version\": 9")).unwrap();
+    std::fs::write(&spath, good_s.replace("\"version\": 2", "\"version\": 9")).unwrap();
     expect("a future format", "version 9");
+    // A count model beyond the attribute schema (the model has none).
+    let mut bad: serde_json::Value = serde_json::from_str(&good_s).unwrap();
+    bad["mix"]["counts"] =
+        serde_json::json!({"kind": "context-ppm", "order": 2, "on": [{"attribute": 0}]});
+    std::fs::write(&spath, bad.to_string()).unwrap();
+    expect("a count model on a missing attribute", "attribute 0");
+    bad["mix"]["counts"] = serde_json::json!({"kind": "ppm", "order": 99});
+    std::fs::write(&spath, bad.to_string()).unwrap();
+    expect("a count model of a huge order", "order 99");
+    // Version 1 (the mixture always the blind PPM, as `ppm_order`) is read as that count model.
+    let mut v1: serde_json::Value = serde_json::from_str(&good_s).unwrap();
+    v1["version"] = 1.into();
+    v1["mix"] = serde_json::json!({"ppm_order": 3, "weights": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]});
+    std::fs::write(&spath, v1.to_string()).unwrap();
+    let migrated = read_sidecar(&stem).unwrap();
+    assert_eq!(
+        (migrated.version, migrated.mix),
+        (
+            FORMAT_VERSION,
+            Some(MixSpec {
+                counts: CountSpec::Ppm { order: 3 },
+                weights: MixWeights([0.5; 6]),
+            })
+        )
+    );
+    assert_eq!(
+        load_hybrid(&stem, &data, &Attributes::default())
+            .unwrap()
+            .name(),
+        "lstm+ppm3"
+    );
+    // Version 1 never had `counts`: a version-1 file with it is no sidecar of either version.
+    v1["mix"] = serde_json::json!({"counts": {"kind": "markov1"}, "weights": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]});
+    std::fs::write(&spath, v1.to_string()).unwrap();
+    let err = read_sidecar(&stem).unwrap_err().to_string();
+    assert!(err.contains("not a model sidecar"), "{err}");
+    restore();
     std::fs::write(
         &spath,
         good_s.replace(&side.weights_sha256, &format!("{:064x}", 0)),
@@ -636,6 +673,77 @@ fn incremental_session_predictions_equal_full_passes() {
         assert_eq!(
             p.distribution_session(&mut s1, &short),
             p.distribution(&short)
+        );
+    }
+}
+
+/// Where an attribute decides the next request, a model that reads no context must be mixed
+/// with the count model that does: [`choose_mixture`] (what `pto train` and `pto simulate`
+/// call) picks the context-aware PPM on validation, the checkpoint records it, and
+/// [`load_hybrid`] rebuilds it over a history whose attribute ids are interned in another
+/// order, so that the mixture ranks the attribute's successor first.
+#[test]
+fn the_mixture_keeps_the_context_aware_count_model_through_a_checkpoint() {
+    let (data, attrs) = grouped(80);
+    let (train_s, val) = data.split_at(60);
+    let hp = HyperParams {
+        epochs: 2,
+        ..tiny(ModelKind::Lstm)
+    };
+    let t = train_with_context(&hp, vocab(), &attrs, train_s, val, &mut |_| {}).unwrap();
+    let model = NeuralPredictor::new(&t).unwrap();
+    assert!(model.attributes().is_none(), "the model reads no context");
+    let (counts, weights, tried) = choose_mixture(&model, &attrs, 2, train_s, val);
+    let want = CountSpec::ContextPpm {
+        order: 2,
+        on: vec![ContextKey::Attribute(0)],
+    };
+    assert_eq!(counts.spec(), want, "{tried:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("m");
+    let mix = MixSpec {
+        counts: counts.spec(),
+        weights,
+    };
+    save(&t, &stem, None, "grouped", Some(mix.clone())).unwrap();
+    assert_eq!(read_sidecar(&stem).unwrap().mix, Some(mix));
+    // The same history, its group values interned the other way round.
+    let mut other = Attributes::new(&["group"]).unwrap();
+    other.intern(0, Some(b"two"));
+    other.intern(0, Some(b"one"));
+    let swapped: Vec<Session> = data
+        .iter()
+        .map(|s| Session {
+            requests: s
+                .requests
+                .iter()
+                .map(|r| Request {
+                    attrs: attrs.translate(&r.attrs, &other),
+                    ..*r
+                })
+                .collect(),
+            ..s.clone()
+        })
+        .collect();
+    assert_ne!(swapped[0].requests[0].attrs, data[0].requests[0].attrs);
+    let hybrid = load_hybrid(&stem, &swapped, &other).unwrap();
+    let same = load_hybrid(&stem, &data, &attrs).unwrap();
+    assert_eq!(hybrid.name(), "lstm+ctx-ppm2[group]");
+    assert!(
+        hybrid.attributes().is_some_and(|a| a.same_ids(&attrs)),
+        "online ids are the checkpoint's"
+    );
+    // After request 1: 2 in group one, 3 in group two (ids of the checkpoint's schema).
+    for (group, next) in [(1u16, 2u32), (2, 3)] {
+        let mut a = AttrValues::default();
+        a.0[0] = group;
+        let mut ctx = SessionContext::new();
+        ctx.push_with(1, Features::of(0, None, 0, a));
+        assert_eq!(hybrid.distribution(&ctx), same.distribution(&ctx));
+        assert_eq!(
+            hybrid.predict(&ctx, 1).first().map(|p| p.kind),
+            Some(next),
+            "group {group}"
         );
     }
 }

@@ -117,7 +117,8 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 /// The predictor for `mode`, trained on `past` (sessions over the catalogue's request types);
-/// `model` is the checkpoint of the learned mode (mixed with PPM counted over `past`).
+/// `model` is the checkpoint of the learned mode (mixed with the count model it records,
+/// counted over `past`).
 pub fn predictor_for(
     mode: Mode,
     catalogue: &ServiceCatalogue,
@@ -144,8 +145,10 @@ pub fn predictor_for(
         Mode::Learned => {
             let path = model.ok_or(OnlineError::NoCheckpoint)?;
             let side = nn::read_sidecar(path).map_err(OnlineError::Model)?;
-            let past = past.sessions_in(&side.vocabulary);
-            Box::new(nn::load_hybrid(path, &past).map_err(OnlineError::Model)?)
+            let sessions = past.sessions_in(&side.vocabulary);
+            Box::new(
+                nn::load_hybrid(path, &sessions, &past.attributes).map_err(OnlineError::Model)?,
+            )
         }
     })
 }

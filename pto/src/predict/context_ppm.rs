@@ -77,6 +77,11 @@ impl ContextPpm {
         &self.keys
     }
 
+    /// Its longest context.
+    pub fn order(&self) -> usize {
+        self.blind.max_order()
+    }
+
     /// The candidate conditionings of a trace with `attrs`, whose `sessions` show at least two
     /// values of each key: every attribute, the gap bucket and the hour bucket.
     pub fn candidates(attrs: &Attributes, sessions: &[Session]) -> Vec<ContextKey> {

@@ -9,11 +9,14 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    context_ppm::top1, observe_sessions, ContextPpm, Ppm, Prediction, Predictor, SessionContext,
+    baseline::MAX_PPM_ORDER, context_ppm::top1, observe_sessions, ContextPpm, Ppm, Prediction,
+    Predictor, SessionContext,
 };
 use crate::{
-    context::Attributes,
+    context::{Attributes, ContextKey},
     trace::Session,
     vocab::{TypeId, Vocabulary},
 };
@@ -67,7 +70,129 @@ impl From<ContextPpm> for CountModel {
     }
 }
 
+/// Most keys a recorded context-aware PPM may condition on ([`ContextPpm::select`] tries
+/// single keys and pairs).
+pub const MAX_COUNT_KEYS: usize = 4;
+
+/// A count model as a checkpoint records it: which baseline, its longest context and what it
+/// conditions on; enough to rebuild it untrained ([`CountSpec::build`]) and count a history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CountSpec {
+    /// The context-blind PPM of contexts up to `order`.
+    Ppm {
+        /// Longest context.
+        order: usize,
+    },
+    /// First-order Markov.
+    Markov1,
+    /// The context-aware PPM of contexts up to `order`, conditioned on `on` (attribute
+    /// indices refer to the attribute schema recorded beside it).
+    ContextPpm {
+        /// Longest context.
+        order: usize,
+        /// The conditioning.
+        on: Vec<ContextKey>,
+    },
+}
+
+/// A [`CountSpec`] that cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CountSpecError {
+    /// The longest context is out of range.
+    #[error("count model order {order} is out of range 0..={max}")]
+    Order {
+        /// The order recorded.
+        order: usize,
+        /// The largest order.
+        max: usize,
+    },
+    /// An attribute key beyond the schema.
+    #[error("the count model conditions on attribute {index}, the schema has {len}")]
+    Attribute {
+        /// The index recorded.
+        index: usize,
+        /// Attributes in the schema.
+        len: usize,
+    },
+    /// Too many keys, or none.
+    #[error("the context-aware count model conditions on {n} keys, it must be 1 to {max}")]
+    Keys {
+        /// Keys recorded.
+        n: usize,
+        /// The most allowed.
+        max: usize,
+    },
+}
+
+impl CountSpec {
+    /// Checks the spec against the attribute schema its indices refer to.
+    pub fn validate(&self, attrs: &Attributes) -> Result<(), CountSpecError> {
+        let (order, on) = match self {
+            Self::Markov1 => return Ok(()),
+            Self::Ppm { order } => (*order, &[][..]),
+            Self::ContextPpm { order, on } => {
+                if on.is_empty() || on.len() > MAX_COUNT_KEYS {
+                    return Err(CountSpecError::Keys {
+                        n: on.len(),
+                        max: MAX_COUNT_KEYS,
+                    });
+                }
+                (*order, &on[..])
+            }
+        };
+        if order > MAX_PPM_ORDER {
+            return Err(CountSpecError::Order {
+                order,
+                max: MAX_PPM_ORDER,
+            });
+        }
+        for k in on {
+            if let ContextKey::Attribute(index) = *k {
+                if index >= attrs.len() {
+                    return Err(CountSpecError::Attribute {
+                        index,
+                        len: attrs.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The model, untrained, over `vocab` (attribute keys naming attributes of `attrs`).
+    pub fn build(
+        &self,
+        vocab: Arc<Vocabulary>,
+        attrs: &Attributes,
+    ) -> Result<CountModel, CountSpecError> {
+        self.validate(attrs)?;
+        Ok(match self {
+            Self::Ppm { order } => CountModel::Blind(Ppm::new(vocab, *order)),
+            Self::Markov1 => CountModel::Blind(Ppm::markov1(vocab)),
+            Self::ContextPpm { order, on } => {
+                CountModel::Context(ContextPpm::new(vocab, attrs, *order, on))
+            }
+        })
+    }
+}
+
 impl CountModel {
+    /// What a checkpoint records of it ([`CountSpec::build`] rebuilds it untrained).
+    pub fn spec(&self) -> CountSpec {
+        match self {
+            Self::Blind(p) if p.name() == "markov1" => CountSpec::Markov1,
+            Self::Blind(p) => CountSpec::Ppm {
+                order: p.max_order(),
+            },
+            Self::Context(p) if p.keys().is_empty() => CountSpec::Ppm { order: p.order() },
+            Self::Context(p) => CountSpec::ContextPpm {
+                order: p.order(),
+                on: p.keys().to_vec(),
+            },
+        }
+    }
+
     /// The same model, untrained (to refit it on more data).
     pub fn fresh(&self) -> Self {
         match self {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use baseline::{Markov1, Popularity, Ppm, Reactive};
 pub use context_ppm::ContextPpm;
-pub use counts::{CountDistribution, CountModel};
+pub use counts::{CountDistribution, CountModel, CountSpec, CountSpecError, MAX_COUNT_KEYS};
 pub use static_graph::StaticGraph;
 
 use crate::{
