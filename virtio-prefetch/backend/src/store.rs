@@ -739,4 +739,3 @@ mod tests {
         assert_eq!(again.get(6, 0).unwrap().content, b"two");
     }
 }
-
