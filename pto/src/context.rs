@@ -219,6 +219,31 @@ impl Attributes {
         out
     }
 
+    /// `sessions`, whose attribute ids refer to this schema, with their ids in `to` (as
+    /// [`Attributes::translate`]); generated sessions lose their true distributions.
+    pub fn translate_sessions(
+        &self,
+        sessions: &[crate::trace::Session],
+        to: &Attributes,
+    ) -> Vec<crate::trace::Session> {
+        sessions
+            .iter()
+            .map(|s| crate::trace::Session {
+                requests: s
+                    .requests
+                    .iter()
+                    .map(|r| crate::trace::Request {
+                        attrs: self.translate(&r.attrs, to),
+                        ..*r
+                    })
+                    .collect(),
+                key: s.key.clone(),
+                user: s.user.clone(),
+                truth: Vec::new(),
+            })
+            .collect()
+    }
+
     fn classify(&mut self, i: usize, value: Option<&[u8]>) -> Result<ValueId, Bucketed> {
         let raw = value.ok_or(Bucketed::Empty)?;
         let text = std::str::from_utf8(raw)

@@ -16,7 +16,7 @@ use crate::{
     context::{Attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUES},
     predict::{observe_sessions, CountModel, CountSpec, Predictor},
     split::SplitSpec,
-    trace::{Request, Session},
+    trace::Session,
     vocab::Vocabulary,
 };
 
@@ -304,22 +304,7 @@ pub fn load_hybrid(
         })?;
     if matches!(counts, CountModel::Context(_)) && !history_attributes.same_ids(&trained.attributes)
     {
-        let translated: Vec<Session> = history
-            .iter()
-            .map(|s| Session {
-                requests: s
-                    .requests
-                    .iter()
-                    .map(|r| Request {
-                        attrs: history_attributes.translate(&r.attrs, &trained.attributes),
-                        ..*r
-                    })
-                    .collect(),
-                key: s.key.clone(),
-                user: s.user.clone(),
-                truth: Vec::new(),
-            })
-            .collect();
+        let translated = history_attributes.translate_sessions(history, &trained.attributes);
         observe_sessions(&mut counts, &translated);
     } else {
         observe_sessions(&mut counts, history);

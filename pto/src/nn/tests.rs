@@ -711,20 +711,7 @@ fn the_mixture_keeps_the_context_aware_count_model_through_a_checkpoint() {
     let mut other = Attributes::new(&["group"]).unwrap();
     other.intern(0, Some(b"two"));
     other.intern(0, Some(b"one"));
-    let swapped: Vec<Session> = data
-        .iter()
-        .map(|s| Session {
-            requests: s
-                .requests
-                .iter()
-                .map(|r| Request {
-                    attrs: attrs.translate(&r.attrs, &other),
-                    ..*r
-                })
-                .collect(),
-            ..s.clone()
-        })
-        .collect();
+    let swapped = attrs.translate_sessions(&data, &other);
     assert_ne!(swapped[0].requests[0].attrs, data[0].requests[0].attrs);
     let hybrid = load_hybrid(&stem, &swapped, &other).unwrap();
     let same = load_hybrid(&stem, &data, &attrs).unwrap();
