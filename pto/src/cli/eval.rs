@@ -134,15 +134,7 @@ pub fn run(a: &EvalArgs) -> CliResult<()> {
     let mut ctx_ppm = chosen.fresh();
     let (mix_counts, mix_tried) =
         CountModel::select(vocab.clone(), chosen, a.ppm_order, &split.train, &split.val);
-    eprintln!(
-        "count model for the mixtures, validation top-1: {} (chosen: {})",
-        mix_tried
-            .iter()
-            .map(|(n, s)| format!("{n} {:.1} %", 100.0 * s))
-            .collect::<Vec<_>>()
-            .join(", "),
-        mix_counts.name()
-    );
+    super::report_mixture(&mix_counts, &mix_tried);
     observe_sessions(&mut ctx_ppm, &fit);
     let ctx_ppm_name = ctx_ppm.name().to_owned();
     predictors.push(Box::new(ctx_ppm));
